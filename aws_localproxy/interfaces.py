@@ -1,0 +1,111 @@
+"""
+The narrow interfaces between the tunnel protocol object and the I/O around it.
+
+The tunnel (L{aws_localproxy.tunnel}) is pure protocol logic: it never
+touches a socket, a reactor or a clock.  It is driven by method calls from
+the WebSocket side (bytes from the service) and from the local side (local
+connections accepted, data read, connections closed), and it acts only
+through the objects described here.  Tests script whole conversations by
+implementing these with plain Python objects.
+
+Directions, in the protocol's words:
+
+ - the *peer* is the tunneling service, reached through the WebSocket;
+ - a *local connection* is a TCP connection on this machine: accepted by a
+   source's listener, or opened by a destination to its local service.
+
+Every local connection belongs to one service ID.  In V3 a service ID has one
+stream and many connections (connection IDs 1, 2, ...); towards V1/V2 peers a
+service has at most one connection at a time (connection ID 0, never sent).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class TunnelPeer(Protocol):
+    """The tunneling service, as the tunnel sees it: where records go."""
+
+    def send_record(self, record: bytes) -> None:
+        """
+        Send one length-prefixed tunnel record (see L{aws_localproxy.wire})
+        as one binary WebSocket message.  Records are sent in call order.
+        """
+
+
+@runtime_checkable
+class LocalConnection(Protocol):
+    """One local TCP connection, as the tunnel drives it."""
+
+    def write(self, data: bytes) -> None:
+        """
+        Deliver bytes from the tunnel to the local socket.
+
+        For a destination connection that is still connecting, the bytes are
+        kept and written once it is connected (the reference drops them).
+        """
+
+    def close(self) -> None:
+        """
+        Close the local socket after everything written so far is flushed.
+
+        The tunnel calls this when the peer resets the connection or stream,
+        or when the session ends.  Idempotent.  It does not call back
+        L{TunnelConnection.connection_lost}: the tunnel already knows.
+        """
+
+
+@runtime_checkable
+class TunnelConnection(Protocol):
+    """
+    The tunnel's end of one local connection: what the I/O layer reports to.
+
+    Returned by L{aws_localproxy.tunnel.Tunnel.local_connection_accepted}
+    (source) and passed to L{LocalSide.connect} (destination).
+    """
+
+    service_id: str
+    connection_id: int
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes read from the local socket, to be sent as DATA, in order."""
+
+    def connection_lost(self) -> None:
+        """
+        The local socket is gone (EOF, error, or the local application closed
+        it): the tunnel tells the peer with ConnectionReset (V3) or
+        StreamReset (V1/V2).
+        """
+
+    def connect_failed(self, reason: str) -> None:
+        """
+        Destination only: every connect attempt to the local service failed
+        (the I/O layer does the retries of ``tcp.connection_retry_count``).
+        """
+
+
+@runtime_checkable
+class LocalSide(Protocol):
+    """The local half of the proxy: listeners (source) or connectors (destination)."""
+
+    def services_ready(self, endpoints: Mapping[str, str]) -> None:
+        """
+        SERVICE_IDS was received and validated: C{endpoints} maps each service
+        ID of this session to its configured endpoint text (a port for a
+        source, C{"0"} meaning "pick one"; C{port}, C{host:port} or a Unix
+        socket path for a destination).
+
+        A source starts (or keeps) a listener per service ID; a destination
+        only records the endpoints.  Called again on a later SERVICE_IDS
+        (e.g. after a reconnect) with the new set.
+        """
+
+    def connect(self, connection: TunnelConnection) -> LocalConnection:
+        """
+        Destination only: open a local connection to the endpoint of
+        C{connection.service_id} and return it at once.  The returned object
+        buffers writes until connected; success is silent, final failure is
+        reported with C{connection.connect_failed}.
+        """
