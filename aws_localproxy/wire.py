@@ -11,8 +11,9 @@ This module turns that stream into ``Message`` objects and back, enforces the
 size limits of the settings, and raises only its own errors (``WireError``
 and subclasses), so a caller can tell a peer's bad bytes from its own bugs.
 
-It is the hot path of the proxy: incoming bytes are appended once to a
-buffer and parsed in place through a ``memoryview``; outgoing DATA records
+It is the hot path of the proxy: incoming records are parsed in place
+through a ``memoryview`` of the input, and only a record that straddles two
+inputs is copied (once, into a small buffer); outgoing DATA records
 are assembled with a single join instead of building and re-copying a
 protobuf object.
 """
@@ -123,52 +124,84 @@ class MessageDecoder:
         """
         if self._failed is not None:
             raise self._failed
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view = memoryview(buffer)
-        else:
-            # Common case: nothing left over, parse straight from the input.
-            view = memoryview(data)
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
         messages: List[Message] = []
-        offset = 0
-        end = len(view)
-        limits = self._limits
         try:
-            while end - offset >= LENGTH_PREFIX_SIZE:
-                (length,) = _PREFIX.unpack_from(view, offset)
-                if length > limits.max_message_size:
-                    raise MessageTooLarge(
-                        "message length %d exceeds the maximum of %d"
-                        % (length, limits.max_message_size)
-                    )
-                start = offset + LENGTH_PREFIX_SIZE
-                stop = start + length
-                if stop > end:
-                    break
-                message = _parse(view[start:stop])
-                if len(message.payload) > limits.max_payload_size:
-                    raise PayloadTooLarge(
-                        "payload of %d bytes exceeds the maximum of %d"
-                        % (len(message.payload), limits.max_payload_size)
-                    )
-                messages.append(message)
-                offset = stop
+            offset = self._complete_pending(view, messages)
+            if offset < 0:
+                return messages
+            offset = self._parse_from(view, offset, messages)
         except WireError as error:
             self._failed = error
-            view.release()
             self._buffer = bytearray()
+            view.release()
             raise
-        remainder = view[offset:]
-        if buffer:
-            view.release()
-            remainder.release()
-            del buffer[:offset]
-        else:
-            self._buffer = bytearray(remainder)
-            remainder.release()
-            view.release()
+        if offset < len(view):
+            # Only the start of one record is left: copy that, not the input.
+            self._buffer = bytearray(view[offset:])
+        view.release()
         return messages
+
+    def _complete_pending(self, view: memoryview, messages: List[Message]) -> int:
+        """
+        Finish the record left over from earlier input with the first bytes of
+        C{view}.  Return the offset in C{view} after it, or -1 if C{view} did
+        not complete it (then everything is buffered).
+        """
+        buffer = self._buffer
+        if not buffer:
+            return 0
+        offset = 0
+        if len(buffer) < LENGTH_PREFIX_SIZE:
+            offset = LENGTH_PREFIX_SIZE - len(buffer)
+            buffer += view[:offset]
+            if len(buffer) < LENGTH_PREFIX_SIZE:
+                return -1
+        (length,) = _PREFIX.unpack_from(buffer)
+        self._check_length(length)
+        needed = LENGTH_PREFIX_SIZE + length - len(buffer)
+        buffer += view[offset : offset + needed]
+        if len(buffer) < LENGTH_PREFIX_SIZE + length:
+            return -1
+        record = memoryview(buffer)
+        try:
+            messages.append(self._checked(_parse(record[LENGTH_PREFIX_SIZE:])))
+        finally:
+            record.release()
+        self._buffer = bytearray()
+        return offset + needed
+
+    def _parse_from(self, view: memoryview, offset: int, messages: List[Message]) -> int:
+        """Parse every complete record of C{view} from C{offset}; return where they end."""
+        end = len(view)
+        append = messages.append
+        while end - offset >= LENGTH_PREFIX_SIZE:
+            (length,) = _PREFIX.unpack_from(view, offset)
+            self._check_length(length)
+            start = offset + LENGTH_PREFIX_SIZE
+            stop = start + length
+            if stop > end:
+                break
+            append(self._checked(_parse(view[start:stop])))
+            offset = stop
+        return offset
+
+    def _check_length(self, length: int) -> None:
+        if length > self._limits.max_message_size:
+            raise MessageTooLarge(
+                "message length %d exceeds the maximum of %d"
+                % (length, self._limits.max_message_size)
+            )
+
+    def _checked(self, message: Message) -> Message:
+        if len(message.payload) > self._limits.max_payload_size:
+            raise PayloadTooLarge(
+                "payload of %d bytes exceeds the maximum of %d"
+                % (len(message.payload), self._limits.max_payload_size)
+            )
+        return message
 
 
 def _parse(record: memoryview) -> Message:
@@ -211,16 +244,33 @@ def control_message(
     available_service_ids: Sequence[str] = (),
     ignorable: bool = False,
 ) -> bytes:
-    """Encode a control (non-DATA) message with its length prefix."""
+    """
+    Encode a control (non-DATA) message with its length prefix.
+
+    @raise MessageTooLarge: the record would not fit the default limits
+        (only a long list of service IDs could do that).
+    """
     message = Message(
         type=message_type,  # type: ignore[arg-type]
         streamId=stream_id,
         serviceId=service_id,
         connectionId=connection_id,
-        availableServiceIds=available_service_ids,
-        ignorable=ignorable,
     )
-    return encode_message(message)
+    # Only set what is there: each keyword costs time, and control messages
+    # are sent per connection.
+    if available_service_ids:
+        message.availableServiceIds.extend(available_service_ids)
+    if ignorable:
+        message.ignorable = True
+    body = message.SerializeToString()
+    if len(body) > _CONTROL_MAX:
+        raise MessageTooLarge(
+            "message of %d bytes exceeds the maximum of %d" % (len(body), _CONTROL_MAX)
+        )
+    return _PREFIX.pack(len(body)) + body
+
+
+_CONTROL_MAX = min(DEFAULT_LIMITS.max_message_size, 0xFFFF)
 
 
 # Field keys (field number << 3 | wire type) of the fields a DATA record uses.

@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.test_tunnel -*-
+"""
+The tunnel's bookkeeping: per service, its stream; per stream, its connections.
+
+A service ID has at most one current stream, numbered by the source (1, 2, ...
+per service and session).  In V3 a stream carries many connections, numbered
+by the source too; towards V1/V2 peers it carries one, numbered 0 and never
+sent.  These objects hold that state; the rules for changing it live in
+L{aws_localproxy.tunnel}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Iterator, List
+
+from aws_localproxy.interfaces import LocalConnection
+
+if TYPE_CHECKING:
+    from aws_localproxy.tunnel import Tunnel
+
+__all__ = ["INT32_MAX", "UINT32_MAX", "Service", "Connection", "next_id"]
+
+#: Stream IDs are protobuf int32: after the largest one the count starts again at 1.
+INT32_MAX = 2**31 - 1
+#: Connection IDs are protobuf uint32.
+UINT32_MAX = 2**32 - 1
+
+
+def next_id(current: int, maximum: int) -> int:
+    """The ID after C{current}: one more, or 1 after C{maximum} (0 means "none")."""
+    return 1 if current >= maximum else current + 1
+
+
+class Service:
+    """
+    One service ID of a session: its endpoint, its stream, its connections.
+
+    C{active} means "a stream is open": for a source, a StreamStart was sent
+    and no StreamReset followed; for a destination, a StreamStart was received
+    (the reference's data-transfer handler).  C{stream_id} keeps the last
+    stream ID even when inactive, so that late messages of that stream are
+    recognised as stale and the source's next stream is C{stream_id + 1}.
+    """
+
+    def __init__(self, service_id: str, endpoint: str) -> None:
+        self.service_id = service_id
+        self.endpoint = endpoint
+        self.stream_id = 0
+        self.active = False
+        self.last_connection_id = 0
+        self.connections: Dict[int, Connection] = {}
+
+    def take_connections(self) -> List[Connection]:
+        """Forget every connection of this service and return them, oldest first."""
+        connections = list(self.connections.values())
+        self.connections.clear()
+        return connections
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self.connections.values()))
+
+    def __repr__(self) -> str:
+        return "<Service %r stream=%d active=%s connections=%s>" % (
+            self.service_id,
+            self.stream_id,
+            self.active,
+            sorted(self.connections),
+        )
+
+
+class Connection:
+    """
+    The tunnel's end of one local connection (L{TunnelConnection}).
+
+    The I/O layer reports to it; it forwards to its tunnel, which knows the
+    rules.  Once closed (by either side, or with the session) it ignores
+    every further report, so each connection is reset at most once.
+    """
+
+    def __init__(
+        self,
+        tunnel: Tunnel,
+        service: Service,
+        connection_id: int,
+        stream_id: int,
+        *,
+        starts_stream: bool,
+    ) -> None:
+        self._tunnel = tunnel
+        self.service = service
+        self.service_id = service.service_id
+        self.connection_id = connection_id
+        self.stream_id = stream_id
+        #: Opened by a StreamStart (as opposed to a V3 ConnectionStart).
+        self.starts_stream = starts_stream
+        self.local: LocalConnection | None = None
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        self._tunnel._local_data(self, data)
+
+    def connection_lost(self) -> None:
+        self._tunnel._local_lost(self)
+
+    def connect_failed(self, reason: str) -> None:
+        self._tunnel._connect_failed(self, reason)
+
+    def close_local(self) -> None:
+        """Mark closed and close the local socket (flushing), if there is one."""
+        self.open = False
+        if self.local is not None:
+            self.local.close()
+
+    def __repr__(self) -> str:
+        return "<Connection %r stream=%d id=%d%s>" % (
+            self.service.service_id,
+            self.stream_id,
+            self.connection_id,
+            "" if self.open else " closed",
+        )

@@ -1,0 +1,278 @@
+"""
+Tests for L{aws_localproxy.tunnel} in destination mode (behaviour.md §3.6).
+"""
+
+from __future__ import annotations
+
+from twisted.logger import LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
+from aws_localproxy.wire import Message
+from tests.test_tunnel import SSH, TWO, ctl, data, logs, started, texts
+
+
+class DestinationV3Tests(SynchronousTestCase):
+    """A V3 destination: connects per StreamStart/ConnectionStart."""
+
+    def setUp(self) -> None:
+        self.tunnel, self.peer, self.local = started(Mode.DESTINATION, TWO)
+
+    def test_waiting(self) -> None:
+        """After SERVICE_IDS nothing connects until a StreamStart."""
+        self.assertTrue(self.tunnel.ready)
+        self.assertEqual(self.local.connections, [])
+
+    def test_stream_start_connects(self) -> None:
+        """StreamStart opens a local connection; DATA flows both ways after it."""
+        with logs() as captured:
+            self.tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 4, 1) + data("ssh", 4, 1, b"request")
+            )
+        connection, local = self.local.connection("ssh", 1)
+        self.assertEqual(local.data, b"request")
+        self.assertIn(
+            "Setting up dest socket with tcp connection id 1", texts(captured, LogLevel.info)
+        )
+        self.assertIn("Received service id : ssh, stream id: 4", texts(captured, LogLevel.debug))
+        connection.data_received(b"response")
+        self.assertEqual(self.peer.take(), [("DATA", "ssh", 4, 1, b"response")])
+        self.assertEqual(self.tunnel.peer_version, PeerVersion.V3)
+
+    def test_connection_start(self) -> None:
+        """ConnectionStart on the current stream opens another connection."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + data("ssh", 1, 2, b"two")
+            + data("ssh", 1, 1, b"one")
+        )
+        self.assertEqual(self.local.connection("ssh", 1)[1].data, b"one")
+        self.assertEqual(self.local.connection("ssh", 2)[1].data, b"two")
+
+    def test_connection_start_wrong_stream(self) -> None:
+        """D6: a ConnectionStart for another stream is dropped with a warning."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        with logs() as captured:
+            self.tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 2, 2))
+        self.assertEqual(len(self.local.connections), 1)
+        self.assertTrue(texts(captured, LogLevel.warn))
+
+    def test_connection_start_stream_zero(self) -> None:
+        """A ConnectionStart without stream ID is a recoverable error."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        error = self.assertRaises(
+            RecoverableTunnelError,
+            self.tunnel.data_received,
+            ctl(Message.CONNECTION_START, "ssh", 0, 2),
+        )
+        self.assertEqual(str(error), "No stream ID set for connection start message!")
+
+    def test_stream_start_stream_zero(self) -> None:
+        """A StreamStart without stream ID is a recoverable error."""
+        error = self.assertRaises(
+            RecoverableTunnelError,
+            self.tunnel.data_received,
+            ctl(Message.STREAM_START, "ssh", 0, 1),
+        )
+        self.assertEqual(str(error), "No stream ID set for stream start message!")
+
+    def test_connection_start_while_waiting(self) -> None:
+        """While waiting, a ConnectionStart starts the stream like a StreamStart."""
+        self.tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 3, 2))
+        connection, _ = self.local.connection("ssh", 2)
+        connection.data_received(b"x")
+        self.assertEqual(self.peer.take(), [("DATA", "ssh", 3, 2, b"x")])
+
+    def test_duplicate_connection_id(self) -> None:
+        """A ConnectionStart for a live connection ID resets that connection."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        self.tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 1))
+        self.assertTrue(self.local.connection("ssh", 1)[1].closed)
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+
+    def test_same_stream_start_ignored(self) -> None:
+        """A repeated StreamStart for the current stream changes nothing."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        self.assertEqual(len(self.local.connections), 1)
+        self.assertFalse(self.local.connections[0][1].closed)
+
+    def test_new_stream_start_during_transfer(self) -> None:
+        """D1: a new StreamStart closes the old connections and starts the new stream at once."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        with logs() as captured:
+            self.tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 2, 1) + data("ssh", 2, 1, b"new stream")
+            )
+        old1, old2, web, new = [local for _, local in self.local.connections]
+        self.assertTrue(old1.closed and old2.closed)
+        self.assertFalse(web.closed)
+        self.assertEqual(new.data, b"new stream")
+        self.assertEqual(old1.written, [])
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Stream start received during data transfer for service id :ssh"
+                "with new stream id: 2",
+                "Reset this stream",
+            ],
+        )
+        # Old-stream data is stale now.
+        self.tunnel.data_received(data("ssh", 1, 1, b"old"))
+        self.assertEqual(new.data, b"new stream")
+
+    def test_stream_reset(self) -> None:
+        """StreamReset closes the service's connections and it waits for a new stream."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        self.tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
+        closed = [local.closed for _, local in self.local.connections]
+        self.assertEqual(closed, [True, True, False])
+        self.assertEqual(self.peer.records, [])
+        # Waiting: a ConnectionStart starts a stream again.
+        self.tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 2, 3))
+        self.assertEqual(len(self.local.connections), 4)
+
+    def test_connection_reset(self) -> None:
+        """ConnectionReset of the current stream closes that connection only."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        self.tunnel.data_received(
+            ctl(Message.CONNECTION_RESET, "ssh", 5, 1)  # D6: another stream
+            + ctl(Message.CONNECTION_RESET, "ssh", 1, 2)
+        )
+        self.assertEqual([local.closed for _, local in self.local.connections], [False, True])
+
+    def test_waiting_no_ops(self) -> None:
+        """While waiting, resets are no-ops."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_RESET, "ssh", 1)
+            + ctl(Message.CONNECTION_RESET, "ssh", 1, 1)
+            + ctl(Message.SESSION_RESET, "ssh")
+        )
+        self.assertEqual(self.peer.records, [])
+        self.assertEqual(self.local.connections, [])
+
+    def test_local_close(self) -> None:
+        """A local close sends ConnectionReset once; the stream stays in transfer."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        connection, _ = self.local.connection("ssh", 1)
+        connection.data_received(b"bye")
+        connection.connection_lost()
+        connection.connection_lost()
+        self.tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 2))
+        self.assertEqual(
+            self.peer.take(),
+            [("DATA", "ssh", 1, 1, b"bye"), ("CONNECTION_RESET", "ssh", 1, 1)],
+        )
+        self.assertEqual(len(self.local.connections), 2)
+
+    def test_connect_failed_connection_start(self) -> None:
+        """D4: a failed ConnectionStart resets that connection only."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        connection, local = self.local.connection("ssh", 2)
+        connection.connect_failed("refused")
+        connection.connect_failed("refused")
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 2)])
+        self.assertFalse(self.local.connection("ssh", 1)[1].closed)
+        self.tunnel.data_received(data("ssh", 1, 1, b"still"))
+        self.assertEqual(self.local.connection("ssh", 1)[1].data, b"still")
+
+    def test_connect_failed_stream_start(self) -> None:
+        """D4: a failed StreamStart resets the stream; the service waits again."""
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        connection, _ = self.local.connection("ssh", 1)
+        with logs() as captured:
+            connection.connect_failed("refused")
+        self.assertEqual(self.peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+        self.assertTrue(self.local.connection("ssh", 2)[1].closed)
+        self.assertIn(
+            "resetting stream for service id:ssh, then listen for stream start",
+            texts(captured, LogLevel.debug),
+        )
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1))
+        self.assertEqual(len(self.local.connections), 3)
+
+    def test_connect_fails_synchronously(self) -> None:
+        """A connect that fails inside LocalSide.connect is reset and its local closed."""
+        self.local.fail_synchronously = True
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        self.assertEqual(self.peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+        self.assertTrue(self.local.connections[0][1].closed)
+
+    def test_unknown_types(self) -> None:
+        """Waiting and transfer: UNKNOWN recoverable, new types fatal, ignorable skipped."""
+        self.tunnel.data_received(ctl(9, "ssh", ignorable=True))
+        error = self.assertRaises(RecoverableTunnelError, self.tunnel.data_received, ctl(0, "ssh"))
+        self.assertEqual(
+            str(error), "Unexpected message type received while waiting for stream start: 0"
+        )
+        error = self.assertRaises(FatalTunnelError, self.tunnel.data_received, ctl(9, "ssh"))
+        self.assertEqual(
+            str(error), "Unrecognized message type received while waiting for stream start: 9"
+        )
+        tunnel, _, _ = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        tunnel.data_received(ctl(9, "ssh", ignorable=True))
+        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, ctl(0, "ssh"))
+        self.assertIn("during data transfer: 0", str(error))
+        error = self.assertRaises(FatalTunnelError, tunnel.data_received, ctl(12, "ssh"))
+        self.assertIn("during data transfer: 12", str(error))
+
+
+class DestinationOldPeerTests(SynchronousTestCase):
+    """A destination whose source speaks V2 or V1."""
+
+    def test_v2_source_falls_back(self) -> None:
+        """A StreamStart without connection ID switches to V2 format for the session."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        with logs() as captured:
+            tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 0) + data("ssh", 1, 0, b"q"))
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        self.assertIn("reverting to v2 message format", texts(captured, LogLevel.debug))
+        connection, conn_local = local.connection("ssh", 0)
+        self.assertEqual(conn_local.data, b"q")
+        connection.data_received(b"a")
+        connection.connection_lost()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 0, b"a"), ("STREAM_RESET", "ssh", 1, 0)])
+        # Back to waiting: the next StreamStart connects again.
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 0))
+        self.assertEqual(len(local.connections), 2)
+
+    def test_v2_connect_failed(self) -> None:
+        """In V2 format a failed connect is a StreamReset."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH, peer_version=PeerVersion.V2)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 0))
+        local.connections[0][0].connect_failed("refused")
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+
+    def test_v1_peer_with_v1_flag(self) -> None:
+        """-y V1: a StreamStart without service ID reaches the only service."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH, peer_version=PeerVersion.V1)
+        tunnel.data_received(ctl(Message.STREAM_START, "", 1, 0) + data("", 1, 0, b"hi"))
+        connection, conn_local = local.connection("ssh", 0)
+        self.assertEqual(conn_local.data, b"hi")
+        connection.data_received(b"yo")
+        self.assertEqual(peer.take(), [("DATA", "", 1, 0, b"yo")])
+
+    def test_v1_format_map_keeps_empty_id(self) -> None:
+        """A V1-format -d with several received IDs serves messages without service ID."""
+        tunnel, peer, local = started(Mode.DESTINATION, {"": "22"}, ["a", "b"])
+        tunnel.data_received(ctl(Message.STREAM_START, "", 1, 0))
+        connection, _ = local.connection("", 0)
+        connection.data_received(b"x")
+        self.assertEqual(peer.take(), [("DATA", "", 1, 0, b"x")])
