@@ -8,6 +8,11 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# twisted/plugins has no __init__.py (Twisted's own must stay the only one),
+# so find_packages cannot see it: it is listed by name.
+PLUGIN_PACKAGES = ["twisted.plugins"] if os.path.isdir(os.path.join(HERE, "twisted", "plugins")) else []
+
+
 def read_version() -> str:
     with open(os.path.join(HERE, "aws_localproxy", "_version.py")) as f:
         return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
@@ -26,9 +31,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    # twisted/plugins has no __init__.py (Twisted's own must stay the only
-    # one), so find_packages cannot see it: list it by name.
-    packages=find_packages(include=["aws_localproxy", "aws_localproxy.*"]) + ["twisted.plugins"],
+    packages=find_packages(include=["aws_localproxy", "aws_localproxy.*"]) + PLUGIN_PACKAGES,
     package_data={"aws_localproxy": ["py.typed", "_proto/*.pyi"]},
     include_package_data=False,
     zip_safe=False,
