@@ -1,0 +1,79 @@
+"""
+The validated configuration of one local proxy: what the CLI, twistd and an
+embedding application all hand to L{aws_localproxy.service.LocalProxyService}.
+
+Building one is the end of validation, never the start: the option parser
+(L{aws_localproxy.options}) checks every rule of the reference and only then
+constructs a L{ProxyConfig}; an application that builds one in code gets the
+same checks from C{__post_init__}.  An invalid configuration cannot exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.settings import Settings
+
+__all__ = ["ProxyConfig"]
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """
+    Everything a local proxy needs to run, validated.
+
+    @ivar service_map: the ``-s``/``-d`` mapping, service ID -> endpoint text.
+        Empty when none was given (config files or "pick a port" decide);
+        C{{"": endpoint}} for the V1 format (a bare port or host:port).
+    @ivar config_files: ``(path, text)`` pairs from ``--config-dir`` (or the
+        default ``./config``), looked up when SERVICE_IDS arrives.
+    @ivar use_tls: C{False} only for the documented ``ws://`` test extension.
+    @ivar capath: the ``-c`` directory (OpenSSL hashed), added to the system CAs.
+    @ivar verify_tls: C{False} with ``-k``.
+    @ivar web_proxy: the raw proxy URL (``https_proxy`` / ``HTTPS_PROXY``), or C{None}.
+    @ivar no_proxy: the raw ``NO_PROXY`` list, or C{None}.
+    @ivar verbosity: ``-v`` level, 0 (off) to 6 (trace).
+    """
+
+    mode: Mode
+    access_token: str = field(repr=False)
+    endpoint_host: str
+    endpoint_port: int = 443
+    client_token: Optional[str] = field(default=None, repr=False)
+    use_tls: bool = True
+    service_map: Mapping[str, str] = field(default_factory=dict)
+    config_files: Tuple[Tuple[str, str], ...] = ()
+    bind_address: Optional[str] = None
+    capath: Optional[str] = None
+    verify_tls: bool = True
+    peer_version: PeerVersion = PeerVersion.V3
+    settings: Settings = field(default_factory=Settings)
+    web_proxy: Optional[str] = field(default=None, repr=False)
+    no_proxy: Optional[str] = None
+    verbosity: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.access_token:
+            raise ValueError("an access token is required")
+        if not self.endpoint_host:
+            raise ValueError("a proxy endpoint host is required")
+        if not 0 < self.endpoint_port < 65536:
+            raise ValueError(f"invalid proxy endpoint port: {self.endpoint_port}")
+        if not 0 <= self.verbosity <= 6:
+            raise ValueError(f"verbosity must be 0..6, not {self.verbosity}")
+
+    @property
+    def listen_address(self) -> str:
+        """Where a source binds its listeners: ``-b``, else ``default_bind_address``."""
+        return self.bind_address or self.settings.default_bind_address
+
+    @property
+    def websocket_url(self) -> str:
+        """The data-plane URL, with the mode in the query (no secrets in it)."""
+        scheme = "wss" if self.use_tls else "ws"
+        host = f"[{self.endpoint_host}]" if ":" in self.endpoint_host else self.endpoint_host
+        default = 443 if self.use_tls else 80
+        port = "" if self.endpoint_port == default else f":{self.endpoint_port}"
+        return f"{scheme}://{host}{port}/tunnel?local-proxy-mode={self.mode.query_value}"

@@ -1,0 +1,272 @@
+# -*- test-case-name: tests.test_connector -*-
+"""
+The life of the WebSocket: connect, retry, reconnect, and when to stop.
+
+The reference's rules (behaviour.md §2.5, §2.8, §3.10, §7) with its bugs
+fixed; one attempt is "TCP (maybe through a web proxy) + TLS + upgrade":
+
+ - a network, proxy or TLS failure, or a 5xx upgrade response, is retried
+   every ``websocket.retry_delay_ms``, up to ``websocket.connect_retry_count``
+   retries (-1: forever).  N means N (the reference retries forever, W1); when
+   they are used up the proxy exits 1 (the reference exits 0, W2);
+ - any other upgrade response (4xx: bad, spent or wrong-mode token, closed
+   tunnel) is final: one error line with the status, exit 1 (the reference
+   exits 0);
+ - a close frame from the service (CloseTunnel, expiry) ends the proxy with 0;
+ - a broken session (dropped connection, unanswered ping, a recoverable
+   protocol error) reconnects at once with the same tokens when
+   ``websocket.reconnect_on_data_error`` is set, else exits 1;
+ - a fatal protocol or configuration error exits 1.
+
+Autobahn's ``ClientService`` pairing misbehaves when a connection drops
+during the handshake (STYLE.md), so this is a small loop of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
+from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.tunnel import Tunnel
+from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory, TunnelClientProtocol
+
+__all__ = ["TunnelConnector", "EXIT_OK", "EXIT_FAILURE"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class TunnelConnector:
+    """
+    Keeps one local proxy connected to the service; L{finished} fires with the exit code.
+
+    @ivar on_ready: called (with the tunnel) each time a session has its service IDs.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        endpoint: IStreamClientEndpoint,
+        factory_builder: Callable[["TunnelConnector"], TunnelClientFactory],
+        tunnel: Tunnel,
+        flow: FlowControl,
+        *,
+        display_url: str,
+        retry_count: int,
+        retry_delay: float,
+        reconnect_on_data_error: bool,
+        on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
+    ) -> None:
+        self._reactor = reactor
+        self._endpoint = endpoint
+        self._factory = factory_builder(self)
+        self._tunnel = tunnel
+        self._flow = flow
+        self._display_url = display_url
+        self._retry_count = retry_count
+        self._retry_delay = retry_delay
+        self._reconnect = reconnect_on_data_error
+        self._on_ready = on_ready
+        self._failures = 0
+        self._protocol: Optional[TunnelClientProtocol] = None
+        self._connecting: Optional[Deferred[object]] = None
+        self._retry_call: Optional[IDelayedCall] = None
+        self._session_error: Optional[BaseException] = None
+        self._stopping = False
+        self._done = False
+        self.finished: Deferred[int] = Deferred()
+        self.sessions = 0
+
+    # -- control --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._attempt()
+
+    def stop(self) -> Deferred[int]:
+        """
+        Stop for good: no more retries, the WebSocket closed with a close frame.
+        Fires L{finished} (with 0 unless it had already fired) and returns it.
+        """
+        if self._done:
+            return self.finished
+        self._stopping = True
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        protocol = self._protocol
+        if protocol is not None:
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.sendClose(1000, "local proxy stopping")
+            else:
+                protocol.dropConnection(abort=True)
+        else:
+            self._finish(EXIT_OK)
+        return self.finished
+
+    def fail(self, error: BaseException) -> None:
+        """A fatal error from elsewhere (e.g. a source that cannot listen): exit 1."""
+        self.log.critical("{error}", error=str(error))
+        self._session_error = FatalTunnelError(str(error))
+        if self._protocol is not None:
+            self._protocol.dropConnection(abort=True)
+        elif not self._done:
+            self._stopping = True
+            if self._retry_call is not None and self._retry_call.active():
+                self._retry_call.cancel()
+            if self._connecting is not None:
+                self._connecting.cancel()
+            self._finish(EXIT_FAILURE)
+
+    @property
+    def protocol(self) -> Optional[TunnelClientProtocol]:
+        """The current session's protocol, if a connection exists."""
+        return self._protocol
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        self._retry_call = None
+        if self._stopping:
+            return
+        self.log.info(
+            "Attempting to establish web socket connection with endpoint {url}",
+            url=self._display_url,
+        )
+        d = self._endpoint.connect(self._factory)
+        self._connecting = d
+
+        def connected(protocol: TunnelClientProtocol) -> None:
+            self._connecting = None
+            self._protocol = protocol
+
+        def failed(failure: Failure) -> None:
+            self._connecting = None
+            if self._stopping:
+                self._finish(EXIT_OK)
+                return
+            self.log.error(
+                "Could not connect to proxy server: {error}", error=failure.getErrorMessage()
+            )
+            self._retry_or_give_up()
+
+        d.addCallbacks(connected, failed)
+
+    def _retry_or_give_up(self) -> None:
+        self._failures += 1
+        if 0 <= self._retry_count < self._failures:
+            self.log.critical(
+                "Could not connect to the tunneling service after {count} retries "
+                "(websocket.connect_retry_count); giving up",
+                count=self._retry_count,
+            )
+            self._finish(EXIT_FAILURE)
+            return
+        self._retry_call = self._reactor.callLater(self._retry_delay, self._attempt)
+
+    # -- SessionEvents --------------------------------------------------------------------
+
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
+        self._failures = 0
+        self.sessions += 1
+        self._session_error = None
+        self._protocol = protocol
+        self._flow.attach_websocket(protocol.transport)  # type: ignore[arg-type]
+        self._tunnel.session_started(subprotocol)
+        self._check_ready()
+
+    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
+        if protocol is not self._protocol or self._session_error is not None:
+            return
+        try:
+            self._tunnel.data_received(payload)
+        except (RecoverableTunnelError, FatalTunnelError) as error:
+            self._session_error = error
+            if isinstance(error, FatalTunnelError):
+                self.log.critical("{error}", error=str(error))
+            else:
+                self.log.error("{error}", error=str(error))
+            protocol.dropConnection(abort=True)
+            return
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        """Tell C{on_ready} once per session, when SERVICE_IDS has been applied."""
+        if self._tunnel.ready and self._ready_session != self.sessions:
+            self._ready_session = self.sessions
+            self._on_ready(self._tunnel)
+
+    _ready_session = 0
+
+    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
+        if protocol is self._protocol:
+            self._protocol = None
+        if outcome.was_open:
+            self._flow.detach_websocket()
+            self._tunnel.session_ended()
+        error = self._session_error
+        if self._stopping or self._done:
+            self._finish(EXIT_FAILURE if isinstance(error, FatalTunnelError) else EXIT_OK)
+            return
+        if isinstance(error, FatalTunnelError):
+            self._finish(EXIT_FAILURE)
+            return
+        if not outcome.was_open:
+            self._handshake_failed(outcome)
+            return
+        if outcome.closed_by_service and error is None:
+            self.log.info(
+                "Web socket close received. Code: {code}; Reason: {reason}",
+                code=outcome.code,
+                reason=outcome.reason,
+            )
+            self._finish(EXIT_OK)
+            return
+        what = str(error) if error is not None else (outcome.reason or "connection lost")
+        if not self._reconnect:
+            self.log.critical("{what}", what=what)
+            self._finish(EXIT_FAILURE)
+            return
+        self.log.error("Error from io_ctx::run(): {what}", what=what)
+        self.log.error("Failed web socket session ID: {session}", session=self.sessions)
+        self._attempt()
+
+    def _handshake_failed(self, outcome: CloseOutcome) -> None:
+        if outcome.http_status is not None and not 500 <= outcome.http_status <= 599:
+            self.log.error(
+                "Proxy server rejected web socket upgrade request: ({status_line})",
+                status_line=outcome.http_status_line,
+            )
+            self._finish(EXIT_FAILURE)
+            return
+        if outcome.http_status is not None:
+            self.log.error(
+                "Proxy server rejected web socket upgrade request: ({status_line})",
+                status_line=outcome.http_status_line,
+            )
+        elif outcome.transport_error:
+            self.log.error(
+                "Could not establish the WebSocket connection: {error}",
+                error=outcome.transport_error,
+            )
+        else:
+            self.log.error(
+                "Could not establish the WebSocket connection: {reason}", reason=outcome.reason
+            )
+        self._retry_or_give_up()
+
+    def _finish(self, code: int) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._stopping = True
+        self.finished.callback(code)
+

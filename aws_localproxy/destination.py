@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_destination -*-
+"""
+The destination's local side: a TCP (or Unix socket) client per connection.
+
+On StreamStart or ConnectionStart the tunnel asks for a local connection to
+the service ID's endpoint.  The connection is returned at once and keeps
+what the tunnel writes to it until the socket is connected (the reference
+throws that data away); connect attempts are retried as
+``tcp.connection_retry_count`` / ``tcp.connection_retry_delay_ms`` say, and
+only after the last one does the tunnel hear of the failure.  Connecting
+never blocks the reactor (the reference's connect does, D2) and IPv6
+literals work (``[::1]:22``, which the reference cannot parse).
+"""
+
+from __future__ import annotations
+
+from typing import List, Mapping, Optional, Tuple
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from aws_localproxy.errors import FatalTunnelError
+from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.interfaces import LocalConnection, TunnelConnection
+from aws_localproxy.localconn import LocalStreamProtocol
+
+__all__ = ["DestinationSide", "parse_destination"]
+
+#: Where a bare port goes, as in the reference.
+DEFAULT_DESTINATION_HOST = "127.0.0.1"
+
+
+def parse_destination(endpoint: str, default_host: str = DEFAULT_DESTINATION_HOST) -> Tuple[str, int] | str:
+    """
+    ``port``, ``host:port``, ``[v6]:port`` or a bare IPv6 ``a:b::c:port`` ->
+    C{(host, port)}; anything with a ``/`` is a Unix socket path (returned as is).
+    """
+    text = endpoint.strip()
+    if "/" in text:
+        return text
+    text = text.lower()
+    if text.isdigit():
+        return default_host, _port(text, endpoint)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise FatalTunnelError(f"Invalid destination endpoint: {endpoint}")
+        return host, _port(rest[1:], endpoint)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise FatalTunnelError(f"Invalid destination endpoint: {endpoint}")
+    return host, _port(port, endpoint)
+
+
+def _port(text: str, endpoint: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise FatalTunnelError(f"Invalid port in destination endpoint: {endpoint}")
+    return int(text)
+
+
+class _PendingConnection:
+    """
+    The L{LocalConnection} handed to the tunnel while connecting; afterwards it
+    forwards to the connected protocol.
+    """
+
+    def __init__(self, side: DestinationSide, connection: TunnelConnection, endpoint: str) -> None:
+        self._side = side
+        self._connection = connection
+        self._endpoint = endpoint
+        self._buffer: List[bytes] = []
+        self._buffered = 0
+        self._protocol: Optional[LocalStreamProtocol] = None
+        self._closed = False
+        self._attempt: Optional[Deferred[object]] = None
+
+    def start(self) -> None:
+        d = Deferred.fromCoroutine(self._connect_with_retries())
+        self._attempt = d
+        d.addErrback(lambda f: f.trap(CancelledError))
+
+    async def _connect_with_retries(self) -> None:
+        side = self._side
+        attempts = 0
+        target = parse_destination(self._endpoint, side.default_host)
+        while not self._closed:
+            side.log.info(
+                "Attempting to establish tcp socket connection to: {endpoint}",
+                endpoint=self._endpoint,
+            )
+            try:
+                protocol = await side.endpoint_for(target).connect(
+                    Factory.forProtocol(lambda: LocalStreamProtocol(side.flow, self._connection))
+                )
+            except CancelledError:
+                raise
+            except Exception as error:
+                attempts += 1
+                reason = getattr(error, "message", None) or str(error) or type(error).__name__
+                side.log.error(
+                    "Could not connect to destination {endpoint} -- {reason}",
+                    endpoint=self._endpoint,
+                    reason=reason,
+                )
+                if self._closed:
+                    return
+                if 0 <= side.retry_count < attempts:
+                    side.flow.unblocked(self)
+                    self._buffer.clear()
+                    self._connection.connect_failed(reason)
+                    return
+                await deferLater(side.reactor, side.retry_delay)  # type: ignore[arg-type]
+                continue
+            self._connected(protocol, target)
+            return
+
+    def _connected(self, protocol: LocalStreamProtocol, target: Tuple[str, int] | str) -> None:
+        if isinstance(target, str):
+            self._side.log.info("Connected to Unix socket: {path}", path=target)
+        else:
+            peer = protocol.transport.getPeer()  # type: ignore[union-attr]
+            self._side.log.info(
+                "Connected to {ip}, port: {port}", ip=getattr(peer, "host", target[0]),
+                port=getattr(peer, "port", target[1]),
+            )
+        self._protocol = protocol
+        if self._closed:
+            protocol.close()
+            return
+        for data in self._buffer:
+            protocol.write(data)
+        self._buffer.clear()
+        self._buffered = 0
+        self._side.flow.unblocked(self)
+
+    # -- LocalConnection ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._protocol is not None:
+            self._protocol.write(data)
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._side.pending_limit:
+            self._side.flow.blocked(self)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._side.flow.unblocked(self)
+        if self._protocol is not None:
+            self._protocol.close()
+        elif self._attempt is not None:
+            self._attempt.cancel()
+
+
+class DestinationSide:
+    """The L{LocalSide} of a destination local proxy."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: object,
+        flow: FlowControl,
+        *,
+        default_host: str = DEFAULT_DESTINATION_HOST,
+        retry_count: int = 5,
+        retry_delay: float = 2.5,
+        pending_limit: int = 131076,
+        connect_timeout: float = 30,
+    ) -> None:
+        self.reactor = reactor
+        self.flow = flow
+        self.default_host = default_host
+        self.retry_count = retry_count
+        self.retry_delay = retry_delay
+        self.pending_limit = pending_limit
+        self.connect_timeout = connect_timeout
+        self.endpoints: Mapping[str, str] = {}
+
+    def services_ready(self, endpoints: Mapping[str, str]) -> None:
+        for endpoint in endpoints.values():
+            parse_destination(endpoint, self.default_host)  # bad mappings fail now
+        self.endpoints = dict(endpoints)
+
+    def endpoint_for(self, target: Tuple[str, int] | str) -> IStreamClientEndpoint:
+        if isinstance(target, str):
+            return UNIXClientEndpoint(self.reactor, target, timeout=self.connect_timeout)  # type: ignore[arg-type]
+        host, port = target
+        return HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
+
+    def connect(self, connection: TunnelConnection) -> LocalConnection:
+        endpoint = self.endpoints.get(connection.service_id)
+        if endpoint is None:
+            raise FatalTunnelError(f"Receive invalid service id {connection.service_id}")
+        pending = _PendingConnection(self, connection, endpoint)
+        pending.start()
+        return pending

@@ -1,0 +1,326 @@
+# -*- test-case-name: tests.test_e2e_proxy -*-
+"""
+L{LocalProxyService}: one local proxy as a Twisted C{IService}.
+
+The console script, ``twistd localproxy`` and an application that embeds a
+proxy all build it from one validated L{ProxyConfig}.  It wires the layers
+together and owns nothing else:
+
+    local sockets  <->  SourceSide / DestinationSide  (+ FlowControl)
+                   <->  Tunnel                        (protocol rules, no I/O)
+                   <->  TunnelClientProtocol          (Autobahn WebSocket)
+                   <->  TunnelConnector               (connect, retry, reconnect)
+                   <->  TLS  <->  web proxy or direct TCP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, List, Mapping, Optional, Tuple, TypeVar
+
+from autobahn.websocket import USES_NVX
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from aws_localproxy.config import ProxyConfig
+from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
+from aws_localproxy.constants import Mode
+from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
+from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.source import SourceSide
+from aws_localproxy.tls import service_tls_options, trust_root
+from aws_localproxy.tunnel import Tunnel
+from aws_localproxy.webproxy import service_endpoint
+from aws_localproxy.websocket import TunnelClientFactory
+
+__all__ = ["LocalProxyService", "ConnectedTunnel", "run_proxy"]
+
+T = TypeVar("T")
+
+
+class ConnectedTunnel:
+    """What L{LocalProxyService.connected} fires with: the session as negotiated."""
+
+    def __init__(self, subprotocol: str, service_ids: Tuple[str, ...], endpoints: Mapping[str, str]):
+        self.subprotocol = subprotocol
+        self.service_ids = service_ids
+        self.endpoints = dict(endpoints)
+
+    def __repr__(self) -> str:
+        return f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)}>"
+
+
+class LocalProxyService(Service):
+    """
+    A source or destination local proxy, embeddable in any Twisted application.
+
+    L{connected} and L{when_finished} are properties that return a new
+    Deferred on each access, so any number of callers can wait on them.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: ProxyConfig, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self._reactor = reactor
+        self._connected = _Outcome[ConnectedTunnel]()
+        self._finished_with = _Outcome[int]()
+        self._connector: Optional[TunnelConnector] = None
+        self._source: Optional[SourceSide] = None
+        self._destination: Optional[DestinationSide] = None
+        self.tunnel: Optional[Tunnel] = None
+        self.flow = FlowControl()
+        self._subprotocol = ""
+
+    # -- IService -----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        config = self.config
+        settings = config.settings
+        self.log.info("Starting proxy in {mode} mode", mode=config.mode.value)
+        if not USES_NVX:
+            self.log.warn(
+                "Autobahn's NVX acceleration is not active: WebSocket masking runs in pure "
+                "Python and throughput will be about 100 times lower"
+            )
+        if config.mode is Mode.SOURCE:
+            self._source = SourceSide(
+                self._reactor,
+                self.flow,
+                config.listen_address,
+                retry_count=settings.tcp_connection_retry_count,
+                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
+                on_fatal=self._fatal,
+            )
+            local: Any = self._source
+        else:
+            self._destination = DestinationSide(
+                self._reactor,
+                self.flow,
+                default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
+                retry_count=settings.tcp_connection_retry_count,
+                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
+                pending_limit=settings.tcp_write_buffer_size,
+            )
+            local = self._destination
+        self.tunnel = Tunnel(
+            config.mode,
+            _Peer(self),
+            local,
+            service_map=config.service_map,
+            peer_version=config.peer_version,
+            lookup_endpoints=_lookup(config),
+            limits=settings.limits,
+            max_active_connections=settings.tcp_max_active_connections,
+        )
+        if self._source is not None:
+            self._source.accept = self.tunnel.local_connection_accepted
+        try:
+            endpoint = self._websocket_endpoint()
+        except Exception as error:
+            self.log.critical("{error}", error=str(error))
+            self._finished(EXIT_FAILURE)
+            return
+        self._connector = TunnelConnector(
+            self._reactor,
+            endpoint,
+            self._factory,
+            self.tunnel,
+            self.flow,
+            display_url=self._display_url(),
+            retry_count=settings.ws_connect_retry_count,
+            retry_delay=settings.ws_retry_delay_ms / 1000,
+            reconnect_on_data_error=settings.ws_reconnect_on_data_error,
+            on_ready=self._ready,
+        )
+        self._connector.finished.addBoth(self._finished)
+        self._connector.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        waits: List[Deferred[Any]] = []
+        if self._connector is not None:
+            waits.append(self._connector.stop())
+        if self._source is not None:
+            waits.append(self._source.stop())
+        if self.tunnel is not None:
+            self.tunnel.session_ended()
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(waits).addCallback(lambda _: None)
+
+    # -- public helpers -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> Deferred[ConnectedTunnel]:
+        """
+        Fires with a L{ConnectedTunnel} when the first session has its service
+        IDs (a source is then about to listen: L{listening_port} gives the
+        ports); fails if the proxy ends before that.
+        """
+        return self._connected.wait()
+
+    @property
+    def when_finished(self) -> Deferred[int]:
+        """
+        Fires with the exit code of the proxy: 0 when the service closed the
+        tunnel or the proxy was stopped; 1 for a fatal error, a rejected
+        handshake, or connect retries used up.
+        """
+        return self._finished_with.wait()
+
+    def listening_port(self, service_id: str) -> Deferred[int]:
+        """The bound port of a source's listener for C{service_id} (fires once it listens)."""
+        if self._source is None:
+            raise RuntimeError("only a running source local proxy listens")
+        return self._source.listening_port(service_id)
+
+    def bound_ports(self) -> Mapping[str, int]:
+        """Service ID -> port of every listener open now (source only)."""
+        return self._source.bound_ports() if self._source is not None else {}
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def _display_url(self) -> str:
+        config = self.config
+        scheme = "wss" if config.use_tls else "ws"
+        return f"{scheme}://{config.endpoint_host}:{config.endpoint_port}"
+
+    def _websocket_endpoint(self) -> IStreamClientEndpoint:
+        config = self.config
+        if config.web_proxy:
+            self.log.info(
+                "Found Web proxy information in the environment variables, "
+                "will use it to connect via the proxy."
+            )
+        raw = service_endpoint(
+            self._reactor,
+            config.web_proxy,
+            config.no_proxy,
+            config.endpoint_host,
+            config.endpoint_port,
+            trust_root=trust_root(config.capath),
+            verify_tls=config.verify_tls,
+            timeout=max(config.settings.ws_open_handshake_timeout_ms / 1000, 1),
+        )
+        if not config.use_tls:
+            return raw
+        tls = service_tls_options(config.endpoint_host, config.capath, config.verify_tls)
+        return wrapClientTLS(tls, raw)
+
+    def _factory(self, connector: TunnelConnector) -> TunnelClientFactory:
+        config = self.config
+        settings = config.settings
+        return TunnelClientFactory(
+            self._reactor,
+            url=config.websocket_url,
+            display_url=self._display_url(),
+            events=connector,
+            access_token=config.access_token,
+            client_token=config.client_token,
+            subprotocol=settings.ws_subprotocol,
+            ping_period=settings.ws_ping_period_ms / 1000,
+            pong_timeout=settings.ws_pong_timeout_ms / 1000,
+            open_handshake_timeout=settings.ws_open_handshake_timeout_ms / 1000,
+        )
+
+    def _ready(self, tunnel: Tunnel) -> None:
+        protocol = self._connector.protocol if self._connector is not None else None
+        subprotocol = (protocol.websocket_protocol_in_use if protocol is not None else "") or ""
+        self._connected.succeed(ConnectedTunnel(subprotocol, tunnel.service_ids, tunnel.endpoints))
+
+    def _fatal(self, error: BaseException) -> None:
+        if self._connector is not None:
+            self._connector.fail(error)
+
+    def _finished(self, code: Any) -> Any:
+        if not isinstance(code, int):
+            self.log.failure("The local proxy failed", code)
+            code = EXIT_FAILURE
+        if self._source is not None:
+            self._source.stop()
+        self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
+        self._finished_with.succeed(code)
+        return None
+
+    def send_record(self, record: bytes) -> None:
+        """The tunnel's L{TunnelPeer}: the current session's WebSocket, if open."""
+        protocol = self._connector.protocol if self._connector is not None else None
+        if protocol is not None:
+            protocol.send_record(record)
+
+
+class _Outcome(Generic[T]):
+    """A result that happens once and that any number of callers can wait for."""
+
+    def __init__(self) -> None:
+        self._result: Optional[Tuple[bool, Any]] = None
+        self._waiters: List[Deferred[T]] = []
+
+    def wait(self) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        if self._result is None:
+            self._waiters.append(d)
+        elif self._result[0]:
+            d.callback(self._result[1])
+        else:
+            d.errback(self._result[1])
+        return d
+
+    def succeed(self, value: T) -> None:
+        self._settle((True, value))
+
+    def fail(self, error: BaseException) -> None:
+        self._settle((False, error))
+
+    def _settle(self, result: Tuple[bool, Any]) -> None:
+        if self._result is not None:
+            return
+        self._result = result
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if result[0]:
+                d.callback(result[1])
+            else:
+                d.errback(result[1])
+
+
+class _Peer:
+    """The tunnel's stable view of "the service", whichever session is current."""
+
+    def __init__(self, service: LocalProxyService) -> None:
+        self._service = service
+
+    def send_record(self, record: bytes) -> None:
+        self._service.send_record(record)
+
+
+def _lookup(config: ProxyConfig) -> Any:
+    if not config.config_files:
+        return None
+    from aws_localproxy.configfiles import make_lookup
+
+    return make_lookup(config.config_files)
+
+
+def run_proxy(reactor: Any, config: ProxyConfig) -> Deferred[int]:
+    """
+    Run one local proxy until it ends; fires with the exit code.
+
+    SIGINT and SIGTERM stop it cleanly (local connections closed, a close frame
+    sent) before the reactor stops.
+    """
+    service = LocalProxyService(config, reactor)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return service.when_finished
+
+
+

@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_websocket -*-
+"""
+The WebSocket to the tunneling service: Autobahn's client protocol, thinly.
+
+One L{TunnelClientProtocol} is one session.  It does the handshake the way
+the reference does (behaviour.md §2.2: ``access-token`` and ``client-token``
+headers, a ``User-Agent``, one ``Sec-WebSocket-Protocol`` value from the
+settings), accepts whichever of the three tunneling subprotocols the
+service picks (the reference does not check it, §10) but insists that it
+picks one, and reports everything else to a L{SessionEvents} object: the
+connector, which owns the rules for what happens next.
+"""
+
+from __future__ import annotations
+
+import platform
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Mapping, Optional, Protocol
+
+import autobahn
+import google.protobuf
+import OpenSSL
+import twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.types import ConnectingRequest, ConnectionResponse
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aws_localproxy._version import __version__
+from aws_localproxy.constants import (
+    ACCESS_TOKEN_HEADER,
+    CLIENT_TOKEN_HEADER,
+    MAX_WEBSOCKET_FRAME_SIZE,
+    SUBPROTOCOLS,
+)
+
+__all__ = [
+    "CloseOutcome",
+    "SessionEvents",
+    "TunnelClientFactory",
+    "TunnelClientProtocol",
+    "user_agent",
+    "NO_SUBPROTOCOL",
+]
+
+NO_SUBPROTOCOL = "No websocket subprotocol returned from proxy server!"
+
+#: Incoming messages are re-framed by the tunnel codec, so their size only
+#: needs a sane bound; frames are bounded by the protocol itself.
+MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
+
+
+def user_agent() -> str:
+    """Names this project and the versions a support request needs (§2.2 does the same)."""
+    bits = struct.calcsize("P") * 8
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (
+        f"aws-localproxy/{__version__} {platform.system().lower()} {bits}-bit"
+        f"/python-{python}/twisted-{twisted.__version__}/autobahn-{autobahn.__version__}"
+        f"/pyopenssl-{OpenSSL.__version__}/protobuf-{google.protobuf.__version__}"
+    )
+
+
+@dataclass(frozen=True)
+class CloseOutcome:
+    """How a session (or an attempt at one) ended, as the connector needs to know it."""
+
+    was_open: bool
+    was_clean: bool
+    code: Optional[int]
+    reason: str
+    #: The peer sent a close frame first (CloseTunnel, expiry, replaced by another peer).
+    closed_by_service: bool
+    #: The HTTP status of a rejected upgrade, if a response was read.
+    http_status: Optional[int] = None
+    http_status_line: str = ""
+    #: Why the transport went away (network or TLS failure), if not a clean close.
+    transport_error: str = ""
+
+
+class SessionEvents(Protocol):
+    """What a L{TunnelClientProtocol} reports to (implemented by the connector)."""
+
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None: ...
+
+    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None: ...
+
+    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None: ...
+
+
+class TunnelClientProtocol(WebSocketClientProtocol):
+    """One WebSocket session with the tunneling service."""
+
+    log = Logger()
+    factory: TunnelClientFactory
+
+    _was_open = False
+    _transport_error = ""
+
+    def onConnecting(self, transport_details: object) -> ConnectingRequest:
+        factory = self.factory
+        return ConnectingRequest(
+            host=factory.request_host,
+            port=factory.port,
+            resource=factory.resource,
+            headers=dict(factory.request_headers),
+            useragent=factory.useragent,
+            protocols=[factory.offered_subprotocol],
+        )
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        session_id = response.headers.get("channel-id", "")
+        self.log.info("Web socket session ID: {session_id}", session_id=session_id)
+        if not response.protocol:
+            self.log.error(NO_SUBPROTOCOL)
+            raise ValueError(NO_SUBPROTOCOL)
+        self.log.debug("Web socket subprotocol selected: {protocol}", protocol=response.protocol)
+
+    def onOpen(self) -> None:
+        self._was_open = True
+        self.log.info(
+            "Successfully established websocket connection with proxy server: {url}",
+            url=self.factory.display_url,
+        )
+        self.factory.events.session_opened(self, self.websocket_protocol_in_use or "")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # Text frames carry bytes like binary ones (§2.7); no real peer sends them.
+        self.factory.events.session_message(self, payload)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if reason is not None and not self._was_open:
+            self._transport_error = reason.getErrorMessage()
+        super().connectionLost(reason)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        status_line = (getattr(self, "http_status_line", None) or "").strip()
+        status: Optional[int] = None
+        if not self._was_open and status_line:
+            parts = status_line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                status = int(parts[1])
+        closed_by_service = bool(
+            self._was_open and wasClean and not getattr(self, "closedByMe", False)
+        )
+        outcome = CloseOutcome(
+            was_open=self._was_open,
+            was_clean=wasClean,
+            code=self.remoteCloseCode if closed_by_service else code,
+            reason=(self.remoteCloseReason if closed_by_service else reason) or "",
+            closed_by_service=closed_by_service,
+            http_status=status,
+            http_status_line=status_line,
+            transport_error=self._transport_error,
+        )
+        self.factory.events.session_closed(self, outcome)
+
+    def send_record(self, record: bytes) -> None:
+        """One tunnel record, one binary WebSocket message (§2.7)."""
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(record, isBinary=True)
+
+
+class TunnelClientFactory(WebSocketClientFactory):
+    """Builds the session protocol; holds what every handshake sends."""
+
+    protocol = TunnelClientProtocol
+
+    def __init__(
+        self,
+        reactor: object,
+        *,
+        url: str,
+        display_url: str,
+        events: SessionEvents,
+        access_token: str,
+        client_token: Optional[str],
+        subprotocol: str,
+        ping_period: float,
+        pong_timeout: float,
+        open_handshake_timeout: float,
+    ) -> None:
+        super().__init__(url, protocols=list(SUBPROTOCOLS), useragent=user_agent(), reactor=reactor)
+        self.events = events
+        self.display_url = display_url
+        self.offered_subprotocol = subprotocol
+        # Autobahn writes "Host: host:port"; brackets keep an IPv6 literal readable.
+        self.request_host = f"[{self.host}]" if ":" in self.host else self.host
+        headers = {ACCESS_TOKEN_HEADER: access_token}
+        if client_token:
+            headers[CLIENT_TOKEN_HEADER] = client_token
+        self.request_headers: Mapping[str, str] = headers
+        self.setProtocolOptions(
+            autoPingInterval=ping_period,
+            autoPingTimeout=pong_timeout,
+            openHandshakeTimeout=open_handshake_timeout,
+            closeHandshakeTimeout=2,
+            maxFramePayloadSize=MAX_WEBSOCKET_FRAME_SIZE,
+            maxMessagePayloadSize=MAX_INCOMING_MESSAGE,
+            perMessageCompressionOffers=[],
+            failByDrop=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"<TunnelClientFactory {self.display_url}>"

@@ -1,0 +1,265 @@
+"""
+The connector's rules: retries, final rejections, reconnects, exit codes.
+
+The WebSocket is replaced by a scripted stand-in: the tests play the
+events Autobahn would report (opened, message, closed) and check what the
+connector does next, on a MemoryReactorClock.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.connector import TunnelConnector
+from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
+from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.tunnel import Tunnel
+from aws_localproxy.websocket import CloseOutcome
+from aws_localproxy.wire import Message, encode_message
+
+
+class FakeProtocol:
+    STATE_OPEN = 3
+    STATE_CLOSED = 4
+
+    def __init__(self) -> None:
+        self.state = 1
+        self.transport = StringTransport()
+        self.dropped: List[bool] = []
+        self.closed_with: List[tuple] = []
+        self.sent: List[bytes] = []
+        self.websocket_protocol_in_use = SUBPROTOCOL_V3
+
+    def dropConnection(self, abort: bool = False) -> None:
+        self.dropped.append(abort)
+
+    def sendClose(self, code: int, reason: str) -> None:
+        self.closed_with.append((code, reason))
+
+    def send_record(self, record: bytes) -> None:
+        self.sent.append(record)
+
+
+class FakeEndpoint:
+    """Each connect() takes the next scripted result."""
+
+    def __init__(self) -> None:
+        self.results: List[object] = []
+        self.attempts = 0
+
+    def connect(self, factory: object) -> Deferred:
+        self.attempts += 1
+        result = self.results.pop(0) if self.results else ConnectionRefusedError()
+        if isinstance(result, Exception):
+            return fail(result)
+        return succeed(result)
+
+
+class NullLocal:
+    def __init__(self) -> None:
+        self.endpoints: list = []
+
+    def services_ready(self, endpoints) -> None:
+        self.endpoints.append(dict(endpoints))
+
+    def connect(self, connection):  # pragma: no cover - sources do not connect
+        raise AssertionError("unexpected")
+
+
+def closed(**kwargs) -> CloseOutcome:
+    values = dict(
+        was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False
+    )
+    values.update(kwargs)
+    return CloseOutcome(**values)
+
+
+def service_ids(*ids: str) -> bytes:
+    message = Message(type=Message.SERVICE_IDS)
+    message.availableServiceIds.extend(ids)
+    return encode_message(message)
+
+
+class ConnectorTests(SynchronousTestCase):
+    def make(self, retry_count: int = -1, reconnect: bool = True) -> TunnelConnector:
+        self.clock = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.local = NullLocal()
+        self.ready: list = []
+        peer = self
+        self.tunnel = Tunnel(Mode.SOURCE, peer, self.local, service_map={})  # type: ignore[arg-type]
+        connector = TunnelConnector(
+            self.clock,
+            self.endpoint,  # type: ignore[arg-type]
+            lambda c: None,  # type: ignore[arg-type,return-value]
+            self.tunnel,
+            FlowControl(),
+            display_url="wss://example.invalid:443",
+            retry_count=retry_count,
+            retry_delay=2.5,
+            reconnect_on_data_error=reconnect,
+            on_ready=self.ready.append,
+        )
+        self.codes: list = []
+        connector.finished.addCallback(self.codes.append)
+        return connector
+
+    def send_record(self, record: bytes) -> None:
+        pass
+
+    def test_retry_forever_by_default(self) -> None:
+        connector = self.make()
+        connector.start()
+        for _ in range(20):
+            self.clock.advance(2.5)
+        self.assertEqual(self.endpoint.attempts, 21)
+        self.assertEqual(self.codes, [])
+
+    def test_retry_count_means_retries(self) -> None:
+        """N retries after the first attempt, then exit 1 (the reference retries forever)."""
+        connector = self.make(retry_count=3)
+        connector.start()
+        for _ in range(10):
+            self.clock.advance(2.5)
+        self.assertEqual(self.endpoint.attempts, 4)
+        self.assertEqual(self.codes, [1])
+
+    def test_zero_retries_exits_one(self) -> None:
+        connector = self.make(retry_count=0)
+        connector.start()
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.codes, [1])
+
+    def test_4xx_is_final(self) -> None:
+        protocol = FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_closed(
+            protocol,  # type: ignore[arg-type]
+            closed(was_open=False, http_status=403, http_status_line="HTTP/1.1 403 Forbidden"),
+        )
+        self.clock.advance(10)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.codes, [1])
+
+    def test_5xx_is_retried(self) -> None:
+        first, second = FakeProtocol(), FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [first, second]
+        connector.start()
+        connector.session_closed(
+            first,  # type: ignore[arg-type]
+            closed(was_open=False, http_status=503, http_status_line="HTTP/1.1 503 Busy"),
+        )
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.clock.advance(2.5)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual(self.codes, [])
+
+    def test_tls_failure_is_retried(self) -> None:
+        protocol = FakeProtocol()
+        connector = self.make(retry_count=1)
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_closed(
+            protocol,  # type: ignore[arg-type]
+            closed(was_open=False, transport_error="certificate verify failed"),
+        )
+        self.clock.advance(2.5)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual(self.codes, [1])
+
+    def test_close_frame_from_service_exits_zero(self) -> None:
+        protocol = FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_closed(
+            protocol,  # type: ignore[arg-type]
+            closed(was_clean=True, code=1000, reason="tunnel closed", closed_by_service=True),
+        )
+        self.assertEqual(self.codes, [0])
+
+    def test_drop_reconnects_at_once(self) -> None:
+        first, second = FakeProtocol(), FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [first, second]
+        connector.start()
+        connector.session_opened(first, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_message(first, service_ids("ssh"))  # type: ignore[arg-type]
+        self.assertEqual(len(self.ready), 1)
+        connector.session_closed(first, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.endpoint.attempts, 2)
+        connector.session_opened(second, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_message(second, service_ids("ssh"))  # type: ignore[arg-type]
+        self.assertEqual(len(self.ready), 2)
+        self.assertEqual(self.codes, [])
+
+    def test_drop_without_reconnect_exits_one(self) -> None:
+        protocol = FakeProtocol()
+        connector = self.make(reconnect=False)
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_closed(protocol, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.codes, [1])
+
+    def test_malformed_message_reconnects(self) -> None:
+        first, second = FakeProtocol(), FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [first, second]
+        connector.start()
+        connector.session_opened(first, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_message(first, b"\x00\x03\xff\xff\xff")  # type: ignore[arg-type]
+        self.assertEqual(first.dropped, [True])
+        connector.session_closed(first, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual(self.codes, [])
+
+    def test_fatal_mapping_error_exits_one(self) -> None:
+        """SERVICE_IDS that do not match the configuration end the proxy with 1."""
+        protocol = FakeProtocol()
+        self.make()
+        tunnel = Tunnel(Mode.SOURCE, self, self.local, service_map={"a": "1", "b": "2"})  # type: ignore[arg-type]
+        connector = TunnelConnector(
+            self.clock, self.endpoint, lambda c: None, tunnel, FlowControl(),  # type: ignore[arg-type]
+            display_url="wss://x:443", retry_count=-1, retry_delay=1, reconnect_on_data_error=True,
+        )
+        codes: list = []
+        connector.finished.addCallback(codes.append)
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_message(protocol, service_ids("other"))  # type: ignore[arg-type]
+        self.assertEqual(protocol.dropped, [True])
+        connector.session_closed(protocol, closed())  # type: ignore[arg-type]
+        self.assertEqual(codes, [1])
+        self.assertEqual(self.endpoint.attempts, 1)
+
+    def test_stop_sends_close_frame(self) -> None:
+        protocol = FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [protocol]
+        connector.start()
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        protocol.state = FakeProtocol.STATE_OPEN
+        connector.stop()
+        self.assertEqual(protocol.closed_with, [(1000, "local proxy stopping")])
+        connector.session_closed(protocol, closed(was_clean=True, code=1000))  # type: ignore[arg-type]
+        self.assertEqual(self.codes, [0])
+
+    def test_stop_while_waiting_to_retry(self) -> None:
+        connector = self.make()
+        connector.start()
+        connector.stop()
+        self.clock.advance(10)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.codes, [0])
