@@ -99,6 +99,18 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _was_open = False
     _transport_error = ""
 
+    def connectionMade(self) -> None:
+        # Autobahn tries this itself, but before the factory's options reach
+        # the protocol, so it silently does nothing: every small tunnel
+        # message would then wait for Nagle's algorithm (about 40 ms).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+        super().connectionMade()
+
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         factory = self.factory
         return ConnectingRequest(

@@ -1,0 +1,253 @@
+# -*- test-case-name: tests.test_tunnelservice_api -*-
+"""
+The management API: the ``iotsecuretunneling`` JSON 1.1 protocol on ``POST /``.
+
+Requests and responses have the shapes of botocore's service model
+(``botocore/data/iotsecuretunneling/2018-10-05/service-2.json``), so boto3
+and the AWS CLI work against it with ``endpoint_url``.  Requests are not
+authenticated: any credentials sign a request that is accepted (this is a
+local test service).  Errors are HTTP 400 with ``{"__type", "message"}``, as
+the JSON protocol has it.  Tokens appear only in the bodies of OpenTunnel
+and RotateTunnelAccessToken, never in logs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from aws_localproxy.constants import Mode
+from aws_localproxy.tunnelservice.registry import ApiError, TunnelRegistry
+
+TARGET_PREFIX = "IoTSecuredTunneling."
+CONTENT_TYPE = b"application/x-amz-json-1.1"
+
+_SERVICE_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+_NEXT_TOKEN_RE = re.compile(r"^[a-zA-Z0-9_=-]{1,4096}$")
+
+
+def _validation(message: str) -> ApiError:
+    return ApiError("ValidationException", message)
+
+
+def _required(body: Dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise _validation("%s is required" % (name,))
+    if not isinstance(value, kind):
+        raise _validation("%s has the wrong type" % (name,))
+    return value
+
+
+def _optional(body: Dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _validation("%s has the wrong type" % (name,))
+    return value
+
+
+def _tags(value: Any, name: str = "tags") -> List[Dict[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 200:
+        raise _validation("%s must be a list of at most 200 tags" % (name,))
+    tags = []
+    for tag in value:
+        if (
+            not isinstance(tag, dict)
+            or not isinstance(tag.get("key"), str)
+            or not isinstance(tag.get("value"), str)
+            or not 1 <= len(tag["key"]) <= 128
+            or len(tag["value"]) > 256
+        ):
+            raise _validation("each of %s needs a key (1-128) and a value (0-256)" % (name,))
+        tags.append({"key": tag["key"], "value": tag["value"]})
+    return tags
+
+
+def _destination_config(value: Any) -> tuple[Optional[str], List[str]]:
+    if not isinstance(value, dict):
+        raise _validation("destinationConfig must be a structure")
+    services = _required(value, "services", list)
+    if not services:
+        raise _validation("destinationConfig.services needs at least one service")
+    for service in services:
+        if not isinstance(service, str) or not _SERVICE_RE.match(service):
+            raise _validation("invalid service name in destinationConfig.services")
+    if len(set(services)) != len(services):
+        raise _validation("destinationConfig.services has duplicates")
+    thing_name = _optional(value, "thingName", str)
+    if thing_name is not None and not _SERVICE_RE.match(thing_name):
+        raise _validation("invalid destinationConfig.thingName")
+    return thing_name, list(services)
+
+
+class ManagementApi(Resource):
+    """The API's single resource: every action is a ``POST /`` with ``X-Amz-Target``."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, registry: TunnelRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+        self._actions: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+            "OpenTunnel": self.open_tunnel,
+            "CloseTunnel": self.close_tunnel,
+            "DescribeTunnel": self.describe_tunnel,
+            "ListTunnels": self.list_tunnels,
+            "RotateTunnelAccessToken": self.rotate_tunnel_access_token,
+            "TagResource": self.tag_resource,
+            "UntagResource": self.untag_resource,
+            "ListTagsForResource": self.list_tags_for_resource,
+        }
+
+    def render_GET(self, request: Request) -> bytes:
+        # Only POST / and GET /tunnel exist; the real service answers 400.
+        request.setResponseCode(400)
+        return b"Bad request\n"
+
+    def render_POST(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"x-amzn-requestid", str(uuid.uuid4()).encode("ascii"))
+        target = (request.getHeader(b"x-amz-target") or b"").decode("latin-1")
+        action = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+        try:
+            handler = self._actions.get(action)
+            if handler is None:
+                raise ApiError("UnknownOperationException", "Unknown operation %r" % (target,))
+            body = self._body(request)
+            result = handler(body)
+        except ApiError as error:
+            self.log.info(
+                "{action} failed: {error_type}: {message}",
+                action=action or target,
+                error_type=error.error_type,
+                message=error.message,
+            )
+            request.setResponseCode(400)
+            return json.dumps({"__type": error.error_type, "message": error.message}).encode()
+        self.log.debug("{action} succeeded", action=action)
+        return json.dumps(result).encode("utf-8")
+
+    @staticmethod
+    def _body(request: Request) -> Dict[str, Any]:
+        assert request.content is not None
+        raw = request.content.read()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise ApiError("SerializationException", "The request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError("SerializationException", "The request body is not a JSON object")
+        return body
+
+    # -- actions -------------------------------------------------------
+
+    def open_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        description = _optional(body, "description", str)
+        if description is not None and not 1 <= len(description) <= 2048:
+            raise _validation("description must be 1 to 2048 characters")
+        tags = _tags(body.get("tags"))
+        thing_name: Optional[str] = None
+        services: List[str] = []
+        config = body.get("destinationConfig")
+        if config is not None:
+            thing_name, services = _destination_config(config)
+        lifetime = 720
+        timeout = _optional(body, "timeoutConfig", dict)
+        if timeout is not None and timeout.get("maxLifetimeTimeoutMinutes") is not None:
+            lifetime = _required(timeout, "maxLifetimeTimeoutMinutes", int)
+        tunnel = self._registry.open_tunnel(
+            services=services,
+            max_lifetime_minutes=lifetime,
+            description=description,
+            thing_name=thing_name,
+            tags=tags,
+            has_destination_config=config is not None,
+        )
+        return {
+            "tunnelId": tunnel.tunnel_id,
+            "tunnelArn": tunnel.tunnel_arn,
+            "sourceAccessToken": tunnel.slot(Mode.SOURCE).access_token,
+            "destinationAccessToken": tunnel.slot(Mode.DESTINATION).access_token,
+        }
+
+    def close_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        tunnel_id = _required(body, "tunnelId", str)
+        delete = _optional(body, "delete", bool) or False
+        self._registry.close_tunnel(tunnel_id, delete=delete)
+        return {}
+
+    def describe_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        tunnel = self._registry.get(_required(body, "tunnelId", str))
+        return {"tunnel": tunnel.describe()}
+
+    def list_tunnels(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        thing_name = _optional(body, "thingName", str)
+        max_results = _optional(body, "maxResults", int)
+        if max_results is None:
+            max_results = 100
+        if not 1 <= max_results <= 100:
+            raise _validation("maxResults must be between 1 and 100")
+        next_token = _optional(body, "nextToken", str)
+        tunnels = self._registry.list_tunnels(thing_name)
+        start = 0
+        if next_token is not None:
+            # The token is the ID of the first tunnel of the next page.
+            if not _NEXT_TOKEN_RE.match(next_token):
+                raise _validation("invalid nextToken")
+            ids = [t.tunnel_id for t in tunnels]
+            if next_token not in ids:
+                raise _validation("nextToken is no longer valid")
+            start = ids.index(next_token)
+        page = tunnels[start : start + max_results]
+        result: Dict[str, Any] = {"tunnelSummaries": [t.summary() for t in page]}
+        if start + max_results < len(tunnels):
+            result["nextToken"] = tunnels[start + max_results].tunnel_id
+        return result
+
+    def rotate_tunnel_access_token(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        tunnel_id = _required(body, "tunnelId", str)
+        client_mode = _required(body, "clientMode", str)
+        modes = {
+            "SOURCE": [Mode.SOURCE],
+            "DESTINATION": [Mode.DESTINATION],
+            "ALL": [Mode.SOURCE, Mode.DESTINATION],
+        }.get(client_mode)
+        if modes is None:
+            raise _validation("clientMode must be SOURCE, DESTINATION or ALL")
+        services: Optional[List[str]] = None
+        thing_name = None
+        if body.get("destinationConfig") is not None:
+            thing_name, services = _destination_config(body["destinationConfig"])
+        tunnel = self._registry.rotate(tunnel_id, modes, services=services, thing_name=thing_name)
+        result: Dict[str, Any] = {"tunnelArn": tunnel.tunnel_arn}
+        if Mode.SOURCE in modes:
+            result["sourceAccessToken"] = tunnel.slot(Mode.SOURCE).access_token
+        if Mode.DESTINATION in modes:
+            result["destinationAccessToken"] = tunnel.slot(Mode.DESTINATION).access_token
+        return result
+
+    def tag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        arn = _required(body, "resourceArn", str)
+        self._registry.tag(arn, _tags(_required(body, "tags", list)))
+        return {}
+
+    def untag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        arn = _required(body, "resourceArn", str)
+        keys = _required(body, "tagKeys", list)
+        if not all(isinstance(key, str) for key in keys):
+            raise _validation("tagKeys must be strings")
+        self._registry.untag(arn, keys)
+        return {}
+
+    def list_tags_for_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        tunnel = self._registry.by_arn(_required(body, "resourceArn", str))
+        return {"tags": [dict(tag) for tag in tunnel.tags]}

@@ -1,0 +1,357 @@
+# -*- test-case-name: tests.test_tunnelservice_api -*-
+"""
+Both planes on one port, and the object that runs them.
+
+``GET /tunnel`` upgrades to the data plane (L{dataplane}), ``POST /`` is the
+management API (L{api}); everything else is a 400, as the real service
+answers a bad path.  L{RunningTunnelService} is what embedding code (tests,
+the lead's runtime) and the twistd service hold: where the service listens,
+its CA, and in-process shortcuts to open, close and break tunnels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import pages
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from aws_localproxy.constants import Mode
+from aws_localproxy.tunnelservice.api import ManagementApi
+from aws_localproxy.tunnelservice.certs import ensure_certificates, server_tls_options
+from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
+from aws_localproxy.tunnelservice.registry import DEFAULT_LIFETIME_MINUTES, TunnelRegistry
+from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
+
+log = Logger()
+
+
+class _Root(Resource):
+    """``/`` is the API, ``/tunnel`` the data plane, anything else a 400."""
+
+    def __init__(self, api: Any, data_plane: Any) -> None:
+        super().__init__()
+        self.putChild(b"", api)
+        self.putChild(b"tunnel", data_plane)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        return pages.errorPage(400, "Bad Request", "Unknown path")
+
+
+class _DataPlaneResource(WebSocketResource):
+    """Autobahn's upgrade resource, minus the HTTP idle timer of the taken-over channel."""
+
+    def render(self, request: Request) -> Any:
+        channel = request.channel
+        result = super().render(request)
+        # The WebSocket owns the connection now; the HTTP channel's idle
+        # timer would otherwise fire on a connection it no longer has.
+        channel.setTimeout(None)
+        return result
+
+
+class _Channel(HTTPChannel):
+    """An HTTP channel that tells its site when it goes."""
+
+    site: "_TrackingSite"
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.site.channel_gone(self)
+
+
+class _TrackingSite(Site):
+    """A site that can drop its open HTTP connections (keep-alive clients keep them)."""
+
+    protocol = _Channel  # type: ignore[assignment]
+
+    def __init__(self, resource: Any, reactor: Any) -> None:
+        super().__init__(resource, reactor=reactor)
+        self._channels: Set[_Channel] = set()
+        self._waiting: Dict[_Channel, List[Deferred[None]]] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        self._channels.add(channel)
+        return channel
+
+    def channel_gone(self, channel: _Channel) -> None:
+        self._channels.discard(channel)
+        for waiting in self._waiting.pop(channel, []):
+            waiting.callback(None)
+
+    def stop_all(self) -> Deferred[None]:
+        waits = []
+        for channel in list(self._channels):
+            if channel.transport is None:
+                # Taken over by the data plane: its factory tracks it.
+                self._channels.discard(channel)
+                continue
+            d: Deferred[None] = Deferred()
+            self._waiting.setdefault(channel, []).append(d)
+            waits.append(d)
+            channel.transport.abortConnection()
+        return gatherResults(waits).addCallback(lambda _: None)
+
+
+def advertised_host(interface: str) -> str:
+    """The host clients should use for C{interface} (a wildcard means this machine)."""
+    if interface in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if interface == "::":
+        return "::1"
+    return interface
+
+
+def host_port(host: str, port: int) -> str:
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+@dataclass(eq=False)
+class RunningTunnelService:
+    """
+    A listening tunnel service.
+
+    The methods are in-process shortcuts for tests and embedding code: they
+    act on the service's state directly, without HTTP.
+    """
+
+    host: str
+    port: int
+    use_tls: bool
+    ca_file: Optional[str]
+    capath: Optional[str]
+    registry: TunnelRegistry
+    _listening: Any  # IListeningPort
+    _factory: DataPlaneFactory
+    _site: _TrackingSite
+    _store: Optional[SQLiteTunnelStore] = None
+    _stopped: Optional[Deferred[None]] = field(default=None)
+
+    @property
+    def endpoint(self) -> str:
+        """``HOST:PORT``, what a local proxy takes as its proxy endpoint."""
+        return host_port(self.host, self.port)
+
+    @property
+    def api_url(self) -> str:
+        """The management API's endpoint URL (boto3 ``endpoint_url``, CLI ``--endpoint-url``)."""
+        return "%s://%s" % ("https" if self.use_tls else "http", self.endpoint)
+
+    def ready_info(self) -> Dict[str, Optional[str]]:
+        """What ``--ready-file`` holds."""
+        return {
+            "endpoint": self.endpoint,
+            "api_url": self.api_url,
+            "ca_file": self.ca_file,
+            "capath": self.capath,
+        }
+
+    def open_tunnel(
+        self, services: List[str] = [], max_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES  # noqa: B006
+    ) -> Tuple[str, str, str]:
+        """Open a tunnel; return (tunnel ID, source token, destination token)."""
+        tunnel = self.registry.open_tunnel(
+            services=list(services), max_lifetime_minutes=max_lifetime_minutes
+        )
+        return (
+            tunnel.tunnel_id,
+            tunnel.slot(Mode.SOURCE).access_token,
+            tunnel.slot(Mode.DESTINATION).access_token,
+        )
+
+    def close_tunnel(self, tunnel_id: str) -> None:
+        """Close a tunnel and both its WebSockets, like the CloseTunnel API."""
+        self.registry.close_tunnel(tunnel_id)
+
+    def drop_connections(self, tunnel_id: str, mode: Union[str, Mode, None] = None) -> None:
+        """
+        Abort the TCP connections of a tunnel's WebSockets (one mode, or
+        both) without a close frame, as a network failure would.  The tunnel
+        stays open: a client that sent a client token may reconnect.
+        """
+        tunnel = self.registry.get(tunnel_id)
+        modes = list(Mode) if mode is None else [Mode(mode)]
+        for each in modes:
+            peer = tunnel.slot(each).peer
+            if peer is not None:
+                peer.abort()
+
+    def connection_state(self, tunnel_id: str, mode: Union[str, Mode]) -> str:
+        """``CONNECTED`` or ``DISCONNECTED``, as DescribeTunnel reports it."""
+        return self.registry.get(tunnel_id).slot(Mode(mode)).state
+
+    def wait_for_state(
+        self, tunnel_id: str, mode: Union[str, Mode], state: str
+    ) -> Deferred[None]:
+        """Fires once C{connection_state(tunnel_id, mode)} is C{state}: tests wait with it."""
+        return self.registry.wait_for_state(tunnel_id, Mode(mode), state)
+
+    @property
+    def violations(self) -> List[Tuple[str, str, str]]:
+        """(tunnel ID, mode, reason) of every connection closed for breaking a rule."""
+        return self.registry.violations
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening and drop every connection; fires when all are gone."""
+        if self._stopped is None:
+            self.registry.stop()
+            self._stopped = gatherResults(
+                [
+                    maybeDeferred(self._listening.stopListening),
+                    self._factory.stop_all(),
+                    self._site.stop_all(),
+                ]
+            ).addCallback(self._close_store)
+        d: Deferred[None] = Deferred()
+
+        def done(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self._stopped.addBoth(done)
+        return d
+
+    def _close_store(self, _: object) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@inlineCallbacks
+def start_tunnel_service(
+    reactor: Any,
+    cert_dir: Optional[str],
+    interface: str = "127.0.0.1",
+    port: int = 0,
+    use_tls: bool = True,
+    state_file: Optional[str] = None,
+    region: str = "us-east-1",
+) -> Any:
+    """
+    Create (or reuse) the certificates, restore the state file if any, and
+    listen on C{interface}:C{port}.
+
+    @return: a Deferred firing with a L{RunningTunnelService}.
+    """
+    files = None
+    tls = None
+    if use_tls:
+        if cert_dir is None:
+            raise ValueError("a certificate directory is needed for TLS")
+        files = ensure_certificates(cert_dir)
+        tls = server_tls_options(files)
+    store = SQLiteTunnelStore(state_file) if state_file else None
+    registry = TunnelRegistry(reactor, region=region, store=store)
+    registry.load()
+    factory = DataPlaneFactory(registry, reactor=reactor)
+    site = _TrackingSite(_Root(ManagementApi(registry), _DataPlaneResource(factory)), reactor)
+    if tls is not None:
+        endpoint: Any = SSL4ServerEndpoint(reactor, port, tls, interface=interface)
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=interface)
+    try:
+        listening = yield endpoint.listen(site)
+    except BaseException:
+        registry.stop()
+        if store is not None:
+            store.close()
+        raise
+    running = RunningTunnelService(
+        host=advertised_host(interface),
+        port=listening.getHost().port,
+        use_tls=use_tls,
+        ca_file=files.ca_file if files else None,
+        capath=files.capath if files else None,
+        registry=registry,
+        _listening=listening,
+        _factory=factory,
+        _site=site,
+        _store=store,
+    )
+    log.info(
+        "Local tunnel service listening on {endpoint} (API {api_url})",
+        endpoint=running.endpoint,
+        api_url=running.api_url,
+    )
+    return running
+
+
+def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
+    """Write C{info} as JSON to C{path} atomically (a reader never sees half a file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    with open(temporary, "w") as f:
+        json.dump(info, f)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
+class LocalTunnelService(Service):
+    """
+    The tunnel service as an L{IService}, for twistd and the console script.
+
+    @ivar running: the L{RunningTunnelService} once listening.
+    @ivar ready: fires with it (or fails) once startService has listened.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        cert_dir: str,
+        interface: str = "127.0.0.1",
+        port: int = 0,
+        use_tls: bool = True,
+        state_file: Optional[str] = None,
+        ready_file: Optional[str] = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self._reactor = reactor
+        self._args: Dict[str, Any] = dict(
+            cert_dir=cert_dir,
+            interface=interface,
+            port=port,
+            use_tls=use_tls,
+            state_file=state_file,
+            region=region,
+        )
+        self._ready_file = ready_file
+        self.running_service: Optional[RunningTunnelService] = None
+        self.ready: Deferred[RunningTunnelService] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = start_tunnel_service(self._reactor, **self._args)
+        d.addCallback(self._started)
+        d.addErrback(self._failed)
+
+    def _started(self, running: RunningTunnelService) -> None:
+        self.running_service = running
+        if self._ready_file:
+            write_ready_file(self._ready_file, running.ready_info())
+        self.ready.callback(running)
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("The local tunnel service could not start", failure)
+        self.ready.errback(failure)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Optional[Deferred[None]]:
+        super().stopService()
+        if self.running_service is not None:
+            return self.running_service.stop()
+        return succeed(None)

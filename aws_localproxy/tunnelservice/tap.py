@@ -1,0 +1,87 @@
+# -*- test-case-name: tests.test_tunnelservice_cli -*-
+"""
+``twistd localtunnel``: the options shared with the console script, and makeService.
+
+The reactor is not imported at module import time (the plugin loads this
+lazily, and tests pass their own).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.python import usage
+
+from aws_localproxy.tunnelservice.server import LocalTunnelService
+
+DEFAULT_CERT_DIR = "localtunnel-certs"
+
+
+class Options(usage.Options):
+    """The command line of the local tunnel service."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "A local AWS IoT Secure Tunneling service: the data plane (wss://HOST:PORT/tunnel) "
+        "and the iotsecuretunneling management API (https://HOST:PORT) on one port."
+    )
+
+    optParameters = [
+        ["interface", None, "127.0.0.1", "Interface to listen on."],
+        ["port", None, 0, "Port to listen on (0 picks a free one).", int],
+        [
+            "cert-dir",
+            None,
+            DEFAULT_CERT_DIR,
+            "Directory of ca.pem, server.pem and server-key.pem; created with a new "
+            "private CA when it has none.",
+        ],
+        [
+            "ready-file",
+            None,
+            None,
+            "Once listening, write {endpoint, api_url, ca_file, capath} as JSON here.",
+        ],
+        [
+            "state-file",
+            None,
+            None,
+            "Keep tunnels in this SQLite file, so that a restart keeps them (default: memory).",
+        ],
+        ["region", None, "us-east-1", "Region used in tunnel ARNs and example commands."],
+    ]
+
+    optFlags = [
+        [
+            "no-tls",
+            None,
+            "Plain ws:// and http:// (for debugging only: the local proxy and the AWS CLI "
+            "expect TLS).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        if not 0 <= self["port"] <= 65535:
+            raise usage.UsageError("--port must be between 0 and 65535")
+        if not self["interface"]:
+            raise usage.UsageError("--interface must not be empty")
+        self["cert-dir"] = os.path.abspath(self["cert-dir"])
+
+
+def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelService:
+    """The L{LocalTunnelService} for parsed C{config}."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return LocalTunnelService(
+        reactor,
+        cert_dir=config["cert-dir"],
+        interface=config["interface"],
+        port=config["port"],
+        use_tls=not config["no-tls"],
+        state_file=config["state-file"],
+        ready_file=config["ready-file"],
+        region=config["region"],
+    )

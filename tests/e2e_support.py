@@ -1,0 +1,260 @@
+"""
+Shared pieces of the end-to-end tests: the local tunnel service, local TCP
+services and clients, and source/destination proxies, all on 127.0.0.1
+with ports chosen by the OS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from aws_localproxy.config import ProxyConfig
+from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.service import LocalProxyService
+from aws_localproxy.settings import Settings
+
+#: Fast retries, so failure paths finish in well under a second.
+TEST_SETTINGS = Settings(
+    ws_retry_delay_ms=200,
+    tcp_connection_retry_count=1,
+    tcp_connection_retry_delay_ms=100,
+    ws_connect_retry_count=5,
+)
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class DigestServer(Protocol):
+    """Reads an 8-byte length and that many bytes, answers with their sha256."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.expected: Optional[int] = None
+        self.digest = hashlib.sha256()
+        self.received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.expected is None:
+            self.buffer += data
+            if len(self.buffer) < 8:
+                return
+            (self.expected,) = struct.unpack(">Q", self.buffer[:8])
+            data, self.buffer = self.buffer[8:], b""
+        self.digest.update(data)
+        self.received += len(data)
+        if self.received >= self.expected:
+            self.transport.write(self.digest.digest())
+
+
+class Sender(Protocol):
+    """Streams C{size} deterministic bytes, honouring back-pressure, then closes."""
+
+    size = 0
+
+    def connectionMade(self) -> None:
+        self.sent = 0
+        self.digest = hashlib.sha256()
+        self.paused = False
+        self.transport.registerProducer(self, True)
+        self._pump()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def _pump(self) -> None:
+        while not self.paused and self.sent < self.size:
+            chunk = pattern_chunk(self.sent, min(65536, self.size - self.sent))
+            self.sent += len(chunk)
+            self.transport.write(chunk)
+        if self.sent >= self.size:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+
+def pattern_chunk(offset: int, length: int) -> bytes:
+    """Deterministic, non-repeating-looking bytes at C{offset}."""
+    block = hashlib.sha256(str(offset // 65536).encode()).digest() * 2048
+    return block[:length]
+
+
+class Client(Protocol):
+    """Collects everything received; L{closed} fires with it when the connection ends."""
+
+    def __init__(self) -> None:
+        self.received: List[bytes] = []
+        self.closed: Deferred[bytes] = Deferred()
+        self.connected = False
+        self.waiters: List[tuple[int, Deferred[bytes]]] = []
+
+    def connectionMade(self) -> None:
+        self.connected = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        total = self.value()
+        for waiter in list(self.waiters):
+            if len(total) >= waiter[0]:
+                self.waiters.remove(waiter)
+                waiter[1].callback(total)
+
+    def value(self) -> bytes:
+        return b"".join(self.received)
+
+    def wait_for(self, count: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        if len(self.value()) >= count:
+            d.callback(self.value())
+        else:
+            self.waiters.append((count, d))
+        return d
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(self.value())
+
+
+class E2ETestCase(TestCase):
+    """A tunnel service per test, and helpers to start proxies and services."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        from aws_localproxy.tunnelservice.testing import start_tunnel_service
+
+        self.tunnel_service = yield start_tunnel_service(reactor, self.mktemp())
+        self.addCleanup(self.tunnel_service.stop)
+
+    @inlineCallbacks
+    def listen(self, protocol_factory: Any) -> Any:
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(protocol_factory)
+        )
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def proxy(
+        self,
+        mode: Mode,
+        token: str,
+        service_map: Mapping[str, str],
+        *,
+        peer_version: PeerVersion = PeerVersion.V3,
+        settings: Settings = TEST_SETTINGS,
+        client_token: Optional[str] = None,
+        capath: Any = "service",
+        **extra: Any,
+    ) -> LocalProxyService:
+        service = self.tunnel_service
+        config = ProxyConfig(
+            mode=mode,
+            access_token=token,
+            client_token=client_token,
+            endpoint_host=service.host,
+            endpoint_port=service.port,
+            capath=service.capath if capath == "service" else capath,
+            service_map=dict(service_map),
+            bind_address="127.0.0.1",
+            peer_version=peer_version,
+            settings=settings,
+            **extra,
+        )
+        proxy = LocalProxyService(config, reactor)
+        proxy.startService()
+        self.addCleanup(_stop_quietly, proxy)
+        return proxy
+
+    @inlineCallbacks
+    def tunnel_pair(
+        self,
+        destinations: Dict[str, int],
+        *,
+        source_version: PeerVersion = PeerVersion.V3,
+        destination_version: PeerVersion = PeerVersion.V3,
+        services: Optional[List[str]] = None,
+        client_tokens: bool = True,
+        settings: Settings = TEST_SETTINGS,
+    ) -> Any:
+        """Open a tunnel, start both proxies, wait until the source listens; returns source ports."""
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(
+            list(destinations) if services is None else services
+        )
+        self.tunnel_id = tunnel_id
+        single = source_version is PeerVersion.V1
+        destination_map = (
+            {"": f"127.0.0.1:{next(iter(destinations.values()))}"}
+            if single
+            else {sid: f"127.0.0.1:{port}" for sid, port in destinations.items()}
+        )
+        self.destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            destination_map,
+            peer_version=destination_version,
+            client_token=new_client_token() if client_tokens else None,
+            settings=settings,
+        )
+        yield self.destination.connected
+        self.source = self.proxy(
+            Mode.SOURCE,
+            source_token,
+            {"": "0"} if single else {},
+            peer_version=source_version,
+            client_token=new_client_token() if client_tokens else None,
+            settings=settings,
+        )
+        connected = yield self.source.connected
+        ports = {}
+        for service_id in connected.service_ids:
+            ports[service_id] = yield self.source.listening_port(service_id)
+        return ports
+
+    @inlineCallbacks
+    def connect(self, port: int) -> Any:
+        client = Client()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        self.addCleanup(_close_client, client)
+        return client
+
+
+def new_client_token() -> str:
+    import secrets
+
+    return secrets.token_hex(24)
+
+
+def with_settings(**changes: Any) -> Settings:
+    return replace(TEST_SETTINGS, **changes)
+
+
+def _close_client(client: Client) -> Any:
+    if client.transport is not None and not client.closed.called:
+        client.transport.abortConnection()
+        return client.closed
+    return None
+
+
+def _stop_quietly(proxy: LocalProxyService) -> Any:
+    if proxy.running:
+        return proxy.stopService()
+    return None
