@@ -89,3 +89,7 @@ def main(
         return done
 
     task.react(run)
+
+
+if __name__ == "__main__":
+    main()

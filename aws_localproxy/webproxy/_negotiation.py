@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
+from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
@@ -243,6 +244,16 @@ class _Negotiator(Protocol):
             self.wrapped.connectionLost(reason)
             return
         kind = self._attempt.negotiation.kind
+        if reason.check(SSL.Error):
+            # Only an https:// proxy puts TLS under us: its handshake failed.
+            self._attempt.fail(
+                ProxyUnreachableError(
+                    f"Could not perform the TLS handshake with the {kind}"
+                    f" {self._attempt.proxy_name}: {reason.getErrorMessage()}",
+                    reason,
+                )
+            )
+            return
         self._attempt.fail(
             ProxyConnectionLost(
                 f"The {kind} closed the connection before the tunnel was set up"

@@ -24,7 +24,6 @@ import struct
 
 from twisted.internet.address import HostnameAddress
 from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
@@ -42,6 +41,7 @@ from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
     SOCKSAuthenticationError,
     SOCKSError,
+    WebProxyError,
 )
 from aws_localproxy.webproxy.url import format_authority
 
@@ -157,9 +157,11 @@ class SOCKS5Negotiation:
         return self._request, False
 
     def _on_reply(self) -> tuple[bytes, bool] | None:
-        if len(self._buffer) < 5:
+        # A refusal is told by its first two bytes: some proxies close right
+        # after them instead of sending the whole reply.
+        if len(self._buffer) < 2:
             return None
-        version, reply, _reserved, address_type, first = self._buffer[:5]
+        version, reply = self._buffer[:2]
         if version != 5:
             raise ProxyProtocolError(f"Malformed SOCKS5 reply (version {version})")
         if reply != 0:
@@ -174,6 +176,9 @@ class SOCKS5Negotiation:
                 f" (reply 0x{reply:02x})",
                 reply,
             )
+        if len(self._buffer) < 5:
+            return None
+        address_type, first = self._buffer[3:5]
         sizes = {0x01: 4, 0x04: 16, 0x03: 1 + first}
         if address_type not in sizes:
             raise ProxyProtocolError(f"Malformed SOCKS5 reply (address type {address_type})")
@@ -199,7 +204,12 @@ class _FirstAddress:
 
     def resolutionComplete(self) -> None:
         if self._address is None:
-            self.result.errback(DNSLookupError(self._host))
+            self.result.errback(
+                WebProxyError(
+                    f"Could not resolve {self._host} for the SOCKS5 proxy"
+                    " (socks5:// resolves names here; socks5h:// lets the proxy do it)"
+                )
+            )
         else:
             self.result.callback(self._address)
 

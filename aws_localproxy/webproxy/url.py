@@ -58,8 +58,9 @@ class ProxyURLError(ValueError):
     """The web proxy URL cannot be used; the message says why."""
 
 
-def _hide(_password: str | None) -> str | None:
-    return None if _password is None else "***"
+def _hide(value: object) -> str:
+    """What ``repr`` shows for a credential: whether there is one, never what it is."""
+    return "None" if value is None else "'***'"
 
 
 @attrs.frozen
@@ -68,14 +69,14 @@ class ProxyURL:
     One parsed web proxy URL.
 
     ``host`` is lower-case, without brackets for an IPv6 literal. The
-    credentials are percent-decoded. The password never appears in ``repr``
-    or ``str``, so a ``ProxyURL`` can be logged.
+    credentials are percent-decoded. Neither the user name nor the password
+    appears in ``repr`` or ``str``, so a ``ProxyURL`` can be logged.
     """
 
     scheme: str = attrs.field(validator=attrs.validators.in_(SCHEMES))
     host: str
     port: int
-    username: str | None = None
+    username: str | None = attrs.field(default=None, repr=_hide)
     password: str | None = attrs.field(default=None, repr=_hide)
     #: True when the URL gave no port (or port 0) and ``port`` is the default.
     port_defaulted: bool = attrs.field(default=False, eq=False)
