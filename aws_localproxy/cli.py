@@ -1,0 +1,102 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The ``localproxy`` console script (and ``python -m aws_localproxy``).
+
+Process conventions are the reference's (§1.1, §7.1): the version banner on
+stdout first, always; ``--help`` text on stderr; a usage error as two lines
+on stderr (the reason, then the "Try --help" line); a configuration error as
+a ``fatal`` log line; exit code 0 for ``--help``, ``--version`` and
+``--export-default-settings``, 1 for every error.  Then logging starts at the
+``-v`` level and the proxy runs until it ends with its own exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Callable, List, Mapping, Optional
+
+from twisted.logger import Logger
+from twisted.python import usage
+
+from aws_localproxy import logsetup
+from aws_localproxy.config import ProxyConfig
+from aws_localproxy.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
+from aws_localproxy.settings import export_default_settings
+
+__all__ = ["main"]
+
+log = Logger()
+
+#: Replaced in tests; see L{logsetup.start_logging}.
+start_logging: Callable[..., Optional[logsetup.LineFormatObserver]] = logsetup.start_logging
+
+
+def _exit_with(code: Any) -> None:
+    """Turn the proxy's result into the process's exit code (C{react} exits 0 otherwise)."""
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)
+
+
+def _run(config: ProxyConfig) -> None:
+    """Run the proxy until it stops; raises C{SystemExit} with its exit code."""
+    from twisted.internet import task
+
+    from aws_localproxy.service import run_proxy
+
+    task.react(lambda reactor: run_proxy(reactor, config).addCallback(_exit_with))
+
+
+def main(
+    argv: Optional[List[str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    *,
+    stdout: Optional[IO[str]] = None,
+    stderr: Optional[IO[str]] = None,
+) -> int:
+    """
+    Run ``localproxy`` with C{argv} (default C{sys.argv[1:]}) and C{environ}
+    (default C{os.environ}).
+
+    Returns the exit code for the paths that end before the proxy starts
+    (errors, ``-h``, ``-V``, ``--export-default-settings``); once the proxy
+    runs, the reactor's end raises C{SystemExit} with the proxy's exit code.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    print(banner(), file=out, flush=True)
+
+    options = LocalProxyOptions(environ, exit_on_action=False)
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except ConfigurationError as e:
+        # A rule broken by a value: the reference logs it at fatal (silent at -v 0).
+        start_logging(options.verbosity, err, options.secrets)
+        log.critical("{reason}", reason=str(e))
+        return 1
+    except usage.UsageError as e:
+        print(str(e), file=err)
+        print(TRY_HELP, file=err, flush=True)
+        return 1
+
+    if options.version_requested:
+        return 0
+    if options.help_requested:
+        print(str(options), file=err, flush=True)
+        return 0
+    if options.export_default_settings_to is not None:
+        path = options.export_default_settings_to
+        try:
+            export_default_settings(path)
+        except OSError as e:
+            start_logging(options.verbosity, err)
+            log.critical(
+                "Cannot write the default settings to {path}: {error}", path=path, error=e.strerror or str(e)
+            )
+            return 1
+        return 0
+
+    config = options.config
+    assert config is not None
+    start_logging(config.verbosity, err, options.secrets)
+    _run(config)
+    return 0  # pragma: no cover - react() always raises SystemExit

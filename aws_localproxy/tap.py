@@ -1,0 +1,33 @@
+"""
+``twistd localproxy``: the same options and the same service as the console script.
+
+twistd has no notion of an exit code, so when the proxy ends (the service
+closed the tunnel, a fatal error) the reactor is stopped and the reason is
+in the log; use the ``localproxy`` console script where the exit status matters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+
+from aws_localproxy.options import LocalProxyOptions as Options
+
+__all__ = ["Options", "makeService"]
+
+
+def makeService(options: Options) -> IService:
+    """Build the L{LocalProxyService} from the validated options; stop twistd when it ends."""
+    from twisted.internet import reactor
+
+    from aws_localproxy.service import LocalProxyService
+
+    service = LocalProxyService(options.config, reactor)
+
+    def ended(code: Any) -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+
+    service.when_finished.addCallback(ended)
+    return service
