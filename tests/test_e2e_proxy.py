@@ -346,6 +346,34 @@ class FailureTests(E2ETestCase):
         self.assertEqual(received, b"after")
 
     @inlineCallbacks
+    def test_unanswered_pings_reconnect(self) -> Any:
+        """
+        A service that stops answering (here: stops reading the source's
+        connection) is detected by the pong timeout and replaced by a new
+        connection; the reference would wait for a TCP error forever.
+        """
+        from aws_localproxy.constants import Mode as SlotMode
+
+        echo_port = yield self.listen(Echo)
+        ports = yield self.tunnel_pair(
+            {"ssh": echo_port},
+            settings=with_settings(ws_ping_period_ms=1000, ws_pong_timeout_ms=1000),
+        )
+        tunnel = self.tunnel_service.registry.get(self.tunnel_id)
+        frozen = tunnel.slot(SlotMode.SOURCE).peer
+        frozen._protocol.transport.pauseProducing()
+        for _ in range(200):
+            if self.source._connector.sessions >= 2 and self.source.tunnel.ready:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.source._connector.sessions, 2)
+        self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
+        client = yield self.connect(ports["ssh"])
+        client.transport.write(b"alive")
+        received = yield client.wait_for(5)
+        self.assertEqual(received, b"alive")
+
+    @inlineCallbacks
     def test_close_tunnel_exits_zero(self) -> Any:
         echo_port = yield self.listen(Echo)
         ports = yield self.tunnel_pair({"ssh": echo_port})
