@@ -54,7 +54,7 @@ setup(
             "awscli>=1.32",
             "grpcio-tools==1.85.1",
         ],
-        "lint": ["ruff>=0.6", "mypy>=1.10"],
+        "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0"],
     },
     entry_points={
         "console_scripts": [

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from aws_localproxy.flowcontrol import FlowControl
 from aws_localproxy.interfaces import TunnelConnection
+from aws_localproxy.sockets import set_no_delay
 
 __all__ = ["LocalStreamProtocol", "describe_peer"]
 
@@ -68,14 +69,7 @@ class LocalStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
-        # A relay must not add Nagle delays of its own: the applications at
-        # both ends chose how to batch their writes.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
+        set_no_delay(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.flow.add_local(self.transport)  # type: ignore[arg-type]
         if self._on_made is not None:

@@ -12,6 +12,7 @@ ready-made object for.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Optional
 
 from OpenSSL import SSL
@@ -21,7 +22,13 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClien
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["CAPathTrustRoot", "service_tls_options", "trust_root", "NO_VERIFY_WARNING"]
+__all__ = [
+    "CAPathTrustRoot",
+    "UnverifiedClientTLS",
+    "service_tls_options",
+    "trust_root",
+    "NO_VERIFY_WARNING",
+]
 
 log = Logger()
 
@@ -46,11 +53,11 @@ class CAPathTrustRoot:
 
 
 @implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedClientTLS:
-    """TLS 1.2+ with SNI and no certificate check at all: ``-k``."""
+class UnverifiedClientTLS:
+    """TLS 1.2+ with no certificate check at all (``-k``); SNI only when C{hostname} is a name."""
 
-    def __init__(self, hostname: str) -> None:
-        self._hostname = hostname.encode("idna") if not _is_ip(hostname) else None
+    def __init__(self, hostname: Optional[str] = None) -> None:
+        self._hostname = hostname.encode("idna") if hostname and not _is_ip(hostname) else None
         self._context = CertificateOptions(
             verify=False, raiseMinimumTo=TLSVersion.TLSv1_2
         ).getContext()
@@ -64,8 +71,6 @@ class _UnverifiedClientTLS:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -91,7 +96,7 @@ def service_tls_options(
     """
     if not verify:
         log.warn(NO_VERIFY_WARNING)
-        return _UnverifiedClientTLS(hostname)
+        return UnverifiedClientTLS(hostname)
     root = trust_root(capath)
     if capath:
         # Fail now, with a clear message, rather than on the first handshake.

@@ -35,6 +35,7 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
+from aws_localproxy.sockets import set_no_delay
 
 __all__ = [
     "CloseOutcome",
@@ -101,14 +102,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
 
     def connectionMade(self) -> None:
         # Autobahn tries this itself, but before the factory's options reach
-        # the protocol, so it silently does nothing: every small tunnel
-        # message would then wait for Nagle's algorithm (about 40 ms).
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
+        # the protocol, so it silently does nothing.
+        set_no_delay(self.transport)
         super().connectionMade()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:

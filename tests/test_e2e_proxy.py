@@ -21,6 +21,7 @@ from tests.e2e_support import (
     Echo,
     Sender,
     pattern_chunk,
+    wait_until,
     with_settings,
 )
 
@@ -257,41 +258,32 @@ class VersionTests(E2ETestCase):
     @inlineCallbacks
     def test_v2_subprotocol_negotiated(self) -> Any:
         """A service that speaks only 2.0 (asked for by the settings) still carries data."""
-        echo_port = yield self.listen(Echo)
-        settings = with_settings(ws_subprotocol=SUBPROTOCOL_V2)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
-        destination = self.proxy(
-            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{echo_port}"},
-            settings=settings,
-        )
-        yield destination.connected
-        source = self.proxy(Mode.SOURCE, source_token, {}, settings=settings)
-        connected = yield source.connected
-        self.assertEqual(connected.subprotocol, SUBPROTOCOL_V2)
-        port = yield source.listening_port("ssh")
-        client = yield self.connect(port)
-        client.transport.write(b"2.0")
-        received = yield client.wait_for(3)
-        self.assertEqual(received, b"2.0")
+        yield self.check_subprotocol(SUBPROTOCOL_V2, "ssh")
 
     @inlineCallbacks
     def test_v1_subprotocol(self) -> Any:
+        """1.0: no SERVICE_IDS; the V1-format mappings (no service ID) are used."""
+        yield self.check_subprotocol(SUBPROTOCOL_V1, "")
+
+    @inlineCallbacks
+    def check_subprotocol(self, subprotocol: str, service_id: str) -> Any:
         echo_port = yield self.listen(Echo)
-        settings = with_settings(ws_subprotocol=SUBPROTOCOL_V1)
+        settings = with_settings(ws_subprotocol=subprotocol)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         destination = self.proxy(
-            Mode.DESTINATION, destination_token, {"": f"127.0.0.1:{echo_port}"},
+            Mode.DESTINATION, destination_token, {service_id: f"127.0.0.1:{echo_port}"},
             settings=settings,
         )
         yield destination.connected
-        source = self.proxy(Mode.SOURCE, source_token, {"": "0"}, settings=settings)
+        source_map = {"": "0"} if not service_id else {}
+        source = self.proxy(Mode.SOURCE, source_token, source_map, settings=settings)
         connected = yield source.connected
-        self.assertEqual(connected.subprotocol, SUBPROTOCOL_V1)
+        self.assertEqual(connected.subprotocol, subprotocol)
         port = yield source.listening_port(connected.service_ids[0])
         client = yield self.connect(port)
-        client.transport.write(b"1.0")
-        received = yield client.wait_for(3)
-        self.assertEqual(received, b"1.0")
+        client.transport.write(subprotocol.encode())
+        received = yield client.wait_for(len(subprotocol))
+        self.assertEqual(received, subprotocol.encode())
 
 
 class FailureTests(E2ETestCase):
@@ -330,15 +322,12 @@ class FailureTests(E2ETestCase):
         self.tunnel_service.drop_connections(self.tunnel_id)
         yield client.closed
         # Both proxies reconnect with the same tokens; the source keeps its port.
-        for _ in range(100):
-            if (
-                self.source._connector.sessions >= 2
-                and self.destination._connector.sessions >= 2
-                and self.source.tunnel.ready
-                and self.destination.tunnel.ready
-            ):
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield wait_until(
+            lambda: all(
+                proxy._connector.sessions >= 2 and proxy.tunnel.ready
+                for proxy in (self.source, self.destination)
+            )
+        )
         self.assertEqual(self.source.bound_ports(), ports)
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"after")
@@ -362,10 +351,9 @@ class FailureTests(E2ETestCase):
         tunnel = self.tunnel_service.registry.get(self.tunnel_id)
         frozen = tunnel.slot(SlotMode.SOURCE).peer
         frozen._protocol.transport.pauseProducing()
-        for _ in range(200):
-            if self.source._connector.sessions >= 2 and self.source.tunnel.ready:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield wait_until(
+            lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready
+        )
         self.assertEqual(self.source._connector.sessions, 2)
         self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
         client = yield self.connect(ports["ssh"])

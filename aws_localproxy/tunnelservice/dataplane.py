@@ -33,6 +33,7 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
+from aws_localproxy.sockets import set_no_delay
 from aws_localproxy.tunnelservice.registry import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
@@ -304,14 +305,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
-        # Relayed frames must not wait for Nagle's algorithm (40 ms per small
-        # message on loopback otherwise).
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
+        set_no_delay(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:

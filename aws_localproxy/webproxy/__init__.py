@@ -16,17 +16,16 @@ service's ``host:port``, direct or through the proxy.
 
 from __future__ import annotations
 
-from OpenSSL import SSL
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IStreamClientEndpoint,
 )
-from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
+from twisted.internet.ssl import TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
-from zope.interface import implementer
 
+from aws_localproxy.tls import UnverifiedClientTLS
 from aws_localproxy.webproxy.errors import (
     HTTPConnectError,
     ProxyAuthenticationError,
@@ -83,21 +82,6 @@ __all__ = [
 log = Logger()
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedTLS:
-    """TLS 1.2+ without any certificate check: ``-k`` for the proxy, as the reference does."""
-
-    def __init__(self) -> None:
-        self._context = CertificateOptions(
-            verify=False, raiseMinimumTo=TLSVersion.TLSv1_2
-        ).getContext()
-
-    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tlsProtocol)
-        return connection
-
-
 def proxy_tls_options(
     proxy: ProxyURL,
     *,
@@ -114,7 +98,8 @@ def proxy_tls_options(
             "SECURITY WARNING: SSL host verification is disabled for web proxy"
             " - connection is vulnerable to MITM attacks"
         )
-        return _UnverifiedTLS()
+        # The reference checks nothing and sends no SNI towards the proxy (§2.4).
+        return UnverifiedClientTLS()
     return optionsForClientTLS(
         proxy.host, trustRoot=trust_root, extraCertificateOptions={
             "raiseMinimumTo": TLSVersion.TLSv1_2,
