@@ -240,7 +240,11 @@ class TunnelConnector:
         self._attempt()
 
     def _handshake_failed(self, outcome: CloseOutcome) -> None:
-        if outcome.http_status is not None and not 500 <= outcome.http_status <= 599:
+        status = outcome.http_status
+        # 5xx: the service is unwell, try again.  101: the upgrade itself
+        # succeeded but the response was unusable (no subprotocol), which the
+        # reference treats as a broken session: try again too.
+        if status is not None and status != 101 and not 500 <= status <= 599:
             self.log.error(
                 "Proxy server rejected web socket upgrade request: ({status_line})",
                 status_line=outcome.http_status_line,

@@ -93,9 +93,11 @@ class _PendingConnection:
                 endpoint=self._endpoint,
             )
             try:
-                protocol = await side.endpoint_for(target).connect(
-                    Factory.forProtocol(lambda: LocalStreamProtocol(side.flow, self._connection))
+                factory = Factory.forProtocol(
+                    lambda: LocalStreamProtocol(side.flow, self._connection)
                 )
+                factory.noisy = False
+                protocol = await side.endpoint_for(target).connect(factory)
             except CancelledError:
                 raise
             except Exception as error:

@@ -46,6 +46,8 @@ def listen_port_of(endpoint: str) -> int:
 class _ServiceFactory(Factory):
     """Accepted connections of one service ID become tunnel connections."""
 
+    noisy = False
+
     def __init__(self, side: SourceSide, service_id: str) -> None:
         self.side = side
         self.service_id = service_id

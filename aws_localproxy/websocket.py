@@ -174,6 +174,7 @@ class TunnelClientFactory(WebSocketClientFactory):
     """Builds the session protocol; holds what every handshake sends."""
 
     protocol = TunnelClientProtocol
+    noisy = False  # no "Starting/Stopping factory" lines at info level
 
     def __init__(
         self,

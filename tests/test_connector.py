@@ -162,6 +162,21 @@ class ConnectorTests(SynchronousTestCase):
         self.assertEqual(self.endpoint.attempts, 2)
         self.assertEqual(self.codes, [])
 
+    def test_missing_subprotocol_is_retried(self) -> None:
+        """A 101 without Sec-WebSocket-Protocol is a broken session, not a final refusal."""
+        first, second = FakeProtocol(), FakeProtocol()
+        connector = self.make()
+        self.endpoint.results = [first, second]
+        connector.start()
+        connector.session_closed(
+            first,  # type: ignore[arg-type]
+            closed(was_open=False, http_status=101,
+                   http_status_line="HTTP/1.1 101 Switching Protocols"),
+        )
+        self.clock.advance(2.5)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual(self.codes, [])
+
     def test_tls_failure_is_retried(self) -> None:
         protocol = FakeProtocol()
         connector = self.make(retry_count=1)
