@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -77,7 +77,7 @@ class TunnelConnector:
         self._on_ready = on_ready
         self._failures = 0
         self._protocol: Optional[TunnelClientProtocol] = None
-        self._connecting: Optional[Deferred[object]] = None
+        self._connecting: Optional[Deferred[IProtocol]] = None
         self._retry_call: Optional[IDelayedCall] = None
         self._session_error: Optional[BaseException] = None
         self._stopping = False

@@ -14,7 +14,7 @@ literals work (``[::1]:22``, which the reference cannot parse).
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
@@ -76,7 +76,7 @@ class _PendingConnection:
         self._buffered = 0
         self._protocol: Optional[LocalStreamProtocol] = None
         self._closed = False
-        self._attempt: Optional[Deferred[object]] = None
+        self._attempt: Optional[Deferred[None]] = None
 
     def start(self) -> None:
         d = Deferred.fromCoroutine(self._connect_with_retries())
@@ -97,7 +97,9 @@ class _PendingConnection:
                     lambda: LocalStreamProtocol(side.flow, self._connection)
                 )
                 factory.noisy = False
-                protocol = await side.endpoint_for(target).connect(factory)
+                protocol = cast(
+                    LocalStreamProtocol, await side.endpoint_for(target).connect(factory)
+                )
             except CancelledError:
                 raise
             except Exception as error:

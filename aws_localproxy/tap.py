@@ -23,7 +23,11 @@ def makeService(options: Options) -> IService:
 
     from aws_localproxy.service import LocalProxyService
 
-    service = LocalProxyService(options.config, reactor)
+    # twistd exits on --help/--version/--export-default-settings, so parsing
+    # left a validated config.
+    config = options.config
+    assert config is not None
+    service = LocalProxyService(config, reactor)
 
     def ended(code: Any) -> None:
         if reactor.running:  # type: ignore[attr-defined]

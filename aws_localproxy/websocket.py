@@ -173,7 +173,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
 class TunnelClientFactory(WebSocketClientFactory):
     """Builds the session protocol; holds what every handshake sends."""
 
-    protocol = TunnelClientProtocol
+    # Twisted types Factory.protocol as building a protocol whose ``factory`` is
+    # exactly Factory[Self]; ours declares its concrete factory class.
+    protocol = TunnelClientProtocol  # type: ignore[assignment]
     noisy = False  # no "Starting/Stopping factory" lines at info level
 
     def __init__(

@@ -13,14 +13,14 @@ other peer after this module has checked them against the protocol rules.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -119,11 +119,11 @@ class _Link:
             # protocol's own (1003, 1008) as the real one does.
             protocol.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
         elif protocol.state != WebSocketProtocol.STATE_CLOSED and protocol.transport:
-            protocol.transport.abortConnection()
+            cast(ITCPTransport, protocol.transport).abortConnection()
 
     def abort(self) -> None:
         if self._protocol.transport is not None:
-            self._protocol.transport.abortConnection()
+            cast(ITCPTransport, self._protocol.transport).abortConnection()
 
     def send_buffer_full(self) -> bool:
         return self._protocol.send_buffer_full
@@ -133,13 +133,13 @@ class _Link:
         transport = self._protocol.transport
         if not self.reading_paused and transport is not None:
             self.reading_paused = True
-            transport.pauseProducing()
+            cast(IPushProducer, transport).pauseProducing()
 
     def resume_reading(self) -> None:
         transport = self._protocol.transport
         if self.reading_paused and transport is not None:
             self.reading_paused = False
-            transport.resumeProducing()
+            cast(IPushProducer, transport).resumeProducing()
 
     reading_paused = False
 
@@ -238,8 +238,10 @@ class DataPlaneProtocol(WebSocketServerProtocol):
             return
         # twisted.web's HTTPChannel registered itself as the transport's
         # producer before the upgrade handed the transport over; replace it.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(_SendBufferWatch(self), True)
+        assert self.transport is not None
+        consumer = cast(IConsumer, self.transport)
+        consumer.unregisterProducer()
+        consumer.registerProducer(_SendBufferWatch(self), True)
         other = self.other_link()
         if other is not None and other.send_buffer_full():
             self._link.pause_reading()
@@ -351,5 +353,5 @@ class DataPlaneFactory(WebSocketServerFactory):
             self._waiting.setdefault(protocol, []).append(d)
             waits.append(d)
             if protocol.transport is not None:
-                protocol.transport.abortConnection()
+                cast(ITCPTransport, protocol.transport).abortConnection()
         return gatherResults(waits).addCallback(lambda _: None)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -104,7 +105,7 @@ class _TrackingSite(Site):
             d: Deferred[None] = Deferred()
             self._waiting.setdefault(channel, []).append(d)
             waits.append(d)
-            channel.transport.abortConnection()
+            cast(ITCPTransport, channel.transport).abortConnection()
         return gatherResults(waits).addCallback(lambda _: None)
 
 

@@ -16,6 +16,7 @@ answer belong to the tunnel and are delivered first.
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
+from typing import cast
 
 from OpenSSL import SSL
 from twisted.internet import error
@@ -28,6 +29,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -132,7 +134,7 @@ class _Attempt:
             inner.cancel()
         elif self.negotiator is not None and self.negotiator.transport is not None:
             if self.negotiator.wrapped is None and not self.negotiator.lost:
-                self.negotiator.transport.abortConnection()
+                cast(ITCPTransport, self.negotiator.transport).abortConnection()
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -181,9 +183,10 @@ class _Negotiator(Protocol):
         self.lost = False
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self._attempt.negotiator = self
         if self._attempt.done:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -205,6 +208,7 @@ class _Negotiator(Protocol):
             self._attempt.fail(e)
             return
         if reply:
+            assert self.transport is not None
             self.transport.write(reply)
         if leftover is not None:
             self._hand_over(leftover)
@@ -219,6 +223,7 @@ class _Negotiator(Protocol):
         if protocol is None:
             attempt.fail(error.NoProtocol())
             return
+        assert self.transport is not None
         self.wrapped = protocol
         protocol.makeConnection(self.transport)
         attempt.succeed(protocol)
@@ -226,6 +231,7 @@ class _Negotiator(Protocol):
             protocol.dataReceived(leftover)
 
     def readConnectionLost(self) -> None:
+        assert self.transport is not None
         if self.wrapped is None:
             # The proxy will send nothing more: there will be no tunnel.
             self.transport.loseConnection()
@@ -268,7 +274,7 @@ class _NegotiatorFactory(Factory):
     def __init__(self, attempt: _Attempt) -> None:
         self._attempt = attempt
 
-    def buildProtocol(self, addr: IAddress) -> _Negotiator:
+    def buildProtocol(self, addr: IAddress | None) -> _Negotiator:
         negotiator = _Negotiator(self._attempt)
         negotiator.factory = self
         return negotiator
