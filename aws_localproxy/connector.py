@@ -126,6 +126,12 @@ class TunnelConnector:
                 self._connecting.cancel()
             self._finish(EXIT_FAILURE)
 
+    def send_record(self, record: bytes) -> None:
+        """The tunnel's L{TunnelPeer}: the current session's WebSocket (dropped if none is open)."""
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.send_record(record)
+
     @property
     def protocol(self) -> Optional[TunnelClientProtocol]:
         """The current session's protocol, if a connection exists."""

@@ -35,15 +35,14 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-class UpperCaseService:
-    """The "device" application: answers every line in upper case."""
+class ThreadedTcpService:
+    """A TCP service on 127.0.0.1 (port picked by the OS), a thread per connection."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
+        self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -52,17 +51,26 @@ class UpperCaseService:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _handle(conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data.upper())
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one connection (it is closed afterwards)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self.sock.close()
+
+
+class UpperCaseService(ThreadedTcpService):
+    """The "device" application: answers everything in upper case."""
+
+    def handle(self, conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            conn.sendall(data.upper())
 
 
 class Process:

@@ -11,7 +11,7 @@ transport it hears when the local socket cannot take more.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -62,7 +62,6 @@ class LocalStreamProtocol(Protocol):
         self._on_made = on_made
         self._closed_by_tunnel = False
         self._gone = False
-        self._pending: List[bytes] = []
         self.peer = "unknown"
 
     # -- Twisted's side -------------------------------------------------------

@@ -15,7 +15,7 @@ together and owns nothing else:
 
 from __future__ import annotations
 
-from typing import Any, Generic, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, List, Mapping, Optional, Tuple
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -29,6 +29,7 @@ from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
 from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.outcome import Outcome
 from aws_localproxy.source import SourceSide
 from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
@@ -36,8 +37,6 @@ from aws_localproxy.webproxy import service_endpoint
 from aws_localproxy.websocket import TunnelClientFactory
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "run_proxy"]
-
-T = TypeVar("T")
 
 
 class ConnectedTunnel:
@@ -69,8 +68,8 @@ class LocalProxyService(Service):
             reactor = default_reactor
         self.config = config
         self._reactor = reactor
-        self._connected = _Outcome[ConnectedTunnel]()
-        self._finished_with = _Outcome[int]()
+        self._connected = Outcome[ConnectedTunnel]()
+        self._finished_with = Outcome[int]()
         self._connector: Optional[TunnelConnector] = None
         self._source: Optional[SourceSide] = None
         self._destination: Optional[DestinationSide] = None
@@ -110,9 +109,10 @@ class LocalProxyService(Service):
                 pending_limit=settings.tcp_write_buffer_size,
             )
             local = self._destination
+        peer = _Peer()
         self.tunnel = Tunnel(
             config.mode,
-            _Peer(self),
+            peer,
             local,
             service_map=config.service_map,
             peer_version=config.peer_version,
@@ -140,6 +140,7 @@ class LocalProxyService(Service):
             reconnect_on_data_error=settings.ws_reconnect_on_data_error,
             on_ready=self._ready,
         )
+        peer.send_record = self._connector.send_record  # type: ignore[method-assign]
         self._connector.finished.addBoth(self._finished)
         self._connector.start()
 
@@ -250,56 +251,16 @@ class LocalProxyService(Service):
         self._finished_with.succeed(code)
         return None
 
-    def send_record(self, record: bytes) -> None:
-        """The tunnel's L{TunnelPeer}: the current session's WebSocket, if open."""
-        protocol = self._connector.protocol if self._connector is not None else None
-        if protocol is not None:
-            protocol.send_record(record)
-
-
-class _Outcome(Generic[T]):
-    """A result that happens once and that any number of callers can wait for."""
-
-    def __init__(self) -> None:
-        self._result: Optional[Tuple[bool, Any]] = None
-        self._waiters: List[Deferred[T]] = []
-
-    def wait(self) -> Deferred[T]:
-        d: Deferred[T] = Deferred()
-        if self._result is None:
-            self._waiters.append(d)
-        elif self._result[0]:
-            d.callback(self._result[1])
-        else:
-            d.errback(self._result[1])
-        return d
-
-    def succeed(self, value: T) -> None:
-        self._settle((True, value))
-
-    def fail(self, error: BaseException) -> None:
-        self._settle((False, error))
-
-    def _settle(self, result: Tuple[bool, Any]) -> None:
-        if self._result is not None:
-            return
-        self._result = result
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if result[0]:
-                d.callback(result[1])
-            else:
-                d.errback(result[1])
-
 
 class _Peer:
-    """The tunnel's stable view of "the service", whichever session is current."""
-
-    def __init__(self, service: LocalProxyService) -> None:
-        self._service = service
+    """
+    The tunnel's L{TunnelPeer}.  The connector needs the tunnel to be built,
+    so the tunnel gets this stand-in, whose C{send_record} is then replaced
+    by the connector's own: one call per record on the data path.
+    """
 
     def send_record(self, record: bytes) -> None:
-        self._service.send_record(record)
+        """Nothing to send to before the connector exists."""
 
 
 def _lookup(config: ProxyConfig) -> Any:

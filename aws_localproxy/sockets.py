@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["set_no_delay"]
+import ipaddress
+
+__all__ = ["set_no_delay", "ip_address_of"]
+
+
+def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address C{host} is a literal of (brackets and a zone ID allowed), or C{None} for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def set_no_delay(transport: object) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from typing import Callable, Dict, Mapping, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import Factory
@@ -26,6 +26,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import FlowControl
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.outcome import Outcome
 
 __all__ = ["SourceSide", "listen_port_of"]
 
@@ -91,7 +92,7 @@ class SourceSide:
         self.accept: Accept = lambda service_id, local: None
         self._ports: Dict[str, IListeningPort] = {}
         self._pending: Dict[str, Deferred[IListeningPort]] = {}
-        self._waiters: Dict[str, list[Deferred[int]]] = {}
+        self._bound: Dict[str, Outcome[int]] = {}
         self._stopped = False
 
     def services_ready(self, endpoints: Mapping[str, str]) -> None:
@@ -107,14 +108,7 @@ class SourceSide:
 
     def listening_port(self, service_id: str) -> Deferred[int]:
         """The bound port of C{service_id}'s listener, once it listens."""
-        port = self._ports.get(service_id)
-        if port is not None:
-            from twisted.internet.defer import succeed
-
-            return succeed(port.getHost().port)  # type: ignore[attr-defined]
-        waiter: Deferred[int] = Deferred()
-        self._waiters.setdefault(service_id, []).append(waiter)
-        return waiter
+        return self._bound.setdefault(service_id, Outcome()).wait()
 
     def bound_ports(self) -> Mapping[str, int]:
         """Service ID -> bound port, for the listeners open now."""
@@ -174,8 +168,7 @@ class SourceSide:
                     service_id=service_id,
                 )
                 self.log.info("{service_id} = {port}", service_id=service_id, port=bound)
-            for waiter in self._waiters.pop(service_id, []):
-                waiter.callback(bound)
+            self._bound.setdefault(service_id, Outcome()).succeed(bound)
             return listening_port
 
         def failed(failure: object) -> None:
@@ -193,22 +186,12 @@ class SourceSide:
 
     def stop(self) -> Deferred[None]:
         """Stop every listener (the proxy is stopping)."""
-        from twisted.internet.defer import DeferredList
-
         self._stopped = True
         for pending in list(self._pending.values()):
             pending.cancel()
         ports = list(self._ports.values())
         self._ports.clear()
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.cancel()
-        self._waiters.clear()
-        d = DeferredList([Deferred.fromCoroutine(_stop(p)) for p in ports])
-        return d.addCallback(lambda _: None)
-
-
-async def _stop(port: IListeningPort) -> None:
-    result = port.stopListening()
-    if isinstance(result, Deferred):
-        await result
+        for bound in self._bound.values():
+            bound.fail(CancelledError("the local proxy stopped"))
+        stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
+        return stopped.addCallback(lambda _: None)

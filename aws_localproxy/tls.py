@@ -12,7 +12,6 @@ ready-made object for.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Optional
 
 from OpenSSL import SSL
@@ -21,6 +20,8 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from aws_localproxy.sockets import ip_address_of
 
 __all__ = [
     "CAPathTrustRoot",
@@ -57,7 +58,7 @@ class UnverifiedClientTLS:
     """TLS 1.2+ with no certificate check at all (``-k``); SNI only when C{hostname} is a name."""
 
     def __init__(self, hostname: Optional[str] = None) -> None:
-        self._hostname = hostname.encode("idna") if hostname and not _is_ip(hostname) else None
+        self._hostname = hostname.encode("idna") if hostname and ip_address_of(hostname) is None else None
         self._context = CertificateOptions(
             verify=False, raiseMinimumTo=TLSVersion.TLSv1_2
         ).getContext()
@@ -68,14 +69,6 @@ class UnverifiedClientTLS:
         if self._hostname is not None:
             connection.set_tlsext_host_name(self._hostname)
         return connection
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def trust_root(capath: Optional[str]) -> IOpenSSLTrustRoot:

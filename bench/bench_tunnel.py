@@ -38,50 +38,43 @@ from typing import Callable, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aws_localproxy.demo import Process, api_call, free_port, wait_for_file  # noqa: E402
+from aws_localproxy.demo import (  # noqa: E402
+    Process,
+    ThreadedTcpService,
+    api_call,
+    free_port,
+    wait_for_file,
+)
 
 MB = 1_000_000
 MIB = 1 << 20
 CHUNK = bytes(range(256)) * 1024  # 256 KiB
 
 
-class TcpService:
+class TcpService(ThreadedTcpService):
     """U: read N bytes then answer b"K"; D: send N bytes; E: echo; S: stall, then read N."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
         self.stall = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            header = _recv_exact(conn, 9)
-            if len(header) < 9:
-                return
-            mode, size = header[:1], struct.unpack(">Q", header[1:])[0]
-            if mode == b"U":
-                _drain(conn, size)
-                conn.sendall(b"K")
-            elif mode == b"D":
-                _send(conn, size)
-            elif mode == b"E":
-                while data := conn.recv(1 << 20):
-                    conn.sendall(data)
-            elif mode == b"S":
-                self.stall.wait()
-                _drain(conn, size)
-                conn.sendall(b"K")
+    def handle(self, conn: socket.socket) -> None:
+        header = _recv_exact(conn, 9)
+        if len(header) < 9:
+            return
+        mode, size = header[:1], struct.unpack(">Q", header[1:])[0]
+        if mode == b"U":
+            _drain(conn, size)
+            conn.sendall(b"K")
+        elif mode == b"D":
+            _send(conn, size)
+        elif mode == b"E":
+            while data := conn.recv(1 << 20):
+                conn.sendall(data)
+        elif mode == b"S":
+            self.stall.wait()
+            _drain(conn, size)
+            conn.sendall(b"K")
 
 
 def _recv_exact(conn: socket.socket, count: int) -> bytes:

@@ -161,6 +161,7 @@ class E2ETestCase(TestCase):
         settings: Settings = TEST_SETTINGS,
         client_token: Optional[str] = None,
         capath: Any = "service",
+        endpoint_host: Optional[str] = None,
         **extra: Any,
     ) -> LocalProxyService:
         service = self.tunnel_service
@@ -168,7 +169,7 @@ class E2ETestCase(TestCase):
             mode=mode,
             access_token=token,
             client_token=client_token,
-            endpoint_host=service.host,
+            endpoint_host=endpoint_host or service.host,
             endpoint_port=service.port,
             capath=service.capath if capath == "service" else capath,
             service_map=dict(service_map),

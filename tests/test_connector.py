@@ -86,13 +86,15 @@ def service_ids(*ids: str) -> bytes:
 
 
 class ConnectorTests(SynchronousTestCase):
-    def make(self, retry_count: int = -1, reconnect: bool = True) -> TunnelConnector:
+    def make(
+        self, retry_count: int = -1, reconnect: bool = True, service_map: dict | None = None
+    ) -> TunnelConnector:
         self.clock = MemoryReactorClock()
         self.endpoint = FakeEndpoint()
         self.local = NullLocal()
         self.ready: list = []
         peer = self
-        self.tunnel = Tunnel(Mode.SOURCE, peer, self.local, service_map={})  # type: ignore[arg-type]
+        self.tunnel = Tunnel(Mode.SOURCE, peer, self.local, service_map=service_map or {})  # type: ignore[arg-type]
         connector = TunnelConnector(
             self.clock,
             self.endpoint,  # type: ignore[arg-type]
@@ -242,21 +244,14 @@ class ConnectorTests(SynchronousTestCase):
     def test_fatal_mapping_error_exits_one(self) -> None:
         """SERVICE_IDS that do not match the configuration end the proxy with 1."""
         protocol = FakeProtocol()
-        self.make()
-        tunnel = Tunnel(Mode.SOURCE, self, self.local, service_map={"a": "1", "b": "2"})  # type: ignore[arg-type]
-        connector = TunnelConnector(
-            self.clock, self.endpoint, lambda c: None, tunnel, FlowControl(),  # type: ignore[arg-type]
-            display_url="wss://x:443", retry_count=-1, retry_delay=1, reconnect_on_data_error=True,
-        )
-        codes: list = []
-        connector.finished.addCallback(codes.append)
+        connector = self.make(service_map={"a": "1", "b": "2"})
         self.endpoint.results = [protocol]
         connector.start()
         connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
         connector.session_message(protocol, service_ids("other"))  # type: ignore[arg-type]
         self.assertEqual(protocol.dropped, [True])
         connector.session_closed(protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(codes, [1])
+        self.assertEqual(self.codes, [1])
         self.assertEqual(self.endpoint.attempts, 1)
 
     def test_stop_sends_close_frame(self) -> None:

@@ -20,7 +20,6 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
-from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
@@ -29,7 +28,6 @@ from tests.e2e_support import (
     TEST_SETTINGS,
     E2ETestCase,
     Echo,
-    _stop_quietly,
     new_client_token,
     pattern_chunk,
     with_settings,
@@ -72,23 +70,15 @@ class WebProxyE2ETestCase(E2ETestCase):
         settings: Settings = TEST_SETTINGS,
         **extra: Any,
     ) -> LocalProxyService:
-        service = self.tunnel_service
-        config = ProxyConfig(
-            mode=mode,
-            access_token=token,
+        return self.proxy(
+            mode,
+            token,
+            service_map,
             client_token=new_client_token(),
-            endpoint_host=endpoint_host or service.host,
-            endpoint_port=service.port,
-            capath=service.capath,
-            service_map=service_map,
-            bind_address="127.0.0.1",
+            endpoint_host=endpoint_host,
             settings=settings,
             **extra,
         )
-        proxy = LocalProxyService(config, reactor)
-        proxy.startService()
-        self.addCleanup(_stop_quietly, proxy)
-        return proxy
 
     @inlineCallbacks
     def proxied_pair(self, web_proxy: str, **extra: Any) -> Any:

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from aws_localproxy.sockets import ip_address_of
 from aws_localproxy.webproxy._negotiation import connect_through
 from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
@@ -257,15 +258,8 @@ class SOCKS5Endpoint:
     def __repr__(self) -> str:
         return f"<SOCKS5Endpoint {format_authority(self._host, self._port)} via {self._proxy_endpoint!r}>"
 
-    def _is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self._host.strip("[]"))
-        except ValueError:
-            return False
-        return True
-
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        if self._remote_dns or self._is_ip():
+        if self._remote_dns or ip_address_of(self._host) is not None:
             return self._connect_to(self._host, protocolFactory)
         receiver = _FirstAddress(self._host)
         self._resolver.resolveHostName(receiver, self._host, self._port)  # type: ignore[union-attr]

@@ -27,6 +27,8 @@ from typing import Mapping
 
 import attrs
 
+from aws_localproxy.sockets import ip_address_of
+
 __all__ = [
     "ProxyURLError",
     "ProxyURL",
@@ -258,13 +260,6 @@ def no_proxy_from_environment(environ: Mapping[str, str]) -> str | None:
     return _first_set(environ, ("no_proxy", "NO_PROXY"))
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 def _split_entry(entry: str) -> tuple[str, int | None]:
     """An entry as ``(host, port or None)``; IPv6 with a port needs brackets."""
     if entry.startswith("["):
@@ -292,7 +287,7 @@ def bypass_proxy(host: str, no_proxy: str | None, port: int | None = None) -> bo
     if not no_proxy:
         return False
     host = host.strip("[]").lower().rstrip(".")
-    host_ip = _ip(host)
+    host_ip = ip_address_of(host)
     for raw in re.split(r"[,\s]+", no_proxy.strip()):
         entry = raw.lower()
         if not entry:
@@ -312,7 +307,7 @@ def bypass_proxy(host: str, no_proxy: str | None, port: int | None = None) -> bo
         name, entry_port = _split_entry(entry)
         if entry_port is not None and entry_port != port:
             continue
-        entry_ip = _ip(name)
+        entry_ip = ip_address_of(name)
         if entry_ip is not None or host_ip is not None:
             if entry_ip is not None and entry_ip == host_ip:
                 return True
