@@ -34,6 +34,7 @@ from aws_localproxy.constants import (
     SUBPROTOCOLS,
 )
 from aws_localproxy.sockets import set_no_delay
+from aws_localproxy.tunnelservice.bandwidth import BandwidthThrottle, ReadGate, TokenBucket
 from aws_localproxy.tunnelservice.registry import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
@@ -47,6 +48,9 @@ from aws_localproxy.wire import MessageDecoder, WireError
 #: The only path of the data plane.
 TUNNEL_PATH = "/tunnel"
 MODE_PARAMETER = "local-proxy-mode"
+
+#: The L{ReadGate} reason of a peer paused because the other cannot take more.
+BACK_PRESSURE = "back-pressure"
 
 #: A WebSocket message may span several frames; bound what one may hold.
 MAX_MESSAGE_SIZE = 8 * MAX_WEBSOCKET_FRAME_SIZE
@@ -130,18 +134,19 @@ class _Link:
 
     def pause_reading(self) -> None:
         """The other peer cannot take more: stop reading this one (TCP back-pressure)."""
-        transport = self._protocol.transport
-        if not self.reading_paused and transport is not None:
-            self.reading_paused = True
-            cast(IPushProducer, transport).pauseProducing()
+        gate = self._protocol.read_gate
+        if gate is not None:
+            gate.pause(BACK_PRESSURE)
 
     def resume_reading(self) -> None:
-        transport = self._protocol.transport
-        if self.reading_paused and transport is not None:
-            self.reading_paused = False
-            cast(IPushProducer, transport).resumeProducing()
+        gate = self._protocol.read_gate
+        if gate is not None:
+            gate.resume(BACK_PRESSURE)
 
-    reading_paused = False
+    @property
+    def reading_paused(self) -> bool:
+        gate = self._protocol.read_gate
+        return gate is not None and gate.holds(BACK_PRESSURE)
 
 
 @implementer(IPushProducer)
@@ -185,6 +190,9 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         self._link: Optional[_Link] = None
         self._decoder = MessageDecoder()
         self._violated = False
+        #: Pauses reading this peer (back-pressure, bandwidth); set once open.
+        self.read_gate: Optional[ReadGate] = None
+        self._throttle: Optional[BandwidthThrottle] = None
 
     # -- handshake -----------------------------------------------------
 
@@ -234,11 +242,18 @@ class DataPlaneProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         assert self._grant is not None and self._link is not None
+        assert self.transport is not None
+        self.read_gate = ReadGate(cast(IPushProducer, self.transport))
+        limit = self.factory.bandwidth_limit
+        if limit:
+            clock = self.factory.reactor
+            self._throttle = BandwidthThrottle(
+                self.read_gate, TokenBucket(clock, limit), clock
+            )
         if not self.factory.registry.attach(self._grant, self._link):
             return
         # twisted.web's HTTPChannel registered itself as the transport's
         # producer before the upgrade handed the transport over; replace it.
-        assert self.transport is not None
         consumer = cast(IConsumer, self.transport)
         consumer.unregisterProducer()
         consumer.registerProducer(_SendBufferWatch(self), True)
@@ -257,6 +272,13 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         return other if isinstance(other, _Link) else None
 
     # -- data ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        # Every byte read counts, frames of any kind (pings and pongs too),
+        # as the AWS tunneling service counts them.
+        if self._throttle is not None:
+            self._throttle.received(len(data))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         grant, link = self._grant, self._link
@@ -314,6 +336,9 @@ class DataPlaneProtocol(WebSocketServerProtocol):
             super().connectionLost(reason)
         finally:
             cancel_close_timer(self)
+            if self._throttle is not None:
+                self._throttle.stop()
+                self._throttle = None
             self.factory.connection_gone(self)
 
 
@@ -325,9 +350,13 @@ class DataPlaneFactory(WebSocketServerFactory):
 
     protocol = DataPlaneProtocol  # type: ignore[assignment]
 
-    def __init__(self, registry: TunnelRegistry, reactor: Any = None) -> None:
+    def __init__(
+        self, registry: TunnelRegistry, reactor: Any = None, bandwidth_limit: int = 0
+    ) -> None:
         super().__init__(reactor=reactor, server="localtunnel")
         self.registry = registry
+        #: Bytes per second each peer may send (0: unlimited); see L{bandwidth}.
+        self.bandwidth_limit = bandwidth_limit
         self.connections: Set[DataPlaneProtocol] = set()
         self._waiting: Dict[DataPlaneProtocol, List[Deferred[None]]] = {}
         self.setProtocolOptions(

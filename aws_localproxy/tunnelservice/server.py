@@ -241,10 +241,14 @@ def start_tunnel_service(
     use_tls: bool = True,
     state_file: Optional[str] = None,
     region: str = "us-east-1",
+    bandwidth_limit: int = 0,
 ) -> Any:
     """
     Create (or reuse) the certificates, restore the state file if any, and
     listen on C{interface}:C{port}.
+
+    @param bandwidth_limit: bytes per second each tunnel carries per
+        direction, as the AWS tunneling service caps it (0: unlimited).
 
     @return: a Deferred firing with a L{RunningTunnelService}.
     """
@@ -258,7 +262,9 @@ def start_tunnel_service(
     store = SQLiteTunnelStore(state_file) if state_file else None
     registry = TunnelRegistry(reactor, region=region, store=store)
     registry.load()
-    factory = DataPlaneFactory(registry, reactor=reactor)
+    if bandwidth_limit < 0:
+        raise ValueError("the bandwidth limit must not be negative")
+    factory = DataPlaneFactory(registry, reactor=reactor, bandwidth_limit=bandwidth_limit)
     site = _TrackingSite(_Root(ManagementApi(registry), _DataPlaneResource(factory)), reactor)
     if tls is not None:
         endpoint: Any = SSL4ServerEndpoint(reactor, port, tls, interface=interface)
@@ -319,6 +325,7 @@ class LocalTunnelService(Service):
         state_file: Optional[str] = None,
         ready_file: Optional[str] = None,
         region: str = "us-east-1",
+        bandwidth_limit: int = 0,
     ) -> None:
         self._reactor = reactor
         self._args: Dict[str, Any] = dict(
@@ -328,6 +335,7 @@ class LocalTunnelService(Service):
             use_tls=use_tls,
             state_file=state_file,
             region=region,
+            bandwidth_limit=bandwidth_limit,
         )
         self._ready_file = ready_file
         self.running_service: Optional[RunningTunnelService] = None
