@@ -54,12 +54,24 @@ def set_not_sent_low_water(transport: object, size: int = 32 * 1024) -> bool:
     """
     if TCP_NOTSENT_LOWAT is None:
         return False
-    get_handle = getattr(transport, "getHandle", None)
-    if get_handle is None:
+    handle = _socket_of(transport)
+    if handle is None:
         return False
     try:
-        handle = get_handle()
         handle.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, size)
-    except (AttributeError, OSError):
+    except OSError:
         return False
     return True
+
+
+def _socket_of(transport: object) -> socket.socket | None:
+    """The TCP socket under C{transport}: through TLS, C{getHandle} is the TLS connection."""
+    for _ in range(4):
+        get_handle = getattr(transport, "getHandle", None)
+        if get_handle is None:
+            return None
+        handle = get_handle()
+        if isinstance(handle, socket.socket):
+            return handle if handle.type == socket.SOCK_STREAM else None
+        transport = getattr(transport, "transport", None)
+    return None
