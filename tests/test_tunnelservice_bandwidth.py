@@ -67,6 +67,16 @@ class ReadGateTests(unittest.TestCase):
         gate.resume("b")
         self.assertEqual(transport.producerState, "producing")
 
+    def test_release(self) -> None:
+        """Closing drops every reason at once (the peer's close must be read)."""
+        transport = StringTransport()
+        gate = ReadGate(transport)
+        gate.pause("a")
+        gate.pause("b")
+        gate.release()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertFalse(gate.paused)
+
     def test_resume_without_pause(self) -> None:
         transport = StringTransport()
         ReadGate(transport).resume("a")

@@ -151,6 +151,7 @@ def connect(
     protocols: Sequence[str] = (SUBPROTOCOL_V3,),
     resource: Optional[str] = None,
     headers: Optional[Dict[str, str]] = None,
+    options: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """
     Connect to C{running} (a L{RunningTunnelService}) and fire with the
@@ -171,7 +172,9 @@ def connect(
         reactor=reactor,
     )
     factory.protocol = TunnelClient
-    factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+    factory.setProtocolOptions(
+        **{"openHandshakeTimeout": 10, "closeHandshakeTimeout": 2, **(options or {})}
+    )
     endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", running.port, timeout=5)
     if running.use_tls:
         endpoint = wrapClientTLS(client_tls(running.ca_file), endpoint)
@@ -195,3 +198,8 @@ def sleep(reactor: Any, seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+def within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
+    """C{d}, failing with a timeout if it has not fired after C{seconds}."""
+    return d.addTimeout(seconds, reactor)

@@ -97,6 +97,12 @@ class ReadGate:
             self._producer.pauseProducing()
         self._reasons.add(reason)
 
+    def release(self) -> None:
+        """Drop every reason: the connection is closing and must read its peer's close."""
+        if self._reasons:
+            self._reasons.clear()
+            self._producer.resumeProducing()
+
     def resume(self, reason: str) -> None:
         if reason not in self._reasons:
             return

@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -33,7 +33,7 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
-from aws_localproxy.sockets import set_no_delay
+from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
 from aws_localproxy.tunnelservice.bandwidth import BandwidthThrottle, ReadGate, TokenBucket
 from aws_localproxy.tunnelservice.registry import (
     CLOSE_POLICY_VIOLATION,
@@ -51,6 +51,14 @@ MODE_PARAMETER = "local-proxy-mode"
 
 #: The L{ReadGate} reason of a peer paused because the other cannot take more.
 BACK_PRESSURE = "back-pressure"
+
+#: Unsent bytes the kernel may hold per data-plane socket (TCP_NOTSENT_LOWAT):
+#: the rest waits in the transport's buffer, where back-pressure sees it.
+NOT_SENT_LOW_WATER = 32 * 1024
+
+#: Seconds a connection the service dropped gracefully may take to go
+#: (over TLS: until the peer answers the close_notify) before it is aborted.
+DROP_TIMEOUT = 5.0
 
 #: A WebSocket message may span several frames; bound what one may hold.
 MAX_MESSAGE_SIZE = 8 * MAX_WEBSOCKET_FRAME_SIZE
@@ -193,6 +201,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         #: Pauses reading this peer (back-pressure, bandwidth); set once open.
         self.read_gate: Optional[ReadGate] = None
         self._throttle: Optional[BandwidthThrottle] = None
+        self._drop_call: Optional[Any] = None
 
     # -- handshake -----------------------------------------------------
 
@@ -284,6 +293,9 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         grant, link = self._grant, self._link
         if grant is None or link is None or self._violated:
             return
+        if self.state == WebSocketProtocol.STATE_CLOSED:
+            # Read after the drop (reading is released for the close): not relayed.
+            return
         registry = self.factory.registry
         if not isBinary:
             self._break(CLOSE_UNSUPPORTED_DATA, "Text frames are not supported")
@@ -326,16 +338,47 @@ class DataPlaneProtocol(WebSocketServerProtocol):
             if other is not None:
                 other.resume_reading()
 
+    def dropConnection(self, abort: bool = False) -> None:
+        """
+        Autobahn unregisters the transport's producer before it drops the
+        connection (a paused producer would keep it open).  Two more traps
+        remain: a TLS transport closes only once it has read the peer's
+        close_notify, which it cannot while reading is paused (so reading
+        is released), and a peer that never answers it would keep the
+        connection for good (so it is aborted after L{DROP_TIMEOUT}).
+        """
+        if self._throttle is not None:
+            self._throttle.stop()
+            self._throttle = None
+        if self.read_gate is not None:
+            self.read_gate.release()
+        super().dropConnection(abort)
+        if not abort and self.transport is not None and self._drop_call is None:
+            self._drop_call = self.factory.reactor.callLater(
+                self.factory.drop_timeout, self._drop_timed_out
+            )
+
+    def _drop_timed_out(self) -> None:
+        self._drop_call = None
+        if self.transport is not None:
+            self.log.info("Aborting a connection that did not close in time: {peer}", peer=self.peer)
+            cast(ITCPTransport, self.transport).abortConnection()
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
         set_no_delay(self.transport)
+        set_not_sent_low_water(self.transport, NOT_SENT_LOW_WATER)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
             super().connectionLost(reason)
         finally:
             cancel_close_timer(self)
+            if self._drop_call is not None:
+                if self._drop_call.active():
+                    self._drop_call.cancel()
+                self._drop_call = None
             if self._throttle is not None:
                 self._throttle.stop()
                 self._throttle = None
@@ -357,6 +400,7 @@ class DataPlaneFactory(WebSocketServerFactory):
         self.registry = registry
         #: Bytes per second each peer may send (0: unlimited); see L{bandwidth}.
         self.bandwidth_limit = bandwidth_limit
+        self.drop_timeout = DROP_TIMEOUT
         self.connections: Set[DataPlaneProtocol] = set()
         self._waiting: Dict[DataPlaneProtocol, List[Deferred[None]]] = {}
         self.setProtocolOptions(
@@ -374,13 +418,19 @@ class DataPlaneFactory(WebSocketServerFactory):
         for waiting in self._waiting.pop(protocol, []):
             waiting.callback(None)
 
+    def wait_gone(self, protocol: DataPlaneProtocol) -> Deferred[None]:
+        """Fires once C{protocol}'s connection is lost."""
+        if protocol not in self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.setdefault(protocol, []).append(d)
+        return d
+
     def stop_all(self) -> Deferred[None]:
         """Drop every connection; fires once all of them are gone."""
         waits = []
         for protocol in list(self.connections):
-            d: Deferred[None] = Deferred()
-            self._waiting.setdefault(protocol, []).append(d)
-            waits.append(d)
+            waits.append(self.wait_gone(protocol))
             if protocol.transport is not None:
                 cast(ITCPTransport, protocol.transport).abortConnection()
         return gatherResults(waits).addCallback(lambda _: None)
