@@ -330,7 +330,9 @@ class RuleTests(ServiceTestCase):
     @inlineCallbacks
     def test_missing_stream_id(self) -> Any:
         _, source, _ = yield self.pair()
-        source.send_records(encode_message(Message(type=Message.DATA, serviceId="ssh", payload=b"x")))
+        source.send_records(
+            encode_message(Message(type=Message.DATA, serviceId="ssh", payload=b"x"))
+        )
         yield self.assertClosedFor(source, 1008, "DATA needs a stream ID")
 
 
