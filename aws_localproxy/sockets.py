@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 
-__all__ = ["set_no_delay", "set_notsent_lowat", "ip_address_of"]
+__all__ = ["set_no_delay", "ip_address_of", "set_not_sent_low_water", "TCP_NOTSENT_LOWAT"]
 
-#: Linux's TCP_NOTSENT_LOWAT (not in every Python's socket module).
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+#: Linux's TCP_NOTSENT_LOWAT socket option (25); C{None} where it does not exist.
+TCP_NOTSENT_LOWAT = getattr(
+    socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None
+)
 
 
 def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -37,27 +40,38 @@ def set_no_delay(transport: object) -> None:
         pass
 
 
-def set_notsent_lowat(transport: object, limit: int) -> bool:
+def set_not_sent_low_water(transport: object, size: int = 32 * 1024) -> bool:
     """
-    Keep at most about C{limit} unsent bytes in the kernel's send buffer of
-    C{transport}'s TCP socket (through TLS too); C{True} if it was set.
+    Keep at most about C{size} unsent bytes in the kernel for C{transport}
+    (TCP_NOTSENT_LOWAT), if it is TCP on a system that has the option.
 
-    Loopback and LAN send buffers grow to megabytes: whatever sits there
-    was already chosen to go next, so an interactive byte queued behind it
-    waits for all of it.  With the option the socket reports itself full
-    early, the bytes wait in the proxy instead, where the scheduler can
-    still put an interactive byte first.  Linux only; elsewhere a no-op.
+    Without it the kernel accepts writes until the (autotuned, megabytes
+    large) send buffer is full, so a relay's back-pressure only starts
+    after that much is queued and round trips measured through the relay
+    grow with it.  With it the socket reports writable only below C{size}
+    unsent bytes, and the rest waits in the transport's own buffer, where
+    back-pressure sees it.  Returns whether the option was set.
     """
-    layer: object = transport
+    if TCP_NOTSENT_LOWAT is None:
+        return False
+    handle = _socket_of(transport)
+    if handle is None:
+        return False
+    try:
+        handle.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, size)
+    except OSError:
+        return False
+    return True
+
+
+def _socket_of(transport: object) -> socket.socket | None:
+    """The TCP socket under C{transport}: through TLS, C{getHandle} is the TLS connection."""
     for _ in range(4):
-        sock = getattr(layer, "socket", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, limit)
-            except OSError:
-                return False
-            return True
-        layer = getattr(layer, "transport", None)
-        if layer is None:
-            break
-    return False
+        get_handle = getattr(transport, "getHandle", None)
+        if get_handle is None:
+            return None
+        handle = get_handle()
+        if isinstance(handle, socket.socket):
+            return handle if handle.type == socket.SOCK_STREAM else None
+        transport = getattr(transport, "transport", None)
+    return None

@@ -37,7 +37,7 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
-from aws_localproxy.sockets import set_no_delay, set_notsent_lowat
+from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
 
 __all__ = [
     "CloseOutcome",
@@ -54,7 +54,7 @@ NO_SUBPROTOCOL = "No websocket subprotocol returned from proxy server!"
 #: needs a sane bound; frames are bounded by the protocol itself.
 MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
 
-#: Unsent bytes the kernel may hold for the WebSocket (see L{set_notsent_lowat}).
+#: Unsent bytes the kernel may hold for the WebSocket (see L{set_not_sent_low_water}).
 NOTSENT_LOWAT = 128 * 1024
 
 _SHORT = struct.Struct("!BBH")
@@ -116,7 +116,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # Autobahn tries this itself, but before the factory's options reach
         # the protocol, so it silently does nothing.
         set_no_delay(self.transport)
-        set_notsent_lowat(self.transport, NOTSENT_LOWAT)
+        set_not_sent_low_water(self.transport, NOTSENT_LOWAT)
         super().connectionMade()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
