@@ -102,7 +102,9 @@ class Pacer:
         free = self.window - self.in_flight
         if free > 0:
             return free
-        if queued <= self.INTERACTIVE_CREDIT and -free < self.INTERACTIVE_CREDIT:
+        # Bulk may overshoot the window by up to one quantum; a small write may go
+        # beyond that by its credit.
+        if queued <= self.INTERACTIVE_CREDIT and -free < self.quantum + self.INTERACTIVE_CREDIT:
             return queued
         if self.stalled:
             return self.MAX_QUANTUM

@@ -10,7 +10,6 @@ counts this process's file descriptors before and after.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Any, List
