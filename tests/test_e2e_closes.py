@@ -177,7 +177,7 @@ class CloseTests(E2ETestCase):
         """
         apps = Apps(Collector)
         ports = yield self.pair(apps)
-        count = 300
+        count = 1000
         for i in range(count):
             yield TCP4ClientEndpoint(reactor, "127.0.0.1", ports["ssh"]).connect(
                 Factory.forProtocol(lambda i=i: SendAndClose(b"cmd %d\n" % i))
