@@ -256,7 +256,7 @@ class ServiceEndpointTests(SynchronousTestCase):
         self.assertIn("Could not connect to the web proxy nowhere.example:3128", str(failure.value))
 
     def test_tls_handshake_failure_with_proxy(self) -> None:
-        """A failed TLS handshake with an https:// proxy says so (behaviour.md §6.2 step 3)."""
+        """A failed TLS handshake with an https:// proxy says so."""
         h = Harness()
         d = h.connect(self.endpoint(h, "https://proxy.example:8443"))
         tls = h.accept()

@@ -371,7 +371,7 @@ class RefusalTests(SynchronousTestCase):
             self.assertNotIn(token, text)
 
     def test_status_classes(self) -> None:
-        """3xx, 4xx, 5xx, 1xx each give their class's error and log lines (behaviour.md §6.2)."""
+        """3xx, 4xx, 5xx, 1xx each give their class's error and log lines."""
         for response, kind, line in [
             (b"HTTP/1.1 308 Permanent Redirect", ProxyRedirectionError,
              "Make sure you're using the correct Web proxy address"),
@@ -392,7 +392,7 @@ class RefusalTests(SynchronousTestCase):
             self.assertIn(str(status), str(failure.value))
 
     def test_category_messages(self) -> None:
-        """The messages start with the reference's category messages (behaviour.md §6.3)."""
+        """The messages start with the reference's category messages."""
         failure, _, _ = self.refuse(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
         self.assertEqual(
             str(failure.value),

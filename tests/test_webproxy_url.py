@@ -17,7 +17,7 @@ from aws_localproxy.webproxy.url import (
 
 
 class ParseProxyURLTests(SynchronousTestCase):
-    """parse_proxy_url: the reference's grammar (behaviour.md §6.1, §8.3), its bugs fixed."""
+    """parse_proxy_url: the reference's grammar, its bugs fixed."""
 
     def assertError(self, text: str, message: str) -> None:
         with self.assertRaises(ProxyURLError) as caught:

@@ -98,7 +98,7 @@ def proxy_tls_options(
             "SECURITY WARNING: SSL host verification is disabled for web proxy"
             " - connection is vulnerable to MITM attacks"
         )
-        # The reference checks nothing and sends no SNI towards the proxy (§2.4).
+        # The reference checks nothing and sends no SNI towards the proxy.
         return UnverifiedClientTLS()
     return optionsForClientTLS(
         proxy.host, trustRoot=trust_root, extraCertificateOptions={

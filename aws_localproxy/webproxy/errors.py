@@ -4,8 +4,8 @@ Why a connection through a web proxy failed.
 
 Every error is a ``twisted.internet.error.ConnectError``: to the code that
 connects the WebSocket, a proxy that refuses the tunnel is a connect attempt
-that failed, retried after the usual delay like a network error (behaviour.md
-§6.3). ``str(error)`` is one clear sentence; none of them contains the proxy
+that failed, retried after the usual delay like a network error, as the
+reference does. ``str(error)`` is one clear sentence; none of them contains the proxy
 credentials.
 """
 
@@ -70,8 +70,8 @@ class HTTPConnectError(WebProxyError):
     """
     The proxy answered the CONNECT request with a status other than 2xx.
 
-    ``category`` is the reference's category message for the status class
-    (behaviour.md §6.3); subclasses tell the classes apart.
+    ``category`` is the reference's category message for the status class;
+    subclasses tell the classes apart.
     """
 
     category = "The Web proxy didn't respond with 200 response code."

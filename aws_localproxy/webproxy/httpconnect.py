@@ -8,14 +8,14 @@ of it for an ``https://`` proxy), asks for ``CONNECT host:port``, and gives
 the caller's protocol the proxy connection once the proxy answers 2xx. The
 caller puts the service's TLS on top with ``wrapClientTLS``.
 
-Differences from the reference (behaviour.md §6.2, §9 U2), on purpose:
+Differences from the reference local proxy, on purpose:
 
-- ``Host`` is always sent (RFC 9110 requires it), not only with credentials;
-- the auth scheme is written ``Basic``;
-- the answer is read until the end of its header block, however it is split
-  across reads, up to ``max_header_size`` bytes; a response without a
-  complete header block is an error, not a 200;
-- a 407 says whether credentials were missing or rejected.
+  - ``Host`` is always sent (RFC 9110 requires it), not only with credentials;
+  - the auth scheme is written ``Basic``;
+  - the answer is read until the end of its header block, however it is split
+    across reads, up to ``max_header_size`` bytes; a response without a
+    complete header block is an error, not a 200;
+  - a 407 says whether credentials were missing or rejected.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class HTTPConnectNegotiation:
     ``feed`` buffers the answer until the end of its headers; a 2xx ends the
     exchange with the bytes that followed the headers (the first bytes of
     the tunnel); anything else raises the ``HTTPConnectError`` of its status
-    class, after logging the reference's lines (behaviour.md §6.2).
+    class, after logging the reference's lines.
     """
 
     kind = "web proxy"

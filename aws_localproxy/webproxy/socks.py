@@ -10,11 +10,11 @@ is a small client of our own, on the same negotiation machinery as the HTTP
 CONNECT endpoint (one hand-over of the real transport, leftover bytes kept,
 timeout, cancellation):
 
-- methods: "no authentication", and username/password when the URL has
-  credentials;
-- ``CONNECT`` only, to an IPv4 or IPv6 address, or to a host name that the
-  proxy resolves (``socks5h://``, ``remote_dns=True``); for ``socks5://`` the
-  name is resolved here first, as curl does.
+  - methods: "no authentication", and username/password when the URL has
+    credentials;
+  - ``CONNECT`` only, to an IPv4 or IPv6 address, or to a host name that the
+    proxy resolves (``socks5h://``, ``remote_dns=True``); for ``socks5://`` the
+    name is resolved here first, as curl does.
 """
 
 from __future__ import annotations

@@ -3,17 +3,16 @@
 Web proxy configuration: the proxy URL, where it comes from, and when to bypass it.
 
 The reference reads one URL from ``https_proxy`` (or ``HTTPS_PROXY``) and
-parses ``[scheme://][user:password@]host[:port]`` by hand (behaviour.md
-§6.1). This module keeps that grammar and its error messages, so a
-configuration that worked with the reference works here, and fixes the
-reference's parsing bugs (behaviour.md §9 U1, U3):
+parses ``[scheme://][user:password@]host[:port]`` by hand. This module keeps
+that grammar and its error messages, so a configuration that worked with the
+reference works here, and fixes the reference's parsing bugs:
 
-- without ``scheme://`` the URL is ``http`` and nothing is dropped from the
-  host;
-- a trailing ``/`` is ignored, any other path, query or fragment is rejected
-  with its own message instead of ending up in the host name;
-- ``%`` must be followed by two hex digits;
-- every error is a ``ProxyURLError`` whose message is the reason.
+  - without ``scheme://`` the URL is ``http`` and nothing is dropped from the
+    host;
+  - a trailing ``/`` is ignored, any other path, query or fragment is rejected
+    with its own message instead of ending up in the host name;
+  - ``%`` must be followed by two hex digits;
+  - every error is a ``ProxyURLError`` whose message is the reason.
 
 It also adds what the reference lacks: ``https`` proxies get their port like
 ``http`` ones, ``socks5://``/``socks5h://`` URLs, and ``NO_PROXY``.
