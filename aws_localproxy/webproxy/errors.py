@@ -11,7 +11,7 @@ credentials.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.error import ConnectError
 
@@ -32,11 +32,15 @@ __all__ = [
 ]
 
 
+# Twisted's ConnectError.__init__ has no annotations; this is its signature.
+_connect_error_init: Callable[..., None] = ConnectError.__init__
+
+
 class WebProxyError(ConnectError):
     """The web proxy did not give us a tunnel to the service."""
 
     def __init__(self, message: str) -> None:
-        ConnectError.__init__(self, string=message)
+        _connect_error_init(self, string=message)
 
     @property
     def message(self) -> str:
@@ -115,8 +119,11 @@ class ProxyAuthenticationError(ProxyClientError):
     ) -> None:
         self.credentials_sent = credentials_sent
         offered = sorted(
-            {value.split(None, 1)[0] for name, value in headers
-             if name.lower() == "proxy-authenticate" and value.strip()}
+            {
+                value.split(None, 1)[0]
+                for name, value in headers
+                if name.lower() == "proxy-authenticate" and value.strip()
+            }
         )
         schemes = f" (it asks for {', '.join(offered)})" if offered else ""
         if credentials_sent:

@@ -152,9 +152,7 @@ def _parse_userinfo(userinfo: str) -> tuple[str, str]:
     username = _percent_decode(raw_user)
     password = _percent_decode(raw_password)
     if not username or not password:
-        raise ProxyURLError(
-            "Invalid authentication format, missing either username or password."
-        )
+        raise ProxyURLError("Invalid authentication format, missing either username or password.")
     return username, password
 
 
@@ -212,9 +210,7 @@ def parse_proxy_url(text: str) -> ProxyURL:
     if not scheme:
         raise ProxyURLError("Invalid URL, missing protocol")
     if scheme not in SCHEMES:
-        raise ProxyURLError(
-            f"Unsupported protocol: {scheme!r} (use one of {', '.join(SCHEMES)})"
-        )
+        raise ProxyURLError(f"Unsupported protocol: {scheme!r} (use one of {', '.join(SCHEMES)})")
     # The credentials end at the last "@", so an unencoded "@" or "/" in
     # the password still works, as it does with the reference.
     userinfo, at, hostpart = rest.rpartition("@")
