@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
+from aws_localproxy.endpoints import EndpointError, parse_destination_endpoint, parse_source_endpoint
 from aws_localproxy.mapping import LookupEndpoints
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "read_config_dir",
     "parse_ini",
     "make_lookup",
+    "check_mapping_endpoints",
 ]
 
 log = Logger()
@@ -249,3 +251,32 @@ def make_lookup(config_files: Iterable[Tuple[str, str]]) -> LookupEndpoints:
         return found
 
     return lookup_endpoints
+
+
+def check_mapping_endpoints(config_files: Iterable[Tuple[str, str]], *, source: bool) -> List[str]:
+    """
+    Check every endpoint in the mapping files with the grammar of
+    L{aws_localproxy.endpoints} (a source's or a destination's), and warn
+    about each one that cannot be used.
+
+    Which service IDs a tunnel has is known only once connected, so a bad
+    value is not fatal here: it fails when a tunnel asks for that ID.  Files
+    that are not INI are left to L{make_lookup}, which warns about them.
+
+    @return: the warnings' texts, in file order.
+    """
+    problems: List[str] = []
+    parse = parse_source_endpoint if source else parse_destination_endpoint
+    for path, text in config_files:
+        try:
+            mapping = parse_ini(text)
+        except IniError:
+            continue
+        for service_id, endpoint in mapping.items():
+            try:
+                parse(endpoint)
+            except EndpointError as e:
+                problem = f"Invalid endpoint for service id {service_id} in {path}: {e}"
+                log.warn("{problem}", problem=problem)
+                problems.append(problem)
+    return problems

@@ -31,10 +31,13 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.configfiles import (
     ConfigDirError,
     ConfigFileError,
+    check_mapping_endpoints,
     parse_options_file,
     read_config_dir,
 )
 from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.endpoints import EndpointError as LocalEndpointError
+from aws_localproxy.endpoints import is_description, parse_destination_endpoint, parse_source_endpoint
 from aws_localproxy.mapping import NO_PORT_MAPPING
 from aws_localproxy.regions import (
     EndpointError,
@@ -161,13 +164,22 @@ def _check_port(text: str, option: str) -> str:
 
 
 def _check_endpoint(text: str, option: str, *, source: bool) -> str:
-    """One mapping endpoint (§1.7); returns it normalised."""
+    """One mapping endpoint; returns it normalised (see L{aws_localproxy.endpoints})."""
     if not text:
         raise _reject(option, "Endpoint cannot be empty")
+    if is_description(text):
+        try:
+            if source:
+                parse_source_endpoint(text)
+            else:
+                parse_destination_endpoint(text)
+        except LocalEndpointError as e:
+            raise _reject(option, str(e)) from None
+        return text
     if text.isascii() and text.isdigit():
         return _check_port(text, option)
     if source:
-        # A source only listens on a port; a host here used to pass and crash later (§9 S5, S6).
+        # A source only listens on a port; a host here used to pass and crash later.
         raise _reject(option, f"Source listen port must be a port number between 1 and 65535, not '{text}'")
     if "/" in text:
         check_path(text, option)
@@ -182,7 +194,11 @@ def _check_endpoint(text: str, option: str, *, source: bool) -> str:
         host, port = text[:colon], text[colon + 1:]
         if not host:
             raise _reject(option, f"Endpoint has no host: '{text}'")
-        return f"{host}:{_check_port(port, option)}"
+        text = f"{host}:{_check_port(port, option)}"
+    try:
+        parse_destination_endpoint(text)
+    except LocalEndpointError as e:
+        raise _reject(option, str(e)) from None
     return text
 
 
@@ -198,7 +214,7 @@ def parse_port_mapping(text: str, option: str, *, source: bool) -> Dict[str, str
     @raise ConfigurationError: the reference's messages, with the option named.
     """
     pieces = re.split(r",+", text)
-    if len(pieces) == 1 and "=" not in pieces[0]:
+    if len(pieces) == 1 and ("=" not in pieces[0] or is_description(pieces[0])):
         return {"": _check_endpoint(pieces[0].strip(), option, source=source)}
     mapping: Dict[str, str] = {}
     for piece in pieces:
@@ -206,7 +222,10 @@ def parse_port_mapping(text: str, option: str, *, source: bool) -> Dict[str, str
             if len(pieces) > 1 and all("=" not in p for p in pieces):
                 raise _reject(option, "Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.")
             continue
-        parts = re.split(r"=+", piece)
+        parts = re.split(r"=+", piece, maxsplit=1)
+        if len(parts) == 2 and "=" in parts[1] and not is_description(parts[1].strip()):
+            # Only a Twisted endpoint description may contain "=" after the service ID.
+            parts = re.split(r"=+", piece)
         if len(parts) != 2:
             if len(parts) == 1:
                 raise _reject(option, "Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666.")
@@ -609,6 +628,7 @@ class LocalProxyOptions(usage.Options):
         if service_map:
             # Listed and checked as the reference does, but -s/-d wins: never looked up.
             config_files = ()
+        check_mapping_endpoints(config_files, source=mode is Mode.SOURCE)
         if mode is Mode.DESTINATION and not service_map and not config_files:
             # The reference finds out only after connecting, which uses up the token.
             raise ConfigurationError(

@@ -11,6 +11,7 @@ from aws_localproxy.configfiles import (
     ConfigDirError,
     ConfigFileError,
     IniError,
+    check_mapping_endpoints,
     default_config_dir,
     list_config_files,
     make_lookup,
@@ -132,3 +133,21 @@ class LookupTests(SynchronousTestCase):
     def test_section_keys_not_found(self) -> None:
         lookup = make_lookup([("a", "[s]\nSSH1=22\n")])
         self.assertEqual(lookup(["SSH1"]), {})
+
+
+class CheckMappingEndpointsTests(SynchronousTestCase):
+    def test_source_and_destination_grammar(self) -> None:
+        files = (("a.ini", "A=5555\nB=tcp:6000\nC=host:x\n"), ("b.txt", "not ini"), ("c.ini", "D=unix:/x\n"))
+        self.assertEqual(
+            check_mapping_endpoints(files, source=True),
+            ["Invalid endpoint for service id C in a.ini: Invalid listen port in port mapping: host:x"],
+        )
+        self.assertEqual(
+            check_mapping_endpoints(files, source=False),
+            [
+                "Invalid endpoint for service id B in a.ini: Invalid destination endpoint description"
+                " 'tcp:6000': TCP4ClientEndpoint.__init__() missing 1 required positional argument: 'port'",
+                "Invalid endpoint for service id C in a.ini: Invalid port in destination endpoint: host:x",
+            ],
+        )
+        self.assertEqual(check_mapping_endpoints((("a.ini", "A=/run/x.sock\n"),), source=False), [])

@@ -280,6 +280,22 @@ class ConfigResultTests(_Base):
         config = self.config([*BASE, "-m", "destination", "--config-dir", os.path.dirname(path)])
         self.assertEqual(config.config_files, ((path, "SSH1=22\n"),))
 
+    def test_config_dir_endpoints_checked(self) -> None:
+        """Mapping files use the same endpoint grammar; a bad value is a warning at start-up."""
+        path = self.write("a.ini", "SSH1=unix:/run/sshd.sock\nWEB=example.com\n")
+        with capturedLogs() as events:
+            config = self.config([*BASE, "-m", "destination", "--config-dir", os.path.dirname(path)])
+        self.assertEqual(len(config.config_files), 1)
+        warnings = [e["problem"] for e in events if e.get("log_format") == "{problem}"]
+        self.assertEqual(warnings, [f"Invalid endpoint for service id WEB in {path}: Invalid destination endpoint: example.com"])
+        with capturedLogs() as events:
+            self.config([*BASE, "-m", "source", "--config-dir", os.path.dirname(path)])
+        warnings = [e["problem"] for e in events if e.get("log_format") == "{problem}"]
+        self.assertEqual(
+            warnings,
+            [f"Invalid endpoint for service id WEB in {path}: Invalid listen port in port mapping: example.com"],
+        )
+
     def test_config_dir_unused_with_a_mapping(self) -> None:
         path = self.write("a.ini", "SSH1=22\n")
         config = self.config([*BASE, "-d", "SSH1=80", "--config-dir", os.path.dirname(path)])
@@ -447,11 +463,37 @@ class PortMappingTests(SynchronousTestCase):
 
     def test_destination_hosts(self) -> None:
         self.assertEqual(parse_port_mapping("A=[::1]:22", "d", source=False), {"A": "[::1]:22"})
-        self.assertEqual(parse_port_mapping("A=example.com", "d", source=False), {"A": "example.com"})
         for bad, reason in (("A=bad_host:22", "invalid characters"), ("A=host:", "only digits"),
+                            ("A=example.com", "Invalid destination endpoint: example.com"),
                             ("A=host:x", "only digits"), ("A=" + "h" * 254, "maximum allowed length")):
             e = self.assertRaises(ConfigurationError, parse_port_mapping, bad, "d", source=False)
             self.assertIn(reason, str(e))
+
+    def test_descriptions(self) -> None:
+        """Twisted endpoint descriptions, "=" and all, in both the V1 and the ID=ENDPOINT forms."""
+        self.assertEqual(parse_port_mapping("SSH1=unix:/run/ssh1.sock", "s", source=True),
+                         {"SSH1": "unix:/run/ssh1.sock"})
+        self.assertEqual(parse_port_mapping(r"SSH1=tcp:5555:interface=\:\:1,B=6", "s", source=True),
+                         {"SSH1": r"tcp:5555:interface=\:\:1", "B": "6"})
+        self.assertEqual(parse_port_mapping("unix:/run/sshd.sock", "d", source=False), {"": "unix:/run/sshd.sock"})
+        self.assertEqual(parse_port_mapping("WEB=tcp:host=example:port=80", "d", source=False),
+                         {"WEB": "tcp:host=example:port=80"})
+        self.assertEqual(parse_port_mapping("tcp:host=example:port=80", "d", source=False),
+                         {"": "tcp:host=example:port=80"})
+
+    def test_bad_descriptions(self) -> None:
+        with capturedLogs() as events:
+            e = self.assertRaises(ConfigurationError, parse_port_mapping, "A=tcp:abc", "s", source=True)
+        self.assertEqual(
+            str(e),
+            "Invalid source endpoint description 'tcp:abc': invalid literal for int() with base 10: 'abc'"
+            " (source-listen-port)".replace("source-listen-port", "s"),
+        )
+        self.assertTrue(any(e["log_format"].startswith("SECURITY: Rejected input") for e in events))
+        e = self.assertRaises(ConfigurationError, parse_port_mapping, "A=tcp6:h:1", "d", source=False)
+        self.assertIn("'tcp6' is not a connecting endpoint type", str(e))
+        e = self.assertRaises(ConfigurationError, parse_port_mapping, "A=1=2", "s", source=True)
+        self.assertEqual(str(e), "Wrong format for the port mappings: A=1=2 .Example: SSH1=5555 (s)")
 
     def test_source_needs_ports(self) -> None:
         self.assertRaises(ConfigurationError, parse_port_mapping, "A=localhost:22", "s", source=True)
