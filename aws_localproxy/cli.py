@@ -2,7 +2,7 @@
 """
 The ``localproxy`` console script (and ``python -m aws_localproxy``).
 
-Process conventions are the reference's (§1.1, §7.1): the version banner on
+Process conventions are the reference's: the version banner on
 stdout first, always; ``--help`` text on stderr; a usage error as two lines
 on stderr (the reason, then the "Try --help" line); a configuration error as
 a ``fatal`` log line; exit code 0 for ``--help``, ``--version`` and

@@ -2,11 +2,11 @@
 """
 The two kinds of files the local proxy reads besides the settings JSON.
 
-``--config FILE`` (§1.4) holds command-line options as ``name = value`` lines
+``--config FILE`` holds command-line options as ``name = value`` lines
 (long option names without dashes, ``#`` comments), in Boost's config-file
 syntax: L{parse_options_file}.
 
-``--config-dir DIR`` (or ``./config`` when it exists, §1.5) holds service ID
+``--config-dir DIR`` (or ``./config`` when it exists) holds service ID
 mappings, ``SSH1 = 22`` lines in INI files anywhere below the directory.  The
 files are listed and read once at start-up (L{read_config_dir}); when the
 service's SERVICE_IDS arrive, the tunnel asks L{make_lookup}'s function for
@@ -20,7 +20,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
-from aws_localproxy.endpoints import EndpointError, parse_destination_endpoint, parse_source_endpoint
+from aws_localproxy.endpoints import (
+    EndpointError,
+    parse_destination_endpoint,
+    parse_source_endpoint,
+)
 from aws_localproxy.mapping import LookupEndpoints
 
 __all__ = [
@@ -111,7 +115,7 @@ def default_config_dir(cwd: Optional[str] = None) -> Optional[str]:
     ``<cwd>/config`` if it is a non-empty directory, else C{None}.
 
     The reference's docs say "next to the binary" but it uses the working
-    directory (§9 S9); so do we: a Python entry point has no useful binary directory.
+    directory; so do we: a Python entry point has no useful binary directory.
     """
     candidate = os.path.join(cwd if cwd is not None else os.getcwd(), "config")
     return candidate if _is_non_empty_dir(candidate) else None
@@ -136,7 +140,7 @@ def read_config_dir(
     read_contents: bool = True,
 ) -> ConfigFiles:
     """
-    The ``(path, text)`` pairs of the mapping files (§1.5).
+    The ``(path, text)`` pairs of the mapping files.
 
     @param config_dir: ``--config-dir``; C{None} means ``<cwd>/config`` when
         that is a non-empty directory, and no files otherwise.

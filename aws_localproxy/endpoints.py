@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import socket
 from dataclasses import dataclass
-from typing import Any, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Callable, FrozenSet, List, Optional, Set, Tuple
 
 from twisted.internet import endpoints as _twisted_endpoints
 from twisted.internet.endpoints import (
@@ -47,6 +47,15 @@ from twisted.internet.interfaces import (
     IStreamServerEndpointStringParser,
 )
 from twisted.internet.testing import MemoryReactor
+
+# Twisted's endpoint constructors and string parsers are not annotated; these
+# are their types as used here.
+_server_from_string: Callable[[Any, str], IStreamServerEndpoint] = serverFromString
+_client_from_string: Callable[[Any, str], IStreamClientEndpoint] = clientFromString
+_tcp4_server: Callable[..., IStreamServerEndpoint] = TCP4ServerEndpoint
+_tcp6_server: Callable[..., IStreamServerEndpoint] = TCP6ServerEndpoint
+_unix_client: Callable[..., IStreamClientEndpoint] = UNIXClientEndpoint
+_memory_reactor: Callable[[], MemoryReactor] = MemoryReactor
 
 __all__ = [
     "EndpointError",
@@ -200,9 +209,9 @@ class SourceEndpoint:
             assert self.port is not None
             address = resolve_bind_address(bind_address)
             if ":" in address:
-                return TCP6ServerEndpoint(reactor, self.port, interface=address)
-            return TCP4ServerEndpoint(reactor, self.port, interface=address)
-        return serverFromString(reactor, self._with_interface(bind_address))
+                return _tcp6_server(reactor, self.port, interface=address)
+            return _tcp4_server(reactor, self.port, interface=address)
+        return _server_from_string(reactor, self._with_interface(bind_address))
 
     def _with_interface(self, bind_address: str) -> str:
         assert self.description is not None
@@ -251,7 +260,7 @@ def _check_server_description(text: str, kind: str) -> str:
         )
     description = _normalised(text, kind)
     try:
-        endpoint = serverFromString(MemoryReactor(), description)
+        endpoint = _server_from_string(_memory_reactor(), description)
     except Exception as error:
         raise EndpointError(f"Invalid source endpoint description '{text}': {_describe_error(text, error)}") from None
     if not IStreamServerEndpoint.providedBy(endpoint):
@@ -287,9 +296,9 @@ class DestinationEndpoint:
         description (which keeps its own ``timeout=``, Twisted's default 30 s).
         """
         if self.description is not None:
-            return clientFromString(reactor, self.description)
+            return _client_from_string(reactor, self.description)
         if self.path is not None:
-            return UNIXClientEndpoint(reactor, self.path, timeout=timeout)
+            return _unix_client(reactor, self.path, timeout=timeout)
         assert self.host is not None and self.port is not None
         return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
 
@@ -351,7 +360,7 @@ def _check_client_description(text: str, kind: str) -> str:
         )
     description = _normalised(text, kind)
     try:
-        endpoint = clientFromString(MemoryReactor(), description)
+        endpoint = _client_from_string(_memory_reactor(), description)
     except Exception as error:
         raise EndpointError(
             f"Invalid destination endpoint description '{text}': {_describe_error(text, error)}"

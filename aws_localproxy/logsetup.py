@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_logsetup -*-
 """
-The local proxy's log output: the reference's line format and ``-v`` levels (§5).
+The local proxy's log output: the reference's line format and ``-v`` levels.
 
 Every line is::
 

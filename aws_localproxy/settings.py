@@ -231,7 +231,7 @@ def parse_settings_json(text: str, source: str = "<settings>") -> Settings:
     Settings from the text of a ``--settings-json`` document.
 
     Missing keys keep their defaults and unknown keys are ignored, as in the
-    reference.  Unlike the reference (which replaces the whole tree, bug S1),
+    reference.  Unlike the reference (which replaces the whole tree),
     the built-in China region overrides survive unless the document overrides
     those very regions.
 

@@ -1,6 +1,6 @@
 """
-Tests for aws_localproxy.options (the reference's command line, behaviour.md §1)
-and aws_localproxy.regions (service endpoint formation, §1.9).
+Tests for aws_localproxy.options (the reference's command line)
+and aws_localproxy.regions (service endpoint formation).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ BASE = ["-t", TOKEN, "-r", "us-east-1"]
 
 
 class ParseErrorTests(_Base):
-    """Boost's parse errors (§1.2, §1.8 item 1), one test each."""
+    """Boost's parse errors, one test each."""
 
     def test_unknown_option(self) -> None:
         self.assertEqual(self.usage_error(["-Z"]), "unrecognised option '-Z'")
@@ -91,7 +91,7 @@ class ParseErrorTests(_Base):
 
 
 class ChecklistTests(_Base):
-    """§1.8 in order, one test per rule; every message names its option."""
+    """The checklist in order, one test per rule; every message names its option."""
 
     def test_01_missing_token(self) -> None:
         message = self.usage_error(["-r", "us-east-1", "-s", "5555"])

@@ -17,7 +17,7 @@ from aws_localproxy.settings import (
     parse_settings_json,
 )
 
-#: The reference's --export-default-settings output, byte for byte (behaviour.md §1.6).
+#: The reference's --export-default-settings output, byte for byte.
 REFERENCE_DOCUMENT = """{
     "tunneling": {
         "proxy": {
@@ -113,7 +113,7 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(settings.tcp_write_buffer_size, 999)
 
     def test_china_overrides_survive(self) -> None:
-        """Reference bug S1: a document without overrides used to drop the cn regions."""
+        """The reference's bug: a document without overrides used to drop the cn regions."""
         settings = parse_settings_json(_doc({"tcp": {"read_buffer_size": "100"}}))
         self.assertEqual(dict(settings.region_endpoint_overrides), dict(DEFAULT_REGION_ENDPOINT_OVERRIDES))
 
