@@ -36,9 +36,13 @@ from aws_localproxy.validation import (
     check_access_token,
     check_capath,
     check_client_token,
+    check_client_token_file,
     check_path,
     check_proxy_endpoint_text,
     check_region,
+    check_service_id,
+    parse_metrics_address,
+    parse_metrics_port,
     parse_mode,
     parse_port_mapping,
     parse_verbosity,
@@ -127,6 +131,24 @@ def _client_token(run: _Checklist) -> Optional[str]:
     return token
 
 
+def _client_token_file(run: _Checklist, client_token: Optional[str]) -> Optional[str]:
+    """``--client-token-file``, unless a client token was given (which wins)."""
+    path = run.text("client-token-file")
+    if path is None:
+        return None
+    if client_token is not None:
+        log.info(
+            "A client token was given {where}; the client token file {path} is not used",
+            where=run.where("client-token"),
+            path=path,
+        )
+        return None
+    stored = check_client_token_file(path)
+    if stored is not None:
+        run.secrets.append(stored)
+    return path
+
+
 def _check_service_address_text(run: _Checklist) -> None:
     region = run.text("region")
     if region is not None:
@@ -199,6 +221,25 @@ def _mode(run: _Checklist, mode_option: Optional[Mode]) -> Mode:
     return mode
 
 
+def _stdio(run: _Checklist, mode_option: Optional[Mode]) -> Tuple[bool, Optional[str]]:
+    """``--stdio [SERVICE_ID]``: a source without -s/-d."""
+    if not run.values.get("stdio", False):
+        if run.has("stdio-service-id"):
+            raise usage.UsageError("too many positional options have been specified on the command line")
+        return False, None
+    for name, short in (("source-listen-port", "-s"), ("destination-app", "-d")):
+        if run.has(name):
+            raise usage.UsageError(
+                f"--stdio cannot be used with --{name}/{short} ({short} given {run.where(name)})"
+            )
+    if mode_option is Mode.DESTINATION:
+        raise usage.UsageError("--stdio and --mode have mismatched mode. Mode is set to destination!")
+    service_id = run.text("stdio-service-id")
+    if service_id is not None:
+        check_service_id(service_id, "stdio")
+    return True, service_id
+
+
 def _service_map(run: _Checklist) -> Dict[str, str]:
     """-d, then -s (step 16)."""
     service_map: Dict[str, str] = {}
@@ -211,16 +252,16 @@ def _service_map(run: _Checklist) -> Dict[str, str]:
     return service_map
 
 
-def _config_files(run: _Checklist, mode: Mode, service_map: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
-    """The mapping files (step 17): listed even when -s/-d gave a mapping, but then never used."""
+def _config_files(run: _Checklist, mode: Mode, service_map: Mapping[str, str], stdio: bool) -> Tuple[Tuple[str, str], ...]:
+    """The mapping files (step 17): listed even when -s/-d (or --stdio) gave the mapping, but then never used."""
     config_dir = run.text("config-dir")
     if config_dir is not None:
         check_path(config_dir, "--config-dir")
     try:
-        config_files = read_config_dir(config_dir, cwd=run.cwd, read_contents=not service_map)
+        config_files = read_config_dir(config_dir, cwd=run.cwd, read_contents=not (service_map or stdio))
     except ConfigDirError as e:
         raise ConfigurationError(f"{e} (--config-dir)") from None
-    if service_map:
+    if service_map or stdio:
         config_files = ()
     check_mapping_endpoints(config_files, source=mode is Mode.SOURCE)
     if mode is Mode.DESTINATION and not service_map and not config_files:
@@ -240,6 +281,16 @@ def _verify_tls(run: _Checklist) -> bool:
     return verify
 
 
+def _metrics(run: _Checklist) -> Tuple[Optional[int], str]:
+    port_text = run.text("metrics-port")
+    port = None if port_text is None else parse_metrics_port(port_text)
+    address_text = run.text("metrics-address")
+    address = "127.0.0.1" if address_text is None else parse_metrics_address(address_text)
+    if address_text is not None and port is None:
+        raise usage.UsageError("the option '--metrics-address' needs '--metrics-port'")
+    return port, address
+
+
 def build_config(
     values: Mapping[str, object],
     environ: Mapping[str, str],
@@ -252,7 +303,8 @@ def build_config(
     The validated configuration for these option values.
 
     @param values: long option name -> value (text, or C{True} for a flag
-        that is on); absent options are absent (not C{None}).
+        that is on); absent options are absent (not C{None}).  The
+        positional SERVICE_ID of ``--stdio`` is C{"stdio-service-id"}.
     @param environ: for the web proxy variables (``https_proxy``, ``NO_PROXY``).
     @param sources: option name -> ``cli``/``config``/``env``, for messages
         and the warning about a token on the command line.
@@ -267,18 +319,21 @@ def build_config(
     _one_of_region_and_endpoint(run)  # 2
     access_token = _access_token(run)  # 3, 4
     client_token = _client_token(run)  # 5
+    client_token_file = _client_token_file(run, client_token)
     _check_service_address_text(run)  # 6, 7
     settings = _settings(run)  # 8
     endpoint = _service_endpoint(run, settings)
     web_proxy, no_proxy = _web_proxy(run)  # 9
     mode_option = parse_mode(run.text("mode"))  # 10
     version = peer_version(run.text("destination-client-type"))  # 11
-    mode = _mode(run, mode_option)  # 12-15
+    stdio, stdio_service_id = _stdio(run, mode_option)
+    mode = Mode.SOURCE if stdio else _mode(run, mode_option)  # 12-15
     service_map = _service_map(run)  # 16
-    config_files = _config_files(run, mode, service_map)  # 17
+    config_files = _config_files(run, mode, service_map, stdio)  # 17
     local_bind_address = bind_address(run.text("local-bind-address"))  # 18
     capath = check_capath(run.text("capath"))  # 19
     verify_tls = _verify_tls(run)  # 20
+    metrics_port, metrics_address = _metrics(run)
     verbose = run.text("verbose")
     return ProxyConfig(
         mode=mode,
@@ -297,4 +352,9 @@ def build_config(
         web_proxy=web_proxy,
         no_proxy=no_proxy,
         verbosity=4 if verbose is None else parse_verbosity(verbose),
+        client_token_file=client_token_file,
+        stdio=stdio,
+        stdio_service_id=stdio_service_id,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
     )

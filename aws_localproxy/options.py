@@ -21,7 +21,7 @@ from __future__ import annotations
 import getopt
 import os
 import sys
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from twisted.python import usage
 
@@ -31,6 +31,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.optionsources import (
     ENV_ACCESS_TOKEN,
     ENV_CLIENT_TOKEN,
+    ENV_CLIENT_TOKEN_FILE,
     ENV_ENDPOINT,
     ENV_REGION,
     merge_sources,
@@ -52,6 +53,7 @@ __all__ = [
     "TRY_HELP",
     "ENV_ACCESS_TOKEN",
     "ENV_CLIENT_TOKEN",
+    "ENV_CLIENT_TOKEN_FILE",
     "ENV_ENDPOINT",
     "ENV_REGION",
 ]
@@ -87,12 +89,14 @@ class LocalProxyOptions(usage.Options):
         C{False} and performs the actions itself, with the reference's output.
     """
 
-    synopsis = "Usage: localproxy [options]"
+    synopsis = "Usage: localproxy [options] [--stdio [SERVICE_ID]]"
     longdesc = (
         "The AWS IoT Secure Tunneling local proxy. Options may also come from a --config file and from "
-        f"the environment ({ENV_ACCESS_TOKEN}, {ENV_CLIENT_TOKEN}, {ENV_ENDPOINT}, {ENV_REGION}, "
+        f"the environment ({ENV_ACCESS_TOKEN}, {ENV_CLIENT_TOKEN}, {ENV_CLIENT_TOKEN_FILE}, {ENV_ENDPOINT}, "
+        f"{ENV_REGION}, "
         "https_proxy/HTTPS_PROXY, no_proxy/NO_PROXY); the command line wins over the file, the file over "
-        "the environment."
+        "the environment. A -s/-d endpoint may also be a Twisted endpoint description, e.g. "
+        "SSH1=unix:/run/ssh.sock or WEB=tcp:host=example:port=80."
     )
 
     optFlags = [
@@ -102,11 +106,25 @@ class LocalProxyOptions(usage.Options):
             "[INSECURE - DEV/TEST ONLY] Turn off SSL host verification. WARNING: This disables critical "
             "security checks and should NEVER be used in production.",
         ],
+        [
+            "stdio",
+            None,
+            "Source mode with one connection carried over standard input and output instead of a "
+            "listener (e.g. as an ssh ProxyCommand); give the service ID as the only positional argument "
+            "when the tunnel has several. Logs go to standard error. Not with -s or -d.",
+        ],
     ]
 
     optParameters = [
         ["access-token", "t", None, "Client access token"],
         ["client-token", "i", None, "Optional Client Token"],
+        [
+            "client-token-file",
+            None,
+            None,
+            "Keep the client token in this file: read it if it exists, else generate one and store it "
+            "there (mode 0600), so a restarted proxy can reconnect to its tunnel. --client-token wins.",
+        ],
         [
             "proxy-endpoint",
             "e",
@@ -177,6 +195,8 @@ class LocalProxyOptions(usage.Options):
             "Set the configuration directory where service identifier mappings are stored. If not specified, "
             "will read mappings from the directory ./config of the current working directory, if it exists",
         ],
+        ["metrics-port", None, None, "Serve metrics over HTTP on this port (0: any free port). Default: off."],
+        ["metrics-address", None, None, "The address the metrics listener binds to. Default: 127.0.0.1."],
     ]
 
     def __init__(
@@ -197,6 +217,8 @@ class LocalProxyOptions(usage.Options):
         self.config: Optional[ProxyConfig] = None
         self.sources: Dict[str, str] = {}
         self.secrets: List[str] = []
+        self.stdio_service_id: Optional[str] = None
+        self._stdio_in_file = False
 
     def __repr__(self) -> str:
         shown = {
@@ -229,7 +251,9 @@ class LocalProxyOptions(usage.Options):
             options = sys.argv[1:]
         if not (len(options) > 1 and options[-2] == "--_shell-completion"):
             try:
-                opts, _ = getopt.getopt(options, self.shortOpt, self.longOpt)
+                # GNU style, as the reference's parser: the positional SERVICE_ID
+                # of --stdio may stand anywhere among the options.
+                opts, args = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
             except getopt.GetoptError as e:
                 raise usage.UsageError(self._getopt_message(e)) from None
             seen = set()
@@ -238,7 +262,20 @@ class LocalProxyOptions(usage.Options):
                 if name in seen and name not in _ACTIONS:
                     raise usage.UsageError(f"option '--{name}' cannot be specified more than once")
                 seen.add(name)
+            options = self._options_first(opts, args)
         super().parseOptions(options)  # type: ignore[no-untyped-call]
+
+    def _options_first(self, opts: List[Tuple[str, str]], args: List[str]) -> List[str]:
+        """The command line with every option before the positional arguments (which getopt wants)."""
+        ordered: List[str] = []
+        for opt, value in opts:
+            if opt.startswith("--"):
+                takes_value = opt[2:] + "=" in self.longOpt
+                ordered.append(f"{opt}={value}" if takes_value else opt)
+            else:
+                takes_value = opt[1] + ":" in self.shortOpt
+                ordered.extend([opt, value] if takes_value else [opt])
+        return [*ordered, "--", *args] if args else ordered
 
     def _getopt_message(self, error: getopt.GetoptError) -> str:
         opt = error.opt
@@ -254,8 +291,16 @@ class LocalProxyOptions(usage.Options):
         return str(error)
 
     def parseArgs(self, *args: str) -> None:
-        if args:
+        """At most one positional argument: the SERVICE_ID of ``--stdio``."""
+        if args and not (self["stdio"] and len(args) == 1):
             raise usage.UsageError("too many positional options have been specified on the command line")
+        if args:
+            self.stdio_service_id = args[0]
+
+    @property
+    def stdio_requested(self) -> bool:
+        """Whether ``--stdio`` was asked for (on the command line or in the ``--config`` file)."""
+        return bool(self["stdio"]) or self._stdio_in_file
 
     # --- after parsing ------------------------------------------------------------
 
@@ -282,8 +327,10 @@ class LocalProxyOptions(usage.Options):
             flags=[flag[0] for flag in self.optFlags],
         )
         self.sources = merged.sources
+        self._stdio_in_file = bool(merged.values.get("stdio"))
         if merged.verbosity is not None and self["verbose"] is None:
             self.verbosity = merged.verbosity
-        self.config = build_config(
-            merged.values, self._environ, sources=merged.sources, cwd=self._cwd, secrets=self.secrets
-        )
+        values = dict(merged.values)
+        if self.stdio_service_id is not None:
+            values["stdio-service-id"] = self.stdio_service_id
+        self.config = build_config(values, self._environ, sources=merged.sources, cwd=self._cwd, secrets=self.secrets)

@@ -11,10 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.python import usage
 
-from aws_localproxy.options import LocalProxyOptions as Options
+from aws_localproxy.options import LocalProxyOptions
 
 __all__ = ["Options", "makeService"]
+
+
+class Options(LocalProxyOptions):
+    """The console script's options; ``--stdio`` is refused (twistd owns stdin/stdout, and may log there)."""
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self.config is not None and self.config.stdio:
+            raise usage.UsageError("--stdio cannot be used with twistd: run the localproxy command instead")
 
 
 def makeService(options: Options) -> IService:

@@ -45,7 +45,10 @@ __all__ = [
     "peer_version",
     "bind_address",
     "check_capath",
-    "check_port_option",
+    "check_service_id",
+    "check_client_token_file",
+    "parse_metrics_port",
+    "parse_metrics_address",
     "MODES",
 ]
 
@@ -169,11 +172,13 @@ def _check_endpoint(text: str, option: str, *, source: bool) -> str:
     return _check_destination_host(text, option)
 
 
-def _check_service_id(service_id: str, option: str) -> None:
+def check_service_id(service_id: str, option: str) -> str:
+    """A service ID: at most 128 of letters, digits, ``.``, ``-`` and ``_``."""
     if len(service_id) > MAX_SERVICE_ID:
         raise _reject(option, "Service ID exceeds maximum allowed length")
     if not _SERVICE_ID_CHARS.match(service_id):
         raise _reject(option, "Service ID must contain only alphanumeric characters, dots, hyphens, and underscores")
+    return service_id
 
 
 def _split_piece(piece: str) -> list[str]:
@@ -213,7 +218,7 @@ def parse_port_mapping(text: str, option: str, *, source: bool) -> Dict[str, str
         service_id, endpoint = parts[0].strip(), parts[1].strip()
         if not service_id or not endpoint:
             raise _reject(option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555")
-        _check_service_id(service_id, option)
+        check_service_id(service_id, option)
         endpoint = _check_endpoint(endpoint, option, source=source)
         if service_id in mapping:
             log.warn(
@@ -330,6 +335,45 @@ def check_capath(capath: Optional[str]) -> Optional[str]:
     return capath
 
 
-def check_port_option(text: str, option: str) -> int:
-    """A port option's value (1..65535), in the reference's words for ``-s``."""
-    return int(_check_port(text.strip(), option))
+def _invalid_argument(option: str, value: str) -> usage.UsageError:
+    return usage.UsageError(f"the argument ('{value}') for option '--{option}' is invalid")
+
+
+def parse_metrics_port(value: str) -> int:
+    """``--metrics-port``: 0 (the system picks one) to 65535, in the words of the parser's typed options."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise _invalid_argument("metrics-port", value)
+    return int(text)
+
+
+def parse_metrics_address(value: str) -> str:
+    """``--metrics-address``: an address or host name to listen on; ``[v6]`` loses its brackets."""
+    text = value.strip()
+    if not text or len(text) > MAX_HOST or not HOST_CHARS.match(text):
+        raise _invalid_argument("metrics-address", value)
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return text
+
+
+def check_client_token_file(path: str) -> Optional[str]:
+    """
+    ``--client-token-file``: a usable path whose directory exists; a file
+    already there must hold a valid client token (read now, so a bad one
+    fails at start-up).
+
+    @return: the token stored there, or C{None} when the file does not exist yet.
+    """
+    from aws_localproxy.clienttoken import ClientTokenFileError, read_client_token
+
+    check_path(path, "--client-token-file")
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise ConfigurationError(
+            f"Directory of the client token file does not exist: {directory} (--client-token-file)"
+        )
+    try:
+        return read_client_token(path)
+    except ClientTokenFileError as e:
+        raise ConfigurationError(f"{e} (--client-token-file)") from None

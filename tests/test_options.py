@@ -529,3 +529,141 @@ class RegionTests(SynchronousTestCase):
         for bad in ("host:", "host:0", "host:65536", "host:44x", "::1", "[::1", "[nothost]:1", "[::1]x", ":443"):
             e = self.assertRaises(EndpointError, parse_endpoint, bad)
             self.assertTrue(str(e).startswith("Invalid endpoint specified: "), bad)
+
+
+class ClientTokenFileTests(_Base):
+    def test_given_on_the_command_line(self) -> None:
+        path = os.path.join(self.mktemp(), "token")
+        os.makedirs(os.path.dirname(path))
+        config = self.config([*BASE, "-s", "1", "--client-token-file", path])
+        self.assertEqual(config.client_token_file, path)
+        self.assertIsNone(config.client_token)
+        self.assertFalse(os.path.exists(path), "the file is created when the proxy runs, not when parsing")
+
+    def test_from_the_environment_and_config_file(self) -> None:
+        path = os.path.join(self.cwd, "token")
+        config = self.config([*BASE, "-s", "1"], {"AWSIOT_TUNNEL_CLIENT_TOKEN_FILE": path})
+        self.assertEqual(config.client_token_file, path)
+        options_file = self.write("c.ini", f"client-token-file = {path}\n")
+        config = self.config([*BASE, "-s", "1", "--config", options_file])
+        self.assertEqual(config.client_token_file, path)
+
+    def test_a_client_token_wins(self) -> None:
+        path = os.path.join(self.cwd, "token")
+        with capturedLogs() as events:
+            config = self.config([*BASE, "-s", "1", "--client-token-file", path],
+                                 {"AWSIOT_TUNNEL_CLIENT_TOKEN": CLIENT_TOKEN})
+        self.assertEqual(config.client_token, CLIENT_TOKEN)
+        self.assertIsNone(config.client_token_file)
+        self.assertTrue(any("the client token file {path} is not used" in e["log_format"] for e in events))
+        for event in events:
+            self.assertNotIn(CLIENT_TOKEN, repr(event))
+
+    def test_existing_file_is_checked_and_redacted(self) -> None:
+        stored = "s" * 40
+        path = self.write("token", stored + "\n")
+        os.chmod(path, 0o600)
+        options = self.parse([*BASE, "-s", "1", "--client-token-file", path])
+        self.assertIn(stored, options.secrets)
+        bad = self.write("bad", "not a token\n")
+        self.assertEqual(
+            self.config_error([*BASE, "-s", "1", "--client-token-file", bad]),
+            f"The client token file {bad} does not hold a valid client token"
+            " (32 to 128 letters, digits and hyphens) (--client-token-file)",
+        )
+
+    def test_missing_directory(self) -> None:
+        path = os.path.join(self.cwd, "nowhere", "token")
+        self.assertEqual(
+            self.config_error([*BASE, "-s", "1", "--client-token-file", path]),
+            f"Directory of the client token file does not exist: {os.path.dirname(path)} (--client-token-file)",
+        )
+        self.assertEqual(self.config_error([*BASE, "-s", "1", "--client-token-file", ""]),
+                         "Path cannot be empty (--client-token-file)")
+
+
+class StdioTests(_Base):
+    def test_alone(self) -> None:
+        config = self.config([*BASE, "--stdio"])
+        self.assertEqual((config.stdio, config.stdio_service_id, config.mode), (True, None, Mode.SOURCE))
+        self.assertEqual(dict(config.service_map), {})
+
+    def test_with_a_service_id_anywhere(self) -> None:
+        config = self.config(["-r", "us-east-1", "--stdio", "SSH1"], {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN})
+        self.assertEqual((config.stdio, config.stdio_service_id), (True, "SSH1"))
+        config = self.config(["--stdio", "SSH1", "-t", TOKEN, "-r", "us-east-1", "-m", "src"])
+        self.assertEqual(config.stdio_service_id, "SSH1")
+
+    def test_with_a_mapping(self) -> None:
+        self.assertEqual(
+            self.usage_error([*BASE, "--stdio", "-s", "SSH1=5555"]),
+            "--stdio cannot be used with --source-listen-port/-s (-s given on the command line)",
+        )
+        self.assertEqual(
+            self.usage_error([*BASE, "--stdio", "-d", "22"]),
+            "--stdio cannot be used with --destination-app/-d (-d given on the command line)",
+        )
+
+    def test_with_destination_mode(self) -> None:
+        self.assertEqual(self.usage_error([*BASE, "--stdio", "-m", "dst"]),
+                         "--stdio and --mode have mismatched mode. Mode is set to destination!")
+
+    def test_positional_without_stdio(self) -> None:
+        message = "too many positional options have been specified on the command line"
+        self.assertEqual(self.usage_error([*BASE, "-s", "1", "SSH1"]), message)
+        self.assertEqual(self.usage_error([*BASE, "--stdio", "SSH1", "SSH2"]), message)
+
+    def test_bad_service_id(self) -> None:
+        self.assertIn("Service ID must contain only", self.config_error([*BASE, "--stdio", "a b"]))
+
+    def test_in_config_file(self) -> None:
+        path = self.write("c.ini", "stdio = true\n")
+        options = self.parse([*BASE, "--config", path])
+        assert options.config is not None
+        self.assertTrue(options.config.stdio)
+        self.assertTrue(options.stdio_requested)
+
+    def test_mapping_files_not_used(self) -> None:
+        os.makedirs(os.path.join(self.cwd, "config"))
+        with open(os.path.join(self.cwd, "config", "m.ini"), "w") as f:
+            f.write("SSH1=22\n")
+        self.assertEqual(self.config([*BASE, "--stdio"]).config_files, ())
+
+
+class MetricsTests(_Base):
+    def test_defaults(self) -> None:
+        config = self.config([*BASE, "-s", "1"])
+        self.assertEqual((config.metrics_port, config.metrics_address), (None, "127.0.0.1"))
+
+    def test_given(self) -> None:
+        config = self.config([*BASE, "-s", "1", "--metrics-port", "9100", "--metrics-address", "[::1]"])
+        self.assertEqual((config.metrics_port, config.metrics_address), (9100, "::1"))
+        self.assertEqual(self.config([*BASE, "-s", "1", "--metrics-port", "0"]).metrics_port, 0)
+
+    def test_bad_values(self) -> None:
+        for bad in ("abc", "-1", "65536", "", "99999999999"):
+            self.assertEqual(self.usage_error([*BASE, "-s", "1", "--metrics-port", bad]),
+                             f"the argument ('{bad}') for option '--metrics-port' is invalid")
+        for bad in ("bad_host", "", "a b"):
+            self.assertEqual(
+                self.usage_error([*BASE, "-s", "1", "--metrics-port", "1", "--metrics-address", bad]),
+                f"the argument ('{bad}') for option '--metrics-address' is invalid")
+
+    def test_address_needs_port(self) -> None:
+        self.assertEqual(self.usage_error([*BASE, "-s", "1", "--metrics-address", "127.0.0.1"]),
+                         "the option '--metrics-address' needs '--metrics-port'")
+
+    def test_twistd_options(self) -> None:
+        from aws_localproxy import tap
+
+        options = tap.Options({"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}, cwd=self.cwd)
+        options.parseOptions(["-r", "us-east-1", "-s", "1", "--metrics-port", "9100"])
+        assert options.config is not None
+        self.assertEqual(options.config.metrics_port, 9100)
+
+    def test_twistd_refuses_stdio(self) -> None:
+        from aws_localproxy import tap
+
+        options = tap.Options({"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}, cwd=self.cwd)
+        e = self.assertRaises(usage.UsageError, options.parseOptions, ["-r", "us-east-1", "--stdio"])
+        self.assertEqual(str(e), "--stdio cannot be used with twistd: run the localproxy command instead")
