@@ -29,7 +29,7 @@ from aws_localproxy.regions import (
     endpoint_for_region,
     parse_endpoint,
 )
-from aws_localproxy.settings import Settings, SettingsError, load_settings_json
+from aws_localproxy.settings import Settings, SettingsError, inert_settings, load_settings_json
 from aws_localproxy.validation import (
     ConfigurationError,
     bind_address,
@@ -167,9 +167,12 @@ def _settings(run: _Checklist) -> Settings:
     check_path(path, "--settings-json")
     log.info("Using settings specified in file: {path}", path=path)
     try:
-        return load_settings_json(path)
+        settings = load_settings_json(path)
     except SettingsError as e:
         raise ConfigurationError(f"{e} (--settings-json)") from None
+    for message in inert_settings(settings):
+        log.warn("{setting_warning}", setting_warning=message)
+    return settings
 
 
 def _service_endpoint(run: _Checklist, settings: Settings) -> ServiceEndpoint:

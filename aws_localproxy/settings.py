@@ -15,6 +15,28 @@ L{default_settings_document} writes it byte for byte, L{load_settings_json}
 reads it (strings, numbers and booleans alike).  A L{Settings} is validated
 when it is built, so an unusable one (a payload larger than a message, an
 unknown subprotocol, ...) cannot exist.
+
+The buffer settings and what reads them at run time:
+
+  - ``tcp.read_buffer_size`` (C{tcp_read_buffer_size}): the most bytes one
+    read of a local socket returns: the local connection's TCP transport's
+    C{bufferSize};
+  - ``tcp.write_buffer_size`` (C{tcp_write_buffer_size}): how much tunnel
+    data a local connection may hold before the WebSocket stops being read;
+  - ``websocket.write_buffer_size`` (C{ws_write_buffer_size}): how many
+    bytes read from one local connection may wait to be sent before that
+    socket stops being read (the connection's outbound lane);
+  - ``websocket.read_buffer_size`` (C{ws_read_buffer_size}): the most bytes
+    one read of the service connection returns: the WebSocket connection's
+    TCP transport's C{bufferSize};
+  - ``websocket.max_frame_size`` (C{ws_max_frame_size}): ``SO_RCVBUF`` and
+    ``SO_SNDBUF`` of the service connection's socket, as in the reference,
+    but only when set to another value than the default
+    (L{Settings.service_socket_buffer_size}): left alone, the kernel sizes
+    those buffers itself, which is faster on long fat links;
+  - ``message.data_frame_max_size``: unused, as in the reference (the
+    records' sizes are C{max_payload_size} and C{max_message_size}); a
+    value other than the default is warned about (L{inert_settings}).
 """
 
 from __future__ import annotations
@@ -34,6 +56,7 @@ __all__ = [
     "parse_settings_json",
     "default_settings_document",
     "export_default_settings",
+    "inert_settings",
 ]
 
 DEFAULT_REGION_ENDPOINT_OVERRIDES: Mapping[str, str] = {
@@ -85,9 +108,48 @@ class Settings:
             raise SettingsError(problem)
 
     @property
+    def service_socket_buffer_size(self) -> int | None:
+        """
+        ``SO_RCVBUF``/``SO_SNDBUF`` for the service connection's socket, or
+        C{None} to leave the kernel's own sizing (the default).
+        """
+        if self.ws_max_frame_size == _default("ws_max_frame_size"):
+            return None
+        return self.ws_max_frame_size
+
+    @property
     def limits(self) -> Limits:
         """The codec limits these settings imply."""
         return Limits(max_message_size=self.max_message_size, max_payload_size=self.max_payload_size)
+
+
+def _default(attribute: str) -> Any:
+    return Settings.__dataclass_fields__[attribute].default
+
+
+#: (document key, attribute, why it does nothing here) for settings that are
+#: read but cannot mean anything in this proxy.
+_INERT: Tuple[Tuple[str, str, str], ...] = (
+    (
+        "message.data_frame_max_size",
+        "data_frame_max_size",
+        "no record has this size (they are bounded by message.max_payload_size and message.max_size);"
+        " the reference does not use it either",
+    ),
+)
+
+
+def inert_settings(settings: Settings) -> List[str]:
+    """
+    A message for each setting that is set to another value than its
+    default although it has no effect here, for a warning.
+    """
+    messages = []
+    for document_key, attribute, why in _INERT:
+        value = getattr(settings, attribute)
+        if value != _default(attribute):
+            messages.append(f"The setting {KEY_PREFIX}{document_key} ({value}) has no effect: {why}")
+    return messages
 
 
 # --- the document's keys --------------------------------------------------------

@@ -92,6 +92,19 @@ class BuildConfigTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, self.build, values, environ, secrets=secrets)
         self.assertEqual(secrets, [TOKEN, client, "hunter22"])
 
+    def test_inert_setting_warns(self) -> None:
+        path = os.path.join(self.cwd, "s.json")
+        with open(path, "w") as f:
+            f.write('{"tunneling": {"proxy": {"message": {"data_frame_max_size": "99"}}}}')
+        with capturedLogs() as events:
+            self.build({**BASE, "source-listen-port": "1", "settings-json": path})
+        warnings = [e["setting_warning"] for e in events if e.get("log_format") == "{setting_warning}"]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("tunneling.proxy.message.data_frame_max_size (99) has no effect", warnings[0])
+        with capturedLogs() as events:
+            self.build({**BASE, "source-listen-port": "1"})
+        self.assertFalse([e for e in events if e.get("log_format") == "{setting_warning}"])
+
     def test_config_dir(self) -> None:
         directory = os.path.join(self.cwd, "config")
         os.makedirs(directory)

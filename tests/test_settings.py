@@ -13,6 +13,7 @@ from aws_localproxy.settings import (
     SettingsError,
     default_settings_document,
     export_default_settings,
+    inert_settings,
     load_settings_json,
     parse_settings_json,
 )
@@ -188,3 +189,31 @@ class ValidationTests(SynchronousTestCase):
 
     def test_endpoint_format_needs_placeholder(self) -> None:
         self.assertRaises(SettingsError, Settings, endpoint_format="fixed.example")
+
+
+class BufferSettingsTests(SynchronousTestCase):
+    """The buffer settings the reference parses: each either reaches the runtime or is warned about."""
+
+    def test_values_reach_the_settings(self) -> None:
+        settings = parse_settings_json(_doc({
+            "tcp": {"read_buffer_size": "4096"},
+            "websocket": {"read_buffer_size": "8192", "write_buffer_size": "16384", "max_frame_size": "262144"},
+        }))
+        self.assertEqual(settings.tcp_read_buffer_size, 4096)
+        self.assertEqual(settings.ws_read_buffer_size, 8192)
+        self.assertEqual(settings.ws_write_buffer_size, 16384)
+        self.assertEqual(settings.service_socket_buffer_size, 262144)
+
+    def test_socket_buffers_left_to_the_kernel_by_default(self) -> None:
+        self.assertIsNone(Settings().service_socket_buffer_size)
+        self.assertIsNone(parse_settings_json(_doc({"websocket": {"max_frame_size": "131076"}}))
+                          .service_socket_buffer_size)
+
+    def test_unused_setting_warned_about(self) -> None:
+        self.assertEqual(inert_settings(Settings()), [])
+        settings = parse_settings_json(_doc({"message": {"data_frame_max_size": "1000"}}))
+        (message,) = inert_settings(settings)
+        self.assertTrue(
+            message.startswith("The setting tunneling.proxy.message.data_frame_max_size (1000) has no effect: "),
+            message,
+        )
