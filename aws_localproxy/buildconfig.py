@@ -108,7 +108,9 @@ def _one_of_region_and_endpoint(run: _Checklist) -> None:
             if has_region
             else " (neither was given)"
         )
-        raise usage.UsageError("Must specify one and only one of --region/-r or --proxy-endpoint/-e options" + detail)
+        raise usage.UsageError(
+            "Must specify one and only one of --region/-r or --proxy-endpoint/-e options" + detail
+        )
 
 
 def _access_token(run: _Checklist) -> str:
@@ -194,10 +196,14 @@ def _web_proxy(run: _Checklist) -> Tuple[Optional[str], Optional[str]]:
         try:
             proxy = parse_proxy_url(web_proxy)
         except ProxyURLError as e:
-            raise ConfigurationError(f"Failed to parse the value of environment variable {variable}: {e}") from None
+            raise ConfigurationError(
+                f"Failed to parse the value of environment variable {variable}: {e}"
+            ) from None
         if proxy.password:
             run.secrets.append(proxy.password)
-        log.info("Found Web proxy information in the environment variables, will use it to connect via the proxy.")
+        log.info(
+            "Found Web proxy information in the environment variables, will use it to connect via the proxy."
+        )
     return web_proxy, no_proxy_from_environment(run.environ)
 
 
@@ -213,7 +219,9 @@ def _mode(run: _Checklist, mode_option: Optional[Mode]) -> Mode:
             f" (-s given {run.where('source-listen-port')}, -d given {run.where('destination-app')})"
         )
     if not (has_s or has_d or mode_option is not None):
-        raise usage.UsageError("Must specify one of --source-listen-port/-s or --destination-app/-d or --mode")
+        raise usage.UsageError(
+            "Must specify one of --source-listen-port/-s or --destination-app/-d or --mode"
+        )
     mode = Mode.DESTINATION if has_d else Mode.SOURCE
     if mode_option is not None:
         mode = mode_option
@@ -228,7 +236,9 @@ def _stdio(run: _Checklist, mode_option: Optional[Mode]) -> Tuple[bool, Optional
     """``--stdio [SERVICE_ID]``: a source without -s/-d."""
     if not run.values.get("stdio", False):
         if run.has("stdio-service-id"):
-            raise usage.UsageError("too many positional options have been specified on the command line")
+            raise usage.UsageError(
+                "too many positional options have been specified on the command line"
+            )
         return False, None
     for name, short in (("source-listen-port", "-s"), ("destination-app", "-d")):
         if run.has(name):
@@ -236,7 +246,9 @@ def _stdio(run: _Checklist, mode_option: Optional[Mode]) -> Tuple[bool, Optional
                 f"--stdio cannot be used with --{name}/{short} ({short} given {run.where(name)})"
             )
     if mode_option is Mode.DESTINATION:
-        raise usage.UsageError("--stdio and --mode have mismatched mode. Mode is set to destination!")
+        raise usage.UsageError(
+            "--stdio and --mode have mismatched mode. Mode is set to destination!"
+        )
     service_id = run.text("stdio-service-id")
     if service_id is not None:
         check_service_id(service_id, "stdio")
@@ -255,13 +267,17 @@ def _service_map(run: _Checklist) -> Dict[str, str]:
     return service_map
 
 
-def _config_files(run: _Checklist, mode: Mode, service_map: Mapping[str, str], stdio: bool) -> Tuple[Tuple[str, str], ...]:
+def _config_files(
+    run: _Checklist, mode: Mode, service_map: Mapping[str, str], stdio: bool
+) -> Tuple[Tuple[str, str], ...]:
     """The mapping files (step 17): listed even when -s/-d (or --stdio) gave the mapping, but then never used."""
     config_dir = run.text("config-dir")
     if config_dir is not None:
         check_path(config_dir, "--config-dir")
     try:
-        config_files = read_config_dir(config_dir, cwd=run.cwd, read_contents=not (service_map or stdio))
+        config_files = read_config_dir(
+            config_dir, cwd=run.cwd, read_contents=not (service_map or stdio)
+        )
     except ConfigDirError as e:
         raise ConfigurationError(f"{e} (--config-dir)") from None
     if service_map or stdio:
@@ -269,7 +285,9 @@ def _config_files(run: _Checklist, mode: Mode, service_map: Mapping[str, str], s
     check_mapping_endpoints(config_files, source=mode is Mode.SOURCE)
     if mode is Mode.DESTINATION and not service_map and not config_files:
         # The reference finds out only after connecting, which uses up the token.
-        raise ConfigurationError(f"{NO_PORT_MAPPING} (give -d, or mapping files with --config-dir or ./config)")
+        raise ConfigurationError(
+            f"{NO_PORT_MAPPING} (give -d, or mapping files with --config-dir or ./config)"
+        )
     return config_files
 
 

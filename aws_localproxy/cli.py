@@ -108,7 +108,9 @@ def main(
         except OSError as e:
             start_logging(options.verbosity, err)
             log.critical(
-                "Cannot write the default settings to {path}: {error}", path=path, error=e.strerror or str(e)
+                "Cannot write the default settings to {path}: {error}",
+                path=path,
+                error=e.strerror or str(e),
             )
             return 1
         return 0

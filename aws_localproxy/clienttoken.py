@@ -65,7 +65,9 @@ def read_client_token(path: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise ClientTokenFileError(f"Cannot read the client token file {path}: {e.strerror or e}") from None
+        raise ClientTokenFileError(
+            f"Cannot read the client token file {path}: {e.strerror or e}"
+        ) from None
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -128,9 +130,13 @@ def load_or_create_client_token(path: str) -> str:
     except FileExistsError:
         existing = read_client_token(path)
         if existing is None:
-            raise ClientTokenFileError(f"The client token file {path} vanished while it was created") from None
+            raise ClientTokenFileError(
+                f"The client token file {path} vanished while it was created"
+            ) from None
         return existing
     except OSError as e:
-        raise ClientTokenFileError(f"Cannot create the client token file {path}: {e.strerror or e}") from None
+        raise ClientTokenFileError(
+            f"Cannot create the client token file {path}: {e.strerror or e}"
+        ) from None
     log.info("Stored a new client token in {path}", path=path)
     return token

@@ -60,6 +60,7 @@ class IniError(ValueError):
 
 # --- --config ---------------------------------------------------------------------
 
+
 def parse_options_text(text: str) -> List[Tuple[str, str]]:
     """
     The ``(name, value)`` pairs of a ``--config`` file, in order.
@@ -81,7 +82,9 @@ def parse_options_text(text: str) -> List[Tuple[str, str]]:
             continue
         name, equals, value = line.partition("=")
         if not equals or not name.strip():
-            raise ConfigFileError(f"the options configuration file contains an invalid line '{line}'")
+            raise ConfigFileError(
+                f"the options configuration file contains an invalid line '{line}'"
+            )
         pairs.append((prefix + name.strip(), value.strip()))
     return pairs
 
@@ -101,6 +104,7 @@ def parse_options_file(path: str) -> List[Tuple[str, str]]:
 
 
 # --- --config-dir -----------------------------------------------------------------
+
 
 def _is_non_empty_dir(path: str) -> bool:
     try:
@@ -231,8 +235,12 @@ def make_lookup(config_files: Iterable[Tuple[str, str]]) -> LookupEndpoints:
         try:
             parsed.append((path, parse_ini(text)))
         except IniError as e:
-            log.warn("Fail to parse {path} .Please make sure your file is in .ini format.", path=path)
-            log.warn("Error message from parsing: {error} .Continue to the next file.", error=str(e))
+            log.warn(
+                "Fail to parse {path} .Please make sure your file is in .ini format.", path=path
+            )
+            log.warn(
+                "Error message from parsing: {error} .Continue to the next file.", error=str(e)
+            )
 
     def lookup_endpoints(service_ids: Sequence[str]) -> Mapping[str, str]:
         found: Dict[str, str] = {}

@@ -75,7 +75,12 @@ DEFAULT_DESTINATION_HOST = "127.0.0.1"
 #: Server description types that take ``interface=`` and get the bind
 #: address when they do not name one, with the address family they prefer
 #: (Twisted listens on an IPv4 or an IPv6 address with any of them).
-_INTERFACE_TYPES = {"tcp": socket.AF_INET, "ssl": socket.AF_INET, "tcp6": socket.AF_INET6, "tls": socket.AF_INET6}
+_INTERFACE_TYPES = {
+    "tcp": socket.AF_INET,
+    "ssl": socket.AF_INET,
+    "tcp6": socket.AF_INET6,
+    "tls": socket.AF_INET6,
+}
 
 
 class EndpointError(ValueError):
@@ -90,7 +95,9 @@ def server_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``serverFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
 
-    builtin = getattr(_twisted_endpoints, "_serverParsers", {"tcp": None, "unix": None, "ssl": None})
+    builtin = getattr(
+        _twisted_endpoints, "_serverParsers", {"tcp": None, "unix": None, "ssl": None}
+    )
     names = {str(name).lower() for name in builtin}
     names.update(str(p.prefix).lower() for p in getPlugins(IStreamServerEndpointStringParser))
     return frozenset(names)
@@ -101,9 +108,13 @@ def client_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``clientFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
 
-    builtin = getattr(_twisted_endpoints, "_clientParsers", {"TCP": None, "UNIX": None, "SSL": None})
+    builtin = getattr(
+        _twisted_endpoints, "_clientParsers", {"TCP": None, "UNIX": None, "SSL": None}
+    )
     names = {str(name).lower() for name in builtin}
-    names.update(str(p.prefix).lower() for p in getPlugins(IStreamClientEndpointStringParserWithReactor))
+    names.update(
+        str(p.prefix).lower() for p in getPlugins(IStreamClientEndpointStringParserWithReactor)
+    )
     return frozenset(names)
 
 
@@ -125,7 +136,7 @@ def is_description(text: str) -> bool:
 
 def _normalised(text: str, kind: str) -> str:
     """The description with its type name lower-cased, as Twisted's parsers want it."""
-    return kind + text[len(kind):]
+    return kind + text[len(kind) :]
 
 
 def _keywords(description: str) -> Set[str]:
@@ -172,7 +183,9 @@ def resolve_bind_address(address: str, prefer: int = socket.AF_INET) -> str:
     @raise OSError: the address does not resolve.
     """
     try:
-        infos = socket.getaddrinfo(address, 0, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            address, 0, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
     except socket.gaierror as error:
         raise OSError(f"Could not resolve bind address: {address} -- {error}") from error
     ordered = sorted(infos, key=lambda info: info[0] != prefer)
@@ -262,9 +275,13 @@ def _check_server_description(text: str, kind: str) -> str:
     try:
         endpoint = _server_from_string(_memory_reactor(), description)
     except Exception as error:
-        raise EndpointError(f"Invalid source endpoint description '{text}': {_describe_error(text, error)}") from None
+        raise EndpointError(
+            f"Invalid source endpoint description '{text}': {_describe_error(text, error)}"
+        ) from None
     if not IStreamServerEndpoint.providedBy(endpoint):
-        raise EndpointError(f"Invalid source endpoint description '{text}': not a stream server endpoint")
+        raise EndpointError(
+            f"Invalid source endpoint description '{text}': not a stream server endpoint"
+        )
     return description
 
 
@@ -312,7 +329,9 @@ class DestinationEndpoint:
         return f"{host}:{self.port}"
 
 
-def parse_destination_endpoint(text: str, default_host: str = DEFAULT_DESTINATION_HOST) -> DestinationEndpoint:
+def parse_destination_endpoint(
+    text: str, default_host: str = DEFAULT_DESTINATION_HOST
+) -> DestinationEndpoint:
     """
     A destination's endpoint: ``port``, ``host:port``, ``[v6]:port``, a bare
     IPv6 ``a:b::c:port``, a Unix socket path (anything with a ``/``), or a
@@ -366,5 +385,7 @@ def _check_client_description(text: str, kind: str) -> str:
             f"Invalid destination endpoint description '{text}': {_describe_error(text, error)}"
         ) from None
     if not IStreamClientEndpoint.providedBy(endpoint):
-        raise EndpointError(f"Invalid destination endpoint description '{text}': not a stream client endpoint")
+        raise EndpointError(
+            f"Invalid destination endpoint description '{text}': not a stream client endpoint"
+        )
     return description

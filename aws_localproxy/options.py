@@ -99,7 +99,7 @@ class LocalProxyOptions(usage.Options):
         "SSH1=unix:/run/ssh.sock or WEB=tcp:host=example:port=80."
     )
 
-    optFlags = [
+    optFlags: List[List[Optional[str]]] = [
         [
             "no-ssl-host-verify",
             "k",
@@ -132,7 +132,12 @@ class LocalProxyOptions(usage.Options):
             "Endpoint of proxy server with port (if not default 443). Example: "
             "data.tunneling.iot.us-east-1.amazonaws.com:443",
         ],
-        ["region", "r", None, "Endpoint region where tunnel exists. Mutually exclusive flag with --proxy-endpoint"],
+        [
+            "region",
+            "r",
+            None,
+            "Endpoint region where tunnel exists. Mutually exclusive flag with --proxy-endpoint",
+        ],
         [
             "source-listen-port",
             "s",
@@ -195,8 +200,18 @@ class LocalProxyOptions(usage.Options):
             "Set the configuration directory where service identifier mappings are stored. If not specified, "
             "will read mappings from the directory ./config of the current working directory, if it exists",
         ],
-        ["metrics-port", None, None, "Serve metrics over HTTP on this port (0: any free port). Default: off."],
-        ["metrics-address", None, None, "The address the metrics listener binds to. Default: 127.0.0.1."],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve metrics over HTTP on this port (0: any free port). Default: off.",
+        ],
+        [
+            "metrics-address",
+            None,
+            None,
+            "The address the metrics listener binds to. Default: 127.0.0.1.",
+        ],
     ]
 
     def __init__(
@@ -222,7 +237,8 @@ class LocalProxyOptions(usage.Options):
 
     def __repr__(self) -> str:
         shown = {
-            key: ("***" if key in _SECRET_OPTIONS and value else value) for key, value in dict(self).items()
+            key: ("***" if key in _SECRET_OPTIONS and value else value)
+            for key, value in dict(self).items()
         }
         return f"<LocalProxyOptions {shown!r} config={self.config!r}>"
 
@@ -293,7 +309,9 @@ class LocalProxyOptions(usage.Options):
     def parseArgs(self, *args: str) -> None:
         """At most one positional argument: the SERVICE_ID of ``--stdio``."""
         if args and not (self["stdio"] and len(args) == 1):
-            raise usage.UsageError("too many positional options have been specified on the command line")
+            raise usage.UsageError(
+                "too many positional options have been specified on the command line"
+            )
         if args:
             self.stdio_service_id = args[0]
 
@@ -324,7 +342,7 @@ class LocalProxyOptions(usage.Options):
             dict(self),
             self._environ,
             known=set(self.docs) | set(_ACTIONS),
-            flags=[flag[0] for flag in self.optFlags],
+            flags=[str(flag[0]) for flag in self.optFlags],
         )
         self.sources = merged.sources
         self._stdio_in_file = bool(merged.values.get("stdio"))
@@ -333,4 +351,6 @@ class LocalProxyOptions(usage.Options):
         values = dict(merged.values)
         if self.stdio_service_id is not None:
             values["stdio-service-id"] = self.stdio_service_id
-        self.config = build_config(values, self._environ, sources=merged.sources, cwd=self._cwd, secrets=self.secrets)
+        self.config = build_config(
+            values, self._environ, sources=merged.sources, cwd=self._cwd, secrets=self.secrets
+        )

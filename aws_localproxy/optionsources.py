@@ -73,7 +73,9 @@ def _from_command_line(command_line: Mapping[str, object], flags: Collection[str
     return merged
 
 
-def _add_config_file(merged: MergedOptions, path: str, known: Collection[str], flags: Collection[str]) -> None:
+def _add_config_file(
+    merged: MergedOptions, path: str, known: Collection[str], flags: Collection[str]
+) -> None:
     try:
         pairs = parse_options_file(path)
     except ConfigFileError as e:

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from aws_localproxy.settings import Settings
 
-__all__ = ["ServiceEndpoint", "EndpointError", "endpoint_for_region", "parse_endpoint", "strip_scheme"]
+__all__ = [
+    "ServiceEndpoint",
+    "EndpointError",
+    "endpoint_for_region",
+    "parse_endpoint",
+    "strip_scheme",
+]
 
 DEFAULT_PORT = 443
 
@@ -43,7 +49,7 @@ def strip_scheme(text: str) -> tuple[str, bool | None]:
     lowered = text.lower()
     for prefix, tls in (("wss://", True), ("ws://", False)):
         if lowered.startswith(prefix):
-            return text[len(prefix):].rstrip("/"), tls
+            return text[len(prefix) :].rstrip("/"), tls
     return text, None
 
 

@@ -120,7 +120,9 @@ class Settings:
     @property
     def limits(self) -> Limits:
         """The codec limits these settings imply."""
-        return Limits(max_message_size=self.max_message_size, max_payload_size=self.max_payload_size)
+        return Limits(
+            max_message_size=self.max_message_size, max_payload_size=self.max_payload_size
+        )
 
 
 def _default(attribute: str) -> Any:
@@ -148,7 +150,9 @@ def inert_settings(settings: Settings) -> List[str]:
     for document_key, attribute, why in _INERT:
         value = getattr(settings, attribute)
         if value != _default(attribute):
-            messages.append(f"The setting {KEY_PREFIX}{document_key} ({value}) has no effect: {why}")
+            messages.append(
+                f"The setting {KEY_PREFIX}{document_key} ({value}) has no effect: {why}"
+            )
     return messages
 
 
@@ -194,10 +198,17 @@ def _problems(settings: Settings) -> List[str]:
         return KEY_PREFIX + attribute
 
     positive = (
-        "data_frame_max_size", "max_payload_size", "max_message_size",
-        "tcp_read_buffer_size", "tcp_write_buffer_size", "tcp_max_active_connections",
-        "ws_ping_period_ms", "ws_max_frame_size", "ws_write_buffer_size",
-        "ws_read_buffer_size", "ws_open_handshake_timeout_ms",
+        "data_frame_max_size",
+        "max_payload_size",
+        "max_message_size",
+        "tcp_read_buffer_size",
+        "tcp_write_buffer_size",
+        "tcp_max_active_connections",
+        "ws_ping_period_ms",
+        "ws_max_frame_size",
+        "ws_write_buffer_size",
+        "ws_read_buffer_size",
+        "ws_open_handshake_timeout_ms",
     )
     for name in positive:
         if getattr(settings, name) < 1:
@@ -217,7 +228,9 @@ def _problems(settings: Settings) -> List[str]:
         )
     if settings.max_message_size > 65536:
         # The reference's ceiling; the 2-byte length prefix cannot describe more.
-        problems.append(f"{key('max_message_size')} must be at most 65536, not {settings.max_message_size}")
+        problems.append(
+            f"{key('max_message_size')} must be at most 65536, not {settings.max_message_size}"
+        )
     if settings.max_payload_size > settings.max_message_size:
         problems.append(
             f"{key('max_payload_size')} ({settings.max_payload_size}) must not be larger than"
@@ -229,7 +242,9 @@ def _problems(settings: Settings) -> List[str]:
             f" not {settings.ws_subprotocol!r}"
         )
     if settings.endpoint_format.count("%s") != 1:
-        problems.append(f"{key('endpoint_format')} must contain %s exactly once: {settings.endpoint_format!r}")
+        problems.append(
+            f"{key('endpoint_format')} must contain %s exactly once: {settings.endpoint_format!r}"
+        )
     if not settings.default_bind_address:
         problems.append(f"{key('default_bind_address')} cannot be empty")
     for region, host in settings.region_endpoint_overrides.items():
@@ -240,9 +255,12 @@ def _problems(settings: Settings) -> List[str]:
 
 # --- reading --------------------------------------------------------------------
 
+
 def _to_int(document_key: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer")
+        raise SettingsError(
+            f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer"
+        )
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -250,7 +268,9 @@ def _to_int(document_key: str, value: Any) -> int:
         digits = text[1:] if text[:1] in "+-" else text
         if digits.isascii() and digits.isdigit():
             return int(text)
-    raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer")
+    raise SettingsError(
+        f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer"
+    )
 
 
 def _to_bool(document_key: str, value: Any) -> bool:
@@ -271,11 +291,17 @@ def _to_str(document_key: str, value: Any) -> str:
         return value
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)
-    raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not a string")
+    raise SettingsError(
+        f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not a string"
+    )
 
 
 # Field types are strings here (postponed annotations).
-_CONVERTERS: Dict[str, Callable[[str, Any], Any]] = {"int": _to_int, "bool": _to_bool, "str": _to_str}
+_CONVERTERS: Dict[str, Callable[[str, Any], Any]] = {
+    "int": _to_int,
+    "bool": _to_bool,
+    "str": _to_str,
+}
 _TYPES = {f.name: str(f.type) for f in fields(Settings)}
 
 
@@ -305,12 +331,16 @@ def parse_settings_json(text: str, source: str = "<settings>") -> Settings:
     except ValueError as e:
         raise SettingsError(f"Malformed JSON in settings file {source}: {e}") from None
     if not isinstance(document, dict):
-        raise SettingsError(f"Malformed settings file {source}: the top level must be a JSON object")
+        raise SettingsError(
+            f"Malformed settings file {source}: the top level must be a JSON object"
+        )
     found, proxy = _lookup(document, "tunneling.proxy")
     if not found:
         return Settings()
     if not isinstance(proxy, dict):
-        raise SettingsError(f"Malformed settings file {source}: 'tunneling.proxy' must be a JSON object")
+        raise SettingsError(
+            f"Malformed settings file {source}: 'tunneling.proxy' must be a JSON object"
+        )
 
     values: Dict[str, Any] = {}
     for document_key, attribute, _ in _KEYS:
@@ -359,6 +389,7 @@ def load_settings_json(path: str) -> Settings:
 
 
 # --- writing --------------------------------------------------------------------
+
 
 def _exported_tree(settings: Settings) -> Dict[str, Any]:
     proxy: Dict[str, Any] = {}

@@ -24,7 +24,9 @@ class Options(LocalProxyOptions):
     def postOptions(self) -> None:
         super().postOptions()
         if self.config is not None and self.config.stdio:
-            raise usage.UsageError("--stdio cannot be used with twistd: run the localproxy command instead")
+            raise usage.UsageError(
+                "--stdio cannot be used with twistd: run the localproxy command instead"
+            )
 
 
 def makeService(options: Options) -> IService:
@@ -39,9 +41,11 @@ def makeService(options: Options) -> IService:
     assert config is not None
     service = LocalProxyService(config, reactor)
 
+    running: Any = reactor  # the global reactor's module attribute has no precise type
+
     def ended(code: Any) -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+        if running.running:
+            running.callLater(0, running.stop)
 
     service.when_finished.addCallback(ended)
     return service

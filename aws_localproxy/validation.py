@@ -66,7 +66,12 @@ _SERVICE_ID_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
 # What the AWS tunneling service accepts; the reference does not check it.
 _CLIENT_TOKEN_CHARS = re.compile(r"^[a-zA-Z0-9-]+$")
 
-MODES = {"src": Mode.SOURCE, "source": Mode.SOURCE, "dst": Mode.DESTINATION, "destination": Mode.DESTINATION}
+MODES = {
+    "src": Mode.SOURCE,
+    "source": Mode.SOURCE,
+    "dst": Mode.DESTINATION,
+    "destination": Mode.DESTINATION,
+}
 _PEER_VERSIONS = {"V1": PeerVersion.V1, "V2": PeerVersion.V2, "V3": PeerVersion.V3}
 
 _WRONG_FORMAT = "Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666."
@@ -165,7 +170,9 @@ def _check_endpoint(text: str, option: str, *, source: bool) -> str:
         return _check_port(text, option)
     if source:
         # A source only listens on a port; a host here used to pass and crash later.
-        raise _reject(option, f"Source listen port must be a port number between 1 and 65535, not '{text}'")
+        raise _reject(
+            option, f"Source listen port must be a port number between 1 and 65535, not '{text}'"
+        )
     if "/" in text:
         check_path(text, option)
         return text
@@ -177,7 +184,10 @@ def check_service_id(service_id: str, option: str) -> str:
     if len(service_id) > MAX_SERVICE_ID:
         raise _reject(option, "Service ID exceeds maximum allowed length")
     if not _SERVICE_ID_CHARS.match(service_id):
-        raise _reject(option, "Service ID must contain only alphanumeric characters, dots, hyphens, and underscores")
+        raise _reject(
+            option,
+            "Service ID must contain only alphanumeric characters, dots, hyphens, and underscores",
+        )
     return service_id
 
 
@@ -214,10 +224,14 @@ def parse_port_mapping(text: str, option: str, *, source: bool) -> Dict[str, str
         if len(parts) != 2:
             if len(parts) == 1:
                 raise _reject(option, _WRONG_FORMAT)
-            raise _reject(option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555")
+            raise _reject(
+                option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555"
+            )
         service_id, endpoint = parts[0].strip(), parts[1].strip()
         if not service_id or not endpoint:
-            raise _reject(option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555")
+            raise _reject(
+                option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555"
+            )
         check_service_id(service_id, option)
         endpoint = _check_endpoint(endpoint, option, source=source)
         if service_id in mapping:
@@ -247,7 +261,9 @@ def check_access_token(token: str) -> str:
     if len(token) > MAX_TOKEN:
         raise ConfigurationError("Access token exceeds maximum allowed length (--access-token)")
     if _has_control_characters(token):
-        raise ConfigurationError("Access token contains invalid control characters (--access-token)")
+        raise ConfigurationError(
+            "Access token contains invalid control characters (--access-token)"
+        )
     if not token.isascii():
         raise ConfigurationError("Access token contains non-ASCII characters (--access-token)")
     return token
@@ -256,11 +272,17 @@ def check_access_token(token: str) -> str:
 def check_client_token(token: str) -> str:
     """The client token in the AWS tunneling service's format: 32 to 128 of ``[a-zA-Z0-9-]``."""
     if not 32 <= len(token) <= 128:
-        raise ConfigurationError("Client token must be between 32 and 128 characters (--client-token)")
+        raise ConfigurationError(
+            "Client token must be between 32 and 128 characters (--client-token)"
+        )
     if _has_control_characters(token):
-        raise ConfigurationError("Client token contains invalid control characters (--client-token)")
+        raise ConfigurationError(
+            "Client token contains invalid control characters (--client-token)"
+        )
     if not _CLIENT_TOKEN_CHARS.match(token):
-        raise ConfigurationError("Client token must contain only letters, digits and hyphens (--client-token)")
+        raise ConfigurationError(
+            "Client token must contain only letters, digits and hyphens (--client-token)"
+        )
     return token
 
 
@@ -271,7 +293,9 @@ def check_region(region: str) -> str:
     if len(region) > MAX_REGION:
         raise ConfigurationError("Region exceeds maximum allowed length (--region)")
     if not _REGION_CHARS.match(region):
-        raise ConfigurationError("Region must contain only lowercase letters, numbers, and hyphens (--region)")
+        raise ConfigurationError(
+            "Region must contain only lowercase letters, numbers, and hyphens (--region)"
+        )
     return region
 
 
@@ -317,7 +341,9 @@ def bind_address(value: Optional[str]) -> Optional[str]:
     if not value:
         return None
     if len(value) > MAX_HOST:
-        raise ConfigurationError("Bind address exceeds maximum allowed length (--local-bind-address)")
+        raise ConfigurationError(
+            "Bind address exceeds maximum allowed length (--local-bind-address)"
+        )
     if not HOST_CHARS.match(value):
         raise ConfigurationError("Bind address contains invalid characters (--local-bind-address)")
     if value.startswith("[") and value.endswith("]"):
@@ -331,7 +357,9 @@ def check_capath(capath: Optional[str]) -> Optional[str]:
         return None
     check_path(capath, "--capath")
     if not os.path.isdir(capath):
-        raise ConfigurationError(f"CA directory does not exist or is not a directory: {capath} (--capath)")
+        raise ConfigurationError(
+            f"CA directory does not exist or is not a directory: {capath} (--capath)"
+        )
     return capath
 
 

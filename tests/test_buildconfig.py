@@ -38,15 +38,21 @@ class BuildConfigTests(SynchronousTestCase):
         return build_config(values, environ or {}, sources=sources, cwd=self.cwd, secrets=secrets)
 
     def test_plain_values(self) -> None:
-        config = self.build({**BASE, "source-listen-port": "SSH1=5555", "verbose": "5", "no-ssl-host-verify": True})
+        config = self.build(
+            {**BASE, "source-listen-port": "SSH1=5555", "verbose": "5", "no-ssl-host-verify": True}
+        )
         self.assertEqual(config.mode, Mode.SOURCE)
         self.assertEqual(dict(config.service_map), {"SSH1": "5555"})
         self.assertEqual(config.endpoint_host, "data.tunneling.iot.us-east-1.amazonaws.com")
-        self.assertEqual((config.verbosity, config.verify_tls, config.peer_version), (5, False, PeerVersion.V3))
+        self.assertEqual(
+            (config.verbosity, config.verify_tls, config.peer_version), (5, False, PeerVersion.V3)
+        )
 
     def test_defaults(self) -> None:
         config = self.build({**BASE, "destination-app": "22"})
-        self.assertEqual((config.mode, config.verbosity, config.verify_tls), (Mode.DESTINATION, 4, True))
+        self.assertEqual(
+            (config.mode, config.verbosity, config.verify_tls), (Mode.DESTINATION, 4, True)
+        )
         self.assertIsNone(config.client_token)
 
     def test_first_broken_rule_wins(self) -> None:
@@ -71,18 +77,25 @@ class BuildConfigTests(SynchronousTestCase):
 
     def test_sources_name_where_values_came_from(self) -> None:
         values = {**BASE, "proxy-endpoint": "h:1"}
-        e = self.assertRaises(usage.UsageError, self.build, values, sources={"region": "env", "proxy-endpoint": "cli"})
+        e = self.assertRaises(
+            usage.UsageError, self.build, values, sources={"region": "env", "proxy-endpoint": "cli"}
+        )
         self.assertIn(
-            "(--region given by AWSIOT_TUNNEL_REGION, --proxy-endpoint given on the command line)", str(e)
+            "(--region given by AWSIOT_TUNNEL_REGION, --proxy-endpoint given on the command line)",
+            str(e),
         )
 
     def test_token_on_command_line_warns(self) -> None:
         with capturedLogs() as events:
             self.build({**BASE, "source-listen-port": "1"}, sources={"access-token": "cli"})
-        self.assertTrue(any("Found access token supplied via CLI arg" in e["log_format"] for e in events))
+        self.assertTrue(
+            any("Found access token supplied via CLI arg" in e["log_format"] for e in events)
+        )
         with capturedLogs() as events:
             self.build({**BASE, "source-listen-port": "1"}, sources={"access-token": "env"})
-        self.assertFalse(any("Found access token supplied via CLI arg" in e["log_format"] for e in events))
+        self.assertFalse(
+            any("Found access token supplied via CLI arg" in e["log_format"] for e in events)
+        )
 
     def test_secrets_collected_before_a_later_failure(self) -> None:
         secrets: List[str] = []
@@ -98,7 +111,9 @@ class BuildConfigTests(SynchronousTestCase):
             f.write('{"tunneling": {"proxy": {"message": {"data_frame_max_size": "99"}}}}')
         with capturedLogs() as events:
             self.build({**BASE, "source-listen-port": "1", "settings-json": path})
-        warnings = [e["setting_warning"] for e in events if e.get("log_format") == "{setting_warning}"]
+        warnings = [
+            e["setting_warning"] for e in events if e.get("log_format") == "{setting_warning}"
+        ]
         self.assertEqual(len(warnings), 1)
         self.assertIn("tunneling.proxy.message.data_frame_max_size (99) has no effect", warnings[0])
         with capturedLogs() as events:
@@ -112,7 +127,9 @@ class BuildConfigTests(SynchronousTestCase):
             f.write("SSH1 = 22\n")
         config = self.build({**BASE, "mode": "dst"})
         self.assertEqual(len(config.config_files), 1)
-        e = self.assertRaises(ConfigurationError, self.build, {**BASE, "mode": "dst", "config-dir": ""})
+        e = self.assertRaises(
+            ConfigurationError, self.build, {**BASE, "mode": "dst", "config-dir": ""}
+        )
         self.assertEqual(str(e), "Path cannot be empty (--config-dir)")
 
 
@@ -127,7 +144,9 @@ class MergeSourcesTests(SynchronousTestCase):
         return path
 
     def test_order(self) -> None:
-        path = self.file("region = eu-west-1\naccess-token = from-file\nverbose = 6\nno-ssl-host-verify = yes\n")
+        path = self.file(
+            "region = eu-west-1\naccess-token = from-file\nverbose = 6\nno-ssl-host-verify = yes\n"
+        )
         merged = merge_sources(
             {"region": "us-east-1", "config": path, "no-ssl-host-verify": 0, "verbose": None},
             {"AWSIOT_TUNNEL_ACCESS_TOKEN": "from-env", "AWSIOT_TUNNEL_ENDPOINT": "h:1"},
@@ -136,8 +155,14 @@ class MergeSourcesTests(SynchronousTestCase):
         )
         self.assertEqual(
             merged.values,
-            {"region": "us-east-1", "config": path, "access-token": "from-file", "verbose": "6",
-             "no-ssl-host-verify": True, "proxy-endpoint": "h:1"},
+            {
+                "region": "us-east-1",
+                "config": path,
+                "access-token": "from-file",
+                "verbose": "6",
+                "no-ssl-host-verify": True,
+                "proxy-endpoint": "h:1",
+            },
         )
         self.assertEqual(merged.sources["region"], "cli")
         self.assertEqual(merged.sources["access-token"], "config")
@@ -149,14 +174,24 @@ class MergeSourcesTests(SynchronousTestCase):
         for text, message in (
             ("zzz = 1\n", "unrecognised option 'zzz'"),
             ("region = a\nregion = b\n", "option '--region' cannot be specified more than once"),
-            ("no-ssl-host-verify = maybe\n", "the argument ('maybe') for option '--no-ssl-host-verify' is invalid"),
+            (
+                "no-ssl-host-verify = maybe\n",
+                "the argument ('maybe') for option '--no-ssl-host-verify' is invalid",
+            ),
             ("garbage\n", "the options configuration file contains an invalid line 'garbage'"),
         ):
             e = self.assertRaises(
-                usage.UsageError, merge_sources, {"config": self.file(text)}, {}, known=self.KNOWN, flags=self.FLAGS
+                usage.UsageError,
+                merge_sources,
+                {"config": self.file(text)},
+                {},
+                known=self.KNOWN,
+                flags=self.FLAGS,
             )
             self.assertEqual(str(e), message)
 
     def test_help_in_file_is_ignored(self) -> None:
-        merged = merge_sources({"config": self.file("help = 1\n")}, {}, known=self.KNOWN, flags=self.FLAGS)
+        merged = merge_sources(
+            {"config": self.file("help = 1\n")}, {}, known=self.KNOWN, flags=self.FLAGS
+        )
         self.assertNotIn("help", merged.values)

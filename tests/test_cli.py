@@ -40,7 +40,9 @@ class _CLITestCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         return lines
 
-    def run_main(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
+    def run_main(
+        self, argv: List[str], env: Optional[Dict[str, str]] = None
+    ) -> Tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         code = cli.main(argv, env or {}, stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
@@ -132,11 +134,29 @@ class StdioOutputTests(_CLITestCase):
         import sys
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": root, "AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": root,
+            "AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN,
+        }
         result = subprocess.run(
-            [sys.executable, "-m", "aws_localproxy", "-r", "us-east-1", "-v", "6", "--stdio", "SSH1",
-             "--settings-json", os.path.join(self.mktemp(), "missing.json")],
-            env=env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "aws_localproxy",
+                "-r",
+                "us-east-1",
+                "-v",
+                "6",
+                "--stdio",
+                "SSH1",
+                "--settings-json",
+                os.path.join(self.mktemp(), "missing.json"),
+            ],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
         )
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, b"")
@@ -173,8 +193,14 @@ class RunTests(_CLITestCase):
 
     def test_config_handed_over(self) -> None:
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN, "AWSIOT_TUNNEL_REGION": "cn-north-1"}
-        e = self.assertRaises(SystemExit, cli.main, ["-d", "SSH1=22", "-v", "3"], env,
-                              stdout=io.StringIO(), stderr=io.StringIO())
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-d", "SSH1=22", "-v", "3"],
+            env,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
         self.assertEqual(e.code, 0)
         (config,) = self.configs
         self.assertEqual(config.mode, Mode.DESTINATION)
@@ -186,8 +212,14 @@ class RunTests(_CLITestCase):
     def test_stdio_logs_on_stderr_only(self) -> None:
         out, err = io.StringIO(), io.StringIO()
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}
-        e = self.assertRaises(SystemExit, cli.main, ["-r", "us-east-1", "--stdio", "SSH1", "-v", "6"], env,
-                              stdout=out, stderr=err)
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-r", "us-east-1", "--stdio", "SSH1", "-v", "6"],
+            env,
+            stdout=out,
+            stderr=err,
+        )
         self.assertEqual(e.code, 0)
         (config,) = self.configs
         self.assertEqual((config.stdio, config.stdio_service_id), (True, "SSH1"))
@@ -197,6 +229,12 @@ class RunTests(_CLITestCase):
 
     def test_nonzero_result_is_exit_code(self) -> None:
         self.result = 1
-        e = self.assertRaises(SystemExit, cli.main, ["-t", TOKEN, "-r", "us-east-1", "-s", "5555"], {},
-                              stdout=io.StringIO(), stderr=io.StringIO())
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-t", TOKEN, "-r", "us-east-1", "-s", "5555"],
+            {},
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
         self.assertEqual(e.code, 1)

@@ -26,12 +26,22 @@ class FormatTests(SynchronousTestCase):
         for token in tokens:
             self.assertEqual(len(token), 64)
             self.assertTrue(is_valid_client_token(token))
-            self.assertTrue(set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"))
+            self.assertTrue(
+                set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+            )
 
     def test_validity(self) -> None:
         for good in ("a" * 32, "A-1" * 40 + "abcdefgh", "-" * 128):
             self.assertTrue(is_valid_client_token(good), good)
-        for bad in ("a" * 31, "a" * 129, "a" * 31 + "_", "a" * 31 + " ", "a" * 32 + "\n", "", "é" * 32):
+        for bad in (
+            "a" * 31,
+            "a" * 129,
+            "a" * 31 + "_",
+            "a" * 31 + " ",
+            "a" * 32 + "\n",
+            "",
+            "é" * 32,
+        ):
             self.assertFalse(is_valid_client_token(bad), bad)
 
 
@@ -77,7 +87,9 @@ class FileTests(SynchronousTestCase):
     def test_unreadable_file(self) -> None:
         os.makedirs(self.path)  # a directory cannot be read as a file
         e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, self.path)
-        self.assertTrue(str(e).startswith(f"Cannot read the client token file {self.path}: "), str(e))
+        self.assertTrue(
+            str(e).startswith(f"Cannot read the client token file {self.path}: "), str(e)
+        )
 
     def test_cannot_create(self) -> None:
         path = os.path.join(self.directory, "missing", "client-token")
@@ -90,7 +102,10 @@ class FileTests(SynchronousTestCase):
         os.chmod(self.path, 0o644)
         with capturedLogs() as events:
             read_client_token(self.path)
-        self.assertEqual([e["log_format"] for e in events], ["The client token file {path} can be read by other users"])
+        self.assertEqual(
+            [e["log_format"] for e in events],
+            ["The client token file {path} can be read by other users"],
+        )
 
     def test_lost_race_uses_the_winner(self) -> None:
         """Another process stores its token between our read and our write: we use its token."""

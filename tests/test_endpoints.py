@@ -53,10 +53,29 @@ class TypeNameTests(SynchronousTestCase):
         self.assertNotIn("tcp6", clients)
 
     def test_is_description(self) -> None:
-        for text in ("unix:/run/x.sock", "tcp:5555", "TCP:5555", "tcp6:5555", "tls:example:443", " tcp:1"):
+        for text in (
+            "unix:/run/x.sock",
+            "tcp:5555",
+            "TCP:5555",
+            "tcp6:5555",
+            "tls:example:443",
+            " tcp:1",
+        ):
             self.assertTrue(is_description(text), text)
-        for text in ("5555", "127.0.0.1:22", "localhost:22", "[::1]:22", "fe80::1:22", "/run/x.sock",
-                     "tcp", "tcp=5555", "example.com:80", "unknown:1", ":22", "tc p:1"):
+        for text in (
+            "5555",
+            "127.0.0.1:22",
+            "localhost:22",
+            "[::1]:22",
+            "fe80::1:22",
+            "/run/x.sock",
+            "tcp",
+            "tcp=5555",
+            "example.com:80",
+            "unknown:1",
+            ":22",
+            "tc p:1",
+        ):
             self.assertFalse(is_description(text), text)
 
 
@@ -69,7 +88,9 @@ class SourceReferenceFormTests(SynchronousTestCase):
 
     def test_address_is_ignored(self) -> None:
         endpoint = parse_source_endpoint("127.0.0.1:5555")
-        self.assertEqual((endpoint.text, endpoint.port, endpoint.description), ("127.0.0.1:5555", 5555, None))
+        self.assertEqual(
+            (endpoint.text, endpoint.port, endpoint.description), ("127.0.0.1:5555", 5555, None)
+        )
         self.assertEqual(parse_source_endpoint("::1:6000").port, 6000)
 
     def test_errors(self) -> None:
@@ -96,7 +117,9 @@ class SourceReferenceFormTests(SynchronousTestCase):
 
     def test_unresolvable_bind_address(self) -> None:
         endpoint = parse_source_endpoint("5555")
-        e = self.assertRaises(OSError, endpoint.server_endpoint, MemoryReactor(), "no such host.invalid")
+        e = self.assertRaises(
+            OSError, endpoint.server_endpoint, MemoryReactor(), "no such host.invalid"
+        )
         self.assertIn("Could not resolve bind address: no such host.invalid", str(e))
 
     def test_describe(self) -> None:
@@ -106,7 +129,9 @@ class SourceReferenceFormTests(SynchronousTestCase):
 class SourceDescriptionTests(SynchronousTestCase):
     def test_unix(self) -> None:
         endpoint = parse_source_endpoint("unix:/run/ssh1.sock")
-        self.assertEqual(endpoint, SourceEndpoint("unix:/run/ssh1.sock", description="unix:/run/ssh1.sock"))
+        self.assertEqual(
+            endpoint, SourceEndpoint("unix:/run/ssh1.sock", description="unix:/run/ssh1.sock")
+        )
         self.assertIsNone(endpoint.port)
         self.assertEqual(endpoint.describe(), "unix:/run/ssh1.sock")
         reactor = MemoryReactor()
@@ -140,7 +165,9 @@ class SourceDescriptionTests(SynchronousTestCase):
         self.assertEqual(description, r"tcp6:1:interface=\:\:1")
 
     def test_escaped_interface_keyword_is_seen(self) -> None:
-        self.assertEqual(endpoints._keywords(r"tcp:1:interface=a\:b:backlog=3"), {"interface", "backlog"})
+        self.assertEqual(
+            endpoints._keywords(r"tcp:1:interface=a\:b:backlog=3"), {"interface", "backlog"}
+        )
         self.assertEqual(endpoints._keywords(r"unix:/a\=b"), set())
 
     def test_bad_descriptions(self) -> None:
@@ -151,7 +178,9 @@ class SourceDescriptionTests(SynchronousTestCase):
             ("ssl:443:privateKey=/nonexistent/key.pem", "No such file or directory"),
         ):
             e = self.assertRaises(EndpointError, parse_source_endpoint, bad)
-            self.assertTrue(str(e).startswith(f"Invalid source endpoint description '{bad}': "), str(e))
+            self.assertTrue(
+                str(e).startswith(f"Invalid source endpoint description '{bad}': "), str(e)
+            )
             self.assertIn(reason, str(e))
 
     def test_unescaped_ipv6_gets_a_hint(self) -> None:
@@ -163,8 +192,9 @@ class SourceDescriptionTests(SynchronousTestCase):
         self.patch(endpoints, "client_endpoint_types", lambda: frozenset({"tcp", "conly"}))
         e = self.assertRaises(EndpointError, parse_source_endpoint, "conly:x")
         self.assertEqual(
-            str(e), "Invalid source endpoint description 'conly:x': 'conly' is not a listening endpoint type "
-            "(one of: tcp)"
+            str(e),
+            "Invalid source endpoint description 'conly:x': 'conly' is not a listening endpoint type "
+            "(one of: tcp)",
         )
 
     def test_stdio_is_refused(self) -> None:
@@ -182,7 +212,9 @@ class DestinationReferenceFormTests(SynchronousTestCase):
             " host:1 ": ("host", 1),
         }
         for text, (host, port) in cases.items():
-            self.assertEqual(parse_destination_endpoint(text), DestinationEndpoint(text, host=host, port=port))
+            self.assertEqual(
+                parse_destination_endpoint(text), DestinationEndpoint(text, host=host, port=port)
+            )
         self.assertEqual(parse_destination_endpoint("22", "10.0.0.5").host, "10.0.0.5")
 
     def test_unix_path(self) -> None:
@@ -205,7 +237,9 @@ class DestinationReferenceFormTests(SynchronousTestCase):
     def test_hostname_endpoint(self) -> None:
         endpoint = parse_destination_endpoint("localhost:22").client_endpoint(MemoryReactor(), 7.5)
         self.assertIsInstance(endpoint, HostnameEndpoint)
-        self.assertEqual((endpoint._hostText, endpoint._port, endpoint._timeout), ("localhost", 22, 7.5))
+        self.assertEqual(
+            (endpoint._hostText, endpoint._port, endpoint._timeout), ("localhost", 22, 7.5)
+        )
 
     def test_unix_endpoint(self) -> None:
         reactor = MemoryReactor()
@@ -235,11 +269,15 @@ class DestinationDescriptionTests(SynchronousTestCase):
 
     def test_own_timeout_is_kept(self) -> None:
         reactor = MemoryReactor()
-        parse_destination_endpoint("tcp:h:1:timeout=4").client_endpoint(reactor, 30).connect(_factory())
+        parse_destination_endpoint("tcp:h:1:timeout=4").client_endpoint(reactor, 30).connect(
+            _factory()
+        )
         self.assertEqual(reactor.tcpClients[0][3], 4)
 
     def test_tls(self) -> None:
-        self.assertEqual(parse_destination_endpoint("tls:example.com:443").description, "tls:example.com:443")
+        self.assertEqual(
+            parse_destination_endpoint("tls:example.com:443").description, "tls:example.com:443"
+        )
 
     def test_bad_descriptions(self) -> None:
         for bad, reason in (
@@ -248,13 +286,17 @@ class DestinationDescriptionTests(SynchronousTestCase):
             ("unix:path=/x:bogus=1", "unexpected keyword argument 'bogus'"),
         ):
             e = self.assertRaises(EndpointError, parse_destination_endpoint, bad)
-            self.assertTrue(str(e).startswith(f"Invalid destination endpoint description '{bad}': "), str(e))
+            self.assertTrue(
+                str(e).startswith(f"Invalid destination endpoint description '{bad}': "), str(e)
+            )
             self.assertIn(reason, str(e))
 
     def test_server_only_type(self) -> None:
         e = self.assertRaises(EndpointError, parse_destination_endpoint, "tcp6:host:1")
         self.assertTrue(
-            str(e).startswith("Invalid destination endpoint description 'tcp6:host:1': 'tcp6' is not a "
-                              "connecting endpoint type (one of: "),
+            str(e).startswith(
+                "Invalid destination endpoint description 'tcp6:host:1': 'tcp6' is not a "
+                "connecting endpoint type (one of: "
+            ),
             str(e),
         )
