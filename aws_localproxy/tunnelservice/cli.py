@@ -49,10 +49,9 @@ def banner(running: RunningTunnelService, region: str) -> str:
         "--destination-config services=SSH1" % (ca_env, region, running.api_url),
         "",
         "Then connect the local proxies with its tokens:",
-        "  localproxy -r %s -e %s%s -s 5555 -t <sourceAccessToken>"
-        % (region, running.endpoint, capath),
-        "  localproxy -r %s -e %s%s -d 22 -t <destinationAccessToken>"
-        % (region, running.endpoint, capath),
+        # -e names the endpoint, so no -r (the proxy refuses both).
+        "  localproxy -e %s%s -s 5555 -t <sourceAccessToken>" % (running.endpoint, capath),
+        "  localproxy -e %s%s -d 22 -t <destinationAccessToken>" % (running.endpoint, capath),
     ]
     return "\n".join(lines) + "\n"
 
