@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_api -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The management API: the ``iotsecuretunneling`` JSON 1.1 protocol on ``POST /``.
 

@@ -1,3 +1,5 @@
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The ``localtunnel`` console script: the service in the foreground, with a banner.
 
@@ -71,10 +73,8 @@ def main(
     from twisted.internet import task
 
     def run(reactor: Any) -> Deferred[None]:
-        # (zope interfaces: mypy without the zope plugin cannot see them)
         observer: Any = FilteringLogObserver(
-            textFileLogObserver(err),  # type: ignore[arg-type]
-            [LogLevelFilterPredicate(LogLevel.info)],  # type: ignore[list-item]
+            textFileLogObserver(err), [LogLevelFilterPredicate(LogLevel.info)]
         )
         globalLogBeginner.beginLoggingTo([observer])
         service: Any = makeService(config, reactor)

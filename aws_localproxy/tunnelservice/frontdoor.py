@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_frontdoor -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The HTTP side of the service's one port, with the limits that keep it up.
 

@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_api -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 Both planes on one port, and the object that runs them.
 
@@ -33,6 +35,7 @@ from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
 from aws_localproxy.tunnelservice.frontdoor import (
     DEFAULT_HANDSHAKE_DEADLINE,
     DEFAULT_MAX_CONNECTIONS,
+    LimitedChannel,
     LimitedSite,
 )
 from aws_localproxy.tunnelservice.model import DEFAULT_LIFETIME_MINUTES
@@ -59,9 +62,9 @@ class _DataPlaneResource(WebSocketResource):
     """Autobahn's upgrade resource, minus the HTTP idle timer of the taken-over channel."""
 
     def render(self, request: Request) -> Any:
-        channel = request.channel
+        channel = cast(LimitedChannel, request.channel)
         if channel.transport is not None:
-            cast(LimitedSite, channel.site).taken_over(channel)
+            channel.site.taken_over(channel)
         result = super().render(request)
         # The WebSocket owns the connection now; the HTTP channel's idle
         # timer would otherwise fire on a connection it no longer has.
