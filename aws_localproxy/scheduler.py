@@ -150,6 +150,9 @@ class OutboundScheduler:
         self._paused = False
         self._pumping = False
         self._closed = False
+        #: Records and bytes (records, prefix included) sent so far, for metrics.
+        self.records_sent = 0
+        self.bytes_sent = 0
 
     # -- what the tunnel uses --------------------------------------------------------
 
@@ -276,6 +279,8 @@ class OutboundScheduler:
 
     def _emit(self, record: bytes) -> None:
         self._send(record)
+        self.records_sent += 1
+        self.bytes_sent += len(record)
         if self._pacer is not None:
             ping = self._pacer.on_sent(len(record))
             if ping is not None and self._send_ping is not None:
