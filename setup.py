@@ -116,6 +116,9 @@ setup(
         "hyperlink>=21.0.0",
         # The metrics endpoint (Prometheus text format).
         "prometheus_client>=0.17",
+        # The device agent's MQTT (pure Python, no dependencies). Below 3: the
+        # agent hands paho its connection through Client._create_socket.
+        "paho-mqtt>=2.0,<3",
     ],
     extras_require={
         "test": [
@@ -133,6 +136,7 @@ setup(
         "console_scripts": [
             "localproxy = aws_localproxy.cli:main",
             "localtunnel = aws_localproxy.tunnelservice.cli:main",
+            "localproxy-agent = aws_localproxy.agent.cli:main",
         ],
     },
     classifiers=[

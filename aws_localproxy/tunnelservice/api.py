@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -47,6 +47,10 @@ from aws_localproxy.tunnelservice.registry import TunnelRegistry
 TARGET_PREFIX = "IoTSecuredTunneling."
 CONTENT_TYPE = b"application/x-amz-json-1.1"
 
+#: Tells a thing about its destination's access token:
+#: C{(thing_name, destination_access_token, services)} (L{notify.TunnelNotifier.notify}).
+NotifyDevice = Callable[[str, str, Sequence[str]], None]
+
 
 class ManagementApi(Resource):
     """The API's single resource: every action is a ``POST /`` with ``X-Amz-Target``."""
@@ -54,9 +58,10 @@ class ManagementApi(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, registry: TunnelRegistry) -> None:
+    def __init__(self, registry: TunnelRegistry, notify: Optional[NotifyDevice] = None) -> None:
         super().__init__()
         self._registry = registry
+        self._notify = notify
         self._actions: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
             "OpenTunnel": self.open_tunnel,
             "CloseTunnel": self.close_tunnel,
@@ -143,6 +148,8 @@ class ManagementApi(Resource):
             tags=tunnel_tags,
             has_destination_config=config is not None,
         )
+        if thing_name and self._notify is not None:
+            self._notify(thing_name, tunnel.slot(Mode.DESTINATION).access_token, services)
         return {
             "tunnelId": tunnel.tunnel_id,
             "tunnelArn": tunnel.tunnel_arn,
@@ -193,6 +200,10 @@ class ManagementApi(Resource):
         if body.get("destinationConfig") is not None:
             thing_name, services = destination_config(body["destinationConfig"])
         tunnel = self._registry.rotate(tunnel_id, modes, services=services, thing_name=thing_name)
+        if Mode.DESTINATION in modes and tunnel.thing_name and self._notify is not None:
+            self._notify(
+                tunnel.thing_name, tunnel.slot(Mode.DESTINATION).access_token, tunnel.services
+            )
         result: Dict[str, Any] = {"tunnelArn": tunnel.tunnel_arn}
         if Mode.SOURCE in modes:
             result["sourceAccessToken"] = tunnel.slot(Mode.SOURCE).access_token

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from aws_localproxy.constants import Mode
-from aws_localproxy.tunnelservice.api import ManagementApi
+from aws_localproxy.tunnelservice.api import ManagementApi, NotifyDevice
 from aws_localproxy.tunnelservice.certs import ensure_certificates, server_tls_options
 from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
 from aws_localproxy.tunnelservice.frontdoor import (
@@ -208,6 +208,7 @@ def start_tunnel_service(
     bandwidth_limit: int = 0,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
+    notify: Optional[NotifyDevice] = None,
 ) -> Any:
     """
     Create (or reuse) the certificates, restore the state file if any, and
@@ -218,6 +219,7 @@ def start_tunnel_service(
     @param max_connections: connections open at once; more are closed at once.
     @param handshake_deadline: seconds from accept to the end of the first
         request head (TLS handshake included).
+    @param notify: tells a thing about a tunnel opened for it (``--mqtt-broker``).
 
     @return: a Deferred firing with a L{RunningTunnelService}.
     """
@@ -236,7 +238,7 @@ def start_tunnel_service(
     relay = Relay(reactor, on_state_changed=registry.state_changed)
     factory = DataPlaneFactory(registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit)
     site = LimitedSite(
-        _Root(ManagementApi(registry), _DataPlaneResource(factory)),
+        _Root(ManagementApi(registry, notify), _DataPlaneResource(factory)),
         reactor,
         max_connections=max_connections,
         handshake_deadline=handshake_deadline,
@@ -305,8 +307,18 @@ class LocalTunnelService(Service):
         bandwidth_limit: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
+        mqtt_broker: Optional[Any] = None,
     ) -> None:
+        """
+        @param mqtt_broker: a L{aws_localproxy.agent.broker.BrokerConfig}: notify
+            things there (L{notify.TunnelNotifier}); C{None}: no notifications.
+        """
         self._reactor = reactor
+        self.notifier: Optional[Any] = None
+        if mqtt_broker is not None:
+            from aws_localproxy.tunnelservice.notify import TunnelNotifier
+
+            self.notifier = TunnelNotifier(reactor, mqtt_broker, region)
         self._args: Dict[str, Any] = dict(
             cert_dir=cert_dir,
             interface=interface,
@@ -324,7 +336,11 @@ class LocalTunnelService(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = start_tunnel_service(self._reactor, **self._args)
+        notify = None
+        if self.notifier is not None:
+            self.notifier.startService()
+            notify = self.notifier.notify
+        d = start_tunnel_service(self._reactor, notify=notify, **self._args)
         d.addCallback(self._started)
         d.addErrback(self._failed)
 
@@ -342,6 +358,9 @@ class LocalTunnelService(Service):
 
     def stopService(self) -> Optional[Deferred[None]]:
         super().stopService()
+        waits: List[Deferred[Any]] = []
+        if self.notifier is not None and self.notifier.running:
+            waits.append(self.notifier.stopService())
         if self.running_service is not None:
-            return self.running_service.stop()
-        return succeed(None)
+            waits.append(self.running_service.stop())
+        return gatherResults(waits).addCallback(lambda _: None)

@@ -67,6 +67,16 @@ class Options(usage.Options):
             int,
         ],
         [
+            "mqtt-broker",
+            None,
+            None,
+            "Publish each tunnel's device notification to this MQTT broker (mqtt://HOST[:PORT] or "
+            "mqtts://HOST[:PORT]) when OpenTunnel names a thingName, as AWS IoT does.",
+        ],
+        ["mqtt-ca", None, None, "PEM file of the CAs of the broker's certificate (default: system CAs)."],
+        ["mqtt-cert", None, None, "Client certificate (PEM) for the broker."],
+        ["mqtt-key", None, None, "The client certificate's private key (PEM)."],
+        [
             "handshake-timeout",
             None,
             10.0,
@@ -101,6 +111,21 @@ class Options(usage.Options):
         if not self["interface"]:
             raise usage.UsageError("--interface must not be empty")
         self["cert-dir"] = os.path.abspath(self["cert-dir"])
+        self["mqtt-broker-config"] = None
+        if self["mqtt-broker"] is not None:
+            from aws_localproxy.agent.broker import BrokerConfigError, parse_broker_url
+
+            try:
+                self["mqtt-broker-config"] = parse_broker_url(
+                    self["mqtt-broker"],
+                    ca_file=self["mqtt-ca"],
+                    cert_file=self["mqtt-cert"],
+                    key_file=self["mqtt-key"],
+                )
+            except BrokerConfigError as error:
+                raise usage.UsageError("--mqtt-broker: %s" % (error,)) from None
+        elif any(self[name] is not None for name in ("mqtt-ca", "mqtt-cert", "mqtt-key")):
+            raise usage.UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt-broker")
 
 
 def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelService:
@@ -121,4 +146,5 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         bandwidth_limit=config["bandwidth-limit"],
         max_connections=config["max-connections"],
         handshake_deadline=config["handshake-timeout"],
+        mqtt_broker=config.get("mqtt-broker-config"),
     )

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_agent_options -*-
+# mypy: disallow-untyped-calls=False
+# (this module calls Twisted APIs that have no annotations)
+"""
+The ``localproxy-agent`` console script.
+
+The conventions of ``localproxy``: the banner on stdout first, a usage
+error as the reason and a "Try --help" line on stderr, a value that breaks
+a rule as a ``fatal`` log line, exit code 1 for every error.  Then logging
+starts at the ``-v`` level, with every tunnel's access and client token
+redacted from every line, and the agent runs until SIGINT/SIGTERM, which
+stop every destination cleanly first.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Callable, List, Mapping, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from aws_localproxy import logsetup
+from aws_localproxy.agent.options import TRY_HELP, AgentConfig, AgentOptions, banner, make_agent
+from aws_localproxy.validation import ConfigurationError
+
+__all__ = ["main"]
+
+log = Logger()
+
+#: Replaced in tests; see L{logsetup.start_logging}.
+start_logging: Callable[..., Optional[logsetup.LineFormatObserver]] = logsetup.start_logging
+
+
+def _run(config: AgentConfig, lines: Optional[logsetup.LineFormatObserver]) -> None:
+    from twisted.internet import task
+
+    def redact(secret: str) -> None:
+        if lines is not None:
+            lines.add_secret(secret)
+
+    def run(reactor: Any) -> Deferred[None]:
+        agent = make_agent(reactor, config, on_secret=redact)
+        agent.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", agent.stopService)
+        return Deferred()  # runs until the reactor is stopped by a signal
+
+    task.react(run)
+
+
+def main(
+    argv: Optional[List[str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    *,
+    stdout: Optional[IO[str]] = None,
+    stderr: Optional[IO[str]] = None,
+) -> int:
+    """Run ``localproxy-agent`` with C{argv} (default C{sys.argv[1:]}); returns the exit code of an early end."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    options = AgentOptions(environ)
+    print(banner(), file=out, flush=True)
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # --help prints and exits 0
+        return int(e.code or 0)
+    except ConfigurationError as e:
+        start_logging(options.verbosity, err)
+        log.critical("{reason}", reason=str(e))
+        return 1
+    except usage.UsageError as e:
+        print(str(e), file=err)
+        print(TRY_HELP, file=err, flush=True)
+        return 1
+    if options.version_requested:
+        return 0
+    config = options.agent
+    assert config is not None
+    lines = start_logging(config.verbosity, err)
+    _run(config, lines)
+    return 0  # pragma: no cover - react() always raises SystemExit
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

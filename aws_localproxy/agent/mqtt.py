@@ -1,0 +1,477 @@
+# -*- test-case-name: tests.test_agent_mqtt -*-
+# mypy: disallow-untyped-calls=False
+# (this module calls Twisted APIs that have no annotations)
+"""
+MQTT on the reactor: paho-mqtt's protocol engine over a Twisted connection.
+
+paho-mqtt (2.x) does the MQTT protocol: packets, CONNECT/CONNACK,
+SUBSCRIBE, QoS 1 acknowledgements, keep-alive pings.  Its own way to
+connect (C{Client.connect}/C{reconnect}) resolves the name, connects and
+does the TLS handshake I{blocking}; here Twisted makes the connection
+instead (L{aws_localproxy.agent.broker}), so nothing blocks, and paho is
+handed a socket-like object (L{_TransportSocket}) that reads from what the
+transport delivered and writes to the transport.  paho's socket callbacks
+tell when it has bytes to send; its C{loop_read}/C{loop_write}/C{loop_misc}
+run on the reactor thread, so every paho callback (connect, message,
+disconnect) arrives on the reactor thread too.  paho starts no thread.
+
+The one seam into paho that is not public API is C{Client._create_socket}
+(present in paho-mqtt 2.0 to 2.2, what C{reconnect} calls to get its
+socket); setup.py pins paho-mqtt below 3 and the end-to-end tests fail if
+it moves.
+
+L{MqttClientService} keeps one session up: connect, subscribe, and after a
+failure or a drop connect again with an exponential backoff (Twisted's
+C{backoffPolicy}), reset once a CONNACK accepted a session.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aws_localproxy.agent.broker import BrokerConfig, broker_endpoint
+
+__all__ = ["MqttClientService", "MqttSession", "MessageHandler"]
+
+#: (topic, payload) of a message that arrived on a subscribed topic.
+MessageHandler = Callable[[str, bytes], None]
+
+#: Queued publishes while no session is up; the oldest go first.
+MAX_QUEUED_PUBLISHES = 1000
+
+
+class _TransportSocket:
+    """
+    The socket paho reads and writes: bytes the transport delivered, and the
+    transport to write to.  It never blocks: C{recv} with nothing buffered
+    raises C{BlockingIOError} (paho's "try again later"), and returns
+    C{b""} (end of stream) once the connection is gone.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._buffer = bytearray()
+        self.lost = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def recv(self, size: int) -> bytes:
+        if self._buffer:
+            chunk = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return chunk
+        if self.lost:
+            return b""
+        raise BlockingIOError()
+
+    def send(self, data: bytes) -> int:
+        if self.lost:
+            raise ConnectionError("the connection to the broker is gone")
+        self._transport.write(bytes(data))
+        return len(data)
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.lost:
+            self._transport.loseConnection()
+
+    def fileno(self) -> int:
+        return -1
+
+
+class _ReactorClient(paho.Client):
+    """paho's client, taking the socket it is given instead of connecting itself."""
+
+    transport_socket: Optional[_TransportSocket] = None
+
+    def _create_socket(self) -> Any:
+        if self.transport_socket is None:
+            raise ConnectionError("no connection to hand to paho")
+        return self.transport_socket
+
+
+class MqttSession(Protocol):
+    """
+    One MQTT session over one Twisted connection.
+
+    Created by L{MqttClientService} for each connection attempt; tells it
+    when the broker accepted the session (L{MqttClientService._session_ready})
+    and when the connection ended (L{MqttClientService._session_ended}).
+    """
+
+    log = Logger()
+
+    def __init__(self, owner: "MqttClientService") -> None:
+        self._owner = owner
+        self._reactor = owner.reactor
+        self.client: Optional[_ReactorClient] = None
+        self._socket: Optional[_TransportSocket] = None
+        self._write_call: Optional[IDelayedCall] = None
+        self._connack_deadline: Optional[IDelayedCall] = None
+        self._ticker: Optional[LoopingCall] = None
+        self.accepted = False
+        self.ended: Deferred[None] = Deferred()
+        self._subscriptions: Dict[int, str] = {}
+
+    # -- Twisted side ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        owner = self._owner
+        self._socket = _TransportSocket(self.transport)
+        client = _ReactorClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=owner.client_id,
+            clean_session=True,
+            protocol=paho.MQTTv311,
+        )
+        client.transport_socket = self._socket
+        client.suppress_exceptions = True
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_log = self._on_log
+        client.on_socket_register_write = self._register_write
+        client.on_socket_unregister_write = lambda *_: None
+        self.client = client
+        client.connect_async(owner.broker.host, owner.broker.port, keepalive=owner.keepalive)
+        rc = client.reconnect()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.log.warn("Could not start an MQTT session: {error}", error=paho.error_string(rc))
+            self._abort()
+            return
+        self._connack_deadline = self._reactor.callLater(owner.connack_timeout, self._no_connack)
+        self._ticker = LoopingCall(self._misc)
+        self._ticker.clock = self._reactor
+        self._ticker.start(1.0, now=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        sock, client = self._socket, self.client
+        if sock is None or client is None:
+            return
+        sock.feed(data)
+        while sock.buffered and client.socket() is not None:
+            before = sock.buffered
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or sock.buffered == before:
+                break
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        for call in (self._write_call, self._connack_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if self._socket is not None:
+            self._socket.lost = True
+        if self.client is not None and self.client.socket() is not None:
+            # paho reads the end of the stream and runs its disconnect path.
+            self.client.loop_read()
+        self._owner._session_ended(self, reason)
+        self.ended.callback(None)
+
+    # -- what the service asks ----------------------------------------------------
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        assert self.client is not None
+        rc, mid = self.client.subscribe(topic, qos=qos)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._subscriptions[mid] = topic
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """Queue C{payload} for C{topic}; C{False} when the session cannot take it."""
+        if self.client is None:
+            return False
+        info = self.client.publish(topic, payload, qos=qos)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def disconnect(self) -> Deferred[None]:
+        """Send DISCONNECT and close; fires once the connection is gone."""
+        if self.client is not None and self.accepted and self.client.socket() is not None:
+            self.client.disconnect()
+            self._flush()
+        if self.transport is not None:
+            self.transport.loseConnection()
+        return self._wait_ended()
+
+    def _wait_ended(self) -> Deferred[None]:
+        if self.ended.called:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self.ended.addBoth(lambda _: d.callback(None))
+        return d
+
+    # -- paho's side (all on the reactor thread) ------------------------------------
+
+    def _register_write(self, *_: Any) -> None:
+        if self._write_call is None or not self._write_call.active():
+            self._write_call = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        if self.client is not None and self.client.socket() is not None:
+            self.client.loop_write()
+
+    def _misc(self) -> None:
+        if self.client is not None and self.client.socket() is not None:
+            self.client.loop_misc()
+
+    def _no_connack(self) -> None:
+        self._connack_deadline = None
+        self.log.warn(
+            "The MQTT broker {broker} did not accept the session within {seconds} s",
+            broker=self._owner.broker.url,
+            seconds=self._owner.connack_timeout,
+        )
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection at once (a TLS or TCP transport both can)."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self._connack_deadline is not None and self._connack_deadline.active():
+            self._connack_deadline.cancel()
+        self._connack_deadline = None
+        if reason.is_failure:
+            self.log.error(
+                "The MQTT broker {broker} refused the session: {reason}",
+                broker=self._owner.broker.url,
+                reason=str(reason),
+            )
+            return
+        self.accepted = True
+        self._later(self._owner._session_ready, self)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        topic = self._subscriptions.pop(mid, "?")
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            self.log.error(
+                "The MQTT broker refused the subscription to {topic}: {reason}",
+                topic=topic,
+                reason=str(failed[0]),
+            )
+            return
+        self._later(self._owner._subscribed, self, topic)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._later(self._deliver, message.topic, bytes(message.payload))
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        try:
+            self._owner.on_message(topic, payload)
+        except Exception:
+            self.log.failure("A message on {topic} could not be handled", topic=topic)
+
+    def _later(self, function: Callable[..., None], *args: Any) -> None:
+        """
+        Run C{function} after paho's callback returned: paho holds a lock
+        (not re-entrant) while it runs a callback, and code reached from one
+        (a Deferred's callbacks) may call paho again, e.g. to disconnect.
+        """
+        self._reactor.callLater(0, function, *args)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def _on_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING):
+            self.log.info("MQTT: {text}", text=text)
+
+
+class MqttClientService(Service):
+    """
+    An MQTT client that stays connected, as a Twisted C{IService}.
+
+    Subscribes to C{subscriptions} (QoS 1) on every session and calls
+    C{on_message(topic, payload)} on the reactor thread for each message.
+    C{publish} sends at QoS 1, queuing while no session is up.
+
+    @param backoff: seconds to wait before attempt I{n} after I{n} failures in
+        a row (default: 1 s doubling to 60 s, plus up to 1 s of jitter).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        broker: BrokerConfig,
+        client_id: str,
+        subscriptions: Sequence[str] = (),
+        on_message: MessageHandler = lambda topic, payload: None,
+        *,
+        keepalive: int = 60,
+        connack_timeout: float = 30.0,
+        backoff: Optional[Callable[[int], float]] = None,
+        endpoint: Optional[IStreamClientEndpoint] = None,
+    ) -> None:
+        self.reactor = reactor
+        self.broker = broker
+        self.client_id = client_id
+        self.subscriptions = tuple(subscriptions)
+        self.on_message = on_message
+        self.keepalive = keepalive
+        self.connack_timeout = connack_timeout
+        self._backoff = backoff or backoffPolicy(1.0, 60.0, 2.0, jitter=random.random)
+        # Built now, so a bad CA or key file is an error at start, not on every attempt.
+        self._endpoint = endpoint or broker_endpoint(reactor, broker)
+        self._session: Optional[MqttSession] = None
+        self._attempt: Optional[Deferred[Any]] = None
+        self._retry: Optional[IDelayedCall] = None
+        self._failures = 0
+        self._queued: List[Tuple[str, bytes]] = []
+        self._subscribed_topics: set[str] = set()
+        self._ready_waiters: List[Deferred[None]] = []
+        #: Sessions the broker accepted, since start (a reconnect adds one).
+        self.sessions = 0
+
+    # -- IService -------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._connect()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+        session, self._session = self._session, None
+        if session is not None:
+            return session.disconnect()
+        return succeed(None)
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether a session is up and every subscription acknowledged."""
+        return self._session is not None and self._subscribed_topics >= set(self.subscriptions)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once a session is up with its subscriptions acknowledged (now, if it is)."""
+        if self.is_ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 now, or as soon as a session is up."""
+        if self._session is not None and self._session.publish(topic, payload):
+            return
+        if len(self._queued) >= MAX_QUEUED_PUBLISHES:
+            dropped, _ = self._queued.pop(0)
+            self.log.warn("No MQTT session: dropped a queued message for {topic}", topic=dropped)
+        self._queued.append((topic, payload))
+
+    def drop_connection(self) -> None:
+        """Abort the current connection (tests: a network failure); reconnects as usual."""
+        if self._session is not None:
+            self._session._abort()
+
+    # -- connection attempts --------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._retry = None
+        if not self.running:
+            return
+        self.log.info("Connecting to the MQTT broker {broker}", broker=self.broker.url)
+        factory = Factory.forProtocol(lambda: MqttSession(self))
+        factory.noisy = False
+        attempt = self._endpoint.connect(factory)
+        self._attempt = attempt
+        attempt.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, session: MqttSession) -> None:
+        self._attempt = None
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._attempt = None
+        if not self.running:
+            return
+        self._retry_later(failure.getErrorMessage())
+
+    def _retry_later(self, why: str) -> None:
+        if not self.running or self._retry is not None:
+            return
+        self._failures += 1
+        delay = self._backoff(self._failures - 1)
+        self.log.warn(
+            "No connection to the MQTT broker {broker} ({why}); retrying in {delay:.1f} s",
+            broker=self.broker.url,
+            why=why,
+            delay=delay,
+        )
+        self._retry = self.reactor.callLater(delay, self._connect)
+
+    # -- what sessions report -------------------------------------------------------------
+
+    def _session_ready(self, session: MqttSession) -> None:
+        if not self.running:
+            session.disconnect()
+            return
+        self._session = session
+        self._failures = 0
+        self.sessions += 1
+        self._subscribed_topics = set()
+        self.log.info("Connected to the MQTT broker {broker}", broker=self.broker.url)
+        for topic in self.subscriptions:
+            session.subscribe(topic)
+        queued, self._queued = self._queued, []
+        for topic, payload in queued:
+            self.publish(topic, payload)
+        if not self.subscriptions:
+            self._fire_ready()
+
+    def _subscribed(self, session: MqttSession, topic: str) -> None:
+        if session is not self._session:
+            return
+        self._subscribed_topics.add(topic)
+        self.log.info("Subscribed to {topic}", topic=topic)
+        if self.is_ready:
+            self._fire_ready()
+
+    def _fire_ready(self) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _session_ended(self, session: MqttSession, reason: Failure) -> None:
+        was_current = session is self._session
+        if was_current:
+            self._session = None
+            self._subscribed_topics = set()
+        if not self.running:
+            return
+        if was_current:
+            self.log.warn(
+                "Lost the connection to the MQTT broker {broker}: {why}",
+                broker=self.broker.url,
+                why=reason.getErrorMessage(),
+            )
+        self._retry_later("connection lost" if was_current else "the session was not accepted")
