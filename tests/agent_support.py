@@ -28,7 +28,9 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-mosquitto_missing: Optional[str] = None if os.path.exists(MOSQUITTO) else "mosquitto is not installed"
+mosquitto_missing: Optional[str] = (
+    None if os.path.exists(MOSQUITTO) else "mosquitto is not installed"
+)
 
 
 def free_port() -> int:
@@ -63,7 +65,10 @@ def issue_client_certificate(cert_dir: str, name: str, out_dir: str) -> Dict[str
         .sign(ca_key, hashes.SHA256())
     )
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"cert": os.path.join(out_dir, f"{name}.pem"), "key": os.path.join(out_dir, f"{name}-key.pem")}
+    paths = {
+        "cert": os.path.join(out_dir, f"{name}.pem"),
+        "key": os.path.join(out_dir, f"{name}-key.pem"),
+    }
     with open(paths["cert"], "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     fd = os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -143,11 +148,13 @@ class Mosquitto:
         )
         for _ in range(200):
             if self._exited.ended.called:
-                raise AssertionError(f"mosquitto exited: {self._exited.output.decode(errors='replace')}")
-            try:
-                probe = yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=1).connect(
-                    Factory.forProtocol(Protocol)
+                raise AssertionError(
+                    f"mosquitto exited: {self._exited.output.decode(errors='replace')}"
                 )
+            try:
+                probe = yield TCP4ClientEndpoint(
+                    reactor, "127.0.0.1", self.port, timeout=1
+                ).connect(Factory.forProtocol(Protocol))
             except Exception:
                 yield deferLater(reactor, 0.05, lambda: None)
                 continue

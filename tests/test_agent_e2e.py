@@ -118,8 +118,17 @@ class AgentE2ETestCase(E2ETestCase):
             "5",
         ]
         if self.tls_broker:
-            paths = issue_client_certificate(self.cert_dir, self.thing_name, os.path.abspath(self.mktemp()))
-            args += ["--mqtt-ca", self.tunnel_service.ca_file, "--mqtt-cert", paths["cert"], "--mqtt-key", paths["key"]]
+            paths = issue_client_certificate(
+                self.cert_dir, self.thing_name, os.path.abspath(self.mktemp())
+            )
+            args += [
+                "--mqtt-ca",
+                self.tunnel_service.ca_file,
+                "--mqtt-cert",
+                paths["cert"],
+                "--mqtt-key",
+                paths["key"],
+            ]
         return args + list(extra)
 
     @inlineCallbacks
@@ -139,7 +148,10 @@ class AgentE2ETestCase(E2ETestCase):
 
         def call() -> Tuple[str, str]:
             opened = self.client.open_tunnel(
-                destinationConfig={"thingName": thing_name or self.thing_name, "services": list(services)}
+                destinationConfig={
+                    "thingName": thing_name or self.thing_name,
+                    "services": list(services),
+                }
             )
             return opened["tunnelId"], opened["sourceAccessToken"]
 
@@ -183,7 +195,9 @@ class AgentFlowTests(AgentE2ETestCase):
         self.assertEqual(len(self.agent.tunnels.tunnels), 1)
         yield self.echo_through(source_token, "SSH")
         yield self.echo_through_second_service(source_token)
-        destination_token = self.tunnel_service.registry.get(tunnel_id).slot(Mode.DESTINATION).access_token
+        destination_token = (
+            self.tunnel_service.registry.get(tunnel_id).slot(Mode.DESTINATION).access_token
+        )
         self.assertNotIn(destination_token, self.log_text())
         self.assertNotIn(source_token, self.log_text())
 
@@ -228,7 +242,12 @@ class AgentFlowTests(AgentE2ETestCase):
         token = self.tunnel_service.registry.get(tunnel_id).slot(Mode.DESTINATION).access_token
 
         def message(**fields: Any) -> bytes:
-            body = {"clientAccessToken": token, "clientMode": "destination", "region": "us-east-1", "services": ["SSH"]}
+            body = {
+                "clientAccessToken": token,
+                "clientMode": "destination",
+                "region": "us-east-1",
+                "services": ["SSH"],
+            }
             body.update(fields)
             return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
 
@@ -246,9 +265,13 @@ class AgentFlowTests(AgentE2ETestCase):
         self.assertEqual(len(self.agent.tunnels.tunnels), 1)
         text = self.log_text()
         self.assertIn("Ignored a malformed tunnel notification: the notification is not JSON", text)
-        self.assertIn("Ignored a tunnel notification: the notification is for client mode 'source'", text)
+        self.assertIn(
+            "Ignored a tunnel notification: the notification is for client mode 'source'", text
+        )
         self.assertIn("the notification has no clientAccessToken", text)
-        self.assertIn("Refused a tunnel for services DB: no local mapping for service ID DB (-d)", text)
+        self.assertIn(
+            "Refused a tunnel for services DB: no local mapping for service ID DB (-d)", text
+        )
         self.assertIn("the notification's services is not a list of strings", text)
         self.assertNotIn(token, text)
         yield self.echo_through(source_token)
@@ -278,7 +301,9 @@ class AgentFlowTests(AgentE2ETestCase):
         tunnel_id, _ = yield self.open_tunnel(["SSH"])
         yield wait_until(lambda: "the most allowed (--max-tunnels)" in self.log_text())
         self.assertEqual(len(self.agent.tunnels.tunnels), 1)
-        self.assertEqual(self.tunnel_service.connection_state(tunnel_id, Mode.DESTINATION), "DISCONNECTED")
+        self.assertEqual(
+            self.tunnel_service.connection_state(tunnel_id, Mode.DESTINATION), "DISCONNECTED"
+        )
 
     @inlineCallbacks
     def test_aws_cli_open_tunnel(self) -> Any:

@@ -174,7 +174,9 @@ def client_tls_options(broker: BrokerConfig) -> Any:
     )
 
 
-def broker_endpoint(reactor: Any, broker: BrokerConfig, timeout: float = 30.0) -> IStreamClientEndpoint:
+def broker_endpoint(
+    reactor: Any, broker: BrokerConfig, timeout: float = 30.0
+) -> IStreamClientEndpoint:
     """The client endpoint for C{broker}: TCP, wrapped in TLS for ``mqtts://``."""
     tcp = HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout)
     if not broker.use_tls:

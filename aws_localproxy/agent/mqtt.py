@@ -248,7 +248,9 @@ class MqttSession(Protocol):
         if transport is not None:
             transport.abortConnection()
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if self._connack_deadline is not None and self._connack_deadline.active():
             self._connack_deadline.cancel()
         self._connack_deadline = None
@@ -262,7 +264,9 @@ class MqttSession(Protocol):
         self.accepted = True
         self._later(self._owner._session_ready, self)
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
         topic = self._subscriptions.pop(mid, "?")
         failed = [r for r in reasons if r.is_failure]
         if failed:
@@ -291,7 +295,9 @@ class MqttSession(Protocol):
         """
         self._reactor.callLater(0, function, *args)
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if self.transport is not None:
             self.transport.loseConnection()
 

@@ -113,8 +113,18 @@ class AgentOptions(usage.Options):
             "The MQTT broker: mqtt://HOST[:PORT] (plain, default 1883) or mqtts://HOST[:PORT] "
             "(TLS, default 8883), e.g. mqtts://xxxx-ats.iot.us-east-1.amazonaws.com:8883.",
         ],
-        ["mqtt-ca", None, None, "PEM file of the CAs that sign the broker's certificate (default: system CAs)."],
-        ["mqtt-cert", None, None, "The device certificate (PEM), for brokers that want mutual TLS."],
+        [
+            "mqtt-ca",
+            None,
+            None,
+            "PEM file of the CAs that sign the broker's certificate (default: system CAs).",
+        ],
+        [
+            "mqtt-cert",
+            None,
+            None,
+            "The device certificate (PEM), for brokers that want mutual TLS.",
+        ],
         ["mqtt-key", None, None, "The device certificate's private key (PEM)."],
         ["mqtt-client-id", None, None, "The MQTT client ID (default: the thing name)."],
         ["mqtt-keepalive", None, "60", "Seconds between MQTT keep-alive pings (30 to 1200)."],
@@ -244,7 +254,9 @@ def agent_config(
         client_id=str(values.get("mqtt-client-id") or thing_name),
         template=template,
         endpoint_from_region=endpoint_from_region,
-        max_tunnels=_positive("max-tunnels", values.get("max-tunnels", DEFAULT_MAX_TUNNELS), 1, 10000),
+        max_tunnels=_positive(
+            "max-tunnels", values.get("max-tunnels", DEFAULT_MAX_TUNNELS), 1, 10000
+        ),
         keepalive=_positive("mqtt-keepalive", values.get("mqtt-keepalive", 60), 30, 1200),
         verbosity=template.verbosity,
     )

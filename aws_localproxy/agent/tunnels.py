@@ -133,7 +133,9 @@ class TunnelManager:
             return None, f"no local mapping for service ID {', '.join(missing)} (--config-dir)"
         return {s: found[s] for s in services}, ""
 
-    def _config_for(self, notification: TunnelNotification, service_map: Dict[str, str]) -> ProxyConfig:
+    def _config_for(
+        self, notification: TunnelNotification, service_map: Dict[str, str]
+    ) -> ProxyConfig:
         changes: Dict[str, Any] = {}
         if self.endpoint_from_region:
             endpoint = endpoint_for_region(notification.region, self.template.settings)

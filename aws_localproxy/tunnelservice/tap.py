@@ -73,7 +73,12 @@ class Options(usage.Options):
             "Publish each tunnel's device notification to this MQTT broker (mqtt://HOST[:PORT] or "
             "mqtts://HOST[:PORT]) when OpenTunnel names a thingName, as AWS IoT does.",
         ],
-        ["mqtt-ca", None, None, "PEM file of the CAs of the broker's certificate (default: system CAs)."],
+        [
+            "mqtt-ca",
+            None,
+            None,
+            "PEM file of the CAs of the broker's certificate (default: system CAs).",
+        ],
         ["mqtt-cert", None, None, "Client certificate (PEM) for the broker."],
         ["mqtt-key", None, None, "The client certificate's private key (PEM)."],
         [
