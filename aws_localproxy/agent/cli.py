@@ -63,8 +63,6 @@ def main(
     print(banner(), file=out, flush=True)
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
-    except SystemExit as e:  # --help prints and exits 0
-        return int(e.code or 0)
     except ConfigurationError as e:
         start_logging(options.verbosity, err)
         log.critical("{reason}", reason=str(e))
@@ -73,6 +71,9 @@ def main(
         print(str(e), file=err)
         print(TRY_HELP, file=err, flush=True)
         return 1
+    if options.help_requested:
+        print(str(options), file=out, flush=True)
+        return 0
     if options.version_requested:
         return 0
     config = options.agent

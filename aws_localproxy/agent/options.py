@@ -185,6 +185,13 @@ class AgentOptions(usage.Options):
         self.agent: Optional[AgentConfig] = None
         self.verbosity = 4
         self.version_requested = False
+        self.help_requested = False
+
+    def opt_help(self) -> None:
+        """Show this help and exit"""
+        self.help_requested = True
+
+    opt_h = opt_help
 
     def opt_version(self) -> None:
         """Show the version and exit"""
@@ -193,7 +200,7 @@ class AgentOptions(usage.Options):
     opt_V = opt_version
 
     def postOptions(self) -> None:
-        if self.version_requested:
+        if self.version_requested or self.help_requested:
             return
         known = set(self.docs) - {"help", "version"}
         flags = [str(flag[0]) for flag in self.optFlags]

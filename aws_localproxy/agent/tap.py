@@ -14,8 +14,8 @@ class Options(AgentOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if self.version_requested:
-            print(banner())
+        if self.help_requested or self.version_requested:
+            print(str(self) if self.help_requested else banner())
             raise SystemExit(0)
 
 
