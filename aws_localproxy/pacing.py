@@ -131,6 +131,19 @@ class Pacer:
         self._pings.append((self.sent, self._clock()))
         return _PING.pack(_MAGIC, self.sent)
 
+    def uncovered_ping(self) -> Optional[bytes]:
+        """
+        A ping for the bytes sent since the last one, when the window is
+        shut and nothing else would ever open it: without it, a window that
+        shrank below the bytes after the last ping would wait for a pong
+        that was never asked for.
+        """
+        if self.sent <= self._last_ping_at or len(self._pings) >= self.MAX_OUTSTANDING_PINGS:
+            return None
+        self._last_ping_at = self.sent
+        self._pings.append((self.sent, self._clock()))
+        return _PING.pack(_MAGIC, self.sent)
+
     @property
     def ping_spacing(self) -> int:
         return max(self.MIN_PING_SPACING, self.window // 4)
