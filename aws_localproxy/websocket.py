@@ -37,7 +37,12 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
-from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
+from aws_localproxy.sockets import (
+    set_no_delay,
+    set_not_sent_low_water,
+    set_socket_buffers,
+    tcp_transport_of,
+)
 
 __all__ = [
     "CloseOutcome",
@@ -117,6 +122,14 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # the protocol, so it silently does nothing.
         set_no_delay(self.transport)
         set_not_sent_low_water(self.transport, NOTSENT_LOWAT)
+        factory = self.factory
+        if factory.socket_buffer_size is not None:
+            set_socket_buffers(self.transport, factory.socket_buffer_size)
+        if factory.read_buffer_size is not None:
+            # Twisted reads (and buffers writes) in bufferSize units.
+            tcp = tcp_transport_of(self.transport)
+            if tcp is not None:
+                tcp.bufferSize = factory.read_buffer_size  # type: ignore[attr-defined]
         super().connectionMade()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
@@ -252,10 +265,16 @@ class TunnelClientFactory(WebSocketClientFactory):
         ping_period: float,
         pong_timeout: float,
         open_handshake_timeout: float,
+        read_buffer_size: Optional[int] = None,
+        socket_buffer_size: Optional[int] = None,
     ) -> None:
         super().__init__(url, protocols=list(SUBPROTOCOLS), useragent=user_agent(), reactor=reactor)
         self.events = events
         self.display_url = display_url
+        #: ``websocket.read_buffer_size`` when set: the TCP transport's read size.
+        self.read_buffer_size = read_buffer_size
+        #: ``websocket.max_frame_size`` when set: the socket's kernel buffers.
+        self.socket_buffer_size = socket_buffer_size
         self.offered_subprotocol = subprotocol
         # Autobahn writes "Host: host:port"; brackets keep an IPv6 literal readable.
         self.request_host = f"[{self.host}]" if ":" in self.host else self.host
