@@ -3,10 +3,10 @@
 The WebSocket to the tunneling service: Autobahn's client protocol, thinly.
 
 One L{TunnelClientProtocol} is one session.  It does the handshake the way
-the reference does (behaviour.md §2.2: ``access-token`` and ``client-token``
+the reference does (``access-token`` and ``client-token``
 headers, a ``User-Agent``, one ``Sec-WebSocket-Protocol`` value from the
 settings), accepts whichever of the three tunneling subprotocols the
-service picks (the reference does not check it, §10) but insists that it
+service picks (the reference does not check it) but insists that it
 picks one, and reports everything else to a L{SessionEvents} object: the
 connector, which owns the rules for what happens next.
 """
@@ -68,7 +68,7 @@ _MASK = struct.Struct("!I")
 
 
 def user_agent() -> str:
-    """Names this project and the versions a support request needs (§2.2 does the same)."""
+    """Names this project and the versions a support request needs (the reference's does the same)."""
     bits = struct.calcsize("P") * 8
     python = ".".join(map(str, sys.version_info[:3]))
     return (
@@ -160,7 +160,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self.factory.events.session_opened(self, self.websocket_protocol_in_use or "")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        # Text frames carry bytes like binary ones (§2.7); no real peer sends them.
+        # Text frames carry bytes like binary ones (the reference treats them alike); no real peer sends them.
         self.factory.events.session_message(self, payload)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
