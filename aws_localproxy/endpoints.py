@@ -64,7 +64,7 @@ def _memory_reactor() -> Any:
     """
     from twisted.internet.testing import MemoryReactor
 
-    return MemoryReactor()
+    return MemoryReactor()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "EndpointError",
