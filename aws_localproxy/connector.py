@@ -32,7 +32,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
+from aws_localproxy.pacing import Pacer
+from aws_localproxy.scheduler import DEFAULT_LANE_LIMIT, OutboundScheduler
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory, TunnelClientProtocol
 
@@ -57,19 +59,24 @@ class TunnelConnector:
         endpoint: IStreamClientEndpoint,
         factory_builder: Callable[["TunnelConnector"], TunnelClientFactory],
         tunnel: Tunnel,
-        flow: FlowControl,
+        inbound: InboundFlow,
         *,
         display_url: str,
         retry_count: int,
         retry_delay: float,
         reconnect_on_data_error: bool,
         on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
+        lane_limit: int = DEFAULT_LANE_LIMIT,
+        pacing: bool = True,
     ) -> None:
         self._reactor = reactor
         self._endpoint = endpoint
         self._factory = factory_builder(self)
         self._tunnel = tunnel
-        self._flow = flow
+        self._inbound = inbound
+        self._lane_limit = lane_limit
+        self._pacing = pacing
+        self._scheduler: Optional[OutboundScheduler] = None
         self._display_url = display_url
         self._retry_count = retry_count
         self._retry_delay = retry_delay
@@ -126,12 +133,6 @@ class TunnelConnector:
                 self._connecting.cancel()
             self._finish(EXIT_FAILURE)
 
-    def send_record(self, record: bytes) -> None:
-        """The tunnel's L{TunnelPeer}: the current session's WebSocket (dropped if none is open)."""
-        protocol = self._protocol
-        if protocol is not None:
-            protocol.send_record(record)
-
     @property
     def protocol(self) -> Optional[TunnelClientProtocol]:
         """The current session's protocol, if a connection exists."""
@@ -185,9 +186,31 @@ class TunnelConnector:
         self.sessions += 1
         self._session_error = None
         self._protocol = protocol
-        self._flow.attach_websocket(protocol.transport)  # type: ignore[arg-type]
-        self._tunnel.session_started(subprotocol)
+        transport = protocol.transport
+        assert transport is not None
+        scheduler = OutboundScheduler(
+            protocol.send_record,
+            pacer=Pacer(self._reactor.seconds) if self._pacing else None,
+            send_ping=protocol.send_ping,
+            lane_limit=self._lane_limit,
+            max_payload=self._tunnel.limits.max_payload_size,
+        )
+        self._scheduler = scheduler
+        transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]
+        self._inbound.attach(transport)  # type: ignore[arg-type]
+        self._tunnel.session_started(subprotocol, scheduler)
         self._check_ready()
+
+    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
+        scheduler = self._scheduler
+        if protocol is not self._protocol or scheduler is None:
+            return False
+        return scheduler.pong(payload)
+
+    @property
+    def scheduler(self) -> Optional[OutboundScheduler]:
+        """The current session's outbound scheduler."""
+        return self._scheduler
 
     def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
         if protocol is not self._protocol or self._session_error is not None:
@@ -216,7 +239,8 @@ class TunnelConnector:
         if protocol is self._protocol:
             self._protocol = None
         if outcome.was_open:
-            self._flow.detach_websocket()
+            self._scheduler = None
+            self._inbound.detach()
             self._tunnel.session_ended()
         error = self._session_error
         if self._stopping or self._done:

@@ -14,7 +14,7 @@ literals work (``[::1]:22``, which the reference cannot parse).
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple, cast
+from typing import List, Mapping, Optional, Set, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
@@ -24,9 +24,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from aws_localproxy.errors import FatalTunnelError
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
-from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
 
 __all__ = ["DestinationSide", "parse_destination"]
 
@@ -66,6 +66,12 @@ class _PendingConnection:
     """
     The L{LocalConnection} handed to the tunnel while connecting; afterwards it
     forwards to the connected protocol.
+
+    A close while connecting does not cancel the connect: a client that
+    writes a line and closes at once (``echo cmd | nc``) produces a start,
+    data and a reset in one go, and the application must still get the
+    connection, every byte and then EOF.  So the attempts go on (bounded by
+    ``tcp.connection_retry_*``), the bytes are written, then it closes.
     """
 
     def __init__(self, side: DestinationSide, connection: TunnelConnection, endpoint: str) -> None:
@@ -76,25 +82,30 @@ class _PendingConnection:
         self._buffered = 0
         self._protocol: Optional[LocalStreamProtocol] = None
         self._closed = False
+        self._reading_paused = False
         self._attempt: Optional[Deferred[None]] = None
 
     def start(self) -> None:
+        self._side.connecting.add(self)
         d = Deferred.fromCoroutine(self._connect_with_retries())
         self._attempt = d
         d.addErrback(lambda f: f.trap(CancelledError))
+        d.addBoth(lambda _: self._side.connecting.discard(self))
 
     async def _connect_with_retries(self) -> None:
         side = self._side
         attempts = 0
         target = parse_destination(self._endpoint, side.default_host)
-        while not self._closed:
+        while True:
             side.log.info(
                 "Attempting to establish tcp socket connection to: {endpoint}",
                 endpoint=self._endpoint,
             )
             try:
                 factory = Factory.forProtocol(
-                    lambda: LocalStreamProtocol(side.flow, self._connection)
+                    lambda: LocalStreamProtocol(
+                        side.inbound, self._connection, backlog_limit=side.backlog_limit
+                    )
                 )
                 factory.noisy = False
                 protocol = cast(
@@ -110,11 +121,17 @@ class _PendingConnection:
                     endpoint=self._endpoint,
                     reason=reason,
                 )
-                if self._closed:
-                    return
                 if 0 <= side.retry_count < attempts:
-                    side.flow.unblocked(self)
+                    side.inbound.unblocked(self)
+                    if self._buffered:
+                        side.log.warn(
+                            "Dropping {count} bytes for destination {endpoint}: "
+                            "no connection could be made",
+                            count=self._buffered,
+                            endpoint=self._endpoint,
+                        )
                     self._buffer.clear()
+                    self._buffered = 0
                     self._connection.connect_failed(reason)
                     return
                 await deferLater(side.reactor, side.retry_delay)  # type: ignore[arg-type]
@@ -126,43 +143,59 @@ class _PendingConnection:
         if isinstance(target, str):
             self._side.log.info("Connected to Unix socket: {path}", path=target)
         else:
-            peer = protocol.transport.getPeer()  # type: ignore[union-attr]
+            peer = protocol.transport.getPeer()
             self._side.log.info(
-                "Connected to {ip}, port: {port}", ip=getattr(peer, "host", target[0]),
+                "Connected to {ip}, port: {port}",
+                ip=getattr(peer, "host", target[0]),
                 port=getattr(peer, "port", target[1]),
             )
         self._protocol = protocol
-        if self._closed:
-            protocol.close()
-            return
+        if self._reading_paused:
+            protocol.pause_reading()
         for data in self._buffer:
             protocol.write(data)
         self._buffer.clear()
         self._buffered = 0
-        self._side.flow.unblocked(self)
+        self._side.inbound.unblocked(self)
+        if self._closed:
+            protocol.close()
 
     # -- LocalConnection ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._closed:
-            return
         if self._protocol is not None:
             self._protocol.write(data)
+            return
+        if self._closed:
             return
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= self._side.pending_limit:
-            self._side.flow.blocked(self)
+            self._side.inbound.blocked(self)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._buffer.clear()
-        self._side.flow.unblocked(self)
         if self._protocol is not None:
             self._protocol.close()
-        elif self._attempt is not None:
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        if self._protocol is not None:
+            self._protocol.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._protocol is not None:
+            self._protocol.resume_reading()
+
+    def cancel(self) -> None:
+        """The proxy is stopping: give up connecting."""
+        self._closed = True
+        self._buffer.clear()
+        self._side.inbound.unblocked(self)
+        if self._protocol is None and self._attempt is not None:
             self._attempt.cancel()
 
 
@@ -174,20 +207,24 @@ class DestinationSide:
     def __init__(
         self,
         reactor: object,
-        flow: FlowControl,
+        inbound: InboundFlow,
         *,
         default_host: str = DEFAULT_DESTINATION_HOST,
         retry_count: int = 5,
         retry_delay: float = 2.5,
         pending_limit: int = 131076,
+        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         connect_timeout: float = 30,
     ) -> None:
         self.reactor = reactor
-        self.flow = flow
+        self.inbound = inbound
         self.default_host = default_host
         self.retry_count = retry_count
         self.retry_delay = retry_delay
         self.pending_limit = pending_limit
+        self.backlog_limit = backlog_limit
+        #: Local connections still connecting (cancelled by L{stop}).
+        self.connecting: Set[_PendingConnection] = set()
         self.connect_timeout = connect_timeout
         self.endpoints: Mapping[str, str] = {}
 
@@ -201,6 +238,11 @@ class DestinationSide:
             return UNIXClientEndpoint(self.reactor, target, timeout=self.connect_timeout)  # type: ignore[arg-type]
         host, port = target
         return HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
+
+    def stop(self) -> None:
+        """The proxy is stopping: give up every connect still in progress."""
+        for pending in list(self.connecting):
+            pending.cancel()
 
     def connect(self, connection: TunnelConnection) -> LocalConnection:
         endpoint = self.endpoints.get(connection.service_id)

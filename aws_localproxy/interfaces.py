@@ -10,7 +10,8 @@ implementing these with plain Python objects.
 
 Directions, in the protocol's words:
 
- - the *peer* is the tunneling service, reached through the WebSocket;
+ - the *peer* is the other local proxy, reached through the tunneling service
+   over the WebSocket (records go out through an L{Outbound});
  - a *local connection* is a TCP connection on this machine: accepted by a
    source's listener, or opened by a destination to its local service.
 
@@ -21,22 +22,59 @@ service has at most one connection at a time (connection ID 0, never sent).
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 
 @runtime_checkable
-class TunnelPeer(Protocol):
-    """The tunneling service, as the tunnel sees it: where records go."""
+class ReadControl(Protocol):
+    """Stops and restarts reading one local socket (local -> tunnel back-pressure)."""
 
-    def send_record(self, record: bytes) -> None:
-        """
-        Send one length-prefixed tunnel record (see L{aws_localproxy.wire})
-        as one binary WebSocket message.  Records are sent in call order.
-        """
+    def pause_reading(self) -> None:
+        """Its bytes are not being sent fast enough: stop reading it."""
+
+    def resume_reading(self) -> None:
+        """Read it again."""
 
 
 @runtime_checkable
-class LocalConnection(Protocol):
+class OutboundLane(Protocol):
+    """One connection's place in the outbound queue (L{aws_localproxy.scheduler.Lane})."""
+
+    #: The connection's fixed DATA fields (L{aws_localproxy.wire.DataFields}).
+    fields: Any
+
+    def write(self, data: bytes) -> None:
+        """Bytes read from the local socket, sent as DATA in order."""
+
+    def finish(self, final: bytes | None) -> None:
+        """Send C{final} (a reset record) after every byte queued, then nothing more."""
+
+    def abort(self, final: bytes | None) -> None:
+        """Drop what is queued and send C{final} now (the peer already reset the connection)."""
+
+
+@runtime_checkable
+class Outbound(Protocol):
+    """
+    Where a session's records go (L{aws_localproxy.scheduler.OutboundScheduler}):
+    handed to the tunnel when the WebSocket opens, dropped when it closes.
+    """
+
+    def control(self, record: bytes) -> None:
+        """Send a control record, ahead of any DATA still queued."""
+
+    def open_lane(self, fields: Any, reader: ReadControl) -> Any:
+        """A lane for a new connection whose DATA records carry C{fields}."""
+
+    def drain(self, lanes: Iterable[Any]) -> None:
+        """Send what C{lanes} hold before the next control record (stream resets)."""
+
+    def close(self) -> None:
+        """The session is over."""
+
+
+@runtime_checkable
+class LocalConnection(ReadControl, Protocol):
     """One local TCP connection, as the tunnel drives it."""
 
     def write(self, data: bytes) -> None:
@@ -53,7 +91,9 @@ class LocalConnection(Protocol):
 
         The tunnel calls this when the peer resets the connection or stream,
         or when the session ends.  Idempotent.  It does not call back
-        L{TunnelConnection.connection_lost}: the tunnel already knows.
+        L{TunnelConnection.connection_lost}: the tunnel already knows.  A
+        destination connection still connecting finishes connecting, writes
+        what it holds, then closes.
         """
 
 
@@ -84,6 +124,17 @@ class TunnelConnection(Protocol):
         Destination only: every connect attempt to the local service failed
         (the I/O layer does the retries of ``tcp.connection_retry_count``).
         """
+
+
+@runtime_checkable
+class ConnectionEvents(Protocol):
+    """What a L{aws_localproxy.streams.Connection} reports to: the tunnel."""
+
+    def local_lost(self, connection: Any) -> None:
+        """The connection's local socket is gone."""
+
+    def local_connect_failed(self, connection: Any, reason: str) -> None:
+        """A destination's local connection could not be opened."""
 
 
 @runtime_checkable

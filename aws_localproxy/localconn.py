@@ -4,26 +4,40 @@ One local TCP (or Unix) connection, as a Twisted protocol and as the
 tunnel's L{LocalConnection}.
 
 Source listeners and destination connectors both end up with one of these
-per connection; only how it is born differs.  It relays bytes both ways and
-reports back-pressure to L{FlowControl}: as a producer registered on its own
-transport it hears when the local socket cannot take more.
+per connection; only how it is born differs.  It relays bytes both ways:
+
+ - read bytes go to its L{TunnelConnection} (and on to its outbound lane,
+   which pauses reading through L{pause_reading} when the tunnel is slower);
+ - tunnel bytes are written to the socket; as the producer registered on
+   its own transport it hears when the socket's send buffer is full, and
+   past its bound (L{backlog_limit}) it tells L{InboundFlow} to stop
+   reading the WebSocket.
+
+Closing always delivers: what was written is flushed, then the socket
+closes.  Twisted does not close a transport whose streaming producer is
+paused (when the buffer drains it resumes the producer instead), so the
+producer is unregistered before C{loseConnection}.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import TunnelConnection
 from aws_localproxy.sockets import set_no_delay
 
-__all__ = ["LocalStreamProtocol", "describe_peer"]
+__all__ = ["LocalStreamProtocol", "describe_peer", "DEFAULT_BACKLOG_LIMIT"]
+
+#: Bytes a local connection holds past Twisted's buffer before the WebSocket
+#: pauses (the reference's ``tcp.write_buffer_size`` default).
+DEFAULT_BACKLOG_LIMIT = 131076
 
 
 def describe_peer(transport: object) -> str:
@@ -50,18 +64,24 @@ class LocalStreamProtocol(Protocol):
     """
 
     log = Logger()
+    transport: ITransport
 
     def __init__(
         self,
-        flow: FlowControl,
+        inbound: InboundFlow,
         tunnel_connection: Optional[TunnelConnection] = None,
         on_made: Optional[Callable[["LocalStreamProtocol"], None]] = None,
+        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
     ) -> None:
-        self.flow = flow
+        self.inbound = inbound
         self.tunnel_connection = tunnel_connection
         self._on_made = on_made
+        self.backlog_limit = backlog_limit
         self._closed_by_tunnel = False
         self._gone = False
+        self._write_paused = False
+        self._backlog = 0
+        self._reading_paused = False
         self.peer = "unknown"
 
     # -- Twisted's side -------------------------------------------------------
@@ -69,18 +89,20 @@ class LocalStreamProtocol(Protocol):
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
         set_no_delay(self.transport)
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.flow.add_local(self.transport)  # type: ignore[arg-type]
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if self._reading_paused:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
         if self._on_made is not None:
             self._on_made(self)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.tunnel_connection is not None and not self._closed_by_tunnel:
-            self.tunnel_connection.data_received(data)
+        connection = self.tunnel_connection
+        if connection is not None and not self._closed_by_tunnel:
+            connection.data_received(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
-        self.flow.remove_local(self.transport, self)  # type: ignore[arg-type]
+        self.inbound.unblocked(self)
         self.log.info("Disconnected from: {peer}", peer=self.peer)
         if self.tunnel_connection is not None and not self._closed_by_tunnel:
             self.tunnel_connection.connection_lost()
@@ -88,30 +110,59 @@ class LocalStreamProtocol(Protocol):
     # -- IPushProducer: the local socket's send buffer --------------------------
 
     def pauseProducing(self) -> None:
-        self.flow.blocked(self)
+        # Twisted calls this on every write while the buffer is full.
+        if not self._write_paused:
+            self._write_paused = True
+            self._backlog = 0
 
     def resumeProducing(self) -> None:
-        self.flow.unblocked(self)
+        self._write_paused = False
+        self._backlog = 0
+        self.inbound.unblocked(self)
 
     def stopProducing(self) -> None:
-        self.flow.unblocked(self)
+        self.resumeProducing()
 
     # -- the tunnel's side (LocalConnection) -------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self._gone and not self._closed_by_tunnel:
-            self.transport.write(data)  # type: ignore[union-attr]
+        if self._gone or self._closed_by_tunnel:
+            return
+        self.transport.write(data)
+        if self._write_paused:
+            self._backlog += len(data)
+            if self._backlog >= self.backlog_limit:
+                self.inbound.blocked(self)
+
+    def pause_reading(self) -> None:
+        """The tunnel is slower than this socket: stop reading it."""
+        if not self._reading_paused:
+            self._reading_paused = True
+            if self.transport is not None and not self._gone:
+                self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and not self._gone:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Flush what was written, then close; the tunnel already knows."""
         if self._closed_by_tunnel:
             return
         self._closed_by_tunnel = True
+        self.inbound.unblocked(self)
         if not self._gone and self.transport is not None:
-            self.transport.loseConnection()
+            self._lose()
 
     def refuse(self) -> None:
         """Close a connection the tunnel did not take."""
         self._closed_by_tunnel = True
         if self.transport is not None:
-            self.transport.loseConnection()
+            self._lose()
+
+    def _lose(self) -> None:
+        # A paused producer would keep the transport open forever (see the module docstring).
+        self.transport.unregisterProducer()  # type: ignore[attr-defined]
+        self.transport.loseConnection()

@@ -28,7 +28,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
 from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.outcome import Outcome
 from aws_localproxy.source import SourceSide
 from aws_localproxy.tls import service_tls_options, trust_root
@@ -74,7 +74,7 @@ class LocalProxyService(Service):
         self._source: Optional[SourceSide] = None
         self._destination: Optional[DestinationSide] = None
         self.tunnel: Optional[Tunnel] = None
-        self.flow = FlowControl()
+        self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
 
     # -- IService -----------------------------------------------------------------------
@@ -92,27 +92,27 @@ class LocalProxyService(Service):
         if config.mode is Mode.SOURCE:
             self._source = SourceSide(
                 self._reactor,
-                self.flow,
+                self.inbound,
                 config.listen_address,
                 retry_count=settings.tcp_connection_retry_count,
                 retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 on_fatal=self._fatal,
+                backlog_limit=settings.tcp_write_buffer_size,
             )
             local: Any = self._source
         else:
             self._destination = DestinationSide(
                 self._reactor,
-                self.flow,
+                self.inbound,
                 default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
                 retry_count=settings.tcp_connection_retry_count,
                 retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 pending_limit=settings.tcp_write_buffer_size,
+                backlog_limit=settings.tcp_write_buffer_size,
             )
             local = self._destination
-        peer = _Peer()
         self.tunnel = Tunnel(
             config.mode,
-            peer,
             local,
             service_map=config.service_map,
             peer_version=config.peer_version,
@@ -133,14 +133,14 @@ class LocalProxyService(Service):
             endpoint,
             self._factory,
             self.tunnel,
-            self.flow,
+            self.inbound,
             display_url=self._display_url(),
             retry_count=settings.ws_connect_retry_count,
             retry_delay=settings.ws_retry_delay_ms / 1000,
             reconnect_on_data_error=settings.ws_reconnect_on_data_error,
             on_ready=self._ready,
+            lane_limit=settings.ws_write_buffer_size,
         )
-        peer.send_record = self._connector.send_record  # type: ignore[method-assign]
         self._connector.finished.addBoth(self._finished)
         self._connector.start()
 
@@ -151,6 +151,8 @@ class LocalProxyService(Service):
             waits.append(self._connector.stop())
         if self._source is not None:
             waits.append(self._source.stop())
+        if self._destination is not None:
+            self._destination.stop()
         if self.tunnel is not None:
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
@@ -250,17 +252,6 @@ class LocalProxyService(Service):
         self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
         self._finished_with.succeed(code)
         return None
-
-
-class _Peer:
-    """
-    The tunnel's L{TunnelPeer}.  The connector needs the tunnel to be built,
-    so the tunnel gets this stand-in, whose C{send_record} is then replaced
-    by the connector's own: one call per record on the data path.
-    """
-
-    def send_record(self, record: bytes) -> None:
-        """Nothing to send to before the connector exists."""
 
 
 def _lookup(config: ProxyConfig) -> Any:

@@ -23,9 +23,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from aws_localproxy.errors import FatalTunnelError
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
-from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
 from aws_localproxy.outcome import Outcome
 
 __all__ = ["SourceSide", "listen_port_of"]
@@ -54,7 +54,9 @@ class _ServiceFactory(Factory):
         self.service_id = service_id
 
     def buildProtocol(self, addr: object) -> LocalStreamProtocol:
-        return LocalStreamProtocol(self.side.flow, on_made=self._made)
+        return LocalStreamProtocol(
+            self.side.inbound, on_made=self._made, backlog_limit=self.side.backlog_limit
+        )
 
     def _made(self, protocol: LocalStreamProtocol) -> None:
         connection = self.side.accept(self.service_id, protocol)
@@ -62,7 +64,7 @@ class _ServiceFactory(Factory):
             protocol.refuse()
             return
         protocol.tunnel_connection = connection
-        port = protocol.transport.getHost().port  # type: ignore[union-attr]
+        port = protocol.transport.getHost().port  # type: ignore[attr-defined]
         self.side.log.info(
             "Accepted tcp connection on port {port} from {peer}", port=port, peer=protocol.peer
         )
@@ -76,15 +78,17 @@ class SourceSide:
     def __init__(
         self,
         reactor: IReactorTCP,
-        flow: FlowControl,
+        inbound: InboundFlow,
         bind_address: str,
         *,
         retry_count: int = 5,
         retry_delay: float = 2.5,
         on_fatal: Callable[[BaseException], None],
+        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
     ) -> None:
+        self.backlog_limit = backlog_limit
         self._reactor = reactor
-        self.flow = flow
+        self.inbound = inbound
         self.bind_address = bind_address
         self._retry_count = retry_count
         self._retry_delay = retry_delay

@@ -11,12 +11,9 @@ L{aws_localproxy.tunnel}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Iterator, List
+from typing import Dict, Iterator, List
 
-from aws_localproxy.interfaces import LocalConnection
-
-if TYPE_CHECKING:
-    from aws_localproxy.tunnel import Tunnel
+from aws_localproxy.interfaces import ConnectionEvents, LocalConnection, OutboundLane
 
 __all__ = ["INT32_MAX", "UINT32_MAX", "Service", "Connection", "next_id"]
 
@@ -72,21 +69,26 @@ class Connection:
     """
     The tunnel's end of one local connection (L{TunnelConnection}).
 
-    The I/O layer reports to it; it forwards to its tunnel, which knows the
-    rules.  Once closed (by either side, or with the session) it ignores
-    every further report, so each connection is reset at most once.
+    Bytes read from the local socket go straight into the connection's
+    outbound L{lane<aws_localproxy.scheduler.Lane>}; the socket's end is
+    reported to the tunnel (L{ConnectionEvents}), which knows the rules.
+    Once closed (by either side, or with the session) it ignores every
+    further report, so each connection is reset at most once.
     """
+
+    __slots__ = ("_events", "service", "service_id", "connection_id", "stream_id",
+                 "starts_stream", "local", "lane", "open")
 
     def __init__(
         self,
-        tunnel: Tunnel,
+        events: ConnectionEvents,
         service: Service,
         connection_id: int,
         stream_id: int,
         *,
         starts_stream: bool,
     ) -> None:
-        self._tunnel = tunnel
+        self._events = events
         self.service = service
         self.service_id = service.service_id
         self.connection_id = connection_id
@@ -94,16 +96,32 @@ class Connection:
         #: Opened by a StreamStart (as opposed to a V3 ConnectionStart).
         self.starts_stream = starts_stream
         self.local: LocalConnection | None = None
+        #: Where its bytes go; C{None} once the connection is closed.
+        self.lane: OutboundLane | None = None
         self.open = True
 
     def data_received(self, data: bytes) -> None:
-        self._tunnel._local_data(self, data)
+        lane = self.lane
+        if lane is not None:
+            lane.write(data)
 
     def connection_lost(self) -> None:
-        self._tunnel._local_lost(self)
+        if self.open:
+            self._events.local_lost(self)
 
     def connect_failed(self, reason: str) -> None:
-        self._tunnel._connect_failed(self, reason)
+        if self.open:
+            self._events.local_connect_failed(self, reason)
+
+    # ReadControl, for the lane: the local socket's reading.
+
+    def pause_reading(self) -> None:
+        if self.local is not None:
+            self.local.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.local is not None:
+            self.local.resume_reading()
 
     def close_local(self) -> None:
         """Mark closed and close the local socket (flushing), if there is one."""

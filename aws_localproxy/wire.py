@@ -39,6 +39,7 @@ __all__ = [
     "MessageDecoder",
     "encode_message",
     "encode_data",
+    "DataFields",
     "control_message",
     "type_name",
 ]
@@ -295,6 +296,47 @@ def _int32_varint(value: int) -> bytes:
     return _varint(value & 0xFFFFFFFFFFFFFFFF if value < 0 else value)
 
 
+class DataFields:
+    """
+    The fields every DATA record of one connection repeats, encoded once.
+
+    A connection sends many DATA records with the same stream, service and
+    connection IDs; only the payload changes.  Encoding the fixed part once
+    makes each record one C{join}: prefix, head, payload (from one or more
+    chunks, copied once) and tail.  The bytes are identical to what protobuf
+    serializes for the same fields.
+    """
+
+    __slots__ = ("_head", "_tail", "_fixed")
+
+    def __init__(self, service_id: str, stream_id: int, connection_id: int) -> None:
+        head = _TYPE_DATA
+        if stream_id:
+            head += bytes((_KEY_STREAM_ID,)) + _int32_varint(stream_id)
+        tail = b""
+        if service_id:
+            encoded_sid = service_id.encode("utf-8")
+            tail += bytes((_KEY_SERVICE_ID,)) + _varint(len(encoded_sid)) + encoded_sid
+        if connection_id:
+            tail += bytes((_KEY_CONNECTION_ID,)) + _varint(connection_id)
+        self._head = head + bytes((_KEY_PAYLOAD,))
+        self._tail = tail
+        self._fixed = len(self._head) + len(tail)
+
+    def record(self, *chunks: bytes | memoryview) -> bytes:
+        """One DATA record whose payload is C{chunks} joined (the caller keeps it within limits)."""
+        length = 0
+        for chunk in chunks:
+            length += len(chunk)
+        size_field = _varint(length)
+        size = self._fixed + len(size_field) + length
+        return b"".join((_PREFIX.pack(size), self._head, size_field, *chunks, self._tail))
+
+    def overhead(self, payload_length: int) -> int:
+        """Bytes a record adds around a payload of C{payload_length}, prefix included."""
+        return LENGTH_PREFIX_SIZE + self._fixed + len(_varint(payload_length))
+
+
 def encode_data(
     service_id: str,
     stream_id: int,
@@ -306,10 +348,8 @@ def encode_data(
     Encode local bytes as DATA records, one per ``max_payload_size`` chunk.
 
     Each returned item is one complete record (prefix included) and is sent as
-    one WebSocket message.  The records are byte-identical to what protobuf
-    serializes for the same fields, but each is built with one join, copying
-    the payload once.  An empty payload gives no records: DATA without bytes
-    carries nothing.
+    one WebSocket message.  An empty payload gives no records: DATA without
+    bytes carries nothing.
     """
     view = memoryview(payload)
     if view.ndim != 1 or view.itemsize != 1:
@@ -317,27 +357,18 @@ def encode_data(
     total = len(view)
     if not total:
         return []
-    head = _TYPE_DATA
-    if stream_id:
-        head += bytes((_KEY_STREAM_ID,)) + _int32_varint(stream_id)
-    tail = b""
-    if service_id:
-        encoded_sid = service_id.encode("utf-8")
-        tail += bytes((_KEY_SERVICE_ID,)) + _varint(len(encoded_sid)) + encoded_sid
-    if connection_id:
-        tail += bytes((_KEY_CONNECTION_ID,)) + _varint(connection_id)
+    fields = DataFields(service_id, stream_id, connection_id)
     step = limits.max_payload_size
     records: List[bytes] = []
     for start in range(0, total, step):
         chunk = view[start : start + step]
-        chunk_head = head + bytes((_KEY_PAYLOAD,)) + _varint(len(chunk))
-        size = len(chunk_head) + len(chunk) + len(tail)
+        size = fields.overhead(len(chunk)) - LENGTH_PREFIX_SIZE + len(chunk)
         if size > min(limits.max_message_size, 0xFFFF):
             raise MessageTooLarge(
                 "DATA record of %d bytes exceeds the maximum of %d"
                 % (size, limits.max_message_size)
             )
-        records.append(b"".join((_PREFIX.pack(size), chunk_head, chunk, tail)))
+        records.append(fields.record(chunk))
     return records
 
 

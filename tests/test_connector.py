@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.connector import TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.websocket import CloseOutcome
 from aws_localproxy.wire import Message, encode_message
@@ -43,6 +43,9 @@ class FakeProtocol:
 
     def send_record(self, record: bytes) -> None:
         self.sent.append(record)
+
+    def send_ping(self, payload: bytes) -> None:
+        pass
 
 
 class FakeEndpoint:
@@ -93,14 +96,13 @@ class ConnectorTests(SynchronousTestCase):
         self.endpoint = FakeEndpoint()
         self.local = NullLocal()
         self.ready: list = []
-        peer = self
-        self.tunnel = Tunnel(Mode.SOURCE, peer, self.local, service_map=service_map or {})  # type: ignore[arg-type]
+        self.tunnel = Tunnel(Mode.SOURCE, self.local, service_map=service_map or {})  # type: ignore[arg-type]
         connector = TunnelConnector(
             self.clock,
             self.endpoint,  # type: ignore[arg-type]
             lambda c: None,  # type: ignore[arg-type,return-value]
             self.tunnel,
-            FlowControl(),
+            InboundFlow(),
             display_url="wss://example.invalid:443",
             retry_count=retry_count,
             retry_delay=2.5,
@@ -110,9 +112,6 @@ class ConnectorTests(SynchronousTestCase):
         self.codes: list = []
         connector.finished.addCallback(self.codes.append)
         return connector
-
-    def send_record(self, record: bytes) -> None:
-        pass
 
     def test_retry_forever_by_default(self) -> None:
         connector = self.make()

@@ -177,8 +177,7 @@ class BackPressureTests(E2ETestCase):
         pusher = _Pusher(client.transport, budget)
         yield pusher.stalled(reactor)
         self.assertLess(pusher.sent, 64 * 1024 * 1024)
-        self.assertTrue(self.destination.flow.websocket_paused)
-        self.assertTrue(self.source.flow.locals_paused)
+        self.assertTrue(self.destination.inbound.websocket_paused)
         sent = pusher.stop()
         stalled[0].expected = sent
         stalled[0].transport.resumeProducing()

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.destination import DestinationSide, parse_destination
 from aws_localproxy.errors import FatalTunnelError
-from aws_localproxy.flowcontrol import FlowControl
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.source import SourceSide, listen_port_of
 
 
@@ -55,7 +55,7 @@ class SourceSideTests(SynchronousTestCase):
     def make(self, reactor: MemoryReactorClock, retries: int = 2) -> SourceSide:
         self.fatal: List[BaseException] = []
         return SourceSide(
-            reactor, FlowControl(), "127.0.0.1", retry_count=retries, retry_delay=1.0,
+            reactor, InboundFlow(), "127.0.0.1", retry_count=retries, retry_delay=1.0,
             on_fatal=self.fatal.append,
         )
 
@@ -116,7 +116,7 @@ class RecordingConnection:
 class DestinationSideTests(SynchronousTestCase):
     def make(self, retries: int = 1) -> tuple[DestinationSide, MemoryReactorClock]:
         reactor = MemoryReactorClock()
-        side = DestinationSide(reactor, FlowControl(), retry_count=retries, retry_delay=0.5,
+        side = DestinationSide(reactor, InboundFlow(), retry_count=retries, retry_delay=0.5,
                                pending_limit=10)
         side.services_ready({"ssh": "127.0.0.1:22"})
         return side, reactor
@@ -150,7 +150,7 @@ class DestinationSideTests(SynchronousTestCase):
         connection = RecordingConnection()
         pending = side.connect(connection)
         pending.write(b"0123456789ab")  # over the pending limit of 10
-        self.assertTrue(side.flow._blocked)
+        self.assertTrue(side.inbound._blocked)
         from twisted.internet.testing import StringTransport
 
         factory = reactor.tcpClients[0][2]
@@ -158,7 +158,7 @@ class DestinationSideTests(SynchronousTestCase):
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.assertEqual(transport.value(), b"0123456789ab")
-        self.assertFalse(side.flow._blocked)
+        self.assertFalse(side.inbound._blocked)
 
     def test_close_while_connecting_cancels(self) -> None:
         side, reactor = self.make()

@@ -21,8 +21,9 @@ from aws_localproxy.constants import (
     PeerVersion,
 )
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
-from aws_localproxy.interfaces import LocalConnection, LocalSide, TunnelConnection, TunnelPeer
+from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection
 from aws_localproxy.mapping import NO_PORT_MAPPING, NOT_ENOUGH_SERVICE_IDS, WRONG_CONFIGURATION
+from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.wire import Limits, Message, control_message, decode_all, encode_message
 
@@ -30,7 +31,7 @@ from aws_localproxy.wire import Limits, Message, control_message, decode_all, en
 
 
 class FakePeer:
-    """A L{TunnelPeer} that records every record sent."""
+    """The peer: records every record a session sends (through an unpaced scheduler)."""
 
     def __init__(self) -> None:
         self.records: List[bytes] = []
@@ -85,6 +86,14 @@ class FakeLocalConnection:
     def close(self) -> None:
         self.close_calls += 1
 
+    reading_paused = False
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
 
 class FakeLocalSide:
     """
@@ -118,15 +127,33 @@ class FakeLocalSide:
         return matches[index]
 
 
+class PeerTunnel(Tunnel):
+    """
+    A L{Tunnel} whose sessions send to a L{FakePeer} through a real scheduler
+    (unpaced and never paused, so every record goes out at once, in order).
+    """
+
+    def __init__(self, mode: Mode, peer: FakePeer, local: LocalSide, **kwargs) -> None:
+        super().__init__(mode, local, **kwargs)
+        self.peer = peer
+
+    def session_started(self, subprotocol: str, outbound: Outbound | None = None) -> None:
+        super().session_started(
+            subprotocol,
+            outbound
+            or OutboundScheduler(self.peer.send_record, max_payload=self.limits.max_payload_size),
+        )
+
+
 def make_tunnel(
     mode: Mode,
     service_map: Mapping[str, str],
     peer_version: PeerVersion = PeerVersion.V3,
     **kwargs,
-) -> tuple[Tunnel, FakePeer, FakeLocalSide]:
+) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     peer = FakePeer()
     local = FakeLocalSide()
-    tunnel = Tunnel(mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs)
+    tunnel = PeerTunnel(mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs)
     return tunnel, peer, local
 
 
@@ -168,7 +195,7 @@ def started(
     ids: Sequence[str] | None = None,
     peer_version: PeerVersion = PeerVersion.V3,
     **kwargs,
-) -> tuple[Tunnel, FakePeer, FakeLocalSide]:
+) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     """A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys)."""
     tunnel, peer, local = make_tunnel(mode, service_map, peer_version, **kwargs)
     tunnel.session_started(SUBPROTOCOL_V3)
@@ -201,7 +228,7 @@ class FakesTests(SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         """FakePeer, FakeLocalSide and FakeLocalConnection satisfy the protocols."""
-        self.assertIsInstance(FakePeer(), TunnelPeer)
+        self.assertIsInstance(OutboundScheduler(FakePeer().send_record), Outbound)
         self.assertIsInstance(FakeLocalSide(), LocalSide)
         self.assertIsInstance(FakeLocalConnection(), LocalConnection)
 

@@ -8,7 +8,7 @@ from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import Mode, PeerVersion
-from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
+from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.wire import Message
 from tests.test_tunnel import SSH, TWO, ctl, data, logs, started, texts
 
@@ -215,13 +215,16 @@ class DestinationV3Tests(SynchronousTestCase):
         self.assertTrue(self.local.connections[0][1].closed)
 
     def test_unknown_types(self) -> None:
-        """Waiting and transfer: UNKNOWN recoverable, new types fatal, ignorable skipped."""
+        """
+        Waiting and transfer: UNKNOWN and new types end the session (recoverable:
+        the peer cannot stop the process), ignorable ones are skipped.
+        """
         self.tunnel.data_received(ctl(9, "ssh", ignorable=True))
         error = self.assertRaises(RecoverableTunnelError, self.tunnel.data_received, ctl(0, "ssh"))
         self.assertEqual(
             str(error), "Unexpected message type received while waiting for stream start: 0"
         )
-        error = self.assertRaises(FatalTunnelError, self.tunnel.data_received, ctl(9, "ssh"))
+        error = self.assertRaises(RecoverableTunnelError, self.tunnel.data_received, ctl(9, "ssh"))
         self.assertEqual(
             str(error), "Unrecognized message type received while waiting for stream start: 9"
         )
@@ -230,7 +233,7 @@ class DestinationV3Tests(SynchronousTestCase):
         tunnel.data_received(ctl(9, "ssh", ignorable=True))
         error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, ctl(0, "ssh"))
         self.assertIn("during data transfer: 0", str(error))
-        error = self.assertRaises(FatalTunnelError, tunnel.data_received, ctl(12, "ssh"))
+        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, ctl(12, "ssh"))
         self.assertIn("during data transfer: 12", str(error))
 
 

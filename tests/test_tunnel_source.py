@@ -8,7 +8,7 @@ from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import Mode, PeerVersion
-from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
+from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.streams import INT32_MAX
 from aws_localproxy.wire import Limits, Message
 from tests.test_tunnel import (
@@ -139,7 +139,10 @@ class SourceV3Tests(SynchronousTestCase):
         self.assertEqual(l1.written, [])
 
     def test_connection_reset_received(self) -> None:
-        """ConnectionReset closes that local connection only, without echo."""
+        """
+        ConnectionReset closes that local connection only and is answered once
+        with a ConnectionReset of its own, as the reference's close path does.
+        """
         c1, l1 = self.accept()
         c2, l2 = self.accept()
         self.peer.records.clear()
@@ -151,7 +154,8 @@ class SourceV3Tests(SynchronousTestCase):
             "Handling explicit reset by closing TCP for service id: ssh connection id: 1",
             texts(captured, LogLevel.debug),
         )
-        c1.connection_lost()  # the I/O layer may still report it: no echo
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+        c1.connection_lost()  # the I/O layer may still report it: nothing more
         self.assertEqual(self.peer.records, [])
 
     def test_connection_reset_stale_stream(self) -> None:
@@ -263,7 +267,7 @@ class SourceV3Tests(SynchronousTestCase):
         self.assertEqual(self.peer.records, [])
 
     def test_unknown_type_in_transfer(self) -> None:
-        """During transfer: UNKNOWN is recoverable, a new type fatal unless ignorable."""
+        """During transfer: UNKNOWN and a new type end the session (recoverable) unless ignorable."""
         self.accept()
         self.tunnel.data_received(ctl(77, "ssh", ignorable=True) + ctl(0, "ssh", ignorable=True))
         error = self.assertRaises(RecoverableTunnelError, self.tunnel.data_received, ctl(0, "ssh"))
@@ -272,7 +276,7 @@ class SourceV3Tests(SynchronousTestCase):
             "Unexpected message type received during control message handling "
             "during data transfer: 0",
         )
-        error = self.assertRaises(FatalTunnelError, self.tunnel.data_received, ctl(8, "ssh"))
+        error = self.assertRaises(RecoverableTunnelError, self.tunnel.data_received, ctl(8, "ssh"))
         self.assertEqual(
             str(error),
             "Unrecognized message type received during control message handling "
@@ -333,7 +337,7 @@ class SourceV3Tests(SynchronousTestCase):
 
     def test_stream_id_wraps(self) -> None:
         """After INT32_MAX the next stream ID is 1."""
-        service = self.tunnel._services["ssh"]
+        service = self.tunnel._session.services["ssh"]  # type: ignore[union-attr]
         service.stream_id = INT32_MAX - 1
         for expected in (INT32_MAX, 1):
             self.accept()

@@ -18,6 +18,7 @@ from tests.test_tunnel import (
     SSH,
     FakeLocalConnection,
     FakeLocalSide,
+    PeerTunnel,
     ctl,
     data,
     make_tunnel,
@@ -150,16 +151,16 @@ class ConversationTests(SynchronousTestCase):
     def pair(self, source_version: PeerVersion, destination_version: PeerVersion):
         service = _Service()
         source_local, destination_local = FakeLocalSide(), FakeLocalSide()
-        source = Tunnel(
+        source = PeerTunnel(
             Mode.SOURCE,
-            _Pipe(service.source_out),
+            _Pipe(service.source_out),  # type: ignore[arg-type]
             source_local,
             service_map={"ssh": "5555", "web": "8080"},
             peer_version=source_version,
         )
-        destination = Tunnel(
+        destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(service.destination_out),
+            _Pipe(service.destination_out),  # type: ignore[arg-type]
             destination_local,
             service_map={"ssh": "22", "web": "80"},
             peer_version=destination_version,

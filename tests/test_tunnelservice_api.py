@@ -118,7 +118,9 @@ class ApiTests(ApiTestCase):
 
     @inlineCallbacks
     def test_describe_unknown(self) -> Any:
-        yield self.assertClientError("ResourceNotFoundException", "describe_tunnel", tunnelId="nope")
+        yield self.assertClientError(
+            "ResourceNotFoundException", "describe_tunnel", tunnelId="nope"
+        )
 
     @inlineCallbacks
     def test_list_paging(self) -> Any:
@@ -190,7 +192,9 @@ class ApiTests(ApiTestCase):
         opened = yield self.call("open_tunnel", tags=[{"key": "a", "value": "1"}])
         arn = opened["tunnelArn"]
         yield self.call(
-            "tag_resource", resourceArn=arn, tags=[{"key": "b", "value": "2"}, {"key": "a", "value": "3"}]
+            "tag_resource",
+            resourceArn=arn,
+            tags=[{"key": "b", "value": "2"}, {"key": "a", "value": "3"}],
         )
         tags = yield self.call("list_tags_for_resource", resourceArn=arn)
         self.assertEqual(tags["tags"], [{"key": "a", "value": "3"}, {"key": "b", "value": "2"}])
@@ -263,8 +267,16 @@ class CliTests(unittest.TestCase):
         env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
-            ["-m", "awscli", "iotsecuretunneling", *args, "--endpoint-url", self.running.api_url,
-             "--output", "json"],
+            [
+                "-m",
+                "awscli",
+                "iotsecuretunneling",
+                *args,
+                "--endpoint-url",
+                self.running.api_url,
+                "--output",
+                "json",
+            ],
             env=env,
             reactor=reactor,
         )

@@ -1,5 +1,5 @@
 """
-Certificates, the command line (twistd plugin and console script) and the ready file.
+The command line (twistd plugin and console script) and the ready file.
 """
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import subprocess
 from typing import Any
 
 from twisted.application.service import IServiceMaker
@@ -19,48 +17,8 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from aws_localproxy.tunnelservice import cli, tap
-from aws_localproxy.tunnelservice.certs import ensure_certificates, subject_hash
 from aws_localproxy.tunnelservice.server import LocalTunnelService
 from tests import tunnelclient
-
-
-class CertificateTests(unittest.TestCase):
-    def test_created_once(self) -> None:
-        cert_dir = self.mktemp()
-        files = ensure_certificates(cert_dir)
-        with open(files.ca_file, "rb") as f:
-            ca = f.read()
-        self.assertEqual(os.stat(files.server_key_file).st_mode & 0o077, 0)
-        again = ensure_certificates(cert_dir)
-        with open(again.ca_file, "rb") as f:
-            self.assertEqual(f.read(), ca)
-
-    def test_capath_hash(self) -> None:
-        """The hashed directory is named as OpenSSL looks certificates up."""
-        files = ensure_certificates(self.mktemp())
-        name = subject_hash(open(files.ca_file, "rb").read()) + ".0"
-        self.assertEqual(os.listdir(files.capath), [name])
-        openssl = shutil.which("openssl")
-        if openssl:
-            out = subprocess.run(
-                [openssl, "x509", "-hash", "-noout", "-in", files.ca_file],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            self.assertEqual(out + ".0", name)
-            verify = subprocess.run(
-                [openssl, "verify", "-CApath", files.capath, files.server_cert_file],
-                capture_output=True,
-                text=True,
-            )
-            self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
-
-    def test_partial_directory_refused(self) -> None:
-        cert_dir = self.mktemp()
-        files = ensure_certificates(cert_dir)
-        os.remove(files.server_key_file)
-        self.assertRaises(ValueError, ensure_certificates, cert_dir)
 
 
 class OptionsTests(unittest.TestCase):
@@ -75,12 +33,29 @@ class OptionsTests(unittest.TestCase):
     def test_values(self) -> None:
         options = tap.Options()
         options.parseOptions(
-            ["--interface", "::1", "--port", "8443", "--no-tls", "--ready-file", "r.json",
-             "--state-file", "s.db", "--cert-dir", "/tmp/x"]
+            [
+                "--interface",
+                "::1",
+                "--port",
+                "8443",
+                "--no-tls",
+                "--ready-file",
+                "r.json",
+                "--state-file",
+                "s.db",
+                "--cert-dir",
+                "/tmp/x",
+            ]
         )
         self.assertEqual(
-            (options["interface"], options["port"], options["no-tls"], options["ready-file"],
-             options["state-file"], options["cert-dir"]),
+            (
+                options["interface"],
+                options["port"],
+                options["no-tls"],
+                options["ready-file"],
+                options["state-file"],
+                options["cert-dir"],
+            ),
             ("::1", 8443, True, "r.json", "s.db", "/tmp/x"),
         )
 

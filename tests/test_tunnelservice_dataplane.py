@@ -5,6 +5,7 @@ handshakes, SERVICE_IDS, relaying, the protocol rules, replacement and close.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -12,6 +13,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3
+from aws_localproxy.sockets import TCP_NOTSENT_LOWAT
+from aws_localproxy.tunnelservice.dataplane import NOT_SENT_LOW_WATER
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data, encode_message
 from tests import tunnelclient
@@ -327,7 +330,9 @@ class RuleTests(ServiceTestCase):
     @inlineCallbacks
     def test_missing_stream_id(self) -> Any:
         _, source, _ = yield self.pair()
-        source.send_records(encode_message(Message(type=Message.DATA, serviceId="ssh", payload=b"x")))
+        source.send_records(
+            encode_message(Message(type=Message.DATA, serviceId="ssh", payload=b"x"))
+        )
         yield self.assertClosedFor(source, 1008, "DATA needs a stream ID")
 
 
@@ -413,3 +418,43 @@ class PlainTests(ServiceTestCase):
         source.send_records(stream_start())
         messages = yield destination.wait_messages(2)
         self.assertEqual(messages[1].type, Message.STREAM_START)
+
+
+def server_side(running: Any, mode: str) -> Any:
+    """The service's protocol of the (only) live connection of C{mode}."""
+    for protocol in running._factory.connections:
+        grant = protocol._grant
+        if grant is not None and grant.slot.mode.value == mode:
+            return protocol
+    raise AssertionError("no %s connection" % (mode,))
+
+
+class SocketTests(ServiceTestCase):
+    @inlineCallbacks
+    def test_not_sent_low_water(self) -> Any:
+        """Data-plane sockets keep at most 32 KiB unsent in the kernel (Linux)."""
+        if TCP_NOTSENT_LOWAT is None:
+            raise unittest.SkipTest("no TCP_NOTSENT_LOWAT on this system")
+        yield self.pair()
+        handle = server_side(self.running, "source").transport.transport.getHandle()
+        self.assertEqual(
+            handle.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT), NOT_SENT_LOW_WATER
+        )
+
+
+class ClosingTests(ServiceTestCase):
+    @inlineCallbacks
+    def test_drop_of_a_peer_that_does_not_read(self) -> Any:
+        """
+        A client that sends a close frame and stops reading never answers
+        the TLS close_notify: the service's graceful drop is aborted after
+        the drop timeout instead of keeping the connection for good.
+        """
+        self.running._factory.drop_timeout = 0.3
+        _, source, _ = yield self.pair(options={"closeHandshakeTimeout": 30})
+        protocol = server_side(self.running, "source")
+        source.transport.pauseProducing()
+        source.sendClose()
+        gone = self.running._factory.wait_gone(protocol)
+        yield tunnelclient.within(reactor, gone, 3)
+        source.transport.resumeProducing()

@@ -1,44 +1,22 @@
 """
-The tunnel registry without sockets: token rules, expiry, replacement, persistence.
+The tunnel registry without sockets: tokens, lifetimes, rotation, persistence.
 """
 
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
-from aws_localproxy.tunnelservice.registry import ApiError, HandshakeRejected, TunnelRegistry
-from aws_localproxy.tunnelservice.rules import violation
+from aws_localproxy.constants import Mode
+from aws_localproxy.tunnelservice.apishapes import tunnel_shape
+from aws_localproxy.tunnelservice.handshake import HandshakeRejected
+from aws_localproxy.tunnelservice.model import InvalidTunnel, TunnelNotFound, token_digest
+from aws_localproxy.tunnelservice.registry import TunnelRegistry
+from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
-from aws_localproxy.wire import Message, decode_all, encode_message
-
-CLIENT_TOKEN = "c" * 32
-
-
-class FakePeer:
-    """A L{PeerLink} that records what the registry does to it."""
-
-    def __init__(self, subprotocol: str = SUBPROTOCOL_V3) -> None:
-        self.subprotocol = subprotocol
-        self.sent: List[bytes] = []
-        self.closed: List[Tuple[int, str]] = []
-        self.aborted = False
-
-    def send_frames(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed.append((code, reason))
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def messages(self) -> List[Message]:
-        return decode_all(b"".join(self.sent))
+from tests.test_tunnelservice_relay import CLIENT_TOKEN, FakePeer
 
 
 class RegistryTests(unittest.TestCase):
@@ -46,6 +24,7 @@ class RegistryTests(unittest.TestCase):
         self.clock = Clock()
         self.clock.advance(1000)
         self.registry = TunnelRegistry(self.clock)
+        self.relay = Relay(self.clock, self.registry.state_changed)
         self.addCleanup(self.registry.stop)
 
     def test_expiry(self) -> None:
@@ -53,17 +32,17 @@ class RegistryTests(unittest.TestCase):
         tunnel = self.registry.open_tunnel(["ssh"], max_lifetime_minutes=2)
         peer = FakePeer()
         grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
-        self.registry.attach(grant, peer)
+        self.relay.attach(grant, peer)
         self.clock.advance(119)
         self.assertEqual(tunnel.status, "OPEN")
         self.clock.advance(1)
         self.assertEqual(tunnel.status, "CLOSED")
         self.assertEqual(peer.closed, [(1000, "Tunnel lifetime expired")])
-        self.assertEqual(tunnel.describe()["sourceConnectionState"]["status"], "DISCONNECTED")
+        self.assertEqual(tunnel_shape(tunnel)["sourceConnectionState"]["status"], "DISCONNECTED")
 
     def test_lifetime_bounds(self) -> None:
-        self.assertRaises(ApiError, self.registry.open_tunnel, [], 0)
-        self.assertRaises(ApiError, self.registry.open_tunnel, [], 721)
+        self.assertRaises(InvalidTunnel, self.registry.open_tunnel, [], 0)
+        self.assertRaises(InvalidTunnel, self.registry.open_tunnel, [], 721)
 
     def test_tokens_are_distinct_and_long(self) -> None:
         tokens = set()
@@ -86,61 +65,29 @@ class RegistryTests(unittest.TestCase):
         )
         self.assertEqual(error.status, 409)
 
-    def test_replacement(self) -> None:
-        tunnel = self.registry.open_tunnel(["ssh"])
+    def test_indexed_by_digest(self) -> None:
+        """The token index holds digests, never the tokens themselves."""
+        tunnel = self.registry.open_tunnel()
         token = tunnel.slot(Mode.SOURCE).access_token
-        old, new, destination = FakePeer(), FakePeer(), FakePeer()
-        self.registry.attach(self.registry.authorize("source", [token], [CLIENT_TOKEN]), old)
-        self.registry.attach(
-            self.registry.authorize(
-                "destination", [tunnel.slot(Mode.DESTINATION).access_token], []
-            ),
-            destination,
-        )
-        start = Message(type=Message.STREAM_START, streamId=3, serviceId="ssh")
-        grant = self.registry.authorize("source", [token], [CLIENT_TOKEN])
-        self.registry.relay(grant, encode_message(start), [start])
-        self.registry.attach(grant, new)
-        self.assertEqual(old.closed, [(1000, "Replaced by a new connection")])
-        reset = destination.messages()[-1]
-        self.assertEqual((reset.type, reset.streamId, reset.serviceId), (Message.STREAM_RESET, 3, "ssh"))
-        self.assertEqual(new.messages()[0].type, Message.SERVICE_IDS)
-        self.assertEqual(len(new.messages()), 1)
-        # The old connection going away later does not disconnect the new one.
-        self.registry.detach(grant, old)
-        self.assertIs(tunnel.slot(Mode.SOURCE).peer, new)
+        self.assertNotIn(token, self.registry._by_token)
+        self.assertIn(token_digest(token), self.registry._by_token)
+        self.assertEqual(self.registry.find_token(token), (tunnel, Mode.SOURCE))
+        self.assertIsNone(self.registry.find_token(token[:-1]))
 
-    def test_reset_stream_forgotten(self) -> None:
+    def test_rotate_frees_the_slot(self) -> None:
         tunnel = self.registry.open_tunnel(["ssh"])
-        grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
-        self.registry.relay(grant, b"", [Message(type=Message.STREAM_START, streamId=3, serviceId="ssh")])
-        self.assertEqual(tunnel.active_streams, {"ssh": 3})
-        self.registry.relay(grant, b"", [Message(type=Message.STREAM_RESET, streamId=2, serviceId="ssh")])
-        self.assertEqual(tunnel.active_streams, {"ssh": 3})
-        self.registry.relay(grant, b"", [Message(type=Message.STREAM_RESET, streamId=3, serviceId="ssh")])
-        self.assertEqual(tunnel.active_streams, {})
+        old_token = tunnel.slot(Mode.SOURCE).access_token
+        peer = FakePeer()
+        self.relay.attach(self.registry.authorize("source", [old_token], []), peer)
+        self.registry.rotate(tunnel.tunnel_id, [Mode.SOURCE])
+        self.assertEqual(peer.closed, [(1000, "Access token rotated")])
+        self.assertIsNone(self.registry.find_token(old_token))
+        new_token = tunnel.slot(Mode.SOURCE).access_token
+        self.registry.authorize("source", [new_token], [])
 
-
-class RulesTests(unittest.TestCase):
-    def test_allowed(self) -> None:
-        for mode, message in [
-            (Mode.SOURCE, Message(type=Message.STREAM_START, streamId=1, serviceId="a")),
-            (Mode.DESTINATION, Message(type=Message.DATA, streamId=1, serviceId="a", payload=b"x")),
-            (Mode.SOURCE, Message(type=Message.STREAM_START, streamId=1)),  # V1: no service ID
-            (Mode.DESTINATION, Message(type=Message.CONNECTION_RESET, streamId=1, connectionId=2)),
-        ]:
-            self.assertIsNone(violation(mode, message, ["a"]))
-
-    def test_refused(self) -> None:
-        for mode, message in [
-            (Mode.SOURCE, Message()),
-            (Mode.SOURCE, Message(type=Message.SERVICE_IDS)),
-            (Mode.SOURCE, Message(type=Message.SESSION_RESET)),
-            (Mode.DESTINATION, Message(type=Message.STREAM_START, streamId=1)),
-            (Mode.SOURCE, Message(type=Message.DATA, serviceId="a")),
-            (Mode.SOURCE, Message(type=Message.DATA, streamId=1, serviceId="b")),
-        ]:
-            self.assertIsNotNone(violation(mode, message, ["a"]), message)
+    def test_unknown(self) -> None:
+        self.assertRaises(TunnelNotFound, self.registry.get, "nope")
+        self.assertRaises(TunnelNotFound, self.registry.by_arn, "arn:nope")
 
 
 class PersistenceTests(unittest.TestCase):
@@ -170,7 +117,7 @@ class PersistenceTests(unittest.TestCase):
 
         second = self.registry()
         restored = second.get(tunnel.tunnel_id)
-        self.assertEqual(restored.describe()["description"], "kept")
+        self.assertEqual(tunnel_shape(restored)["description"], "kept")
         self.assertEqual(restored.services, ["ssh"])
         # The client token binding and the spent token survive.
         second.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [CLIENT_TOKEN])
@@ -181,7 +128,7 @@ class PersistenceTests(unittest.TestCase):
             [spent.slot(Mode.SOURCE).access_token],
             [],
         )
-        self.assertRaises(ApiError, second.get, deleted.tunnel_id)
+        self.assertRaises(TunnelNotFound, second.get, deleted.tunnel_id)
         # The lifetime still counts from the creation.
         self.clock.advance(600)
         self.assertEqual(restored.status, "CLOSED")

@@ -49,6 +49,7 @@ class TunnelClient(WebSocketClientProtocol):
         self.close_reason: Optional[str] = None
         self._decoder = MessageDecoder()
         self._waiting: List[Tuple[int, Deferred[List[Message]]]] = []
+        self._pong_waiters: List[Deferred[bytes]] = []
 
     @property
     def status(self) -> Optional[int]:
@@ -78,6 +79,17 @@ class TunnelClient(WebSocketClientProtocol):
         self.messages.extend(self._decoder.feed(payload))
         self._notify()
 
+    def ping(self, payload: bytes = b"") -> Deferred[bytes]:
+        """Send a WebSocket ping; fires with the pong's payload."""
+        d: Deferred[bytes] = Deferred()
+        self._pong_waiters.append(d)
+        self.sendPing(payload)
+        return d
+
+    def onPong(self, payload: bytes) -> None:
+        if self._pong_waiters:
+            self._pong_waiters.pop(0).callback(payload)
+
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.close_code, self.close_reason = code, reason
         if not self.handshake.called:
@@ -85,6 +97,9 @@ class TunnelClient(WebSocketClientProtocol):
         for _, waiting in self._waiting:
             waiting.errback(ConnectionError("closed: %s %s" % (code, reason)))
         self._waiting = []
+        pongs, self._pong_waiters = self._pong_waiters, []
+        for pong in pongs:
+            pong.errback(ConnectionError("closed: %s %s" % (code, reason)))
         self.close_info = (wasClean, code, reason)
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
@@ -136,6 +151,7 @@ def connect(
     protocols: Sequence[str] = (SUBPROTOCOL_V3,),
     resource: Optional[str] = None,
     headers: Optional[Dict[str, str]] = None,
+    options: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """
     Connect to C{running} (a L{RunningTunnelService}) and fire with the
@@ -156,7 +172,9 @@ def connect(
         reactor=reactor,
     )
     factory.protocol = TunnelClient
-    factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+    factory.setProtocolOptions(
+        **{"openHandshakeTimeout": 10, "closeHandshakeTimeout": 2, **(options or {})}
+    )
     endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", running.port, timeout=5)
     if running.use_tls:
         endpoint = wrapClientTLS(client_tls(running.ca_file), endpoint)
@@ -173,3 +191,15 @@ def close_client(client: TunnelClient) -> Deferred[Any]:
         elif client.state != WebSocketClientProtocol.STATE_CLOSING and client.transport:
             client.transport.abortConnection()
     return client.when_closed()
+
+
+def sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    """Fires after C{seconds} on C{reactor}."""
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
+
+
+def within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
+    """C{d}, failing with a timeout if it has not fired after C{seconds}."""
+    return d.addTimeout(seconds, reactor)

@@ -14,7 +14,6 @@ and RotateTunnelAccessToken, never in logs.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,69 +22,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from aws_localproxy.constants import Mode
-from aws_localproxy.tunnelservice.registry import ApiError, TunnelRegistry
+from aws_localproxy.tunnelservice.apishapes import (
+    NEXT_TOKEN_RE,
+    ApiError,
+    destination_config,
+    optional,
+    required,
+    rotation_modes,
+    summary_shape,
+    tags,
+    tunnel_shape,
+    validation,
+)
+from aws_localproxy.tunnelservice.model import InvalidTunnel, TunnelNotFound
+from aws_localproxy.tunnelservice.registry import TunnelRegistry
 
 TARGET_PREFIX = "IoTSecuredTunneling."
 CONTENT_TYPE = b"application/x-amz-json-1.1"
-
-_SERVICE_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
-_NEXT_TOKEN_RE = re.compile(r"^[a-zA-Z0-9_=-]{1,4096}$")
-
-
-def _validation(message: str) -> ApiError:
-    return ApiError("ValidationException", message)
-
-
-def _required(body: Dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if value is None:
-        raise _validation("%s is required" % (name,))
-    if not isinstance(value, kind):
-        raise _validation("%s has the wrong type" % (name,))
-    return value
-
-
-def _optional(body: Dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if value is not None and not isinstance(value, kind):
-        raise _validation("%s has the wrong type" % (name,))
-    return value
-
-
-def _tags(value: Any, name: str = "tags") -> List[Dict[str, str]]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > 200:
-        raise _validation("%s must be a list of at most 200 tags" % (name,))
-    tags = []
-    for tag in value:
-        if (
-            not isinstance(tag, dict)
-            or not isinstance(tag.get("key"), str)
-            or not isinstance(tag.get("value"), str)
-            or not 1 <= len(tag["key"]) <= 128
-            or len(tag["value"]) > 256
-        ):
-            raise _validation("each of %s needs a key (1-128) and a value (0-256)" % (name,))
-        tags.append({"key": tag["key"], "value": tag["value"]})
-    return tags
-
-
-def _destination_config(value: Any) -> tuple[Optional[str], List[str]]:
-    if not isinstance(value, dict):
-        raise _validation("destinationConfig must be a structure")
-    services = _required(value, "services", list)
-    if not services:
-        raise _validation("destinationConfig.services needs at least one service")
-    for service in services:
-        if not isinstance(service, str) or not _SERVICE_RE.match(service):
-            raise _validation("invalid service name in destinationConfig.services")
-    if len(set(services)) != len(services):
-        raise _validation("destinationConfig.services has duplicates")
-    thing_name = _optional(value, "thingName", str)
-    if thing_name is not None and not _SERVICE_RE.match(thing_name):
-        raise _validation("invalid destinationConfig.thingName")
-    return thing_name, list(services)
 
 
 class ManagementApi(Resource):
@@ -123,7 +76,12 @@ class ManagementApi(Resource):
             if handler is None:
                 raise ApiError("UnknownOperationException", "Unknown operation %r" % (target,))
             body = self._body(request)
-            result = handler(body)
+            try:
+                result = handler(body)
+            except TunnelNotFound as error:
+                raise ApiError("ResourceNotFoundException", str(error)) from None
+            except InvalidTunnel as error:
+                raise validation(str(error)) from None
         except ApiError as error:
             self.log.info(
                 "{action} failed: {error_type}: {message}",
@@ -151,25 +109,25 @@ class ManagementApi(Resource):
     # -- actions -------------------------------------------------------
 
     def open_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        description = _optional(body, "description", str)
+        description = optional(body, "description", str)
         if description is not None and not 1 <= len(description) <= 2048:
-            raise _validation("description must be 1 to 2048 characters")
-        tags = _tags(body.get("tags"))
+            raise validation("description must be 1 to 2048 characters")
+        tunnel_tags = tags(body.get("tags"))
         thing_name: Optional[str] = None
         services: List[str] = []
         config = body.get("destinationConfig")
         if config is not None:
-            thing_name, services = _destination_config(config)
+            thing_name, services = destination_config(config)
         lifetime = 720
-        timeout = _optional(body, "timeoutConfig", dict)
+        timeout = optional(body, "timeoutConfig", dict)
         if timeout is not None and timeout.get("maxLifetimeTimeoutMinutes") is not None:
-            lifetime = _required(timeout, "maxLifetimeTimeoutMinutes", int)
+            lifetime = required(timeout, "maxLifetimeTimeoutMinutes", int)
         tunnel = self._registry.open_tunnel(
             services=services,
             max_lifetime_minutes=lifetime,
             description=description,
             thing_name=thing_name,
-            tags=tags,
+            tags=tunnel_tags,
             has_destination_config=config is not None,
         )
         return {
@@ -180,53 +138,47 @@ class ManagementApi(Resource):
         }
 
     def close_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel_id = _required(body, "tunnelId", str)
-        delete = _optional(body, "delete", bool) or False
+        tunnel_id = required(body, "tunnelId", str)
+        delete = optional(body, "delete", bool) or False
         self._registry.close_tunnel(tunnel_id, delete=delete)
         return {}
 
     def describe_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel = self._registry.get(_required(body, "tunnelId", str))
-        return {"tunnel": tunnel.describe()}
+        tunnel = self._registry.get(required(body, "tunnelId", str))
+        return {"tunnel": tunnel_shape(tunnel)}
 
     def list_tunnels(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        thing_name = _optional(body, "thingName", str)
-        max_results = _optional(body, "maxResults", int)
+        thing_name = optional(body, "thingName", str)
+        max_results = optional(body, "maxResults", int)
         if max_results is None:
             max_results = 100
         if not 1 <= max_results <= 100:
-            raise _validation("maxResults must be between 1 and 100")
-        next_token = _optional(body, "nextToken", str)
+            raise validation("maxResults must be between 1 and 100")
+        next_token = optional(body, "nextToken", str)
         tunnels = self._registry.list_tunnels(thing_name)
         start = 0
         if next_token is not None:
             # The token is the ID of the first tunnel of the next page.
-            if not _NEXT_TOKEN_RE.match(next_token):
-                raise _validation("invalid nextToken")
+            if not NEXT_TOKEN_RE.match(next_token):
+                raise validation("invalid nextToken")
             ids = [t.tunnel_id for t in tunnels]
             if next_token not in ids:
-                raise _validation("nextToken is no longer valid")
+                raise validation("nextToken is no longer valid")
             start = ids.index(next_token)
         page = tunnels[start : start + max_results]
-        result: Dict[str, Any] = {"tunnelSummaries": [t.summary() for t in page]}
+        result: Dict[str, Any] = {"tunnelSummaries": [summary_shape(t) for t in page]}
         if start + max_results < len(tunnels):
             result["nextToken"] = tunnels[start + max_results].tunnel_id
         return result
 
     def rotate_tunnel_access_token(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel_id = _required(body, "tunnelId", str)
-        client_mode = _required(body, "clientMode", str)
-        modes = {
-            "SOURCE": [Mode.SOURCE],
-            "DESTINATION": [Mode.DESTINATION],
-            "ALL": [Mode.SOURCE, Mode.DESTINATION],
-        }.get(client_mode)
-        if modes is None:
-            raise _validation("clientMode must be SOURCE, DESTINATION or ALL")
+        tunnel_id = required(body, "tunnelId", str)
+        client_mode = required(body, "clientMode", str)
+        modes = rotation_modes(client_mode)
         services: Optional[List[str]] = None
         thing_name = None
         if body.get("destinationConfig") is not None:
-            thing_name, services = _destination_config(body["destinationConfig"])
+            thing_name, services = destination_config(body["destinationConfig"])
         tunnel = self._registry.rotate(tunnel_id, modes, services=services, thing_name=thing_name)
         result: Dict[str, Any] = {"tunnelArn": tunnel.tunnel_arn}
         if Mode.SOURCE in modes:
@@ -236,18 +188,18 @@ class ManagementApi(Resource):
         return result
 
     def tag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        arn = _required(body, "resourceArn", str)
-        self._registry.tag(arn, _tags(_required(body, "tags", list)))
+        arn = required(body, "resourceArn", str)
+        self._registry.tag(arn, tags(required(body, "tags", list)))
         return {}
 
     def untag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        arn = _required(body, "resourceArn", str)
-        keys = _required(body, "tagKeys", list)
+        arn = required(body, "resourceArn", str)
+        keys = required(body, "tagKeys", list)
         if not all(isinstance(key, str) for key in keys):
-            raise _validation("tagKeys must be strings")
+            raise validation("tagKeys must be strings")
         self._registry.untag(arn, keys)
         return {}
 
     def list_tags_for_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel = self._registry.by_arn(_required(body, "resourceArn", str))
+        tunnel = self._registry.by_arn(required(body, "resourceArn", str))
         return {"tags": [dict(tag) for tag in tunnel.tags]}

@@ -67,7 +67,9 @@ def ensure_certificates(cert_dir: str) -> CertificateFiles:
         server_key_file=os.path.abspath(os.path.join(cert_dir, SERVER_KEY_FILE)),
         capath=os.path.abspath(os.path.join(cert_dir, CAPATH_DIR)),
     )
-    have = [os.path.exists(p) for p in (files.ca_file, files.server_cert_file, files.server_key_file)]
+    have = [
+        os.path.exists(p) for p in (files.ca_file, files.server_cert_file, files.server_key_file)
+    ]
     if not any(have):
         _generate(files)
         log.info("Created a CA and a server certificate in {cert_dir}", cert_dir=files.cert_dir)
@@ -107,7 +109,9 @@ def _generate(files: CertificateFiles) -> None:
     ca_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "aws-localproxy"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "localtunnel private CA %s" % (os.urandom(4).hex(),)),
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, "localtunnel private CA %s" % (os.urandom(4).hex(),)
+            ),
         ]
     )
     ca_cert = (
@@ -133,7 +137,9 @@ def _generate(files: CertificateFiles) -> None:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -161,9 +167,7 @@ def _generate(files: CertificateFiles) -> None:
     _write(files.ca_file, ca_cert.public_bytes(pem), 0o644)
     _write(
         os.path.join(files.cert_dir, CA_KEY_FILE),
-        ca_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+        ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         0o600,
     )
     _write(files.server_cert_file, server_cert.public_bytes(pem), 0o644)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
@@ -33,7 +33,9 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.tunnelservice.api import ManagementApi
 from aws_localproxy.tunnelservice.certs import ensure_certificates, server_tls_options
 from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
-from aws_localproxy.tunnelservice.registry import DEFAULT_LIFETIME_MINUTES, TunnelRegistry
+from aws_localproxy.tunnelservice.model import DEFAULT_LIFETIME_MINUTES
+from aws_localproxy.tunnelservice.registry import TunnelRegistry
+from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
 
 log = Logger()
@@ -137,6 +139,7 @@ class RunningTunnelService:
     ca_file: Optional[str]
     capath: Optional[str]
     registry: TunnelRegistry
+    relay: Relay
     _listening: Any  # IListeningPort
     _factory: DataPlaneFactory
     _site: _TrackingSite
@@ -163,7 +166,9 @@ class RunningTunnelService:
         }
 
     def open_tunnel(
-        self, services: List[str] = [], max_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES  # noqa: B006
+        self,
+        services: Sequence[str] = (),
+        max_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES,
     ) -> Tuple[str, str, str]:
         """Open a tunnel; return (tunnel ID, source token, destination token)."""
         tunnel = self.registry.open_tunnel(
@@ -196,16 +201,14 @@ class RunningTunnelService:
         """``CONNECTED`` or ``DISCONNECTED``, as DescribeTunnel reports it."""
         return self.registry.get(tunnel_id).slot(Mode(mode)).state
 
-    def wait_for_state(
-        self, tunnel_id: str, mode: Union[str, Mode], state: str
-    ) -> Deferred[None]:
+    def wait_for_state(self, tunnel_id: str, mode: Union[str, Mode], state: str) -> Deferred[None]:
         """Fires once C{connection_state(tunnel_id, mode)} is C{state}: tests wait with it."""
         return self.registry.wait_for_state(tunnel_id, Mode(mode), state)
 
     @property
     def violations(self) -> List[Tuple[str, str, str]]:
         """(tunnel ID, mode, reason) of every connection closed for breaking a rule."""
-        return self.registry.violations
+        return self.relay.violations
 
     def stop(self) -> Deferred[None]:
         """Stop listening and drop every connection; fires when all are gone."""
@@ -241,10 +244,14 @@ def start_tunnel_service(
     use_tls: bool = True,
     state_file: Optional[str] = None,
     region: str = "us-east-1",
+    bandwidth_limit: int = 0,
 ) -> Any:
     """
     Create (or reuse) the certificates, restore the state file if any, and
     listen on C{interface}:C{port}.
+
+    @param bandwidth_limit: bytes per second each tunnel carries per
+        direction, as the AWS tunneling service caps it (0: unlimited).
 
     @return: a Deferred firing with a L{RunningTunnelService}.
     """
@@ -258,7 +265,10 @@ def start_tunnel_service(
     store = SQLiteTunnelStore(state_file) if state_file else None
     registry = TunnelRegistry(reactor, region=region, store=store)
     registry.load()
-    factory = DataPlaneFactory(registry, reactor=reactor)
+    if bandwidth_limit < 0:
+        raise ValueError("the bandwidth limit must not be negative")
+    relay = Relay(reactor, on_state_changed=registry.state_changed)
+    factory = DataPlaneFactory(registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit)
     site = _TrackingSite(_Root(ManagementApi(registry), _DataPlaneResource(factory)), reactor)
     if tls is not None:
         endpoint: Any = SSL4ServerEndpoint(reactor, port, tls, interface=interface)
@@ -278,6 +288,7 @@ def start_tunnel_service(
         ca_file=files.ca_file if files else None,
         capath=files.capath if files else None,
         registry=registry,
+        relay=relay,
         _listening=listening,
         _factory=factory,
         _site=site,
@@ -319,6 +330,7 @@ class LocalTunnelService(Service):
         state_file: Optional[str] = None,
         ready_file: Optional[str] = None,
         region: str = "us-east-1",
+        bandwidth_limit: int = 0,
     ) -> None:
         self._reactor = reactor
         self._args: Dict[str, Any] = dict(
@@ -328,6 +340,7 @@ class LocalTunnelService(Service):
             use_tls=use_tls,
             state_file=state_file,
             region=region,
+            bandwidth_limit=bandwidth_limit,
         )
         self._ready_file = ready_file
         self.running_service: Optional[RunningTunnelService] = None

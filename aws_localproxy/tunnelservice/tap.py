@@ -50,6 +50,14 @@ class Options(usage.Options):
             "Keep tunnels in this SQLite file, so that a restart keeps them (default: memory).",
         ],
         ["region", None, "us-east-1", "Region used in tunnel ARNs and example commands."],
+        [
+            "bandwidth-limit",
+            None,
+            0,
+            "Bytes per second each tunnel carries per direction, as the AWS service caps "
+            "it (800000 is its documented 800 KB/s); 0: unlimited.",
+            int,
+        ],
     ]
 
     optFlags = [
@@ -64,6 +72,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be between 0 and 65535")
+        if self["bandwidth-limit"] < 0:
+            raise usage.UsageError("--bandwidth-limit must not be negative")
         if not self["interface"]:
             raise usage.UsageError("--interface must not be empty")
         self["cert-dir"] = os.path.abspath(self["cert-dir"])
@@ -84,4 +94,5 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         state_file=config["state-file"],
         ready_file=config["ready-file"],
         region=config["region"],
+        bandwidth_limit=config["bandwidth-limit"],
     )

@@ -1,0 +1,194 @@
+# -*- test-case-name: tests.test_tunnel_destination -*-
+"""
+The destination's rules: streams and connections become local connections.
+
+A StreamStart (or, with no stream yet, a ConnectionStart) starts the
+service's stream and opens its first local connection; in V3 a
+ConnectionStart of the current stream opens another.  A StreamStart with a
+new stream ID during a transfer ends the old stream and starts the new one
+at once (the reference drops the new stream's data until yet another
+StreamStart comes).  A connection ID the peer reuses while it is open is
+reset.  At most ``tcp.max_active_connections`` connections per service are
+opened; the peer's asks beyond that are answered with a reset.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from aws_localproxy.errors import RecoverableTunnelError
+from aws_localproxy.session import (
+    UNEXPECTED_IN_TRANSFER,
+    UNEXPECTED_WHILE_WAITING,
+    UNRECOGNIZED_IN_TRANSFER,
+    UNRECOGNIZED_WHILE_WAITING,
+    TunnelSession,
+    unexpected_type,
+)
+from aws_localproxy.streams import Connection, Service
+from aws_localproxy.wire import Message
+
+__all__ = ["control", "connect_failed"]
+
+NO_STREAM_ID_IN_STREAM_START = "No stream ID set for stream start message!"
+NO_STREAM_ID_IN_CONNECTION_START = "No stream ID set for connection start message!"
+
+_STREAM_START = Message.STREAM_START
+_STREAM_RESET = Message.STREAM_RESET
+_CONNECTION_START = Message.CONNECTION_START
+_CONNECTION_RESET = Message.CONNECTION_RESET
+
+log = Logger(namespace="aws_localproxy.tunnel")
+
+
+def control(session: TunnelSession, service: Service, message: Message) -> None:
+    """A control message (not DATA, not a stream or session reset) for one of a destination's services."""
+    message_type = message.type
+    if message_type == _STREAM_START or (
+        message_type == _CONNECTION_START and not service.active
+    ):
+        _on_stream_start(session, service, message)
+    elif message_type == _CONNECTION_START:
+        _on_connection_start(session, service, message)
+    elif message_type == _CONNECTION_RESET:
+        if service.active:
+            session.peer_reset_connection(service, message)
+    elif service.active:
+        unexpected_type(message, UNEXPECTED_IN_TRANSFER, UNRECOGNIZED_IN_TRANSFER)
+    else:
+        unexpected_type(message, UNEXPECTED_WHILE_WAITING, UNRECOGNIZED_WHILE_WAITING)
+
+
+def connect_failed(session: TunnelSession, connection: Connection, reason: str) -> None:
+    """
+    Every attempt to open C{connection}'s local socket failed: a V3
+    ConnectionStart is answered with a reset of that connection only; a
+    stream's first connection (or any in V1/V2 format) resets the stream.
+    """
+    service = connection.service
+    log.debug(
+        "Could not connect service id {service_id} connection id {connection_id}: {reason}",
+        service_id=service.service_id,
+        connection_id=connection.connection_id,
+        reason=reason,
+    )
+    if session.format.multiplexed and not connection.starts_stream:
+        session.close_connection(
+            connection,
+            session.control(
+                _CONNECTION_RESET, service, connection.stream_id, connection.connection_id
+            ),
+            peer_reset=False,
+        )
+        return
+    log.debug(
+        "resetting stream for service id:{service_id}, then listen for stream start",
+        service_id=service.service_id,
+        trace=True,
+    )
+    session.end_stream(service, session.control(_STREAM_RESET, service, connection.stream_id))
+
+
+def _on_stream_start(session: TunnelSession, service: Service, message: Message) -> None:
+    if not message.connectionId:
+        session.fall_back_to_v2()
+    if not message.streamId:
+        raise RecoverableTunnelError(NO_STREAM_ID_IN_STREAM_START)
+    log.debug(
+        "Received service id : {service_id}, stream id: {stream_id}",
+        service_id=service.service_id,
+        stream_id=message.streamId,
+    )
+    if service.active:
+        if message.streamId == service.stream_id:
+            log.debug("Ignoring stream start for the current stream")
+            return
+        log.warn(
+            "Stream start received during data transfer for service id :{service_id}"
+            "with new stream id: {stream_id}",
+            service_id=service.service_id,
+            stream_id=message.streamId,
+        )
+        log.warn("Reset this stream")
+        session.end_stream(service, None)
+    service.stream_id = message.streamId
+    service.active = True
+    _connect(session, service, message.connectionId, starts_stream=True)
+
+
+def _on_connection_start(session: TunnelSession, service: Service, message: Message) -> None:
+    if not message.streamId:
+        raise RecoverableTunnelError(NO_STREAM_ID_IN_CONNECTION_START)
+    log.debug(
+        "Received service id : {service_id}, stream id: {stream_id}, "
+        "connection id: {connection_id} for connection start",
+        service_id=service.service_id,
+        stream_id=message.streamId,
+        connection_id=message.connectionId,
+    )
+    if message.streamId != service.stream_id:
+        log.warn(
+            "Ignoring connection start for service id {service_id}: stream id {stream_id} "
+            "is not the current stream {current}",
+            service_id=service.service_id,
+            stream_id=message.streamId,
+            current=service.stream_id,
+        )
+        return
+    if not message.connectionId:
+        session.fall_back_to_v2()
+    _connect(session, service, message.connectionId, starts_stream=False)
+
+
+def _refuse(session: TunnelSession, service: Service, connection_id: int, starts_stream: bool) -> None:
+    """Answer a start we will not act on with the reset that ends it."""
+    if session.format.multiplexed and not starts_stream:
+        session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
+    else:
+        session.end_stream(service, session.control(_STREAM_RESET, service, service.stream_id))
+
+
+def _connect(session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool) -> None:
+    """Open a local connection for a StreamStart or ConnectionStart."""
+    if not session.format.multiplexed:
+        connection_id = 0
+    existing = service.connections.get(connection_id)
+    if existing is not None:
+        # The peer reuses a live connection ID: that connection is broken.
+        log.warn(
+            "Connection id {connection_id} of service id {service_id} is already open: "
+            "resetting it",
+            connection_id=connection_id,
+            service_id=service.service_id,
+        )
+        if session.format.multiplexed:
+            session.close_connection(
+                existing,
+                session.control(
+                    _CONNECTION_RESET, service, existing.stream_id, existing.connection_id
+                ),
+                peer_reset=True,
+            )
+        else:
+            session.end_stream(service, session.control(_STREAM_RESET, service, existing.stream_id))
+        return
+    if len(service.connections) >= session.max_active_connections:
+        log.warn(
+            "Refusing connection id {connection_id} of service id {service_id}: "
+            "{count} connections are active, the maximum (tcp.max_active_connections)",
+            connection_id=connection_id,
+            service_id=service.service_id,
+            count=len(service.connections),
+        )
+        _refuse(session, service, connection_id, starts_stream)
+        return
+    connection = session.open_connection(service, connection_id, starts_stream=starts_stream)
+    log.info(
+        "Setting up dest socket with tcp connection id {connection_id}",
+        connection_id=connection_id,
+    )
+    local = session.local.connect(connection)
+    connection.local = local
+    if not connection.open:
+        # It failed or was reset while connecting synchronously.
+        local.close()

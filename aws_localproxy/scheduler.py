@@ -1,0 +1,282 @@
+# -*- test-case-name: tests.test_scheduler -*-
+"""
+The outbound scheduler: what the WebSocket sends next.
+
+Every local connection has a L{Lane}: the bytes read from it, waiting to be
+sent as DATA.  The scheduler sends control records first (a connection's
+start always precedes its data, because its lane is empty when the start is
+queued), then DATA round-robin: one record of at most one quantum from each
+lane in turn, so an interactive connection waits behind at most one quantum
+of each busy one, never behind another's whole backlog.  A lane's closing
+record (its reset) is sent after its last byte.
+
+Below the scheduler little may wait: it is the WebSocket transport's
+producer, so it stops when Twisted's write buffer fills, and the socket's
+unsent kernel buffer is kept small by the connector (C{TCP_NOTSENT_LOWAT}).
+With a L{Pacer} it also stops when the tunneling service has not read
+enough of what was sent, and sizes its quantum to the measured rate.
+
+Each lane is bounded: when it holds C{lane_limit} bytes, reading its local
+socket pauses (that connection only), and resumes when half has been sent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Deque, Iterable, Optional
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from aws_localproxy.interfaces import ReadControl
+from aws_localproxy.pacing import Pacer
+from aws_localproxy.wire import DataFields
+
+__all__ = ["Lane", "OutboundScheduler", "DEFAULT_LANE_LIMIT"]
+
+#: Bytes a lane holds before its local socket stops being read
+#: (the reference's ``websocket.write_buffer_size`` default).
+DEFAULT_LANE_LIMIT = 131076
+
+
+class Lane:
+    """One local connection's bytes on their way to the tunnel."""
+
+    __slots__ = ("_scheduler", "fields", "_chunks", "queued", "_final", "closing", "_reader",
+                 "_reading_paused", "_in_ring")
+
+    def __init__(self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl) -> None:
+        self._scheduler = scheduler
+        #: The connection's fixed DATA fields (replaced if the peer format changes).
+        self.fields = fields
+        self._chunks: Deque[bytes | memoryview] = deque()
+        self.queued = 0
+        self._final: Optional[bytes] = None
+        self.closing = False
+        self._reader = reader
+        self._reading_paused = False
+        self._in_ring = False
+
+    def write(self, data: bytes) -> None:
+        """Bytes read from the local socket, to be sent in order."""
+        if self.closing or not data:
+            return
+        self._chunks.append(data)
+        self.queued += len(data)
+        if self.queued >= self._scheduler.lane_limit and not self._reading_paused:
+            self._reading_paused = True
+            self._reader.pause_reading()
+        self._scheduler._wake(self)
+
+    def finish(self, final: Optional[bytes]) -> None:
+        """No more data: send C{final} (if any) after everything queued, then forget the lane."""
+        if self.closing:
+            return
+        self.closing = True
+        self._final = final
+        self._scheduler._wake(self)
+
+    def abort(self, final: Optional[bytes]) -> None:
+        """The peer reset the connection: drop what is queued, send C{final} now."""
+        self._chunks.clear()
+        self.queued = 0
+        self._scheduler._drop(self)
+        self.closing = True
+        if final is not None:
+            self._scheduler.control(final)
+
+    # -- for the scheduler ---------------------------------------------------------
+
+    def _next_record(self, limit: int) -> bytes:
+        """One DATA record of at most C{limit} payload bytes from the front of the queue."""
+        chunks = self._chunks
+        first = chunks[0]
+        size = len(first)
+        if size > limit:
+            view = memoryview(first)
+            chunks[0] = view[limit:]
+            self.queued -= limit
+            return self.fields.record(view[:limit])
+        chunks.popleft()
+        parts = [first]
+        total = size
+        while chunks and total < limit:
+            following = chunks[0]
+            room = limit - total
+            if len(following) <= room:
+                parts.append(chunks.popleft())
+                total += len(following)
+            else:
+                view = memoryview(following)
+                parts.append(view[:room])
+                chunks[0] = view[room:]
+                total = limit
+        self.queued -= total
+        return self.fields.record(*parts)
+
+    def _sent_some(self) -> None:
+        if self._reading_paused and self.queued <= self._scheduler.lane_limit // 2:
+            self._reading_paused = False
+            self._reader.resume_reading()
+
+    def _take_final(self) -> Optional[bytes]:
+        final, self._final = self._final, None
+        return final
+
+
+@implementer(IPushProducer)
+class OutboundScheduler:
+    """
+    One session's outbound queue.  C{send} writes one record as one binary
+    WebSocket message; C{send_ping} (with a pacer) sends a ping frame.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        *,
+        pacer: Optional[Pacer] = None,
+        send_ping: Optional[Callable[[bytes], None]] = None,
+        lane_limit: int = DEFAULT_LANE_LIMIT,
+        max_payload: int = 64512,
+    ) -> None:
+        self._send = send
+        self._pacer = pacer
+        self._send_ping = send_ping
+        self.lane_limit = lane_limit
+        self._max_payload = max_payload
+        self._controls: Deque[bytes] = deque()
+        self._ring: Deque[Lane] = deque()
+        self._paused = False
+        self._pumping = False
+        self._closed = False
+
+    # -- what the tunnel uses --------------------------------------------------------
+
+    def open_lane(self, fields: DataFields, reader: ReadControl) -> Lane:
+        """A new connection's lane."""
+        return Lane(self, fields, reader)
+
+    def control(self, record: bytes) -> None:
+        """A control record: sent before any DATA still queued."""
+        if self._closed:
+            return
+        self._controls.append(record)
+        self._pump()
+
+    def drain(self, lanes: Iterable[Lane]) -> None:
+        """
+        Put everything C{lanes} hold in front of the next control record:
+        a stream reset must follow every byte of the stream's connections.
+        """
+        for lane in lanes:
+            while lane.queued:
+                self._controls.append(lane._next_record(self._max_payload))
+            self._drop(lane)
+            final = lane._take_final()
+            if final is not None:
+                self._controls.append(final)
+        self._pump()
+
+    @property
+    def queued(self) -> int:
+        """DATA bytes waiting in every lane."""
+        return sum(lane.queued for lane in self._ring)
+
+    def close(self) -> None:
+        """The session is over: nothing more is sent."""
+        self._closed = True
+        self._controls.clear()
+        self._ring.clear()
+
+    # -- feedback from below ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The WebSocket transport's buffer is full."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    def pong(self, payload: bytes) -> bool:
+        """A pong from the service; C{True} if it answered the pacer's ping."""
+        pacer = self._pacer
+        if pacer is None or not pacer.is_ours(payload):
+            return False
+        pacer.on_pong(payload)
+        self._pump()
+        return True
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _wake(self, lane: Lane) -> None:
+        if not lane._in_ring and not self._closed:
+            lane._in_ring = True
+            self._ring.append(lane)
+        self._pump()
+
+    def _drop(self, lane: Lane) -> None:
+        if lane._in_ring:
+            lane._in_ring = False
+            self._ring.remove(lane)
+
+    def _pump(self) -> None:
+        if self._pumping or self._paused or self._closed:
+            return
+        self._pumping = True
+        try:
+            self._run()
+        finally:
+            self._pumping = False
+
+    def _run(self) -> None:
+        controls, ring, pacer = self._controls, self._ring, self._pacer
+        while not self._paused and not self._closed:
+            if controls:
+                self._emit(controls.popleft())
+                continue
+            if not ring:
+                return
+            if pacer is None:
+                lane = ring.popleft()
+            else:
+                allowed = self._next_allowed(pacer)
+                if allowed is None:
+                    return
+                lane = allowed
+            lane._in_ring = False
+            if not lane.queued:
+                final = lane._take_final()
+                if final is not None:
+                    self._emit(final)
+                continue
+            limit = self._max_payload if pacer is None else min(self._max_payload, pacer.quantum)
+            record = lane._next_record(limit)
+            if lane.queued or lane.closing:
+                lane._in_ring = True
+                ring.append(lane)
+            self._emit(record)
+            lane._sent_some()
+
+    def _next_allowed(self, pacer: Pacer) -> Optional[Lane]:
+        """
+        The first lane in turn that may send now, taken off the ring: one with
+        only its closing record left, or one the pacer lets send; or C{None}.
+        """
+        ring = self._ring
+        for index, lane in enumerate(ring):
+            if not lane.queued or pacer.allowance(lane.queued) > 0:
+                del ring[index]
+                return lane
+        return None
+
+    def _emit(self, record: bytes) -> None:
+        self._send(record)
+        if self._pacer is not None:
+            ping = self._pacer.on_sent(len(record))
+            if ping is not None and self._send_ping is not None:
+                self._send_ping(ping)

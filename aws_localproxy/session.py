@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.test_tunnel -*-
+"""
+One session's state: its services, streams and connections, and the few
+operations every rule is made of.
+
+A session is one WebSocket.  It starts with nothing; SERVICE_IDS sets up
+its services; streams and connections come and go inside it; when the
+WebSocket goes, the session goes with everything in it.  The rules (the
+dispatch in L{aws_localproxy.tunnel}, L{aws_localproxy.sourcerules},
+L{aws_localproxy.destinationrules}) decide *when* to open, close or reset;
+this module does it the one right way: a reset we send follows every byte
+already read from the connections it ends, a reset we receive drops what
+was still to be sent, and a closed local socket is flushed before it closes.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+from twisted.logger import Logger
+
+from aws_localproxy.constants import Mode
+from aws_localproxy.errors import RecoverableTunnelError
+from aws_localproxy.interfaces import ConnectionEvents, LocalSide, Outbound
+from aws_localproxy.peerformat import PeerFormat
+from aws_localproxy.streams import UINT32_MAX, Connection, Service, next_id
+from aws_localproxy.wire import Message
+
+__all__ = ["TunnelSession", "unexpected_type"]
+
+# The reference's error lines for message types a handler cannot take.
+UNEXPECTED_WHILE_WAITING = "Unexpected message type received while waiting for stream start: %d"
+UNEXPECTED_IN_TRANSFER = (
+    "Unexpected message type received during control message handling during data transfer: %d"
+)
+UNRECOGNIZED_WHILE_WAITING = "Unrecognized message type received while waiting for stream start: %d"
+UNRECOGNIZED_IN_TRANSFER = (
+    "Unrecognized message type received during control message handling during data transfer: %d"
+)
+_HIGHEST_KNOWN_TYPE = Message.CONNECTION_RESET
+
+log = Logger(namespace="aws_localproxy.tunnel")
+
+
+def unexpected_type(message: Message, unexpected: str, unrecognized: str) -> None:
+    """
+    UNKNOWN and types newer than this proxy: skipped if the peer marked them
+    ignorable, else the session ends (and the proxy reconnects).  The
+    reference exits for an unknown type; one record from the peer must not
+    be able to stop a device's proxy.
+    """
+    message_type = message.type
+    if message.ignorable:
+        log.debug("Ignoring ignorable message of type {type}", type=message_type)
+    elif message_type == Message.UNKNOWN:
+        raise RecoverableTunnelError(unexpected % (message_type,))
+    elif message_type > _HIGHEST_KNOWN_TYPE:
+        raise RecoverableTunnelError(unrecognized % (message_type,))
+    # Any other known type has no meaning here (e.g. STREAM_RESET while waiting).
+
+
+class TunnelSession:
+    """The state of one WebSocket session of a tunnel."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        outbound: Outbound,
+        peer_format: PeerFormat,
+        local: LocalSide,
+        events: ConnectionEvents,
+        max_active_connections: int,
+    ) -> None:
+        self.mode = mode
+        self.outbound = outbound
+        self.format = peer_format
+        self.local = local
+        self._events = events
+        self.max_active_connections = max_active_connections
+        self.services: dict[str, Service] = {}
+        self.service_ids: tuple[str, ...] = ()
+        self.endpoints: Mapping[str, str] = MappingProxyType({})
+        self.ready = False
+        self.open = True
+
+    # -- sending -------------------------------------------------------------
+
+    def control(
+        self, message_type: int, service: Service, stream_id: int, connection_id: int = 0
+    ) -> bytes:
+        """A control record for C{service} in the session's format (not sent)."""
+        return self.format.control(message_type, service.service_id, stream_id, connection_id)
+
+    def send(self, record: bytes) -> None:
+        """Send a control record now (ahead of queued DATA)."""
+        if self.open:
+            self.outbound.control(record)
+
+    # -- connections ---------------------------------------------------------
+
+    def open_connection(
+        self, service: Service, connection_id: int, *, starts_stream: bool
+    ) -> Connection:
+        """A new connection of C{service}'s current stream, with its outbound lane."""
+        connection = Connection(
+            self._events, service, connection_id, service.stream_id, starts_stream=starts_stream
+        )
+        connection.lane = self.outbound.open_lane(
+            self.format.data_fields(service.service_id, service.stream_id, connection_id),
+            connection,
+        )
+        service.connections[connection_id] = connection
+        return connection
+
+    def close_connection(
+        self, connection: Connection, final: Optional[bytes], *, peer_reset: bool
+    ) -> None:
+        """
+        Forget C{connection}, send C{final} (its reset, if any) and close its
+        local socket after flushing.  When the peer reset it, what was still
+        to be sent is dropped (the peer no longer knows the connection);
+        otherwise C{final} follows every byte already read.
+        """
+        connection.service.connections.pop(connection.connection_id, None)
+        lane, connection.lane = connection.lane, None
+        if lane is not None:
+            if peer_reset:
+                lane.abort(final)
+            else:
+                lane.finish(final)
+        elif final is not None:
+            self.send(final)
+        connection.close_local()
+
+    def end_stream(self, service: Service, reset: Optional[bytes]) -> None:
+        """
+        Close every connection of C{service}; its next connection (source)
+        starts a new stream.  With C{reset} (ours to send), the stream's data
+        already read goes first; without, the peer ended the stream and what
+        was still queued is dropped.
+        """
+        service.active = False
+        connections = service.take_connections()
+        lanes = [c.lane for c in connections if c.lane is not None]
+        for connection in connections:
+            connection.lane = None
+        if reset is not None:
+            self.outbound.drain(lanes)
+            self.send(reset)
+        else:
+            for lane in lanes:
+                lane.abort(None)
+        for connection in connections:
+            connection.close_local()
+
+    def current_stream(
+        self, message: Message, service_id: str, service: Optional[Service]
+    ) -> Optional[Service]:
+        """
+        The stale-message filter of DATA, STREAM_RESET and CONNECTION_RESET:
+        the service if the message is for its current stream, else C{None}.
+        """
+        if service is None or not service.stream_id:
+            log.warn(
+                "No stream found for service id: {service_id}. Ignore stream id: {stream_id}",
+                service_id=service_id,
+                stream_id=message.streamId,
+            )
+            return None
+        if not message.streamId:
+            log.warn("Message received with streamid not set")
+            return None
+        if message.streamId != service.stream_id:
+            log.debug("Stale message received. Dropping", trace=True)
+            return None
+        return service
+
+    def peer_reset_connection(self, service: Service, message: Message) -> None:
+        """
+        The peer reset one connection: close it after flushing what it was
+        sent, drop what it had yet to send, and answer with a reset of our
+        own (V3), as the reference does when its closed socket reports EOF.
+        """
+        if self.current_stream(message, service.service_id, service) is None:
+            return
+        connection = self.find_connection(service, message.connectionId)
+        if connection is None:
+            log.debug("Ignoring explicit reset... TCP socket has been deleted")
+            return
+        log.debug(
+            "Handling explicit reset by closing TCP for service id: {service_id} "
+            "connection id: {connection_id}",
+            service_id=service.service_id,
+            connection_id=connection.connection_id,
+        )
+        answer = None
+        if self.format.multiplexed:
+            answer = self.control(
+                Message.CONNECTION_RESET, service, connection.stream_id, connection.connection_id
+            )
+        self.close_connection(connection, answer, peer_reset=True)
+
+    def find_connection(self, service: Service, connection_id: int) -> Optional[Connection]:
+        connection = service.connections.get(connection_id)
+        if (
+            connection is None
+            and len(service.connections) == 1
+            and (not connection_id or not self.format.multiplexed)
+        ):
+            # A V2 peer sends no connection ID, and V2 format ignores the ones a V3 peer
+            # sends: either way it means the service's only connection (possibly a V3
+            # connection started before the peer showed it speaks V2).
+            (connection,) = service.connections.values()
+        return connection
+
+    def new_connection_id(self, service: Service) -> int:
+        connection_id = next_id(service.last_connection_id, UINT32_MAX)
+        while connection_id in service.connections:
+            connection_id = next_id(connection_id, UINT32_MAX)
+        service.last_connection_id = connection_id
+        return connection_id
+
+    def fall_back_to_v2(self) -> None:
+        """The peer is a V2 peer: speak V2 from now on, queued DATA included."""
+        if not self.format.fall_back_to_v2():
+            return
+        for service in self.services.values():
+            for connection in service:
+                if connection.lane is not None:
+                    connection.lane.fields = self.format.data_fields(
+                        service.service_id, connection.stream_id, connection.connection_id
+                    )
+
+    # -- the end -------------------------------------------------------------
+
+    def close_all(self) -> None:
+        """Close every local connection (after flushing); nothing more is sent for them."""
+        for service in self.services.values():
+            for connection in service.take_connections():
+                connection.lane = None
+                connection.close_local()
+
+    def end(self) -> None:
+        """The WebSocket is gone."""
+        self.open = False
+        self.ready = False
+        self.outbound.close()
+        self.close_all()
+        self.services = {}

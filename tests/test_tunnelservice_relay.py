@@ -1,0 +1,199 @@
+"""
+The relay without sockets: pairing, replacement, stream resets, back-pressure.
+"""
+
+from __future__ import annotations
+
+from typing import List, Set, Tuple
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode
+from aws_localproxy.tunnelservice.registry import TunnelRegistry
+from aws_localproxy.tunnelservice.relay import Relay
+from aws_localproxy.wire import Message, decode_all, encode_message
+
+CLIENT_TOKEN = "c" * 32
+
+
+class FakePeer:
+    """A L{PeerLink} that records what the registry and the relay do to it."""
+
+    def __init__(self, subprotocol: str = SUBPROTOCOL_V3) -> None:
+        self.subprotocol = subprotocol
+        self.sent: List[bytes] = []
+        self.closed: List[Tuple[int, str]] = []
+        self.aborted = False
+        self.paused: Set[str] = set()
+
+    def send_frames(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self, reason: str) -> None:
+        self.paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        self.paused.discard(reason)
+
+    def messages(self) -> List[Message]:
+        return decode_all(b"".join(self.sent))
+
+
+class RelayTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.registry = TunnelRegistry(self.clock)
+        self.relay = Relay(self.clock, self.registry.state_changed)
+        self.addCleanup(self.registry.stop)
+
+    def pair(self, client_token: str = CLIENT_TOKEN) -> Tuple[object, object, FakePeer, FakePeer]:
+        tunnel = self.registry.open_tunnel(["ssh"])
+        source_grant = self.registry.authorize(
+            "source", [tunnel.slot(Mode.SOURCE).access_token], [client_token]
+        )
+        destination_grant = self.registry.authorize(
+            "destination", [tunnel.slot(Mode.DESTINATION).access_token], []
+        )
+        source, destination = FakePeer(), FakePeer()
+        self.relay.attach(source_grant, source)
+        self.relay.attach(destination_grant, destination)
+        return source_grant, destination_grant, source, destination
+
+    def test_replacement(self) -> None:
+        tunnel = self.registry.open_tunnel(["ssh"])
+        token = tunnel.slot(Mode.SOURCE).access_token
+        old, new, destination = FakePeer(), FakePeer(), FakePeer()
+        self.relay.attach(self.registry.authorize("source", [token], [CLIENT_TOKEN]), old)
+        self.relay.attach(
+            self.registry.authorize(
+                "destination", [tunnel.slot(Mode.DESTINATION).access_token], []
+            ),
+            destination,
+        )
+        start = Message(type=Message.STREAM_START, streamId=3, serviceId="ssh")
+        grant = self.registry.authorize("source", [token], [CLIENT_TOKEN])
+        self.relay.relay(grant, encode_message(start), [start])
+        self.relay.attach(grant, new)
+        self.assertEqual(old.closed, [(1000, "Replaced by a new connection")])
+        reset = destination.messages()[-1]
+        self.assertEqual(
+            (reset.type, reset.streamId, reset.serviceId), (Message.STREAM_RESET, 3, "ssh")
+        )
+        self.assertEqual(new.messages()[0].type, Message.SERVICE_IDS)
+        self.assertEqual(len(new.messages()), 1)
+        # The old connection going away later does not disconnect the new one.
+        self.relay.detach(grant, old)
+        self.assertIs(tunnel.slot(Mode.SOURCE).peer, new)
+
+    def test_reset_stream_forgotten(self) -> None:
+        tunnel = self.registry.open_tunnel(["ssh"])
+        grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
+        self.relay.relay(
+            grant, b"", [Message(type=Message.STREAM_START, streamId=3, serviceId="ssh")]
+        )
+        self.assertEqual(tunnel.active_streams, {"ssh": 3})
+        self.relay.relay(
+            grant, b"", [Message(type=Message.STREAM_RESET, streamId=2, serviceId="ssh")]
+        )
+        self.assertEqual(tunnel.active_streams, {"ssh": 3})
+        self.relay.relay(
+            grant, b"", [Message(type=Message.STREAM_RESET, streamId=3, serviceId="ssh")]
+        )
+        self.assertEqual(tunnel.active_streams, {})
+
+    def test_relayed_in_order(self) -> None:
+        source_grant, _, source, destination = self.pair()
+        for i in range(5):
+            self.relay.relay(source_grant, b"record %d" % i, [])
+        self.assertEqual(destination.sent[1:], [b"record %d" % i for i in range(5)])
+        self.assertEqual(len(source.sent), 1)  # SERVICE_IDS only
+
+    def test_v1_gets_no_service_ids(self) -> None:
+        tunnel = self.registry.open_tunnel(["ssh"])
+        grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
+        peer = FakePeer(SUBPROTOCOL_V1)
+        self.relay.attach(grant, peer)
+        self.assertEqual(peer.sent, [])
+
+    def test_closed_since_the_handshake(self) -> None:
+        tunnel = self.registry.open_tunnel(["ssh"])
+        grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
+        self.registry.close_tunnel(tunnel.tunnel_id)
+        peer = FakePeer()
+        self.assertFalse(self.relay.attach(grant, peer))
+        self.assertEqual(peer.closed, [(1000, "Tunnel is closed")])
+
+    def test_other_peer(self) -> None:
+        source_grant, destination_grant, source, destination = self.pair()
+        self.assertIs(self.relay.other_peer(source_grant, source), destination)
+        self.assertIs(self.relay.other_peer(destination_grant, destination), source)
+        self.assertIsNone(self.relay.other_peer(source_grant, FakePeer()))
+
+    def test_back_pressure(self) -> None:
+        """A full peer pauses the other one until it drains."""
+        source_grant, destination_grant, source, destination = self.pair()
+        self.relay.send_buffer_full(destination_grant, destination)
+        self.assertTrue(source.paused)
+        self.assertFalse(destination.paused)
+        self.relay.send_buffer_drained(destination_grant, destination)
+        self.assertFalse(source.paused)
+
+    def test_new_peer_starts_paused_behind_a_full_one(self) -> None:
+        source_grant, destination_grant, source, destination = self.pair()
+        self.relay.send_buffer_full(destination_grant, destination)
+        again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
+        new_source = FakePeer()
+        self.relay.attach(again, new_source)
+        self.assertTrue(new_source.paused)
+
+    def test_replaced_full_peer_releases_the_other(self) -> None:
+        """
+        A full peer that is replaced no longer holds the other side: the
+        new connection takes the data now (regression: the other side stayed
+        paused until the old connection's close finished, and the old
+        connection's buffer events kept pausing it).
+        """
+        source_grant, destination_grant, source, destination = self.pair()
+        self.relay.send_buffer_full(source_grant, source)
+        self.assertTrue(destination.paused)
+        again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
+        self.relay.attach(again, FakePeer())
+        self.assertFalse(destination.paused)
+        # The old connection's buffer filling again changes nothing.
+        self.relay.send_buffer_drained(source_grant, source)
+        self.relay.send_buffer_full(source_grant, source)
+        self.assertFalse(destination.paused)
+
+    def test_two_full_peers_are_independent(self) -> None:
+        """One full peer draining does not resume a side another full peer holds."""
+        source_grant, destination_grant, source, destination = self.pair()
+        self.relay.send_buffer_full(source_grant, source)
+        again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
+        new_source = FakePeer()
+        self.relay.attach(again, new_source)
+        self.relay.send_buffer_full(again, new_source)
+        self.relay.detach(source_grant, source)
+        self.assertTrue(destination.paused)
+        self.relay.send_buffer_drained(again, new_source)
+        self.assertFalse(destination.paused)
+
+    def test_detached_full_peer_releases_the_other(self) -> None:
+        source_grant, destination_grant, source, destination = self.pair()
+        self.relay.send_buffer_full(destination_grant, destination)
+        self.relay.detach(destination_grant, destination)
+        self.assertFalse(source.paused)
+
+    def test_violation(self) -> None:
+        source_grant, _, source, _ = self.pair()
+        self.relay.violation(source_grant, source, 1008, "bad")
+        self.assertEqual(source.closed, [(1008, "bad")])
+        self.assertIsNone(source_grant.slot.peer)
+        self.assertEqual(self.relay.violations, [(source_grant.tunnel.tunnel_id, "source", "bad")])
