@@ -3,9 +3,11 @@ The client side of every measurement: bulk transfers, echo round trips, a stalle
 
 They speak the header protocol of L{_tcpservice} and work the same against
 the TCP service directly (the loopback ceiling) and through any source
-proxy.  ``python bench/_clients.py upload PORT SIZE`` runs one upload in its
-own process (so that a bulk transfer never competes for a GIL with the echo
-being timed) and prints ``START`` when connected, then ``DONE <seconds>``.
+proxy.  ``python bench/_clients.py upload PORT SIZE [TIMEOUT]`` runs one upload in
+its own process (so that a bulk transfer never competes for a GIL with the
+echo being timed) and prints ``START`` when connected, then ``DONE
+<seconds>``; it fails if the path makes no progress for TIMEOUT seconds
+(default 60).
 """
 
 from __future__ import annotations
@@ -87,9 +89,10 @@ def stalled_push(port: int, echo_port: int, stall: float, cap: int) -> Tuple[int
 
     Returns the bytes A's path accepted during the stall (at most C{cap}),
     every echo's round trip (one started during the stall waits for as long as
-    the tunnel holds it back), and whether the path drained afterwards.
+    the tunnel holds it back; C{inf} if it never came back within the stall
+    and 5 s more), and whether the path drained within 10 s of the stall's end.
     """
-    echo = Echo(echo_port)
+    echo = Echo(echo_port, timeout=stall + 5)
     conn = connect(port, b"S", int(stall * 1000))
     conn.setblocking(False)
     accepted = 0
@@ -121,7 +124,7 @@ def stalled_push(port: int, echo_port: int, stall: float, cap: int) -> Tuple[int
         pusher.join()
         echo.close()
     conn.setblocking(True)
-    conn.settimeout(60)
+    conn.settimeout(stall + 10)
     drained = False
     try:
         conn.shutdown(socket.SHUT_WR)
@@ -134,9 +137,10 @@ def stalled_push(port: int, echo_port: int, stall: float, cap: int) -> Tuple[int
 
 def main() -> None:
     command, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
     if command != "upload":
         raise SystemExit(f"unknown command {command!r}")
-    with connect(port, b"U", size) as conn:
+    with connect(port, b"U", size, timeout=timeout) as conn:
         print("START", flush=True)
         started = time.perf_counter()
         send(conn, size)

@@ -29,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,6 +129,7 @@ class Bench:
         self.idle_rss: Dict[str, Tuple[int, int]] = {}
         self.startup_tunnels: Dict[str, Dict[str, str]] = {}
         self.notes: List[str] = []
+        self.timings: Dict[str, float] = {}
         self.round_no = 0
 
     # -- set-up ---------------------------------------------------------------------------
@@ -176,6 +177,17 @@ class Bench:
                     time.sleep(0.3)
                     self.idle_rss[label] = (rss_kib(pair.processes()["source"].pid),
                                             rss_kib(pair.processes()["destination"].pid))
+
+    @staticmethod
+    def healthy(pair: ProxyPair) -> bool:
+        """Does a new connection through C{pair} echo within 5 s?"""
+        try:
+            Echo(pair.ports["echo"], timeout=5).close()
+            return True
+        except OSError:
+            return False
+        except RuntimeError:
+            return False
 
     def restart_pair(self, label: str, kind: str) -> None:
         self.pairs[(label, kind)].stop()
@@ -281,42 +293,52 @@ class Bench:
         say(f"  {label:7} echo RTT p50 {percentile(rtts, 0.5) * 1e6:.0f} us, "
             f"p99 {percentile(rtts, 0.99) * 1e6:.0f} us")
 
-    def _bulk(self, port: int, size: int) -> Process:
+    def _bulk(self, port: int, size: int, timeout: float) -> Process:
         worker = Process("bulk", [sys.executable, os.path.join(BENCH_DIR, "_clients.py"),
-                                  "upload", str(port), str(size)])
+                                  "upload", str(port), str(size), str(timeout)])
         worker.wait_for_line("START")
         return worker
 
     @staticmethod
-    def _bulk_seconds(worker: Process) -> float:
-        worker.proc.wait(180)
-        line = worker.wait_for_line("DONE")
-        return float(line.split()[1])
+    def _bulk_seconds(worker: Process) -> Optional[float]:
+        """The worker's transfer time, or None if it failed (the path stalled)."""
+        worker.proc.wait(600)
+        done = [line for line in worker.lines if line.startswith("DONE")]
+        return float(done[0].split()[1]) if done else None
 
     def fairness(self, label: str, kind: str) -> None:
         """Bulk on service ID "bulk", echoes on a second connection: same ID, then the other ID."""
         pair = self.pairs[(label, kind)]
         capped = kind == "capped"
+        suffix = ", capped" if capped else ""
         seconds = (1.5 if self.quick else 3.0) if capped else (1.0 if self.quick else 2.0)
         if capped:
             size = int(BANDWIDTH_LIMIT * seconds)
         else:
             rate = self.results.median(UP.key, label) or 50.0
             size = int(rate * MB * seconds)
-        idle_count = min(self.rtt_count, 100 if capped else self.rtt_count)
-        solo_worker = self._bulk(pair.ports["bulk"], size)
-        solo = size / self._bulk_seconds(solo_worker) / MB
+        timeout = 3 * seconds + 5  # no progress for this long: the path stalled
+        idle_count = 100 if self.quick or capped else 300
+        solo_seconds = self._bulk_seconds(self._bulk(pair.ports["bulk"], size, timeout))
+        solo = size / solo_seconds / MB if solo_seconds else float("nan")
+        if solo_seconds is None:
+            self.notes.append(f"{label}: bulk upload alone [{kind}] STALLED: no progress for "
+                              f"{timeout:.0f} s (round {self.round_no + 1})")
         for ids, echo_sid in (("same ID", "bulk"), ("two IDs", "echo")):
-            metrics = fairness_metrics(ids + (", capped" if capped else ""))
-            echo = Echo(pair.ports[echo_sid])
+            metrics = fairness_metrics(ids + suffix)
+            echo = Echo(pair.ports[echo_sid], timeout=timeout)
             idle = echo.samples(idle_count)
-            worker = self._bulk(pair.ports["bulk"], size)
+            worker = self._bulk(pair.ports["bulk"], size, timeout)
             busy: List[float] = []
             while worker.proc.poll() is None:
                 busy.append(echo.once())
-            shared = size / self._bulk_seconds(worker) / MB
+            shared_seconds = self._bulk_seconds(worker)
             echo.close()
             self.check(pair)
+            if shared_seconds is None:
+                self.notes.append(f"{label}: bulk upload beside echoes [{ids}{suffix}] STALLED: no "
+                                  f"progress for {timeout:.0f} s (round {self.round_no + 1})")
+            shared = size / shared_seconds / MB if shared_seconds else float("nan")
             add = self.results.add
             add(metrics["idle50"], label, percentile(idle, 0.5) * 1e6)
             add(metrics["idle99"], label, percentile(idle, 0.99) * 1e6)
@@ -325,7 +347,7 @@ class Bench:
             add(metrics["solo"], label, solo)
             add(metrics["shared"], label, shared)
             add(metrics["share"], label, shared / solo)
-            say(f"  {label:7} [{ids}{', capped' if capped else ''}] echo p50/p99 idle "
+            say(f"  {label:7} [{ids}{suffix}] echo p50/p99 idle "
                 f"{percentile(idle, 0.5) * 1e6:.0f}/{percentile(idle, 0.99) * 1e6:.0f} us, during bulk "
                 f"{percentile(busy, 0.5) * 1e6:.0f}/{percentile(busy, 0.99) * 1e6:.0f} us "
                 f"({len(busy)} echoes); bulk {shared:.2f} MB/s vs {solo:.2f} alone")
@@ -351,6 +373,16 @@ class Bench:
             self.restart_pair(label, "open")
             return
         peaks = {name: status_kib(p.pid, "VmHWM") - before[name] for name, p in procs.items()}
+        if not drained or max(times) == float("inf"):
+            healthy = self.healthy(pair)
+            self.notes.append(
+                f"{label}: stalled-reader test (round {self.round_no + 1}): "
+                + ("the other connection's echo never came back; " if max(times) == float("inf") else "")
+                + ("the stalled connection never drained; " if not drained else "")
+                + ("a new connection works afterwards" if healthy else
+                   "the tunnel stayed wedged (a new connection's echo fails): pair restarted"))
+            if not healthy:
+                self.restart_pair(label, "open")
         self.results.add(STALL_BYTES, label, accepted / MB)
         self.results.add(STALL_WAIT, label, max(times) * 1000)
         self.results.add(STALL_P50, label, percentile(times, 0.5) * 1e6)
@@ -482,10 +514,14 @@ class Bench:
             ):
                 if group not in self.groups:
                     continue
+                started = time.monotonic()
                 for label in self.order(labels, round_no):
                     fn(label)
+                self.timings[group] = self.timings.get(group, 0.0) + time.monotonic() - started
             if round_no == 0 and "memory" in self.groups:
+                started = time.monotonic()
                 self.memory()
+                self.timings["memory"] = time.monotonic() - started
 
     def report(self) -> None:
         labels = ["tcp", "ws", "py"] + (["ref"] if self.ref else [])
@@ -502,6 +538,7 @@ class Bench:
                 rows.append([f"{metric.title}, {metric.unit}",
                              *[self.results.cell(metric.key, label) for label in ["py", "ref", *mixed]]])
             say(table(rows, ["figure", "py", "ref", *mixed]))
+        say("\n(seconds per group: " + ", ".join(f"{g} {t:.0f}" for g, t in self.timings.items()) + ")")
         if self.notes:
             say("\n== notes")
             for note in self.notes:

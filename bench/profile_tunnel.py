@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""
+Where this project's proxies spend their time: py-spy on the source and destination.
+
+Run from the project root, with py-spy installed (``pip install py-spy``):
+
+    python bench/profile_tunnel.py [--out DIR] [--seconds S] [--only up,down,echo]
+
+It starts the local tunnel service, the bench's TCP service and a source
+and destination proxy (``python -m aws_localproxy``, default verbosity), all
+on 127.0.0.1, then for each load (uploads at full speed, downloads at full
+speed, 64-byte echoes back to back) records both proxy processes with
+``py-spy record --format raw -F -r 200`` into ``DIR/prof-<load>-<side>.txt``
+(collapsed stacks, one line per distinct stack and its sample count) and
+prints, per file, how busy the process was, the functions with the most
+samples on the stack (inclusive) and at the top of it (self), and the share
+of a few buckets (logging, Autobahn, TLS, the reactor, protobuf, this
+package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _clients  # noqa: E402
+from _procs import BENCH_DIR, Implementation, Process, ProxyPair, TunnelServiceProcess  # noqa: E402
+
+RATE = 200
+MIB = 1 << 20
+
+#: bucket name -> substrings of a frame (function and file) that put a sample in it
+BUCKETS: Dict[str, Tuple[str, ...]] = {
+    "logging (twisted.logger, log formatting)": ("twisted/logger/", "twisted/python/log.py", "logsetup.py"),
+    "Autobahn (frames, masking, messages)": ("autobahn/",),
+    "TLS (pyOpenSSL, twisted tls)": ("OpenSSL/", "twisted/protocols/tls.py", "twisted/internet/_sslverify"),
+    "reactor and TCP transport": ("epollreactor.py", "twisted/internet/base.py", "twisted/internet/tcp.py",
+                                  "twisted/internet/abstract.py", "twisted/internet/posixbase.py"),
+    "protobuf": ("google/protobuf", "_pb2.py"),
+    "aws_localproxy": ("aws_localproxy/",),
+}
+
+
+def parse(path: str) -> List[Tuple[List[str], int]]:
+    stacks = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            frames, _, count = line.rpartition(" ")
+            stacks.append((frames.split(";"), int(count)))
+    return stacks
+
+
+def summarize(path: str, seconds: float, top: int = 18) -> str:
+    stacks = parse(path)
+    total = sum(count for _, count in stacks)
+    if not total:
+        return f"{path}: no samples (idle, or py-spy could not attach)\n"
+    inclusive: Dict[str, int] = collections.Counter()
+    leaf: Dict[str, int] = collections.Counter()
+    buckets: Dict[str, int] = collections.Counter()
+    for frames, count in stacks:
+        for frame in set(frames):
+            inclusive[frame] += count
+        leaf[frames[-1]] += count
+        for name, needles in BUCKETS.items():
+            if any(needle in frame for frame in frames for needle in needles):
+                buckets[name] += count
+    lines = [f"{os.path.basename(path)}: {total} samples in {seconds:.0f} s at {RATE}/s "
+             f"(busy {100 * total / (seconds * RATE):.0f}% of the time)"]
+    lines.append("  buckets (share of busy samples with such a frame anywhere on the stack):")
+    for name in BUCKETS:
+        lines.append(f"    {100 * buckets[name] / total:5.1f}%  {name}")
+    lines.append("  inclusive (on the stack):")
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {100 * count / total:5.1f}%  {frame}")
+    lines.append("  self (top of the stack):")
+    for frame, count in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {100 * count / total:5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"
+
+
+def load_for(name: str, pair: ProxyPair, stop: threading.Event) -> Callable[[], None]:
+    port = pair.ports["bulk"]
+
+    def up() -> None:
+        while not stop.is_set():
+            _clients.upload(port, 32 * MIB)
+
+    def down() -> None:
+        while not stop.is_set():
+            _clients.download(port, 32 * MIB)
+
+    def echo() -> None:
+        probe = _clients.Echo(port)
+        while not stop.is_set():
+            probe.once()
+        probe.close()
+
+    return {"up": up, "down": down, "echo": echo}[name]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=".", help="where the prof-*.txt files go (default: here)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds recorded per load")
+    parser.add_argument("--only", default="up,down,echo", help="loads: up,down,echo")
+    parser.add_argument("--verbosity", default=4, type=int, help="the proxies' -v (default 4)")
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.access(py_spy, os.X_OK):
+        parser.error("py-spy not found: pip install py-spy")
+    processes: List[Process] = []
+    with tempfile.TemporaryDirectory(prefix="localproxy-profile-") as workdir:
+        service = TunnelServiceProcess("localtunnel", workdir)
+        tcp = Process("tcpservice", [sys.executable, os.path.join(BENCH_DIR, "_tcpservice.py")])
+        processes.append(tcp)
+        pair = None
+        try:
+            tcp_port = int(tcp.wait_for_line("PORT").split()[1])
+            py = Implementation("py")
+            pair = ProxyPair("py", py, py, service, ["bulk"], tcp_port)
+            for load in args.only.split(","):
+                stop = threading.Event()
+                worker = threading.Thread(target=load_for(load, pair, stop), daemon=True)
+                worker.start()
+                time.sleep(1.0)  # past start-up and slow start
+                spies = []
+                outputs = []
+                for side, process in pair.processes().items():
+                    output = os.path.join(args.out, f"prof-{load}-{side}.txt")
+                    outputs.append(output)
+                    spies.append(subprocess.Popen(
+                        [py_spy, "record", "--pid", str(process.pid), "--format", "raw", "-F",
+                         "-r", str(RATE), "-d", str(int(args.seconds)), "-o", output],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                for spy in spies:
+                    _, err = spy.communicate(timeout=args.seconds + 60)
+                    if spy.returncode:
+                        print(f"py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
+                stop.set()
+                worker.join(60)
+                for output in outputs:
+                    if os.path.exists(output):
+                        print(summarize(output, args.seconds), flush=True)
+        finally:
+            if pair is not None:
+                pair.stop()
+            service.stop()
+            for process in processes:
+                process.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
