@@ -12,10 +12,11 @@ on 127.0.0.1, then for each load (uploads at full speed, downloads at full
 speed, 64-byte echoes back to back) records both proxy processes with
 ``py-spy record --format raw -F -r 200`` into ``DIR/prof-<load>-<side>.txt``
 (collapsed stacks, one line per distinct stack and its sample count) and
-prints, per file, how busy the process was, the functions with the most
-samples on the stack (inclusive) and at the top of it (self), and the share
-of a few buckets (logging, Autobahn, TLS, the reactor, protobuf, this
-package).
+prints, per file, how busy the process was, its self time by category
+(logging, socket syscalls, TLS, Autobahn, protobuf, this package, the rest
+of Twisted), the callers of twisted.logger, and the functions with the most
+samples on the stack (inclusive) and at the top of it (self).
+``--summarize RAW...`` prints that again for files already recorded.
 """
 
 from __future__ import annotations
@@ -39,16 +40,25 @@ from _procs import BENCH_DIR, Implementation, Process, ProxyPair, TunnelServiceP
 RATE = 200
 MIB = 1 << 20
 
-#: bucket name -> substrings of a frame (function and file) that put a sample in it
-BUCKETS: Dict[str, Tuple[str, ...]] = {
-    "logging (twisted.logger, log formatting)": ("twisted/logger/", "twisted/python/log.py", "logsetup.py"),
-    "Autobahn (frames, masking, messages)": ("autobahn/",),
-    "TLS (pyOpenSSL, twisted tls)": ("OpenSSL/", "twisted/protocols/tls.py", "twisted/internet/_sslverify"),
-    "reactor and TCP transport": ("epollreactor.py", "twisted/internet/base.py", "twisted/internet/tcp.py",
-                                  "twisted/internet/abstract.py", "twisted/internet/posixbase.py"),
-    "protobuf": ("google/protobuf", "_pb2.py"),
-    "aws_localproxy": ("aws_localproxy/",),
-}
+#: A sample whose top frame is one of these is waiting, not working (py-spy's own
+#: idle detection misses epoll_wait and the thread pool's condition wait here).
+WAITING = ("EPollReactor.doPoll ", "Condition.wait ", "Event.wait ", "Queue.get ")
+
+#: category -> substrings of a frame ("function (file:line)") that put it there;
+#: the first match wins, in this order.
+CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("logging (twisted.logger, our observer)", ("twisted/logger/", "logsetup.py")),
+    ("socket syscalls (send, recv)", ("untilConcludes ", "Connection.doRead (twisted/internet/tcp.py")),
+    ("TLS (pyOpenSSL, twisted.protocols.tls)", ("OpenSSL/", "twisted/protocols/tls.py", "_sslverify")),
+    ("Autobahn (framing, masking, messages)", ("autobahn/", "txaio/")),
+    ("protobuf", ("google/protobuf", "_pb2.py")),
+    ("aws_localproxy", ("aws_localproxy/",)),
+    ("reactor, transports, Deferreds (Twisted)", ("twisted/",)),
+)
+
+#: Frames on (nearly) every stack: not worth listing as "inclusive".
+BASE = ("<frozen runpy>", "__main__.py", "aws_localproxy/cli.py", "task.py", "ReactorBase.",
+        "EPollReactor.doPoll", "callWithLogger", "callWithContext", "_doReadOrWrite")
 
 
 def parse(path: str) -> List[Tuple[List[str], int]]:
@@ -63,32 +73,56 @@ def parse(path: str) -> List[Tuple[List[str], int]]:
     return stacks
 
 
-def summarize(path: str, seconds: float, top: int = 18) -> str:
+def category(frame: str) -> str:
+    for name, needles in CATEGORIES:
+        if any(needle in frame for needle in needles):
+            return name
+    return "other"
+
+
+def summarize(path: str, seconds: float, top: int = 15) -> str:
+    """Busy share, self time by category, inclusive shares, top functions, log calls by caller."""
     stacks = parse(path)
     total = sum(count for _, count in stacks)
-    if not total:
-        return f"{path}: no samples (idle, or py-spy could not attach)\n"
+    busy_stacks = [(f, c) for f, c in stacks if not f[-1].startswith(WAITING)]
+    busy = sum(count for _, count in busy_stacks)
+    if not busy:
+        return f"{path}: no busy samples (idle, or py-spy could not attach)\n"
+    own: Dict[str, int] = collections.Counter()
+    anywhere: Dict[str, int] = collections.Counter()
     inclusive: Dict[str, int] = collections.Counter()
     leaf: Dict[str, int] = collections.Counter()
-    buckets: Dict[str, int] = collections.Counter()
-    for frames, count in stacks:
+    log_calls: Dict[str, int] = collections.Counter()
+    for frames, count in busy_stacks:
+        own[category(frames[-1])] += count
+        for name in {category(frame) for frame in frames}:
+            anywhere[name] += count
         for frame in set(frames):
-            inclusive[frame] += count
+            if not any(b in frame for b in BASE):
+                inclusive[frame] += count
         leaf[frames[-1]] += count
-        for name, needles in BUCKETS.items():
-            if any(needle in frame for frame in frames for needle in needles):
-                buckets[name] += count
-    lines = [f"{os.path.basename(path)}: {total} samples in {seconds:.0f} s at {RATE}/s "
-             f"(busy {100 * total / (seconds * RATE):.0f}% of the time)"]
-    lines.append("  buckets (share of busy samples with such a frame anywhere on the stack):")
-    for name in BUCKETS:
-        lines.append(f"    {100 * buckets[name] / total:5.1f}%  {name}")
-    lines.append("  inclusive (on the stack):")
+        for i, frame in enumerate(frames):
+            if "twisted/logger/" in frame:
+                log_calls[frames[i - 1] if i else "?"] += count
+                break
+
+    def pct(n: int) -> str:
+        return f"{100 * n / busy:5.1f}%"
+
+    lines = [f"{os.path.basename(path)}: {total} samples in {seconds:.0f} s at {RATE}/s; busy "
+             f"{busy} ({100 * busy / (seconds * RATE):.0f}% of one core); shares below are of busy samples"]
+    lines.append("  self time by category (sums to 100%)   | on the stack anywhere:")
+    for name, _ in (*CATEGORIES, ("other", ())):
+        lines.append(f"    {pct(own[name])}  {name:42} | {pct(anywhere[name])}")
+    lines.append("  calls into twisted.logger, by caller (inclusive):")
+    for frame, count in sorted(log_calls.items(), key=lambda kv: -kv[1])[:6]:
+        lines.append(f"    {pct(count)}  {frame}")
+    lines.append("  top functions, inclusive:")
     for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"    {100 * count / total:5.1f}%  {frame}")
-    lines.append("  self (top of the stack):")
+        lines.append(f"    {pct(count)}  {frame}")
+    lines.append("  top functions, self:")
     for frame, count in sorted(leaf.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"    {100 * count / total:5.1f}%  {frame}")
+        lines.append(f"    {pct(count)}  {frame}")
     return "\n".join(lines) + "\n"
 
 
@@ -117,8 +151,13 @@ def main() -> int:
     parser.add_argument("--out", default=".", help="where the prof-*.txt files go (default: here)")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds recorded per load")
     parser.add_argument("--only", default="up,down,echo", help="loads: up,down,echo")
-    parser.add_argument("--verbosity", default=4, type=int, help="the proxies' -v (default 4)")
+    parser.add_argument("--summarize", nargs="+", metavar="RAW",
+                        help="only summarize existing py-spy raw files (recorded for --seconds)")
     args = parser.parse_args()
+    if args.summarize:
+        for path in args.summarize:
+            print(summarize(path, args.seconds))
+        return 0
     py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.access(py_spy, os.X_OK):
         parser.error("py-spy not found: pip install py-spy")
