@@ -2,8 +2,9 @@
 """
 The ``localproxy`` console script (and ``python -m aws_localproxy``).
 
-Process conventions are the reference's (§1.1, §7.1): the version banner on
-stdout first, always; ``--help`` text on stderr; a usage error as two lines
+Process conventions are the reference's: the version banner on stdout
+first, always (on stderr with ``--stdio``, whose stdout carries the
+tunnel's bytes); ``--help`` text on stderr; a usage error as two lines
 on stderr (the reason, then the "Try --help" line); a configuration error as
 a ``fatal`` log line; exit code 0 for ``--help``, ``--version`` and
 ``--export-default-settings``, 1 for every error.  Then logging starts at the
@@ -29,6 +30,16 @@ log = Logger()
 
 #: Replaced in tests; see L{logsetup.start_logging}.
 start_logging: Callable[..., Optional[logsetup.LineFormatObserver]] = logsetup.start_logging
+
+
+def _asks_for_stdio(args: List[str]) -> bool:
+    """Whether the command line names ``--stdio`` (or a prefix of it), even one that does not parse."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if len(arg) > 3 and "--stdio".startswith(arg):
+            return True
+    return False
 
 
 def _exit_with(code: Any) -> None:
@@ -63,18 +74,25 @@ def main(
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    print(banner(), file=out, flush=True)
+    args = sys.argv[1:] if argv is None else argv
 
     options = LocalProxyOptions(environ, exit_on_action=False)
+    error: Optional[usage.UsageError] = None
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
-    except ConfigurationError as e:
+        options.parseOptions(args)
+    except usage.UsageError as e:
+        error = e
+    # Parsing prints nothing, so the banner is still the first line.  With
+    # --stdio, standard output carries the tunnel's bytes and nothing else.
+    stdio = options.stdio_requested or _asks_for_stdio(args)
+    print(banner(), file=err if stdio else out, flush=True)
+    if isinstance(error, ConfigurationError):
         # A rule broken by a value: the reference logs it at fatal (silent at -v 0).
         start_logging(options.verbosity, err, options.secrets)
-        log.critical("{reason}", reason=str(e))
+        log.critical("{reason}", reason=str(error))
         return 1
-    except usage.UsageError as e:
-        print(str(e), file=err)
+    if error is not None:
+        print(str(error), file=err)
         print(TRY_HELP, file=err, flush=True)
         return 1
 
@@ -90,7 +108,9 @@ def main(
         except OSError as e:
             start_logging(options.verbosity, err)
             log.critical(
-                "Cannot write the default settings to {path}: {error}", path=path, error=e.strerror or str(e)
+                "Cannot write the default settings to {path}: {error}",
+                path=path,
+                error=e.strerror or str(e),
             )
             return 1
         return 0

@@ -35,6 +35,16 @@ class ProxyConfig:
     @ivar web_proxy: the raw proxy URL (``https_proxy`` / ``HTTPS_PROXY``), or C{None}.
     @ivar no_proxy: the raw ``NO_PROXY`` list, or C{None}.
     @ivar verbosity: ``-v`` level, 0 (off) to 6 (trace).
+    @ivar client_token_file: ``--client-token-file``: where the client token
+        is kept across restarts (L{aws_localproxy.clienttoken.load_or_create_client_token}).
+        C{None} when not given, and when C{client_token} is given (that one wins).
+    @ivar stdio: ``--stdio``: a source whose one local connection is the
+        process's standard input and output (no listener; logs on stderr only).
+    @ivar stdio_service_id: the service ID that connection is for; C{None}
+        for a tunnel without service IDs (or with a single one).
+    @ivar metrics_port: ``--metrics-port``: where to serve metrics (0: a port
+        the system picks); C{None}: no metrics listener.
+    @ivar metrics_address: ``--metrics-address``: the metrics listener's address.
     """
 
     mode: Mode
@@ -53,6 +63,11 @@ class ProxyConfig:
     web_proxy: Optional[str] = field(default=None, repr=False)
     no_proxy: Optional[str] = None
     verbosity: int = 4
+    client_token_file: Optional[str] = None
+    stdio: bool = False
+    stdio_service_id: Optional[str] = None
+    metrics_port: Optional[int] = None
+    metrics_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.access_token:
@@ -63,6 +78,16 @@ class ProxyConfig:
             raise ValueError(f"invalid proxy endpoint port: {self.endpoint_port}")
         if not 0 <= self.verbosity <= 6:
             raise ValueError(f"verbosity must be 0..6, not {self.verbosity}")
+        if self.stdio and self.mode is not Mode.SOURCE:
+            raise ValueError("stdio works in source mode only")
+        if self.stdio and self.service_map:
+            raise ValueError("stdio has no -s/-d mapping")
+        if self.stdio_service_id is not None and not self.stdio:
+            raise ValueError("stdio_service_id needs stdio")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"invalid metrics port: {self.metrics_port}")
+        if not self.metrics_address:
+            raise ValueError("a metrics address is required")
 
     @property
     def listen_address(self) -> str:

@@ -2,11 +2,11 @@
 """
 The two kinds of files the local proxy reads besides the settings JSON.
 
-``--config FILE`` (§1.4) holds command-line options as ``name = value`` lines
+``--config FILE`` holds command-line options as ``name = value`` lines
 (long option names without dashes, ``#`` comments), in Boost's config-file
 syntax: L{parse_options_file}.
 
-``--config-dir DIR`` (or ``./config`` when it exists, §1.5) holds service ID
+``--config-dir DIR`` (or ``./config`` when it exists) holds service ID
 mappings, ``SSH1 = 22`` lines in INI files anywhere below the directory.  The
 files are listed and read once at start-up (L{read_config_dir}); when the
 service's SERVICE_IDS arrive, the tunnel asks L{make_lookup}'s function for
@@ -20,6 +20,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
+from aws_localproxy.endpoints import (
+    EndpointError,
+    parse_destination_endpoint,
+    parse_source_endpoint,
+)
 from aws_localproxy.mapping import LookupEndpoints
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "read_config_dir",
     "parse_ini",
     "make_lookup",
+    "check_mapping_endpoints",
 ]
 
 log = Logger()
@@ -53,6 +59,7 @@ class IniError(ValueError):
 
 
 # --- --config ---------------------------------------------------------------------
+
 
 def parse_options_text(text: str) -> List[Tuple[str, str]]:
     """
@@ -75,7 +82,9 @@ def parse_options_text(text: str) -> List[Tuple[str, str]]:
             continue
         name, equals, value = line.partition("=")
         if not equals or not name.strip():
-            raise ConfigFileError(f"the options configuration file contains an invalid line '{line}'")
+            raise ConfigFileError(
+                f"the options configuration file contains an invalid line '{line}'"
+            )
         pairs.append((prefix + name.strip(), value.strip()))
     return pairs
 
@@ -96,6 +105,7 @@ def parse_options_file(path: str) -> List[Tuple[str, str]]:
 
 # --- --config-dir -----------------------------------------------------------------
 
+
 def _is_non_empty_dir(path: str) -> bool:
     try:
         with os.scandir(path) as entries:
@@ -109,7 +119,7 @@ def default_config_dir(cwd: Optional[str] = None) -> Optional[str]:
     ``<cwd>/config`` if it is a non-empty directory, else C{None}.
 
     The reference's docs say "next to the binary" but it uses the working
-    directory (§9 S9); so do we: a Python entry point has no useful binary directory.
+    directory; so do we: a Python entry point has no useful binary directory.
     """
     candidate = os.path.join(cwd if cwd is not None else os.getcwd(), "config")
     return candidate if _is_non_empty_dir(candidate) else None
@@ -134,7 +144,7 @@ def read_config_dir(
     read_contents: bool = True,
 ) -> ConfigFiles:
     """
-    The ``(path, text)`` pairs of the mapping files (§1.5).
+    The ``(path, text)`` pairs of the mapping files.
 
     @param config_dir: ``--config-dir``; C{None} means ``<cwd>/config`` when
         that is a non-empty directory, and no files otherwise.
@@ -225,8 +235,12 @@ def make_lookup(config_files: Iterable[Tuple[str, str]]) -> LookupEndpoints:
         try:
             parsed.append((path, parse_ini(text)))
         except IniError as e:
-            log.warn("Fail to parse {path} .Please make sure your file is in .ini format.", path=path)
-            log.warn("Error message from parsing: {error} .Continue to the next file.", error=str(e))
+            log.warn(
+                "Fail to parse {path} .Please make sure your file is in .ini format.", path=path
+            )
+            log.warn(
+                "Error message from parsing: {error} .Continue to the next file.", error=str(e)
+            )
 
     def lookup_endpoints(service_ids: Sequence[str]) -> Mapping[str, str]:
         found: Dict[str, str] = {}
@@ -249,3 +263,32 @@ def make_lookup(config_files: Iterable[Tuple[str, str]]) -> LookupEndpoints:
         return found
 
     return lookup_endpoints
+
+
+def check_mapping_endpoints(config_files: Iterable[Tuple[str, str]], *, source: bool) -> List[str]:
+    """
+    Check every endpoint in the mapping files with the grammar of
+    L{aws_localproxy.endpoints} (a source's or a destination's), and warn
+    about each one that cannot be used.
+
+    Which service IDs a tunnel has is known only once connected, so a bad
+    value is not fatal here: it fails when a tunnel asks for that ID.  Files
+    that are not INI are left to L{make_lookup}, which warns about them.
+
+    @return: the warnings' texts, in file order.
+    """
+    problems: List[str] = []
+    parse = parse_source_endpoint if source else parse_destination_endpoint
+    for path, text in config_files:
+        try:
+            mapping = parse_ini(text)
+        except IniError:
+            continue
+        for service_id, endpoint in mapping.items():
+            try:
+                parse(endpoint)
+            except EndpointError as e:
+                problem = f"Invalid endpoint for service id {service_id} in {path}: {e}"
+                log.warn("{problem}", problem=problem)
+                problems.append(problem)
+    return problems

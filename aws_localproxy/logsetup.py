@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_logsetup -*-
 """
-The local proxy's log output: the reference's line format and ``-v`` levels (§5).
+The local proxy's log output: the reference's line format and ``-v`` levels.
 
 Every line is::
 
@@ -26,10 +26,11 @@ from __future__ import annotations
 import sys
 import threading
 from datetime import datetime
-from typing import IO, Iterable, List, Optional, Set, cast
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Set, cast
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogBeginner,
     LogLevel,
@@ -57,8 +58,11 @@ OWN_NAMESPACE = "aws_localproxy"
 
 REDACTED = "***"
 
+#: A twisted.logger event.
+LogEvent = Dict[str, Any]
 
-def severity_name(event: dict) -> str:
+
+def severity_name(event: LogEvent) -> str:
     """The reference's name for an event's level (``fatal``, ``trace``, ...)."""
     level = event.get("log_level", LogLevel.info)
     if level == LogLevel.debug and event.get("txaio_trace"):
@@ -108,7 +112,7 @@ class LineFormatObserver:
             text = text.replace(secret, REDACTED)
         return text
 
-    def format(self, event: dict) -> str:
+    def format(self, event: LogEvent) -> str:
         """The line for C{event}, without the newline."""
         when = datetime.fromtimestamp(event.get("log_time") or 0.0)
         message = formatEvent(event)
@@ -124,7 +128,7 @@ class LineFormatObserver:
         )
         return self.redact(line)
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: LogEvent) -> None:
         try:
             self._stream.write(self.format(event) + "\n")
             self._stream.flush()
@@ -133,14 +137,15 @@ class LineFormatObserver:
             pass
 
 
-def _level_predicate(verbosity: int):
-    def predicate(event: dict) -> PredicateResult:
+def _level_predicate(verbosity: int) -> Callable[[LogEvent], PredicateResult]:
+    def predicate(event: LogEvent) -> PredicateResult:
         rank = _RANK[severity_name(event)]
         namespace = event.get("log_namespace", "") or ""
         if not namespace.startswith(OWN_NAMESPACE) and rank > _RANK["warning"]:
             # A library's info/debug lines count as debug/trace.
             rank = min(max(rank + 1, _RANK["debug"]), _RANK["trace"])
-        return PredicateResult.maybe if rank <= verbosity else PredicateResult.no
+        result: PredicateResult = PredicateResult.maybe if rank <= verbosity else PredicateResult.no
+        return result
 
     return predicate
 
@@ -156,8 +161,9 @@ def make_observer(
     """
     verbosity = max(0, min(int(verbosity), 6))
     lines = LineFormatObserver(stream, secrets, show_tracebacks=verbosity >= 5)
-    # Casts: mypy cannot see zope's @implementer.
-    filtered = FilteringLogObserver(cast(ILogObserver, lines), [_level_predicate(verbosity)])
+    # Casts: mypy cannot see zope's @implementer, nor that a function is a predicate.
+    predicate = cast(ILogFilterPredicate, _level_predicate(verbosity))
+    filtered = FilteringLogObserver(cast(ILogObserver, lines), [predicate])
     return cast(ILogObserver, filtered), lines
 
 
@@ -168,7 +174,7 @@ def _set_library_levels(verbosity: int) -> None:
         import txaio
     except ImportError:  # pragma: no cover - autobahn always brings it
         return
-    txaio.use_twisted()
+    txaio.use_twisted()  # type: ignore[no-untyped-call]
     level = "trace" if verbosity >= 6 else "debug" if verbosity >= 5 else "info"
     txaio.set_global_log_level(level)  # type: ignore[attr-defined]
 
@@ -192,7 +198,9 @@ def start_logging(
     observers: List[ILogObserver] = []
     lines: Optional[LineFormatObserver] = None
     if verbosity > 0:
-        filtered, lines = make_observer(verbosity, stream if stream is not None else sys.stderr, secrets)
+        filtered, lines = make_observer(
+            verbosity, stream if stream is not None else sys.stderr, secrets
+        )
         observers.append(filtered)
         _set_library_levels(verbosity)
     # No stdio redirection: -h/-V and usage errors are printed, not logged.

@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.test_options -*-
 """
-Where the tunnelling service is: ``-r region`` or ``-e host[:port]`` to a host and port (§1.9).
+Where the tunnelling service is: ``-r region`` or ``-e host[:port]`` to a host and port.
 
 The reference lower-cases the text and splits it at the first ``:``, so IPv6
-literals never worked (bug S8) and port 0 was accepted; here ``[v6]:port``
+literals never worked and port 0 was accepted; here ``[v6]:port``
 works and the port must be 1..65535.  A test-only extension accepts a
 ``ws://`` or ``wss://`` prefix on ``-e``: ``ws://`` means plain WebSocket
 without TLS, for a local service emulator (the reference needed a compile-time
-switch for this, §9 X2).  Default port: 443 (80 for ``ws://`` without a port).
+switch for this).  Default port: 443 (80 for ``ws://`` without a port).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from aws_localproxy.settings import Settings
 
-__all__ = ["ServiceEndpoint", "EndpointError", "endpoint_for_region", "parse_endpoint", "strip_scheme"]
+__all__ = [
+    "ServiceEndpoint",
+    "EndpointError",
+    "endpoint_for_region",
+    "parse_endpoint",
+    "strip_scheme",
+]
 
 DEFAULT_PORT = 443
 
@@ -43,7 +49,7 @@ def strip_scheme(text: str) -> tuple[str, bool | None]:
     lowered = text.lower()
     for prefix, tls in (("wss://", True), ("ws://", False)):
         if lowered.startswith(prefix):
-            return text[len(prefix):].rstrip("/"), tls
+            return text[len(prefix) :].rstrip("/"), tls
     return text, None
 
 

@@ -150,6 +150,9 @@ class OutboundScheduler:
         self._paused = False
         self._pumping = False
         self._closed = False
+        #: Records and bytes (records, prefix included) sent so far, for metrics.
+        self.records_sent = 0
+        self.bytes_sent = 0
 
     # -- what the tunnel uses --------------------------------------------------------
 
@@ -246,6 +249,9 @@ class OutboundScheduler:
             else:
                 allowed = self._next_allowed(pacer)
                 if allowed is None:
+                    ping = pacer.uncovered_ping()
+                    if ping is not None and self._send_ping is not None:
+                        self._send_ping(ping)
                     return
                 lane = allowed
             lane._in_ring = False
@@ -276,6 +282,8 @@ class OutboundScheduler:
 
     def _emit(self, record: bytes) -> None:
         self._send(record)
+        self.records_sent += 1
+        self.bytes_sent += len(record)
         if self._pacer is not None:
             ping = self._pacer.on_sent(len(record))
             if ping is not None and self._send_ping is not None:

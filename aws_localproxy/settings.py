@@ -15,6 +15,28 @@ L{default_settings_document} writes it byte for byte, L{load_settings_json}
 reads it (strings, numbers and booleans alike).  A L{Settings} is validated
 when it is built, so an unusable one (a payload larger than a message, an
 unknown subprotocol, ...) cannot exist.
+
+The buffer settings and what reads them at run time:
+
+  - ``tcp.read_buffer_size`` (C{tcp_read_buffer_size}): the most bytes one
+    read of a local socket returns: the local connection's TCP transport's
+    C{bufferSize};
+  - ``tcp.write_buffer_size`` (C{tcp_write_buffer_size}): how much tunnel
+    data a local connection may hold before the WebSocket stops being read;
+  - ``websocket.write_buffer_size`` (C{ws_write_buffer_size}): how many
+    bytes read from one local connection may wait to be sent before that
+    socket stops being read (the connection's outbound lane);
+  - ``websocket.read_buffer_size`` (C{ws_read_buffer_size}): the most bytes
+    one read of the service connection returns: the WebSocket connection's
+    TCP transport's C{bufferSize};
+  - ``websocket.max_frame_size`` (C{ws_max_frame_size}): ``SO_RCVBUF`` and
+    ``SO_SNDBUF`` of the service connection's socket, as in the reference,
+    but only when set to another value than the default
+    (L{Settings.service_socket_buffer_size}): left alone, the kernel sizes
+    those buffers itself, which is faster on long fat links;
+  - ``message.data_frame_max_size``: unused, as in the reference (the
+    records' sizes are C{max_payload_size} and C{max_message_size}); a
+    value other than the default is warned about (L{inert_settings}).
 """
 
 from __future__ import annotations
@@ -34,6 +56,7 @@ __all__ = [
     "parse_settings_json",
     "default_settings_document",
     "export_default_settings",
+    "inert_settings",
 ]
 
 DEFAULT_REGION_ENDPOINT_OVERRIDES: Mapping[str, str] = {
@@ -85,9 +108,52 @@ class Settings:
             raise SettingsError(problem)
 
     @property
+    def service_socket_buffer_size(self) -> int | None:
+        """
+        ``SO_RCVBUF``/``SO_SNDBUF`` for the service connection's socket, or
+        C{None} to leave the kernel's own sizing (the default).
+        """
+        if self.ws_max_frame_size == _default("ws_max_frame_size"):
+            return None
+        return self.ws_max_frame_size
+
+    @property
     def limits(self) -> Limits:
         """The codec limits these settings imply."""
-        return Limits(max_message_size=self.max_message_size, max_payload_size=self.max_payload_size)
+        return Limits(
+            max_message_size=self.max_message_size, max_payload_size=self.max_payload_size
+        )
+
+
+def _default(attribute: str) -> Any:
+    return Settings.__dataclass_fields__[attribute].default
+
+
+#: (document key, attribute, why it does nothing here) for settings that are
+#: read but cannot mean anything in this proxy.
+_INERT: Tuple[Tuple[str, str, str], ...] = (
+    (
+        "message.data_frame_max_size",
+        "data_frame_max_size",
+        "no record has this size (they are bounded by message.max_payload_size and message.max_size);"
+        " the reference does not use it either",
+    ),
+)
+
+
+def inert_settings(settings: Settings) -> List[str]:
+    """
+    A message for each setting that is set to another value than its
+    default although it has no effect here, for a warning.
+    """
+    messages = []
+    for document_key, attribute, why in _INERT:
+        value = getattr(settings, attribute)
+        if value != _default(attribute):
+            messages.append(
+                f"The setting {KEY_PREFIX}{document_key} ({value}) has no effect: {why}"
+            )
+    return messages
 
 
 # --- the document's keys --------------------------------------------------------
@@ -132,10 +198,17 @@ def _problems(settings: Settings) -> List[str]:
         return KEY_PREFIX + attribute
 
     positive = (
-        "data_frame_max_size", "max_payload_size", "max_message_size",
-        "tcp_read_buffer_size", "tcp_write_buffer_size", "tcp_max_active_connections",
-        "ws_ping_period_ms", "ws_max_frame_size", "ws_write_buffer_size",
-        "ws_read_buffer_size", "ws_open_handshake_timeout_ms",
+        "data_frame_max_size",
+        "max_payload_size",
+        "max_message_size",
+        "tcp_read_buffer_size",
+        "tcp_write_buffer_size",
+        "tcp_max_active_connections",
+        "ws_ping_period_ms",
+        "ws_max_frame_size",
+        "ws_write_buffer_size",
+        "ws_read_buffer_size",
+        "ws_open_handshake_timeout_ms",
     )
     for name in positive:
         if getattr(settings, name) < 1:
@@ -155,7 +228,9 @@ def _problems(settings: Settings) -> List[str]:
         )
     if settings.max_message_size > 65536:
         # The reference's ceiling; the 2-byte length prefix cannot describe more.
-        problems.append(f"{key('max_message_size')} must be at most 65536, not {settings.max_message_size}")
+        problems.append(
+            f"{key('max_message_size')} must be at most 65536, not {settings.max_message_size}"
+        )
     if settings.max_payload_size > settings.max_message_size:
         problems.append(
             f"{key('max_payload_size')} ({settings.max_payload_size}) must not be larger than"
@@ -167,7 +242,9 @@ def _problems(settings: Settings) -> List[str]:
             f" not {settings.ws_subprotocol!r}"
         )
     if settings.endpoint_format.count("%s") != 1:
-        problems.append(f"{key('endpoint_format')} must contain %s exactly once: {settings.endpoint_format!r}")
+        problems.append(
+            f"{key('endpoint_format')} must contain %s exactly once: {settings.endpoint_format!r}"
+        )
     if not settings.default_bind_address:
         problems.append(f"{key('default_bind_address')} cannot be empty")
     for region, host in settings.region_endpoint_overrides.items():
@@ -178,9 +255,12 @@ def _problems(settings: Settings) -> List[str]:
 
 # --- reading --------------------------------------------------------------------
 
+
 def _to_int(document_key: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer")
+        raise SettingsError(
+            f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer"
+        )
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -188,7 +268,9 @@ def _to_int(document_key: str, value: Any) -> int:
         digits = text[1:] if text[:1] in "+-" else text
         if digits.isascii() and digits.isdigit():
             return int(text)
-    raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer")
+    raise SettingsError(
+        f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not an integer"
+    )
 
 
 def _to_bool(document_key: str, value: Any) -> bool:
@@ -209,11 +291,17 @@ def _to_str(document_key: str, value: Any) -> str:
         return value
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)
-    raise SettingsError(f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not a string")
+    raise SettingsError(
+        f"Invalid value for setting '{KEY_PREFIX}{document_key}': {value!r} is not a string"
+    )
 
 
 # Field types are strings here (postponed annotations).
-_CONVERTERS: Dict[str, Callable[[str, Any], Any]] = {"int": _to_int, "bool": _to_bool, "str": _to_str}
+_CONVERTERS: Dict[str, Callable[[str, Any], Any]] = {
+    "int": _to_int,
+    "bool": _to_bool,
+    "str": _to_str,
+}
 _TYPES = {f.name: str(f.type) for f in fields(Settings)}
 
 
@@ -231,7 +319,7 @@ def parse_settings_json(text: str, source: str = "<settings>") -> Settings:
     Settings from the text of a ``--settings-json`` document.
 
     Missing keys keep their defaults and unknown keys are ignored, as in the
-    reference.  Unlike the reference (which replaces the whole tree, bug S1),
+    reference.  Unlike the reference (which replaces the whole tree),
     the built-in China region overrides survive unless the document overrides
     those very regions.
 
@@ -243,12 +331,16 @@ def parse_settings_json(text: str, source: str = "<settings>") -> Settings:
     except ValueError as e:
         raise SettingsError(f"Malformed JSON in settings file {source}: {e}") from None
     if not isinstance(document, dict):
-        raise SettingsError(f"Malformed settings file {source}: the top level must be a JSON object")
+        raise SettingsError(
+            f"Malformed settings file {source}: the top level must be a JSON object"
+        )
     found, proxy = _lookup(document, "tunneling.proxy")
     if not found:
         return Settings()
     if not isinstance(proxy, dict):
-        raise SettingsError(f"Malformed settings file {source}: 'tunneling.proxy' must be a JSON object")
+        raise SettingsError(
+            f"Malformed settings file {source}: 'tunneling.proxy' must be a JSON object"
+        )
 
     values: Dict[str, Any] = {}
     for document_key, attribute, _ in _KEYS:
@@ -297,6 +389,7 @@ def load_settings_json(path: str) -> Settings:
 
 
 # --- writing --------------------------------------------------------------------
+
 
 def _exported_tree(settings: Settings) -> Dict[str, Any]:
     proxy: Dict[str, Any] = {}

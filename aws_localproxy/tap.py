@@ -11,10 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.python import usage
 
-from aws_localproxy.options import LocalProxyOptions as Options
+from aws_localproxy.options import LocalProxyOptions
 
 __all__ = ["Options", "makeService"]
+
+
+class Options(LocalProxyOptions):
+    """The console script's options; ``--stdio`` is refused (twistd owns stdin/stdout, and may log there)."""
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self.config is not None and self.config.stdio:
+            raise usage.UsageError(
+                "--stdio cannot be used with twistd: run the localproxy command instead"
+            )
 
 
 def makeService(options: Options) -> IService:
@@ -29,9 +41,11 @@ def makeService(options: Options) -> IService:
     assert config is not None
     service = LocalProxyService(config, reactor)
 
+    running: Any = reactor  # the global reactor's module attribute has no precise type
+
     def ended(code: Any) -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+        if running.running:
+            running.callLater(0, running.stop)
 
     service.when_finished.addCallback(ended)
     return service

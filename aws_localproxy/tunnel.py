@@ -116,6 +116,9 @@ class Tunnel:
         self._max_active_connections = max_active_connections
         self._session: Optional[TunnelSession] = None
         self._decoder = MessageDecoder(limits)
+        #: Messages and WebSocket payload bytes received from the peer, for metrics.
+        self.messages_received = 0
+        self.bytes_received = 0
 
     # -- what the session negotiated --------------------------------------------
 
@@ -179,10 +182,12 @@ class Tunnel:
         session = self._session
         if session is None:
             return
+        self.bytes_received += len(payload)
         try:
             messages = self._decoder.feed(payload)
         except WireError as error:
             raise RecoverableTunnelError(PARSE_ERROR + str(error)) from error
+        self.messages_received += len(messages)
         for message in messages:
             if self._session is not session:
                 break

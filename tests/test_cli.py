@@ -23,6 +23,7 @@ TOKEN = "cli-token-" + "x" * 30
 class _CLITestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.started: List[Tuple[int, Tuple[str, ...]]] = []
+        self.log_streams: List[Any] = []
         self.patch(cli, "start_logging", self._fake_start_logging)
         cwd = self.mktemp()
         os.makedirs(cwd)
@@ -31,6 +32,7 @@ class _CLITestCase(SynchronousTestCase):
     def _fake_start_logging(self, verbosity: int, stream: Any, secrets: Any = ()) -> Optional[Any]:
         """Like start_logging, but on the global publisher for this test only."""
         self.started.append((verbosity, tuple(secrets)))
+        self.log_streams.append(stream)
         if verbosity == 0:
             return None
         observer, lines = logsetup.make_observer(verbosity, stream, secrets)
@@ -38,7 +40,9 @@ class _CLITestCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         return lines
 
-    def run_main(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
+    def run_main(
+        self, argv: List[str], env: Optional[Dict[str, str]] = None
+    ) -> Tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         code = cli.main(argv, env or {}, stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
@@ -99,6 +103,68 @@ class OutputTests(_CLITestCase):
         self.assertIn("[fatal] Cannot write the default settings to", err)
 
 
+class StdioOutputTests(_CLITestCase):
+    """With --stdio, standard output belongs to the tunnel: not even the banner goes there."""
+
+    def test_usage_error(self) -> None:
+        code, out, err = self.run_main(["--stdio", "-d", "22", "-t", TOKEN, "-r", "us-east-1"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertTrue(err.startswith(banner() + "\n"), err)
+        self.assertTrue(err.endswith(TRY_HELP + "\n"))
+
+    def test_unparsable_command_line(self) -> None:
+        code, out, err = self.run_main(["--std", "--bogus"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"{banner()}\nunrecognised option '--bogus'\n{TRY_HELP}\n")
+
+    def test_configuration_error(self) -> None:
+        code, out, err = self.run_main(["--stdio", "-t", TOKEN, "-r", "US", "-v", "6"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn("[fatal] Region must contain only lowercase letters", err)
+
+    def test_asks_for_stdio(self) -> None:
+        self.assertTrue(cli._asks_for_stdio(["-r", "x", "--stdio"]))
+        self.assertTrue(cli._asks_for_stdio(["--std"]))
+        self.assertFalse(cli._asks_for_stdio(["--s", "--", "--stdio"]))
+        self.assertFalse(cli._asks_for_stdio(["-s", "1"]))
+
+    def test_real_process_keeps_stdout_clean(self) -> None:
+        """A real process at -v 6 with a fatal error: everything on stderr, nothing on stdout."""
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": root,
+            "AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN,
+        }
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aws_localproxy",
+                "-r",
+                "us-east-1",
+                "-v",
+                "6",
+                "--stdio",
+                "SSH1",
+                "--settings-json",
+                os.path.join(self.mktemp(), "missing.json"),
+            ],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        self.assertIn(banner().encode(), result.stderr)
+        self.assertIn(b"[info] Using settings specified in file", result.stderr)
+        self.assertIn(b"[fatal] Cannot read settings file", result.stderr)
+
+
 class RunTests(_CLITestCase):
     def setUp(self) -> None:
         super().setUp()
@@ -127,8 +193,14 @@ class RunTests(_CLITestCase):
 
     def test_config_handed_over(self) -> None:
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN, "AWSIOT_TUNNEL_REGION": "cn-north-1"}
-        e = self.assertRaises(SystemExit, cli.main, ["-d", "SSH1=22", "-v", "3"], env,
-                              stdout=io.StringIO(), stderr=io.StringIO())
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-d", "SSH1=22", "-v", "3"],
+            env,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
         self.assertEqual(e.code, 0)
         (config,) = self.configs
         self.assertEqual(config.mode, Mode.DESTINATION)
@@ -137,8 +209,32 @@ class RunTests(_CLITestCase):
         self.assertEqual(dict(config.service_map), {"SSH1": "22"})
         self.assertEqual(self.started, [(3, (TOKEN,))])
 
+    def test_stdio_logs_on_stderr_only(self) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-r", "us-east-1", "--stdio", "SSH1", "-v", "6"],
+            env,
+            stdout=out,
+            stderr=err,
+        )
+        self.assertEqual(e.code, 0)
+        (config,) = self.configs
+        self.assertEqual((config.stdio, config.stdio_service_id), (True, "SSH1"))
+        self.assertEqual(self.log_streams, [err])
+        self.assertEqual(out.getvalue(), "")
+        self.assertTrue(err.getvalue().startswith(banner() + "\n"))
+
     def test_nonzero_result_is_exit_code(self) -> None:
         self.result = 1
-        e = self.assertRaises(SystemExit, cli.main, ["-t", TOKEN, "-r", "us-east-1", "-s", "5555"], {},
-                              stdout=io.StringIO(), stderr=io.StringIO())
+        e = self.assertRaises(
+            SystemExit,
+            cli.main,
+            ["-t", TOKEN, "-r", "us-east-1", "-s", "5555"],
+            {},
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
         self.assertEqual(e.code, 1)

@@ -11,6 +11,7 @@ from aws_localproxy.configfiles import (
     ConfigDirError,
     ConfigFileError,
     IniError,
+    check_mapping_endpoints,
     default_config_dir,
     list_config_files,
     make_lookup,
@@ -33,7 +34,11 @@ class OptionsFileTests(SynchronousTestCase):
         text = "# comment\nregion = us-east-1\n\naccess-token=foobar  # trailing\ndestination-app = SSH1=22,HTTP1=80\n"
         self.assertEqual(
             parse_options_text(text),
-            [("region", "us-east-1"), ("access-token", "foobar"), ("destination-app", "SSH1=22,HTTP1=80")],
+            [
+                ("region", "us-east-1"),
+                ("access-token", "foobar"),
+                ("destination-app", "SSH1=22,HTTP1=80"),
+            ],
         )
 
     def test_section_prefixes_names(self) -> None:
@@ -105,7 +110,9 @@ class IniTests(SynchronousTestCase):
         self.assertEqual(parse_ini(text), {"SSH1": "22", "SSH2": "10.0.0.1:80"})
 
     def test_errors(self) -> None:
-        self.assertIn("duplicate key name", str(self.assertRaises(IniError, parse_ini, "A=1\nA=2\n")))
+        self.assertIn(
+            "duplicate key name", str(self.assertRaises(IniError, parse_ini, "A=1\nA=2\n"))
+        )
         self.assertIn("'=' character not found", str(self.assertRaises(IniError, parse_ini, "A\n")))
         self.assertIn("key expected", str(self.assertRaises(IniError, parse_ini, "=1\n")))
         self.assertIn("unmatched", str(self.assertRaises(IniError, parse_ini, "[x\n")))
@@ -126,9 +133,35 @@ class LookupTests(SynchronousTestCase):
             lookup = make_lookup([("bad.ini", "A=1\nA=2\n"), ("good.ini", "A=3\n")])
         self.assertEqual(lookup(["A"]), {"A": "3"})
         formats = [e["log_format"] for e in events]
-        self.assertIn("Fail to parse {path} .Please make sure your file is in .ini format.", formats)
+        self.assertIn(
+            "Fail to parse {path} .Please make sure your file is in .ini format.", formats
+        )
         self.assertIn("Error message from parsing: {error} .Continue to the next file.", formats)
 
     def test_section_keys_not_found(self) -> None:
         lookup = make_lookup([("a", "[s]\nSSH1=22\n")])
         self.assertEqual(lookup(["SSH1"]), {})
+
+
+class CheckMappingEndpointsTests(SynchronousTestCase):
+    def test_source_and_destination_grammar(self) -> None:
+        files = (
+            ("a.ini", "A=5555\nB=tcp:6000\nC=host:x\n"),
+            ("b.txt", "not ini"),
+            ("c.ini", "D=unix:/x\n"),
+        )
+        self.assertEqual(
+            check_mapping_endpoints(files, source=True),
+            [
+                "Invalid endpoint for service id C in a.ini: Invalid listen port in port mapping: host:x"
+            ],
+        )
+        self.assertEqual(
+            check_mapping_endpoints(files, source=False),
+            [
+                "Invalid endpoint for service id B in a.ini: Invalid destination endpoint description"
+                " 'tcp:6000': TCP4ClientEndpoint.__init__() missing 1 required positional argument: 'port'",
+                "Invalid endpoint for service id C in a.ini: Invalid port in destination endpoint: host:x",
+            ],
+        )
+        self.assertEqual(check_mapping_endpoints((("a.ini", "A=/run/x.sock\n"),), source=False), [])

@@ -80,7 +80,9 @@ class LevelTests(SynchronousTestCase):
 
     def test_library_noise(self) -> None:
         self.assertEqual(self._levels_shown(4, "autobahn.websocket"), ["fatal", "error", "warning"])
-        self.assertEqual(self._levels_shown(5, "twisted.internet"), ["fatal", "error", "warning", "info"])
+        self.assertEqual(
+            self._levels_shown(5, "twisted.internet"), ["fatal", "error", "warning", "info"]
+        )
         self.assertEqual(len(self._levels_shown(6, "autobahn.websocket")), 6)
 
 

@@ -1,6 +1,6 @@
 """
-Tests for aws_localproxy.options (the reference's command line, behaviour.md §1)
-and aws_localproxy.regions (service endpoint formation, §1.9).
+Tests for aws_localproxy.options (the reference's command line)
+and aws_localproxy.regions (service endpoint formation).
 """
 
 from __future__ import annotations
@@ -63,23 +63,29 @@ BASE = ["-t", TOKEN, "-r", "us-east-1"]
 
 
 class ParseErrorTests(_Base):
-    """Boost's parse errors (§1.2, §1.8 item 1), one test each."""
+    """Boost's parse errors, one test each."""
 
     def test_unknown_option(self) -> None:
         self.assertEqual(self.usage_error(["-Z"]), "unrecognised option '-Z'")
         self.assertEqual(self.usage_error(["--zzz"]), "unrecognised option '--zzz'")
 
     def test_missing_argument(self) -> None:
-        self.assertEqual(self.usage_error(["-v"]), "the required argument for option '--verbose' is missing")
+        self.assertEqual(
+            self.usage_error(["-v"]), "the required argument for option '--verbose' is missing"
+        )
 
     def test_invalid_verbose(self) -> None:
-        self.assertEqual(self.usage_error([*BASE, "-s", "1", "-v", "abc"]),
-                         "the argument ('abc') for option '--verbose' is invalid")
+        self.assertEqual(
+            self.usage_error([*BASE, "-s", "1", "-v", "abc"]),
+            "the argument ('abc') for option '--verbose' is invalid",
+        )
         self.assertIn("'--verbose'", self.usage_error([*BASE, "-s", "1", "-v", "-1"]))
 
     def test_repeated_option(self) -> None:
-        self.assertEqual(self.usage_error(["-r", "a", "--region", "b"]),
-                         "option '--region' cannot be specified more than once")
+        self.assertEqual(
+            self.usage_error(["-r", "a", "--region", "b"]),
+            "option '--region' cannot be specified more than once",
+        )
 
     def test_positional(self) -> None:
         self.assertIn("positional", self.usage_error([*BASE, "extra"]))
@@ -91,7 +97,7 @@ class ParseErrorTests(_Base):
 
 
 class ChecklistTests(_Base):
-    """§1.8 in order, one test per rule; every message names its option."""
+    """The checklist in order, one test per rule; every message names its option."""
 
     def test_01_missing_token(self) -> None:
         message = self.usage_error(["-r", "us-east-1", "-s", "5555"])
@@ -99,8 +105,11 @@ class ChecklistTests(_Base):
 
     def test_02_region_and_endpoint(self) -> None:
         message = self.usage_error([*BASE, "-e", "example.com", "-s", "1"])
-        self.assertTrue(message.startswith(
-            "Must specify one and only one of --region/-r or --proxy-endpoint/-e options"))
+        self.assertTrue(
+            message.startswith(
+                "Must specify one and only one of --region/-r or --proxy-endpoint/-e options"
+            )
+        )
 
     def test_02_neither(self) -> None:
         self.assertIn("--region/-r", self.usage_error(["-t", TOKEN, "-s", "1"]))
@@ -113,26 +122,40 @@ class ChecklistTests(_Base):
     def test_03_cli_token_warning(self) -> None:
         with capturedLogs() as events:
             self.config([*BASE, "-s", "1"])
-        self.assertTrue(any("Found access token supplied via CLI arg" in e["log_format"] for e in events))
+        self.assertTrue(
+            any("Found access token supplied via CLI arg" in e["log_format"] for e in events)
+        )
         with capturedLogs() as events:
             self.config(["-r", "us-east-1", "-s", "1"], {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN})
         self.assertFalse(any("Found access token" in e["log_format"] for e in events))
 
     def test_04_access_token(self) -> None:
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": ""}
-        self.assertIn("Access token cannot be empty (--access-token)",
-                      self.config_error(["-r", "us-east-1", "-s", "1"], env))
-        self.assertIn("Access token exceeds maximum allowed length",
-                      self.config_error(["-t", "a" * 4097, "-r", "us-east-1", "-s", "1"]))
-        self.assertIn("Access token contains invalid control characters",
-                      self.config_error(["-t", "ab\x01cd", "-r", "us-east-1", "-s", "1"]))
-        self.assertIn("--access-token", self.config_error(["-t", "abcdé", "-r", "us-east-1", "-s", "1"]))
+        self.assertIn(
+            "Access token cannot be empty (--access-token)",
+            self.config_error(["-r", "us-east-1", "-s", "1"], env),
+        )
+        self.assertIn(
+            "Access token exceeds maximum allowed length",
+            self.config_error(["-t", "a" * 4097, "-r", "us-east-1", "-s", "1"]),
+        )
+        self.assertIn(
+            "Access token contains invalid control characters",
+            self.config_error(["-t", "ab\x01cd", "-r", "us-east-1", "-s", "1"]),
+        )
+        self.assertIn(
+            "--access-token", self.config_error(["-t", "abcdé", "-r", "us-east-1", "-s", "1"])
+        )
 
     def test_05_client_token(self) -> None:
-        self.assertIn("Client token must be between 32 and 128 characters (--client-token)",
-                      self.config_error([*BASE, "-s", "1", "-i", "short"]))
-        self.assertIn("Client token contains invalid control characters",
-                      self.config_error([*BASE, "-s", "1", "-i", "c" * 32 + "\x7f"]))
+        self.assertIn(
+            "Client token must be between 32 and 128 characters (--client-token)",
+            self.config_error([*BASE, "-s", "1", "-i", "short"]),
+        )
+        self.assertIn(
+            "Client token contains invalid control characters",
+            self.config_error([*BASE, "-s", "1", "-i", "c" * 32 + "\x7f"]),
+        )
         self.assertIn("--client-token", self.config_error([*BASE, "-s", "1", "-i", "c" * 32 + "_"]))
 
     def test_05_empty_client_token_means_none(self) -> None:
@@ -140,24 +163,42 @@ class ChecklistTests(_Base):
         self.assertIsNone(config.client_token)
 
     def test_06_region(self) -> None:
-        self.assertIn("Region cannot be empty (--region)", self.config_error(["-t", TOKEN, "-r", "", "-s", "1"]))
-        self.assertIn("Region exceeds maximum allowed length",
-                      self.config_error(["-t", TOKEN, "-r", "a" * 65, "-s", "1"]))
-        self.assertIn("Region must contain only lowercase letters, numbers, and hyphens (--region)",
-                      self.config_error(["-t", TOKEN, "-r", "US-EAST-1", "-s", "1"]))
+        self.assertIn(
+            "Region cannot be empty (--region)",
+            self.config_error(["-t", TOKEN, "-r", "", "-s", "1"]),
+        )
+        self.assertIn(
+            "Region exceeds maximum allowed length",
+            self.config_error(["-t", TOKEN, "-r", "a" * 65, "-s", "1"]),
+        )
+        self.assertIn(
+            "Region must contain only lowercase letters, numbers, and hyphens (--region)",
+            self.config_error(["-t", TOKEN, "-r", "US-EAST-1", "-s", "1"]),
+        )
 
     def test_07_endpoint(self) -> None:
-        self.assertIn("Proxy endpoint cannot be empty (--proxy-endpoint)",
-                      self.config_error(["-t", TOKEN, "-e", "", "-s", "1"]))
-        self.assertIn("Proxy endpoint exceeds maximum allowed length",
-                      self.config_error(["-t", TOKEN, "-e", "a" * 254, "-s", "1"]))
-        self.assertIn("Proxy endpoint contains invalid characters (--proxy-endpoint)",
-                      self.config_error(["-t", TOKEN, "-e", "https://example.com", "-s", "1"]))
+        self.assertIn(
+            "Proxy endpoint cannot be empty (--proxy-endpoint)",
+            self.config_error(["-t", TOKEN, "-e", "", "-s", "1"]),
+        )
+        self.assertIn(
+            "Proxy endpoint exceeds maximum allowed length",
+            self.config_error(["-t", TOKEN, "-e", "a" * 254, "-s", "1"]),
+        )
+        self.assertIn(
+            "Proxy endpoint contains invalid characters (--proxy-endpoint)",
+            self.config_error(["-t", TOKEN, "-e", "https://example.com", "-s", "1"]),
+        )
 
     def test_08_bad_endpoint_port(self) -> None:
-        self.assertIn("Invalid endpoint specified: example.com:99999 (--proxy-endpoint)",
-                      self.config_error(["-t", TOKEN, "-e", "Example.com:99999", "-s", "1"]))
-        self.assertIn("Invalid endpoint specified", self.config_error(["-t", TOKEN, "-e", "example.com:", "-s", "1"]))
+        self.assertIn(
+            "Invalid endpoint specified: example.com:99999 (--proxy-endpoint)",
+            self.config_error(["-t", TOKEN, "-e", "Example.com:99999", "-s", "1"]),
+        )
+        self.assertIn(
+            "Invalid endpoint specified",
+            self.config_error(["-t", TOKEN, "-e", "example.com:", "-s", "1"]),
+        )
 
     def test_08_bad_settings_json(self) -> None:
         path = self.write("s.json", "{nope")
@@ -170,22 +211,36 @@ class ChecklistTests(_Base):
         self.assertIn("Failed to parse the value of environment variable HTTPS_PROXY", message)
 
     def test_10_mode(self) -> None:
-        self.assertTrue(self.usage_error([*BASE, "-m", "both"]).startswith(
-            "Mode value is wrong! Allowed values are: src, dst, source, destination"))
+        self.assertTrue(
+            self.usage_error([*BASE, "-m", "both"]).startswith(
+                "Mode value is wrong! Allowed values are: src, dst, source, destination"
+            )
+        )
 
     def test_11_destination_client_type(self) -> None:
         with capturedLogs() as events:
-            self.assertEqual(self.config([*BASE, "-s", "1", "-y", "V1"]).peer_version, PeerVersion.V1)
-            self.assertEqual(self.config([*BASE, "-s", "1", "-y", "V2"]).peer_version, PeerVersion.V2)
-            self.assertEqual(self.config([*BASE, "-s", "1", "-y", "v1"]).peer_version, PeerVersion.V3)
+            self.assertEqual(
+                self.config([*BASE, "-s", "1", "-y", "V1"]).peer_version, PeerVersion.V1
+            )
+            self.assertEqual(
+                self.config([*BASE, "-s", "1", "-y", "V2"]).peer_version, PeerVersion.V2
+            )
+            self.assertEqual(
+                self.config([*BASE, "-s", "1", "-y", "v1"]).peer_version, PeerVersion.V3
+            )
         texts = [e["log_format"].format(**e) for e in events]
         self.assertIn("setting source protocol to V1", texts)
         self.assertIn("setting source protocol to V2", texts)
-        self.assertIn("unknown value for destination-client-type, assuming default protocol V3.", texts)
+        self.assertIn(
+            "unknown value for destination-client-type, assuming default protocol V3.", texts
+        )
 
     def test_12_both_mappings(self) -> None:
-        self.assertTrue(self.usage_error([*BASE, "-s", "1", "-d", "22"]).startswith(
-            "Must specify one and only one of --source-listen-port/-s or --destination-app/-d"))
+        self.assertTrue(
+            self.usage_error([*BASE, "-s", "1", "-d", "22"]).startswith(
+                "Must specify one and only one of --source-listen-port/-s or --destination-app/-d"
+            )
+        )
 
     def test_12_s_on_cli_d_in_config(self) -> None:
         path = self.write("c.ini", "destination-app = SSH1=22\n")
@@ -194,16 +249,22 @@ class ChecklistTests(_Base):
         self.assertIn("--config file", message)
 
     def test_13_no_mapping_no_mode(self) -> None:
-        self.assertEqual(self.usage_error(BASE),
-                         "Must specify one of --source-listen-port/-s or --destination-app/-d or --mode")
+        self.assertEqual(
+            self.usage_error(BASE),
+            "Must specify one of --source-listen-port/-s or --destination-app/-d or --mode",
+        )
 
     def test_14_s_with_destination_mode(self) -> None:
-        self.assertEqual(self.usage_error([*BASE, "-s", "1", "-m", "dst"]),
-                         "-s and --mode have mismatched mode. Mode is set to destination!")
+        self.assertEqual(
+            self.usage_error([*BASE, "-s", "1", "-m", "dst"]),
+            "-s and --mode have mismatched mode. Mode is set to destination!",
+        )
 
     def test_15_d_with_source_mode(self) -> None:
-        self.assertEqual(self.usage_error([*BASE, "-d", "22", "-m", "source"]),
-                         "-d and --mode have mismatched mode. Mode is set to source!")
+        self.assertEqual(
+            self.usage_error([*BASE, "-d", "22", "-m", "source"]),
+            "-d and --mode have mismatched mode. Mode is set to source!",
+        )
 
     def test_16_destination_mapping_error(self) -> None:
         with capturedLogs() as events:
@@ -216,22 +277,30 @@ class ChecklistTests(_Base):
 
     def test_17_config_dir(self) -> None:
         missing = self.mktemp()
-        self.assertIn(f"Invalid configuration directory: {missing} (--config-dir)",
-                      self.config_error([*BASE, "-m", "src", "--config-dir", missing]))
+        self.assertIn(
+            f"Invalid configuration directory: {missing} (--config-dir)",
+            self.config_error([*BASE, "-m", "src", "--config-dir", missing]),
+        )
 
     def test_17_destination_without_any_mapping(self) -> None:
         self.assertIn("No port mapping exists", self.config_error([*BASE, "-m", "dst"]))
 
     def test_18_bind_address(self) -> None:
-        self.assertIn("Bind address exceeds maximum allowed length (--local-bind-address)",
-                      self.config_error([*BASE, "-s", "1", "-b", "a" * 254]))
-        self.assertIn("Bind address contains invalid characters (--local-bind-address)",
-                      self.config_error([*BASE, "-s", "1", "-b", "a b"]))
+        self.assertIn(
+            "Bind address exceeds maximum allowed length (--local-bind-address)",
+            self.config_error([*BASE, "-s", "1", "-b", "a" * 254]),
+        )
+        self.assertIn(
+            "Bind address contains invalid characters (--local-bind-address)",
+            self.config_error([*BASE, "-s", "1", "-b", "a b"]),
+        )
         self.assertIsNone(self.config([*BASE, "-s", "1", "-b", ""]).bind_address)
         self.assertEqual(self.config([*BASE, "-s", "1", "-b", "[::1]"]).bind_address, "::1")
 
     def test_19_capath(self) -> None:
-        self.assertIn("Path cannot be empty (--capath)", self.config_error([*BASE, "-s", "1", "-c", ""]))
+        self.assertIn(
+            "Path cannot be empty (--capath)", self.config_error([*BASE, "-s", "1", "-c", ""])
+        )
         self.assertIn("--capath", self.config_error([*BASE, "-s", "1", "-c", self.mktemp()]))
         cadir = self.mktemp()
         os.makedirs(cadir)
@@ -247,8 +316,10 @@ class ChecklistTests(_Base):
 
     def test_path_validator_null_byte(self) -> None:
         path = self.write("c.ini", "settings-json = a\0b\n")
-        self.assertIn("Path contains invalid null byte (--settings-json)",
-                      self.config_error([*BASE, "-s", "1", "--config", path]))
+        self.assertIn(
+            "Path contains invalid null byte (--settings-json)",
+            self.config_error([*BASE, "-s", "1", "--config", path]),
+        )
 
     def test_checks_run_in_order(self) -> None:
         # A bad region (6) is reported before a bad mode (10) and a bad mapping (16).
@@ -260,8 +331,10 @@ class ConfigResultTests(_Base):
         config = self.config([*BASE, "-s", "5555"])
         self.assertEqual(config.mode, Mode.SOURCE)
         self.assertEqual(config.service_map, {"": "5555"})
-        self.assertEqual((config.endpoint_host, config.endpoint_port),
-                         ("data.tunneling.iot.us-east-1.amazonaws.com", 443))
+        self.assertEqual(
+            (config.endpoint_host, config.endpoint_port),
+            ("data.tunneling.iot.us-east-1.amazonaws.com", 443),
+        )
         self.assertTrue(config.use_tls)
         self.assertEqual(config.verbosity, 4)
 
@@ -279,6 +352,31 @@ class ConfigResultTests(_Base):
         path = self.write("a.ini", "SSH1=22\n")
         config = self.config([*BASE, "-m", "destination", "--config-dir", os.path.dirname(path)])
         self.assertEqual(config.config_files, ((path, "SSH1=22\n"),))
+
+    def test_config_dir_endpoints_checked(self) -> None:
+        """Mapping files use the same endpoint grammar; a bad value is a warning at start-up."""
+        path = self.write("a.ini", "SSH1=unix:/run/sshd.sock\nWEB=example.com\n")
+        with capturedLogs() as events:
+            config = self.config(
+                [*BASE, "-m", "destination", "--config-dir", os.path.dirname(path)]
+            )
+        self.assertEqual(len(config.config_files), 1)
+        warnings = [e["problem"] for e in events if e.get("log_format") == "{problem}"]
+        self.assertEqual(
+            warnings,
+            [
+                f"Invalid endpoint for service id WEB in {path}: Invalid destination endpoint: example.com"
+            ],
+        )
+        with capturedLogs() as events:
+            self.config([*BASE, "-m", "source", "--config-dir", os.path.dirname(path)])
+        warnings = [e["problem"] for e in events if e.get("log_format") == "{problem}"]
+        self.assertEqual(
+            warnings,
+            [
+                f"Invalid endpoint for service id WEB in {path}: Invalid listen port in port mapping: example.com"
+            ],
+        )
 
     def test_config_dir_unused_with_a_mapping(self) -> None:
         path = self.write("a.ini", "SSH1=22\n")
@@ -308,7 +406,9 @@ class ConfigResultTests(_Base):
 
     def test_ws_extension(self) -> None:
         config = self.config(["-t", TOKEN, "-e", "ws://127.0.0.1:9000", "-s", "1"])
-        self.assertEqual((config.endpoint_host, config.endpoint_port, config.use_tls), ("127.0.0.1", 9000, False))
+        self.assertEqual(
+            (config.endpoint_host, config.endpoint_port, config.use_tls), ("127.0.0.1", 9000, False)
+        )
 
     def test_ipv6_endpoint(self) -> None:
         config = self.config(["-t", TOKEN, "-e", "[::1]:8443", "-s", "1"])
@@ -337,14 +437,22 @@ class PrecedenceTests(_Base):
         self.assertEqual(options.sources["region"], "env")
 
     def test_env_endpoint(self) -> None:
-        config = self.config(["-s", "1"], {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN,
-                                           "AWSIOT_TUNNEL_ENDPOINT": "localhost:8443"})
+        config = self.config(
+            ["-s", "1"],
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN, "AWSIOT_TUNNEL_ENDPOINT": "localhost:8443"},
+        )
         self.assertEqual((config.endpoint_host, config.endpoint_port), ("localhost", 8443))
 
     def test_cli_over_config_over_env(self) -> None:
-        path = self.write("c.ini", f"access-token = from-config-{TOKEN}\nregion = us-west-2\n"
-                                   "source-listen-port = 6000\nlocal-bind-address = ::1\n")
-        env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": "from-env-" + TOKEN, "AWSIOT_TUNNEL_REGION": "eu-west-1"}
+        path = self.write(
+            "c.ini",
+            f"access-token = from-config-{TOKEN}\nregion = us-west-2\n"
+            "source-listen-port = 6000\nlocal-bind-address = ::1\n",
+        )
+        env = {
+            "AWSIOT_TUNNEL_ACCESS_TOKEN": "from-env-" + TOKEN,
+            "AWSIOT_TUNNEL_REGION": "eu-west-1",
+        }
         options = self.parse(["--config", path, "-s", "7000"], env)
         config = options.config
         assert config is not None
@@ -368,12 +476,16 @@ class PrecedenceTests(_Base):
 
     def test_config_unreadable(self) -> None:
         path = self.mktemp()
-        self.assertEqual(self.usage_error(["--config", path]),
-                         f"can not read options configuration file '{path}'")
+        self.assertEqual(
+            self.usage_error(["--config", path]),
+            f"can not read options configuration file '{path}'",
+        )
 
     def test_config_repeated_name(self) -> None:
         path = self.write("c.ini", "region = a\nregion = b\n")
-        self.assertIn("'--region' cannot be specified more than once", self.usage_error(["--config", path]))
+        self.assertIn(
+            "'--region' cannot be specified more than once", self.usage_error(["--config", path])
+        )
 
 
 class ActionTests(_Base):
@@ -393,12 +505,18 @@ class ActionTests(_Base):
         self.assertIsNone(options.config)
 
     def test_export_path_validated(self) -> None:
-        self.assertIn("Path cannot be empty (--export-default-settings)",
-                      self.config_error(["--export-default-settings", ""]))
+        self.assertIn(
+            "Path cannot be empty (--export-default-settings)",
+            self.config_error(["--export-default-settings", ""]),
+        )
 
     def test_twistd_style(self) -> None:
         """twistd instantiates the class without arguments; actions then exit like Twisted's own."""
-        self.patch(os, "environ", {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN, "AWSIOT_TUNNEL_REGION": "us-east-1"})
+        self.patch(
+            os,
+            "environ",
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN, "AWSIOT_TUNNEL_REGION": "us-east-1"},
+        )
         options = LocalProxyOptions()
         options.parseOptions(["-s", "5555"])
         assert options.config is not None
@@ -413,8 +531,12 @@ class ActionTests(_Base):
 class PortMappingTests(SynchronousTestCase):
     def test_v1_forms(self) -> None:
         self.assertEqual(parse_port_mapping("5555", "s", source=True), {"": "5555"})
-        self.assertEqual(parse_port_mapping("localhost:22", "d", source=False), {"": "localhost:22"})
-        self.assertEqual(parse_port_mapping("/run/app.sock", "d", source=False), {"": "/run/app.sock"})
+        self.assertEqual(
+            parse_port_mapping("localhost:22", "d", source=False), {"": "localhost:22"}
+        )
+        self.assertEqual(
+            parse_port_mapping("/run/app.sock", "d", source=False), {"": "/run/app.sock"}
+        )
 
     def test_trailing_comma(self) -> None:
         e = self.assertRaises(ConfigurationError, parse_port_mapping, "5555,", "s", source=True)
@@ -433,57 +555,301 @@ class PortMappingTests(SynchronousTestCase):
         self.assertTrue(any(e["log_format"].startswith("Duplicate mappings") for e in events))
 
     def test_service_id_rules(self) -> None:
-        self.assertRaises(ConfigurationError, parse_port_mapping, "A" * 129 + "=1", "s", source=True)
+        self.assertRaises(
+            ConfigurationError, parse_port_mapping, "A" * 129 + "=1", "s", source=True
+        )
         e = self.assertRaises(ConfigurationError, parse_port_mapping, "a b=1", "s", source=True)
         self.assertIn("Service ID must contain only", str(e))
-        self.assertEqual(parse_port_mapping("host.example=1", "s", source=True), {"host.example": "1"})
+        self.assertEqual(
+            parse_port_mapping("host.example=1", "s", source=True), {"host.example": "1"}
+        )
 
     def test_ports(self) -> None:
-        for bad, reason in (("0", "between 1 and 65535"), ("65536", "between 1 and 65535"),
-                            ("99999999999", "too large")):
+        for bad, reason in (
+            ("0", "between 1 and 65535"),
+            ("65536", "between 1 and 65535"),
+            ("99999999999", "too large"),
+        ):
             e = self.assertRaises(ConfigurationError, parse_port_mapping, bad, "s", source=True)
             self.assertIn(reason, str(e))
         self.assertEqual(parse_port_mapping("SSH1=05555", "s", source=True), {"SSH1": "5555"})
 
     def test_destination_hosts(self) -> None:
         self.assertEqual(parse_port_mapping("A=[::1]:22", "d", source=False), {"A": "[::1]:22"})
-        self.assertEqual(parse_port_mapping("A=example.com", "d", source=False), {"A": "example.com"})
-        for bad, reason in (("A=bad_host:22", "invalid characters"), ("A=host:", "only digits"),
-                            ("A=host:x", "only digits"), ("A=" + "h" * 254, "maximum allowed length")):
+        for bad, reason in (
+            ("A=bad_host:22", "invalid characters"),
+            ("A=host:", "only digits"),
+            ("A=example.com", "Invalid destination endpoint: example.com"),
+            ("A=host:x", "only digits"),
+            ("A=" + "h" * 254, "maximum allowed length"),
+        ):
             e = self.assertRaises(ConfigurationError, parse_port_mapping, bad, "d", source=False)
             self.assertIn(reason, str(e))
 
+    def test_descriptions(self) -> None:
+        """Twisted endpoint descriptions, "=" and all, in both the V1 and the ID=ENDPOINT forms."""
+        self.assertEqual(
+            parse_port_mapping("SSH1=unix:/run/ssh1.sock", "s", source=True),
+            {"SSH1": "unix:/run/ssh1.sock"},
+        )
+        self.assertEqual(
+            parse_port_mapping(r"SSH1=tcp:5555:interface=\:\:1,B=6", "s", source=True),
+            {"SSH1": r"tcp:5555:interface=\:\:1", "B": "6"},
+        )
+        self.assertEqual(
+            parse_port_mapping("unix:/run/sshd.sock", "d", source=False),
+            {"": "unix:/run/sshd.sock"},
+        )
+        self.assertEqual(
+            parse_port_mapping("WEB=tcp:host=example:port=80", "d", source=False),
+            {"WEB": "tcp:host=example:port=80"},
+        )
+        self.assertEqual(
+            parse_port_mapping("tcp:host=example:port=80", "d", source=False),
+            {"": "tcp:host=example:port=80"},
+        )
+
+    def test_bad_descriptions(self) -> None:
+        with capturedLogs() as events:
+            e = self.assertRaises(
+                ConfigurationError, parse_port_mapping, "A=tcp:abc", "s", source=True
+            )
+        self.assertEqual(
+            str(e),
+            "Invalid source endpoint description 'tcp:abc': invalid literal for int() with base 10: 'abc'"
+            " (source-listen-port)".replace("source-listen-port", "s"),
+        )
+        self.assertTrue(any(e["log_format"].startswith("SECURITY: Rejected input") for e in events))
+        e = self.assertRaises(
+            ConfigurationError, parse_port_mapping, "A=tcp6:h:1", "d", source=False
+        )
+        self.assertIn("'tcp6' is not a connecting endpoint type", str(e))
+        e = self.assertRaises(ConfigurationError, parse_port_mapping, "A=1=2", "s", source=True)
+        self.assertEqual(
+            str(e), "Wrong format for the port mappings: A=1=2 .Example: SSH1=5555 (s)"
+        )
+
     def test_source_needs_ports(self) -> None:
-        self.assertRaises(ConfigurationError, parse_port_mapping, "A=localhost:22", "s", source=True)
+        self.assertRaises(
+            ConfigurationError, parse_port_mapping, "A=localhost:22", "s", source=True
+        )
         self.assertRaises(ConfigurationError, parse_port_mapping, "localhost", "s", source=True)
 
 
 class RegionTests(SynchronousTestCase):
     def test_region(self) -> None:
-        self.assertEqual(endpoint_for_region("us-east-1"),
-                         ServiceEndpoint("data.tunneling.iot.us-east-1.amazonaws.com", 443))
+        self.assertEqual(
+            endpoint_for_region("us-east-1"),
+            ServiceEndpoint("data.tunneling.iot.us-east-1.amazonaws.com", 443),
+        )
 
     def test_china(self) -> None:
-        self.assertEqual(endpoint_for_region("cn-north-1").host, "data.tunneling.iot.cn-north-1.amazonaws.com.cn")
-        self.assertEqual(endpoint_for_region("cn-northwest-1").host,
-                         "data.tunneling.iot.cn-northwest-1.amazonaws.com.cn")
+        self.assertEqual(
+            endpoint_for_region("cn-north-1").host, "data.tunneling.iot.cn-north-1.amazonaws.com.cn"
+        )
+        self.assertEqual(
+            endpoint_for_region("cn-northwest-1").host,
+            "data.tunneling.iot.cn-northwest-1.amazonaws.com.cn",
+        )
 
     def test_override_with_port_and_format(self) -> None:
-        settings = Settings(endpoint_format="t.%s.example",
-                            region_endpoint_overrides={"lab-1": "Lab.Example:8443"})
-        self.assertEqual(endpoint_for_region("lab-1", settings), ServiceEndpoint("lab.example", 8443))
-        self.assertEqual(endpoint_for_region("us-east-2", settings), ServiceEndpoint("t.us-east-2.example", 443))
+        settings = Settings(
+            endpoint_format="t.%s.example", region_endpoint_overrides={"lab-1": "Lab.Example:8443"}
+        )
+        self.assertEqual(
+            endpoint_for_region("lab-1", settings), ServiceEndpoint("lab.example", 8443)
+        )
+        self.assertEqual(
+            endpoint_for_region("us-east-2", settings), ServiceEndpoint("t.us-east-2.example", 443)
+        )
 
     def test_endpoints(self) -> None:
         self.assertEqual(parse_endpoint("Host.Example"), ServiceEndpoint("host.example", 443))
         self.assertEqual(parse_endpoint("host:8443"), ServiceEndpoint("host", 8443))
         self.assertEqual(parse_endpoint("[::1]"), ServiceEndpoint("::1", 443))
         self.assertEqual(parse_endpoint("[::1]:8443"), ServiceEndpoint("::1", 8443))
-        self.assertEqual(parse_endpoint("ws://127.0.0.1:9000/"), ServiceEndpoint("127.0.0.1", 9000, False))
+        self.assertEqual(
+            parse_endpoint("ws://127.0.0.1:9000/"), ServiceEndpoint("127.0.0.1", 9000, False)
+        )
         self.assertEqual(parse_endpoint("ws://localhost"), ServiceEndpoint("localhost", 80, False))
         self.assertEqual(parse_endpoint("wss://localhost"), ServiceEndpoint("localhost", 443, True))
 
     def test_bad_endpoints(self) -> None:
-        for bad in ("host:", "host:0", "host:65536", "host:44x", "::1", "[::1", "[nothost]:1", "[::1]x", ":443"):
+        for bad in (
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:44x",
+            "::1",
+            "[::1",
+            "[nothost]:1",
+            "[::1]x",
+            ":443",
+        ):
             e = self.assertRaises(EndpointError, parse_endpoint, bad)
             self.assertTrue(str(e).startswith("Invalid endpoint specified: "), bad)
+
+
+class ClientTokenFileTests(_Base):
+    def test_given_on_the_command_line(self) -> None:
+        path = os.path.join(self.mktemp(), "token")
+        os.makedirs(os.path.dirname(path))
+        config = self.config([*BASE, "-s", "1", "--client-token-file", path])
+        self.assertEqual(config.client_token_file, path)
+        self.assertIsNone(config.client_token)
+        self.assertFalse(
+            os.path.exists(path), "the file is created when the proxy runs, not when parsing"
+        )
+
+    def test_from_the_environment_and_config_file(self) -> None:
+        path = os.path.join(self.cwd, "token")
+        config = self.config([*BASE, "-s", "1"], {"AWSIOT_TUNNEL_CLIENT_TOKEN_FILE": path})
+        self.assertEqual(config.client_token_file, path)
+        options_file = self.write("c.ini", f"client-token-file = {path}\n")
+        config = self.config([*BASE, "-s", "1", "--config", options_file])
+        self.assertEqual(config.client_token_file, path)
+
+    def test_a_client_token_wins(self) -> None:
+        path = os.path.join(self.cwd, "token")
+        with capturedLogs() as events:
+            config = self.config(
+                [*BASE, "-s", "1", "--client-token-file", path],
+                {"AWSIOT_TUNNEL_CLIENT_TOKEN": CLIENT_TOKEN},
+            )
+        self.assertEqual(config.client_token, CLIENT_TOKEN)
+        self.assertIsNone(config.client_token_file)
+        self.assertTrue(
+            any("the client token file {path} is not used" in e["log_format"] for e in events)
+        )
+        for event in events:
+            self.assertNotIn(CLIENT_TOKEN, repr(event))
+
+    def test_existing_file_is_checked_and_redacted(self) -> None:
+        stored = "s" * 40
+        path = self.write("token", stored + "\n")
+        os.chmod(path, 0o600)
+        options = self.parse([*BASE, "-s", "1", "--client-token-file", path])
+        self.assertIn(stored, options.secrets)
+        bad = self.write("bad", "not a token\n")
+        self.assertEqual(
+            self.config_error([*BASE, "-s", "1", "--client-token-file", bad]),
+            f"The client token file {bad} does not hold a valid client token"
+            " (32 to 128 letters, digits and hyphens) (--client-token-file)",
+        )
+
+    def test_missing_directory(self) -> None:
+        path = os.path.join(self.cwd, "nowhere", "token")
+        self.assertEqual(
+            self.config_error([*BASE, "-s", "1", "--client-token-file", path]),
+            f"Directory of the client token file does not exist: {os.path.dirname(path)} (--client-token-file)",
+        )
+        self.assertEqual(
+            self.config_error([*BASE, "-s", "1", "--client-token-file", ""]),
+            "Path cannot be empty (--client-token-file)",
+        )
+
+
+class StdioTests(_Base):
+    def test_alone(self) -> None:
+        config = self.config([*BASE, "--stdio"])
+        self.assertEqual(
+            (config.stdio, config.stdio_service_id, config.mode), (True, None, Mode.SOURCE)
+        )
+        self.assertEqual(dict(config.service_map), {})
+
+    def test_with_a_service_id_anywhere(self) -> None:
+        config = self.config(
+            ["-r", "us-east-1", "--stdio", "SSH1"], {"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}
+        )
+        self.assertEqual((config.stdio, config.stdio_service_id), (True, "SSH1"))
+        config = self.config(["--stdio", "SSH1", "-t", TOKEN, "-r", "us-east-1", "-m", "src"])
+        self.assertEqual(config.stdio_service_id, "SSH1")
+
+    def test_with_a_mapping(self) -> None:
+        self.assertEqual(
+            self.usage_error([*BASE, "--stdio", "-s", "SSH1=5555"]),
+            "--stdio cannot be used with --source-listen-port/-s (-s given on the command line)",
+        )
+        self.assertEqual(
+            self.usage_error([*BASE, "--stdio", "-d", "22"]),
+            "--stdio cannot be used with --destination-app/-d (-d given on the command line)",
+        )
+
+    def test_with_destination_mode(self) -> None:
+        self.assertEqual(
+            self.usage_error([*BASE, "--stdio", "-m", "dst"]),
+            "--stdio and --mode have mismatched mode. Mode is set to destination!",
+        )
+
+    def test_positional_without_stdio(self) -> None:
+        message = "too many positional options have been specified on the command line"
+        self.assertEqual(self.usage_error([*BASE, "-s", "1", "SSH1"]), message)
+        self.assertEqual(self.usage_error([*BASE, "--stdio", "SSH1", "SSH2"]), message)
+
+    def test_bad_service_id(self) -> None:
+        self.assertIn("Service ID must contain only", self.config_error([*BASE, "--stdio", "a b"]))
+
+    def test_in_config_file(self) -> None:
+        path = self.write("c.ini", "stdio = true\n")
+        options = self.parse([*BASE, "--config", path])
+        assert options.config is not None
+        self.assertTrue(options.config.stdio)
+        self.assertTrue(options.stdio_requested)
+
+    def test_mapping_files_not_used(self) -> None:
+        os.makedirs(os.path.join(self.cwd, "config"))
+        with open(os.path.join(self.cwd, "config", "m.ini"), "w") as f:
+            f.write("SSH1=22\n")
+        self.assertEqual(self.config([*BASE, "--stdio"]).config_files, ())
+
+
+class MetricsTests(_Base):
+    def test_defaults(self) -> None:
+        config = self.config([*BASE, "-s", "1"])
+        self.assertEqual((config.metrics_port, config.metrics_address), (None, "127.0.0.1"))
+
+    def test_given(self) -> None:
+        config = self.config(
+            [*BASE, "-s", "1", "--metrics-port", "9100", "--metrics-address", "[::1]"]
+        )
+        self.assertEqual((config.metrics_port, config.metrics_address), (9100, "::1"))
+        self.assertEqual(self.config([*BASE, "-s", "1", "--metrics-port", "0"]).metrics_port, 0)
+
+    def test_bad_values(self) -> None:
+        for bad in ("abc", "-1", "65536", "", "99999999999"):
+            self.assertEqual(
+                self.usage_error([*BASE, "-s", "1", "--metrics-port", bad]),
+                f"the argument ('{bad}') for option '--metrics-port' is invalid",
+            )
+        for bad in ("bad_host", "", "a b"):
+            self.assertEqual(
+                self.usage_error(
+                    [*BASE, "-s", "1", "--metrics-port", "1", "--metrics-address", bad]
+                ),
+                f"the argument ('{bad}') for option '--metrics-address' is invalid",
+            )
+
+    def test_address_needs_port(self) -> None:
+        self.assertEqual(
+            self.usage_error([*BASE, "-s", "1", "--metrics-address", "127.0.0.1"]),
+            "the option '--metrics-address' needs '--metrics-port'",
+        )
+
+    def test_twistd_options(self) -> None:
+        from aws_localproxy import tap
+
+        options = tap.Options({"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}, cwd=self.cwd)
+        options.parseOptions(["-r", "us-east-1", "-s", "1", "--metrics-port", "9100"])
+        assert options.config is not None
+        self.assertEqual(options.config.metrics_port, 9100)
+
+    def test_twistd_refuses_stdio(self) -> None:
+        from aws_localproxy import tap
+
+        options = tap.Options({"AWSIOT_TUNNEL_ACCESS_TOKEN": TOKEN}, cwd=self.cwd)
+        e = self.assertRaises(
+            usage.UsageError, options.parseOptions, ["-r", "us-east-1", "--stdio"]
+        )
+        self.assertEqual(
+            str(e), "--stdio cannot be used with twistd: run the localproxy command instead"
+        )

@@ -13,11 +13,12 @@ from aws_localproxy.settings import (
     SettingsError,
     default_settings_document,
     export_default_settings,
+    inert_settings,
     load_settings_json,
     parse_settings_json,
 )
 
-#: The reference's --export-default-settings output, byte for byte (behaviour.md §1.6).
+#: The reference's --export-default-settings output, byte for byte.
 REFERENCE_DOCUMENT = """{
     "tunneling": {
         "proxy": {
@@ -96,7 +97,13 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(settings.max_payload_size, 1000)
 
     def test_boolean_spellings(self) -> None:
-        for text, expected in (("true", True), ("1", True), ("false", False), ("0", False), (1, True)):
+        for text, expected in (
+            ("true", True),
+            ("1", True),
+            ("false", False),
+            ("0", False),
+            (1, True),
+        ):
             settings = parse_settings_json(_doc({"websocket": {"reconnect_on_data_error": text}}))
             self.assertIs(settings.ws_reconnect_on_data_error, expected, text)
 
@@ -113,13 +120,22 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(settings.tcp_write_buffer_size, 999)
 
     def test_china_overrides_survive(self) -> None:
-        """Reference bug S1: a document without overrides used to drop the cn regions."""
+        """The reference's bug: a document without overrides used to drop the cn regions."""
         settings = parse_settings_json(_doc({"tcp": {"read_buffer_size": "100"}}))
-        self.assertEqual(dict(settings.region_endpoint_overrides), dict(DEFAULT_REGION_ENDPOINT_OVERRIDES))
+        self.assertEqual(
+            dict(settings.region_endpoint_overrides), dict(DEFAULT_REGION_ENDPOINT_OVERRIDES)
+        )
 
     def test_overrides_are_merged(self) -> None:
         settings = parse_settings_json(
-            _doc({"region_endpoint_overrides": {"cn-north-1": "x.example:8443", "eu-x-1": "y.example"}})
+            _doc(
+                {
+                    "region_endpoint_overrides": {
+                        "cn-north-1": "x.example:8443",
+                        "eu-x-1": "y.example",
+                    }
+                }
+            )
         )
         self.assertEqual(settings.region_endpoint_overrides["cn-north-1"], "x.example:8443")
         self.assertEqual(settings.region_endpoint_overrides["eu-x-1"], "y.example")
@@ -129,13 +145,19 @@ class LoadTests(SynchronousTestCase):
         )
 
     def test_bad_value_names_the_key(self) -> None:
-        e = self.assertRaises(SettingsError, parse_settings_json, _doc({"tcp": {"read_buffer_size": "abc"}}))
+        e = self.assertRaises(
+            SettingsError, parse_settings_json, _doc({"tcp": {"read_buffer_size": "abc"}})
+        )
         self.assertIn("tunneling.proxy.tcp.read_buffer_size", str(e))
         e = self.assertRaises(
-            SettingsError, parse_settings_json, _doc({"websocket": {"reconnect_on_data_error": "maybe"}})
+            SettingsError,
+            parse_settings_json,
+            _doc({"websocket": {"reconnect_on_data_error": "maybe"}}),
         )
         self.assertIn("tunneling.proxy.websocket.reconnect_on_data_error", str(e))
-        e = self.assertRaises(SettingsError, parse_settings_json, _doc({"message": {"max_size": 1.5}}))
+        e = self.assertRaises(
+            SettingsError, parse_settings_json, _doc({"message": {"max_size": 1.5}})
+        )
         self.assertIn("tunneling.proxy.message.max_size", str(e))
 
     def test_malformed_json(self) -> None:
@@ -188,3 +210,44 @@ class ValidationTests(SynchronousTestCase):
 
     def test_endpoint_format_needs_placeholder(self) -> None:
         self.assertRaises(SettingsError, Settings, endpoint_format="fixed.example")
+
+
+class BufferSettingsTests(SynchronousTestCase):
+    """The buffer settings the reference parses: each either reaches the runtime or is warned about."""
+
+    def test_values_reach_the_settings(self) -> None:
+        settings = parse_settings_json(
+            _doc(
+                {
+                    "tcp": {"read_buffer_size": "4096"},
+                    "websocket": {
+                        "read_buffer_size": "8192",
+                        "write_buffer_size": "16384",
+                        "max_frame_size": "262144",
+                    },
+                }
+            )
+        )
+        self.assertEqual(settings.tcp_read_buffer_size, 4096)
+        self.assertEqual(settings.ws_read_buffer_size, 8192)
+        self.assertEqual(settings.ws_write_buffer_size, 16384)
+        self.assertEqual(settings.service_socket_buffer_size, 262144)
+
+    def test_socket_buffers_left_to_the_kernel_by_default(self) -> None:
+        self.assertIsNone(Settings().service_socket_buffer_size)
+        self.assertIsNone(
+            parse_settings_json(
+                _doc({"websocket": {"max_frame_size": "131076"}})
+            ).service_socket_buffer_size
+        )
+
+    def test_unused_setting_warned_about(self) -> None:
+        self.assertEqual(inert_settings(Settings()), [])
+        settings = parse_settings_json(_doc({"message": {"data_frame_max_size": "1000"}}))
+        (message,) = inert_settings(settings)
+        self.assertTrue(
+            message.startswith(
+                "The setting tunneling.proxy.message.data_frame_max_size (1000) has no effect: "
+            ),
+            message,
+        )

@@ -21,6 +21,7 @@ from aws_localproxy.tunnelservice.bandwidth import (
     BandwidthThrottle,
     ReadGate,
     TokenBucket,
+    read_size,
 )
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data
@@ -47,7 +48,12 @@ class TokenBucketTests(unittest.TestCase):
 
     def test_default_burst(self) -> None:
         self.assertEqual(TokenBucket(self.clock, 1000).burst, MIN_BURST)
-        self.assertEqual(TokenBucket(self.clock, 8_000_000).burst, 400_000)
+        self.assertEqual(TokenBucket(self.clock, 8_000_000).burst, 120_000)
+
+    def test_read_size(self) -> None:
+        self.assertEqual(read_size(800_000), 8000)
+        self.assertEqual(read_size(1000), 2048)
+        self.assertEqual(read_size(100_000_000), 65536)
 
     def test_rate_must_be_positive(self) -> None:
         self.assertRaises(ValueError, TokenBucket, self.clock, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import IServiceMaker
@@ -126,7 +127,20 @@ class ServiceTests(unittest.TestCase):
         text = cli.banner(Running(), "eu-west-1")  # type: ignore[arg-type]
         self.assertIn("AWS_CA_BUNDLE=/c/ca.pem aws iotsecuretunneling open-tunnel", text)
         self.assertIn("--endpoint-url https://127.0.0.1:8443", text)
-        self.assertIn("localproxy -r eu-west-1 -e 127.0.0.1:8443 -c /c/capath -s 5555", text)
+        self.assertIn("localproxy -e 127.0.0.1:8443 -c /c/capath -s 5555 -t", text)
+        self.assertIn("localproxy -e 127.0.0.1:8443 -c /c/capath -d 22 -t", text)
+        # The proxy refuses -r together with -e.
+        self.assertNotIn("localproxy -r", text)
+
+    def test_version(self) -> None:
+        """--version is this project's, not Twisted's."""
+        from aws_localproxy._version import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, cli.main, ["--version"], io.StringIO(), io.StringIO())
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), "localtunnel (aws-localproxy) %s\n" % (__version__,))
 
     def test_usage_error(self) -> None:
         err = io.StringIO()

@@ -56,8 +56,12 @@ class MapResolver:
         self.lookups: list[tuple[str, int]] = []
 
     def resolveHostName(
-        self, resolutionReceiver: Any, hostName: str, portNumber: int = 0,
-        addressTypes: object = None, transportSemantics: str = "TCP",
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: object = None,
+        transportSemantics: str = "TCP",
     ) -> Any:
         self.lookups.append((hostName, portNumber))
         resolutionReceiver.resolutionBegan(None)
@@ -153,8 +157,12 @@ class ServiceEndpointTests(SynchronousTestCase):
 
     def test_default_ports_warned(self) -> None:
         """No port: the scheme's default, with the reference's warning (typo and all)."""
-        for url, port in [("http://proxy.example", 3128), ("https://proxy.example/", 3128),
-                          ("socks5://proxy.example", 1080), ("socks5h://proxy.example:0", 1080)]:
+        for url, port in [
+            ("http://proxy.example", 3128),
+            ("https://proxy.example/", 3128),
+            ("socks5://proxy.example", 1080),
+            ("socks5h://proxy.example:0", 1080),
+        ]:
             h = Harness()
             with capturedLogs() as events:
                 h.connect(self.endpoint(h, url))
@@ -171,8 +179,9 @@ class ServiceEndpointTests(SynchronousTestCase):
             endpoint = self.endpoint(h, "http://proxy.example:8080", "localhost,.amazonaws.com")
         h.connect(endpoint)
         self.assertEqual(h.resolver.lookups, [(SERVICE, 443)])
-        self.assertIn(f"{SERVICE} is in NO_PROXY: connecting directly",
-                      [formatEvent(e) for e in events])
+        self.assertIn(
+            f"{SERVICE} is in NO_PROXY: connecting directly", [formatEvent(e) for e in events]
+        )
 
     def test_no_proxy_other_hosts(self) -> None:
         """NO_PROXY entries for other hosts or ports keep the proxy."""
@@ -217,7 +226,8 @@ class ServiceEndpointTests(SynchronousTestCase):
         h.negotiator.dataReceived(b"\x05\x02\x01\x00")  # type: ignore[union-attr]
         name = SERVICE.encode()
         self.assertEqual(
-            h.sent(), b"\x01\x01u\x01p" + b"\x05\x01\x00\x03" + bytes([len(name)]) + name + b"\x01\xbb"
+            h.sent(),
+            b"\x01\x01u\x01p" + b"\x05\x01\x00\x03" + bytes([len(name)]) + name + b"\x01\xbb",
         )
 
     def test_invalid_url(self) -> None:
@@ -256,7 +266,7 @@ class ServiceEndpointTests(SynchronousTestCase):
         self.assertIn("Could not connect to the web proxy nowhere.example:3128", str(failure.value))
 
     def test_tls_handshake_failure_with_proxy(self) -> None:
-        """A failed TLS handshake with an https:// proxy says so (behaviour.md §6.2 step 3)."""
+        """A failed TLS handshake with an https:// proxy says so."""
         h = Harness()
         d = h.connect(self.endpoint(h, "https://proxy.example:8443"))
         tls = h.accept()
@@ -276,23 +286,27 @@ class ProxiedEndpointTests(SynchronousTestCase):
 
     def test_layers(self) -> None:
         h = Harness()
-        for url, kind in [("http://p.example:1", HTTPConnectEndpoint),
-                          ("https://p.example:1", HTTPConnectEndpoint),
-                          ("socks5://p.example:1", SOCKS5Endpoint),
-                          ("socks5h://p.example:1", SOCKS5Endpoint)]:
+        for url, kind in [
+            ("http://p.example:1", HTTPConnectEndpoint),
+            ("https://p.example:1", HTTPConnectEndpoint),
+            ("socks5://p.example:1", SOCKS5Endpoint),
+            ("socks5h://p.example:1", SOCKS5Endpoint),
+        ]:
             endpoint = proxied_endpoint(h.reactor, parse_proxy_url(url), SERVICE, 443)
             self.assertIsInstance(endpoint, kind)
             verifyObject(IStreamClientEndpoint, endpoint)
 
     def test_timeout_covers_negotiation(self) -> None:
         h = Harness()
-        endpoint = proxied_endpoint(h.reactor, parse_proxy_url("http://proxy.example:1"),
-                                    SERVICE, 443, timeout=3)
+        endpoint = proxied_endpoint(
+            h.reactor, parse_proxy_url("http://proxy.example:1"), SERVICE, 443, timeout=3
+        )
         d = h.connect(endpoint)
         h.accept()
         h.reactor.advance(3)
-        self.assertIn("No tunnel through the web proxy after 3 seconds",
-                      str(self.failureResultOf(d).value))
+        self.assertIn(
+            "No tunnel through the web proxy after 3 seconds", str(self.failureResultOf(d).value)
+        )
 
 
 class _Hello(Protocol):
@@ -359,7 +373,9 @@ class ProxyTLSOptionsTests(TestCase):
         """A certificate for another name fails even with the right CA."""
         from service_identity import VerificationError
 
-        d = self.exchange("https://localhost.localdomain:%d", trust_root=trust_root(self.files.capath))
+        d = self.exchange(
+            "https://localhost.localdomain:%d", trust_root=trust_root(self.files.capath)
+        )
         yield self.assertFailure(d, VerificationError)
 
     @inlineCallbacks

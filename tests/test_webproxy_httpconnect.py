@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 
 from twisted.internet.address import HostnameAddress, IPv4Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionRefusedError
+from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
@@ -31,9 +31,7 @@ from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
     ProxyRedirectionError,
     ProxyServerError,
-    ProxyTimeoutError,
     ProxyUnexpectedStatusError,
-    ProxyUnreachableError,
     WebProxyError,
 )
 from aws_localproxy.webproxy.httpconnect import (
@@ -41,6 +39,7 @@ from aws_localproxy.webproxy.httpconnect import (
     HTTPConnectEndpoint,
     connect_request,
 )
+from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
 
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 PASSWORD = "s3cr3t:p@ss"
@@ -100,11 +99,15 @@ class Harness:
         host = kwargs.pop("host", SERVICE)
         port = kwargs.pop("port", 443)
         self.endpoint = HTTPConnectEndpoint(
-            self.proxy_endpoint, host, port, clock=self.reactor,  # type: ignore[arg-type]
-            proxy_name="proxy.example:3128", **kwargs,  # type: ignore[arg-type]
+            self.proxy_endpoint,
+            host,
+            port,
+            clock=self.reactor,  # type: ignore[arg-type]
+            proxy_name="proxy.example:3128",
+            **kwargs,  # type: ignore[arg-type]
         )
         self.factory = RecorderFactory()
-        self.transport = StringTransport()
+        self.transport = TCPLikeTransport()
 
     def connect(self, factory: Factory | None = None) -> Deferred:
         return self.endpoint.connect(factory or self.factory)
@@ -152,8 +155,10 @@ class RequestTests(SynchronousTestCase):
         token = base64.b64encode("user:pässword".encode()).decode()
         self.assertEqual(
             h.request(),
-            (f"CONNECT {SERVICE}:443 HTTP/1.1\r\nHost: {SERVICE}:443\r\n"
-             f"Proxy-Authorization: Basic {token}\r\n\r\n").encode(),
+            (
+                f"CONNECT {SERVICE}:443 HTTP/1.1\r\nHost: {SERVICE}:443\r\n"
+                f"Proxy-Authorization: Basic {token}\r\n\r\n"
+            ).encode(),
         )
 
     def test_ipv6_authority(self) -> None:
@@ -190,8 +195,7 @@ class SuccessTests(SynchronousTestCase):
         self.assertIs(protocol.made_with, h.transport)
         self.assertIs(protocol.transport, h.transport)
         self.assertEqual(protocol.received, [])
-        self.assertIn("TCP tunnel established successfully",
-                      [e.get("log_format") for e in events])
+        self.assertIn("TCP tunnel established successfully", [e.get("log_format") for e in events])
         self.assertEqual(h.factory.addresses, [HostnameAddress(SERVICE.encode(), 443)])
 
     def test_data_and_close_forwarded(self) -> None:
@@ -280,16 +284,6 @@ class SuccessTests(SynchronousTestCase):
         negotiator.connectionLost(Failure(ConnectionRefusedError()))
         self.assertEqual(len(protocol.lost), 1)
 
-    def test_half_close_before_answer(self) -> None:
-        """The proxy ending its stream before answering closes, then fails the connect."""
-        h = Harness()
-        d = h.connect()
-        negotiator = h.accept()
-        negotiator.readConnectionLost()
-        self.assertTrue(h.transport.disconnecting)
-        negotiator.connectionLost(Failure(ConnectionRefusedError()))
-        self.failureResultOf(d, ProxyConnectionLost)
-
     def test_tls_on_top(self) -> None:
         """wrapClientTLS over the endpoint: TLS starts only after 200, on the proxy transport."""
         h = Harness()
@@ -302,7 +296,7 @@ class SuccessTests(SynchronousTestCase):
         self.assertIsInstance(protocol, Recorder)
         self.assertIsInstance(protocol.transport, TLSMemoryBIOProtocol)
         self.assertIs(protocol.transport.transport, h.transport)
-        hello = h.request()[len(request):]
+        hello = h.request()[len(request) :]
         self.assertEqual(hello[:1], b"\x16")  # a TLS handshake record: the ClientHello
 
     def test_endpoint_reusable(self) -> None:
@@ -338,14 +332,16 @@ class RefusalTests(SynchronousTestCase):
         """407 without credentials sent says the proxy requires authentication."""
         failure, _, _ = self.refuse(
             b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-            b"Proxy-Authenticate: Basic realm=\"squid\"\r\n\r\n"
+            b'Proxy-Authenticate: Basic realm="squid"\r\n\r\n'
         )
         error = failure.value
         self.assertIsInstance(error, ProxyAuthenticationError)
         self.assertIsInstance(error, ProxyClientError)
         self.assertIsInstance(error, ConnectError)
-        self.assertEqual((error.status, error.reason, error.credentials_sent),
-                         (407, "Proxy Authentication Required", False))
+        self.assertEqual(
+            (error.status, error.reason, error.credentials_sent),
+            (407, "Proxy Authentication Required", False),
+        )
         self.assertEqual(
             str(error),
             "The web proxy requires authentication: 407 Proxy Authentication Required"
@@ -371,28 +367,38 @@ class RefusalTests(SynchronousTestCase):
             self.assertNotIn(token, text)
 
     def test_status_classes(self) -> None:
-        """3xx, 4xx, 5xx, 1xx each give their class's error and log lines (behaviour.md §6.2)."""
+        """3xx, 4xx, 5xx, 1xx each give their class's error and log lines."""
         for response, kind, line in [
-            (b"HTTP/1.1 308 Permanent Redirect", ProxyRedirectionError,
-             "Make sure you're using the correct Web proxy address"),
-            (b"HTTP/1.1 403 Forbidden", ProxyClientError,
-             "Make sure the Web proxy is configured properly"),
-            (b"HTTP/1.1 500 Internal Server Error", ProxyServerError,
-             "Web proxy error, make sure to check your server's logs"),
+            (
+                b"HTTP/1.1 308 Permanent Redirect",
+                ProxyRedirectionError,
+                "Make sure you're using the correct Web proxy address",
+            ),
+            (
+                b"HTTP/1.1 403 Forbidden",
+                ProxyClientError,
+                "Make sure the Web proxy is configured properly",
+            ),
+            (
+                b"HTTP/1.1 500 Internal Server Error",
+                ProxyServerError,
+                "Web proxy error, make sure to check your server's logs",
+            ),
             (b"HTTP/1.1 102 Processing", ProxyUnexpectedStatusError, "Unexpected response code"),
         ]:
             failure, _, events = self.refuse(response + b"\r\n\r\n")
             self.assertIsInstance(failure.value, kind)
             formats = [e.get("log_format") for e in events]
             self.assertIn(line, formats)
-            self.assertIn("HTTP CONNECT request failed with response code: {code}({reason})",
-                          formats)
+            self.assertIn(
+                "HTTP CONNECT request failed with response code: {code}({reason})", formats
+            )
             status = int(response.split()[1])
             self.assertEqual(failure.value.status, status)
             self.assertIn(str(status), str(failure.value))
 
     def test_category_messages(self) -> None:
-        """The messages start with the reference's category messages (behaviour.md §6.3)."""
+        """The messages start with the reference's category messages."""
         failure, _, _ = self.refuse(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
         self.assertEqual(
             str(failure.value),
@@ -443,18 +449,16 @@ class RefusalTests(SynchronousTestCase):
         self.assertIsInstance(failure.value, ProxyProtocolError)
 
 
-class ConnectionFailureTests(SynchronousTestCase):
+class ConnectionFailureTests(EndpointFailureTests, SynchronousTestCase):
     """Lost connections, timeouts, cancellation, connect errors and factory errors."""
 
-    def test_closed_before_answer(self) -> None:
-        """The proxy closing before answering gives ProxyConnectionLost."""
-        h = Harness()
-        d = h.connect()
-        negotiator = h.accept()
-        negotiator.connectionLost(Failure(ConnectionRefusedError()))
-        failure = self.failureResultOf(d, ProxyConnectionLost)
-        self.assertIn("The web proxy closed the connection before the tunnel was set up",
-                      str(failure.value))
+    kind = "web proxy"
+    proxy_name = "proxy.example:3128"
+    greeting = b""
+    final_answer = b"HTTP/1.1 200 OK\r\n\r\n"
+
+    def harness(self, **kwargs: object) -> Harness:
+        return Harness(**kwargs)
 
     def test_closed_in_headers(self) -> None:
         """The proxy closing in the middle of its headers gives ProxyConnectionLost too."""
@@ -464,107 +468,3 @@ class ConnectionFailureTests(SynchronousTestCase):
         negotiator.dataReceived(b"HTTP/1.1 200 OK\r\nServer")
         negotiator.connectionLost(Failure(ConnectionRefusedError()))
         self.failureResultOf(d, ProxyConnectionLost)
-
-    def test_timeout_waiting_for_answer(self) -> None:
-        """A proxy that never answers gives ProxyTimeoutError after the timeout and is dropped."""
-        h = Harness(timeout=10)
-        d = h.connect()
-        negotiator = h.accept()
-        h.reactor.advance(9.9)
-        self.assertNoResult(d)
-        h.reactor.advance(0.1)
-        failure = self.failureResultOf(d, ProxyTimeoutError)
-        self.assertEqual(str(failure.value), "No tunnel through the web proxy after 10 seconds")
-        self.assertTrue(h.transport.disconnecting)
-        negotiator.connectionLost(Failure(ConnectionRefusedError()))
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_timeout_while_connecting(self) -> None:
-        """The timeout also covers connecting to the proxy: the connect attempt is stopped."""
-        h = Harness(timeout=5)
-        d = h.connect()
-        connector = h.reactor.connectors[0]
-        h.reactor.advance(5)
-        self.failureResultOf(d, ProxyTimeoutError)
-        self.assertTrue(connector.stoppedConnecting)
-
-    def test_no_timer_left_after_success(self) -> None:
-        """Success cancels the timer."""
-        h = Harness(timeout=5)
-        d = h.connect()
-        h.accept().dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
-        self.successResultOf(d)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_no_timeout(self) -> None:
-        """timeout=None sets no timer."""
-        h = Harness(timeout=None)
-        h.connect()
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_cancel_while_connecting(self) -> None:
-        """Cancelling before the proxy accepts stops the connect attempt."""
-        h = Harness()
-        d = h.connect()
-        connector = h.reactor.connectors[0]
-        d.cancel()
-        self.failureResultOf(d, ConnectingCancelledError)
-        self.assertTrue(connector.stoppedConnecting)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_cancel_while_negotiating(self) -> None:
-        """Cancelling during the exchange aborts the proxy connection; a late 200 is ignored."""
-        h = Harness()
-        d = h.connect()
-        negotiator = h.accept()
-        d.cancel()
-        self.failureResultOf(d, CancelledError)
-        self.assertTrue(h.transport.disconnecting)
-        negotiator.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
-        negotiator.connectionLost(Failure(ConnectionRefusedError()))
-        self.assertEqual(h.factory.addresses, [])
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_cancel_after_success_does_nothing(self) -> None:
-        """Once handed over, cancelling the (fired) Deferred does not touch the connection."""
-        h = Harness()
-        d = h.connect()
-        h.accept().dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
-        self.successResultOf(d)
-        d.cancel()
-        self.assertFalse(h.transport.disconnecting)
-
-    def test_connect_failure_names_proxy(self) -> None:
-        """A failed TCP connect to the proxy is a ProxyUnreachableError naming the proxy."""
-        h = Harness()
-        d = h.connect()
-        factory = h.reactor.tcpClients[0][2]
-        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("refused")))
-        failure = self.failureResultOf(d, ProxyUnreachableError)
-        self.assertIn("Could not connect to the web proxy proxy.example:3128", str(failure.value))
-        self.assertTrue(failure.value.reason.check(ConnectionRefusedError))
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_factory_returns_none(self) -> None:
-        """A factory that builds no protocol fails the connect and drops the connection."""
-        h = Harness()
-        factory = Factory()
-        factory.buildProtocol = lambda addr: None  # type: ignore[method-assign]
-        d = h.connect(factory)
-        h.accept().dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
-        self.failureResultOf(d)
-        self.assertTrue(h.transport.disconnecting)
-
-    def test_factory_raises(self) -> None:
-        """A factory that raises fails the connect with its error."""
-        h = Harness()
-        factory = Factory()
-
-        def broken(addr: object) -> Protocol:
-            raise ZeroDivisionError()
-
-        factory.buildProtocol = broken  # type: ignore[assignment]
-        d = h.connect(factory)
-        h.accept().dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
-        self.failureResultOf(d, ZeroDivisionError)
-        self.assertTrue(h.transport.disconnecting)

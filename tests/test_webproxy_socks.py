@@ -13,7 +13,7 @@ import struct
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionDone
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IResolutionReceiver,
@@ -21,24 +21,21 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from aws_localproxy.webproxy.errors import (
-    ProxyConnectionLost,
     ProxyProtocolError,
-    ProxyTimeoutError,
-    ProxyUnreachableError,
     SOCKSAuthenticationError,
     SOCKSError,
     WebProxyError,
 )
 from aws_localproxy.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
+from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
 
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
@@ -78,8 +75,12 @@ class FakeResolver:
         self.lookups: list[tuple[IResolutionReceiver, str, int]] = []
 
     def resolveHostName(
-        self, resolutionReceiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
-        addressTypes: object = None, transportSemantics: str = "TCP",
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: object = None,
+        transportSemantics: str = "TCP",
     ) -> IResolutionReceiver:
         self.lookups.append((resolutionReceiver, hostName, portNumber))
         return resolutionReceiver
@@ -103,11 +104,15 @@ class Harness:
         port = kwargs.pop("port", 443)
         kwargs.setdefault("resolver", self.resolver)
         self.endpoint = SOCKS5Endpoint(
-            self.proxy_endpoint, host, port, clock=self.reactor,  # type: ignore[arg-type]
-            proxy_name="socks.example:1080", **kwargs,  # type: ignore[arg-type]
+            self.proxy_endpoint,
+            host,
+            port,
+            clock=self.reactor,  # type: ignore[arg-type]
+            proxy_name="socks.example:1080",
+            **kwargs,  # type: ignore[arg-type]
         )
         self.factory = RecorderFactory()
-        self.transport = StringTransport()
+        self.transport = TCPLikeTransport()
         self.negotiator: Protocol | None = None
 
     def connect(self, factory: Factory | None = None) -> Deferred:
@@ -282,8 +287,10 @@ class ConnectReplyTests(SynchronousTestCase):
                 f" (reply 0x{code:02x})",
             )
             self.assertTrue(h.transport.disconnecting)
-            self.assertIn("SOCKS5 CONNECT to {target} failed: {message}",
-                          [e.get("log_format") for e in events])
+            self.assertIn(
+                "SOCKS5 CONNECT to {target} failed: {message}",
+                [e.get("log_format") for e in events],
+            )
 
     def test_failure_told_from_two_bytes(self) -> None:
         """A refusal is reported even when the proxy closes after the first two bytes."""
@@ -369,7 +376,9 @@ class NameResolutionTests(SynchronousTestCase):
         d = h.connect()
         self.assertEqual([(name, port) for _, name, port in h.resolver.lookups], [(SERVICE, 443)])
         self.assertEqual(h.reactor.tcpClients, [])
-        h.resolver.complete(IPv4Address("TCP", "192.0.2.9", 443), IPv4Address("TCP", "192.0.2.10", 443))
+        h.resolver.complete(
+            IPv4Address("TCP", "192.0.2.9", 443), IPv4Address("TCP", "192.0.2.10", 443)
+        )
         h.accept()
         h.proxy_says(b"\x05\x00")
         self.assertEqual(h.sent(), b"\x05\x01\x00" + request(b"\x01\xc0\x00\x02\x09"))
@@ -385,7 +394,8 @@ class NameResolutionTests(SynchronousTestCase):
         h.accept()
         h.proxy_says(b"\x05\x00")
         self.assertEqual(
-            h.sent(), b"\x05\x01\x00" + request(b"\x04" + bytes.fromhex("20010db8000000000000000000000002"))
+            h.sent(),
+            b"\x05\x01\x00" + request(b"\x04" + bytes.fromhex("20010db8000000000000000000000002")),
         )
 
     def test_socks5_ip_literal_not_resolved(self) -> None:
@@ -413,72 +423,16 @@ class NameResolutionTests(SynchronousTestCase):
         self.assertEqual(h.reactor.tcpClients, [])
 
 
-class ConnectionFailureTests(SynchronousTestCase):
-    """Lost connections, timeouts, cancellation and connect errors."""
+class ConnectionFailureTests(EndpointFailureTests, SynchronousTestCase):
+    """Lost connections, timeouts, cancellation, connect errors and factory errors."""
 
-    def test_closed_before_reply(self) -> None:
-        h = Harness()
-        d = h.connect()
-        negotiator = h.accept()
-        h.proxy_says(b"\x05\x00")
-        negotiator.connectionLost(Failure(ConnectionDone()))
-        failure = self.failureResultOf(d, ProxyConnectionLost)
-        self.assertIn("The SOCKS5 proxy closed the connection before the tunnel was set up",
-                      str(failure.value))
+    kind = "SOCKS5 proxy"
+    proxy_name = "socks.example:1080"
+    greeting = b"\x05\x00"
+    final_answer = SUCCESS_V4
 
-    def test_timeout(self) -> None:
-        """A proxy that never replies gives ProxyTimeoutError after the timeout, and is dropped."""
-        h = Harness(timeout=7)
-        d = h.connect()
-        h.accept()
-        h.proxy_says(b"\x05\x00")
-        h.reactor.advance(6.9)
-        self.assertNoResult(d)
-        h.reactor.advance(0.1)
-        failure = self.failureResultOf(d, ProxyTimeoutError)
-        self.assertEqual(str(failure.value), "No tunnel through the SOCKS5 proxy after 7 seconds")
-        self.assertTrue(h.transport.disconnecting)
-        h.proxy_says(SUCCESS_V4)
-        self.assertEqual(h.factory.addresses, [])
-
-    def test_no_timer_left_after_success(self) -> None:
-        h = Harness(timeout=7)
-        d = h.connect()
-        h.accept()
-        h.proxy_says(b"\x05\x00" + SUCCESS_V4)
-        self.successResultOf(d)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_cancel_while_connecting(self) -> None:
-        h = Harness()
-        d = h.connect()
-        connector = h.reactor.connectors[0]
-        d.cancel()
-        self.failureResultOf(d, ConnectingCancelledError)
-        self.assertTrue(connector.stoppedConnecting)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_cancel_while_negotiating(self) -> None:
-        """Cancelling mid-exchange aborts the proxy connection; a late success is ignored."""
-        h = Harness()
-        d = h.connect()
-        negotiator = h.accept()
-        h.proxy_says(b"\x05\x00")
-        d.cancel()
-        self.failureResultOf(d, CancelledError)
-        self.assertTrue(h.transport.disconnecting)
-        h.proxy_says(SUCCESS_V4)
-        negotiator.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(h.factory.addresses, [])
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_connect_failure_names_proxy(self) -> None:
-        h = Harness()
-        d = h.connect()
-        factory = h.reactor.tcpClients[0][2]
-        factory.clientConnectionFailed(None, Failure(ConnectError("refused")))
-        failure = self.failureResultOf(d, ProxyUnreachableError)
-        self.assertIn("Could not connect to the SOCKS5 proxy socks.example:1080", str(failure.value))
+    def harness(self, **kwargs: object) -> Harness:
+        return Harness(**kwargs)
 
     def test_endpoint_reusable(self) -> None:
         """Each connect() is independent."""
@@ -487,7 +441,7 @@ class ConnectionFailureTests(SynchronousTestCase):
         h.accept()
         h.proxy_says(b"\x05\x00\x05\x04")
         self.failureResultOf(first, SOCKSError)
-        h.transport = StringTransport()
+        h.transport = TCPLikeTransport()
         second = h.connect()
         h.accept()
         h.proxy_says(b"\x05\x00" + SUCCESS_V4)

@@ -17,7 +17,7 @@ from aws_localproxy.webproxy.url import (
 
 
 class ParseProxyURLTests(SynchronousTestCase):
-    """parse_proxy_url: the reference's grammar (behaviour.md §6.1, §8.3), its bugs fixed."""
+    """parse_proxy_url: the reference's grammar, its bugs fixed."""
 
     def assertError(self, text: str, message: str) -> None:
         with self.assertRaises(ProxyURLError) as caught:
@@ -32,8 +32,9 @@ class ParseProxyURLTests(SynchronousTestCase):
             ("http", "server.com", 90, ("user", "12345")),
         )
         url = parse_proxy_url("http://user:password@server.com:3129")
-        self.assertEqual((url.host, url.port, url.credentials),
-                         ("server.com", 3129, ("user", "password")))
+        self.assertEqual(
+            (url.host, url.port, url.credentials), ("server.com", 3129, ("user", "password"))
+        )
 
     def test_percent_decoded_credentials(self) -> None:
         """Credentials are percent-decoded, '+' is a space, as in the reference."""
@@ -45,22 +46,27 @@ class ParseProxyURLTests(SynchronousTestCase):
     def test_unencoded_at_in_password(self) -> None:
         """The credentials end at the last '@', as in the reference."""
         url = parse_proxy_url("http://user:p@ss/word@proxy:8080")
-        self.assertEqual((url.credentials, url.host, url.port),
-                         (("user", "p@ss/word"), "proxy", 8080))
+        self.assertEqual(
+            (url.credentials, url.host, url.port), (("user", "p@ss/word"), "proxy", 8080)
+        )
 
     def test_no_scheme_is_http(self) -> None:
         """Without 'scheme://' the URL is http and the host is whole (U1 fixed)."""
         url = parse_proxy_url("proxy:3128")
         self.assertEqual((url.scheme, url.host, url.port), ("http", "proxy", 3128))
         url = parse_proxy_url("u:p@proxy.example.com:8080")
-        self.assertEqual((url.scheme, url.host, url.port, url.credentials),
-                         ("http", "proxy.example.com", 8080, ("u", "p")))
+        self.assertEqual(
+            (url.scheme, url.host, url.port, url.credentials),
+            ("http", "proxy.example.com", 8080, ("u", "p")),
+        )
 
     def test_scheme_and_host_lower_case(self) -> None:
         """Scheme and host are lower-cased; credentials are not."""
         url = parse_proxy_url("HTTPS://User:PassWord@Proxy.Example.COM:8443")
-        self.assertEqual((url.scheme, url.host, url.credentials),
-                         ("https", "proxy.example.com", ("User", "PassWord")))
+        self.assertEqual(
+            (url.scheme, url.host, url.credentials),
+            ("https", "proxy.example.com", ("User", "PassWord")),
+        )
 
     def test_default_ports(self) -> None:
         """No port, or port 0, gives 3128 for http and https, 1080 for SOCKS5."""
@@ -81,8 +87,9 @@ class ParseProxyURLTests(SynchronousTestCase):
         """IPv6 literals in brackets, with or without a port; the host has no brackets."""
         self.assertEqual(parse_proxy_url("http://[::1]:8080").host, "::1")
         url = parse_proxy_url("https://[2001:db8::1]:443")
-        self.assertEqual((url.host, url.port, url.authority),
-                         ("2001:db8::1", 443, "[2001:db8::1]:443"))
+        self.assertEqual(
+            (url.host, url.port, url.authority), ("2001:db8::1", 443, "[2001:db8::1]:443")
+        )
         url = parse_proxy_url("http://[fe80::1]")
         self.assertEqual((url.host, url.port), ("fe80::1", 3128))
 
@@ -114,8 +121,11 @@ class ParseProxyURLTests(SynchronousTestCase):
             "http://user@server.com:3128",
             "Missing the colon between the username and password in URL.",
         )
-        for text in ["http://:@server.com:3128", "http://:1@server.com:3128",
-                     "http://1:@server.com:3128"]:
+        for text in [
+            "http://:@server.com:3128",
+            "http://:1@server.com:3128",
+            "http://1:@server.com:3128",
+        ]:
             self.assertError(
                 text, "Invalid authentication format, missing either username or password."
             )
@@ -153,7 +163,9 @@ class ParseProxyURLTests(SynchronousTestCase):
 
     def test_percent_decoding_reference_vector(self) -> None:
         """The reference's long url_decode vector decodes the same."""
-        raw = "%24%20%26%20%3C%20%3E%20%3F%20%3B%20%23%20%3A%20%3D%20%2C%20%22%20%27%20~%20%2B%20%25"
+        raw = (
+            "%24%20%26%20%3C%20%3E%20%3F%20%3B%20%23%20%3A%20%3D%20%2C%20%22%20%27%20~%20%2B%20%25"
+        )
         url = parse_proxy_url(f"http://u:{raw}@proxy")
         self.assertEqual(url.password, "$ & < > ? ; # : = , \" ' ~ + %")
         self.assertEqual(parse_proxy_url("http://u:%40fasdbla@p").password, "@fasdbla")
@@ -202,8 +214,9 @@ class EnvironmentTests(SynchronousTestCase):
     def test_nothing(self) -> None:
         """No variable, no proxy; HTTP_PROXY and ALL_PROXY are not read."""
         self.assertIsNone(proxy_from_environment({}))
-        self.assertIsNone(proxy_from_environment({"HTTP_PROXY": "x", "ALL_PROXY": "y",
-                                                  "http_proxy": "z"}))
+        self.assertIsNone(
+            proxy_from_environment({"HTTP_PROXY": "x", "ALL_PROXY": "y", "http_proxy": "z"})
+        )
 
     def test_no_proxy(self) -> None:
         """no_proxy over NO_PROXY, with the same 'set wins' rule."""

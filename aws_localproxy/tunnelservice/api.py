@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_api -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The management API: the ``iotsecuretunneling`` JSON 1.1 protocol on ``POST /``.
 
@@ -23,14 +25,19 @@ from twisted.web.server import Request
 
 from aws_localproxy.constants import Mode
 from aws_localproxy.tunnelservice.apishapes import (
+    MAX_JSON_DEPTH,
     NEXT_TOKEN_RE,
     ApiError,
     destination_config,
+    json_depth,
     optional,
     required,
+    resource_arn_of,
     rotation_modes,
     summary_shape,
     tags,
+    thing_name_of,
+    tunnel_id_of,
     tunnel_shape,
     validation,
 )
@@ -100,10 +107,16 @@ class ManagementApi(Resource):
         raw = request.content.read()
         try:
             body = json.loads(raw or b"{}")
+        except RecursionError:
+            raise ApiError(
+                "SerializationException", "The request body is nested too deeply"
+            ) from None
         except ValueError:
             raise ApiError("SerializationException", "The request body is not JSON") from None
         if not isinstance(body, dict):
             raise ApiError("SerializationException", "The request body is not a JSON object")
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise ApiError("SerializationException", "The request body is nested too deeply")
         return body
 
     # -- actions -------------------------------------------------------
@@ -138,17 +151,17 @@ class ManagementApi(Resource):
         }
 
     def close_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel_id = required(body, "tunnelId", str)
+        tunnel_id = tunnel_id_of(body)
         delete = optional(body, "delete", bool) or False
         self._registry.close_tunnel(tunnel_id, delete=delete)
         return {}
 
     def describe_tunnel(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel = self._registry.get(required(body, "tunnelId", str))
+        tunnel = self._registry.get(tunnel_id_of(body))
         return {"tunnel": tunnel_shape(tunnel)}
 
     def list_tunnels(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        thing_name = optional(body, "thingName", str)
+        thing_name = thing_name_of(body)
         max_results = optional(body, "maxResults", int)
         if max_results is None:
             max_results = 100
@@ -172,7 +185,7 @@ class ManagementApi(Resource):
         return result
 
     def rotate_tunnel_access_token(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel_id = required(body, "tunnelId", str)
+        tunnel_id = tunnel_id_of(body)
         client_mode = required(body, "clientMode", str)
         modes = rotation_modes(client_mode)
         services: Optional[List[str]] = None
@@ -188,12 +201,12 @@ class ManagementApi(Resource):
         return result
 
     def tag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        arn = required(body, "resourceArn", str)
+        arn = resource_arn_of(body)
         self._registry.tag(arn, tags(required(body, "tags", list)))
         return {}
 
     def untag_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        arn = required(body, "resourceArn", str)
+        arn = resource_arn_of(body)
         keys = required(body, "tagKeys", list)
         if not all(isinstance(key, str) for key in keys):
             raise validation("tagKeys must be strings")
@@ -201,5 +214,5 @@ class ManagementApi(Resource):
         return {}
 
     def list_tags_for_resource(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        tunnel = self._registry.by_arn(required(body, "resourceArn", str))
+        tunnel = self._registry.by_arn(resource_arn_of(body))
         return {"tags": [dict(tag) for tag in tunnel.tags]}

@@ -19,11 +19,16 @@ from aws_localproxy.tunnelservice.model import ManagedTunnel, Slot
 
 #: A service ID or a thing name (botocore: ``Service``, ``ThingName``).
 SERVICE_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+#: botocore: ``TunnelId``, ``AmazonResourceName``.
+TUNNEL_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+MAX_ARN = 1011
 NEXT_TOKEN_RE = re.compile(r"^[a-zA-Z0-9_=-]{1,4096}$")
 
 #: At most this many services per tunnel (botocore: ``ServiceList``).
 MAX_SERVICES = 3
 MAX_TAGS = 200
+#: No request shape nests deeper than 4; a body deeper than this is refused.
+MAX_JSON_DEPTH = 10
 
 
 class ApiError(Exception):
@@ -43,6 +48,24 @@ def shown(value: Any, limit: int = 40) -> str:
     """C{value} for an error message: repr'd and cut at C{limit} characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_depth(value: Any) -> int:
+    """How deep C{value} nests (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -65,6 +88,28 @@ def optional(body: Dict[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if value is not None and not _is_kind(value, kind):
         raise validation("%s has the wrong type" % (name,))
+    return value
+
+
+def tunnel_id_of(body: Dict[str, Any]) -> str:
+    """The request's C{tunnelId}: 1-128 of a-zA-Z0-9_-."""
+    value: str = required(body, "tunnelId", str)
+    if not TUNNEL_ID_RE.match(value):
+        raise validation("invalid tunnelId %s (1-128 of a-zA-Z0-9_-)" % (shown(value),))
+    return value
+
+
+def resource_arn_of(body: Dict[str, Any]) -> str:
+    value: str = required(body, "resourceArn", str)
+    if not 1 <= len(value) <= MAX_ARN:
+        raise validation("invalid resourceArn %s (1-%d characters)" % (shown(value), MAX_ARN))
+    return value
+
+
+def thing_name_of(body: Dict[str, Any]) -> Optional[str]:
+    value: Optional[str] = optional(body, "thingName", str)
+    if value is not None and not SERVICE_RE.match(value):
+        raise validation("invalid thingName %s (1-128 of a-zA-Z0-9:_-)" % (shown(value),))
     return value
 
 

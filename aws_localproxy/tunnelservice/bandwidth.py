@@ -14,7 +14,8 @@ So the cap is a token bucket per sending peer: every byte read from the
 peer spends a token; when the bucket is in debt, reading that peer's
 transport pauses (L{ReadGate}) and a reactor timer resumes it once the
 bucket has refilled.  At most one read chunk is taken beyond the allowance
-(the debt), never buffered: it is relayed at once.
+(the debt), never buffered: it is relayed at once; reads are kept small
+(L{read_size}) so that the debt, and each pause, stays short.
 """
 
 from __future__ import annotations
@@ -24,12 +25,27 @@ from typing import Optional, Set
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 
 #: The bucket holds this many seconds of the limit: the burst a peer may
-#: send at full speed after being idle.
-BURST_SECONDS = 0.05
+#: send at full speed after being idle.  Small, so that a rate measured
+#: over 50 ms intervals (the local proxy's pacer) sees the limit, not bursts.
+BURST_SECONDS = 0.015
 
-#: ...but at least this many bytes, so that a small limit still lets one
-#: TLS record (16 KiB) through without a pause.
-MIN_BURST = 16 * 1024
+#: ...but at least this many bytes.
+MIN_BURST = 4096
+
+#: A throttled peer's socket is read this many seconds of the limit at a
+#: time (L{read_size}), so that reading is smooth: small reads, short pauses.
+READ_SECONDS = 0.01
+
+
+def read_size(rate: float) -> int:
+    """How many bytes a throttled peer's socket is read at a time (2 KiB to 64 KiB)."""
+    return int(min(64 * 1024, max(2048, rate * READ_SECONDS)))
+
+
+def socket_transport(transport: object) -> object:
+    """The TCP transport under C{transport} (through TLS, the wrapped one)."""
+    inner = getattr(transport, "transport", None)
+    return inner if inner is not None and hasattr(inner, "bufferSize") else transport
 
 
 class TokenBucket:

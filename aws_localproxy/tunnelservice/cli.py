@@ -1,3 +1,5 @@
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The ``localtunnel`` console script: the service in the foreground, with a banner.
 
@@ -49,10 +51,9 @@ def banner(running: RunningTunnelService, region: str) -> str:
         "--destination-config services=SSH1" % (ca_env, region, running.api_url),
         "",
         "Then connect the local proxies with its tokens:",
-        "  localproxy -r %s -e %s%s -s 5555 -t <sourceAccessToken>"
-        % (region, running.endpoint, capath),
-        "  localproxy -r %s -e %s%s -d 22 -t <destinationAccessToken>"
-        % (region, running.endpoint, capath),
+        # -e names the endpoint, so no -r (the proxy refuses both).
+        "  localproxy -e %s%s -s 5555 -t <sourceAccessToken>" % (running.endpoint, capath),
+        "  localproxy -e %s%s -d 22 -t <destinationAccessToken>" % (running.endpoint, capath),
     ]
     return "\n".join(lines) + "\n"
 
@@ -72,10 +73,8 @@ def main(
     from twisted.internet import task
 
     def run(reactor: Any) -> Deferred[None]:
-        # (zope interfaces: mypy without the zope plugin cannot see them)
         observer: Any = FilteringLogObserver(
-            textFileLogObserver(err),  # type: ignore[arg-type]
-            [LogLevelFilterPredicate(LogLevel.info)],  # type: ignore[list-item]
+            textFileLogObserver(err), [LogLevelFilterPredicate(LogLevel.info)]
         )
         globalLogBeginner.beginLoggingTo([observer])
         service: Any = makeService(config, reactor)

@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_dataplane -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 The data plane: the ``/tunnel`` WebSocket that local proxies connect to.
 
@@ -28,7 +30,13 @@ from zope.interface import implementer
 
 from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
 from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
-from aws_localproxy.tunnelservice.bandwidth import BandwidthThrottle, ReadGate, TokenBucket
+from aws_localproxy.tunnelservice.bandwidth import (
+    BandwidthThrottle,
+    ReadGate,
+    TokenBucket,
+    read_size,
+    socket_transport,
+)
 from aws_localproxy.tunnelservice.handshake import Grant, HandshakeRejected, read_upgrade
 from aws_localproxy.tunnelservice.model import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
@@ -186,6 +194,12 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         if limit:
             clock = self.factory.reactor
             self._throttle = BandwidthThrottle(self.read_gate, TokenBucket(clock, limit), clock)
+            # Small reads: the socket's read size (Twisted's bufferSize) is
+            # also its write-buffer threshold, which only makes back-pressure
+            # towards this peer start sooner.
+            tcp = socket_transport(self.transport)
+            if hasattr(tcp, "bufferSize"):
+                tcp.bufferSize = read_size(limit)
         # twisted.web's HTTPChannel registered itself as the transport's
         # producer before the upgrade handed the transport over; replace it.
         consumer = cast(IConsumer, self.transport)

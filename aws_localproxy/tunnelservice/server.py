@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_tunnelservice_api -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
 Both planes on one port, and the object that runs them.
 
@@ -14,25 +16,28 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import pages
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from aws_localproxy.constants import Mode
 from aws_localproxy.tunnelservice.api import ManagementApi
 from aws_localproxy.tunnelservice.certs import ensure_certificates, server_tls_options
 from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
+from aws_localproxy.tunnelservice.frontdoor import (
+    DEFAULT_HANDSHAKE_DEADLINE,
+    DEFAULT_MAX_CONNECTIONS,
+    LimitedChannel,
+    LimitedSite,
+)
 from aws_localproxy.tunnelservice.model import DEFAULT_LIFETIME_MINUTES
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
@@ -57,58 +62,14 @@ class _DataPlaneResource(WebSocketResource):
     """Autobahn's upgrade resource, minus the HTTP idle timer of the taken-over channel."""
 
     def render(self, request: Request) -> Any:
-        channel = request.channel
+        channel = cast(LimitedChannel, request.channel)
+        if channel.transport is not None:
+            channel.site.taken_over(channel)
         result = super().render(request)
         # The WebSocket owns the connection now; the HTTP channel's idle
         # timer would otherwise fire on a connection it no longer has.
         channel.setTimeout(None)
         return result
-
-
-class _Channel(HTTPChannel):
-    """An HTTP channel that tells its site when it goes."""
-
-    site: "_TrackingSite"
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            self.site.channel_gone(self)
-
-
-class _TrackingSite(Site):
-    """A site that can drop its open HTTP connections (keep-alive clients keep them)."""
-
-    protocol = _Channel  # type: ignore[assignment]
-
-    def __init__(self, resource: Any, reactor: Any) -> None:
-        super().__init__(resource, reactor=reactor)
-        self._channels: Set[_Channel] = set()
-        self._waiting: Dict[_Channel, List[Deferred[None]]] = {}
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        self._channels.add(channel)
-        return channel
-
-    def channel_gone(self, channel: _Channel) -> None:
-        self._channels.discard(channel)
-        for waiting in self._waiting.pop(channel, []):
-            waiting.callback(None)
-
-    def stop_all(self) -> Deferred[None]:
-        waits = []
-        for channel in list(self._channels):
-            if channel.transport is None:
-                # Taken over by the data plane: its factory tracks it.
-                self._channels.discard(channel)
-                continue
-            d: Deferred[None] = Deferred()
-            self._waiting.setdefault(channel, []).append(d)
-            waits.append(d)
-            cast(ITCPTransport, channel.transport).abortConnection()
-        return gatherResults(waits).addCallback(lambda _: None)
 
 
 def advertised_host(interface: str) -> str:
@@ -142,7 +103,7 @@ class RunningTunnelService:
     relay: Relay
     _listening: Any  # IListeningPort
     _factory: DataPlaneFactory
-    _site: _TrackingSite
+    _site: LimitedSite
     _store: Optional[SQLiteTunnelStore] = None
     _stopped: Optional[Deferred[None]] = field(default=None)
 
@@ -245,6 +206,8 @@ def start_tunnel_service(
     state_file: Optional[str] = None,
     region: str = "us-east-1",
     bandwidth_limit: int = 0,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
 ) -> Any:
     """
     Create (or reuse) the certificates, restore the state file if any, and
@@ -252,6 +215,9 @@ def start_tunnel_service(
 
     @param bandwidth_limit: bytes per second each tunnel carries per
         direction, as the AWS tunneling service caps it (0: unlimited).
+    @param max_connections: connections open at once; more are closed at once.
+    @param handshake_deadline: seconds from accept to the end of the first
+        request head (TLS handshake included).
 
     @return: a Deferred firing with a L{RunningTunnelService}.
     """
@@ -269,7 +235,13 @@ def start_tunnel_service(
         raise ValueError("the bandwidth limit must not be negative")
     relay = Relay(reactor, on_state_changed=registry.state_changed)
     factory = DataPlaneFactory(registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit)
-    site = _TrackingSite(_Root(ManagementApi(registry), _DataPlaneResource(factory)), reactor)
+    site = LimitedSite(
+        _Root(ManagementApi(registry), _DataPlaneResource(factory)),
+        reactor,
+        max_connections=max_connections,
+        handshake_deadline=handshake_deadline,
+    )
+    site.count_others = lambda: len(factory.connections)
     if tls is not None:
         endpoint: Any = SSL4ServerEndpoint(reactor, port, tls, interface=interface)
     else:
@@ -331,6 +303,8 @@ class LocalTunnelService(Service):
         ready_file: Optional[str] = None,
         region: str = "us-east-1",
         bandwidth_limit: int = 0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
     ) -> None:
         self._reactor = reactor
         self._args: Dict[str, Any] = dict(
@@ -341,6 +315,8 @@ class LocalTunnelService(Service):
             state_file=state_file,
             region=region,
             bandwidth_limit=bandwidth_limit,
+            max_connections=max_connections,
+            handshake_deadline=handshake_deadline,
         )
         self._ready_file = ready_file
         self.running_service: Optional[RunningTunnelService] = None

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from twisted.python import usage
 
+from aws_localproxy._version import __version__
 from aws_localproxy.tunnelservice.server import LocalTunnelService
 
 DEFAULT_CERT_DIR = "localtunnel-certs"
@@ -58,6 +59,20 @@ class Options(usage.Options):
             "it (800000 is its documented 800 KB/s); 0: unlimited.",
             int,
         ],
+        [
+            "max-connections",
+            None,
+            1000,
+            "Connections open at once (HTTP and WebSocket); more are closed as accepted.",
+            int,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            10.0,
+            "Seconds from accept to the end of the first request (TLS handshake included).",
+            float,
+        ],
     ]
 
     optFlags = [
@@ -69,9 +84,18 @@ class Options(usage.Options):
         ],
     ]
 
+    def opt_version(self) -> None:
+        """Print the version of the local tunnel service (this project's) and exit."""
+        print("localtunnel (aws-localproxy) %s" % (__version__,))
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be between 0 and 65535")
+        if self["max-connections"] < 1:
+            raise usage.UsageError("--max-connections must be at least 1")
+        if not self["handshake-timeout"] > 0:
+            raise usage.UsageError("--handshake-timeout must be positive")
         if self["bandwidth-limit"] < 0:
             raise usage.UsageError("--bandwidth-limit must not be negative")
         if not self["interface"]:
@@ -95,4 +119,6 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         ready_file=config["ready-file"],
         region=config["region"],
         bandwidth_limit=config["bandwidth-limit"],
+        max_connections=config["max-connections"],
+        handshake_deadline=config["handshake-timeout"],
     )

@@ -98,12 +98,14 @@ def proxy_tls_options(
             "SECURITY WARNING: SSL host verification is disabled for web proxy"
             " - connection is vulnerable to MITM attacks"
         )
-        # The reference checks nothing and sends no SNI towards the proxy (§2.4).
+        # The reference checks nothing and sends no SNI towards the proxy.
         return UnverifiedClientTLS()
     return optionsForClientTLS(
-        proxy.host, trustRoot=trust_root, extraCertificateOptions={
+        proxy.host,
+        trustRoot=trust_root,
+        extraCertificateOptions={
             "raiseMinimumTo": TLSVersion.TLSv1_2,
-        }
+        },
     )
 
 
@@ -186,9 +188,7 @@ def service_endpoint(
         )
         if proxy.scheme == "https" and proxy_tls is None:
             proxy_tls = proxy_tls_options(proxy, trust_root=trust_root, verify=verify_tls)
-        return proxied_endpoint(
-            reactor, proxy, host, port, proxy_tls=proxy_tls, timeout=timeout
-        )
+        return proxied_endpoint(reactor, proxy, host, port, proxy_tls=proxy_tls, timeout=timeout)
     if config_web_proxy:
         log.info("{host} is in NO_PROXY: connecting directly", host=host)
     return HostnameEndpoint(reactor, host, port, timeout=timeout)

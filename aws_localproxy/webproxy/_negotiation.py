@@ -2,7 +2,9 @@
 """
 The part HTTP CONNECT and SOCKS5 share: talk to a proxy, then hand the stream over.
 
-A *negotiation* is a small object without I/O (``start()`` gives the first
+Both endpoints are a L{ProxyClientEndpoint}: the proxy endpoint, the target
+host and port, credentials, a timeout and a clock, and a C{connect} that runs
+one negotiation. A *negotiation* is a small object without I/O (``start()`` gives the first
 bytes to send; ``feed(data)`` gives more bytes to send, and the leftover
 bytes once the tunnel is up). ``connect_through`` runs one over a connection
 made by any ``IStreamClientEndpoint`` (plain TCP to the proxy, or TLS to it)
@@ -20,9 +22,11 @@ from typing import cast
 
 from OpenSSL import SSL
 from twisted.internet import error
+from twisted.internet.address import HostnameAddress
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IAddress,
+    IConsumer,
     IDelayedCall,
     IHalfCloseableProtocol,
     IProtocol,
@@ -30,6 +34,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
     ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -42,8 +47,14 @@ from aws_localproxy.webproxy.errors import (
     ProxyUnreachableError,
     WebProxyError,
 )
+from aws_localproxy.webproxy.url import format_authority
 
-__all__ = ["Negotiation", "connect_through"]
+__all__ = ["Negotiation", "ProxyClientEndpoint", "connect_through", "host_bytes"]
+
+
+def host_bytes(host: str) -> bytes:
+    """The host as sent on the wire: ASCII, IDNA for an internationalized name."""
+    return host.encode("ascii") if host.isascii() else host.encode("idna")
 
 
 class Negotiation(TypingProtocol):
@@ -106,17 +117,20 @@ class _Attempt:
         self._inner = None
         if self.result.called:
             return
-        if not failure.check(error.ConnectingCancelledError, CancelledError, WebProxyError):
-            failure = Failure(
-                ProxyUnreachableError(
-                    f"Could not connect to the {self.negotiation.kind} {self.proxy_name}:"
-                    f" {failure.getErrorMessage()}",
-                    failure,
-                )
+        if isinstance(
+            failure.value, (error.ConnectingCancelledError, CancelledError, WebProxyError)
+        ):
+            self.fail(failure)
+            return
+        self.fail(
+            ProxyUnreachableError(
+                f"Could not connect to the {self.negotiation.kind} {self.proxy_name}:"
+                f" {failure.getErrorMessage()}",
+                failure,
             )
-        self.fail(failure)
+        )
 
-    def fail(self, reason: Failure | Exception) -> None:
+    def fail(self, reason: Failure | BaseException) -> None:
         """Fire the result with ``reason`` (once) and drop the proxy connection."""
         if self.result.called:
             return
@@ -217,8 +231,8 @@ class _Negotiator(Protocol):
         attempt = self._attempt
         try:
             protocol = attempt.factory.buildProtocol(attempt.address)
-        except BaseException:
-            attempt.fail(Failure())
+        except BaseException as e:
+            attempt.fail(e)
             return
         if protocol is None:
             attempt.fail(error.NoProtocol())
@@ -234,11 +248,11 @@ class _Negotiator(Protocol):
         assert self.transport is not None
         if self.wrapped is None:
             # The proxy will send nothing more: there will be no tunnel.
-            self.transport.loseConnection()
+            _close(self.transport)
         elif IHalfCloseableProtocol.providedBy(self.wrapped):
             self.wrapped.readConnectionLost()
         else:
-            self.transport.loseConnection()
+            _close(self.transport)
 
     def writeConnectionLost(self) -> None:
         if self.wrapped is not None and IHalfCloseableProtocol.providedBy(self.wrapped):
@@ -250,7 +264,7 @@ class _Negotiator(Protocol):
             self.wrapped.connectionLost(reason)
             return
         kind = self._attempt.negotiation.kind
-        if reason.check(SSL.Error):
+        if isinstance(reason.value, SSL.Error):
             # Only an https:// proxy puts TLS under us: its handshake failed.
             self._attempt.fail(
                 ProxyUnreachableError(
@@ -266,6 +280,22 @@ class _Negotiator(Protocol):
                 f" ({reason.getErrorMessage()})"
             )
         )
+
+
+def _close(transport: ITransport) -> None:
+    """
+    Close C{transport} once its buffered bytes are written, even if the
+    caller's protocol registered a streaming producer and paused it.
+
+    With a paused producer registered, C{loseConnection} alone never
+    disconnects: a TCP transport resumes the producer instead of closing when
+    its write buffer drains, and a TLS transport waits for the producer to be
+    unregistered. The stream has ended, so nothing more will be produced for
+    this connection: the producer is unregistered first (TCP and TLS
+    transports accept this when none is registered).
+    """
+    cast(IConsumer, transport).unregisterProducer()
+    transport.loseConnection()
 
 
 class _NegotiatorFactory(Factory):
@@ -301,3 +331,63 @@ def connect_through(
     """
     name = proxy_name or repr(proxy_endpoint)
     return _Attempt(proxy_endpoint, negotiation, factory, address, timeout, clock, name).result
+
+
+class ProxyClientEndpoint:
+    """
+    What the HTTP CONNECT and SOCKS5 endpoints share: a stream to
+    C{host:port} through the proxy that C{proxy_endpoint} reaches.
+
+    C{credentials} (user, password) go to the proxy the way its protocol
+    says; C{timeout} seconds bound connecting to the proxy and the
+    negotiation together (C{None}: no bound); C{proxy_name} (e.g.
+    C{host:port}, never credentials) names the proxy in messages. The
+    endpoint keeps no state between C{connect} calls, so a reconnecting
+    service can reuse it. Subclasses say how to negotiate.
+    """
+
+    def __init__(
+        self,
+        proxy_endpoint: IStreamClientEndpoint,
+        host: str,
+        port: int,
+        *,
+        credentials: tuple[str, str] | None = None,
+        timeout: float | None = 30.0,
+        clock: IReactorTime | None = None,
+        proxy_name: str = "",
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self._proxy_endpoint = proxy_endpoint
+        self._host = host
+        self._port = port
+        self._credentials = credentials
+        self._timeout = timeout
+        self._clock = clock
+        self._proxy_name = proxy_name
+
+    def __repr__(self) -> str:
+        authority = format_authority(self._host, self._port)
+        return f"<{type(self).__name__} {authority} via {self._proxy_endpoint!r}>"
+
+    def _negotiation(self, target: str) -> Negotiation:
+        """The handshake that asks the proxy for a stream to C{target}."""
+        raise NotImplementedError
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self._connect_to(self._host, protocolFactory)
+
+    def _connect_to(self, target: str, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect through the proxy, asking it for C{target} (a name or an address)."""
+        return connect_through(
+            self._proxy_endpoint,
+            self._negotiation(target),
+            protocolFactory,
+            HostnameAddress(host_bytes(self._host), self._port),
+            timeout=self._timeout,
+            clock=self._clock,
+            proxy_name=self._proxy_name,
+        )

@@ -4,14 +4,14 @@ Why a connection through a web proxy failed.
 
 Every error is a ``twisted.internet.error.ConnectError``: to the code that
 connects the WebSocket, a proxy that refuses the tunnel is a connect attempt
-that failed, retried after the usual delay like a network error (behaviour.md
-§6.3). ``str(error)`` is one clear sentence; none of them contains the proxy
+that failed, retried after the usual delay like a network error, as the
+reference does. ``str(error)`` is one clear sentence; none of them contains the proxy
 credentials.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.error import ConnectError
 
@@ -32,11 +32,15 @@ __all__ = [
 ]
 
 
+# Twisted's ConnectError.__init__ has no annotations; this is its signature.
+_connect_error_init: Callable[..., None] = ConnectError.__init__
+
+
 class WebProxyError(ConnectError):
     """The web proxy did not give us a tunnel to the service."""
 
     def __init__(self, message: str) -> None:
-        ConnectError.__init__(self, string=message)
+        _connect_error_init(self, string=message)
 
     @property
     def message(self) -> str:
@@ -70,8 +74,8 @@ class HTTPConnectError(WebProxyError):
     """
     The proxy answered the CONNECT request with a status other than 2xx.
 
-    ``category`` is the reference's category message for the status class
-    (behaviour.md §6.3); subclasses tell the classes apart.
+    ``category`` is the reference's category message for the status class;
+    subclasses tell the classes apart.
     """
 
     category = "The Web proxy didn't respond with 200 response code."
@@ -115,8 +119,11 @@ class ProxyAuthenticationError(ProxyClientError):
     ) -> None:
         self.credentials_sent = credentials_sent
         offered = sorted(
-            {value.split(None, 1)[0] for name, value in headers
-             if name.lower() == "proxy-authenticate" and value.strip()}
+            {
+                value.split(None, 1)[0]
+                for name, value in headers
+                if name.lower() == "proxy-authenticate" and value.strip()
+            }
         )
         schemes = f" (it asks for {', '.join(offered)})" if offered else ""
         if credentials_sent:

@@ -8,14 +8,14 @@ of it for an ``https://`` proxy), asks for ``CONNECT host:port``, and gives
 the caller's protocol the proxy connection once the proxy answers 2xx. The
 caller puts the service's TLS on top with ``wrapClientTLS``.
 
-Differences from the reference (behaviour.md §6.2, §9 U2), on purpose:
+Differences from the reference local proxy, on purpose:
 
-- ``Host`` is always sent (RFC 9110 requires it), not only with credentials;
-- the auth scheme is written ``Basic``;
-- the answer is read until the end of its header block, however it is split
-  across reads, up to ``max_header_size`` bytes; a response without a
-  complete header block is an error, not a 200;
-- a 407 says whether credentials were missing or rejected.
+  - ``Host`` is always sent (RFC 9110 requires it), not only with credentials;
+  - the auth scheme is written ``Basic``;
+  - the answer is read until the end of its header block, however it is split
+    across reads, up to ``max_header_size`` bytes; a response without a
+    complete header block is an error, not a 200;
+  - a 407 says whether credentials were missing or rejected.
 """
 
 from __future__ import annotations
@@ -23,18 +23,14 @@ from __future__ import annotations
 import base64
 import re
 
-from twisted.internet.address import HostnameAddress
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IProtocol,
-    IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aws_localproxy.webproxy._negotiation import connect_through
+from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint, host_bytes
 from aws_localproxy.webproxy.errors import (
     HTTPConnectError,
     ProxyAuthenticationError,
@@ -63,8 +59,10 @@ _MAX_REASON = 200
 
 def connect_request(host: str, port: int, credentials: tuple[str, str] | None = None) -> bytes:
     """The CONNECT request for ``host:port`` (IPv6 literals in brackets)."""
-    authority = format_authority(host, port).encode("ascii") if host.isascii() else (
-        format_authority(_host_bytes(host).decode("ascii"), port).encode("ascii")
+    authority = (
+        format_authority(host, port).encode("ascii")
+        if host.isascii()
+        else (format_authority(host_bytes(host).decode("ascii"), port).encode("ascii"))
     )
     lines = [b"CONNECT " + authority + b" HTTP/1.1", b"Host: " + authority]
     if credentials is not None:
@@ -72,11 +70,6 @@ def connect_request(host: str, port: int, credentials: tuple[str, str] | None = 
         token = base64.b64encode(f"{user}:{password}".encode())
         lines.append(b"Proxy-Authorization: Basic " + token)
     return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _host_bytes(host: str) -> bytes:
-    """The host as sent on the wire: ASCII, IDNA for an internationalized name."""
-    return host.encode("ascii") if host.isascii() else host.encode("idna")
 
 
 def _printable(text: str, limit: int = _MAX_REASON) -> str:
@@ -107,7 +100,7 @@ class HTTPConnectNegotiation:
     ``feed`` buffers the answer until the end of its headers; a 2xx ends the
     exchange with the bytes that followed the headers (the first bytes of
     the tunnel); anything else raises the ``HTTPConnectError`` of its status
-    class, after logging the reference's lines (behaviour.md §6.2).
+    class, after logging the reference's lines.
     """
 
     kind = "web proxy"
@@ -185,14 +178,13 @@ class HTTPConnectNegotiation:
 
 
 @implementer(IStreamClientEndpoint)
-class HTTPConnectEndpoint:
+class HTTPConnectEndpoint(ProxyClientEndpoint):
     """
     A stream to ``host:port`` through the HTTP proxy that ``proxy_endpoint`` reaches.
 
     ``credentials`` (user, password) are sent as ``Proxy-Authorization:
-    Basic``. ``timeout`` seconds bound connecting to the proxy and its
-    answer together (None: no bound). The endpoint keeps no state between
-    ``connect`` calls, so a reconnecting service can reuse it.
+    Basic``; ``max_header_size`` bounds the proxy's answer. The other
+    arguments are those of every L{ProxyClientEndpoint}.
     """
 
     def __init__(
@@ -207,31 +199,16 @@ class HTTPConnectEndpoint:
         proxy_name: str = "",
         max_header_size: int = MAX_HEADER_SIZE,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self._proxy_endpoint = proxy_endpoint
-        self._host = host
-        self._port = port
-        self._credentials = credentials
-        self._timeout = timeout
-        self._clock = clock
-        self._proxy_name = proxy_name
+        super().__init__(
+            proxy_endpoint,
+            host,
+            port,
+            credentials=credentials,
+            timeout=timeout,
+            clock=clock,
+            proxy_name=proxy_name,
+        )
         self._max_header_size = max_header_size
 
-    def __repr__(self) -> str:
-        return f"<HTTPConnectEndpoint {format_authority(self._host, self._port)} via {self._proxy_endpoint!r}>"
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        negotiation = HTTPConnectNegotiation(
-            self._host, self._port, self._credentials, self._max_header_size
-        )
-        address = HostnameAddress(_host_bytes(self._host), self._port)
-        return connect_through(
-            self._proxy_endpoint,
-            negotiation,
-            protocolFactory,
-            address,
-            timeout=self._timeout,
-            clock=self._clock,  # type: ignore[arg-type]
-            proxy_name=self._proxy_name,
-        )
+    def _negotiation(self, target: str) -> HTTPConnectNegotiation:
+        return HTTPConnectNegotiation(target, self._port, self._credentials, self._max_header_size)

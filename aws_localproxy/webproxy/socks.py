@@ -10,25 +10,26 @@ is a small client of our own, on the same negotiation machinery as the HTTP
 CONNECT endpoint (one hand-over of the real transport, leftover bytes kept,
 timeout, cancellation):
 
-- methods: "no authentication", and username/password when the URL has
-  credentials;
-- ``CONNECT`` only, to an IPv4 or IPv6 address, or to a host name that the
-  proxy resolves (``socks5h://``, ``remote_dns=True``); for ``socks5://`` the
-  name is resolved here first, as curl does.
+  - methods: "no authentication", and username/password when the URL has
+    credentials;
+  - ``CONNECT`` only, to an IPv4 or IPv6 address, or to a host name that the
+    proxy resolves (``socks5h://``, ``remote_dns=True``); for ``socks5://`` the
+    name is resolved here first, as curl does.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import cast
 
-from twisted.internet.address import HostnameAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
     IProtocol,
     IProtocolFactory,
+    IReactorPluggableNameResolver,
     IReactorTime,
     IResolutionReceiver,
     IStreamClientEndpoint,
@@ -37,7 +38,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from aws_localproxy.sockets import ip_address_of
-from aws_localproxy.webproxy._negotiation import connect_through
+from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint
 from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
     SOCKSAuthenticationError,
@@ -83,9 +84,7 @@ class SOCKS5Negotiation:
     kind = "SOCKS5 proxy"
     log = Logger()
 
-    def __init__(
-        self, host: str, port: int, credentials: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, host: str, port: int, credentials: tuple[str, str] | None = None) -> None:
         self._target = format_authority(host, port)
         self._request = b"\x05\x01\x00" + _address_field(host) + struct.pack("!H", port)
         self._auth: bytes | None = None
@@ -216,14 +215,14 @@ class _FirstAddress:
 
 
 @implementer(IStreamClientEndpoint)
-class SOCKS5Endpoint:
+class SOCKS5Endpoint(ProxyClientEndpoint):
     """
     A stream to ``host:port`` through the SOCKS5 proxy that ``proxy_endpoint`` reaches.
 
     ``remote_dns`` (``socks5h://``) sends host names to the proxy; otherwise
     ``resolver`` (an ``IHostnameResolver``, usually ``reactor.nameResolver``)
-    resolves them here first. ``timeout`` bounds connecting to the proxy
-    and the negotiation together.
+    resolves them here first. The other arguments are those of every
+    L{ProxyClientEndpoint}.
     """
 
     def __init__(
@@ -239,41 +238,29 @@ class SOCKS5Endpoint:
         clock: IReactorTime | None = None,
         proxy_name: str = "",
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        super().__init__(
+            proxy_endpoint,
+            host,
+            port,
+            credentials=credentials,
+            timeout=timeout,
+            clock=clock,
+            proxy_name=proxy_name,
+        )
         if not remote_dns and resolver is None:
-            resolver = clock.nameResolver  # type: ignore[union-attr]
+            resolver = cast(IReactorPluggableNameResolver, self._clock).nameResolver
         # Fail on a too long name or credentials now, not at connect time.
         SOCKS5Negotiation(host, port, credentials)
-        self._proxy_endpoint = proxy_endpoint
-        self._host = host
-        self._port = port
-        self._credentials = credentials
         self._remote_dns = remote_dns
         self._resolver = resolver
-        self._timeout = timeout
-        self._clock = clock
-        self._proxy_name = proxy_name
 
-    def __repr__(self) -> str:
-        return f"<SOCKS5Endpoint {format_authority(self._host, self._port)} via {self._proxy_endpoint!r}>"
+    def _negotiation(self, target: str) -> SOCKS5Negotiation:
+        return SOCKS5Negotiation(target, self._port, self._credentials)
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         if self._remote_dns or ip_address_of(self._host) is not None:
             return self._connect_to(self._host, protocolFactory)
+        assert self._resolver is not None  # set whenever remote_dns is off
         receiver = _FirstAddress(self._host)
-        self._resolver.resolveHostName(receiver, self._host, self._port)  # type: ignore[union-attr]
+        self._resolver.resolveHostName(receiver, self._host, self._port)
         return receiver.result.addCallback(self._connect_to, protocolFactory)
-
-    def _connect_to(self, target: str, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        negotiation = SOCKS5Negotiation(target, self._port, self._credentials)
-        host = self._host.encode("ascii") if self._host.isascii() else self._host.encode("idna")
-        return connect_through(
-            self._proxy_endpoint,
-            negotiation,
-            protocolFactory,
-            HostnameAddress(host, self._port),
-            timeout=self._timeout,
-            clock=self._clock,  # type: ignore[arg-type]
-            proxy_name=self._proxy_name,
-        )

@@ -3,17 +3,16 @@
 Web proxy configuration: the proxy URL, where it comes from, and when to bypass it.
 
 The reference reads one URL from ``https_proxy`` (or ``HTTPS_PROXY``) and
-parses ``[scheme://][user:password@]host[:port]`` by hand (behaviour.md
-§6.1). This module keeps that grammar and its error messages, so a
-configuration that worked with the reference works here, and fixes the
-reference's parsing bugs (behaviour.md §9 U1, U3):
+parses ``[scheme://][user:password@]host[:port]`` by hand. This module keeps
+that grammar and its error messages, so a configuration that worked with the
+reference works here, and fixes the reference's parsing bugs:
 
-- without ``scheme://`` the URL is ``http`` and nothing is dropped from the
-  host;
-- a trailing ``/`` is ignored, any other path, query or fragment is rejected
-  with its own message instead of ending up in the host name;
-- ``%`` must be followed by two hex digits;
-- every error is a ``ProxyURLError`` whose message is the reason.
+  - without ``scheme://`` the URL is ``http`` and nothing is dropped from the
+    host;
+  - a trailing ``/`` is ignored, any other path, query or fragment is rejected
+    with its own message instead of ending up in the host name;
+  - ``%`` must be followed by two hex digits;
+  - every error is a ``ProxyURLError`` whose message is the reason.
 
 It also adds what the reference lacks: ``https`` proxies get their port like
 ``http`` ones, ``socks5://``/``socks5h://`` URLs, and ``NO_PROXY``.
@@ -153,9 +152,7 @@ def _parse_userinfo(userinfo: str) -> tuple[str, str]:
     username = _percent_decode(raw_user)
     password = _percent_decode(raw_password)
     if not username or not password:
-        raise ProxyURLError(
-            "Invalid authentication format, missing either username or password."
-        )
+        raise ProxyURLError("Invalid authentication format, missing either username or password.")
     return username, password
 
 
@@ -213,9 +210,7 @@ def parse_proxy_url(text: str) -> ProxyURL:
     if not scheme:
         raise ProxyURLError("Invalid URL, missing protocol")
     if scheme not in SCHEMES:
-        raise ProxyURLError(
-            f"Unsupported protocol: {scheme!r} (use one of {', '.join(SCHEMES)})"
-        )
+        raise ProxyURLError(f"Unsupported protocol: {scheme!r} (use one of {', '.join(SCHEMES)})")
     # The credentials end at the last "@", so an unencoded "@" or "/" in
     # the password still works, as it does with the reference.
     userinfo, at, hostpart = rest.rpartition("@")

@@ -1,0 +1,377 @@
+"""
+Unit tests of aws_localproxy.websocket on a StringTransport: the upgrade
+request as it goes on the wire, the checks on the upgrade response, and what
+each way a session ends reports to the connector.
+
+Autobahn's timers run on txaio's global loop, not on the factory's reactor:
+every test points C{txaio.config.loop} at its own L{Clock}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from typing import List, Optional, Tuple
+
+import txaio
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3
+from aws_localproxy.websocket import (
+    CloseOutcome,
+    TunnelClientFactory,
+    TunnelClientProtocol,
+    user_agent,
+)
+
+ACCESS_TOKEN = "AQGAAXiv-access-token-for-the-tests"
+CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class RecordingEvents:
+    """A L{SessionEvents} that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.opened: List[Tuple[TunnelClientProtocol, str]] = []
+        self.messages: List[bytes] = []
+        self.closed: List[CloseOutcome] = []
+
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
+        self.opened.append((protocol, subprotocol))
+
+    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
+        self.messages.append(payload)
+
+    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
+        self.closed.append(outcome)
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final frame as the service sends it (payloads under 64 KiB)."""
+    if len(payload) < 126:
+        header = struct.pack("!BB", 0x80 | opcode, len(payload))
+    else:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, len(payload))
+    return header + payload
+
+
+def client_frames(data: bytes) -> List[Tuple[int, bytes]]:
+    """Split what the client wrote into (opcode, unmasked payload) pairs."""
+    frames = []
+    while data:
+        first, second = data[0], data[1]
+        assert second & 0x80, "client frames are masked"
+        length, offset = second & 0x7F, 2
+        if length == 126:
+            (length,) = struct.unpack("!H", data[2:4])
+            offset = 4
+        elif length == 127:
+            (length,) = struct.unpack("!Q", data[2:10])
+            offset = 10
+        mask = data[offset : offset + 4]
+        body = data[offset + 4 : offset + 4 + length]
+        frames.append((first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(body))))
+        data = data[offset + 4 + length :]
+    return frames
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A StringTransport whose C{unregisterProducer} tolerates having no
+    producer, as Twisted's TCP transports do: Autobahn unregisters
+    unconditionally when it drops a connection.
+    """
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
+
+
+class WebSocketTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        config = txaio.config  # type: ignore[attr-defined]
+        previous = config.loop
+        config.loop = self.clock
+        self.addCleanup(setattr, config, "loop", previous)
+        self.events = RecordingEvents()
+
+    def connect(
+        self,
+        url: str = "wss://data.tunneling.iot.us-east-1.amazonaws.com/tunnel?local-proxy-mode=source",
+        client_token: Optional[str] = None,
+        subprotocol: str = SUBPROTOCOL_V3,
+    ) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
+        factory = TunnelClientFactory(
+            self.clock,
+            url=url,
+            display_url=url.split("?")[0],
+            events=self.events,
+            access_token=ACCESS_TOKEN,
+            client_token=client_token,
+            subprotocol=subprotocol,
+            ping_period=5.0,
+            pong_timeout=10.0,
+            open_handshake_timeout=30.0,
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 443))
+        assert isinstance(protocol, TunnelClientProtocol)
+        transport = TCPLikeTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def accept(self, protocol: TunnelClientProtocol, subprotocol: Optional[str]) -> bytes:
+        key = protocol.websocket_key
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        response = (
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Upgrade: websocket\r\n"
+            b"Connection: upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+        )
+        if subprotocol is not None:
+            response += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
+        return response + b"channel-id: 0a1b2c3d\r\n\r\n"
+
+    def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
+        protocol, transport = self.connect(**kwargs)
+        protocol.dataReceived(self.accept(protocol, SUBPROTOCOL_V3))
+        self.assertEqual(len(self.events.opened), 1)
+        transport.clear()
+        return protocol, transport
+
+    def lose(
+        self, protocol: TunnelClientProtocol, reason: Optional[Failure] = None
+    ) -> CloseOutcome:
+        """The TCP connection goes away; the one outcome reported for it."""
+        protocol.connectionLost(reason or Failure(ConnectionDone()))
+        self.assertEqual(len(self.events.closed), 1)
+        return self.events.closed[0]
+
+
+class UpgradeRequestTests(WebSocketTestCase):
+    """The HTTP upgrade request, byte for byte."""
+
+    def expected(
+        self,
+        resource: str,
+        host: str,
+        client_token: Optional[str] = None,
+        subprotocol: str = SUBPROTOCOL_V3,
+        key: bytes = b"",
+    ) -> bytes:
+        lines = [
+            f"GET {resource} HTTP/1.1",
+            f"User-Agent: {user_agent()}",
+            f"Host: {host}",
+            "Upgrade: WebSocket",
+            "Connection: Upgrade",
+            "Pragma: no-cache",
+            "Cache-Control: no-cache",
+            f"access-token: {ACCESS_TOKEN}",
+        ]
+        if client_token is not None:
+            lines.append(f"client-token: {client_token}")
+        lines += [
+            f"Sec-WebSocket-Key: {key.decode()}",
+            f"Sec-WebSocket-Protocol: {subprotocol}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def test_source_without_client_token(self) -> None:
+        """
+        The source's request: the mode in the query, the access token in its
+        header, one subprotocol offered, no C{client-token} header, no
+        extensions, no cookie.
+        """
+        protocol, transport = self.connect()
+        self.assertEqual(
+            transport.value(),
+            self.expected(
+                "/tunnel?local-proxy-mode=source",
+                "data.tunneling.iot.us-east-1.amazonaws.com:443",
+                key=protocol.websocket_key,
+            ),
+        )
+        self.assertNotIn(b"Cookie", transport.value())
+        self.assertNotIn(b"Sec-WebSocket-Extensions", transport.value())
+
+    def test_destination_with_client_token(self) -> None:
+        """A client token, when there is one, is sent in the C{client-token} header."""
+        protocol, transport = self.connect(
+            url="wss://127.0.0.1:8443/tunnel?local-proxy-mode=destination",
+            client_token=CLIENT_TOKEN,
+        )
+        self.assertEqual(
+            transport.value(),
+            self.expected(
+                "/tunnel?local-proxy-mode=destination",
+                "127.0.0.1:8443",
+                client_token=CLIENT_TOKEN,
+                key=protocol.websocket_key,
+            ),
+        )
+
+    def test_empty_client_token_is_not_sent(self) -> None:
+        """An empty client token means none: no empty header."""
+        _, transport = self.connect(client_token="")
+        self.assertNotIn(b"client-token", transport.value())
+
+    def test_ipv6_host_in_brackets(self) -> None:
+        """An IPv6 literal gets brackets in C{Host}, so its port can be told from it."""
+        protocol, transport = self.connect(url="wss://[::1]:8443/tunnel?local-proxy-mode=source")
+        self.assertIn(b"\r\nHost: [::1]:8443\r\n", transport.value())
+
+    def test_only_the_configured_subprotocol_is_offered(self) -> None:
+        """
+        The subprotocol of the settings is the only one offered, whichever it
+        is (C{-y} does not change it).
+        """
+        for subprotocol in (SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3):
+            protocol, transport = self.connect(subprotocol=subprotocol)
+            offered = [
+                line
+                for line in transport.value().split(b"\r\n")
+                if line.startswith(b"Sec-WebSocket-Protocol:")
+            ]
+            self.assertEqual(offered, [b"Sec-WebSocket-Protocol: " + subprotocol.encode()])
+
+    def test_user_agent_names_the_project(self) -> None:
+        """The C{User-Agent} names this project, its version and its platform."""
+        agent = user_agent()
+        self.assertRegex(agent, r"^aws-localproxy/\d+\.\d+\.\d+\S* \S+ \d+-bit/python-\d")
+        for component in ("twisted-", "autobahn-", "pyopenssl-", "protobuf-"):
+            self.assertIn(component, agent)
+
+
+class UpgradeResponseTests(WebSocketTestCase):
+    def test_101_with_subprotocol_opens(self) -> None:
+        """A 101 naming a tunneling subprotocol opens the session and says which."""
+        protocol, _ = self.connect()
+        protocol.dataReceived(self.accept(protocol, SUBPROTOCOL_V3))
+        self.assertEqual(self.events.opened, [(protocol, SUBPROTOCOL_V3)])
+
+    def test_any_tunneling_subprotocol_is_accepted(self) -> None:
+        """The service may pick an older subprotocol than the one offered."""
+        protocol, _ = self.connect()
+        protocol.dataReceived(self.accept(protocol, SUBPROTOCOL_V2))
+        self.assertEqual(self.events.opened, [(protocol, SUBPROTOCOL_V2)])
+
+    def test_101_without_subprotocol_is_refused(self) -> None:
+        """
+        A 101 without C{Sec-WebSocket-Protocol} never opens: the connection
+        is dropped and the outcome is a session that was never open.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(self.accept(protocol, None))
+        self.assertEqual(self.events.opened, [])
+        self.assertTrue(transport.disconnecting)
+        outcome = self.lose(protocol)
+        self.assertFalse(outcome.was_open)
+        self.assertFalse(outcome.closed_by_service)
+        self.flushLoggedErrors(ValueError)
+
+    def test_4xx_status_is_reported(self) -> None:
+        """A rejected upgrade reports its status and status line (4xx: final for the connector)."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.events.opened, [])
+        self.assertTrue(transport.disconnecting)
+        outcome = self.lose(protocol)
+        self.assertEqual(
+            (outcome.was_open, outcome.http_status, outcome.http_status_line),
+            (False, 403, "HTTP/1.1 403 Forbidden"),
+        )
+
+    def test_5xx_status_is_reported(self) -> None:
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        outcome = self.lose(protocol)
+        self.assertEqual((outcome.was_open, outcome.http_status), (False, 502))
+
+    def test_no_response_no_status(self) -> None:
+        """
+        The connection dies before any response: no status (not a made-up
+        200), and the transport's error is kept.
+        """
+        protocol, _ = self.connect()
+        outcome = self.lose(protocol, Failure(ConnectionLost("reset by peer")))
+        self.assertEqual((outcome.was_open, outcome.http_status), (False, None))
+        self.assertIn("reset by peer", outcome.transport_error)
+
+
+class OpenSessionTests(WebSocketTestCase):
+    def test_messages_reach_the_events(self) -> None:
+        """Each binary message from the service is handed over whole."""
+        protocol, _ = self.open()
+        protocol.dataReceived(server_frame(0x2, b"\x00\x05hello") + server_frame(0x2, b"x" * 300))
+        self.assertEqual(self.events.messages, [b"\x00\x05hello", b"x" * 300])
+
+    def test_send_record_is_one_binary_message(self) -> None:
+        protocol, transport = self.open()
+        protocol.send_record(b"\x00\x03abc")
+        self.assertEqual(client_frames(transport.value()), [(0x2, b"\x00\x03abc")])
+
+    def test_send_record_before_open_is_dropped(self) -> None:
+        """Nothing is written (and nothing raises) while the handshake is still running."""
+        protocol, transport = self.connect()
+        transport.clear()
+        protocol.send_record(b"\x00\x03abc")
+        self.assertEqual(transport.value(), b"")
+
+    def test_service_close_frame(self) -> None:
+        """
+        The service closes (CloseTunnel, expiry, replaced by another peer):
+        the close is answered and the outcome carries the service's code and
+        reason, marked as closed by the service.
+        """
+        protocol, transport = self.open()
+        protocol.dataReceived(server_frame(0x8, struct.pack("!H", 1000) + b"tunnel closed"))
+        # The echo carries the status code (RFC 6455 section 5.5.1), not the reason.
+        self.assertEqual(client_frames(transport.value()), [(0x8, struct.pack("!H", 1000))])
+        outcome = self.lose(protocol)
+        self.assertEqual(
+            (outcome.was_open, outcome.was_clean, outcome.closed_by_service),
+            (True, True, True),
+        )
+        self.assertEqual((outcome.code, outcome.reason), (1000, "tunnel closed"))
+        self.assertEqual(outcome.http_status, None)
+
+    def test_own_close_is_not_the_services(self) -> None:
+        """A close this side started is not reported as closed by the service."""
+        protocol, transport = self.open()
+        protocol.sendClose(1000)
+        protocol.dataReceived(server_frame(0x8, struct.pack("!H", 1000)))
+        outcome = self.lose(protocol)
+        self.assertEqual((outcome.was_open, outcome.closed_by_service), (True, False))
+
+    def test_dropped_connection(self) -> None:
+        """An open session whose TCP connection dies is neither clean nor the service's close."""
+        protocol, _ = self.open()
+        outcome = self.lose(protocol, Failure(ConnectionLost("gone")))
+        self.assertEqual(
+            (outcome.was_open, outcome.was_clean, outcome.closed_by_service), (True, False, False)
+        )
+
+    def test_ping_and_pong_timeout(self) -> None:
+        """
+        A ping goes out every ping period; an unanswered one drops the
+        connection after the pong timeout, on txaio's loop (our clock).
+        """
+        protocol, transport = self.open()
+        self.clock.advance(5.5)
+        frames = client_frames(transport.value())
+        self.assertEqual([opcode for opcode, _ in frames], [0x9])
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(11)
+        self.assertTrue(transport.disconnecting)
