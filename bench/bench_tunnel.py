@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -127,7 +128,6 @@ class Bench:
                 self.kinds["ref>py"] = (self.ref, self.py)
         self.pairs: Dict[Tuple[str, str], ProxyPair] = {}
         self.idle_rss: Dict[str, Tuple[int, int]] = {}
-        self.startup_tunnels: Dict[str, Dict[str, str]] = {}
         self.notes: List[str] = []
         self.timings: Dict[str, float] = {}
         self.round_no = 0
@@ -399,16 +399,13 @@ class Bench:
         """Spawn a source on a tunnel whose destination is connected; time until it serves."""
         src_impl, dst_impl = self.kinds[label]
         service = self.services["open"]
-        if label not in self.startup_tunnels:
-            # One tunnel per implementation; its destination stays, a new source each round.
-            opened = service.open_tunnel(["bulk"])
-            destination = dst_impl.start(f"{label}/startup-destination", service,
-                                         opened["destinationAccessToken"],
-                                         ["-d", f"bulk=127.0.0.1:{self.tcp_port}"])
-            self.processes.append(destination)
-            service.wait_connected(opened["tunnelId"], "destination")
-            self.startup_tunnels[label] = opened
-        opened = self.startup_tunnels[label]
+        # A fresh tunnel each time: the service takes a token once, as AWS does.
+        opened = service.open_tunnel(["bulk"])
+        destination = dst_impl.start(f"{label}/startup-destination", service,
+                                     opened["destinationAccessToken"],
+                                     ["-d", f"bulk=127.0.0.1:{self.tcp_port}"])
+        self.processes.append(destination)
+        service.wait_connected(opened["tunnelId"], "destination")
         port = free_port()
         source = src_impl.start(f"{label}/startup-source", service, opened["sourceAccessToken"],
                                 source_args({"bulk": port}))
@@ -427,6 +424,8 @@ class Bench:
             echo.close()
         finally:
             source.stop()
+            destination.stop()
+            service.close_tunnel(opened["tunnelId"])
         self.results.add(START_LISTEN, label, listening * 1000)
         self.results.add(START_ECHO, label, echoed * 1000)
         say(f"  {label:7} start-up: listening after {listening * 1000:.0f} ms, "
@@ -516,11 +515,20 @@ class Bench:
                     continue
                 started = time.monotonic()
                 for label in self.order(labels, round_no):
-                    fn(label)
+                    try:
+                        fn(label)
+                    except Exception as error:  # noqa: BLE001 - noted, the run goes on
+                        lines = str(error).splitlines() or [repr(error)]
+                        self.notes.append(f"{label}: {group} failed in round {round_no + 1}: "
+                                          + " / ".join(lines[:1] + lines[-1:]))
+                        say(f"  {label:7} {group} FAILED: {lines[0]}")
                 self.timings[group] = self.timings.get(group, 0.0) + time.monotonic() - started
             if round_no == 0 and "memory" in self.groups:
                 started = time.monotonic()
-                self.memory()
+                try:
+                    self.memory()
+                except Exception as error:  # noqa: BLE001 - noted, the run goes on
+                    self.notes.append(f"memory failed: {str(error).splitlines()[:1]}")
                 self.timings["memory"] = time.monotonic() - started
 
     def report(self) -> None:
@@ -559,17 +567,21 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="localproxy-bench-") as workdir:
         bench = Bench(args, workdir)
+        failed = False
         try:
             say("Starting the local tunnel service(s), the TCP service and the proxies ...")
             bench.start()
             bench.run()
+        except Exception:
+            failed = True
+            traceback.print_exc()
         finally:
             bench.stop()
         bench.report()
         if args.json:
             bench.results.dump(args.json)
     say(f"\n(took {time.monotonic() - started:.0f} s)")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
