@@ -9,8 +9,9 @@ Run from the project root, with py-spy installed (``pip install py-spy``):
 It starts the local tunnel service, the bench's TCP service and a source
 and destination proxy (``python -m aws_localproxy``, default verbosity), all
 on 127.0.0.1, then for each load (uploads at full speed, downloads at full
-speed, 64-byte echoes back to back) records both proxy processes with
-``py-spy record --format raw -F -r 200`` into ``DIR/prof-<load>-<side>.txt``
+speed, 64-byte echoes back to back) records both proxy processes and the
+local tunnel service with
+``py-spy record --format raw -F -r 200`` into ``DIR/prof-<load>-<side>.txt`` (side: source, destination, service)
 (collapsed stacks, one line per distinct stack and its sample count) and
 prints, per file, how busy the process was, its self time by category
 (logging, socket syscalls, TLS, Autobahn, protobuf, this package, the rest
@@ -126,21 +127,27 @@ def summarize(path: str, seconds: float, top: int = 15) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_for(name: str, pair: ProxyPair, stop: threading.Event) -> Callable[[], None]:
+def load_for(
+    name: str, pair: ProxyPair, stop: threading.Event, done: List[int]
+) -> Callable[[], None]:
+    """The load; it adds what it moved (bytes, or echoes) to C{done[0]}."""
     port = pair.ports["bulk"]
 
     def up() -> None:
         while not stop.is_set():
             _clients.upload(port, 32 * MIB)
+            done[0] += 32 * MIB
 
     def down() -> None:
         while not stop.is_set():
             _clients.download(port, 32 * MIB)
+            done[0] += 32 * MIB
 
     def echo() -> None:
         probe = _clients.Echo(port)
         while not stop.is_set():
             probe.once()
+            done[0] += 1
         probe.close()
 
     return {"up": up, "down": down, "echo": echo}[name]
@@ -173,12 +180,16 @@ def main() -> int:
             pair = ProxyPair("py", py, py, service, ["bulk"], tcp_port)
             for load in args.only.split(","):
                 stop = threading.Event()
-                worker = threading.Thread(target=load_for(load, pair, stop), daemon=True)
+                done = [0]
+                worker = threading.Thread(target=load_for(load, pair, stop, done), daemon=True)
                 worker.start()
                 time.sleep(1.0)  # past start-up and slow start
                 spies = []
                 outputs = []
-                for side, process in pair.processes().items():
+                sides = {**pair.processes(), "service": service.process}
+                before = done[0]
+                started = time.monotonic()
+                for side, process in sides.items():
                     output = os.path.join(args.out, f"prof-{load}-{side}.txt")
                     outputs.append(output)
                     spies.append(subprocess.Popen(
@@ -189,8 +200,15 @@ def main() -> int:
                     _, err = spy.communicate(timeout=args.seconds + 60)
                     if spy.returncode:
                         print(f"py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
+                elapsed = time.monotonic() - started
+                moved = done[0] - before
                 stop.set()
                 worker.join(60)
+                if load == "echo":
+                    print(f"load {load}: {moved / elapsed:.0f} round trips/s while recorded", flush=True)
+                else:
+                    print(f"load {load}: about {moved / elapsed / 1e6:.0f} MB/s while recorded "
+                          "(whole 32 MiB transfers only)", flush=True)
                 for output in outputs:
                     if os.path.exists(output):
                         print(summarize(output, args.seconds), flush=True)
