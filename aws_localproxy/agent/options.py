@@ -127,12 +127,19 @@ class AgentOptions(usage.Options):
         ],
         ["mqtt-key", None, None, "The device certificate's private key (PEM)."],
         ["mqtt-client-id", None, None, "The MQTT client ID (default: the thing name)."],
-        ["mqtt-keepalive", None, "60", "Seconds between MQTT keep-alive pings (30 to 1200)."],
+        # No defaults in the table: a value there would hide the --config file's.
+        [
+            "mqtt-keepalive",
+            None,
+            None,
+            "Seconds between MQTT keep-alive pings (30 to 1200). Default 60.",
+        ],
         [
             "max-tunnels",
             None,
-            str(DEFAULT_MAX_TUNNELS),
-            "Tunnels open at once; more notifications are refused until one ends.",
+            None,
+            "Tunnels open at once; more notifications are refused until one ends. "
+            f"Default {DEFAULT_MAX_TUNNELS}.",
         ],
         [
             "destination-app",
