@@ -198,3 +198,22 @@ class TunnelManagerTests(TestCase):
         self.assertIn(
             "Refused a tunnel for services SSH: Invalid endpoint specified", self.logged()
         )
+
+
+class BrokenProxy(FakeProxy):
+    def startService(self) -> None:
+        raise RuntimeError("cannot start")
+
+
+class StartFailureTests(TestCase):
+    def test_a_proxy_that_cannot_start_is_forgotten(self) -> None:
+        manager = TunnelManager(
+            MemoryReactorClock(),
+            template(),
+            endpoint_from_region=True,
+            max_tunnels=1,
+            proxy_factory=BrokenProxy,
+        )
+        self.assertIsNone(manager.open(note("a")))
+        self.assertEqual(manager.tunnels, [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

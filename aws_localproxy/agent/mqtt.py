@@ -153,8 +153,13 @@ class MqttSession(Protocol):
         client.on_socket_register_write = self._register_write
         client.on_socket_unregister_write = lambda *_: None
         self.client = client
-        client.connect_async(owner.broker.host, owner.broker.port, keepalive=owner.keepalive)
-        rc = client.reconnect()
+        try:
+            client.connect_async(owner.broker.host, owner.broker.port, keepalive=owner.keepalive)
+            rc = client.reconnect()
+        except Exception as error:
+            self.log.error("Could not start an MQTT session: {error}", error=str(error))
+            self._abort()
+            return
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.log.warn("Could not start an MQTT session: {error}", error=paho.error_string(rc))
             self._abort()
@@ -395,11 +400,6 @@ class MqttClientService(Service):
             self.log.warn("No MQTT session: dropped a queued message for {topic}", topic=dropped)
         self._queued.append((topic, payload))
 
-    def drop_connection(self) -> None:
-        """Abort the current connection (tests: a network failure); reconnects as usual."""
-        if self._session is not None:
-            self._session._abort()
-
     # -- connection attempts --------------------------------------------------------------
 
     def _connect(self) -> None:
@@ -480,4 +480,6 @@ class MqttClientService(Service):
                 broker=self.broker.url,
                 why=reason.getErrorMessage(),
             )
-        self._retry_later("connection lost" if was_current else "the session was not accepted")
+        self._retry_later(
+            "connection lost" if was_current else f"no session accepted: {reason.getErrorMessage()}"
+        )

@@ -208,7 +208,12 @@ class TunnelManager:
             mapping=", ".join(f"{k or '(v1)'}={v}" for k, v in service_map.items()),
         )
         proxy.when_finished.addCallback(self._finished, key, running)
-        proxy.startService()
+        try:
+            proxy.startService()
+        except Exception:
+            self.log.failure("Tunnel #{number}: the destination could not start", number=number)
+            self._tunnels.pop(key, None)
+            return None
         return running
 
     def _finished(self, code: int, key: bytes, running: RunningTunnel) -> Deferred[None]:
