@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_agent_e2e -*-
+# mypy: disallow-untyped-calls=False
+# (this module calls Twisted APIs that have no annotations)
 """
 The local tunnel service's device notifications: ``localtunnel --mqtt-broker URL``.
 
