@@ -133,6 +133,7 @@ IGNORED: List[tuple[str, bytes]] = [
     ("DATA with stream ID 0", data("ssh", 0, 1, b"zero")),
     ("DATA of a stale stream", data("ssh", 7, 1, b"stale")),
     ("DATA of an unknown connection", data("ssh", 1, 99, b"nobody")),
+    ("DATA of an unknown connection, one live", data("web", 1, 99, b"nobody")),
     ("DATA of an unknown service", data("rdp", 1, 1, b"nobody")),
     ("StreamReset with stream ID 0", ctl(Message.STREAM_RESET, "ssh", 0)),
     ("StreamReset of a stale stream", ctl(Message.STREAM_RESET, "ssh", 7)),
@@ -557,3 +558,91 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         self.assertEqual(len(self.local.connections), 19)
         self.assertTrue(all(local.close_calls == 1 for _, local in self.local.connections))
 
+
+
+class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
+    """
+    A peer that stops sending connection IDs while a stream carries several
+    connections: V2 format cannot tell them apart, so that stream is reset
+    (after the bytes already read, in their own connections' records) rather
+    than its connections' DATA going out under one ID.
+    """
+
+    def test_source_stream_reset(self) -> None:
+        tunnel, peer, _ = started(Mode.SOURCE, TWO)
+        first, second, web = FakeLocalConnection(), FakeLocalConnection(), FakeLocalConnection()
+        c1 = tunnel.local_connection_accepted("ssh", first)
+        c2 = tunnel.local_connection_accepted("ssh", second)
+        cw = tunnel.local_connection_accepted("web", web)
+        assert c1 is not None and c2 is not None and cw is not None
+        peer.take()
+        # Held in their lanes (the WebSocket is busy) when the fall-back comes.
+        scheduler = tunnel._session.outbound
+        scheduler.pauseProducing()
+        c1.data_received(b"one")
+        c2.data_received(b"two")
+        with logs() as captured:
+            tunnel.data_received(data("web", 1, 0, b"v2 reply"))
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        self.assertEqual(web.data, b"v2 reply")
+        # ssh had two connections: its stream is reset, both closed.
+        self.assertEqual(first.close_calls, 1)
+        self.assertEqual(second.close_calls, 1)
+        self.assertEqual(web.close_calls, 0)
+        self.assertTrue(
+            any("connection ID" in t for t in texts(captured, LogLevel.warn)), captured
+        )
+        c1.data_received(b"late")
+        cw.data_received(b"web data")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"one"),
+                ("DATA", "ssh", 1, 2, b"two"),
+                ("STREAM_RESET", "ssh", 1, 0),
+                ("DATA", "web", 1, 0, b"web data"),
+            ],
+        )
+
+    def test_destination_stream_reset(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        (c1, l1), (c2, l2), (cw, lw) = local.connections
+        peer.take()
+        scheduler = tunnel._session.outbound
+        scheduler.pauseProducing()
+        c1.data_received(b"one")
+        tunnel.data_received(data("web", 1, 0, b"w"))
+        self.assertEqual((l1.close_calls, l2.close_calls, lw.close_calls), (1, 1, 0))
+        self.assertEqual(lw.data, b"w")
+        cw.data_received(b"back")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"one"),
+                ("STREAM_RESET", "ssh", 1, 0),
+                ("DATA", "web", 1, 0, b"back"),
+            ],
+        )
+
+    def test_connection_start_without_id_ignored(self) -> None:
+        """
+        A ConnectionStart with no connection ID names no connection (and a V2
+        peer sends none): it is ignored, not a second connection under ID 0.
+        """
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        with logs() as captured:
+            tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 0))
+        self.assertEqual(len(local.connections), 1)
+        self.assertEqual(tunnel.peer_version, PeerVersion.V3)
+        self.assertTrue(texts(captured, LogLevel.warn))
+        tunnel.data_received(data("ssh", 1, 1, b"still"))
+        self.assertEqual(local.connections[0][1].data, b"still")
+        self.assertEqual(peer.take(), [])
