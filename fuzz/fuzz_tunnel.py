@@ -23,8 +23,8 @@ with atheris.instrument_imports():
     from aws_localproxy.wire import MessageDecoder, WireError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_tunnel import FakeLocalSide, FakePeer, PeerTunnel, ctl, service_ids  # noqa: E402
 from aws_localproxy.wire import Message  # noqa: E402
+from tests.test_tunnel import FakeLocalSide, FakePeer, PeerTunnel, ctl, service_ids  # noqa: E402
 
 
 def payloads(data: bytes) -> list[bytes]:
