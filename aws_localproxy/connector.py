@@ -2,7 +2,7 @@
 """
 The life of the WebSocket: connect, retry, reconnect, and when to stop.
 
-The reference's rules (behaviour.md §2.5, §2.8, §3.10, §7) with its bugs
+The reference's rules for retries, reconnects and exit codes, with its bugs
 fixed; one attempt is "TCP (maybe through a web proxy) + TLS + upgrade":
 
  - a network, proxy or TLS failure, or a 5xx upgrade response, is retried
@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, I
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.pacing import Pacer
@@ -194,6 +195,7 @@ class TunnelConnector:
             send_ping=protocol.send_ping,
             lane_limit=self._lane_limit,
             max_payload=self._tunnel.limits.max_payload_size,
+            frame_limit=MAX_WEBSOCKET_FRAME_SIZE,
         )
         self._scheduler = scheduler
         transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]
