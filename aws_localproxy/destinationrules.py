@@ -135,8 +135,15 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
             current=service.stream_id,
         )
         return
-    if not message.connectionId:
-        session.fall_back_to_v2()
+    if not message.connectionId and session.format.multiplexed:
+        # Not a V2 peer (V2 has no ConnectionStart), and no connection named:
+        # opening one under ID 0 would give the stream two connections that
+        # V2 format could not tell apart.
+        log.warn(
+            "Ignoring connection start for service id {service_id} without a connection id",
+            service_id=service.service_id,
+        )
+        return
     _connect(session, service, message.connectionId, starts_stream=False)
 
 

@@ -222,9 +222,29 @@ class TunnelSession:
         return connection_id
 
     def fall_back_to_v2(self) -> None:
-        """The peer is a V2 peer: speak V2 from now on, queued DATA included."""
-        if not self.format.fall_back_to_v2():
+        """
+        The peer is a V2 peer: speak V2 from now on, queued DATA included.
+
+        V2 format has one connection per stream: a stream that already carries
+        several (a V3 source accepts more before the peer shows it is V2, or a
+        peer stops sending connection IDs) cannot go on, or their DATA would
+        go out under one ID and mix at the peer.  Such a stream is reset, after
+        the bytes already read (in their own connections' records).
+        """
+        if not self.format.multiplexed:
             return
+        for service in self.services.values():
+            if len(service.connections) > 1:
+                log.warn(
+                    "The peer sent no connection ID while service id {service_id} has "
+                    "{count} connections: V2 format cannot carry them, resetting the stream",
+                    service_id=service.service_id,
+                    count=len(service.connections),
+                )
+                self.end_stream(
+                    service, self.control(Message.STREAM_RESET, service, service.stream_id)
+                )
+        self.format.fall_back_to_v2()
         for service in self.services.values():
             for connection in service:
                 if connection.lane is not None:

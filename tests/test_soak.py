@@ -1,0 +1,95 @@
+"""
+Soak: many connections through one tunnel leave nothing behind.
+
+Connections are churned one after another (each writes, is echoed, closes)
+and then held open all at once; afterwards this process's file descriptors
+are back to where they were, its RSS has grown by less than L{RSS_BOUND},
+and both tunnels' connection tables are empty.  CI runs a short version;
+C{LOCALPROXY_SOAK=long} (C{tox -e soak}) runs 10,000 churned and 1,000
+simultaneous connections.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
+
+from tests.e2e_support import Client, E2ETestCase, Echo, wait_until, with_settings
+from tests.test_e2e_closes import open_fds
+
+LONG = os.environ.get("LOCALPROXY_SOAK") == "long"
+CHURN = 10_000 if LONG else 300
+SIMULTANEOUS = 1_000 if LONG else 100
+#: RSS may grow by this much over a run (allocator and import noise included).
+RSS_BOUND = 64 * 1024 * 1024
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def table_size(proxy: Any) -> int:
+    session = proxy.tunnel._session if proxy.tunnel is not None else None
+    if session is None:
+        return 0
+    return sum(len(service.connections) for service in session.services.values())
+
+
+class SoakTests(E2ETestCase):
+    timeout = 1800 if LONG else 120
+
+    @inlineCallbacks
+    def one(self, port: int, payload: bytes) -> Any:
+        client = Client()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        client.transport.write(payload)
+        got = yield client.wait_for(len(payload))
+        self.assertEqual(got, payload)
+        return client
+
+    @inlineCallbacks
+    def test_churn_then_simultaneous(self) -> Any:
+        echo_port = yield self.listen(Echo)
+        settings = with_settings(tcp_max_active_connections=SIMULTANEOUS + 10)
+        ports = yield self.tunnel_pair({"ssh": echo_port}, settings=settings)
+        port = ports["ssh"]
+        # Warm up (imports, allocator pools), then measure.
+        for i in range(20):
+            client = yield self.one(port, b"warm %d" % i)
+            client.transport.loseConnection()
+            yield client.closed
+        yield wait_until(lambda: table_size(self.source) == 0 and table_size(self.destination) == 0)
+        fds_before, rss_before = open_fds(), rss()
+
+        for i in range(CHURN):
+            client = yield self.one(port, b"churn %d" % i)
+            client.transport.loseConnection()
+            yield client.closed
+        clients = yield gatherResults(
+            [self.one(port, b"held %d" % i) for i in range(SIMULTANEOUS)]
+        )
+        self.assertEqual(table_size(self.source), SIMULTANEOUS)
+        for client in clients:
+            client.transport.loseConnection()
+        yield gatherResults([client.closed for client in clients])
+
+        yield wait_until(
+            lambda: table_size(self.source) == 0 and table_size(self.destination) == 0,
+            timeout=30,
+        )
+        yield wait_until(lambda: open_fds() <= fds_before, timeout=30)
+        grown = rss() - rss_before
+        print(
+            "\nsoak: %d churned, %d simultaneous; fds %d -> %d; RSS %.1f -> %.1f MiB"
+            % (CHURN, SIMULTANEOUS, fds_before, open_fds(), rss_before / 2**20, rss() / 2**20)
+        )
+        self.assertLess(grown, RSS_BOUND)
