@@ -423,3 +423,77 @@ class SourceOldPeerTests(SynchronousTestCase):
         tunnel, peer, _ = started(Mode.SOURCE, SSH, peer_version=PeerVersion.V1)
         tunnel.data_received(data("", 1, 0, b"y") + ctl(Message.STREAM_RESET, "", 1))
         self.assertEqual(peer.records, [])
+
+
+class SourceRefusalReasonTests(SynchronousTestCase):
+    """
+    A refused or ignored event says why, in one line: the operator's only
+    clue when an application's connection is dropped at once.
+    """
+
+    def refused(self, tunnel, service_id: str = "ssh") -> list[str]:
+        with logs() as captured:
+            self.assertIsNone(tunnel.local_connection_accepted(service_id, FakeLocalConnection()))
+        return texts(captured, LogLevel.warn)
+
+    def test_unknown_service(self) -> None:
+        """A listener whose service ID the session lacks: the ID is named."""
+        tunnel, peer, _ = started(Mode.SOURCE, TWO)
+        self.assertEqual(
+            self.refused(tunnel, "rdp"), ["Refusing connection for unknown service id rdp"]
+        )
+        self.assertEqual(peer.records, [])
+
+    def test_max_active_connections(self) -> None:
+        """At the limit: the count and the setting that sets it are named."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH, max_active_connections=2)
+        for _ in range(2):
+            tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(
+            self.refused(tunnel),
+            [
+                "Refusing connection for service id ssh: 2 connections are active, "
+                "the maximum (tcp.max_active_connections)"
+            ],
+        )
+        self.assertEqual(len(peer.records), 2)
+
+    def test_older_peer(self) -> None:
+        """Towards a V2 or V1 peer: the peer's version is named."""
+        for version in (PeerVersion.V2, PeerVersion.V1):
+            tunnel, _, _ = started(Mode.SOURCE, SSH, peer_version=version)
+            tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+            self.assertEqual(
+                self.refused(tunnel),
+                [
+                    "Refusing connection for service id ssh: simultaneous connections "
+                    "are not enabled towards a V%d peer" % (int(version),)
+                ],
+            )
+
+    def test_starts_sent_to_a_source(self) -> None:
+        """StreamStart / ConnectionStart from the peer: the type and service are named."""
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 5, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 9)
+            )
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Ignoring STREAM_START for service id ssh: a source does not accept it",
+                "Ignoring CONNECTION_START for service id ssh: a source does not accept it",
+            ],
+        )
+
+    def test_control_before_any_stream(self) -> None:
+        """A control message for a service without a stream is dropped, and the debug log says so."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        with logs() as captured:
+            tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 1))
+        self.assertIn(
+            "Ignoring CONNECTION_START for service id ssh: no active stream",
+            texts(captured, LogLevel.debug),
+        )
+        self.assertEqual(peer.records, [])
