@@ -40,7 +40,7 @@ from tests.e2e_support import (
     with_settings,
 )
 from tests.faultrelay import FaultRelay
-from tests.test_cli_process import ProxyProcess, spawn
+from tests.test_cli_process import ProcessTestCase, ProxyProcess, spawn
 from tests.test_e2e_closes import open_fds
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
@@ -432,3 +432,152 @@ def TCP4ServerEndpointListen(test: TestCase, protocol: Any) -> Any:
     test.addCleanup(port.stopListening)
     return port.getHost().port
 
+
+
+def table_size(proxy: LocalProxyService) -> int:
+    """Connections in C{proxy}'s tunnel tables (0 without a session)."""
+    session = proxy.tunnel._session if proxy.tunnel is not None else None
+    if session is None:
+        return 0
+    return sum(len(service.connections) for service in session.services.values())
+
+
+class Counted(Protocol):
+    """An echo application that records each connection made to it and its end."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.log.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+class DestinationFaultTests(ProcessTestCase):
+    """
+    The destination side fails: its process is killed and restarted with
+    the same client token, or another destination takes its slot.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def open_clients(self, port: int, count: int) -> Any:
+        clients = []
+        for i in range(count):
+            client = yield self.connect(port)
+            payload = b"open %d" % (i,)
+            client.transport.write(payload)
+            got = yield client.wait_for(len(payload))
+            self.assertEqual(got, payload)
+            clients.append(client)
+        return clients
+
+    def spawn_destination(self, token: str, token_file: str, echo_port: int) -> ProxyProcess:
+        # The client token comes from a file (never argv); the access token from the environment.
+        return spawn(
+            self,
+            self.proxy_args(
+                "-d", f"ssh=127.0.0.1:{echo_port}", "--client-token-file", token_file
+            ),
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
+        )
+
+    @inlineCallbacks
+    def test_destination_killed_and_restarted(self) -> Any:
+        """
+        Outcome: the destination proxy is SIGKILLed while three connections are
+        open and started again with the same client token (its
+        --client-token-file): the service takes the new process into the slot
+        and resets the old streams, so the source closes the three client
+        connections (each holding exactly what was echoed before); a new
+        connection echoes; the source's fds and tables are back to where
+        they were.
+        """
+        echo_port = yield self.listen(Echo)
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
+        token_file = os.path.join(os.path.abspath(self.mktemp_dir()), "client-token")
+        first = self.spawn_destination(destination_token, token_file, echo_port)
+        yield first.wait_for("Successfully established websocket connection")
+        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        with open(token_file) as f:
+            client_token = f.read().strip()
+        source = self.proxy(
+            Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=RETRY_SETTINGS
+        )
+        yield source.connected
+        port = yield source.listening_port("ssh")
+        fds_before = open_fds()
+
+        clients = yield self.open_clients(port, 3)
+        os.kill(first.transport.pid, signal.SIGKILL)
+        code = yield first.ended
+        self.assertEqual(code, -signal.SIGKILL)
+        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "DISCONNECTED")
+
+        second = self.spawn_destination(destination_token, token_file, echo_port)
+        yield second.wait_for("Successfully established websocket connection")
+        with open(token_file) as f:
+            self.assertEqual(f.read().strip(), client_token)
+        for i, client in enumerate(clients):
+            received = yield client.closed
+            self.assertEqual(received, b"open %d" % (i,))
+        yield echo_works(self, port)
+        self.assertEqual(sessions(source), 1, "the source's own session was not disturbed")
+        yield wait_until(lambda: table_size(source) == 0, timeout=10)
+        yield wait_until(lambda: open_fds() <= fds_before, timeout=10)
+        self.assertNotIn(client_token.encode(), first.output + second.output)
+
+    @inlineCallbacks
+    def test_peer_replaced(self) -> Any:
+        """
+        Outcome: a second destination with the same access and client token
+        connects while the first runs.  The service closes the first's
+        WebSocket (1000, a normal close: it stops, as the reference does);
+        the first's connections to its application are closed; the source's
+        clients of the old stream are closed (StreamReset); new connections
+        reach the second destination's application only.
+        """
+        first_apps: list = []
+        second_apps: list = []
+        first_port = yield self.listen(lambda: Counted(first_apps))
+        second_port = yield self.listen(lambda: Counted(second_apps))
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
+        client_token = new_client_token()
+        first = self.proxy(
+            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{first_port}"},
+            client_token=client_token, settings=RETRY_SETTINGS,
+        )
+        yield first.connected
+        source = self.proxy(
+            Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=RETRY_SETTINGS
+        )
+        yield source.connected
+        port = yield source.listening_port("ssh")
+        clients = yield self.open_clients(port, 3)
+        self.assertEqual(len(first_apps), 3)
+
+        second = self.proxy(
+            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{second_port}"},
+            client_token=client_token, settings=RETRY_SETTINGS,
+        )
+        yield second.connected
+        for i, client in enumerate(clients):
+            received = yield client.closed
+            self.assertEqual(received, b"open %d" % (i,))
+        yield wait_until(lambda: all(app.lost for app in first_apps), timeout=10)
+        yield wait_until(lambda: not first.running, timeout=10)
+
+        more = yield self.open_clients(port, 2)
+        self.assertEqual((len(first_apps), len(second_apps)), (3, 2))
+        for client in more:
+            client.transport.loseConnection()
+            yield client.closed
+        yield wait_until(lambda: table_size(source) == 0 and table_size(second) == 0, timeout=10)
+        self.assertEqual(self.tunnel_service.violations, [])

@@ -507,7 +507,8 @@ class RestoreTests(unittest.TestCase):
         tunnel = first.open_tunnel(["ssh"])
         old = tunnel.slot(Mode.SOURCE).access_token
         first.rotate(tunnel.tunnel_id, [Mode.SOURCE])
-        first.tag(tunnel.tunnel_arn, [{"key": "k", "value": "v"}])
+        first.tag(tunnel.tunnel_arn, [{"key": "k", "value": "v"}, {"key": "gone", "value": "x"}])
+        first.untag(tunnel.tunnel_arn, ["gone"])
         first.stop()
         store.close()
         store = SQLiteTunnelStore(path)
