@@ -21,7 +21,7 @@ from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from aws_localproxy.config import ProxyConfig
@@ -180,10 +180,24 @@ class LocalProxyService(Service):
         return self._finished_with.wait()
 
     def listening_port(self, service_id: str) -> Deferred[int]:
-        """The bound port of a source's listener for C{service_id} (fires once it listens)."""
+        """
+        The bound port of a source's listener for C{service_id} (fires once it
+        listens); fails with C{ValueError} for a listener without a port (a
+        Unix socket: see L{listening_address}).
+        """
         if self._source is None:
             raise RuntimeError("only a running source local proxy listens")
         return self._source.listening_port(service_id)
+
+    def listening_address(self, service_id: str) -> Deferred[IAddress]:
+        """
+        The bound address of a source's listener for C{service_id} (fires once
+        it listens): an C{IPv4Address}/C{IPv6Address}, a C{UNIXAddress}, or
+        whatever the listening endpoint reports.
+        """
+        if self._source is None:
+            raise RuntimeError("only a running source local proxy listens")
+        return self._source.listening_address(service_id)
 
     def bound_ports(self) -> Mapping[str, int]:
         """Service ID -> port of every listener open now (source only)."""
