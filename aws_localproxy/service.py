@@ -15,7 +15,7 @@ together and owns nothing else:
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -24,6 +24,11 @@ from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 
+from aws_localproxy.clienttoken import (
+    ClientTokenFileError,
+    generate_client_token,
+    load_or_create_client_token,
+)
 from aws_localproxy.config import ProxyConfig
 from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
 from aws_localproxy.constants import Mode
@@ -61,7 +66,18 @@ class LocalProxyService(Service):
 
     log = Logger()
 
-    def __init__(self, config: ProxyConfig, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        reactor: Any = None,
+        *,
+        on_secret: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        """
+        @param on_secret: called with every secret the service makes up
+            itself (a generated client token) before it is sent anywhere;
+            the console script redacts them from the log with it.
+        """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -76,6 +92,9 @@ class LocalProxyService(Service):
         self.tunnel: Optional[Tunnel] = None
         self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
+        self._on_secret = on_secret
+        #: The client token sent on every connect (set by L{startService}).
+        self.client_token: Optional[str] = None
 
     # -- IService -----------------------------------------------------------------------
 
@@ -89,6 +108,12 @@ class LocalProxyService(Service):
                 "Autobahn's NVX acceleration is not active: WebSocket masking runs in pure "
                 "Python and throughput will be about 100 times lower"
             )
+        try:
+            self.client_token = self._resolve_client_token()
+        except ClientTokenFileError as error:
+            self.log.critical("{error}", error=str(error))
+            self._finished(EXIT_FAILURE)
+            return
         if config.mode is Mode.SOURCE:
             self._source = SourceSide(
                 self._reactor,
@@ -241,12 +266,32 @@ class LocalProxyService(Service):
             display_url=self._display_url(),
             events=connector,
             access_token=config.access_token,
-            client_token=config.client_token,
+            client_token=self.client_token,
             subprotocol=settings.ws_subprotocol,
             ping_period=settings.ws_ping_period_ms / 1000,
             pong_timeout=settings.ws_pong_timeout_ms / 1000,
             open_handshake_timeout=settings.ws_open_handshake_timeout_ms / 1000,
         )
+
+    def _resolve_client_token(self) -> str:
+        """
+        The client token of every connect: the configured one, else the one
+        kept in C{client_token_file} (created there now if needed), else a new
+        one for the life of this service.  The AWS tunneling service makes an
+        access token single-use unless its first connection carried a client
+        token, so without one the first reconnect would be refused.
+        """
+        config = self.config
+        if config.client_token:
+            return config.client_token
+        if config.client_token_file is not None:
+            token = load_or_create_client_token(config.client_token_file)
+        else:
+            token = generate_client_token()
+            self.log.debug("Generated a client token for this proxy's reconnects")
+        if self._on_secret is not None:
+            self._on_secret(token)
+        return token
 
     def _ready(self, tunnel: Tunnel) -> None:
         protocol = self._connector.protocol if self._connector is not None else None
@@ -276,14 +321,16 @@ def _lookup(config: ProxyConfig) -> Any:
     return make_lookup(config.config_files)
 
 
-def run_proxy(reactor: Any, config: ProxyConfig) -> Deferred[int]:
+def run_proxy(
+    reactor: Any, config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None
+) -> Deferred[int]:
     """
     Run one local proxy until it ends; fires with the exit code.
 
     SIGINT and SIGTERM stop it cleanly (local connections closed, a close frame
-    sent) before the reactor stops.
+    sent) before the reactor stops.  C{on_secret}: see L{LocalProxyService}.
     """
-    service = LocalProxyService(config, reactor)
+    service = LocalProxyService(config, reactor, on_secret=on_secret)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service.when_finished
