@@ -33,15 +33,21 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
 from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
+from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.outcome import Outcome
 from aws_localproxy.source import SourceSide
+from aws_localproxy.stdio import StdioEnd, StdioSide
 from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.webproxy import service_endpoint
 from aws_localproxy.websocket import TunnelClientFactory
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "run_proxy"]
+
+#: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
+#: WebSocket before it closes it anyway.
+STDIO_FLUSH_TIMEOUT = 10.0
 
 
 class ConnectedTunnel:
@@ -89,6 +95,7 @@ class LocalProxyService(Service):
         self._connector: Optional[TunnelConnector] = None
         self._source: Optional[SourceSide] = None
         self._destination: Optional[DestinationSide] = None
+        self._stdio: Optional[StdioSide] = None
         self.tunnel: Optional[Tunnel] = None
         self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
@@ -114,7 +121,18 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
-        if config.mode is Mode.SOURCE:
+        if config.stdio:
+            self._stdio = StdioSide(
+                self._reactor,
+                self.inbound,
+                service_id=config.stdio_service_id,
+                session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
+                on_end=self._stdio_ended,
+                backlog_limit=settings.tcp_write_buffer_size,
+                read_size=settings.tcp_read_buffer_size,
+            )
+            local: Any = self._stdio
+        elif config.mode is Mode.SOURCE:
             self._source = SourceSide(
                 self._reactor,
                 self.inbound,
@@ -124,7 +142,7 @@ class LocalProxyService(Service):
                 on_fatal=self._fatal,
                 backlog_limit=settings.tcp_write_buffer_size,
             )
-            local: Any = self._source
+            local = self._source
         else:
             self._destination = DestinationSide(
                 self._reactor,
@@ -147,6 +165,8 @@ class LocalProxyService(Service):
         )
         if self._source is not None:
             self._source.accept = self.tunnel.local_connection_accepted
+        if self._stdio is not None:
+            self._stdio.accept = self.tunnel.local_connection_accepted
         try:
             endpoint = self._websocket_endpoint()
         except Exception as error:
@@ -178,6 +198,8 @@ class LocalProxyService(Service):
             waits.append(self._source.stop())
         if self._destination is not None:
             self._destination.stop()
+        if self._stdio is not None:
+            self._stdio.stop()
         if self.tunnel is not None:
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
@@ -298,6 +320,37 @@ class LocalProxyService(Service):
         subprotocol = (protocol.websocket_protocol_in_use if protocol is not None else "") or ""
         self._connected.succeed(ConnectedTunnel(subprotocol, tunnel.service_ids, tunnel.endpoints))
 
+    def _stdio_ended(self, end: StdioEnd) -> None:
+        # Not from inside the tunnel's own call that closed the connection.
+        self._reactor.callLater(0, self._finish_stdio, end)
+
+    def _finish_stdio(self, end: StdioEnd) -> None:
+        connector = self._connector
+        if connector is None:
+            return
+        if end.refused:
+            connector.fail(FatalTunnelError("The tunnel refused the --stdio connection"))
+        elif end.session_lost:
+            connector.fail(
+                FatalTunnelError("The tunnel's session ended while the --stdio connection was open")
+            )
+        else:
+            self.log.info("The --stdio connection ended: stopping")
+            self._stop_when_sent(self._reactor.seconds() + STDIO_FLUSH_TIMEOUT)
+
+    def _stop_when_sent(self, deadline: float) -> None:
+        """Close the WebSocket once every record queued for it was written (or at C{deadline})."""
+        connector = self._connector
+        if connector is None:
+            return
+        scheduler = connector.scheduler
+        if scheduler is not None and not _outbound_idle(scheduler):
+            if self._reactor.seconds() < deadline:
+                self._reactor.callLater(0.01, self._stop_when_sent, deadline)
+                return
+            self.log.warn("Stopping with data for the tunnel still unsent")
+        connector.stop()
+
     def _fatal(self, error: BaseException) -> None:
         if self._connector is not None:
             self._connector.fail(error)
@@ -308,9 +361,19 @@ class LocalProxyService(Service):
             code = EXIT_FAILURE
         if self._source is not None:
             self._source.stop()
+        if self._stdio is not None:
+            self._stdio.stop()
         self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
         self._finished_with.succeed(code)
         return None
+
+
+def _outbound_idle(scheduler: Any) -> bool:
+    """Whether the session's scheduler has nothing left to write (no record, no lane)."""
+    idle = getattr(scheduler, "idle", None)
+    if idle is not None:
+        return bool(idle)
+    return not scheduler._controls and not scheduler._ring
 
 
 def _lookup(config: ProxyConfig) -> Any:
