@@ -141,6 +141,7 @@ class LocalProxyService(Service):
                 retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 on_fatal=self._fatal,
                 backlog_limit=settings.tcp_write_buffer_size,
+                read_size=settings.tcp_read_buffer_size,
             )
             local = self._source
         else:
@@ -152,6 +153,7 @@ class LocalProxyService(Service):
                 retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 pending_limit=settings.tcp_write_buffer_size,
                 backlog_limit=settings.tcp_write_buffer_size,
+                read_size=settings.tcp_read_buffer_size,
             )
             local = self._destination
         self.tunnel = Tunnel(

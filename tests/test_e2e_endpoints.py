@@ -114,3 +114,23 @@ class EndpointTests(E2ETestCase):
         proxy = self.proxy(Mode.DESTINATION, destination_token, {"WEB": "tcp:host=127.0.0.1"})
         code = yield proxy.when_finished
         self.assertEqual(code, 1)
+
+
+class ReadBufferSizeTests(E2ETestCase):
+    @inlineCallbacks
+    def test_tcp_read_buffer_size_sets_the_local_read_size(self) -> Any:
+        """tcp.read_buffer_size is the local transports' bufferSize, both sides."""
+        from tests.e2e_support import with_settings
+
+        echo_port = yield self.listen(Echo)
+        ports = yield self.tunnel_pair(
+            {"ssh": echo_port}, settings=with_settings(tcp_read_buffer_size=1000)
+        )
+        client = yield self.connect(ports["ssh"])
+        client.transport.write(b"x" * 5000)
+        yield client.wait_for(5000)
+        for proxy in (self.source, self.destination):
+            (connection,) = proxy.tunnel._session.services["ssh"].connections.values()
+            local = connection.local
+            protocol = getattr(local, "_protocol", local)  # a destination's pending wrapper
+            self.assertEqual(protocol.transport.bufferSize, 1000)
