@@ -2,7 +2,7 @@
 """
 The life of the WebSocket: connect, retry, reconnect, and when to stop.
 
-The reference's rules (behaviour.md §2.5, §2.8, §3.10, §7) with its bugs
+The reference's rules for retries, reconnects and exit codes, with its bugs
 fixed; one attempt is "TCP (maybe through a web proxy) + TLS + upgrade":
 
  - a network, proxy or TLS failure, or a 5xx upgrade response, is retried

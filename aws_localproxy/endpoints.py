@@ -46,7 +46,6 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
-from twisted.internet.testing import MemoryReactor
 
 # Twisted's endpoint constructors and string parsers are not annotated; these
 # are their types as used here.
@@ -55,7 +54,17 @@ _client_from_string: Callable[[Any, str], IStreamClientEndpoint] = clientFromStr
 _tcp4_server: Callable[..., IStreamServerEndpoint] = TCP4ServerEndpoint
 _tcp6_server: Callable[..., IStreamServerEndpoint] = TCP6ServerEndpoint
 _unix_client: Callable[..., IStreamClientEndpoint] = UNIXClientEndpoint
-_memory_reactor: Callable[[], MemoryReactor] = MemoryReactor
+
+
+def _memory_reactor() -> Any:
+    """
+    A reactor that only records, to check a description without listening or
+    connecting.  Imported when needed: C{twisted.internet.testing} brings
+    trial with it, megabytes no running proxy should carry.
+    """
+    from twisted.internet.testing import MemoryReactor
+
+    return MemoryReactor()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "EndpointError",

@@ -53,6 +53,10 @@ class Pacer:
     #: Bytes sent without a ping in flight, at most (and at least, see L{ping_spacing}).
     MIN_PING_SPACING = 2 * 1024
     MAX_OUTSTANDING_PINGS = 8
+    #: Pings are also at least this far apart in time: each costs a frame both
+    #: ways in each proxy and in the service, and at full speed on loopback a
+    #: byte count alone would ask for thousands a second.
+    MIN_PING_INTERVAL = 0.002
     #: Rate samples span at least this long, so bursts do not look like bandwidth.
     RATE_INTERVAL = 0.050
     #: Rate and minimum RTT are forgotten after this long.
@@ -74,6 +78,7 @@ class Pacer:
         self.acked = 0
         self._pings: Deque[Tuple[int, float]] = deque()
         self._last_ping_at = 0
+        self._last_ping_time = float("-inf")
         self.min_rtt: Optional[float] = None
         self._min_rtt_at = 0.0
         self.last_rtt: Optional[float] = None
@@ -127,9 +132,27 @@ class Pacer:
             return None
         if self.sent - self._last_ping_at < self.ping_spacing:
             return None
+        now = self._clock()
+        if now - self._last_ping_time < self.MIN_PING_INTERVAL:
+            return None
+        return self._ping(now)
+
+    def _ping(self, now: float) -> bytes:
         self._last_ping_at = self.sent
-        self._pings.append((self.sent, self._clock()))
+        self._last_ping_time = now
+        self._pings.append((self.sent, now))
         return _PING.pack(_MAGIC, self.sent)
+
+    def uncovered_ping(self) -> Optional[bytes]:
+        """
+        A ping for the bytes sent since the last one, when the window is
+        shut and nothing else would ever open it: without it, a window that
+        shrank below the bytes after the last ping would wait for a pong
+        that was never asked for.
+        """
+        if self.sent <= self._last_ping_at or len(self._pings) >= self.MAX_OUTSTANDING_PINGS:
+            return None
+        return self._ping(self._clock())
 
     @property
     def ping_spacing(self) -> int:

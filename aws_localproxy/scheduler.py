@@ -249,6 +249,9 @@ class OutboundScheduler:
             else:
                 allowed = self._next_allowed(pacer)
                 if allowed is None:
+                    ping = pacer.uncovered_ping()
+                    if ping is not None and self._send_ping is not None:
+                        self._send_ping(ping)
                     return
                 lane = allowed
             lane._in_ring = False

@@ -36,6 +36,7 @@ from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
 from aws_localproxy.stdio import StdioEnd, StdioSide
 from aws_localproxy.tls import service_tls_options, trust_root
@@ -295,6 +296,12 @@ class LocalProxyService(Service):
             ping_period=settings.ws_ping_period_ms / 1000,
             pong_timeout=settings.ws_pong_timeout_ms / 1000,
             open_handshake_timeout=settings.ws_open_handshake_timeout_ms / 1000,
+            read_buffer_size=(
+                None
+                if settings.ws_read_buffer_size == Settings().ws_read_buffer_size
+                else settings.ws_read_buffer_size
+            ),
+            socket_buffer_size=settings.service_socket_buffer_size,
         )
 
     def _resolve_client_token(self) -> str:

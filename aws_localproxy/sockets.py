@@ -6,7 +6,14 @@ import ipaddress
 import socket
 import sys
 
-__all__ = ["set_no_delay", "ip_address_of", "set_not_sent_low_water", "TCP_NOTSENT_LOWAT"]
+__all__ = [
+    "set_no_delay",
+    "ip_address_of",
+    "set_not_sent_low_water",
+    "set_socket_buffers",
+    "tcp_transport_of",
+    "TCP_NOTSENT_LOWAT",
+]
 
 #: Linux's TCP_NOTSENT_LOWAT socket option (25); C{None} where it does not exist.
 TCP_NOTSENT_LOWAT = getattr(
@@ -75,3 +82,30 @@ def _socket_of(transport: object) -> socket.socket | None:
             return handle if handle.type == socket.SOCK_STREAM else None
         transport = getattr(transport, "transport", None)
     return None
+
+
+def tcp_transport_of(transport: object) -> object | None:
+    """The TCP transport under C{transport} (through TLS), or C{None}."""
+    from twisted.internet.abstract import FileDescriptor
+
+    layer: object = transport
+    for _ in range(4):
+        if isinstance(layer, FileDescriptor):
+            return layer
+        layer = getattr(layer, "transport", None)
+        if layer is None:
+            return None
+    return None
+
+
+def set_socket_buffers(transport: object, size: int) -> bool:
+    """C{SO_RCVBUF} and C{SO_SNDBUF} of C{transport}'s TCP socket; C{True} if set."""
+    handle = _socket_of(transport)
+    if handle is None:
+        return False
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        return False
+    return True

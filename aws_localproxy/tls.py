@@ -12,6 +12,7 @@ ready-made object for.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from OpenSSL import SSL
@@ -89,6 +90,20 @@ def service_tls_options(
     """
     if not verify:
         log.warn(NO_VERIFY_WARNING)
+    return _shared_options(hostname, capath, verify)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_options(
+    hostname: str, capath: Optional[str], verify: bool
+) -> IOpenSSLClientConnectionCreator:
+    """
+    One connection creator, so one OpenSSL context, per (host, ``-c``,
+    ``-k``): a context holds the whole system CA store, most of a megabyte,
+    and a process running many tunnels to the same service needs it once.
+    Each connection still gets its own C{SSL.Connection}.
+    """
+    if not verify:
         return UnverifiedClientTLS(hostname)
     root = trust_root(capath)
     if capath:

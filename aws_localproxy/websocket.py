@@ -1,12 +1,15 @@
 # -*- test-case-name: tests.test_websocket -*-
+# Autobahn is not annotated; its base classes' methods and constructors are
+# called throughout.
+# mypy: disallow-untyped-calls=False
 """
 The WebSocket to the tunneling service: Autobahn's client protocol, thinly.
 
 One L{TunnelClientProtocol} is one session.  It does the handshake the way
-the reference does (behaviour.md §2.2: ``access-token`` and ``client-token``
+the reference does (``access-token`` and ``client-token``
 headers, a ``User-Agent``, one ``Sec-WebSocket-Protocol`` value from the
 settings), accepts whichever of the three tunneling subprotocols the
-service picks (the reference does not check it, §10) but insists that it
+service picks (the reference does not check it) but insists that it
 picks one, and reports everything else to a L{SessionEvents} object: the
 connector, which owns the rules for what happens next.
 """
@@ -18,15 +21,15 @@ import random
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import autobahn
 import google.protobuf
 import OpenSSL
 import twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket import xormasker as _xormasker
 from autobahn.websocket.types import ConnectingRequest, ConnectionResponse
-from autobahn.websocket.xormasker import create_xor_masker
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,7 +40,12 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
-from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
+from aws_localproxy.sockets import (
+    set_no_delay,
+    set_not_sent_low_water,
+    set_socket_buffers,
+    tcp_transport_of,
+)
 
 __all__ = [
     "CloseOutcome",
@@ -57,18 +65,21 @@ MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
 #: Unsent bytes the kernel may hold for the WebSocket (see L{set_not_sent_low_water}).
 NOTSENT_LOWAT = 128 * 1024
 
+#: Autobahn's masker (NVX when available); not in the module's declared exports.
+create_xor_masker: Callable[[bytes, int], Any] = _xormasker.create_xor_masker  # type: ignore[attr-defined]
+
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _MASK = struct.Struct("!I")
 
 
 def user_agent() -> str:
-    """Names this project and the versions a support request needs (§2.2 does the same)."""
+    """Names this project and the versions a support request needs (the reference's does the same)."""
     bits = struct.calcsize("P") * 8
     python = ".".join(map(str, sys.version_info[:3]))
     return (
         f"aws-localproxy/{__version__} {platform.system().lower()} {bits}-bit"
-        f"/python-{python}/twisted-{twisted.__version__}/autobahn-{autobahn.__version__}"
+        f"/python-{python}/twisted-{twisted.__version__}/autobahn-{getattr(autobahn, '__version__', '?')}"
         f"/pyopenssl-{OpenSSL.__version__}/protobuf-{google.protobuf.__version__}"
     )
 
@@ -117,6 +128,14 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # the protocol, so it silently does nothing.
         set_no_delay(self.transport)
         set_not_sent_low_water(self.transport, NOTSENT_LOWAT)
+        factory = self.factory
+        if factory.socket_buffer_size is not None:
+            set_socket_buffers(self.transport, factory.socket_buffer_size)
+        if factory.read_buffer_size is not None:
+            # Twisted reads (and buffers writes) in bufferSize units.
+            tcp = tcp_transport_of(self.transport)
+            if tcp is not None:
+                tcp.bufferSize = factory.read_buffer_size  # type: ignore[attr-defined]
         super().connectionMade()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
@@ -147,7 +166,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self.factory.events.session_opened(self, self.websocket_protocol_in_use or "")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        # Text frames carry bytes like binary ones (§2.7); no real peer sends them.
+        # Text frames carry bytes like binary ones (the reference treats them alike); no real peer sends them.
         self.factory.events.session_message(self, payload)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -177,6 +196,18 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         )
         self.factory.events.session_closed(self, outcome)
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's own builds the arguments of a debug line for every read,
+        # whether debug logging is on or not.
+        self._dataReceived(data)
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's own also fires an observer event (and builds a Deferred
+        # chain) per message, which nothing here listens to.
+        if not self.failedByMe:
+            self.factory.events.session_message(self, b"".join(self.message_data))
+        self.message_data = None  # type: ignore[assignment]
+
     def send_record(self, record: bytes) -> None:
         """
         One tunnel record, one masked binary WebSocket frame.
@@ -201,9 +232,12 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self.transport.write(b"".join((header, mask, masked)))  # type: ignore[union-attr]
 
     def send_ping(self, payload: bytes) -> None:
-        """A ping frame (the pacer's ack clock)."""
-        if self.state == self.STATE_OPEN:
-            self.sendPing(payload)
+        """A ping frame (the pacer's ack clock), written as directly as L{send_record}."""
+        if self.state != self.STATE_OPEN:
+            return
+        mask = _MASK.pack(random.getrandbits(32))
+        masked = create_xor_masker(mask, len(payload)).process(payload)
+        self.transport.write(b"".join((bytes((0x89, 0x80 | len(payload))), mask, masked)))  # type: ignore[union-attr]
 
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray
@@ -237,10 +271,16 @@ class TunnelClientFactory(WebSocketClientFactory):
         ping_period: float,
         pong_timeout: float,
         open_handshake_timeout: float,
+        read_buffer_size: Optional[int] = None,
+        socket_buffer_size: Optional[int] = None,
     ) -> None:
         super().__init__(url, protocols=list(SUBPROTOCOLS), useragent=user_agent(), reactor=reactor)
         self.events = events
         self.display_url = display_url
+        #: ``websocket.read_buffer_size`` when set: the TCP transport's read size.
+        self.read_buffer_size = read_buffer_size
+        #: ``websocket.max_frame_size`` when set: the socket's kernel buffers.
+        self.socket_buffer_size = socket_buffer_size
         self.offered_subprotocol = subprotocol
         # Autobahn writes "Host: host:port"; brackets keep an IPv6 literal readable.
         self.request_host = f"[{self.host}]" if ":" in self.host else self.host

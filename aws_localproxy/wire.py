@@ -91,7 +91,7 @@ class MalformedMessage(WireError):
 def type_name(message_type: int) -> str:
     """The protocol's name for a message type, or ``TYPE_<n>`` when unknown."""
     try:
-        return Message.Type.Name(message_type)
+        return str(Message.Type.Name(message_type))
     except ValueError:
         return "TYPE_%d" % (message_type,)
 
@@ -160,7 +160,7 @@ class MessageDecoder:
             buffer += view[:offset]
             if len(buffer) < LENGTH_PREFIX_SIZE:
                 return -1
-        (length,) = _PREFIX.unpack_from(buffer)
+        length: int = _PREFIX.unpack_from(buffer)[0]
         self._check_length(length)
         needed = LENGTH_PREFIX_SIZE + length - len(buffer)
         buffer += view[offset : offset + needed]
@@ -229,7 +229,7 @@ def encode_message(message: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             "payload of %d bytes exceeds the maximum of %d"
             % (len(message.payload), limits.max_payload_size)
         )
-    body = message.SerializeToString()
+    body: bytes = message.SerializeToString()
     if len(body) > min(limits.max_message_size, 0xFFFF):
         raise MessageTooLarge(
             "message of %d bytes exceeds the maximum of %d" % (len(body), limits.max_message_size)
@@ -263,7 +263,7 @@ def control_message(
         message.availableServiceIds.extend(available_service_ids)
     if ignorable:
         message.ignorable = True
-    body = message.SerializeToString()
+    body: bytes = message.SerializeToString()
     if len(body) > _CONTROL_MAX:
         raise MessageTooLarge(
             "message of %d bytes exceeds the maximum of %d" % (len(body), _CONTROL_MAX)

@@ -38,6 +38,9 @@ class FakeService:
                 ping = self.pacer.on_sent(2048)
                 if ping is not None:
                     self.queue.append((self.pacer.sent, ping))
+            ping = self.pacer.uncovered_ping()  # blocked: what the scheduler does
+            if ping is not None:
+                self.queue.append((self.pacer.sent, ping))
             self.now += step
             self.read = min(self.pacer.sent, self.read + self.rate * step)
             while self.queue and self.queue[0][0] <= self.read:
@@ -58,6 +61,15 @@ class PacerTests(SynchronousTestCase):
         pacer = Pacer(lambda: 0.0)
         self.assertEqual(pacer.allowance(10**6), Pacer.INITIAL_WINDOW)
         self.assertEqual(pacer.quantum, Pacer.MAX_QUANTUM)
+
+    def test_pings_are_spaced_in_time(self) -> None:
+        """At full speed a byte count alone would ask for thousands of pings a second."""
+        now = [0.0]
+        pacer = Pacer(lambda: now[0])
+        pings = [pacer.on_sent(pacer.ping_spacing) for _ in range(10)]
+        self.assertEqual(sum(p is not None for p in pings), 1)
+        now[0] += Pacer.MIN_PING_INTERVAL
+        self.assertIsNotNone(pacer.on_sent(pacer.ping_spacing))
 
     def test_pings_carry_the_byte_count(self) -> None:
         pacer = Pacer(lambda: 0.0)
@@ -99,8 +111,10 @@ class PacerTests(SynchronousTestCase):
         self.assertGreater(pacer.allowance(10**6), 0)
 
     def test_stale_pong_changes_nothing(self) -> None:
-        pacer = Pacer(lambda: 0.0)
+        now = [0.0]
+        pacer = Pacer(lambda: now[0])
         first = pacer.on_sent(pacer.ping_spacing)
+        now[0] += Pacer.MIN_PING_INTERVAL
         second = pacer.on_sent(pacer.ping_spacing)
         assert first is not None and second is not None
         pacer.on_pong(second)

@@ -9,6 +9,7 @@ pauses only its own socket.
 
 from __future__ import annotations
 
+import struct
 from typing import List
 
 from twisted.internet.testing import StringTransport
@@ -197,6 +198,26 @@ class PacedTests(SynchronousTestCase):
         echo.write(b"e" * 64)
         (message,) = self.wire.messages()
         self.assertEqual((message.connectionId, message.payload), (2, b"e" * 64))
+
+    def test_blocked_scheduler_has_every_byte_covered_by_a_ping(self) -> None:
+        """
+        Regression: a capped transfer stalled for good when the window shrank
+        below the bytes sent after the last ping: every ping was answered and
+        nothing would ever open the window again.  Whenever the window stops
+        the scheduler, a ping now covers every byte sent, so a pong will come.
+        """
+        lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"B" * (Pacer.INITIAL_WINDOW * 2))
+        self.assertGreater(lane.queued, 0)  # blocked by the window
+        (_, last_seq) = struct.unpack(">4sQ", self.pings[-1])
+        self.assertEqual(last_seq, self.pacer.sent)
+        self.now += 0.01
+        for ping in self.pings:
+            self.pacer.on_pong(ping)
+        self.pacer.window = Pacer.MIN_WINDOW  # as a measured slow rate makes it
+        self.wire.messages()
+        self.scheduler.resumeProducing()
+        self.assertTrue(self.wire.messages())
 
     def test_foreign_pongs_are_not_taken(self) -> None:
         self.assertFalse(self.scheduler.pong(b"autobahn keepalive"))

@@ -187,3 +187,12 @@ class UnverifiedTests(HandshakeTestCase):
         with capturedLogs() as events:
             service_tls_options("localhost", self.service.capath)
         self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
+
+
+class SharedContextTests(SynchronousTestCase):
+    """Many tunnels to one service share one OpenSSL context (it holds the system CA store)."""
+
+    def test_same_service_same_creator(self) -> None:
+        first = service_tls_options("tunnel.example", None)
+        self.assertIs(service_tls_options("tunnel.example", None), first)
+        self.assertIsNot(service_tls_options("other.example", None), first)

@@ -404,7 +404,7 @@ class SessionTests(SynchronousTestCase):
 
 
 class ServiceIdsValidationTests(SynchronousTestCase):
-    """SERVICE_IDS against the configured mapping (behaviour.md §3.4)."""
+    """SERVICE_IDS against the configured mapping."""
 
     def assertFatal(self, mode, service_map, ids, message, **kwargs) -> None:
         tunnel, peer, local = make_tunnel(mode, service_map, **kwargs)

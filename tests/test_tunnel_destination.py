@@ -1,5 +1,5 @@
 """
-Tests for L{aws_localproxy.tunnel} in destination mode (behaviour.md §3.6).
+Tests for L{aws_localproxy.tunnel} in destination mode.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-Tests for L{aws_localproxy.tunnel} in source mode (behaviour.md §3.5).
+Tests for L{aws_localproxy.tunnel} in source mode.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SourceV3Tests(SynchronousTestCase):
         )
 
     def test_stream_start_bytes(self) -> None:
-        """The StreamStart record is byte-for-byte the example of behaviour.md §3.1."""
+        """The StreamStart record is byte for byte what the reference sends."""
         tunnel, peer, local = started(Mode.SOURCE, {"ssh1": "5555"})
         tunnel.local_connection_accepted("ssh1", FakeLocalConnection())
         self.assertEqual(

@@ -1,5 +1,5 @@
 """
-Tests for L{aws_localproxy.tunnel} across protocol versions (behaviour.md §3.7):
+Tests for L{aws_localproxy.tunnel} across protocol versions:
 V1 sessions, the automatic fall-back to V2 format, and a source and a
 destination tunnel talking to each other through an in-memory "service".
 """

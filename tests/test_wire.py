@@ -49,7 +49,7 @@ def reference_data(service_id, stream_id, connection_id, payload) -> bytes:
 
 
 class ExampleTests(SynchronousTestCase):
-    """The byte examples of behaviour.md §3.1."""
+    """Byte examples of real records, as the reference encodes them."""
 
     def test_stream_start_encode(self) -> None:
         """A V3 StreamStart for ssh1, stream 1, connection 1."""
