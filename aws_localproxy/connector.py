@@ -90,7 +90,12 @@ class TunnelConnector:
         self._stopping = False
         self._done = False
         self.finished: Deferred[int] = Deferred()
+        #: WebSocket sessions opened so far (the first one and every reconnect).
         self.sessions = 0
+        #: When the WebSocket last opened or closed (the reactor's clock), for metrics.
+        self.state_changed_at = reactor.seconds()
+        self._records_sent_before = 0
+        self._bytes_sent_before = 0
 
     # -- control --------------------------------------------------------------------
 
@@ -181,9 +186,27 @@ class TunnelConnector:
 
     # -- SessionEvents --------------------------------------------------------------------
 
+    @property
+    def session_up(self) -> bool:
+        """A WebSocket session is open now."""
+        return self._scheduler is not None
+
+    @property
+    def records_sent(self) -> int:
+        """Records written to the WebSocket over every session."""
+        scheduler = self._scheduler
+        return self._records_sent_before + (scheduler.records_sent if scheduler else 0)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Record bytes (length prefixes included) written to the WebSocket over every session."""
+        scheduler = self._scheduler
+        return self._bytes_sent_before + (scheduler.bytes_sent if scheduler else 0)
+
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self._failures = 0
         self.sessions += 1
+        self.state_changed_at = self._reactor.seconds()
         self._session_error = None
         self._protocol = protocol
         transport = protocol.transport
@@ -239,6 +262,11 @@ class TunnelConnector:
         if protocol is self._protocol:
             self._protocol = None
         if outcome.was_open:
+            scheduler = self._scheduler
+            if scheduler is not None:
+                self._records_sent_before += scheduler.records_sent
+                self._bytes_sent_before += scheduler.bytes_sent
+            self.state_changed_at = self._reactor.seconds()
             self._scheduler = None
             self._inbound.detach()
             self._tunnel.session_ended()

@@ -19,10 +19,11 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IListeningPort, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from aws_localproxy.clienttoken import (
     ClientTokenFileError,
@@ -35,6 +36,7 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
+from aws_localproxy.metrics import TunnelMetrics, listen_metrics, registry_for, snapshot
 from aws_localproxy.outcome import Outcome
 from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
@@ -103,6 +105,10 @@ class LocalProxyService(Service):
         self._on_secret = on_secret
         #: The client token sent on every connect (set by L{startService}).
         self.client_token: Optional[str] = None
+        #: This proxy's own Prometheus registry (what ``--metrics-port`` serves).
+        self.metrics_registry = registry_for(self.metrics)
+        self._metrics_port: Optional[IListeningPort] = None
+        self._metrics_listening = Outcome[IAddress]()
 
     # -- IService -----------------------------------------------------------------------
 
@@ -191,6 +197,8 @@ class LocalProxyService(Service):
         )
         self._connector.finished.addBoth(self._finished)
         self._connector.start()
+        if config.metrics_port is not None:
+            self._serve_metrics(config.metrics_port, config.metrics_address)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -203,6 +211,9 @@ class LocalProxyService(Service):
             self._destination.stop()
         if self._stdio is not None:
             self._stdio.stop()
+        if self._metrics_port is not None:
+            waits.append(maybeDeferred(self._metrics_port.stopListening))
+            self._metrics_port = None
         if self.tunnel is not None:
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
@@ -210,6 +221,15 @@ class LocalProxyService(Service):
         return gatherResults(waits).addCallback(lambda _: None)
 
     # -- public helpers -----------------------------------------------------------------
+
+    def metrics(self) -> TunnelMetrics:
+        """What the proxy carried so far and its state now (a frozen snapshot)."""
+        return snapshot(self)
+
+    @property
+    def metrics_address(self) -> Deferred[IAddress]:
+        """The address the metrics listener is bound to (fires once it listens)."""
+        return self._metrics_listening.wait()
 
     @property
     def connected(self) -> Deferred[ConnectedTunnel]:
@@ -328,6 +348,33 @@ class LocalProxyService(Service):
         protocol = self._connector.protocol if self._connector is not None else None
         subprotocol = (protocol.websocket_protocol_in_use if protocol is not None else "") or ""
         self._connected.succeed(ConnectedTunnel(subprotocol, tunnel.service_ids, tunnel.endpoints))
+
+    def _serve_metrics(self, port: int, address: str) -> None:
+        def listening(listening_port: IListeningPort) -> None:
+            if not self.running:
+                listening_port.stopListening()
+                return
+            self._metrics_port = listening_port
+            bound = listening_port.getHost()
+            host = getattr(bound, "host", address)
+            shown = f"[{host}]" if ":" in host else host
+            self.log.info(
+                "Serving metrics on http://{address}:{port}/metrics",
+                address=shown,
+                port=getattr(bound, "port", port),
+            )
+            self._metrics_listening.succeed(bound)
+
+        def failed(failure: Failure) -> None:
+            message = f"Cannot serve metrics on {address}:{port}: {failure.getErrorMessage()}"
+            self._metrics_listening.fail(failure.value)
+            self._fatal(FatalTunnelError(message))
+
+        try:
+            d = listen_metrics(self._reactor, self.metrics_registry, port, address)
+        except OSError as error:
+            d = fail(error)
+        d.addCallbacks(listening, failed)
 
     def _stdio_ended(self, end: StdioEnd) -> None:
         # Not from inside the tunnel's own call that closed the connection.
