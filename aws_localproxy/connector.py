@@ -49,6 +49,8 @@ class TunnelConnector:
     Keeps one local proxy connected to the service; L{finished} fires with the exit code.
 
     @ivar on_ready: called (with the tunnel) each time a session has its service IDs.
+    @ivar on_closed: called (with how it ended) each time an open session closes,
+        before the connector decides whether to reconnect.
     """
 
     log = Logger()
@@ -66,6 +68,7 @@ class TunnelConnector:
         retry_delay: float,
         reconnect_on_data_error: bool,
         on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
+        on_closed: Callable[[CloseOutcome], None] = lambda outcome: None,
         lane_limit: int = DEFAULT_LANE_LIMIT,
         pacing: bool = True,
     ) -> None:
@@ -82,6 +85,7 @@ class TunnelConnector:
         self._retry_delay = retry_delay
         self._reconnect = reconnect_on_data_error
         self._on_ready = on_ready
+        self._on_closed = on_closed
         self._failures = 0
         self._protocol: Optional[TunnelClientProtocol] = None
         self._connecting: Optional[Deferred[IProtocol]] = None
@@ -270,6 +274,10 @@ class TunnelConnector:
             self._scheduler = None
             self._inbound.detach()
             self._tunnel.session_ended()
+            try:
+                self._on_closed(outcome)
+            except Exception:
+                self.log.failure("The session-closed hook failed")
         error = self._session_error
         if self._stopping or self._done:
             self._finish(EXIT_FAILURE if isinstance(error, FatalTunnelError) else EXIT_OK)

@@ -21,7 +21,13 @@ from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IAddress, IListeningPort, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -44,9 +50,9 @@ from aws_localproxy.stdio import StdioEnd, StdioSide
 from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.webproxy import service_endpoint
-from aws_localproxy.websocket import TunnelClientFactory
+from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory
 
-__all__ = ["LocalProxyService", "ConnectedTunnel", "run_proxy"]
+__all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
@@ -54,15 +60,68 @@ STDIO_FLUSH_TIMEOUT = 10.0
 
 
 class ConnectedTunnel:
-    """What L{LocalProxyService.connected} fires with: the session as negotiated."""
+    """
+    A session that has its service IDs: what L{LocalProxyService.connected}
+    fires with and C{on_connected} is called with.
 
-    def __init__(self, subprotocol: str, service_ids: Tuple[str, ...], endpoints: Mapping[str, str]):
+    @ivar subprotocol: the WebSocket subprotocol the service picked
+        (``aws.iot.securetunneling-3.0``, ...).
+    @ivar service_ids: the tunnel's service IDs, in the service's order.
+    @ivar endpoints: service ID -> the local endpoint text it uses.
+    @ivar session: 1 for the first session, 2 after the first reconnect, ...
+    """
+
+    def __init__(
+        self,
+        subprotocol: str,
+        service_ids: Tuple[str, ...],
+        endpoints: Mapping[str, str],
+        session: int = 1,
+    ):
         self.subprotocol = subprotocol
         self.service_ids = service_ids
         self.endpoints = dict(endpoints)
+        self.session = session
 
     def __repr__(self) -> str:
-        return f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)}>"
+        return f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)} session={self.session}>"
+
+
+class ClosedTunnel:
+    """
+    How an open session ended: what C{on_closed} is called with (the proxy
+    then reconnects, or ends; L{LocalProxyService.when_finished} says which).
+
+    @ivar subprotocol: the session's WebSocket subprotocol.
+    @ivar service_ids: its service IDs (empty if it closed before SERVICE_IDS).
+    @ivar reason: the close reason (the service's, for a close frame).
+    @ivar code: the WebSocket close code, if any.
+    @ivar closed_by_service: the service sent a close frame first
+        (CloseTunnel, expiry, replaced by another peer).
+    @ivar session: which session it was (1, 2, ...).
+    """
+
+    def __init__(
+        self,
+        subprotocol: str,
+        service_ids: Tuple[str, ...],
+        reason: str,
+        code: Optional[int],
+        closed_by_service: bool,
+        session: int,
+    ):
+        self.subprotocol = subprotocol
+        self.service_ids = service_ids
+        self.reason = reason
+        self.code = code
+        self.closed_by_service = closed_by_service
+        self.session = session
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClosedTunnel {self.subprotocol} {list(self.service_ids)} code={self.code} "
+            f"reason={self.reason!r} by_service={self.closed_by_service}>"
+        )
 
 
 class LocalProxyService(Service):
@@ -71,6 +130,13 @@ class LocalProxyService(Service):
 
     L{connected} and L{when_finished} are properties that return a new
     Deferred on each access, so any number of callers can wait on them.
+
+    Besides the endpoints its L{ProxyConfig} names, an application can serve
+    a destination's service ID from a protocol factory in the same process
+    (C{destination_factories}: no TCP port), connect it with any client
+    endpoint (C{destination_endpoints}), or make a source's service ID accept
+    on any server endpoint (C{source_endpoints}); those service IDs need no
+    entry in C{config.service_map}.
     """
 
     log = Logger()
@@ -81,11 +147,26 @@ class LocalProxyService(Service):
         reactor: Any = None,
         *,
         on_secret: Optional[Callable[[str], None]] = None,
+        destination_factories: Optional[Mapping[str, IProtocolFactory]] = None,
+        destination_endpoints: Optional[Mapping[str, IStreamClientEndpoint]] = None,
+        source_endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
+        on_connected: Optional[Callable[[ConnectedTunnel], None]] = None,
+        on_closed: Optional[Callable[[ClosedTunnel], None]] = None,
     ) -> None:
         """
         @param on_secret: called with every secret the service makes up
             itself (a generated client token) before it is sent anywhere;
             the console script redacts them from the log with it.
+        @param destination_factories: destination only: service ID -> the
+            C{IProtocolFactory} that answers its connections in this process.
+        @param destination_endpoints: destination only: service ID -> the
+            C{IStreamClientEndpoint} its connections are made with.
+        @param source_endpoints: source only: service ID -> the
+            C{IStreamServerEndpoint} it accepts connections on.
+        @param on_connected: called with a L{ConnectedTunnel} each time a
+            session has its service IDs (the first one and every reconnect).
+        @param on_closed: called with a L{ClosedTunnel} each time an open
+            session ends.
         """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -103,6 +184,22 @@ class LocalProxyService(Service):
         self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
         self._on_secret = on_secret
+        self._on_connected = on_connected
+        self._on_closed = on_closed
+        self._last_connected: Optional[ConnectedTunnel] = None
+        given_destinations = dict(destination_endpoints or {})
+        for service_id, factory in (destination_factories or {}).items():
+            from aws_localproxy.inprocess import FactoryEndpoint
+
+            given_destinations[service_id] = FactoryEndpoint(reactor, factory)
+        self._destination_endpoints = given_destinations
+        self._source_endpoints = dict(source_endpoints or {})
+        if config.mode is Mode.SOURCE and given_destinations:
+            raise ValueError("destination factories and endpoints need a destination local proxy")
+        if config.mode is Mode.DESTINATION and self._source_endpoints:
+            raise ValueError("source endpoints need a source local proxy")
+        if config.stdio and self._source_endpoints:
+            raise ValueError("source endpoints cannot be used with stdio")
         #: The client token sent on every connect (set by L{startService}).
         self.client_token: Optional[str] = None
         #: This proxy's own Prometheus registry (what ``--metrics-port`` serves).
@@ -149,6 +246,7 @@ class LocalProxyService(Service):
                 on_fatal=self._fatal,
                 backlog_limit=settings.tcp_write_buffer_size,
                 read_size=settings.tcp_read_buffer_size,
+                server_endpoints=self._source_endpoints,
             )
             local = self._source
         else:
@@ -161,12 +259,13 @@ class LocalProxyService(Service):
                 pending_limit=settings.tcp_write_buffer_size,
                 backlog_limit=settings.tcp_write_buffer_size,
                 read_size=settings.tcp_read_buffer_size,
+                client_endpoints=self._destination_endpoints,
             )
             local = self._destination
         self.tunnel = Tunnel(
             config.mode,
             local,
-            service_map=config.service_map,
+            service_map=self._service_map(),
             peer_version=config.peer_version,
             lookup_endpoints=_lookup(config),
             limits=settings.limits,
@@ -193,6 +292,7 @@ class LocalProxyService(Service):
             retry_delay=settings.ws_retry_delay_ms / 1000,
             reconnect_on_data_error=settings.ws_reconnect_on_data_error,
             on_ready=self._ready,
+            on_closed=self._session_closed,
             lane_limit=settings.ws_write_buffer_size,
         )
         self._connector.finished.addBoth(self._finished)
@@ -344,10 +444,46 @@ class LocalProxyService(Service):
             self._on_secret(token)
         return token
 
+    def _service_map(self) -> Mapping[str, str]:
+        """The configured mapping plus the service IDs the application serves itself."""
+        mapping = dict(self.config.service_map)
+        given: Mapping[str, Any] = {**self._destination_endpoints, **self._source_endpoints}
+        for service_id, endpoint in given.items():
+            mapping[service_id] = repr(endpoint)
+        return mapping
+
     def _ready(self, tunnel: Tunnel) -> None:
-        protocol = self._connector.protocol if self._connector is not None else None
+        connector = self._connector
+        protocol = connector.protocol if connector is not None else None
         subprotocol = (protocol.websocket_protocol_in_use if protocol is not None else "") or ""
-        self._connected.succeed(ConnectedTunnel(subprotocol, tunnel.service_ids, tunnel.endpoints))
+        connected = ConnectedTunnel(
+            subprotocol,
+            tunnel.service_ids,
+            tunnel.endpoints,
+            session=connector.sessions if connector is not None else 1,
+        )
+        self._last_connected = connected
+        self._connected.succeed(connected)
+        if self._on_connected is not None:
+            try:
+                self._on_connected(connected)
+            except Exception:
+                self.log.failure("The on_connected hook failed")
+
+    def _session_closed(self, outcome: CloseOutcome) -> None:
+        connected, self._last_connected = self._last_connected, None
+        if self._on_closed is None:
+            return
+        connector = self._connector
+        closed = ClosedTunnel(
+            subprotocol=connected.subprotocol if connected is not None else "",
+            service_ids=connected.service_ids if connected is not None else (),
+            reason=outcome.reason,
+            code=outcome.code,
+            closed_by_service=outcome.closed_by_service,
+            session=connector.sessions if connector is not None else 0,
+        )
+        self._on_closed(closed)
 
     def _serve_metrics(self, port: int, address: str) -> None:
         def listening(listening_port: IListeningPort) -> None:

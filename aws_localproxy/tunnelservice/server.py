@@ -286,16 +286,18 @@ def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
 
 class LocalTunnelService(Service):
     """
-    The tunnel service as an L{IService}, for twistd and the console script.
+    The tunnel service as an L{IService}, for twistd, the console script and
+    any application that embeds it (a test fixture, a demo).
 
-    @ivar running: the L{RunningTunnelService} once listening.
+    @ivar running_service: the L{RunningTunnelService} once listening (open
+        tunnels with it, read its C{endpoint} and C{capath}).
     @ivar ready: fires with it (or fails) once startService has listened.
     """
 
     def __init__(
         self,
         reactor: Any,
-        cert_dir: str,
+        cert_dir: Optional[str],
         interface: str = "127.0.0.1",
         port: int = 0,
         use_tls: bool = True,
@@ -305,8 +307,17 @@ class LocalTunnelService(Service):
         bandwidth_limit: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
+        stop_reactor_on_failure: bool = True,
     ) -> None:
+        """
+        @param cert_dir: where the CA and server certificate are kept
+            (created there if missing); C{None} only without TLS.
+        @param stop_reactor_on_failure: stop the reactor when it cannot
+            listen (what twistd and the console script want); an embedding
+            application passes C{False} and waits on L{ready} instead.
+        """
         self._reactor = reactor
+        self._stop_reactor_on_failure = stop_reactor_on_failure
         self._args: Dict[str, Any] = dict(
             cert_dir=cert_dir,
             interface=interface,
@@ -337,7 +348,7 @@ class LocalTunnelService(Service):
     def _failed(self, failure: Failure) -> None:
         log.failure("The local tunnel service could not start", failure)
         self.ready.errback(failure)
-        if self._reactor.running:
+        if self._stop_reactor_on_failure and self._reactor.running:
             self._reactor.stop()
 
     def stopService(self) -> Optional[Deferred[None]]:
