@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, I
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.pacing import Pacer
@@ -221,6 +222,7 @@ class TunnelConnector:
             send_ping=protocol.send_ping,
             lane_limit=self._lane_limit,
             max_payload=self._tunnel.limits.max_payload_size,
+            frame_limit=MAX_WEBSOCKET_FRAME_SIZE,
         )
         self._scheduler = scheduler
         transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]

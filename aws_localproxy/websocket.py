@@ -114,10 +114,15 @@ class SessionEvents(Protocol):
         """A pong; C{True} if it answered one of the session's pacing pings."""
 
 
+#: Not the class's C{log}: Autobahn logs through that attribute, and its own
+#: logger drops debug lines for nothing, while a Twisted C{Logger} there would
+#: build and filter an event for every frame.
+_log = Logger(namespace="aws_localproxy.websocket.TunnelClientProtocol")
+
+
 class TunnelClientProtocol(WebSocketClientProtocol):
     """One WebSocket session with the tunneling service."""
 
-    log = Logger()
     factory: TunnelClientFactory
 
     _was_open = False
@@ -151,15 +156,15 @@ class TunnelClientProtocol(WebSocketClientProtocol):
 
     def onConnect(self, response: ConnectionResponse) -> None:
         session_id = response.headers.get("channel-id", "")
-        self.log.info("Web socket session ID: {session_id}", session_id=session_id)
+        _log.info("Web socket session ID: {session_id}", session_id=session_id)
         if not response.protocol:
-            self.log.error(NO_SUBPROTOCOL)
+            _log.error(NO_SUBPROTOCOL)
             raise ValueError(NO_SUBPROTOCOL)
-        self.log.debug("Web socket subprotocol selected: {protocol}", protocol=response.protocol)
+        _log.debug("Web socket subprotocol selected: {protocol}", protocol=response.protocol)
 
     def onOpen(self) -> None:
         self._was_open = True
-        self.log.info(
+        _log.info(
             "Successfully established websocket connection with proxy server: {url}",
             url=self.factory.display_url,
         )

@@ -325,12 +325,16 @@ class DataFields:
 
     def record(self, *chunks: bytes | memoryview) -> bytes:
         """One DATA record whose payload is C{chunks} joined (the caller keeps it within limits)."""
+        return b"".join(self.parts(chunks))
+
+    def parts(self, chunks: Sequence[bytes | memoryview]) -> List[bytes | memoryview]:
+        """L{record}'s pieces, unjoined, for a caller that joins several records at once."""
         length = 0
         for chunk in chunks:
             length += len(chunk)
         size_field = _varint(length)
         size = self._fixed + len(size_field) + length
-        return b"".join((_PREFIX.pack(size), self._head, size_field, *chunks, self._tail))
+        return [_PREFIX.pack(size), self._head, size_field, *chunks, self._tail]
 
     def overhead(self, payload_length: int) -> int:
         """Bytes a record adds around a payload of C{payload_length}, prefix included."""

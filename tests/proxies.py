@@ -63,6 +63,9 @@ class _Relay(Protocol):
         self.peer.transport.write(data)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        # The peer's transport has this one as its (maybe paused) producer:
+        # unregister it, or loseConnection never closes (Twisted's producer trap).
+        self.peer.transport.unregisterProducer()
         self.peer.transport.loseConnection()
 
 
@@ -83,6 +86,7 @@ class _Tunnel(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         if self.target is not None and self.target.transport is not None:
+            self.target.transport.unregisterProducer()
             self.target.transport.loseConnection()
 
     def connect_target(self, host: str, port: int) -> Deferred[_Relay]:

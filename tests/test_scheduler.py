@@ -165,6 +165,42 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual(self.wire.records, [])
 
 
+class FrameTests(SynchronousTestCase):
+    """Records ready together share a WebSocket frame, up to the frame limit."""
+
+    def setUp(self) -> None:
+        self.frames: List[bytes] = []
+        self.scheduler = OutboundScheduler(self.frames.append, frame_limit=131076)
+
+    def test_ready_records_share_a_frame(self) -> None:
+        one = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        two = self.scheduler.open_lane(DataFields("s", 1, 2), Reader())
+        self.scheduler.pauseProducing()
+        one.write(b"a" * 10)
+        two.write(b"b" * 10)
+        self.scheduler.control(reset(3))
+        self.scheduler.resumeProducing()
+        (frame,) = self.frames
+        messages = decode_all(frame)
+        self.assertEqual([m.type for m in messages], [Message.CONNECTION_RESET, Message.DATA, Message.DATA])
+        self.assertEqual([m.payload for m in messages[1:]], [b"a" * 10, b"b" * 10])
+
+    def test_two_full_records_per_frame_never_more(self) -> None:
+        lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        self.scheduler.pauseProducing()
+        lane.write(b"x" * (64512 * 5))
+        self.scheduler.resumeProducing()
+        self.assertTrue(all(len(f) <= 131076 for f in self.frames))
+        self.assertEqual([len(decode_all(f)) for f in self.frames], [2, 2, 1])
+        payload = b"".join(m.payload for f in self.frames for m in decode_all(f))
+        self.assertEqual(payload, b"x" * (64512 * 5))
+
+    def test_a_lone_small_write_goes_at_once(self) -> None:
+        lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"ping")
+        self.assertEqual(len(self.frames), 1)
+
+
 class PacedTests(SynchronousTestCase):
     """With a pacer the window bounds what the service has not read; pongs open it again."""
 

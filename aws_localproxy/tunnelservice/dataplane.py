@@ -129,10 +129,15 @@ class _SendBufferWatch:
         self.resumeProducing()
 
 
+#: Not the class's C{log}: Autobahn logs through that attribute, and its own
+#: logger drops debug lines for nothing, while a Twisted C{Logger} there would
+#: build and filter an event for every frame.
+_log = Logger(namespace="aws_localproxy.tunnelservice.dataplane.DataPlaneProtocol")
+
+
 class DataPlaneProtocol(WebSocketServerProtocol):
     """One client WebSocket of the data plane."""
 
-    log = Logger()
     factory: "DataPlaneFactory"
 
     def __init__(self) -> None:
@@ -162,7 +167,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(rejected.status, rejected.reason) from None
         self._grant = grant
         self._link = _Link(self, upgrade.subprotocol)
-        self.log.info(
+        _log.info(
             "Accepted {mode} handshake for tunnel {tunnel_id} with {subprotocol}, "
             "session {channel_id}",
             mode=grant.slot.mode.value,
@@ -177,7 +182,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
         headers.append(("channel-id", self.channel_id))
         if reason == "Tunnel is closed":
             headers.append(("X-Status-Reason", reason))
-        self.log.info(
+        _log.info(
             "Refused a data-plane handshake from {peer}: {code} {reason}",
             peer=self.peer,
             code=code,
@@ -282,7 +287,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
     def _drop_timed_out(self) -> None:
         self._drop_call = None
         if self.transport is not None:
-            self.log.info(
+            _log.info(
                 "Aborting a connection that did not close in time: {peer}", peer=self.peer
             )
             cast(ITCPTransport, self.transport).abortConnection()

@@ -1,0 +1,320 @@
+"""
+The processes a benchmark runs, and what /proc says about them.
+
+Everything here is driven as a user drives it: the local tunnel service is
+the ``localtunnel`` console script (``python -m
+aws_localproxy.tunnelservice.cli``), this project's proxies are ``python -m
+aws_localproxy``, the reference is its own binary.  Tokens travel in
+``AWSIOT_TUNNEL_ACCESS_TOKEN``, never on a command line; everything listens on
+127.0.0.1 with ports the OS picks (or that a free-port probe found).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
+
+TIMEOUT = 30.0
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+
+#: Environment variables a child must not inherit: a web proxy would take the
+#: loopback traffic off the path being measured.
+_DROPPED_ENV = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def child_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+class Process:
+    """A child process; its output is drained (a full pipe would stall it) and the tail kept."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        keep_lines: int = 200,
+    ) -> None:
+        self.name = name
+        self.lines: Deque[str] = collections.deque(maxlen=keep_lines)
+        self._cond = threading.Condition()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env(env),
+            cwd=cwd,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} never printed {text!r}:\n" + self.tail())
+                self._cond.wait(min(remaining, 0.2))
+
+    def tail(self, count: int = 15) -> str:
+        with self._cond:
+            return "\n".join(list(self.lines)[-count:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# -- /proc ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of C{pid} so far (all threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A C{VmRSS}/C{VmHWM}-style line of /proc/PID/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_kib(pid: int) -> int:
+    return status_kib(pid, "VmRSS")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs); False if refused."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# -- sockets -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_accepting(port: int, timeout: float = TIMEOUT, process: Optional[Process] = None) -> float:
+    """Poll until 127.0.0.1:C{port} accepts a connection; return the perf_counter time it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return time.perf_counter()
+        except OSError:
+            if process is not None and not process.alive():
+                raise RuntimeError(f"{process.name} exited:\n" + process.tail()) from None
+            time.sleep(0.003)
+    raise RuntimeError(f"nothing accepted on port {port}")
+
+
+# -- the local tunnel service ----------------------------------------------------------------
+
+
+class TunnelServiceProcess:
+    """``localtunnel`` as a process, and the management API calls the bench needs."""
+
+    def __init__(self, name: str, workdir: str, extra_args: Sequence[str] = ()) -> None:
+        ready_file = os.path.join(workdir, f"{name}-ready.json")
+        self.cert_dir = os.path.join(workdir, f"{name}-certs")
+        self.process = Process(
+            name,
+            [sys.executable, "-m", "aws_localproxy.tunnelservice.cli", "--port", "0",
+             "--cert-dir", self.cert_dir, "--ready-file", ready_file, *extra_args],
+        )
+        self.ready = _wait_for_json(ready_file, self.process)
+        self.endpoint: str = self.ready["endpoint"]
+        self.capath: str = self.ready["capath"]
+        self.ca_file: str = self.ready["ca_file"]
+        self._context = ssl.create_default_context(cafile=self.ca_file)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def api_call(self, action: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """One management API call, as botocore sends it (JSON 1.1, X-Amz-Target)."""
+        request = urllib.request.Request(
+            self.ready["api_url"] + "/",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": f"IoTSecuredTunneling.{action}",
+            },
+        )
+        with urllib.request.urlopen(request, context=self._context, timeout=TIMEOUT) as response:
+            return dict(json.loads(response.read() or b"{}"))
+
+    def open_tunnel(self, services: Sequence[str]) -> Dict[str, Any]:
+        return self.api_call("OpenTunnel", {"destinationConfig": {"services": list(services)}})
+
+    def close_tunnel(self, tunnel_id: str) -> None:
+        self.api_call("CloseTunnel", {"tunnelId": tunnel_id})
+
+    def wait_connected(self, tunnel_id: str, side: str, timeout: float = TIMEOUT) -> None:
+        """Poll DescribeTunnel until C{side} ("source"/"destination") is CONNECTED."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tunnel = self.api_call("DescribeTunnel", {"tunnelId": tunnel_id})["tunnel"]
+            if tunnel[f"{side}ConnectionState"]["status"] == "CONNECTED":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the {side} of {tunnel_id} never connected")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _wait_for_json(path: str, process: Process, timeout: float = TIMEOUT) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    return dict(json.load(f))
+            except ValueError:
+                pass  # being written
+        if not process.alive():
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.name} did not start:\n" + process.tail())
+
+
+# -- the proxies -----------------------------------------------------------------------------
+
+
+class Implementation:
+    """How to start a local proxy of one implementation: this project's, or the reference."""
+
+    def __init__(self, name: str, binary: Optional[str] = None) -> None:
+        self.name = name
+        self.binary = binary  # None: this project's ``python -m aws_localproxy``
+
+    def __repr__(self) -> str:
+        return f"<Implementation {self.name}>"
+
+    def start(
+        self,
+        label: str,
+        service: TunnelServiceProcess,
+        token: str,
+        mode_args: Sequence[str],
+        verbosity: int = 4,
+    ) -> Process:
+        common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
+        env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": token}
+        if self.binary is None:
+            return Process(label, [sys.executable, "-m", "aws_localproxy", *common], env=env)
+        # The reference reads ./config in its working directory: give it an empty one.
+        cwd = tempfile.mkdtemp(prefix="localproxy-ref-")
+        return Process(label, [self.binary, *common], env=env, cwd=cwd)
+
+
+def source_args(ports: Mapping[str, int]) -> List[str]:
+    return ["-s", ",".join(f"{sid}={port}" for sid, port in ports.items()), "-b", "127.0.0.1"]
+
+
+def destination_args(targets: Mapping[str, int]) -> List[str]:
+    return ["-d", ",".join(f"{sid}=127.0.0.1:{port}" for sid, port in targets.items())]
+
+
+class ProxyPair:
+    """A destination and a source on one tunnel with the given service IDs, both connected."""
+
+    def __init__(
+        self,
+        label: str,
+        source_impl: Implementation,
+        destination_impl: Implementation,
+        service: TunnelServiceProcess,
+        service_ids: Sequence[str],
+        tcp_port: int,
+    ) -> None:
+        self.label = label
+        self.service = service
+        opened = service.open_tunnel(service_ids)
+        self.tunnel_id = opened["tunnelId"]
+        self.ports = {sid: free_port() for sid in service_ids}
+        self.destination = destination_impl.start(
+            f"{label}/destination", service, opened["destinationAccessToken"],
+            destination_args({sid: tcp_port for sid in service_ids}),
+        )
+        self.source: Optional[Process] = None
+        try:
+            service.wait_connected(self.tunnel_id, "destination")
+            self.source = source_impl.start(
+                f"{label}/source", service, opened["sourceAccessToken"], source_args(self.ports)
+            )
+            for port in self.ports.values():
+                wait_accepting(port, process=self.source)
+            service.wait_connected(self.tunnel_id, "source")
+        except BaseException:
+            self.stop()
+            raise
+
+    def processes(self) -> Dict[str, Process]:
+        assert self.source is not None
+        return {"source": self.source, "destination": self.destination}
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.processes().values())
+
+    def stop(self) -> None:
+        for process in (self.source, self.destination):
+            if process is not None:
+                process.stop()
