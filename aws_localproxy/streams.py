@@ -73,7 +73,11 @@ class ServiceCounters:
 
 
 class CountingFields:
-    """A connection's L{DataFields<aws_localproxy.wire.DataFields>} that counts the records it makes."""
+    """
+    A connection's L{DataFields<aws_localproxy.wire.DataFields>} that counts
+    the DATA records made from it (each record is made exactly once, by
+    L{parts} or L{record}); anything else is the wrapped fields'.
+    """
 
     __slots__ = ("_fields", "_counters")
 
@@ -81,14 +85,17 @@ class CountingFields:
         self._fields = fields
         self._counters = counters
 
+    def parts(self, chunks: Any) -> Any:
+        self._counters.messages_sent += 1
+        return self._fields.parts(chunks)
+
     def record(self, *chunks: Any) -> bytes:
         self._counters.messages_sent += 1
         record: bytes = self._fields.record(*chunks)
         return record
 
-    def overhead(self, payload_length: int) -> int:
-        overhead: int = self._fields.overhead(payload_length)
-        return overhead
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fields, name)
 
 
 class Service:
