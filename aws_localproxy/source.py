@@ -141,6 +141,7 @@ class SourceSide:
         self._pending: Dict[str, Deferred[IListeningPort]] = {}
         self._bound: Dict[str, Outcome[IAddress]] = {}
         self._stopped = False
+        self._stopping: Optional[Outcome[None]] = None
 
     def services_ready(self, endpoints: Mapping[str, str]) -> None:
         plans: Dict[str, _Listen] = {}
@@ -275,13 +276,20 @@ class SourceSide:
         return d
 
     def stop(self) -> Deferred[None]:
-        """Stop every listener (the proxy is stopping)."""
-        self._stopped = True
-        for pending in list(self._pending.values()):
-            pending.cancel()
-        ports = list(self._ports.values())
-        self._ports.clear()
-        for bound in self._bound.values():
-            bound.fail(CancelledError("the local proxy stopped"))
-        stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
-        return stopped.addCallback(lambda _: None)
+        """
+        Stop every listener (the proxy is stopping); fires when all have
+        stopped, also when called again while the first stop is under way.
+        """
+        if self._stopping is None:
+            self._stopped = True
+            for pending in list(self._pending.values()):
+                pending.cancel()
+            ports = list(self._ports.values())
+            self._ports.clear()
+            for bound in self._bound.values():
+                bound.fail(CancelledError("the local proxy stopped"))
+            stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
+            self._stopping = Outcome()
+            stopping = self._stopping
+            stopped.addCallback(lambda _: stopping.succeed(None))
+        return self._stopping.wait()

@@ -220,3 +220,22 @@ class DestinationSideTests(SynchronousTestCase):
         pending.close()
         reactor.advance(10)
         self.assertEqual(connection.failed, [])
+
+
+class SourceStopTests(SynchronousTestCase):
+    def test_second_stop_waits_for_the_first(self) -> None:
+        """The proxy's end stops the listeners, then stopService again: both wait for them."""
+        from twisted.internet.defer import Deferred
+
+        reactor = MemoryReactorClock()
+        side = SourceSide(reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
+        side.services_ready({"ssh": "5555"})
+        listening = side._ports["ssh"]
+        stopped: Deferred[None] = Deferred()
+        listening.stopListening = lambda: stopped  # type: ignore[method-assign]
+        first, second = side.stop(), side.stop()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        stopped.callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)
