@@ -288,16 +288,18 @@ def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
 
 class LocalTunnelService(Service):
     """
-    The tunnel service as an L{IService}, for twistd and the console script.
+    The tunnel service as an L{IService}, for twistd, the console script and
+    any application that embeds it (a test fixture, a demo).
 
-    @ivar running: the L{RunningTunnelService} once listening.
+    @ivar running_service: the L{RunningTunnelService} once listening (open
+        tunnels with it, read its C{endpoint} and C{capath}).
     @ivar ready: fires with it (or fails) once startService has listened.
     """
 
     def __init__(
         self,
         reactor: Any,
-        cert_dir: str,
+        cert_dir: Optional[str],
         interface: str = "127.0.0.1",
         port: int = 0,
         use_tls: bool = True,
@@ -308,12 +310,19 @@ class LocalTunnelService(Service):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
         mqtt_broker: Optional[Any] = None,
+        stop_reactor_on_failure: bool = True,
     ) -> None:
         """
+        @param cert_dir: where the CA and server certificate are kept
+            (created there if missing); C{None} only without TLS.
         @param mqtt_broker: a L{aws_localproxy.agent.broker.BrokerConfig}: notify
             things there (L{notify.TunnelNotifier}); C{None}: no notifications.
+        @param stop_reactor_on_failure: stop the reactor when it cannot
+            listen (what twistd and the console script want); an embedding
+            application passes C{False} and waits on L{ready} instead.
         """
         self._reactor = reactor
+        self._stop_reactor_on_failure = stop_reactor_on_failure
         self.notifier: Optional[Any] = None
         if mqtt_broker is not None:
             from aws_localproxy.tunnelservice.notify import TunnelNotifier
@@ -353,7 +362,7 @@ class LocalTunnelService(Service):
     def _failed(self, failure: Failure) -> None:
         log.failure("The local tunnel service could not start", failure)
         self.ready.errback(failure)
-        if self._reactor.running:
+        if self._stop_reactor_on_failure and self._reactor.running:
             self._reactor.stop()
 
     def stopService(self) -> Optional[Deferred[None]]:
