@@ -2,7 +2,9 @@
 Faults, end to end, on 127.0.0.1: the WebSocket dropped mid-transfer in
 each direction (through L{tests.faultrelay}), the local tunnel service
 SIGSTOP'd past the ping timeout, killed and restarted on its port with its
-state file, and down when the proxies start.
+state file, and down when the proxies start; the destination proxy killed
+and restarted with its client token file, and replaced by a second
+destination with the same client token.
 
 Each test states its outcome and asserts it: the proxies reconnect within
 the retry rules; every byte of a connection is either delivered in order or
@@ -138,7 +140,6 @@ class DroppedWebSocketTests(E2ETestCase):
 
     @inlineCallbacks
     def set_up_pair(self, relay_side: Mode, app_factory: Any) -> Any:
-        self.fds_before = open_fds()
         app_port = yield self.listen(app_factory)
         service = self.tunnel_service
         self.relay = FaultRelay(reactor, service.port)
@@ -162,6 +163,18 @@ class DroppedWebSocketTests(E2ETestCase):
         )
         yield self.source.connected
         self.source_port = yield self.source.listening_port("ssh")
+        # Everything the test keeps is open now: both WebSockets (through the
+        # relay for one side), the listeners and the service.
+        self.fds_before = open_fds()
+
+    @inlineCallbacks
+    def assert_nothing_left(self) -> Any:
+        """Both tables empty and the process back to the fds it had before the fault."""
+        yield wait_until(
+            lambda: table_size(self.source) == 0 and table_size(self.destination) == 0,
+            timeout=20,
+        )
+        yield wait_until(lambda: open_fds() <= self.fds_before, timeout=20)
 
     @inlineCallbacks
     def test_source_websocket_dropped_while_sending(self) -> Any:
@@ -170,7 +183,7 @@ class DroppedWebSocketTests(E2ETestCase):
         to the destination's application.  That application's connection is
         closed holding an in-order prefix of the stream (never corrupted), the
         client's connection is closed, the source reconnects within the retry
-        rules, and a new connection works.
+        rules, a new connection works, and no fd or table entry is left.
         """
         apps = self._apps = Apps(Collector)
         yield self.set_up_pair(Mode.SOURCE, apps)
@@ -198,6 +211,7 @@ class DroppedWebSocketTests(E2ETestCase):
         self.assertEqual(received, pattern(len(received)), "corrupted or reordered")
         yield wait_until(lambda: sessions(self.source) >= 2, timeout=10)
         yield self._echo_after()
+        yield self.assert_nothing_left()
 
     @inlineCallbacks
     def _echo_after(self) -> Any:
@@ -222,7 +236,8 @@ class DroppedWebSocketTests(E2ETestCase):
         """
         Outcome: the destination's WebSocket is aborted while its application
         streams 16 MiB to the client.  The client's connection is closed with
-        an in-order prefix; the destination reconnects; a new connection works.
+        an in-order prefix; the destination reconnects; a new connection works;
+        no fd or table entry is left.
         """
 
         class Big(Sender):
@@ -249,6 +264,7 @@ class DroppedWebSocketTests(E2ETestCase):
         self.assertEqual(first[:1024], pattern(1024))
         again.transport.abortConnection()
         yield again.closed
+        yield self.assert_nothing_left()
 
 
 class ServiceProcess:
@@ -572,7 +588,8 @@ class DestinationFaultTests(ProcessTestCase):
             received = yield client.closed
             self.assertEqual(received, b"open %d" % (i,))
         yield wait_until(lambda: all(app.lost for app in first_apps), timeout=10)
-        yield wait_until(lambda: not first.running, timeout=10)
+        code = yield first.when_finished
+        self.assertEqual(code, 0)
 
         more = yield self.open_clients(port, 2)
         self.assertEqual((len(first_apps), len(second_apps)), (3, 2))
