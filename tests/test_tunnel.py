@@ -604,6 +604,56 @@ class UnknownServiceTests(SynchronousTestCase):
             texts(captured, LogLevel.warn),
         )
 
+    def test_connection_start_without_id_answered_with_stream_reset(self) -> None:
+        """A ConnectionStart for an unknown service without a connection ID: its stream is reset."""
+        tunnel, peer, _ = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.CONNECTION_START, "nope", 7))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+
+    def test_reset_answer_named(self) -> None:
+        """The answer to a start for an unknown service is one warning naming type and ID."""
+        tunnel, _, _ = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.CONNECTION_START, "nah", 7, 2)
+            )
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Received STREAM_START for unknown service id nope: resetting it",
+                "Received CONNECTION_START for unknown service id nah: resetting it",
+            ],
+        )
+
+    def test_source_does_not_answer_starts(self) -> None:
+        """A source never answers starts (it does not take them): it warns and sends nothing."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.CONNECTION_START, "nope", 7, 2)
+            )
+        self.assertEqual(peer.records, [])
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Ignoring STREAM_START for unknown service id nope",
+                "Ignoring CONNECTION_START for unknown service id nope",
+            ],
+        )
+
+    def test_ignorable_only_at_debug(self) -> None:
+        """An ignorable message for an unknown service is logged at debug, any other one warns."""
+        tunnel, _, _ = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(ctl(99, "nope", ignorable=True))
+        self.assertEqual(texts(captured, LogLevel.warn), [])
+        self.assertIn("Ignoring TYPE_99 for unknown service id nope", texts(captured, LogLevel.debug))
+        with logs() as captured:
+            tunnel.data_received(ctl(99, "nope"))
+        self.assertEqual(
+            texts(captured, LogLevel.warn), ["Ignoring TYPE_99 for unknown service id nope"]
+        )
+
     def test_zero_length_record(self) -> None:
         """A zero-length record (UNKNOWN without service ID) is dropped after set-up."""
         tunnel, peer, local = started(Mode.SOURCE, SSH)
