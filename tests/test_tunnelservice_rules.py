@@ -116,6 +116,23 @@ class GrantTests(unittest.TestCase):
         self.assertStatus(403, "Client token does not match", clients=["f" * 32])
         self.assertStatus(403, "Client token does not match")
 
+    def test_client_token_lengths(self) -> None:
+        """Client tokens of 32 to 128 characters are taken; 31 and 129 are refused (400)."""
+        for length in (32, 128):
+            self.setUp()
+            token = ("aZ09-" * 30)[:length]
+            grant, _ = self.grant(clients=[token])
+            self.assertEqual(grant.client_token, token)
+        for length in (0, 31, 129):
+            self.setUp()
+            self.assertStatus(400, "Invalid client token", clients=["a" * length])
+
+    def test_client_token_alphabet(self) -> None:
+        """Only letters, digits and '-': anything else, a trailing newline included, is refused."""
+        for bad in ("_", ".", " ", "\u00e9", "\n", "/"):
+            self.assertStatus(400, "Invalid client token", clients=["a" * 40 + bad])
+        self.assertStatus(400, "Invalid client token", clients=["\n" + "a" * 40])
+
     def test_client_token_in_use_elsewhere(self) -> None:
         self.in_use.add(CLIENT_TOKEN)
         self.assertStatus(409, "Client token already in use", clients=[CLIENT_TOKEN])

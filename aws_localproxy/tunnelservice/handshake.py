@@ -37,8 +37,9 @@ from aws_localproxy.tunnelservice.model import ManagedTunnel, Slot
 TUNNEL_PATH = "/tunnel"
 MODE_PARAMETER = "local-proxy-mode"
 
-#: The real service's rules for a client token (V3 protocol guide).
-CLIENT_TOKEN_RE = re.compile(r"^[a-zA-Z0-9-]{32,128}$")
+#: The real service's rules for a client token (V3 protocol guide); used
+#: with C{fullmatch} (C{$} would let a trailing newline through).
+CLIENT_TOKEN_RE = re.compile(r"[a-zA-Z0-9-]{32,128}")
 
 
 class HandshakeRejected(Exception):
@@ -160,7 +161,7 @@ def grant_slot(
     if len(client_tokens) > 1:
         raise HandshakeRejected(400, "Multiple client tokens")
     client_token = client_tokens[0] if client_tokens else None
-    if client_token is not None and not CLIENT_TOKEN_RE.match(client_token):
+    if client_token is not None and not CLIENT_TOKEN_RE.fullmatch(client_token):
         raise HandshakeRejected(400, "Invalid client token")
     found = find(access_tokens[0])
     if found is None:
