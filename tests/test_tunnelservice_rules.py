@@ -70,6 +70,24 @@ class UpgradeTests(unittest.TestCase):
         self.assertStatus(400, params={"local-proxy-mode": ["source", "source"]})
         self.assertStatus(400, protocols=["chat"])
 
+    def test_refusal_reasons(self) -> None:
+        """The reason phrase of each 400 says what was wrong with the request."""
+        for kwargs, reason in [
+            ({"path": "/other"}, "Invalid path"),
+            ({"params": {}}, "Missing or repeated local-proxy-mode"),
+            ({"params": {"local-proxy-mode": ["source", "source"]}}, "Missing or repeated local-proxy-mode"),
+            ({"protocols": ["chat"]}, "No supported Sec-WebSocket-Protocol"),
+        ]:
+            error = self.assertRaises(HandshakeRejected, self.read, **kwargs)
+            self.assertEqual((error.status, error.reason), (400, reason))
+
+    def test_cookie_value_kept_whole(self) -> None:
+        """A cookie value is everything after the first '=', without its quotes."""
+        self.assertEqual(cookie_values({"cookie": "n=a=b; m=c"}, "n"), ["a=b"])
+        self.assertEqual(cookie_values({"cookie": 'n="XtokenX"'}, "n"), ["XtokenX"])
+        self.assertEqual(cookie_values({"cookie": "n"}, "n"), [])
+        self.assertEqual(cookie_values({}, "n"), [])
+
     def test_subprotocol_preference(self) -> None:
         self.assertEqual(select_subprotocol([SUBPROTOCOL_V1, SUBPROTOCOL_V3]), SUBPROTOCOL_V3)
         self.assertEqual(select_subprotocol(["x", SUBPROTOCOL_V2, SUBPROTOCOL_V1]), SUBPROTOCOL_V2)
