@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import List, Set, Tuple
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode
+from aws_localproxy.tunnelservice.apishapes import tunnel_shape
+from aws_localproxy.tunnelservice.handshake import Grant
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.wire import Message, decode_all, encode_message
@@ -197,3 +200,133 @@ class RelayTests(unittest.TestCase):
         self.assertEqual(source.closed, [(1008, "bad")])
         self.assertIsNone(source_grant.slot.peer)
         self.assertEqual(self.relay.violations, [(source_grant.tunnel.tunnel_id, "source", "bad")])
+
+
+class RelayStateTests(unittest.TestCase):
+    """What DescribeTunnel and the service's log show of attaches, detaches and violations."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.registry = TunnelRegistry(self.clock)
+        self.relay = Relay(self.clock, self.registry.state_changed)
+        self.addCleanup(self.registry.stop)
+        self.tunnel = self.registry.open_tunnel(["ssh", "web"])
+
+    def grant(self, mode: Mode, client_token: str = CLIENT_TOKEN) -> Grant:
+        return self.registry.authorize(
+            mode.value, [self.tunnel.slot(mode).access_token], [client_token]
+        )
+
+    def test_timestamps(self) -> None:
+        """Attach and detach stamp the slot and the tunnel with the time."""
+        grant = self.grant(Mode.SOURCE)
+        peer = FakePeer()
+        self.clock.advance(5)
+        self.assertTrue(self.relay.attach(grant, peer))
+        shape = tunnel_shape(self.tunnel)
+        self.assertEqual(shape["sourceConnectionState"], {"status": "CONNECTED", "lastUpdatedAt": 1005})
+        self.assertEqual(shape["lastUpdatedAt"], 1005)
+        self.clock.advance(5)
+        self.relay.detach(grant, peer)
+        shape = tunnel_shape(self.tunnel)
+        self.assertEqual(
+            shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1010}
+        )
+        self.assertEqual(shape["lastUpdatedAt"], 1010)
+
+    def test_service_ids_sent(self) -> None:
+        """A V2/V3 peer is told the tunnel's services on attach."""
+        peer = FakePeer()
+        self.relay.attach(self.grant(Mode.DESTINATION), peer)
+        (message,) = peer.messages()
+        self.assertEqual(
+            (message.type, list(message.availableServiceIds)),
+            (Message.SERVICE_IDS, ["ssh", "web"]),
+        )
+
+    def test_replacement_resets_every_stream(self) -> None:
+        """A replaced source's streams are all reset towards the destination, each whole."""
+        source, destination = FakePeer(), FakePeer()
+        grant = self.grant(Mode.SOURCE)
+        self.relay.attach(grant, source)
+        self.relay.attach(self.grant(Mode.DESTINATION, "e" * 32), destination)
+        starts = [
+            Message(type=Message.STREAM_START, streamId=3, serviceId="ssh"),
+            Message(type=Message.STREAM_START, streamId=8, serviceId="web"),
+        ]
+        self.relay.relay(grant, b"", starts)
+        destination.sent.clear()
+        self.relay.attach(self.grant(Mode.SOURCE), FakePeer())
+        self.assertEqual(
+            sorted((m.type, m.serviceId, m.streamId) for m in destination.messages()),
+            [(Message.STREAM_RESET, "ssh", 3), (Message.STREAM_RESET, "web", 8)],
+        )
+
+    def test_logged(self) -> None:
+        """Connects, replacements, disconnects and violations are each one line."""
+        tunnel_id = self.tunnel.tunnel_id
+        grant = self.grant(Mode.SOURCE)
+        old, new = FakePeer(), FakePeer()
+        with capturedLogs() as events:
+            self.relay.attach(grant, old)
+            self.relay.attach(self.grant(Mode.SOURCE), new)
+            self.relay.detach(grant, new)
+            destination = FakePeer()
+            destination_grant = self.grant(Mode.DESTINATION, "e" * 32)
+            self.relay.attach(destination_grant, destination)
+            self.relay.violation(destination_grant, destination, 1008, "bad record")
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "source connected to tunnel %s" % (tunnel_id,),
+                "Replacing the source connection of tunnel %s" % (tunnel_id,),
+                "source connected to tunnel %s" % (tunnel_id,),
+                "source disconnected from tunnel %s" % (tunnel_id,),
+                "destination connected to tunnel %s" % (tunnel_id,),
+                "Closing the destination connection of tunnel %s: bad record" % (tunnel_id,),
+                "destination disconnected from tunnel %s" % (tunnel_id,),
+            ],
+        )
+
+
+class BackPressureCycleTests(unittest.TestCase):
+    """Back-pressure that comes and goes, and peers that come and go while it holds."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.registry = TunnelRegistry(self.clock)
+        self.relay = Relay(self.clock, self.registry.state_changed)
+        self.addCleanup(self.registry.stop)
+        tunnel = self.registry.open_tunnel(["ssh"])
+        self.tokens = {mode: tunnel.slot(mode).access_token for mode in Mode}
+        self.source_grant = self.registry.authorize("source", [self.tokens[Mode.SOURCE]], [CLIENT_TOKEN])
+        self.destination_grant = self.registry.authorize(
+            "destination", [self.tokens[Mode.DESTINATION]], ["e" * 32]
+        )
+        self.source, self.destination = FakePeer(), FakePeer()
+        self.relay.attach(self.source_grant, self.source)
+        self.relay.attach(self.destination_grant, self.destination)
+
+    def test_full_again_pauses_again(self) -> None:
+        for _ in range(3):
+            self.relay.send_buffer_full(self.destination_grant, self.destination)
+            self.assertTrue(self.source.paused)
+            self.relay.send_buffer_drained(self.destination_grant, self.destination)
+            self.assertFalse(self.source.paused)
+
+    def test_detached_full_source_releases_the_destination(self) -> None:
+        self.relay.send_buffer_full(self.source_grant, self.source)
+        self.assertTrue(self.destination.paused)
+        self.relay.detach(self.source_grant, self.source)
+        self.assertFalse(self.destination.paused)
+        self.assertFalse(self.source.paused)
+
+    def test_new_peer_behind_a_full_one_resumes_when_it_drains(self) -> None:
+        self.relay.send_buffer_full(self.destination_grant, self.destination)
+        again = self.registry.authorize("source", [self.tokens[Mode.SOURCE]], [CLIENT_TOKEN])
+        new_source = FakePeer()
+        self.relay.attach(again, new_source)
+        self.assertTrue(new_source.paused)
+        self.relay.send_buffer_drained(self.destination_grant, self.destination)
+        self.assertFalse(new_source.paused)
