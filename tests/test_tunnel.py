@@ -782,3 +782,85 @@ class SessionStateTests(SynchronousTestCase):
         connection.connection_lost()
         self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
         self.assertEqual(peer.records, [])
+
+
+class ServiceCounterTests(SynchronousTestCase):
+    """The per-service counters (what the metrics export) count each event once."""
+
+    def test_same_counters_across_sessions(self) -> None:
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        counters = tunnel.counters_for("ssh")
+        self.assertEqual(counters.service_id, "ssh")
+        self.assertIs(tunnel.counters_for("ssh"), counters)
+        tunnel.session_ended()
+        tunnel.session_started(SUBPROTOCOL_V3, OutboundScheduler(lambda record: None))
+        tunnel.data_received(service_ids("ssh"))
+        self.assertIs(tunnel.counters_for("ssh"), counters)
+
+    def test_refusals(self) -> None:
+        """A refusal for a known service counts once: not ready, or over the limit."""
+        tunnel, _, _ = started(Mode.SOURCE, SSH, max_active_connections=1)
+        counters = tunnel.counters_for("ssh")
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual((counters.connections_opened, counters.connections_refused), (1, 1))
+        tunnel.session_ended()
+        tunnel.session_started(SUBPROTOCOL_V3, OutboundScheduler(lambda record: None))
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(counters.connections_refused, 2)
+        # A service ID this tunnel never had gets no counters.
+        self.assertIsNone(tunnel.local_connection_accepted("rdp", FakeLocalConnection()))
+        self.assertNotIn("rdp", tunnel.counters)
+
+    def test_received_and_closed(self) -> None:
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        counters = tunnel.counters_for("ssh")
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        tunnel.data_received(data("ssh", 1, 1, b"abc") + data("ssh", 1, 1, b"defg"))
+        self.assertEqual((counters.messages_received, counters.bytes_received), (2, 7))
+        connection.connection_lost()
+        connection.connection_lost()
+        self.assertEqual(counters.connections_closed, 1)
+
+    def test_failed_connect_counted(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        connection, _ = local.connection("ssh", 1)
+        with logs() as captured:
+            connection.connect_failed("Connection refused")
+            connection.connect_failed("Connection refused")
+        self.assertEqual(tunnel.counters_for("ssh").connections_refused, 1)
+        self.assertIn(
+            "Could not connect service id ssh connection id 1: Connection refused",
+            texts(captured, LogLevel.debug),
+        )
+
+    def test_local_close_after_peer_reset(self) -> None:
+        """The local socket closing after the peer reset it sends nothing more, counts nothing."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 1))
+        peer.take()
+        connection.connection_lost()
+        self.assertEqual(peer.records, [])
+        self.assertEqual(tunnel.counters_for("ssh").connections_closed, 0)
+
+    def test_local_close_sends_queued_bytes_first(self) -> None:
+        """A local close with bytes still queued: the bytes go out, then the reset."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        peer.take()
+        scheduler.pauseProducing()
+        connection.data_received(b"last words")
+        connection.connection_lost()
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [("DATA", "ssh", 1, 1, b"last words"), ("CONNECTION_RESET", "ssh", 1, 1)],
+        )
