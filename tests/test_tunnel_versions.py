@@ -12,8 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import FatalTunnelError
+from aws_localproxy.peerformat import PeerFormat
 from aws_localproxy.tunnel import Tunnel
-from aws_localproxy.wire import Message
+from aws_localproxy.wire import Message, decode_all
 from tests.test_tunnel import (
     SSH,
     FakeLocalConnection,
@@ -234,3 +235,22 @@ class ConversationTests(SynchronousTestCase):
         pump(source, destination, service)
         for connection, local in clients:
             self.assertEqual(local.data, b"echo %d" % (connection.connection_id,))
+
+
+class PeerFormatTests(SynchronousTestCase):
+    """The format object on its own: the fall-back happens once, and only from V3."""
+
+    def test_fall_back_once(self) -> None:
+        peer_format = PeerFormat(PeerVersion.V3)
+        self.assertTrue(peer_format.fall_back_to_v2())
+        self.assertIs(peer_format.version, PeerVersion.V2)
+        self.assertFalse(peer_format.fall_back_to_v2())
+        for version in (PeerVersion.V2, PeerVersion.V1):
+            other = PeerFormat(version)
+            self.assertFalse(other.fall_back_to_v2())
+            self.assertIs(other.version, version)
+
+    def test_control_without_connection_id(self) -> None:
+        """A control record built without a connection ID carries none."""
+        (message,) = decode_all(PeerFormat(PeerVersion.V3).control(Message.STREAM_RESET, "ssh", 3))
+        self.assertEqual((message.serviceId, message.streamId, message.connectionId), ("ssh", 3, 0))
