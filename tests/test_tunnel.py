@@ -864,3 +864,27 @@ class ServiceCounterTests(SynchronousTestCase):
             peer.take(),
             [("DATA", "ssh", 1, 1, b"last words"), ("CONNECTION_RESET", "ssh", 1, 1)],
         )
+
+
+class RenumberingTests(SynchronousTestCase):
+    def test_totals(self) -> None:
+        """The tunnel's own totals count every payload byte and message from the service."""
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        before = (tunnel.bytes_received, tunnel.messages_received)
+        records = data("ssh", 1, 1, b"x") + ctl(Message.STREAM_RESET, "ssh", 1)
+        tunnel.data_received(records)
+        self.assertEqual(
+            (tunnel.bytes_received, tunnel.messages_received),
+            (before[0] + len(records), before[1] + 2),
+        )
+
+    def test_service_ids_again_keep_numbering(self) -> None:
+        """SERVICE_IDS again in a session: stream and connection IDs go on where they were."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
+        tunnel.data_received(service_ids("ssh"))
+        peer.take()
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 3)])
