@@ -288,7 +288,7 @@ def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
 
 class LocalTunnelService(Service):
     """
-    The tunnel service as an L{IService}, for twistd and the console script.
+    The tunnel service as an C{IService}, for twistd and the console script.
 
     @ivar running: the L{RunningTunnelService} once listening.
     @ivar ready: fires with it (or fails) once startService has listened.
