@@ -30,7 +30,8 @@ from aws_localproxy.regions import (
     endpoint_for_region,
     parse_endpoint,
 )
-from aws_localproxy.settings import Settings, SettingsError, inert_settings, load_settings_json
+from aws_localproxy.settings import Settings, SettingsError, inert_settings
+from aws_localproxy.settingsdoc import load_settings_json
 from aws_localproxy.validation import (
     ConfigurationError,
     bind_address,

@@ -22,7 +22,7 @@ from twisted.python import usage
 from aws_localproxy import logsetup
 from aws_localproxy.config import ProxyConfig
 from aws_localproxy.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
-from aws_localproxy.settings import export_default_settings
+from aws_localproxy.settingsdoc import export_default_settings
 
 __all__ = ["main"]
 

@@ -37,7 +37,7 @@ from aws_localproxy.optionsources import (
     merge_sources,
 )
 from aws_localproxy.portmapping import parse_port_mapping
-from aws_localproxy.settings import export_default_settings
+from aws_localproxy.settingsdoc import export_default_settings
 from aws_localproxy.validation import (
     ConfigurationError,
     check_path,
