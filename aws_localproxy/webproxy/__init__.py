@@ -26,21 +26,8 @@ from twisted.internet.ssl import TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 
 from aws_localproxy.tls import UnverifiedClientTLS
-from aws_localproxy.webproxy.errors import (
-    HTTPConnectError,
-    ProxyAuthenticationError,
-    ProxyClientError,
-    ProxyConnectionLost,
-    ProxyProtocolError,
-    ProxyRedirectionError,
-    ProxyServerError,
-    ProxyTimeoutError,
-    ProxyUnexpectedStatusError,
-    ProxyUnreachableError,
-    SOCKSAuthenticationError,
-    SOCKSError,
-    WebProxyError,
-)
+from aws_localproxy.webproxy import errors
+from aws_localproxy.webproxy.errors import *  # noqa: F403 (the package's errors, re-exported below)
 from aws_localproxy.webproxy.httpconnect import HTTPConnectEndpoint
 from aws_localproxy.webproxy.socks import SOCKS5Endpoint
 from aws_localproxy.webproxy.url import (
@@ -64,20 +51,9 @@ __all__ = [
     "proxied_endpoint",
     "proxy_tls_options",
     "service_endpoint",
-    "WebProxyError",
-    "ProxyUnreachableError",
-    "ProxyTimeoutError",
-    "ProxyConnectionLost",
-    "ProxyProtocolError",
-    "HTTPConnectError",
-    "ProxyRedirectionError",
-    "ProxyClientError",
-    "ProxyAuthenticationError",
-    "ProxyServerError",
-    "ProxyUnexpectedStatusError",
-    "SOCKSError",
-    "SOCKSAuthenticationError",
 ]
+# Every error of the package, under the names errors.py gives them.
+__all__ += errors.__all__
 
 log = Logger()
 
