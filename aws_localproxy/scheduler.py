@@ -42,10 +42,21 @@ DEFAULT_LANE_LIMIT = 131076
 class Lane:
     """One local connection's bytes on their way to the tunnel."""
 
-    __slots__ = ("_scheduler", "fields", "_chunks", "queued", "_final", "closing", "_reader",
-                 "_reading_paused", "_in_ring")
+    __slots__ = (
+        "_scheduler",
+        "fields",
+        "_chunks",
+        "queued",
+        "_final",
+        "closing",
+        "_reader",
+        "_reading_paused",
+        "_in_ring",
+    )
 
-    def __init__(self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl) -> None:
+    def __init__(
+        self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl
+    ) -> None:
         self._scheduler = scheduler
         #: The connection's fixed DATA fields (replaced if the peer format changes).
         self.fields = fields
