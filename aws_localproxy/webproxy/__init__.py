@@ -20,6 +20,7 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.ssl import TLSVersion, optionsForClientTLS
@@ -86,7 +87,7 @@ def proxy_tls_options(
 
 
 def proxied_endpoint(
-    reactor: object,
+    reactor: IReactorTime,
     proxy: ProxyURL,
     host: str,
     port: int,
@@ -113,7 +114,7 @@ def proxied_endpoint(
             port,
             credentials=proxy.credentials,
             timeout=timeout,
-            clock=reactor,  # type: ignore[arg-type]
+            clock=reactor,
             proxy_name=proxy.authority,
         )
     return SOCKS5Endpoint(
@@ -123,13 +124,13 @@ def proxied_endpoint(
         credentials=proxy.credentials,
         remote_dns=proxy.scheme == "socks5h",
         timeout=timeout,
-        clock=reactor,  # type: ignore[arg-type]
+        clock=reactor,
         proxy_name=proxy.authority,
     )
 
 
 def service_endpoint(
-    reactor: object,
+    reactor: IReactorTime,
     config_web_proxy: str | None,
     no_proxy: str | None,
     host: str,

@@ -23,6 +23,7 @@ import ipaddress
 import struct
 from typing import Unpack, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -198,8 +199,8 @@ class _FirstAddress:
         pass
 
     def addressResolved(self, address: object) -> None:
-        if self._address is None:
-            self._address = address.host  # type: ignore[attr-defined]
+        if self._address is None and isinstance(address, (IPv4Address, IPv6Address)):
+            self._address = address.host
 
     def resolutionComplete(self) -> None:
         if self._address is None:
