@@ -1,9 +1,52 @@
 """
 aws-localproxy: the AWS IoT Secure Tunneling local proxy as a Twisted protocol stack.
 
-The public API is re-exported here as its modules land; see docs/architecture.md.
+The public API, for applications that embed a proxy::
+
+    from aws_localproxy import LocalProxyService, ProxyConfig, Mode
+
+ - L{LocalProxyService}: one source or destination local proxy, an C{IService};
+ - L{ProxyConfig}, L{Settings}, L{Mode}, L{PeerVersion}: what it is built from;
+ - L{ConnectedTunnel}, L{ClosedTunnel}: what its hooks are called with;
+ - L{FactoryEndpoint}: a client endpoint to a protocol factory in this process;
+ - L{TunnelMetrics}, L{ServiceMetrics}: what C{LocalProxyService.metrics()} returns.
+
+The names are imported on first use, so ``import aws_localproxy`` stays cheap
+(the twistd plugin and the console script's ``--help`` load nothing else).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from aws_localproxy._version import __version__
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "LocalProxyService": "aws_localproxy.service",
+    "ConnectedTunnel": "aws_localproxy.service",
+    "ClosedTunnel": "aws_localproxy.service",
+    "run_proxy": "aws_localproxy.service",
+    "ProxyConfig": "aws_localproxy.config",
+    "Settings": "aws_localproxy.settings",
+    "Mode": "aws_localproxy.constants",
+    "PeerVersion": "aws_localproxy.constants",
+    "FactoryEndpoint": "aws_localproxy.inprocess",
+    "TunnelMetrics": "aws_localproxy.metrics",
+    "ServiceMetrics": "aws_localproxy.metrics",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aws_localproxy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -48,13 +48,19 @@ def _exit_with(code: Any) -> None:
         raise SystemExit(code)
 
 
-def _run(config: ProxyConfig) -> None:
-    """Run the proxy until it stops; raises C{SystemExit} with its exit code."""
+def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None) -> None:
+    """
+    Run the proxy until it stops; raises C{SystemExit} with its exit code.
+    C{on_secret} hears of the secrets the proxy makes up (a generated client
+    token), to redact them from the log like the configured ones.
+    """
     from twisted.internet import task
 
     from aws_localproxy.service import run_proxy
 
-    task.react(lambda reactor: run_proxy(reactor, config).addCallback(_exit_with))
+    task.react(
+        lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with)
+    )
 
 
 def main(
@@ -117,6 +123,6 @@ def main(
 
     config = options.config
     assert config is not None
-    start_logging(config.verbosity, err, options.secrets)
-    _run(config)
+    lines = start_logging(config.verbosity, err, options.secrets)
+    _run(config, lines.add_secret if lines is not None else None)
     return 0  # pragma: no cover - react() always raises SystemExit

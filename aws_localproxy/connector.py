@@ -50,6 +50,8 @@ class TunnelConnector:
     Keeps one local proxy connected to the service; L{finished} fires with the exit code.
 
     @ivar on_ready: called (with the tunnel) each time a session has its service IDs.
+    @ivar on_closed: called (with how it ended) each time an open session closes,
+        before the connector decides whether to reconnect.
     """
 
     log = Logger()
@@ -67,6 +69,7 @@ class TunnelConnector:
         retry_delay: float,
         reconnect_on_data_error: bool,
         on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
+        on_closed: Callable[[CloseOutcome], None] = lambda outcome: None,
         lane_limit: int = DEFAULT_LANE_LIMIT,
         pacing: bool = True,
     ) -> None:
@@ -83,6 +86,7 @@ class TunnelConnector:
         self._retry_delay = retry_delay
         self._reconnect = reconnect_on_data_error
         self._on_ready = on_ready
+        self._on_closed = on_closed
         self._failures = 0
         self._protocol: Optional[TunnelClientProtocol] = None
         self._connecting: Optional[Deferred[IProtocol]] = None
@@ -91,7 +95,12 @@ class TunnelConnector:
         self._stopping = False
         self._done = False
         self.finished: Deferred[int] = Deferred()
+        #: WebSocket sessions opened so far (the first one and every reconnect).
         self.sessions = 0
+        #: When the WebSocket last opened or closed (the reactor's clock), for metrics.
+        self.state_changed_at = reactor.seconds()
+        self._records_sent_before = 0
+        self._bytes_sent_before = 0
 
     # -- control --------------------------------------------------------------------
 
@@ -182,9 +191,27 @@ class TunnelConnector:
 
     # -- SessionEvents --------------------------------------------------------------------
 
+    @property
+    def session_up(self) -> bool:
+        """A WebSocket session is open now."""
+        return self._scheduler is not None
+
+    @property
+    def records_sent(self) -> int:
+        """Records written to the WebSocket over every session."""
+        scheduler = self._scheduler
+        return self._records_sent_before + (scheduler.records_sent if scheduler else 0)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Record bytes (length prefixes included) written to the WebSocket over every session."""
+        scheduler = self._scheduler
+        return self._bytes_sent_before + (scheduler.bytes_sent if scheduler else 0)
+
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self._failures = 0
         self.sessions += 1
+        self.state_changed_at = self._reactor.seconds()
         self._session_error = None
         self._protocol = protocol
         transport = protocol.transport
@@ -241,9 +268,18 @@ class TunnelConnector:
         if protocol is self._protocol:
             self._protocol = None
         if outcome.was_open:
+            scheduler = self._scheduler
+            if scheduler is not None:
+                self._records_sent_before += scheduler.records_sent
+                self._bytes_sent_before += scheduler.bytes_sent
+            self.state_changed_at = self._reactor.seconds()
             self._scheduler = None
             self._inbound.detach()
             self._tunnel.session_ended()
+            try:
+                self._on_closed(outcome)
+            except Exception:
+                self.log.failure("The session-closed hook failed")
         error = self._session_error
         if self._stopping or self._done:
             self._finish(EXIT_FAILURE if isinstance(error, FatalTunnelError) else EXIT_OK)

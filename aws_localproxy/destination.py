@@ -2,6 +2,13 @@
 """
 The destination's local side: a TCP (or Unix socket) client per connection.
 
+A service ID's endpoint is the reference's ``port``, ``host:port`` or Unix
+socket path, or any Twisted client endpoint description
+(``unix:/run/sshd.sock``, ``tcp:host=example:port=80``; see
+L{aws_localproxy.endpoints}); an embedding application may hand over any
+C{IStreamClientEndpoint} for a service ID instead (an in-process factory,
+for one).
+
 On StreamStart or ConnectionStart the tunnel asks for a local connection to
 the service ID's endpoint.  The connection is returned at once and keeps
 what the tunnel writes to it until the socket is connected (the reference
@@ -14,52 +21,26 @@ literals work (``[::1]:22``, which the reference cannot parse).
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Set, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, Set, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from aws_localproxy.endpoints import (
+    DEFAULT_DESTINATION_HOST,
+    DestinationEndpoint,
+    EndpointError,
+    parse_destination_endpoint,
+)
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
 
-__all__ = ["DestinationSide", "parse_destination"]
-
-#: Where a bare port goes, as in the reference.
-DEFAULT_DESTINATION_HOST = "127.0.0.1"
-
-
-def parse_destination(endpoint: str, default_host: str = DEFAULT_DESTINATION_HOST) -> Tuple[str, int] | str:
-    """
-    ``port``, ``host:port``, ``[v6]:port`` or a bare IPv6 ``a:b::c:port`` ->
-    C{(host, port)}; anything with a ``/`` is a Unix socket path (returned as is).
-    """
-    text = endpoint.strip()
-    if "/" in text:
-        return text
-    text = text.lower()
-    if text.isdigit():
-        return default_host, _port(text, endpoint)
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise FatalTunnelError(f"Invalid destination endpoint: {endpoint}")
-        return host, _port(rest[1:], endpoint)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise FatalTunnelError(f"Invalid destination endpoint: {endpoint}")
-    return host, _port(port, endpoint)
-
-
-def _port(text: str, endpoint: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise FatalTunnelError(f"Invalid port in destination endpoint: {endpoint}")
-    return int(text)
+__all__ = ["DestinationSide", "DEFAULT_DESTINATION_HOST"]
 
 
 class _PendingConnection:
@@ -95,7 +76,7 @@ class _PendingConnection:
     async def _connect_with_retries(self) -> None:
         side = self._side
         attempts = 0
-        target = parse_destination(self._endpoint, side.default_host)
+        service_id = self._connection.service_id
         while True:
             side.log.info(
                 "Attempting to establish tcp socket connection to: {endpoint}",
@@ -104,12 +85,15 @@ class _PendingConnection:
             try:
                 factory = Factory.forProtocol(
                     lambda: LocalStreamProtocol(
-                        side.inbound, self._connection, backlog_limit=side.backlog_limit
+                        side.inbound,
+                        self._connection,
+                        backlog_limit=side.backlog_limit,
+                        read_size=side.read_size,
                     )
                 )
                 factory.noisy = False
                 protocol = cast(
-                    LocalStreamProtocol, await side.endpoint_for(target).connect(factory)
+                    LocalStreamProtocol, await side.endpoint_for(service_id).connect(factory)
                 )
             except CancelledError:
                 raise
@@ -136,19 +120,21 @@ class _PendingConnection:
                     return
                 await deferLater(side.reactor, side.retry_delay)  # type: ignore[arg-type]
                 continue
-            self._connected(protocol, target)
+            self._connected(protocol)
             return
 
-    def _connected(self, protocol: LocalStreamProtocol, target: Tuple[str, int] | str) -> None:
-        if isinstance(target, str):
-            self._side.log.info("Connected to Unix socket: {path}", path=target)
-        else:
-            peer = protocol.transport.getPeer()
+    def _connected(self, protocol: LocalStreamProtocol) -> None:
+        peer = protocol.transport.getPeer()
+        host = getattr(peer, "host", None)
+        parsed = self._side._parsed.get(self._connection.service_id)
+        if parsed is not None and parsed.path is not None:
+            self._side.log.info("Connected to Unix socket: {path}", path=parsed.path)
+        elif host is not None:
             self._side.log.info(
-                "Connected to {ip}, port: {port}",
-                ip=getattr(peer, "host", target[0]),
-                port=getattr(peer, "port", target[1]),
+                "Connected to {ip}, port: {port}", ip=host, port=getattr(peer, "port", None)
             )
+        else:
+            self._side.log.info("Connected to {endpoint}", endpoint=self._endpoint)
         self._protocol = protocol
         if self._reading_paused:
             protocol.pause_reading()
@@ -206,7 +192,7 @@ class DestinationSide:
 
     def __init__(
         self,
-        reactor: object,
+        reactor: Any,
         inbound: InboundFlow,
         *,
         default_host: str = DEFAULT_DESTINATION_HOST,
@@ -215,8 +201,21 @@ class DestinationSide:
         pending_limit: int = 131076,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         connect_timeout: float = 30,
+        read_size: Optional[int] = None,
+        client_endpoints: Optional[Mapping[str, IStreamClientEndpoint]] = None,
     ) -> None:
+        """
+        @param read_size: the most bytes one read of a local socket takes
+            (``tcp.read_buffer_size``); C{None}: Twisted's default.
+        @param client_endpoints: service ID -> the endpoint to connect with,
+            given by an embedding application (e.g. an in-process factory,
+            L{aws_localproxy.inprocess.FactoryEndpoint}); it wins over the
+            configured text.
+        """
         self.reactor = reactor
+        self.read_size = read_size
+        self._client_endpoints = dict(client_endpoints or {})
+        self._parsed: Dict[str, DestinationEndpoint] = {}
         self.inbound = inbound
         self.default_host = default_host
         self.retry_count = retry_count
@@ -229,15 +228,23 @@ class DestinationSide:
         self.endpoints: Mapping[str, str] = {}
 
     def services_ready(self, endpoints: Mapping[str, str]) -> None:
-        for endpoint in endpoints.values():
-            parse_destination(endpoint, self.default_host)  # bad mappings fail now
+        parsed: Dict[str, DestinationEndpoint] = {}
+        for service_id, endpoint in endpoints.items():
+            if service_id in self._client_endpoints:
+                continue
+            try:  # bad mappings fail now, not at the first connection
+                parsed[service_id] = parse_destination_endpoint(endpoint, self.default_host)
+            except EndpointError as error:
+                raise FatalTunnelError(str(error)) from None
+        self._parsed = parsed
         self.endpoints = dict(endpoints)
 
-    def endpoint_for(self, target: Tuple[str, int] | str) -> IStreamClientEndpoint:
-        if isinstance(target, str):
-            return UNIXClientEndpoint(self.reactor, target, timeout=self.connect_timeout)  # type: ignore[arg-type]
-        host, port = target
-        return HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
+    def endpoint_for(self, service_id: str) -> IStreamClientEndpoint:
+        """The endpoint a new local connection of C{service_id} connects with."""
+        given = self._client_endpoints.get(service_id)
+        if given is not None:
+            return given
+        return self._parsed[service_id].client_endpoint(self.reactor, self.connect_timeout)
 
     def stop(self) -> None:
         """The proxy is stopping: give up every connect still in progress."""
@@ -246,7 +253,10 @@ class DestinationSide:
 
     def connect(self, connection: TunnelConnection) -> LocalConnection:
         endpoint = self.endpoints.get(connection.service_id)
-        if endpoint is None:
+        if endpoint is None or (
+            connection.service_id not in self._parsed
+            and connection.service_id not in self._client_endpoints
+        ):
             raise FatalTunnelError(f"Receive invalid service id {connection.service_id}")
         pending = _PendingConnection(self, connection, endpoint)
         pending.start()

@@ -149,6 +149,7 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
 
 def _refuse(session: TunnelSession, service: Service, connection_id: int, starts_stream: bool) -> None:
     """Answer a start we will not act on with the reset that ends it."""
+    service.counters.connections_refused += 1
     if session.format.multiplexed and not starts_stream:
         session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
     else:

@@ -72,8 +72,12 @@ class LocalStreamProtocol(Protocol):
         tunnel_connection: Optional[TunnelConnection] = None,
         on_made: Optional[Callable[["LocalStreamProtocol"], None]] = None,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+        read_size: Optional[int] = None,
     ) -> None:
         self.inbound = inbound
+        #: The most bytes one read of the socket takes (``tcp.read_buffer_size``);
+        #: C{None}: Twisted's default (64 KiB).
+        self.read_size = read_size
         self.tunnel_connection = tunnel_connection
         self._on_made = on_made
         self.backlog_limit = backlog_limit
@@ -88,6 +92,8 @@ class LocalStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
+        if self.read_size is not None and hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = self.read_size  # type: ignore[attr-defined]
         set_no_delay(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self._reading_paused:

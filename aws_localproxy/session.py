@@ -24,7 +24,7 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.interfaces import ConnectionEvents, LocalSide, Outbound
 from aws_localproxy.peerformat import PeerFormat
-from aws_localproxy.streams import UINT32_MAX, Connection, Service, next_id
+from aws_localproxy.streams import UINT32_MAX, Connection, CountingFields, Service, next_id
 from aws_localproxy.wire import Message
 
 __all__ = ["TunnelSession", "unexpected_type"]
@@ -107,10 +107,14 @@ class TunnelSession:
             self._events, service, connection_id, service.stream_id, starts_stream=starts_stream
         )
         connection.lane = self.outbound.open_lane(
-            self.format.data_fields(service.service_id, service.stream_id, connection_id),
+            CountingFields(
+                self.format.data_fields(service.service_id, service.stream_id, connection_id),
+                service.counters,
+            ),
             connection,
         )
         service.connections[connection_id] = connection
+        service.counters.connections_opened += 1
         return connection
 
     def close_connection(
@@ -142,6 +146,8 @@ class TunnelSession:
         """
         service.active = False
         connections = service.take_connections()
+        if reset is None:
+            service.counters.connections_reset += len(connections)
         lanes = [c.lane for c in connections if c.lane is not None]
         for connection in connections:
             connection.lane = None
@@ -194,6 +200,7 @@ class TunnelSession:
             service_id=service.service_id,
             connection_id=connection.connection_id,
         )
+        service.counters.connections_reset += 1
         answer = None
         if self.format.multiplexed:
             answer = self.control(
@@ -248,8 +255,11 @@ class TunnelSession:
         for service in self.services.values():
             for connection in service:
                 if connection.lane is not None:
-                    connection.lane.fields = self.format.data_fields(
-                        service.service_id, connection.stream_id, connection.connection_id
+                    connection.lane.fields = CountingFields(
+                        self.format.data_fields(
+                            service.service_id, connection.stream_id, connection.connection_id
+                        ),
+                        service.counters,
                     )
 
     # -- the end -------------------------------------------------------------

@@ -1,10 +1,16 @@
-# -*- test-case-name: tests.test_source -*-
+# -*- test-case-name: tests.test_local_sides -*-
 """
-The source's local side: one TCP listener per service ID.
+The source's local side: one listener per service ID.
+
+A service ID's endpoint is the reference's ``[address:]port`` (a TCP port
+on the bind address) or any Twisted server endpoint description
+(``unix:/run/ssh1.sock``, ``tcp:0:interface=::1``; see
+L{aws_localproxy.endpoints}); an embedding application may hand over any
+C{IStreamServerEndpoint} for a service ID instead.
 
 Listeners are opened when the first SERVICE_IDS arrives and then kept for
-the life of the proxy, across reconnects, with the port they first got
-(even one the proxy picked itself), so a client configured against that
+the life of the proxy, across reconnects, with the address they first got
+(even a port the proxy picked itself), so a client configured against that
 port keeps working; the reference closes them on every reconnect and may
 pick new ports.  A connection accepted while the tunnel is not ready is
 closed at once (the reference refuses it by not listening).
@@ -12,36 +18,35 @@ closed at once (the reference refuses it by not listening).
 
 from __future__ import annotations
 
-import socket
-from typing import Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.interfaces import IAddress, IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from aws_localproxy.endpoints import EndpointError, SourceEndpoint, parse_source_endpoint
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
 from aws_localproxy.outcome import Outcome
 
-__all__ = ["SourceSide", "listen_port_of"]
+__all__ = ["SourceSide", "describe_address"]
 
 Accept = Callable[[str, LocalConnection], Optional[TunnelConnection]]
 
 
-def listen_port_of(endpoint: str) -> int:
-    """The port a source listens on: the part after the last ``:`` (a host part is ignored)."""
-    text = endpoint.rsplit(":", 1)[-1].strip()
-    if not text.isdigit():
-        raise FatalTunnelError(f"Invalid listen port in port mapping: {endpoint}")
-    port = int(text, 10)
-    if port > 65535:
-        raise FatalTunnelError(f"Invalid listen port in port mapping: {endpoint}")
-    return port
+def describe_address(address: object) -> str:
+    """``port 5555`` for an IP address, the path of a Unix socket, else the address's repr."""
+    port = getattr(address, "port", None)
+    if port is not None:
+        return f"port {port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return name.decode() if isinstance(name, bytes) else str(name)
+    return repr(address)
 
 
 class _ServiceFactory(Factory):
@@ -55,7 +60,10 @@ class _ServiceFactory(Factory):
 
     def buildProtocol(self, addr: object) -> LocalStreamProtocol:
         return LocalStreamProtocol(
-            self.side.inbound, on_made=self._made, backlog_limit=self.side.backlog_limit
+            self.side.inbound,
+            on_made=self._made,
+            backlog_limit=self.side.backlog_limit,
+            read_size=self.side.read_size,
         )
 
     def _made(self, protocol: LocalStreamProtocol) -> None:
@@ -64,10 +72,35 @@ class _ServiceFactory(Factory):
             protocol.refuse()
             return
         protocol.tunnel_connection = connection
-        port = protocol.transport.getHost().port  # type: ignore[attr-defined]
-        self.side.log.info(
-            "Accepted tcp connection on port {port} from {peer}", port=port, peer=protocol.peer
-        )
+        host = protocol.transport.getHost()  # type: ignore[attr-defined]
+        port = getattr(host, "port", None)
+        if port is not None:
+            self.side.log.info(
+                "Accepted tcp connection on port {port} from {peer}", port=port, peer=protocol.peer
+            )
+        else:
+            self.side.log.info(
+                "Accepted connection on {address} for service id {service_id}",
+                address=describe_address(host),
+                service_id=self.service_id,
+            )
+
+
+class _Listen:
+    """How one service ID listens: what it says in logs and the endpoint to use."""
+
+    def __init__(
+        self,
+        describe: str,
+        make: Callable[[], IStreamServerEndpoint],
+        fatal: str,
+        port: Optional[int] = None,
+    ) -> None:
+        self.describe = describe
+        self.make = make
+        self.fatal = fatal
+        #: The reference form's port (0: picked by the system), else C{None}.
+        self.port = port
 
 
 class SourceSide:
@@ -77,7 +110,7 @@ class SourceSide:
 
     def __init__(
         self,
-        reactor: IReactorTCP,
+        reactor: Any,
         inbound: InboundFlow,
         bind_address: str,
         *,
@@ -85,78 +118,129 @@ class SourceSide:
         retry_delay: float = 2.5,
         on_fatal: Callable[[BaseException], None],
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+        read_size: Optional[int] = None,
+        server_endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
     ) -> None:
+        """
+        @param read_size: the most bytes one read of a local socket takes
+            (``tcp.read_buffer_size``); C{None}: Twisted's default.
+        @param server_endpoints: service ID -> the endpoint to listen on,
+            given by an embedding application; it wins over the configured text.
+        """
         self.backlog_limit = backlog_limit
+        self.read_size = read_size
         self._reactor = reactor
         self.inbound = inbound
         self.bind_address = bind_address
         self._retry_count = retry_count
         self._retry_delay = retry_delay
         self._on_fatal = on_fatal
+        self._server_endpoints = dict(server_endpoints or {})
         self.accept: Accept = lambda service_id, local: None
         self._ports: Dict[str, IListeningPort] = {}
         self._pending: Dict[str, Deferred[IListeningPort]] = {}
-        self._bound: Dict[str, Outcome[int]] = {}
+        self._bound: Dict[str, Outcome[IAddress]] = {}
         self._stopped = False
+        self._stopping: Optional[Outcome[None]] = None
 
     def services_ready(self, endpoints: Mapping[str, str]) -> None:
+        plans: Dict[str, _Listen] = {}
         for service_id, endpoint in endpoints.items():
             if service_id in self._ports or service_id in self._pending:
                 continue
+            plans[service_id] = self._plan(service_id, endpoint)
+        for service_id, plan in plans.items():
             self.log.info("calling setup from loop")
-            port = listen_port_of(endpoint)
-            self._pending[service_id] = self._listen(service_id, port)
+            self._pending[service_id] = self._listen(service_id, plan)
+
+    def _plan(self, service_id: str, text: str) -> _Listen:
+        given = self._server_endpoints.get(service_id)
+        if given is not None:
+            return _Listen(
+                repr(given),
+                lambda: given,
+                f"Source local proxy fails to listen on {given!r} for service id {service_id}",
+            )
+        try:
+            parsed: SourceEndpoint = parse_source_endpoint(text)
+        except EndpointError as error:
+            raise FatalTunnelError(str(error)) from None
+        if parsed.description is None:
+            port = parsed.port
+            return _Listen(
+                f"{self.bind_address}:{port}",
+                lambda: parsed.server_endpoint(self._reactor, self.bind_address),
+                f"Source local proxy fails to bind address {self.bind_address}:{port} "
+                f"for service id {service_id}",
+                port=port,
+            )
+        return _Listen(
+            parsed.description,
+            lambda: parsed.server_endpoint(self._reactor, self.bind_address),
+            f"Source local proxy fails to listen on {parsed.description} "
+            f"for service id {service_id}",
+        )
 
     def connect(self, connection: TunnelConnection) -> LocalConnection:
         raise FatalTunnelError("A source local proxy does not connect to local services")
 
-    def listening_port(self, service_id: str) -> Deferred[int]:
-        """The bound port of C{service_id}'s listener, once it listens."""
+    def listening_address(self, service_id: str) -> Deferred[IAddress]:
+        """The bound address of C{service_id}'s listener, once it listens."""
         return self._bound.setdefault(service_id, Outcome()).wait()
 
+    def listening_port(self, service_id: str) -> Deferred[int]:
+        """
+        The bound port of C{service_id}'s listener, once it listens; fails
+        with C{ValueError} for a listener without a port (a Unix socket).
+        """
+
+        def port_of(address: IAddress) -> int:
+            port = getattr(address, "port", None)
+            if port is None:
+                raise ValueError(f"service id {service_id} listens on {address!r}, not on a port")
+            return int(port)
+
+        return self.listening_address(service_id).addCallback(port_of)
+
     def bound_ports(self) -> Mapping[str, int]:
-        """Service ID -> bound port, for the listeners open now."""
-        return {sid: p.getHost().port for sid, p in self._ports.items()}  # type: ignore[attr-defined]
+        """Service ID -> bound port, for the listeners open now that have one."""
+        ports = {}
+        for service_id, listening in self._ports.items():
+            port = getattr(listening.getHost(), "port", None)
+            if port is not None:
+                ports[service_id] = int(port)
+        return ports
 
-    def _endpoint(self, port: int) -> TCP4ServerEndpoint | TCP6ServerEndpoint:
-        address = self._resolve(self.bind_address)
-        if ":" in address:
-            return TCP6ServerEndpoint(self._reactor, port, interface=address)
-        return TCP4ServerEndpoint(self._reactor, port, interface=address)
-
-    @staticmethod
-    def _resolve(address: str) -> str:
-        """The first passive address of C{address}, as the reference picks it (``localhost`` -> 127.0.0.1)."""
-        try:
-            infos = socket.getaddrinfo(
-                address, 0, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
-            )
-        except socket.gaierror as error:
-            raise OSError(f"Could not resolve bind address: {address} -- {error}") from error
-        families = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
-        return str(families[0][4][0])
-
-    async def _listen_with_retries(self, service_id: str, port: int) -> IListeningPort:
+    async def _listen_with_retries(self, plan: _Listen, service_id: str) -> IListeningPort:
         attempts = 0
         while True:
             try:
-                endpoint = self._endpoint(port)
-                listening = await endpoint.listen(_ServiceFactory(self, service_id))
+                listening: IListeningPort = await plan.make().listen(
+                    _ServiceFactory(self, service_id)
+                )
                 return listening
             except Exception as error:
                 attempts += 1
-                self.log.error(
-                    "Could not bind to address: {address}:{port} -- {error}",
-                    address=self.bind_address,
-                    port=port,
-                    error=getattr(error, "message", None) or str(error),
-                )
+                reason = getattr(error, "message", None) or str(error) or type(error).__name__
+                if plan.port is not None:
+                    self.log.error(
+                        "Could not bind to address: {address}:{port} -- {error}",
+                        address=self.bind_address,
+                        port=plan.port,
+                        error=reason,
+                    )
+                else:
+                    self.log.error(
+                        "Could not listen on {endpoint} -- {error}",
+                        endpoint=plan.describe,
+                        error=reason,
+                    )
                 if self._stopped or (0 <= self._retry_count < attempts):
                     raise
-                await deferLater(self._reactor, self._retry_delay)  # type: ignore[arg-type]
+                await deferLater(self._reactor, self._retry_delay)
 
-    def _listen(self, service_id: str, port: int) -> Deferred[IListeningPort]:
-        d = Deferred.fromCoroutine(self._listen_with_retries(service_id, port))
+    def _listen(self, service_id: str, plan: _Listen) -> Deferred[IListeningPort]:
+        d = Deferred.fromCoroutine(self._listen_with_retries(plan, service_id))
 
         def listening(listening_port: IListeningPort) -> IListeningPort:
             self._pending.pop(service_id, None)
@@ -164,38 +248,48 @@ class SourceSide:
                 listening_port.stopListening()
                 return listening_port
             self._ports[service_id] = listening_port
-            bound = listening_port.getHost().port  # type: ignore[attr-defined]
-            self.log.info("Listening for new connection on port {port}", port=bound)
-            if port == 0:
+            address = listening_port.getHost()
+            bound = getattr(address, "port", None)
+            if bound is not None:
+                self.log.info("Listening for new connection on port {port}", port=bound)
+            else:
+                self.log.info(
+                    "Listening for new connection on {address} for service id {service_id}",
+                    address=describe_address(address),
+                    service_id=service_id,
+                )
+            if plan.port == 0:
                 self.log.info(
                     "Listen port assigned for service id {service_id}. New port mapping: ",
                     service_id=service_id,
                 )
                 self.log.info("{service_id} = {port}", service_id=service_id, port=bound)
-            self._bound.setdefault(service_id, Outcome()).succeed(bound)
+            self._bound.setdefault(service_id, Outcome()).succeed(address)
             return listening_port
 
         def failed(failure: object) -> None:
             self._pending.pop(service_id, None)
             if not self._stopped:
-                self._on_fatal(
-                    FatalTunnelError(
-                        f"Source local proxy fails to bind address {self.bind_address}:{port} "
-                        f"for service id {service_id}"
-                    )
-                )
+                self._on_fatal(FatalTunnelError(plan.fatal))
 
         d.addCallbacks(listening, failed)
         return d
 
     def stop(self) -> Deferred[None]:
-        """Stop every listener (the proxy is stopping)."""
-        self._stopped = True
-        for pending in list(self._pending.values()):
-            pending.cancel()
-        ports = list(self._ports.values())
-        self._ports.clear()
-        for bound in self._bound.values():
-            bound.fail(CancelledError("the local proxy stopped"))
-        stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
-        return stopped.addCallback(lambda _: None)
+        """
+        Stop every listener (the proxy is stopping); fires when all have
+        stopped, also when called again while the first stop is under way.
+        """
+        if self._stopping is None:
+            self._stopped = True
+            for pending in list(self._pending.values()):
+                pending.cancel()
+            ports = list(self._ports.values())
+            self._ports.clear()
+            for bound in self._bound.values():
+                bound.fail(CancelledError("the local proxy stopped"))
+            stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
+            self._stopping = Outcome()
+            stopping = self._stopping
+            stopped.addCallback(lambda _: stopping.succeed(None))
+        return self._stopping.wait()

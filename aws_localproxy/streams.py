@@ -11,11 +11,19 @@ L{aws_localproxy.tunnel}.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from aws_localproxy.interfaces import ConnectionEvents, LocalConnection, OutboundLane
 
-__all__ = ["INT32_MAX", "UINT32_MAX", "Service", "Connection", "next_id"]
+__all__ = [
+    "INT32_MAX",
+    "UINT32_MAX",
+    "Service",
+    "ServiceCounters",
+    "CountingFields",
+    "Connection",
+    "next_id",
+]
 
 #: Stream IDs are protobuf int32: after the largest one the count starts again at 1.
 INT32_MAX = 2**31 - 1
@@ -26,6 +34,68 @@ UINT32_MAX = 2**32 - 1
 def next_id(current: int, maximum: int) -> int:
     """The ID after C{current}: one more, or 1 after C{maximum} (0 means "none")."""
     return 1 if current >= maximum else current + 1
+
+
+class ServiceCounters:
+    """
+    What one service ID carried, for metrics: plain ints bumped on the data
+    path, read at scrape time.  They live for the whole tunnel (the
+    L{Service} objects are rebuilt with each session).
+
+    Bytes are DATA payload bytes; messages are DATA records.  A connection
+    is I{opened} when the tunnel takes it, I{refused} when it does not (or
+    a destination cannot connect), I{reset} when the peer ends it (its
+    reset, a stream or session reset), I{closed} when its local socket ends.
+    """
+
+    __slots__ = (
+        "service_id",
+        "bytes_sent",
+        "bytes_received",
+        "messages_sent",
+        "messages_received",
+        "connections_opened",
+        "connections_refused",
+        "connections_reset",
+        "connections_closed",
+    )
+
+    def __init__(self, service_id: str) -> None:
+        self.service_id = service_id
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.connections_opened = 0
+        self.connections_refused = 0
+        self.connections_reset = 0
+        self.connections_closed = 0
+
+
+class CountingFields:
+    """
+    A connection's L{DataFields<aws_localproxy.wire.DataFields>} that counts
+    the DATA records made from it (each record is made exactly once, by
+    L{parts} or L{record}); anything else is the wrapped fields'.
+    """
+
+    __slots__ = ("_fields", "_counters")
+
+    def __init__(self, fields: Any, counters: ServiceCounters) -> None:
+        self._fields = fields
+        self._counters = counters
+
+    def parts(self, chunks: Any) -> Any:
+        self._counters.messages_sent += 1
+        return self._fields.parts(chunks)
+
+    def record(self, *chunks: Any) -> bytes:
+        self._counters.messages_sent += 1
+        record: bytes = self._fields.record(*chunks)
+        return record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fields, name)
 
 
 class Service:
@@ -39,9 +109,12 @@ class Service:
     recognised as stale and the source's next stream is C{stream_id + 1}.
     """
 
-    def __init__(self, service_id: str, endpoint: str) -> None:
+    def __init__(
+        self, service_id: str, endpoint: str, counters: Optional[ServiceCounters] = None
+    ) -> None:
         self.service_id = service_id
         self.endpoint = endpoint
+        self.counters = counters if counters is not None else ServiceCounters(service_id)
         self.stream_id = 0
         self.active = False
         self.last_connection_id = 0
@@ -77,7 +150,7 @@ class Connection:
     """
 
     __slots__ = ("_events", "service", "service_id", "connection_id", "stream_id",
-                 "starts_stream", "local", "lane", "open")
+                 "starts_stream", "local", "lane", "open", "_counters")
 
     def __init__(
         self,
@@ -90,6 +163,7 @@ class Connection:
     ) -> None:
         self._events = events
         self.service = service
+        self._counters = service.counters
         self.service_id = service.service_id
         self.connection_id = connection_id
         self.stream_id = stream_id
@@ -103,6 +177,7 @@ class Connection:
     def data_received(self, data: bytes) -> None:
         lane = self.lane
         if lane is not None:
+            self._counters.bytes_sent += len(data)
             lane.write(data)
 
     def connection_lost(self) -> None:

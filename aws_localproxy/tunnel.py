@@ -31,7 +31,7 @@ from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, Tunn
 from aws_localproxy.mapping import build_mapping, deduplicate
 from aws_localproxy.peerformat import PeerFormat
 from aws_localproxy.session import TunnelSession
-from aws_localproxy.streams import Connection, Service
+from aws_localproxy.streams import Connection, Service, ServiceCounters
 from aws_localproxy.wire import (
     DEFAULT_LIMITS,
     Limits,
@@ -119,6 +119,15 @@ class Tunnel:
         #: Messages and WebSocket payload bytes received from the peer, for metrics.
         self.messages_received = 0
         self.bytes_received = 0
+        #: Service ID -> what it carried, for the life of the tunnel (metrics).
+        self.counters: dict[str, ServiceCounters] = {}
+
+    def counters_for(self, service_id: str) -> ServiceCounters:
+        """The counters of one of this tunnel's own service IDs (created on first use)."""
+        counters = self.counters.get(service_id)
+        if counters is None:
+            counters = self.counters[service_id] = ServiceCounters(service_id)
+        return counters
 
     # -- what the session negotiated --------------------------------------------
 
@@ -227,8 +236,13 @@ class Tunnel:
                 "Refusing connection for service id {service_id}: the tunnel is not ready",
                 service_id=service_id,
             )
+            if service_id in self.counters:
+                self.counters[service_id].connections_refused += 1
             return None
-        return sourcerules.accept(session, service_id, local)
+        connection = sourcerules.accept(session, service_id, local)
+        if connection is None and service_id in session.services:
+            session.services[service_id].counters.connections_refused += 1
+        return connection
 
     # ConnectionEvents: what a Connection reports.
 
@@ -240,6 +254,7 @@ class Tunnel:
         service = connection.service
         connection.open = False
         connection.local = None
+        service.counters.connections_closed += 1
         if session.format.multiplexed:
             session.close_connection(
                 connection,
@@ -256,6 +271,7 @@ class Tunnel:
         session = self._session
         if session is None or not connection.open or connection.lane is None:
             return
+        connection.service.counters.connections_refused += 1
         destinationrules.connect_failed(session, connection, reason)
 
     # -- inbound dispatch -------------------------------------------------------
@@ -323,7 +339,11 @@ class Tunnel:
         if connection is None or connection.local is None:
             self.log.debug("Received non exist connection Id, skipping...")
             return
-        connection.local.write(message.payload)
+        payload = message.payload
+        counters = service.counters
+        counters.messages_received += 1
+        counters.bytes_received += len(payload)
+        connection.local.write(payload)
 
     def _on_stream_reset(self, session: TunnelSession, service: Service) -> None:
         for connection in service:
@@ -386,7 +406,9 @@ class Tunnel:
         old = session.services
         services: dict[str, Service] = {}
         for service_id in mapping.service_ids:
-            service = Service(service_id, mapping.endpoints[service_id])
+            service = Service(
+                service_id, mapping.endpoints[service_id], self.counters_for(service_id)
+            )
             previous = old.get(service_id)
             if previous is not None:
                 # Keep numbering where it was, so late messages stay recognisably stale.

@@ -172,8 +172,13 @@ class RunTests(_CLITestCase):
         self.result = 0
         import aws_localproxy.service as service
 
-        def fake_run_proxy(reactor: Any, config: ProxyConfig) -> defer.Deferred[int]:
+        self.on_secrets: List[Any] = []
+
+        def fake_run_proxy(
+            reactor: Any, config: ProxyConfig, on_secret: Any = None
+        ) -> defer.Deferred[int]:
             self.configs.append(config)
+            self.on_secrets.append(on_secret)
             return defer.succeed(self.result)
 
         self.patch(service, "run_proxy", fake_run_proxy)

@@ -10,31 +10,42 @@ from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.destination import DestinationSide, parse_destination
+from aws_localproxy.destination import DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
-from aws_localproxy.source import SourceSide, listen_port_of
+from aws_localproxy.source import SourceSide
 
 
-class ParseTests(SynchronousTestCase):
-    def test_destination_forms(self) -> None:
-        self.assertEqual(parse_destination("22"), ("127.0.0.1", 22))
-        self.assertEqual(parse_destination("22", "10.0.0.5"), ("10.0.0.5", 22))
-        self.assertEqual(parse_destination("Example.COM:8080"), ("example.com", 8080))
-        self.assertEqual(parse_destination("[::1]:22"), ("::1", 22))
-        self.assertEqual(parse_destination("fe80::1:22"), ("fe80::1", 22))
-        self.assertEqual(parse_destination("/run/app.sock"), "/run/app.sock")
+class BadEndpointTests(SynchronousTestCase):
+    """The endpoint grammar's errors reach the tunnel as fatal errors, word for word."""
 
-    def test_destination_errors(self) -> None:
-        for bad in ("host:", "host:99999", ":22", "[::1]22", "[::1]:x"):
-            self.assertRaises(FatalTunnelError, parse_destination, bad)
+    def test_source_listen_port(self) -> None:
+        side = SourceSide(
+            MemoryReactorClock(), InboundFlow(), "127.0.0.1", on_fatal=lambda e: None
+        )
+        for bad, message in (
+            ("ssh", "Invalid listen port in port mapping: ssh"),
+            ("70000", "Invalid listen port in port mapping: 70000"),
+        ):
+            error = self.assertRaises(FatalTunnelError, side.services_ready, {"ssh": bad})
+            self.assertEqual(str(error), message)
 
-    def test_listen_port(self) -> None:
-        self.assertEqual(listen_port_of("5555"), 5555)
-        self.assertEqual(listen_port_of("127.0.0.1:5555"), 5555)
-        self.assertEqual(listen_port_of("0"), 0)
-        self.assertRaises(FatalTunnelError, listen_port_of, "ssh")
-        self.assertRaises(FatalTunnelError, listen_port_of, "70000")
+    def test_destination_endpoint(self) -> None:
+        side = DestinationSide(MemoryReactorClock(), InboundFlow())
+        for bad, message in (
+            ("host:", "Invalid port in destination endpoint: host:"),
+            ("host:99999", "Invalid port in destination endpoint: host:99999"),
+            ("[::1]22", "Invalid destination endpoint: [::1]22"),
+        ):
+            error = self.assertRaises(FatalTunnelError, side.services_ready, {"ssh": bad})
+            self.assertEqual(str(error), message)
+
+    def test_bad_description(self) -> None:
+        side = DestinationSide(MemoryReactorClock(), InboundFlow())
+        error = self.assertRaises(
+            FatalTunnelError, side.services_ready, {"ssh": "tcp:host=example"}
+        )
+        self.assertIn("Invalid destination endpoint description 'tcp:host=example'", str(error))
 
 
 class FailingListenReactor(MemoryReactorClock):
@@ -65,6 +76,29 @@ class SourceSideTests(SynchronousTestCase):
         side.services_ready({"ssh": "5555", "web": "127.0.0.1:8080"})
         ports = sorted((p[0], p[3]) for p in reactor.tcpServers)
         self.assertEqual(ports, [(5555, "127.0.0.1"), (8080, "127.0.0.1")])
+
+    def test_descriptions(self) -> None:
+        """A tcp description without interface= listens on the bind address; unix: on its path."""
+        reactor = MemoryReactorClock()
+        side = self.make(reactor)
+        side.services_ready(
+            {"web": "tcp:8080", "v6": "tcp6:8081:interface=\\:\\:1", "ssh": "unix:/tmp/x.sock"}
+        )
+        ports = sorted((p[0], p[3]) for p in reactor.tcpServers)
+        self.assertEqual(ports, [(8080, "127.0.0.1"), (8081, "::1")])
+        self.assertEqual([u[0] for u in reactor.unixServers], ["/tmp/x.sock"])
+
+    def test_given_endpoint_wins(self) -> None:
+        from twisted.internet.endpoints import UNIXServerEndpoint
+
+        reactor = MemoryReactorClock()
+        side = SourceSide(
+            reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None,
+            server_endpoints={"ssh": UNIXServerEndpoint(reactor, "/tmp/given.sock")},
+        )
+        side.services_ready({"ssh": "5555"})
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertEqual([u[0] for u in reactor.unixServers], ["/tmp/given.sock"])
 
     def test_listeners_kept_across_sessions(self) -> None:
         """A second SERVICE_IDS (after a reconnect) does not re-listen."""
@@ -126,6 +160,25 @@ class DestinationSideTests(SynchronousTestCase):
         side.connect(RecordingConnection())
         self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients], [("127.0.0.1", 22)])
 
+    def test_destination_forms(self) -> None:
+        reactor = MemoryReactorClock()
+        side = DestinationSide(reactor, InboundFlow(), default_host="10.0.0.5")
+        side.services_ready(
+            {"a": "22", "b": "[::1]:23", "c": "/run/app.sock", "d": "unix:/run/d.sock",
+             "e": "tcp:host=127.0.0.1:port=24"}
+        )
+        for service_id in "abcde":
+            connection = RecordingConnection()
+            connection.service_id = service_id
+            side.connect(connection)
+        hosts = {
+            sid: (side.endpoint_for(sid)._hostText, side.endpoint_for(sid)._port)  # type: ignore[attr-defined]
+            for sid in "ab"
+        }
+        self.assertEqual(hosts, {"a": ("10.0.0.5", 22), "b": ("::1", 23)})
+        self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients if c[1] == 24], [("127.0.0.1", 24)])
+        self.assertEqual(sorted(u[0] for u in reactor.unixClients), ["/run/app.sock", "/run/d.sock"])
+
     def test_unknown_service_is_fatal(self) -> None:
         side, _ = self.make()
         connection = RecordingConnection()
@@ -167,3 +220,22 @@ class DestinationSideTests(SynchronousTestCase):
         pending.close()
         reactor.advance(10)
         self.assertEqual(connection.failed, [])
+
+
+class SourceStopTests(SynchronousTestCase):
+    def test_second_stop_waits_for_the_first(self) -> None:
+        """The proxy's end stops the listeners, then stopService again: both wait for them."""
+        from twisted.internet.defer import Deferred
+
+        reactor = MemoryReactorClock()
+        side = SourceSide(reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
+        side.services_ready({"ssh": "5555"})
+        listening = side._ports["ssh"]
+        stopped: Deferred[None] = Deferred()
+        listening.stopListening = lambda: stopped  # type: ignore[method-assign]
+        first, second = side.stop(), side.stop()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        stopped.callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)

@@ -305,29 +305,38 @@ def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
 
 class LocalTunnelService(Service):
     """
-    The tunnel service as an C{IService}, for twistd and the console script.
+    The tunnel service as an C{IService}, for twistd, the console script and
+    any application that embeds it (a test fixture, a demo).
 
-    @ivar running: the L{RunningTunnelService} once listening.
+    @ivar running_service: the L{RunningTunnelService} once listening (open
+        tunnels with it, read its C{endpoint} and C{capath}).
     @ivar ready: fires with it (or fails) once startService has listened.
     """
 
     def __init__(
         self,
         reactor: Any,
-        cert_dir: str,
+        cert_dir: Optional[str],
         *,
         ready_file: Optional[str] = None,
         mqtt_broker: Optional[Any] = None,
+        stop_reactor_on_failure: bool = True,
         **settings: Unpack[TunnelServiceSettings],
     ) -> None:
         """
+        @param cert_dir: where the CA and server certificate are kept
+            (created there if missing); C{None} only without TLS.
         @param ready_file: where to write the service's endpoints and CA
             (L{RunningTunnelService.ready_info}) once it listens.
         @param mqtt_broker: a L{aws_localproxy.agent.broker.BrokerConfig}: notify
             things there (L{notify.TunnelNotifier}); C{None}: no notifications.
+        @param stop_reactor_on_failure: stop the reactor when it cannot
+            listen (what twistd and the console script want); an embedding
+            application passes C{False} and waits on L{ready} instead.
         @param settings: the keyword arguments of L{start_tunnel_service}.
         """
         self._reactor = reactor
+        self._stop_reactor_on_failure = stop_reactor_on_failure
         self.notifier: Optional[Any] = None
         if mqtt_broker is not None:
             from aws_localproxy.tunnelservice.notify import TunnelNotifier
@@ -358,7 +367,7 @@ class LocalTunnelService(Service):
     def _failed(self, failure: Failure) -> None:
         log.failure("The local tunnel service could not start", failure)
         self.ready.errback(failure)
-        if self._reactor.running:
+        if self._stop_reactor_on_failure and self._reactor.running:
             self._reactor.stop()
 
     def stopService(self) -> Optional[Deferred[None]]:

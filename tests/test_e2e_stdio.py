@@ -1,0 +1,304 @@
+"""
+``--stdio`` as a real process: standard input and output are one tunnel
+connection, and ``ssh -o ProxyCommand=...`` reaches a local ``sshd`` through
+the local tunnel service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest
+
+from aws_localproxy.constants import Mode
+from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk, wait_until
+from tests.test_cli_process import PROJECT_ROOT
+
+
+class StdioProcess(ProcessProtocol):
+    """A child whose stdout and stderr are kept apart."""
+
+    def __init__(self) -> None:
+        self.stdout = b""
+        self.stderr = b""
+        self.ended: Deferred[int] = Deferred()
+        self._waiters: List[tuple[int, Deferred[None]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.stdout += data
+        for waiter in list(self._waiters):
+            if len(self.stdout) >= waiter[0]:
+                self._waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def wait_for_stdout(self, count: int) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if len(self.stdout) >= count:
+            d.callback(None)
+        else:
+            self._waiters.append((count, d))
+        return d
+
+    def processEnded(self, reason: Failure) -> None:
+        for _, waiter in self._waiters:
+            waiter.errback(AssertionError("ended first; stderr:\n" + self.stderr.decode()))
+        self._waiters = []
+        if reason.check(ProcessDone):
+            self.ended.callback(0)
+        elif reason.check(ProcessTerminated):
+            value = reason.value
+            self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
+        else:  # pragma: no cover
+            self.ended.errback(reason)
+
+
+class Collector(Protocol):
+    """Keeps what it receives; optionally sends C{reply} and closes at once."""
+
+    instances: List["Collector"] = []
+    reply: Optional[bytes] = None
+
+    def connectionMade(self) -> None:
+        self.received = b""
+        self.closed = False
+        type(self).instances.append(self)
+        if self.reply is not None:
+            self.transport.write(self.reply)
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+
+
+def _environ(extra: Dict[str, str]) -> Dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
+    environ.update(extra)
+    environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+    return environ
+
+
+class _StdioCase(E2ETestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def destination_for(self, protocol: Any, services: Sequence[str] = ("SSH1",)) -> Any:
+        port = yield self.listen(protocol)
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(list(services))
+        self.tunnel_id = tunnel_id
+        destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            {sid: f"127.0.0.1:{port}" for sid in services},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        return source_token
+
+    def spawn_stdio(self, token: str, *args: str) -> StdioProcess:
+        service = self.tunnel_service
+        process = StdioProcess()
+        argv = [sys.executable, "-m", "aws_localproxy", "-e", service.endpoint, "-c",
+                service.capath, "--stdio", *args]
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        transport = reactor.spawnProcess(
+            process, sys.executable, argv, env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            path=cwd,
+        )
+        self.stdio_transport = transport
+
+        def cleanup() -> Any:
+            if not process.ended.called:
+                try:
+                    transport.signalProcess("KILL")
+                except ProcessExitedAlready:
+                    pass
+                return process.ended
+            return None
+
+        self.addCleanup(cleanup)
+        return process
+
+
+
+class StdioTests(_StdioCase):
+    @inlineCallbacks
+    def test_echo_then_eof_exits_zero(self) -> Any:
+        token = yield self.destination_for(Echo)
+        process = self.spawn_stdio(token, "SSH1")
+        self.stdio_transport.write(b"hello over stdio")
+        yield process.wait_for_stdout(16)
+        self.assertEqual(process.stdout, b"hello over stdio")
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertIn(b"Running AWS IoT Secure Tunneling Local Proxy", process.stderr)
+        self.assertNotIn(token.encode(), process.stderr)
+
+    @inlineCallbacks
+    def test_upload_then_eof_delivers_every_byte(self) -> Any:
+        """1 MiB on stdin, then EOF: the process exits 0 only after the service got all of it."""
+        Collector.instances = []
+        token = yield self.destination_for(Collector)
+        process = self.spawn_stdio(token)  # the tunnel's only service ID
+        data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
+        self.stdio_transport.write(data)
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        yield wait_until(lambda: bool(Collector.instances) and Collector.instances[0].closed)
+        received = Collector.instances[0].received
+        self.assertEqual(len(received), len(data))
+        self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
+
+    @inlineCallbacks
+    def test_peer_reset_flushes_stdout_and_exits_zero(self) -> Any:
+        """The local service writes 1 MiB and closes: all of it reaches stdout, exit 0."""
+        data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
+
+        class Replier(Collector):
+            reply = data
+
+        token = yield self.destination_for(Replier)
+        process = self.spawn_stdio(token, "SSH1")
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual(len(process.stdout), len(data))
+        self.assertEqual(process.stdout, data)
+
+    @inlineCallbacks
+    def test_unknown_service_id_exits_one(self) -> Any:
+        token = yield self.destination_for(Echo)
+        process = self.spawn_stdio(token, "OTHER")
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1",
+                      process.stderr)
+        self.assertEqual(process.stdout, b"")
+
+    @inlineCallbacks
+    def test_several_services_need_a_name(self) -> Any:
+        token = yield self.destination_for(Echo, ["SSH1", "WEB"])
+        process = self.spawn_stdio(token)
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(b"name one with --stdio SERVICE_ID", process.stderr)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SSHTests(_StdioCase):
+    """Real ssh with ``ProxyCommand='python -m aws_localproxy ... --stdio SSH1'`` to a real sshd."""
+
+    def setUp(self) -> Any:
+        for tool in ("/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")):
+            if not tool or not os.path.exists(tool):
+                raise SkipTest("OpenSSH (ssh, ssh-keygen, /usr/sbin/sshd) is not installed")
+        return super().setUp()
+
+    def start_sshd(self) -> tuple[int, str]:
+        """An sshd on 127.0.0.1 with its own host key, accepting a test key; (port, key path)."""
+        directory = tempfile.mkdtemp(prefix="lp-sshd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        host_key = os.path.join(directory, "host_key")
+        user_key = os.path.join(directory, "user_key")
+        for key in (host_key, user_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        authorized = os.path.join(directory, "authorized_keys")
+        shutil.copy(user_key + ".pub", authorized)
+        port = _free_port()
+        config = os.path.join(directory, "sshd_config")
+        with open(config, "w") as f:
+            f.write(
+                f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {authorized}\nStrictModes no\nUsePAM no\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\nPidFile none\n"
+            )
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        log = open(os.path.join(directory, "sshd.log"), "wb")
+        self.addCleanup(log.close)
+        sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", config], stdout=log, stderr=subprocess.STDOUT
+        )
+        self.addCleanup(sshd.wait, 10)
+        self.addCleanup(sshd.terminate)
+        self.sshd_log = os.path.join(directory, "sshd.log")
+        return port, user_key
+
+    @inlineCallbacks
+    def sshd_listening(self, port: int) -> Any:
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        yield wait_until(listening, timeout=10)
+
+    @inlineCallbacks
+    def test_ssh_proxy_command(self) -> Any:
+        port, key = self.start_sshd()
+        yield self.sshd_listening(port)
+        token = yield self.destination_for_port(port)
+        service = self.tunnel_service
+        proxy_command = (
+            f"{sys.executable} -m aws_localproxy -e {service.endpoint} -c {service.capath} "
+            "--stdio SSH1"
+        )
+        process = StdioProcess()
+        argv = [
+            "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy_command}",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            "-i", key, "root@dummy", "echo ok",
+        ]
+        transport = reactor.spawnProcess(
+            process, shutil.which("ssh"), argv,
+            env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+        )
+
+        def cleanup() -> Any:
+            if not process.ended.called:
+                try:
+                    transport.signalProcess("KILL")
+                except ProcessExitedAlready:
+                    pass
+                return process.ended
+            return None
+
+        self.addCleanup(cleanup)
+        code = yield process.ended
+        with open(self.sshd_log, "rb") as f:
+            sshd_output = f.read()
+        self.assertEqual(
+            (code, process.stdout), (0, b"ok\n"),
+            f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd_output.decode()}",
+        )
+        self.assertNotIn(token.encode(), process.stderr)
+
+    @inlineCallbacks
+    def destination_for_port(self, port: int) -> Any:
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["SSH1"])
+        destination = self.proxy(
+            Mode.DESTINATION, destination_token, {"SSH1": f"127.0.0.1:{port}"},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        return source_token

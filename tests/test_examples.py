@@ -1,0 +1,48 @@
+"""
+The programs in examples/ run as written (each in its own process, with a
+timeout), so they cannot rot.  examples/embedding.py is the README's
+embedding snippet, verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_cli_process import PROJECT_ROOT
+
+EXAMPLES = os.path.join(PROJECT_ROOT, "examples")
+
+
+class ExampleTests(SynchronousTestCase):
+    def run_example(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
+        environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        result = subprocess.run(
+            [sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return result
+
+    def test_embedding_serves_http_without_a_port(self) -> None:
+        result = self.run_example(os.path.join(EXAMPLES, "embedding.py"))
+        self.assertEqual(result.stdout, "hello from inside the destination\n")
+
+    def test_unix_socket_source(self) -> None:
+        result = self.run_example(os.path.join(EXAMPLES, "unix_socket_source.py"))
+        lines = result.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("SSH1 listens on /"), result.stdout)
+        self.assertTrue(lines[0].endswith("/ssh1.sock"), result.stdout)
+        self.assertEqual(lines[1], "ping through a Unix socket")
+
+    def test_trial_test_with_the_local_tunnel_service(self) -> None:
+        result = self.run_example(
+            "-m", "twisted.trial", os.path.join(EXAMPLES, "test_local_tunnel_service.py")
+        )
+        self.assertIn("PASSED (successes=1)", result.stdout)

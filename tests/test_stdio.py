@@ -1,0 +1,110 @@
+"""
+L{aws_localproxy.stdio}: the service ID chosen, and standard input and
+output (here: pipes, with Twisted's real C{StandardIO}) as a local connection.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.stdio import StandardIO
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from aws_localproxy.errors import FatalTunnelError
+from aws_localproxy.flowcontrol import InboundFlow
+from aws_localproxy.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
+
+
+class ChooseTests(SynchronousTestCase):
+    def test_named(self) -> None:
+        self.assertEqual(choose_service_id("B", ["A", "B"]), "B")
+
+    def test_only_one(self) -> None:
+        self.assertEqual(choose_service_id(None, ["A"]), "A")
+        self.assertEqual(choose_service_id(None, [""]), "")
+
+    def test_errors(self) -> None:
+        error = self.assertRaises(FatalTunnelError, choose_service_id, "C", ["A", "B"])
+        self.assertEqual(str(error), "Service id C given to --stdio is not one of the tunnel's: A, B")
+        error = self.assertRaises(FatalTunnelError, choose_service_id, None, ["A", "B"])
+        self.assertIn("name one with --stdio SERVICE_ID", str(error))
+
+
+class RecordingConnection:
+    service_id = "SSH1"
+    connection_id = 1
+
+    def __init__(self) -> None:
+        self.data: List[bytes] = []
+        self.lost = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def connection_lost(self) -> None:
+        self.lost += 1
+
+    def connect_failed(self, reason: str) -> None:
+        raise AssertionError("a source does not connect")
+
+
+class SideTests(SynchronousTestCase):
+    def test_opened_once_for_the_chosen_service(self) -> None:
+        built: List[Any] = []
+        accepted: List[Any] = []
+        side = StdioSide(
+            None, InboundFlow(), service_id=None, session_ready=lambda: True,
+            on_end=lambda end: None,
+            standard_io=lambda protocol, reactor: built.append(protocol),
+        )
+        side.accept = lambda sid, local: accepted.append(sid)  # type: ignore[assignment,func-returns-value]
+        side.services_ready({"SSH1": "0"})
+        side.services_ready({"SSH1": "0"})  # a later session
+        self.assertEqual(len(built), 1)
+        self.assertEqual(side.service_id, "SSH1")
+
+
+class PipeTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_eof_on_stdin_flushes_stdout(self) -> Any:
+        """
+        What was written to stdout is all delivered after stdin's EOF (Twisted
+        would drop it without half-close), and the tunnel hears of the end once.
+        """
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        os.set_blocking(stdout_read, False)
+        ends: List[StdioEnd] = []
+        connection = RecordingConnection()
+        protocol = StdioConnection(
+            InboundFlow(), on_made=lambda p: None, on_end=ends.append, session_ready=lambda: True
+        )
+        protocol.tunnel_connection = connection
+        StandardIO(protocol, stdin=stdin_read, stdout=stdout_write, reactor=reactor)
+        os.write(stdin_write, b"from stdin")
+        data = b"y" * (1 << 20)
+        protocol.write(data)  # far more than a pipe holds
+        os.close(stdin_write)
+        received = bytearray()
+        for _ in range(2000):
+            try:
+                chunk = os.read(stdout_read, 1 << 16)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                received += chunk
+            elif chunk == b"" or (ends and len(received) >= len(data)):
+                break
+            yield deferLater(reactor, 0.002, lambda: None)
+        os.close(stdout_read)
+        self.assertEqual(len(received), len(data))
+        self.assertEqual(b"".join(connection.data), b"from stdin")
+        self.assertEqual(connection.lost, 1)
+        self.assertEqual(len(ends), 1)
+        self.assertFalse(ends[0].session_lost)
