@@ -58,9 +58,7 @@ def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None)
 
     from aws_localproxy.service import run_proxy
 
-    task.react(
-        lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with)
-    )
+    task.react(lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with))
 
 
 def main(

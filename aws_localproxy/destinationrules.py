@@ -44,9 +44,7 @@ log = Logger(namespace="aws_localproxy.tunnel")
 def control(session: TunnelSession, service: Service, message: Message) -> None:
     """A control message (not DATA, not a stream or session reset) for one of a destination's services."""
     message_type = message.type
-    if message_type == _STREAM_START or (
-        message_type == _CONNECTION_START and not service.active
-    ):
+    if message_type == _STREAM_START or (message_type == _CONNECTION_START and not service.active):
         _on_stream_start(session, service, message)
     elif message_type == _CONNECTION_START:
         _on_connection_start(session, service, message)
@@ -147,7 +145,9 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
     _connect(session, service, message.connectionId, starts_stream=False)
 
 
-def _refuse(session: TunnelSession, service: Service, connection_id: int, starts_stream: bool) -> None:
+def _refuse(
+    session: TunnelSession, service: Service, connection_id: int, starts_stream: bool
+) -> None:
     """Answer a start we will not act on with the reset that ends it."""
     service.counters.connections_refused += 1
     if session.format.multiplexed and not starts_stream:
@@ -156,7 +156,9 @@ def _refuse(session: TunnelSession, service: Service, connection_id: int, starts
         session.end_stream(service, session.control(_STREAM_RESET, service, service.stream_id))
 
 
-def _connect(session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool) -> None:
+def _connect(
+    session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool
+) -> None:
     """Open a local connection for a StreamStart or ConnectionStart."""
     if not session.format.multiplexed:
         connection_id = 0

@@ -80,5 +80,3 @@ class FactoryEndpoint:
 
     def __repr__(self) -> str:
         return f"<FactoryEndpoint {self._factory!r}>"
-
-

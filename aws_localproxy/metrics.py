@@ -163,14 +163,46 @@ def _paused_seconds(proxy: LocalProxyService) -> float:
 
 
 _SERVICE_COUNTERS = (
-    ("bytes_sent", "localproxy_service_sent_bytes", "DATA payload bytes read from local connections of the service ID, sent to the tunnel"),
-    ("bytes_received", "localproxy_service_received_bytes", "DATA payload bytes received from the tunnel for the service ID, written to its local connections"),
-    ("messages_sent", "localproxy_service_sent_messages", "DATA messages sent to the tunnel for the service ID"),
-    ("messages_received", "localproxy_service_received_messages", "DATA messages received from the tunnel for the service ID"),
-    ("connections_opened", "localproxy_service_connections_opened", "Local connections the tunnel took for the service ID"),
-    ("connections_refused", "localproxy_service_connections_refused", "Local connections refused (tunnel not ready, over tcp.max_active_connections) or that could not be opened"),
-    ("connections_reset", "localproxy_service_connections_reset", "Connections ended by the peer (connection, stream or session reset)"),
-    ("connections_closed", "localproxy_service_connections_closed", "Connections ended by their local socket"),
+    (
+        "bytes_sent",
+        "localproxy_service_sent_bytes",
+        "DATA payload bytes read from local connections of the service ID, sent to the tunnel",
+    ),
+    (
+        "bytes_received",
+        "localproxy_service_received_bytes",
+        "DATA payload bytes received from the tunnel for the service ID, written to its local connections",
+    ),
+    (
+        "messages_sent",
+        "localproxy_service_sent_messages",
+        "DATA messages sent to the tunnel for the service ID",
+    ),
+    (
+        "messages_received",
+        "localproxy_service_received_messages",
+        "DATA messages received from the tunnel for the service ID",
+    ),
+    (
+        "connections_opened",
+        "localproxy_service_connections_opened",
+        "Local connections the tunnel took for the service ID",
+    ),
+    (
+        "connections_refused",
+        "localproxy_service_connections_refused",
+        "Local connections refused (tunnel not ready, over tcp.max_active_connections) or that could not be opened",
+    ),
+    (
+        "connections_reset",
+        "localproxy_service_connections_reset",
+        "Connections ended by the peer (connection, stream or session reset)",
+    ),
+    (
+        "connections_closed",
+        "localproxy_service_connections_closed",
+        "Connections ended by their local socket",
+    ),
 )
 
 
@@ -204,16 +236,52 @@ class ProxyCollector:
             return family
 
         m = metrics
-        yield counter("localproxy_tunnel_sent_bytes", "Record bytes written to the WebSocket (length prefixes and control records included)", m.bytes_sent if m else 0)
-        yield counter("localproxy_tunnel_received_bytes", "WebSocket payload bytes received from the tunnel", m.bytes_received if m else 0)
-        yield counter("localproxy_tunnel_sent_messages", "Tunnel messages (records) sent, control messages included", m.messages_sent if m else 0)
-        yield counter("localproxy_tunnel_received_messages", "Tunnel messages received, control messages included", m.messages_received if m else 0)
+        yield counter(
+            "localproxy_tunnel_sent_bytes",
+            "Record bytes written to the WebSocket (length prefixes and control records included)",
+            m.bytes_sent if m else 0,
+        )
+        yield counter(
+            "localproxy_tunnel_received_bytes",
+            "WebSocket payload bytes received from the tunnel",
+            m.bytes_received if m else 0,
+        )
+        yield counter(
+            "localproxy_tunnel_sent_messages",
+            "Tunnel messages (records) sent, control messages included",
+            m.messages_sent if m else 0,
+        )
+        yield counter(
+            "localproxy_tunnel_received_messages",
+            "Tunnel messages received, control messages included",
+            m.messages_received if m else 0,
+        )
         yield counter("localproxy_sessions", "WebSocket sessions opened", m.sessions if m else 0)
-        yield counter("localproxy_reconnects", "WebSocket sessions opened after the first", m.reconnects if m else 0)
-        yield gauge("localproxy_session_up", "1 while a WebSocket session is open", (1 if m.session_up else 0) if m else None)
-        yield gauge("localproxy_session_state_change_timestamp_seconds", "When the WebSocket session last opened or closed", m.last_state_change if m else None)
-        yield gauge("localproxy_ping_rtt_seconds", "Round-trip time of the latest ping answered by the service", m.last_ping_rtt if m else None)
-        yield counter("localproxy_backpressure_paused_seconds", "Seconds the WebSocket was not read because a local connection was full", m.paused_seconds if m else 0)
+        yield counter(
+            "localproxy_reconnects",
+            "WebSocket sessions opened after the first",
+            m.reconnects if m else 0,
+        )
+        yield gauge(
+            "localproxy_session_up",
+            "1 while a WebSocket session is open",
+            (1 if m.session_up else 0) if m else None,
+        )
+        yield gauge(
+            "localproxy_session_state_change_timestamp_seconds",
+            "When the WebSocket session last opened or closed",
+            m.last_state_change if m else None,
+        )
+        yield gauge(
+            "localproxy_ping_rtt_seconds",
+            "Round-trip time of the latest ping answered by the service",
+            m.last_ping_rtt if m else None,
+        )
+        yield counter(
+            "localproxy_backpressure_paused_seconds",
+            "Seconds the WebSocket was not read because a local connection was full",
+            m.paused_seconds if m else 0,
+        )
 
         services = list(m.services.values()) if m else []
         for attribute, name, documentation in _SERVICE_COUNTERS:

@@ -84,7 +84,9 @@ class ConnectedTunnel:
         self.session = session
 
     def __repr__(self) -> str:
-        return f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)} session={self.session}>"
+        return (
+            f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)} session={self.session}>"
+        )
 
 
 class ClosedTunnel:
@@ -589,6 +591,3 @@ def run_proxy(
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service.when_finished
-
-
-
