@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_e2e_proxy -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses Twisted's Service, whose methods have no annotations)
 """
 L{LocalProxyService}: one local proxy as a Twisted C{IService}.
 
@@ -505,7 +507,7 @@ class LocalProxyService(Service):
 
         def failed(failure: Failure) -> None:
             message = f"Cannot serve metrics on {address}:{port}: {failure.getErrorMessage()}"
-            self._metrics_listening.fail(failure.value)
+            self._metrics_listening.fail(failure)
             self._fatal(FatalTunnelError(message))
 
         try:
