@@ -6,9 +6,9 @@ L{LocalProxyService}: one local proxy as a Twisted C{IService}.
 
 The console script, ``twistd localproxy`` and an application that embeds a
 proxy all build it from one validated L{ProxyConfig}.  It wires the layers
-together and owns nothing else:
+together and owns nothing else::
 
-    local sockets  <->  SourceSide / DestinationSide  (+ FlowControl)
+    local sockets  <->  SourceSide / DestinationSide  (+ InboundFlow)
                    <->  Tunnel                        (protocol rules, no I/O)
                    <->  TunnelClientProtocol          (Autobahn WebSocket)
                    <->  TunnelConnector               (connect, retry, reconnect)
