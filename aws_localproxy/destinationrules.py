@@ -71,20 +71,14 @@ def connect_failed(session: TunnelSession, connection: Connection, reason: str) 
         reason=reason,
     )
     if session.format.multiplexed and not connection.starts_stream:
-        session.close_connection(
-            connection,
-            session.control(
-                _CONNECTION_RESET, service, connection.stream_id, connection.connection_id
-            ),
-            peer_reset=False,
-        )
+        session.reset_connection(connection)
         return
     log.debug(
         "resetting stream for service id:{service_id}, then listen for stream start",
         service_id=service.service_id,
         trace=True,
     )
-    session.end_stream(service, session.control(_STREAM_RESET, service, connection.stream_id))
+    session.reset_stream(service, connection.stream_id)
 
 
 def _on_stream_start(session: TunnelSession, service: Service, message: Message) -> None:
@@ -153,7 +147,7 @@ def _refuse(
     if session.format.multiplexed and not starts_stream:
         session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
     else:
-        session.end_stream(service, session.control(_STREAM_RESET, service, service.stream_id))
+        session.reset_stream(service, service.stream_id)
 
 
 def _connect(
@@ -172,15 +166,9 @@ def _connect(
             service_id=service.service_id,
         )
         if session.format.multiplexed:
-            session.close_connection(
-                existing,
-                session.control(
-                    _CONNECTION_RESET, service, existing.stream_id, existing.connection_id
-                ),
-                peer_reset=True,
-            )
+            session.reset_connection(existing, peer_reset=True)
         else:
-            session.end_stream(service, session.control(_STREAM_RESET, service, existing.stream_id))
+            session.reset_stream(service, existing.stream_id)
         return
     if len(service.connections) >= session.max_active_connections:
         log.warn(

@@ -17,7 +17,7 @@ together and owns nothing else::
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple, TypedDict
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -128,6 +128,20 @@ class ClosedTunnel:
         )
 
 
+class _LocalSockets(TypedDict):
+    """What every local side (source, destination, stdio) takes from the settings."""
+
+    backlog_limit: int
+    read_size: Optional[int]
+
+
+class _Retries(TypedDict):
+    """How the source (binding) and the destination (connecting) retry."""
+
+    retry_count: int
+    retry_delay: float
+
+
 class LocalProxyService(Service):
     """
     A source or destination local proxy, embeddable in any Twisted application.
@@ -229,6 +243,15 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
+        # What every local side reads from the settings, and what those that retry do.
+        sockets = _LocalSockets(
+            backlog_limit=settings.tcp_write_buffer_size,
+            read_size=settings.tcp_read_buffer_size,
+        )
+        retries = _Retries(
+            retry_count=settings.tcp_connection_retry_count,
+            retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
+        )
         if config.stdio:
             self._stdio = StdioSide(
                 self._reactor,
@@ -236,8 +259,7 @@ class LocalProxyService(Service):
                 service_id=config.stdio_service_id,
                 session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
                 on_end=self._stdio_ended,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
+                **sockets,
             )
             local: Any = self._stdio
         elif config.mode is Mode.SOURCE:
@@ -245,12 +267,10 @@ class LocalProxyService(Service):
                 self._reactor,
                 self.inbound,
                 config.listen_address,
-                retry_count=settings.tcp_connection_retry_count,
-                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 on_fatal=self._fatal,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
                 server_endpoints=self._source_endpoints,
+                **sockets,
+                **retries,
             )
             local = self._source
         else:
@@ -258,12 +278,10 @@ class LocalProxyService(Service):
                 self._reactor,
                 self.inbound,
                 default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
-                retry_count=settings.tcp_connection_retry_count,
-                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 pending_limit=settings.tcp_write_buffer_size,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
                 client_endpoints=self._destination_endpoints,
+                **sockets,
+                **retries,
             )
             local = self._destination
         self.tunnel = Tunnel(
