@@ -208,6 +208,56 @@ _SERVICE_COUNTERS = (
 )
 
 
+#: The tunnel's families, in the order of a scrape: (kind, TunnelMetrics attribute, name, help).
+_TUNNEL_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "counter",
+        "bytes_sent",
+        "localproxy_tunnel_sent_bytes",
+        "Record bytes written to the WebSocket (length prefixes and control records included)",
+    ),
+    (
+        "counter",
+        "bytes_received",
+        "localproxy_tunnel_received_bytes",
+        "WebSocket payload bytes received from the tunnel",
+    ),
+    (
+        "counter",
+        "messages_sent",
+        "localproxy_tunnel_sent_messages",
+        "Tunnel messages (records) sent, control messages included",
+    ),
+    (
+        "counter",
+        "messages_received",
+        "localproxy_tunnel_received_messages",
+        "Tunnel messages received, control messages included",
+    ),
+    ("counter", "sessions", "localproxy_sessions", "WebSocket sessions opened"),
+    ("counter", "reconnects", "localproxy_reconnects", "WebSocket sessions opened after the first"),
+    ("gauge", "session_up", "localproxy_session_up", "1 while a WebSocket session is open"),
+    (
+        "gauge",
+        "last_state_change",
+        "localproxy_session_state_change_timestamp_seconds",
+        "When the WebSocket session last opened or closed",
+    ),
+    (
+        "gauge",
+        "last_ping_rtt",
+        "localproxy_ping_rtt_seconds",
+        "Round-trip time of the latest ping answered by the service",
+    ),
+    (
+        "counter",
+        "paused_seconds",
+        "localproxy_backpressure_paused_seconds",
+        "Seconds the WebSocket was not read because a local connection was full",
+    ),
+)
+
+
 class ProxyCollector:
     """A C{prometheus_client} collector reading one proxy's L{snapshot} at each scrape."""
 
@@ -238,52 +288,12 @@ class ProxyCollector:
             return family
 
         m = metrics
-        yield counter(
-            "localproxy_tunnel_sent_bytes",
-            "Record bytes written to the WebSocket (length prefixes and control records included)",
-            m.bytes_sent if m else 0,
-        )
-        yield counter(
-            "localproxy_tunnel_received_bytes",
-            "WebSocket payload bytes received from the tunnel",
-            m.bytes_received if m else 0,
-        )
-        yield counter(
-            "localproxy_tunnel_sent_messages",
-            "Tunnel messages (records) sent, control messages included",
-            m.messages_sent if m else 0,
-        )
-        yield counter(
-            "localproxy_tunnel_received_messages",
-            "Tunnel messages received, control messages included",
-            m.messages_received if m else 0,
-        )
-        yield counter("localproxy_sessions", "WebSocket sessions opened", m.sessions if m else 0)
-        yield counter(
-            "localproxy_reconnects",
-            "WebSocket sessions opened after the first",
-            m.reconnects if m else 0,
-        )
-        yield gauge(
-            "localproxy_session_up",
-            "1 while a WebSocket session is open",
-            (1 if m.session_up else 0) if m else None,
-        )
-        yield gauge(
-            "localproxy_session_state_change_timestamp_seconds",
-            "When the WebSocket session last opened or closed",
-            m.last_state_change if m else None,
-        )
-        yield gauge(
-            "localproxy_ping_rtt_seconds",
-            "Round-trip time of the latest ping answered by the service",
-            m.last_ping_rtt if m else None,
-        )
-        yield counter(
-            "localproxy_backpressure_paused_seconds",
-            "Seconds the WebSocket was not read because a local connection was full",
-            m.paused_seconds if m else 0,
-        )
+        for kind, attribute, name, documentation in _TUNNEL_FAMILIES:
+            value = getattr(m, attribute) if m else None
+            if kind == "counter":
+                yield counter(name, documentation, value or 0)
+            else:
+                yield gauge(name, documentation, None if value is None else float(value))
 
         services = list(m.services.values()) if m else []
         for attribute, name, documentation in _SERVICE_COUNTERS:
