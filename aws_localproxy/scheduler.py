@@ -199,6 +199,16 @@ class OutboundScheduler:
         self._pump()
 
     @property
+    def idle(self) -> bool:
+        """Nothing is left to write: no control record, no lane with bytes or a reset."""
+        return not self._controls and not self._ring and not self._frame
+
+    @property
+    def last_rtt(self) -> Optional[float]:
+        """The last pacing ping's round trip to the service, in seconds (C{None} before one)."""
+        return self._pacer.last_rtt if self._pacer is not None else None
+
+    @property
     def queued(self) -> int:
         """DATA bytes waiting in every lane."""
         return sum(lane.queued for lane in self._ring)
