@@ -145,23 +145,11 @@ def snapshot(proxy: LocalProxyService) -> TunnelMetrics:
 
 def _last_rtt(connector: Any) -> Optional[float]:
     scheduler = connector.scheduler if connector is not None else None
-    if scheduler is None:
-        return None
-    rtt = getattr(scheduler, "last_rtt", None)
-    if rtt is None:
-        pacer = getattr(scheduler, "_pacer", None)
-        rtt = getattr(pacer, "last_rtt", None)
-    return None if rtt is None else float(rtt)
+    return None if scheduler is None else scheduler.last_rtt
 
 
 def _paused_seconds(proxy: LocalProxyService) -> float:
-    inbound = proxy.inbound
-    total = float(inbound.paused_seconds)
-    paused_at = getattr(inbound, "_paused_at", None)
-    if paused_at is not None:
-        # A pause still going on counts up to now.
-        total += max(0.0, proxy._reactor.seconds() - paused_at)
-    return total
+    return proxy.inbound.paused_seconds_now()
 
 
 _SERVICE_COUNTERS = (

@@ -558,7 +558,7 @@ class LocalProxyService(Service):
         if connector is None:
             return
         scheduler = connector.scheduler
-        if scheduler is not None and not _outbound_idle(scheduler):
+        if scheduler is not None and not scheduler.idle:
             if self._reactor.seconds() < deadline:
                 self._reactor.callLater(0.01, self._stop_when_sent, deadline)
                 return
@@ -580,14 +580,6 @@ class LocalProxyService(Service):
         self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
         self._finished_with.succeed(code)
         return None
-
-
-def _outbound_idle(scheduler: Any) -> bool:
-    """Whether the session's scheduler has nothing left to write (no record, no lane)."""
-    idle = getattr(scheduler, "idle", None)
-    if idle is not None:
-        return bool(idle)
-    return not scheduler._controls and not scheduler._ring
 
 
 def _lookup(config: ProxyConfig) -> Any:
