@@ -24,8 +24,8 @@ from aws_localproxy._version import __version__
 
 _EXPORTS = {
     "LocalProxyService": "aws_localproxy.service",
-    "ConnectedTunnel": "aws_localproxy.service",
-    "ClosedTunnel": "aws_localproxy.service",
+    "ConnectedTunnel": "aws_localproxy.sessionevents",
+    "ClosedTunnel": "aws_localproxy.sessionevents",
     "run_proxy": "aws_localproxy.service",
     "ProxyConfig": "aws_localproxy.config",
     "Settings": "aws_localproxy.settings",

@@ -17,7 +17,7 @@ together and owns nothing else::
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Tuple, TypedDict
+from typing import Any, Callable, List, Mapping, Optional, TypedDict
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -46,6 +46,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.metrics import TunnelMetrics, listen_metrics, registry_for, snapshot
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.sessionevents import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
 from aws_localproxy.stdio import StdioEnd, StdioSide
@@ -59,73 +60,6 @@ __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
 STDIO_FLUSH_TIMEOUT = 10.0
-
-
-class ConnectedTunnel:
-    """
-    A session that has its service IDs: what L{LocalProxyService.connected}
-    fires with and C{on_connected} is called with.
-
-    @ivar subprotocol: the WebSocket subprotocol the service picked
-        (``aws.iot.securetunneling-3.0``, ...).
-    @ivar service_ids: the tunnel's service IDs, in the service's order.
-    @ivar endpoints: service ID -> the local endpoint text it uses.
-    @ivar session: 1 for the first session, 2 after the first reconnect, ...
-    """
-
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        endpoints: Mapping[str, str],
-        session: int = 1,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.endpoints = dict(endpoints)
-        self.session = session
-
-    def __repr__(self) -> str:
-        return (
-            f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)} session={self.session}>"
-        )
-
-
-class ClosedTunnel:
-    """
-    How an open session ended: what C{on_closed} is called with (the proxy
-    then reconnects, or ends; L{LocalProxyService.when_finished} says which).
-
-    @ivar subprotocol: the session's WebSocket subprotocol.
-    @ivar service_ids: its service IDs (empty if it closed before SERVICE_IDS).
-    @ivar reason: the close reason (the service's, for a close frame).
-    @ivar code: the WebSocket close code, if any.
-    @ivar closed_by_service: the service sent a close frame first
-        (CloseTunnel, expiry, replaced by another peer).
-    @ivar session: which session it was (1, 2, ...).
-    """
-
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        reason: str,
-        code: Optional[int],
-        closed_by_service: bool,
-        session: int,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.reason = reason
-        self.code = code
-        self.closed_by_service = closed_by_service
-        self.session = session
-
-    def __repr__(self) -> str:
-        return (
-            f"<ClosedTunnel {self.subprotocol} {list(self.service_ids)} code={self.code} "
-            f"reason={self.reason!r} by_service={self.closed_by_service}>"
-        )
 
 
 class _LocalSockets(TypedDict):
