@@ -24,8 +24,8 @@ from aws_localproxy._version import __version__
 
 _EXPORTS = {
     "LocalProxyService": "aws_localproxy.service",
-    "ConnectedTunnel": "aws_localproxy.service",
-    "ClosedTunnel": "aws_localproxy.service",
+    "ConnectedTunnel": "aws_localproxy.sessionevents",
+    "ClosedTunnel": "aws_localproxy.sessionevents",
     "run_proxy": "aws_localproxy.service",
     "ProxyConfig": "aws_localproxy.config",
     "Settings": "aws_localproxy.settings",
@@ -36,7 +36,22 @@ _EXPORTS = {
     "ServiceMetrics": "aws_localproxy.metrics",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# Written out for the tools that read it without running it (pydoctor, IDEs);
+# tests.test_embedding checks it names exactly the exports.
+__all__ = [
+    "__version__",
+    "LocalProxyService",
+    "ConnectedTunnel",
+    "ClosedTunnel",
+    "run_proxy",
+    "ProxyConfig",
+    "Settings",
+    "Mode",
+    "PeerVersion",
+    "FactoryEndpoint",
+    "TunnelMetrics",
+    "ServiceMetrics",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,13 +23,15 @@ from aws_localproxy.configfiles import ConfigDirError, check_mapping_endpoints, 
 from aws_localproxy.constants import Mode
 from aws_localproxy.mapping import NO_PORT_MAPPING
 from aws_localproxy.optionsources import ENV_ACCESS_TOKEN, where
+from aws_localproxy.portmapping import check_service_id, parse_port_mapping
 from aws_localproxy.regions import (
     EndpointError,
     ServiceEndpoint,
     endpoint_for_region,
     parse_endpoint,
 )
-from aws_localproxy.settings import Settings, SettingsError, inert_settings, load_settings_json
+from aws_localproxy.settings import Settings, SettingsError, inert_settings
+from aws_localproxy.settingsdoc import load_settings_json
 from aws_localproxy.validation import (
     ConfigurationError,
     bind_address,
@@ -40,11 +42,9 @@ from aws_localproxy.validation import (
     check_path,
     check_proxy_endpoint_text,
     check_region,
-    check_service_id,
     parse_metrics_address,
     parse_metrics_port,
     parse_mode,
-    parse_port_mapping,
     parse_verbosity,
     peer_version,
 )

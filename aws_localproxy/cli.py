@@ -22,7 +22,7 @@ from twisted.python import usage
 from aws_localproxy import logsetup
 from aws_localproxy.config import ProxyConfig
 from aws_localproxy.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
-from aws_localproxy.settings import export_default_settings
+from aws_localproxy.settingsdoc import export_default_settings
 
 __all__ = ["main"]
 
@@ -58,9 +58,7 @@ def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None)
 
     from aws_localproxy.service import run_proxy
 
-    task.react(
-        lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with)
-    )
+    task.react(lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with))
 
 
 def main(

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 The validated configuration of one local proxy: what the CLI, twistd and an
 embedding application all hand to L{aws_localproxy.service.LocalProxyService}.

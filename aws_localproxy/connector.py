@@ -341,4 +341,3 @@ class TunnelConnector:
         self._done = True
         self._stopping = True
         self.finished.callback(code)
-

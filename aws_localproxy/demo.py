@@ -172,23 +172,46 @@ def main() -> int:
     service = UpperCaseService()
     try:
         with tempfile.TemporaryDirectory(prefix="localproxy-demo-") as workdir:
-            say("1. Starting the local tunnel service (localtunnel) on 127.0.0.1, port picked by the OS")
+            say(
+                "1. Starting the local tunnel service (localtunnel) on 127.0.0.1, port picked by the OS"
+            )
             ready_file = os.path.join(workdir, "ready.json")
             tunnel_service = Process(
                 "localtunnel",
-                [python, "-c", "from aws_localproxy.tunnelservice.cli import main; main()", "--port", "0",
-                 "--cert-dir", os.path.join(workdir, "certs"), "--ready-file", ready_file],
+                [
+                    python,
+                    "-c",
+                    "from aws_localproxy.tunnelservice.cli import main; main()",
+                    "--port",
+                    "0",
+                    "--cert-dir",
+                    os.path.join(workdir, "certs"),
+                    "--ready-file",
+                    ready_file,
+                ],
             )
             processes.append(tunnel_service)
             ready = wait_for_file(ready_file, tunnel_service)
             say(f"   data plane wss://{ready['endpoint']}, management API {ready['api_url']}")
 
-            say("2. Opening a tunnel with one service, 'demo' (OpenTunnel, as `aws iotsecuretunneling open-tunnel` does)")
+            say(
+                "2. Opening a tunnel with one service, 'demo' (OpenTunnel, as `aws iotsecuretunneling open-tunnel` does)"
+            )
             opened = api_call(ready, "OpenTunnel", {"destinationConfig": {"services": ["demo"]}})
             say(f"   tunnel {opened['tunnelId']} is open; its two access tokens stay in memory")
 
-            say(f"3. A small TCP service (answers in upper case) listens on 127.0.0.1:{service.port}")
-            common = [python, "-m", "aws_localproxy", "-e", ready["endpoint"], "-c", ready["capath"]]
+            say(
+                f"3. A small TCP service (answers in upper case) listens on 127.0.0.1:{service.port}"
+            )
+            common = [
+                python,
+                "-m",
+                "aws_localproxy",
+                "-e",
+                ready["endpoint"],
+                "-c",
+                ready["capath"],
+            ]
             say("4. Starting the destination local proxy in front of it")
             destination = Process(
                 "destination",
@@ -218,7 +241,9 @@ def main() -> int:
 
             message = b"hello from the source side, through a secure tunnel\n"
             bulk = os.urandom(4 * 1024 * 1024)
-            say(f"6. A client connects to 127.0.0.1:{source_port} and sends {len(message)} bytes, then 4 MiB")
+            say(
+                f"6. A client connects to 127.0.0.1:{source_port} and sends {len(message)} bytes, then 4 MiB"
+            )
             with socket.create_connection(("127.0.0.1", source_port), timeout=TIMEOUT) as client:
                 client.sendall(message)
                 reply = _receive(client, len(message))
@@ -238,7 +263,9 @@ def main() -> int:
 
             say("7. Closing the tunnel (CloseTunnel): the service closes both WebSockets")
             api_call(ready, "CloseTunnel", {"tunnelId": opened["tunnelId"]})
-            codes = {name: p.wait() for name, p in (("source", source), ("destination", destination))}
+            codes = {
+                name: p.wait() for name, p in (("source", source), ("destination", destination))
+            }
             say(f"   the proxies exited by themselves: {codes}")
             tunnel_service.stop()
             ok = ok and codes == {"source": 0, "destination": 0}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_destination -*-
+# -*- test-case-name: tests.test_local_sides -*-
 """
 The destination's local side: a TCP (or Unix socket) client per connection.
 
@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from aws_localproxy.endpoints import (
     DEFAULT_DESTINATION_HOST,
@@ -41,6 +42,11 @@ from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
 
 __all__ = ["DestinationSide", "DEFAULT_DESTINATION_HOST"]
+
+
+def _ignore_cancelled(failure: Failure) -> Optional[Failure]:
+    """A connection attempt given up (the peer reset it, or the side stopped) is not an error."""
+    return None if isinstance(failure.value, CancelledError) else failure
 
 
 class _PendingConnection:
@@ -70,7 +76,7 @@ class _PendingConnection:
         self._side.connecting.add(self)
         d = Deferred.fromCoroutine(self._connect_with_retries())
         self._attempt = d
-        d.addErrback(lambda f: f.trap(CancelledError))
+        d.addErrback(_ignore_cancelled)
         d.addBoth(lambda _: self._side.connecting.discard(self))
 
     async def _connect_with_retries(self) -> None:
@@ -118,7 +124,7 @@ class _PendingConnection:
                     self._buffered = 0
                     self._connection.connect_failed(reason)
                     return
-                await deferLater(side.reactor, side.retry_delay)  # type: ignore[arg-type]
+                await deferLater(side.reactor, side.retry_delay)
                 continue
             self._connected(protocol)
             return

@@ -44,9 +44,7 @@ log = Logger(namespace="aws_localproxy.tunnel")
 def control(session: TunnelSession, service: Service, message: Message) -> None:
     """A control message (not DATA, not a stream or session reset) for one of a destination's services."""
     message_type = message.type
-    if message_type == _STREAM_START or (
-        message_type == _CONNECTION_START and not service.active
-    ):
+    if message_type == _STREAM_START or (message_type == _CONNECTION_START and not service.active):
         _on_stream_start(session, service, message)
     elif message_type == _CONNECTION_START:
         _on_connection_start(session, service, message)
@@ -73,20 +71,14 @@ def connect_failed(session: TunnelSession, connection: Connection, reason: str) 
         reason=reason,
     )
     if session.format.multiplexed and not connection.starts_stream:
-        session.close_connection(
-            connection,
-            session.control(
-                _CONNECTION_RESET, service, connection.stream_id, connection.connection_id
-            ),
-            peer_reset=False,
-        )
+        session.reset_connection(connection)
         return
     log.debug(
         "resetting stream for service id:{service_id}, then listen for stream start",
         service_id=service.service_id,
         trace=True,
     )
-    session.end_stream(service, session.control(_STREAM_RESET, service, connection.stream_id))
+    session.reset_stream(service, connection.stream_id)
 
 
 def _on_stream_start(session: TunnelSession, service: Service, message: Message) -> None:
@@ -147,16 +139,20 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
     _connect(session, service, message.connectionId, starts_stream=False)
 
 
-def _refuse(session: TunnelSession, service: Service, connection_id: int, starts_stream: bool) -> None:
+def _refuse(
+    session: TunnelSession, service: Service, connection_id: int, starts_stream: bool
+) -> None:
     """Answer a start we will not act on with the reset that ends it."""
     service.counters.connections_refused += 1
     if session.format.multiplexed and not starts_stream:
         session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
     else:
-        session.end_stream(service, session.control(_STREAM_RESET, service, service.stream_id))
+        session.reset_stream(service, service.stream_id)
 
 
-def _connect(session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool) -> None:
+def _connect(
+    session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool
+) -> None:
     """Open a local connection for a StreamStart or ConnectionStart."""
     if not session.format.multiplexed:
         connection_id = 0
@@ -170,15 +166,9 @@ def _connect(session: TunnelSession, service: Service, connection_id: int, *, st
             service_id=service.service_id,
         )
         if session.format.multiplexed:
-            session.close_connection(
-                existing,
-                session.control(
-                    _CONNECTION_RESET, service, existing.stream_id, existing.connection_id
-                ),
-                peer_reset=True,
-            )
+            session.reset_connection(existing, peer_reset=True)
         else:
-            session.end_stream(service, session.control(_STREAM_RESET, service, existing.stream_id))
+            session.reset_stream(service, existing.stream_id)
         return
     if len(service.connections) >= session.max_active_connections:
         log.warn(

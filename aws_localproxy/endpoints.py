@@ -66,6 +66,7 @@ def _memory_reactor() -> Any:
 
     return MemoryReactor()  # type: ignore[no-untyped-call]
 
+
 __all__ = [
     "EndpointError",
     "SourceEndpoint",
@@ -269,29 +270,44 @@ def parse_source_endpoint(text: str) -> SourceEndpoint:
     return SourceEndpoint(text, port=int(port_text, 10))
 
 
+#: For messages: (the side, what its endpoints do, Twisted's word for them), by C{source}.
+_SIDE_WORDS = {
+    True: ("source", "listening", "server"),
+    False: ("destination", "connecting", "client"),
+}
+
+
+def _check_description(text: str, kind: str, *, source: bool) -> str:
+    """
+    C{text} (of endpoint type C{kind}) normalised, once Twisted builds it as a
+    listening (C{source}) or connecting endpoint.
+    """
+    side, verb, role = _SIDE_WORDS[source]
+    kinds = server_endpoint_types() if source else client_endpoint_types()
+    invalid = f"Invalid {side} endpoint description '{text}'"
+    if kind not in kinds:
+        raise EndpointError(
+            f"{invalid}: '{kind}' is not a {verb} endpoint type (one of: {', '.join(sorted(kinds))})"
+        )
+    description = _normalised(text, kind)
+    build = _server_from_string if source else _client_from_string
+    try:
+        endpoint = build(_memory_reactor(), description)
+    except Exception as error:
+        raise EndpointError(f"{invalid}: {_describe_error(text, error)}") from None
+    interface = IStreamServerEndpoint if source else IStreamClientEndpoint
+    if not interface.providedBy(endpoint):
+        raise EndpointError(f"{invalid}: not a stream {role} endpoint")
+    return description
+
+
 def _check_server_description(text: str, kind: str) -> str:
     if kind == "stdio":
         raise EndpointError(
             f"Invalid source endpoint description '{text}': use --stdio to carry one connection "
             "over standard input and output"
         )
-    if kind not in server_endpoint_types():
-        raise EndpointError(
-            f"Invalid source endpoint description '{text}': '{kind}' is not a listening endpoint type "
-            f"(one of: {', '.join(sorted(server_endpoint_types()))})"
-        )
-    description = _normalised(text, kind)
-    try:
-        endpoint = _server_from_string(_memory_reactor(), description)
-    except Exception as error:
-        raise EndpointError(
-            f"Invalid source endpoint description '{text}': {_describe_error(text, error)}"
-        ) from None
-    if not IStreamServerEndpoint.providedBy(endpoint):
-        raise EndpointError(
-            f"Invalid source endpoint description '{text}': not a stream server endpoint"
-        )
-    return description
+    return _check_description(text, kind, source=True)
 
 
 # --- destinations ------------------------------------------------------------------------
@@ -353,7 +369,9 @@ def parse_destination_endpoint(
     stripped = text.strip()
     kind = _description_type(stripped)
     if kind is not None:
-        return DestinationEndpoint(text, description=_check_client_description(stripped, kind))
+        return DestinationEndpoint(
+            text, description=_check_description(stripped, kind, source=False)
+        )
     if "/" in stripped:
         return DestinationEndpoint(text, path=stripped)
     host, port = _host_and_port(stripped.lower(), text, default_host)
@@ -378,23 +396,3 @@ def _destination_port(port: str, text: str) -> int:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise EndpointError(f"Invalid port in destination endpoint: {text}")
     return int(port)
-
-
-def _check_client_description(text: str, kind: str) -> str:
-    if kind not in client_endpoint_types():
-        raise EndpointError(
-            f"Invalid destination endpoint description '{text}': '{kind}' is not a connecting endpoint type "
-            f"(one of: {', '.join(sorted(client_endpoint_types()))})"
-        )
-    description = _normalised(text, kind)
-    try:
-        endpoint = _client_from_string(_memory_reactor(), description)
-    except Exception as error:
-        raise EndpointError(
-            f"Invalid destination endpoint description '{text}': {_describe_error(text, error)}"
-        ) from None
-    if not IStreamClientEndpoint.providedBy(endpoint):
-        raise EndpointError(
-            f"Invalid destination endpoint description '{text}': not a stream client endpoint"
-        )
-    return description

@@ -53,6 +53,13 @@ class InboundFlow:
         self._websocket = None
         self._paused_at = None
 
+    def paused_seconds_now(self) -> float:
+        """L{paused_seconds}, with a pause still under way counted up to now."""
+        total = self.paused_seconds
+        if self._paused_at is not None:
+            total += max(0.0, self._clock() - self._paused_at)
+        return total
+
     @property
     def websocket_paused(self) -> bool:
         """Whether WebSocket reading is paused for a full local connection."""

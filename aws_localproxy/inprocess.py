@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_embedding -*-
+# mypy: disallow-untyped-calls=False
+# (this module raises Twisted's ConnectError, whose constructor has no annotations)
 """
 A destination service ID served by a protocol factory in the same process.
 
@@ -80,5 +82,3 @@ class FactoryEndpoint:
 
     def __repr__(self) -> str:
         return f"<FactoryEndpoint {self._factory!r}>"
-
-

@@ -93,7 +93,7 @@ class LocalStreamProtocol(Protocol):
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
         if self.read_size is not None and hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = self.read_size  # type: ignore[attr-defined]
+            self.transport.bufferSize = self.read_size
         set_no_delay(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self._reading_paused:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnel_mapping -*-
+# -*- test-case-name: tests.test_mapping -*-
 """
 From a SERVICE_IDS message to the service ID -> endpoint mapping of a session.
 

@@ -1,4 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
+# mypy: disallow-untyped-calls=False
+# (this module calls twisted.web and endpoint APIs that have no annotations)
 """
 What a running local proxy is doing, as numbers: a plain snapshot and a
 Prometheus scrape.
@@ -143,34 +145,104 @@ def snapshot(proxy: LocalProxyService) -> TunnelMetrics:
 
 def _last_rtt(connector: Any) -> Optional[float]:
     scheduler = connector.scheduler if connector is not None else None
-    if scheduler is None:
-        return None
-    rtt = getattr(scheduler, "last_rtt", None)
-    if rtt is None:
-        pacer = getattr(scheduler, "_pacer", None)
-        rtt = getattr(pacer, "last_rtt", None)
-    return None if rtt is None else float(rtt)
+    return None if scheduler is None else scheduler.last_rtt
 
 
 def _paused_seconds(proxy: LocalProxyService) -> float:
-    inbound = proxy.inbound
-    total = float(inbound.paused_seconds)
-    paused_at = getattr(inbound, "_paused_at", None)
-    if paused_at is not None:
-        # A pause still going on counts up to now.
-        total += max(0.0, proxy._reactor.seconds() - paused_at)
-    return total
+    return proxy.inbound.paused_seconds_now()
 
 
 _SERVICE_COUNTERS = (
-    ("bytes_sent", "localproxy_service_sent_bytes", "DATA payload bytes read from local connections of the service ID, sent to the tunnel"),
-    ("bytes_received", "localproxy_service_received_bytes", "DATA payload bytes received from the tunnel for the service ID, written to its local connections"),
-    ("messages_sent", "localproxy_service_sent_messages", "DATA messages sent to the tunnel for the service ID"),
-    ("messages_received", "localproxy_service_received_messages", "DATA messages received from the tunnel for the service ID"),
-    ("connections_opened", "localproxy_service_connections_opened", "Local connections the tunnel took for the service ID"),
-    ("connections_refused", "localproxy_service_connections_refused", "Local connections refused (tunnel not ready, over tcp.max_active_connections) or that could not be opened"),
-    ("connections_reset", "localproxy_service_connections_reset", "Connections ended by the peer (connection, stream or session reset)"),
-    ("connections_closed", "localproxy_service_connections_closed", "Connections ended by their local socket"),
+    (
+        "bytes_sent",
+        "localproxy_service_sent_bytes",
+        "DATA payload bytes read from local connections of the service ID, sent to the tunnel",
+    ),
+    (
+        "bytes_received",
+        "localproxy_service_received_bytes",
+        "DATA payload bytes received from the tunnel for the service ID, written to its local connections",
+    ),
+    (
+        "messages_sent",
+        "localproxy_service_sent_messages",
+        "DATA messages sent to the tunnel for the service ID",
+    ),
+    (
+        "messages_received",
+        "localproxy_service_received_messages",
+        "DATA messages received from the tunnel for the service ID",
+    ),
+    (
+        "connections_opened",
+        "localproxy_service_connections_opened",
+        "Local connections the tunnel took for the service ID",
+    ),
+    (
+        "connections_refused",
+        "localproxy_service_connections_refused",
+        "Local connections refused (tunnel not ready, over tcp.max_active_connections) or that could not be opened",
+    ),
+    (
+        "connections_reset",
+        "localproxy_service_connections_reset",
+        "Connections ended by the peer (connection, stream or session reset)",
+    ),
+    (
+        "connections_closed",
+        "localproxy_service_connections_closed",
+        "Connections ended by their local socket",
+    ),
+)
+
+
+#: The tunnel's families, in the order of a scrape: (kind, TunnelMetrics attribute, name, help).
+_TUNNEL_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "counter",
+        "bytes_sent",
+        "localproxy_tunnel_sent_bytes",
+        "Record bytes written to the WebSocket (length prefixes and control records included)",
+    ),
+    (
+        "counter",
+        "bytes_received",
+        "localproxy_tunnel_received_bytes",
+        "WebSocket payload bytes received from the tunnel",
+    ),
+    (
+        "counter",
+        "messages_sent",
+        "localproxy_tunnel_sent_messages",
+        "Tunnel messages (records) sent, control messages included",
+    ),
+    (
+        "counter",
+        "messages_received",
+        "localproxy_tunnel_received_messages",
+        "Tunnel messages received, control messages included",
+    ),
+    ("counter", "sessions", "localproxy_sessions", "WebSocket sessions opened"),
+    ("counter", "reconnects", "localproxy_reconnects", "WebSocket sessions opened after the first"),
+    ("gauge", "session_up", "localproxy_session_up", "1 while a WebSocket session is open"),
+    (
+        "gauge",
+        "last_state_change",
+        "localproxy_session_state_change_timestamp_seconds",
+        "When the WebSocket session last opened or closed",
+    ),
+    (
+        "gauge",
+        "last_ping_rtt",
+        "localproxy_ping_rtt_seconds",
+        "Round-trip time of the latest ping answered by the service",
+    ),
+    (
+        "counter",
+        "paused_seconds",
+        "localproxy_backpressure_paused_seconds",
+        "Seconds the WebSocket was not read because a local connection was full",
+    ),
 )
 
 
@@ -204,16 +276,12 @@ class ProxyCollector:
             return family
 
         m = metrics
-        yield counter("localproxy_tunnel_sent_bytes", "Record bytes written to the WebSocket (length prefixes and control records included)", m.bytes_sent if m else 0)
-        yield counter("localproxy_tunnel_received_bytes", "WebSocket payload bytes received from the tunnel", m.bytes_received if m else 0)
-        yield counter("localproxy_tunnel_sent_messages", "Tunnel messages (records) sent, control messages included", m.messages_sent if m else 0)
-        yield counter("localproxy_tunnel_received_messages", "Tunnel messages received, control messages included", m.messages_received if m else 0)
-        yield counter("localproxy_sessions", "WebSocket sessions opened", m.sessions if m else 0)
-        yield counter("localproxy_reconnects", "WebSocket sessions opened after the first", m.reconnects if m else 0)
-        yield gauge("localproxy_session_up", "1 while a WebSocket session is open", (1 if m.session_up else 0) if m else None)
-        yield gauge("localproxy_session_state_change_timestamp_seconds", "When the WebSocket session last opened or closed", m.last_state_change if m else None)
-        yield gauge("localproxy_ping_rtt_seconds", "Round-trip time of the latest ping answered by the service", m.last_ping_rtt if m else None)
-        yield counter("localproxy_backpressure_paused_seconds", "Seconds the WebSocket was not read because a local connection was full", m.paused_seconds if m else 0)
+        for kind, attribute, name, documentation in _TUNNEL_FAMILIES:
+            value = getattr(m, attribute) if m else None
+            if kind == "counter":
+                yield counter(name, documentation, value or 0)
+            else:
+                yield gauge(name, documentation, None if value is None else float(value))
 
         services = list(m.services.values()) if m else []
         for attribute, name, documentation in _SERVICE_COUNTERS:
@@ -234,7 +302,7 @@ class ProxyCollector:
 def registry_for(source: Callable[[], TunnelMetrics]) -> CollectorRegistry:
     """A registry of its own holding one L{ProxyCollector}."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(ProxyCollector(source))  # type: ignore[arg-type]
+    registry.register(ProxyCollector(source))
     return registry
 
 

@@ -10,7 +10,7 @@ L{LocalProxyOptions} parses the command line, merges it with the
 L{aws_localproxy.buildconfig.build_config}, which runs the reference's
 checklist and leaves a validated L{ProxyConfig} in C{options.config}.
 
-Two kinds of failure, as in the reference: L{usage.UsageError} for a wrong
+Two kinds of failure, as in the reference: C{usage.UsageError} for a wrong
 command line (the console script prints it with a "Try --help" line), and
 L{ConfigurationError} (a subclass) for values that break a rule (the console
 script logs it at ``fatal``).  Both end the process with exit code 1.
@@ -36,11 +36,11 @@ from aws_localproxy.optionsources import (
     ENV_REGION,
     merge_sources,
 )
-from aws_localproxy.settings import export_default_settings
+from aws_localproxy.portmapping import parse_port_mapping
+from aws_localproxy.settingsdoc import export_default_settings
 from aws_localproxy.validation import (
     ConfigurationError,
     check_path,
-    parse_port_mapping,
     parse_verbosity,
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Generic, List, Optional, Tuple, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 __all__ = ["Outcome"]
 
@@ -31,7 +32,7 @@ class Outcome(Generic[T]):
     def succeed(self, value: T) -> None:
         self._settle((True, value))
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException | Failure) -> None:
         self._settle((False, error))
 
     def _settle(self, result: Tuple[bool, Any]) -> None:

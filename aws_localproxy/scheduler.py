@@ -42,10 +42,21 @@ DEFAULT_LANE_LIMIT = 131076
 class Lane:
     """One local connection's bytes on their way to the tunnel."""
 
-    __slots__ = ("_scheduler", "fields", "_chunks", "queued", "_final", "closing", "_reader",
-                 "_reading_paused", "_in_ring")
+    __slots__ = (
+        "_scheduler",
+        "fields",
+        "_chunks",
+        "queued",
+        "_final",
+        "closing",
+        "_reader",
+        "_reading_paused",
+        "_in_ring",
+    )
 
-    def __init__(self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl) -> None:
+    def __init__(
+        self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl
+    ) -> None:
         self._scheduler = scheduler
         #: The connection's fixed DATA fields (replaced if the peer format changes).
         self.fields = fields
@@ -181,10 +192,15 @@ class OutboundScheduler:
 
     def drain(self, lanes: Iterable[Lane]) -> None:
         """
-        Put everything C{lanes} hold in front of the next control record:
-        a stream reset must follow every byte of the stream's connections.
+        Put everything C{lanes} hold, and everything any other lane holds, in
+        front of the next control record: a stream reset must follow every
+        byte of the stream's connections, those closing too (their lanes are
+        no longer in the service's table).  Stream resets are rare; the
+        momentary loss of round-robin is the price of exact order.
         """
-        for lane in lanes:
+        given = list(lanes)
+        others = [lane for lane in self._ring if lane not in given]
+        for lane in given + others:
             while lane.queued:
                 self._controls.append(lane._next_record(self._max_payload))
             self._drop(lane)
@@ -192,6 +208,16 @@ class OutboundScheduler:
             if final is not None:
                 self._controls.append(final)
         self._pump()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is left to write: no control record, no lane with bytes or a reset."""
+        return not self._controls and not self._ring and not self._frame
+
+    @property
+    def last_rtt(self) -> Optional[float]:
+        """The last pacing ping's round trip to the service, in seconds (C{None} before one)."""
+        return self._pacer.last_rtt if self._pacer is not None else None
 
     @property
     def queued(self) -> int:

@@ -1,12 +1,14 @@
 # -*- test-case-name: tests.test_e2e_proxy -*-
+# mypy: disallow-untyped-calls=False
+# (this module subclasses Twisted's Service, whose methods have no annotations)
 """
 L{LocalProxyService}: one local proxy as a Twisted C{IService}.
 
 The console script, ``twistd localproxy`` and an application that embeds a
 proxy all build it from one validated L{ProxyConfig}.  It wires the layers
-together and owns nothing else:
+together and owns nothing else::
 
-    local sockets  <->  SourceSide / DestinationSide  (+ FlowControl)
+    local sockets  <->  SourceSide / DestinationSide  (+ InboundFlow)
                    <->  Tunnel                        (protocol rules, no I/O)
                    <->  TunnelClientProtocol          (Autobahn WebSocket)
                    <->  TunnelConnector               (connect, retry, reconnect)
@@ -15,7 +17,7 @@ together and owns nothing else:
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, TypedDict
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -44,6 +46,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.metrics import TunnelMetrics, listen_metrics, registry_for, snapshot
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.sessionevents import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
 from aws_localproxy.stdio import StdioEnd, StdioSide
@@ -59,69 +62,18 @@ __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 STDIO_FLUSH_TIMEOUT = 10.0
 
 
-class ConnectedTunnel:
-    """
-    A session that has its service IDs: what L{LocalProxyService.connected}
-    fires with and C{on_connected} is called with.
+class _LocalSockets(TypedDict):
+    """What every local side (source, destination, stdio) takes from the settings."""
 
-    @ivar subprotocol: the WebSocket subprotocol the service picked
-        (``aws.iot.securetunneling-3.0``, ...).
-    @ivar service_ids: the tunnel's service IDs, in the service's order.
-    @ivar endpoints: service ID -> the local endpoint text it uses.
-    @ivar session: 1 for the first session, 2 after the first reconnect, ...
-    """
-
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        endpoints: Mapping[str, str],
-        session: int = 1,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.endpoints = dict(endpoints)
-        self.session = session
-
-    def __repr__(self) -> str:
-        return f"<ConnectedTunnel {self.subprotocol} {list(self.service_ids)} session={self.session}>"
+    backlog_limit: int
+    read_size: Optional[int]
 
 
-class ClosedTunnel:
-    """
-    How an open session ended: what C{on_closed} is called with (the proxy
-    then reconnects, or ends; L{LocalProxyService.when_finished} says which).
+class _Retries(TypedDict):
+    """How the source (binding) and the destination (connecting) retry."""
 
-    @ivar subprotocol: the session's WebSocket subprotocol.
-    @ivar service_ids: its service IDs (empty if it closed before SERVICE_IDS).
-    @ivar reason: the close reason (the service's, for a close frame).
-    @ivar code: the WebSocket close code, if any.
-    @ivar closed_by_service: the service sent a close frame first
-        (CloseTunnel, expiry, replaced by another peer).
-    @ivar session: which session it was (1, 2, ...).
-    """
-
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        reason: str,
-        code: Optional[int],
-        closed_by_service: bool,
-        session: int,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.reason = reason
-        self.code = code
-        self.closed_by_service = closed_by_service
-        self.session = session
-
-    def __repr__(self) -> str:
-        return (
-            f"<ClosedTunnel {self.subprotocol} {list(self.service_ids)} code={self.code} "
-            f"reason={self.reason!r} by_service={self.closed_by_service}>"
-        )
+    retry_count: int
+    retry_delay: float
 
 
 class LocalProxyService(Service):
@@ -225,6 +177,15 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
+        # What every local side reads from the settings, and what those that retry do.
+        sockets = _LocalSockets(
+            backlog_limit=settings.tcp_write_buffer_size,
+            read_size=settings.tcp_read_buffer_size,
+        )
+        retries = _Retries(
+            retry_count=settings.tcp_connection_retry_count,
+            retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
+        )
         if config.stdio:
             self._stdio = StdioSide(
                 self._reactor,
@@ -232,8 +193,7 @@ class LocalProxyService(Service):
                 service_id=config.stdio_service_id,
                 session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
                 on_end=self._stdio_ended,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
+                **sockets,
             )
             local: Any = self._stdio
         elif config.mode is Mode.SOURCE:
@@ -241,12 +201,10 @@ class LocalProxyService(Service):
                 self._reactor,
                 self.inbound,
                 config.listen_address,
-                retry_count=settings.tcp_connection_retry_count,
-                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 on_fatal=self._fatal,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
                 server_endpoints=self._source_endpoints,
+                **sockets,
+                **retries,
             )
             local = self._source
         else:
@@ -254,12 +212,10 @@ class LocalProxyService(Service):
                 self._reactor,
                 self.inbound,
                 default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
-                retry_count=settings.tcp_connection_retry_count,
-                retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
                 pending_limit=settings.tcp_write_buffer_size,
-                backlog_limit=settings.tcp_write_buffer_size,
-                read_size=settings.tcp_read_buffer_size,
                 client_endpoints=self._destination_endpoints,
+                **sockets,
+                **retries,
             )
             local = self._destination
         self.tunnel = Tunnel(
@@ -503,7 +459,7 @@ class LocalProxyService(Service):
 
         def failed(failure: Failure) -> None:
             message = f"Cannot serve metrics on {address}:{port}: {failure.getErrorMessage()}"
-            self._metrics_listening.fail(failure.value)
+            self._metrics_listening.fail(failure)
             self._fatal(FatalTunnelError(message))
 
         try:
@@ -536,7 +492,7 @@ class LocalProxyService(Service):
         if connector is None:
             return
         scheduler = connector.scheduler
-        if scheduler is not None and not _outbound_idle(scheduler):
+        if scheduler is not None and not scheduler.idle:
             if self._reactor.seconds() < deadline:
                 self._reactor.callLater(0.01, self._stop_when_sent, deadline)
                 return
@@ -560,14 +516,6 @@ class LocalProxyService(Service):
         return None
 
 
-def _outbound_idle(scheduler: Any) -> bool:
-    """Whether the session's scheduler has nothing left to write (no record, no lane)."""
-    idle = getattr(scheduler, "idle", None)
-    if idle is not None:
-        return bool(idle)
-    return not scheduler._controls and not scheduler._ring
-
-
 def _lookup(config: ProxyConfig) -> Any:
     if not config.config_files:
         return None
@@ -589,6 +537,3 @@ def run_proxy(
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service.when_finished
-
-
-

@@ -137,6 +137,24 @@ class TunnelSession:
             self.send(final)
         connection.close_local()
 
+    def reset_connection(self, connection: Connection, *, peer_reset: bool = False) -> None:
+        """
+        Close C{connection} from this side and send its ConnectionReset: after
+        every byte already read, or at once when C{peer_reset} (the peer's
+        own use of the connection is broken).
+        """
+        reset = self.control(
+            Message.CONNECTION_RESET,
+            connection.service,
+            connection.stream_id,
+            connection.connection_id,
+        )
+        self.close_connection(connection, reset, peer_reset=peer_reset)
+
+    def reset_stream(self, service: Service, stream_id: int) -> None:
+        """End C{service}'s stream C{stream_id} from this side: its StreamReset after its data."""
+        self.end_stream(service, self.control(Message.STREAM_RESET, service, stream_id))
+
     def end_stream(self, service: Service, reset: Optional[bytes]) -> None:
         """
         Close every connection of C{service}; its next connection (source)

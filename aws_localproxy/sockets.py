@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sockets -*-
 """Small socket settings shared by every relay in the project."""
 
 from __future__ import annotations

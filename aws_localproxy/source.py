@@ -72,7 +72,7 @@ class _ServiceFactory(Factory):
             protocol.refuse()
             return
         protocol.tunnel_connection = connection
-        host = protocol.transport.getHost()  # type: ignore[attr-defined]
+        host = protocol.transport.getHost()
         port = getattr(host, "port", None)
         if port is not None:
             self.side.log.info(

@@ -74,8 +74,7 @@ def accept(session: TunnelSession, service_id: str, local: LocalConnection) -> C
     if service.active and session.format.multiplexed:
         message_type = _CONNECTION_START
         log.info(
-            " sending connection start for service id: {service_id} "
-            "connection id: {connection_id}",
+            " sending connection start for service id: {service_id} connection id: {connection_id}",
             service_id=service_id,
             connection_id=connection_id,
         )
@@ -84,8 +83,7 @@ def accept(session: TunnelSession, service_id: str, local: LocalConnection) -> C
         service.stream_id = next_id(service.stream_id, INT32_MAX)
         service.active = True
         log.debug(
-            "Sending stream start, setting new stream ID to: {stream_id}, "
-            "service id: {service_id}",
+            "Sending stream start, setting new stream ID to: {stream_id}, service id: {service_id}",
             stream_id=service.stream_id,
             service_id=service_id,
         )

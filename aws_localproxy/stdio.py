@@ -83,9 +83,7 @@ class StdioConnection(LocalStreamProtocol):
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         read_size: Optional[int] = None,
     ) -> None:
-        super().__init__(
-            inbound, on_made=on_made, backlog_limit=backlog_limit, read_size=read_size
-        )
+        super().__init__(inbound, on_made=on_made, backlog_limit=backlog_limit, read_size=read_size)
         self._on_end = on_end
         self._session_ready = session_ready
         self._session_lost = False
@@ -203,5 +201,3 @@ class StdioSide:
         """The proxy is stopping: close the connection (stdout flushed first)."""
         if self.protocol is not None:
             self.protocol.close()
-
-

@@ -149,8 +149,18 @@ class Connection:
     further report, so each connection is reset at most once.
     """
 
-    __slots__ = ("_events", "service", "service_id", "connection_id", "stream_id",
-                 "starts_stream", "local", "lane", "open", "_counters")
+    __slots__ = (
+        "_events",
+        "service",
+        "service_id",
+        "connection_id",
+        "stream_id",
+        "starts_stream",
+        "local",
+        "lane",
+        "open",
+        "_counters",
+    )
 
     def __init__(
         self,

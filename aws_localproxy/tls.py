@@ -59,7 +59,9 @@ class UnverifiedClientTLS:
     """TLS 1.2+ with no certificate check at all (``-k``); SNI only when C{hostname} is a name."""
 
     def __init__(self, hostname: Optional[str] = None) -> None:
-        self._hostname = hostname.encode("idna") if hostname and ip_address_of(hostname) is None else None
+        self._hostname = (
+            hostname.encode("idna") if hostname and ip_address_of(hostname) is None else None
+        )
         self._context = CertificateOptions(
             verify=False, raiseMinimumTo=TLSVersion.TLSv1_2
         ).getContext()

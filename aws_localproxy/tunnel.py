@@ -256,16 +256,10 @@ class Tunnel:
         connection.local = None
         service.counters.connections_closed += 1
         if session.format.multiplexed:
-            session.close_connection(
-                connection,
-                session.control(
-                    _CONNECTION_RESET, service, connection.stream_id, connection.connection_id
-                ),
-                peer_reset=False,
-            )
+            session.reset_connection(connection)
             return
         self.log.info("simultaneous connections are not enabled, sending stream reset")
-        session.end_stream(service, session.control(_STREAM_RESET, service, connection.stream_id))
+        session.reset_stream(service, connection.stream_id)
 
     def local_connect_failed(self, connection: Connection, reason: str) -> None:
         session = self._session

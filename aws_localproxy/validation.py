@@ -7,7 +7,7 @@ option (and the option's name, for the message), returns the value to use
 and raises L{ConfigurationError} with the reference's message when the rule
 is broken.  L{aws_localproxy.buildconfig} runs them in the reference's order.
 
-Two kinds of failure, as in the reference: L{usage.UsageError} for a wrong
+Two kinds of failure, as in the reference: C{usage.UsageError} for a wrong
 command line (the console script prints it with a "Try --help" line), and
 L{ConfigurationError} (a subclass) for a value that breaks a rule (the
 console script logs it at ``fatal``).
@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Optional
+from typing import Callable, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 from twisted.python import usage
 
 from aws_localproxy.constants import Mode, PeerVersion
-from aws_localproxy.endpoints import EndpointError as LocalEndpointError
-from aws_localproxy.endpoints import (
-    is_description,
-    parse_destination_endpoint,
-    parse_source_endpoint,
-)
 from aws_localproxy.regions import strip_scheme
 
 __all__ = [
     "ConfigurationError",
     "truthy",
     "check_path",
-    "parse_port_mapping",
     "parse_verbosity",
     "check_access_token",
     "check_client_token",
@@ -45,7 +38,6 @@ __all__ = [
     "peer_version",
     "bind_address",
     "check_capath",
-    "check_service_id",
     "check_client_token_file",
     "parse_metrics_port",
     "parse_metrics_address",
@@ -58,11 +50,8 @@ MAX_PATH = 4096
 MAX_TOKEN = 4096
 MAX_HOST = 253
 MAX_REGION = 64
-MAX_SERVICE_ID = 128
 HOST_CHARS = re.compile(r"^[a-zA-Z0-9.:\[\]-]+$")
 _REGION_CHARS = re.compile(r"^[a-z0-9-]+$")
-# The reference rejects "." although AWS accepts service names like host names: allowed here.
-_SERVICE_ID_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
 # What the AWS tunneling service accepts; the reference does not check it.
 _CLIENT_TOKEN_CHARS = re.compile(r"^[a-zA-Z0-9-]+$")
 
@@ -73,8 +62,6 @@ MODES = {
     "destination": Mode.DESTINATION,
 }
 _PEER_VERSIONS = {"V1": PeerVersion.V1, "V2": PeerVersion.V2, "V3": PeerVersion.V3}
-
-_WRONG_FORMAT = "Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666."
 
 
 class ConfigurationError(usage.UsageError):
@@ -114,139 +101,6 @@ def check_path(path: str, option: str) -> str:
     return path
 
 
-def _reject(option: str, reason: str) -> ConfigurationError:
-    log.warn("SECURITY: Rejected input for '{field}': {reason}", field=option, reason=reason)
-    return ConfigurationError(f"{reason} ({option})")
-
-
-# --- -s / -d mappings -------------------------------------------------------------
-
-
-def _check_port(text: str, option: str) -> str:
-    if not (text.isascii() and text.isdigit()):
-        raise _reject(option, "Port must contain only digits")
-    if int(text) > 2**31 - 1:
-        raise _reject(option, "Port value is too large")
-    if not 0 < int(text) < 65536:
-        raise _reject(option, "Port must be between 1 and 65535")
-    # Written as a number: "05555" would never match the listening port.
-    return str(int(text))
-
-
-def _check_description(text: str, option: str, *, source: bool) -> str:
-    try:
-        if source:
-            parse_source_endpoint(text)
-        else:
-            parse_destination_endpoint(text)
-    except LocalEndpointError as e:
-        raise _reject(option, str(e)) from None
-    return text
-
-
-def _check_destination_host(text: str, option: str) -> str:
-    if len(text) > MAX_HOST:
-        raise _reject(option, "Bind address exceeds maximum allowed length")
-    if not HOST_CHARS.match(text):
-        raise _reject(option, "Bind address contains invalid characters")
-    bracket = text.rfind("]")
-    colon = text.rfind(":")
-    if colon > bracket:
-        host, port = text[:colon], text[colon + 1 :]
-        if not host:
-            raise _reject(option, f"Endpoint has no host: '{text}'")
-        text = f"{host}:{_check_port(port, option)}"
-    # What the reference's rules let through must also be usable by the destination.
-    return _check_description(text, option, source=False)
-
-
-def _check_endpoint(text: str, option: str, *, source: bool) -> str:
-    """One mapping endpoint (see L{aws_localproxy.endpoints}); returns it normalised."""
-    if not text:
-        raise _reject(option, "Endpoint cannot be empty")
-    if is_description(text):
-        return _check_description(text, option, source=source)
-    if text.isascii() and text.isdigit():
-        return _check_port(text, option)
-    if source:
-        # A source only listens on a port; a host here used to pass and crash later.
-        raise _reject(
-            option, f"Source listen port must be a port number between 1 and 65535, not '{text}'"
-        )
-    if "/" in text:
-        check_path(text, option)
-        return text
-    return _check_destination_host(text, option)
-
-
-def check_service_id(service_id: str, option: str) -> str:
-    """A service ID: at most 128 of letters, digits, ``.``, ``-`` and ``_``."""
-    if len(service_id) > MAX_SERVICE_ID:
-        raise _reject(option, "Service ID exceeds maximum allowed length")
-    if not _SERVICE_ID_CHARS.match(service_id):
-        raise _reject(
-            option,
-            "Service ID must contain only alphanumeric characters, dots, hyphens, and underscores",
-        )
-    return service_id
-
-
-def _split_piece(piece: str) -> list[str]:
-    """``ID=ENDPOINT`` at its first run of ``=``; only a description may keep more ``=``."""
-    parts = re.split(r"=+", piece, maxsplit=1)
-    if len(parts) == 2 and "=" in parts[1] and not is_description(parts[1].strip()):
-        return re.split(r"=+", piece)
-    return parts
-
-
-def parse_port_mapping(text: str, option: str, *, source: bool) -> Dict[str, str]:
-    """
-    ``-s``/``-d`` text to a service ID -> endpoint mapping.
-
-    A single value without ``=`` (or a single endpoint description) is the
-    V1 format, C{{"": endpoint}}; otherwise ``ID=ENDPOINT`` pieces separated
-    by commas (runs of commas and of ``=`` count as one, as in the reference).
-
-    @param option: the option's name, for messages.
-    @param source: C{True} for ``-s``: endpoints must be ports or server descriptions.
-    @raise ConfigurationError: the reference's messages, with the option named.
-    """
-    pieces = re.split(r",+", text)
-    if len(pieces) == 1 and ("=" not in pieces[0] or is_description(pieces[0])):
-        return {"": _check_endpoint(pieces[0].strip(), option, source=source)}
-    mapping: Dict[str, str] = {}
-    for piece in pieces:
-        if not piece.strip():
-            if len(pieces) > 1 and all("=" not in p for p in pieces):
-                raise _reject(option, _WRONG_FORMAT)
-            continue
-        parts = _split_piece(piece)
-        if len(parts) != 2:
-            if len(parts) == 1:
-                raise _reject(option, _WRONG_FORMAT)
-            raise _reject(
-                option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555"
-            )
-        service_id, endpoint = parts[0].strip(), parts[1].strip()
-        if not service_id or not endpoint:
-            raise _reject(
-                option, f"Wrong format for the port mappings: {piece} .Example: SSH1=5555"
-            )
-        check_service_id(service_id, option)
-        endpoint = _check_endpoint(endpoint, option, source=source)
-        if service_id in mapping:
-            log.warn(
-                "Duplicate mappings, ignore. This mapping already exists: {service_id} : {endpoint}",
-                service_id=service_id,
-                endpoint=mapping[service_id],
-            )
-            continue
-        mapping[service_id] = endpoint
-    if not mapping:
-        raise _reject(option, _WRONG_FORMAT)
-    return mapping
-
-
 # --- tokens and the service's address -------------------------------------------------
 
 
@@ -254,61 +108,79 @@ def _has_control_characters(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
+#: A rule on an option's text: (is it broken?, what the message says).
+_Rule = Tuple[Callable[[str], bool], str]
+
+
+def _follows(value: str, option: str, rules: Sequence[_Rule]) -> str:
+    """C{value} when it breaks none of C{rules}; the first one broken is raised, naming C{option}."""
+    for broken, message in rules:
+        if broken(value):
+            raise ConfigurationError(f"{message} ({option})")
+    return value
+
+
+_ACCESS_TOKEN_RULES: Sequence[_Rule] = (
+    (lambda token: not token, "Access token cannot be empty"),
+    (lambda token: len(token) > MAX_TOKEN, "Access token exceeds maximum allowed length"),
+    (_has_control_characters, "Access token contains invalid control characters"),
+    (lambda token: not token.isascii(), "Access token contains non-ASCII characters"),
+)
+
+_CLIENT_TOKEN_RULES: Sequence[_Rule] = (
+    (
+        lambda token: not 32 <= len(token) <= 128,
+        "Client token must be between 32 and 128 characters",
+    ),
+    (_has_control_characters, "Client token contains invalid control characters"),
+    (
+        lambda token: not _CLIENT_TOKEN_CHARS.match(token),
+        "Client token must contain only letters, digits and hyphens",
+    ),
+)
+
+_REGION_RULES: Sequence[_Rule] = (
+    (lambda region: not region, "Region cannot be empty"),
+    (lambda region: len(region) > MAX_REGION, "Region exceeds maximum allowed length"),
+    (
+        lambda region: not _REGION_CHARS.match(region),
+        "Region must contain only lowercase letters, numbers, and hyphens",
+    ),
+)
+
+_PROXY_ENDPOINT_RULES: Sequence[_Rule] = (
+    (lambda text: not text, "Proxy endpoint cannot be empty"),
+    (lambda text: len(text) > MAX_HOST, "Proxy endpoint exceeds maximum allowed length"),
+    (
+        lambda text: not HOST_CHARS.match(strip_scheme(text)[0]),
+        "Proxy endpoint contains invalid characters",
+    ),
+)
+
+_BIND_ADDRESS_RULES: Sequence[_Rule] = (
+    (lambda value: len(value) > MAX_HOST, "Bind address exceeds maximum allowed length"),
+    (lambda value: not HOST_CHARS.match(value), "Bind address contains invalid characters"),
+)
+
+
 def check_access_token(token: str) -> str:
     """The access token: non-empty, at most 4096 printable ASCII characters."""
-    if not token:
-        raise ConfigurationError("Access token cannot be empty (--access-token)")
-    if len(token) > MAX_TOKEN:
-        raise ConfigurationError("Access token exceeds maximum allowed length (--access-token)")
-    if _has_control_characters(token):
-        raise ConfigurationError(
-            "Access token contains invalid control characters (--access-token)"
-        )
-    if not token.isascii():
-        raise ConfigurationError("Access token contains non-ASCII characters (--access-token)")
-    return token
+    return _follows(token, "--access-token", _ACCESS_TOKEN_RULES)
 
 
 def check_client_token(token: str) -> str:
     """The client token in the AWS tunneling service's format: 32 to 128 of ``[a-zA-Z0-9-]``."""
-    if not 32 <= len(token) <= 128:
-        raise ConfigurationError(
-            "Client token must be between 32 and 128 characters (--client-token)"
-        )
-    if _has_control_characters(token):
-        raise ConfigurationError(
-            "Client token contains invalid control characters (--client-token)"
-        )
-    if not _CLIENT_TOKEN_CHARS.match(token):
-        raise ConfigurationError(
-            "Client token must contain only letters, digits and hyphens (--client-token)"
-        )
-    return token
+    return _follows(token, "--client-token", _CLIENT_TOKEN_RULES)
 
 
 def check_region(region: str) -> str:
     """``-r``: lower-case letters, digits and hyphens, at most 64."""
-    if not region:
-        raise ConfigurationError("Region cannot be empty (--region)")
-    if len(region) > MAX_REGION:
-        raise ConfigurationError("Region exceeds maximum allowed length (--region)")
-    if not _REGION_CHARS.match(region):
-        raise ConfigurationError(
-            "Region must contain only lowercase letters, numbers, and hyphens (--region)"
-        )
-    return region
+    return _follows(region, "--region", _REGION_RULES)
 
 
 def check_proxy_endpoint_text(text: str) -> str:
     """``-e``'s characters and length (its meaning is L{aws_localproxy.regions.parse_endpoint}'s)."""
-    if not text:
-        raise ConfigurationError("Proxy endpoint cannot be empty (--proxy-endpoint)")
-    if len(text) > MAX_HOST:
-        raise ConfigurationError("Proxy endpoint exceeds maximum allowed length (--proxy-endpoint)")
-    rest, _ = strip_scheme(text)
-    if not HOST_CHARS.match(rest):
-        raise ConfigurationError("Proxy endpoint contains invalid characters (--proxy-endpoint)")
-    return text
+    return _follows(text, "--proxy-endpoint", _PROXY_ENDPOINT_RULES)
 
 
 # --- mode, peer version, local addresses ---------------------------------------------------
@@ -340,12 +212,7 @@ def bind_address(value: Optional[str]) -> Optional[str]:
     """``-b``: a host name or address; ``[v6]`` loses its brackets (listening APIs take the bare literal)."""
     if not value:
         return None
-    if len(value) > MAX_HOST:
-        raise ConfigurationError(
-            "Bind address exceeds maximum allowed length (--local-bind-address)"
-        )
-    if not HOST_CHARS.match(value):
-        raise ConfigurationError("Bind address contains invalid characters (--local-bind-address)")
+    _follows(value, "--local-bind-address", _BIND_ADDRESS_RULES)
     if value.startswith("[") and value.endswith("]"):
         return value[1:-1]
     return value

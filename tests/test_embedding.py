@@ -31,6 +31,15 @@ class Refuse(Factory):
         return None
 
 
+class PublicNamesTests(TestCase):
+    def test_all_is_the_exports(self) -> None:
+        """C{__all__} (written out for pydoctor) names every lazy export and nothing else."""
+        exports = ["__version__", *aws_localproxy._EXPORTS]
+        self.assertEqual(sorted(aws_localproxy.__all__), sorted(exports))
+        for name in aws_localproxy.__all__:
+            self.assertTrue(hasattr(aws_localproxy, name), name)
+
+
 class FactoryEndpointTests(TestCase):
     @inlineCallbacks
     def test_connects_to_a_new_protocol_of_the_factory(self) -> Any:

@@ -46,3 +46,15 @@ class ExampleTests(SynchronousTestCase):
             "-m", "twisted.trial", os.path.join(EXAMPLES, "test_local_tunnel_service.py")
         )
         self.assertIn("PASSED (successes=1)", result.stdout)
+
+
+class ReadmeSnippetTests(SynchronousTestCase):
+    """The README's embedding snippet is examples/embedding.py, verbatim, so it runs as written."""
+
+    def test_readme_holds_the_example(self) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "examples", "embedding.py"), encoding="utf-8") as f:
+            example = f.read().rstrip("\n")
+        with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        self.assertIn("```python\n" + example + "\n```", readme)

@@ -406,9 +406,12 @@ class TunnelMachine(RuleBasedStateMachine):
                 assert message.serviceId == ("" if v1 else connection.service_id)
                 assert message.connectionId in (0, connection.connection_id)
             elif message.type in (Message.CONNECTION_RESET, Message.STREAM_RESET):
+                # A connection ID the peer reused names the oldest connection that
+                # has not been reset yet: one ConnectionReset ends one connection.
+                single = message.type == Message.CONNECTION_RESET and message.connectionId
                 for local in self.locals:
                     connection = local.tunnel_connection
-                    if connection is None or connection.open:
+                    if connection is None or connection.open or local.reset_seen:
                         continue
                     if (
                         message.streamId == connection.stream_id
@@ -419,6 +422,8 @@ class TunnelMachine(RuleBasedStateMachine):
                         )
                     ):
                         local.reset_seen = True
+                        if single:
+                            break
         self.peer.records.clear()
 
     @invariant()

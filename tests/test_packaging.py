@@ -26,7 +26,13 @@ from typing import Dict, List, Optional
 from twisted.trial.unittest import SkipTest, TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN_FILES = ("localproxy_plugin.py", "localtunnel_plugin.py")
+#: Every twistd plugin the project ships (the checkout's own list, so a new one is covered).
+PLUGIN_FILES = tuple(
+    sorted(
+        path.name
+        for path in (Path(__file__).resolve().parent.parent / "twisted" / "plugins").glob("*.py")
+    )
+)
 
 # What a copy of the checkout leaves out: build outputs, environments, caches.
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -168,7 +174,7 @@ class PluginsAfterInstallTests(TestCase):
         self.run_python(["-c", "import aws_localproxy.tap"], cwd=self.cwd)
         help_text = self.run_python(["-c", TWISTD, "--help"], cwd=self.cwd).stdout
         commands = help_text.split("Commands:", 1)[-1]
-        for command in ("localproxy", "localtunnel"):
+        for command in ("localproxy", "localtunnel", "localproxy-agent"):
             self.assertIn(f"    {command} ", commands, help_text)
             usage = self.run_python(["-c", TWISTD, command, "--help"], cwd=self.cwd)
             self.assertIn(f"Usage: twistd [options] {command}", usage.stdout)

@@ -1,4 +1,4 @@
-"""Tests for aws_localproxy.settings: defaults, the export document, JSON import and validation."""
+"""Tests for aws_localproxy.settings and aws_localproxy.settingsdoc: defaults, validation, the export document and JSON import."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from aws_localproxy.settings import (
     DEFAULT_REGION_ENDPOINT_OVERRIDES,
     Settings,
     SettingsError,
+    inert_settings,
+)
+from aws_localproxy.settingsdoc import (
     default_settings_document,
     export_default_settings,
-    inert_settings,
     load_settings_json,
     parse_settings_json,
 )

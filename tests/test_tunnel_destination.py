@@ -7,10 +7,21 @@ from __future__ import annotations
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
+from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.wire import Message
-from tests.test_tunnel import SSH, TWO, ctl, data, logs, started, texts
+from tests.test_tunnel import (
+    SSH,
+    TWO,
+    ctl,
+    data,
+    logs,
+    make_tunnel,
+    service_ids,
+    started,
+    texts,
+)
 
 
 class DestinationV3Tests(SynchronousTestCase):
@@ -206,6 +217,37 @@ class DestinationV3Tests(SynchronousTestCase):
         )
         self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1))
         self.assertEqual(len(self.local.connections), 3)
+
+    def test_stream_reset_follows_a_closing_connections_last_bytes(self) -> None:
+        """
+        Regression (found by the state machine): a connection that closed with
+        bytes still queued (its lane no longer in the service's table) had
+        them sent after a StreamReset of its stream, so the peer dropped them.
+        """
+        tunnel = make_tunnel(Mode.DESTINATION, TWO)[0]
+        scheduler = OutboundScheduler(self.peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh", "web"))
+        local_side = tunnel._local  # type: ignore[attr-defined]
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        self.peer.records.clear()
+        first = local_side.connection("ssh", 1)[0]
+        second = local_side.connection("ssh", 2)[0]
+        scheduler.pauseProducing()
+        second.data_received(b"last words")
+        second.connection_lost()
+        first.connect_failed("refused")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            self.peer.take(),
+            [
+                ("DATA", "ssh", 1, 2, b"last words"),
+                ("CONNECTION_RESET", "ssh", 1, 2),
+                ("STREAM_RESET", "ssh", 1, 0),
+            ],
+        )
 
     def test_connect_fails_synchronously(self) -> None:
         """A connect that fails inside LocalSide.connect is reset and its local closed."""

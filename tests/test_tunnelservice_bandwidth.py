@@ -146,7 +146,7 @@ class OptionTests(unittest.TestCase):
         options.parseOptions(["--bandwidth-limit", "800000", "--cert-dir", self.mktemp()])
         self.assertEqual(options["bandwidth-limit"], 800000)
         service = tap.makeService(options, reactor)
-        self.assertEqual(service._args["bandwidth_limit"], 800000)
+        self.assertEqual(service._settings["bandwidth_limit"], 800000)
 
     def test_negative_refused(self) -> None:
         self.assertRaises(usage.UsageError, tap.Options().parseOptions, ["--bandwidth-limit", "-1"])

@@ -287,9 +287,7 @@ class DataPlaneProtocol(WebSocketServerProtocol):
     def _drop_timed_out(self) -> None:
         self._drop_call = None
         if self.transport is not None:
-            _log.info(
-                "Aborting a connection that did not close in time: {peer}", peer=self.peer
-            )
+            _log.info("Aborting a connection that did not close in time: {peer}", peer=self.peer)
             cast(ITCPTransport, self.transport).abortConnection()
 
     def connectionMade(self) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict, Union, Unpack, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
@@ -196,6 +196,23 @@ class RunningTunnelService:
             self._store.close()
 
 
+#: The region the local tunnel service says it is in, unless told otherwise.
+REGION = "us-east-1"
+
+
+class TunnelServiceSettings(TypedDict, total=False):
+    """The settings L{LocalTunnelService} hands to L{start_tunnel_service} (see there)."""
+
+    interface: str
+    port: int
+    use_tls: bool
+    state_file: Optional[str]
+    region: str
+    bandwidth_limit: int
+    max_connections: int
+    handshake_deadline: float
+
+
 @inlineCallbacks
 def start_tunnel_service(
     reactor: Any,
@@ -204,7 +221,7 @@ def start_tunnel_service(
     port: int = 0,
     use_tls: bool = True,
     state_file: Optional[str] = None,
-    region: str = "us-east-1",
+    region: str = REGION,
     bandwidth_limit: int = 0,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
@@ -288,7 +305,7 @@ def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:
 
 class LocalTunnelService(Service):
     """
-    The tunnel service as an L{IService}, for twistd, the console script and
+    The tunnel service as an C{IService}, for twistd, the console script and
     any application that embeds it (a test fixture, a demo).
 
     @ivar running_service: the L{RunningTunnelService} once listening (open
@@ -300,26 +317,23 @@ class LocalTunnelService(Service):
         self,
         reactor: Any,
         cert_dir: Optional[str],
-        interface: str = "127.0.0.1",
-        port: int = 0,
-        use_tls: bool = True,
-        state_file: Optional[str] = None,
+        *,
         ready_file: Optional[str] = None,
-        region: str = "us-east-1",
-        bandwidth_limit: int = 0,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
         mqtt_broker: Optional[Any] = None,
         stop_reactor_on_failure: bool = True,
+        **settings: Unpack[TunnelServiceSettings],
     ) -> None:
         """
         @param cert_dir: where the CA and server certificate are kept
             (created there if missing); C{None} only without TLS.
+        @param ready_file: where to write the service's endpoints and CA
+            (L{RunningTunnelService.ready_info}) once it listens.
         @param mqtt_broker: a L{aws_localproxy.agent.broker.BrokerConfig}: notify
             things there (L{notify.TunnelNotifier}); C{None}: no notifications.
         @param stop_reactor_on_failure: stop the reactor when it cannot
             listen (what twistd and the console script want); an embedding
             application passes C{False} and waits on L{ready} instead.
+        @param settings: the keyword arguments of L{start_tunnel_service}.
         """
         self._reactor = reactor
         self._stop_reactor_on_failure = stop_reactor_on_failure
@@ -327,18 +341,9 @@ class LocalTunnelService(Service):
         if mqtt_broker is not None:
             from aws_localproxy.tunnelservice.notify import TunnelNotifier
 
-            self.notifier = TunnelNotifier(reactor, mqtt_broker, region)
-        self._args: Dict[str, Any] = dict(
-            cert_dir=cert_dir,
-            interface=interface,
-            port=port,
-            use_tls=use_tls,
-            state_file=state_file,
-            region=region,
-            bandwidth_limit=bandwidth_limit,
-            max_connections=max_connections,
-            handshake_deadline=handshake_deadline,
-        )
+            self.notifier = TunnelNotifier(reactor, mqtt_broker, settings.get("region", REGION))
+        self._cert_dir = cert_dir
+        self._settings = settings
         self._ready_file = ready_file
         self.running_service: Optional[RunningTunnelService] = None
         self.ready: Deferred[RunningTunnelService] = Deferred()
@@ -349,7 +354,7 @@ class LocalTunnelService(Service):
         if self.notifier is not None:
             self.notifier.startService()
             notify = self.notifier.notify
-        d = start_tunnel_service(self._reactor, notify=notify, **self._args)
+        d = start_tunnel_service(self._reactor, self._cert_dir, notify=notify, **self._settings)
         d.addCallback(self._started)
         d.addErrback(self._failed)
 

@@ -20,27 +20,15 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.ssl import TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 
 from aws_localproxy.tls import UnverifiedClientTLS
-from aws_localproxy.webproxy.errors import (
-    HTTPConnectError,
-    ProxyAuthenticationError,
-    ProxyClientError,
-    ProxyConnectionLost,
-    ProxyProtocolError,
-    ProxyRedirectionError,
-    ProxyServerError,
-    ProxyTimeoutError,
-    ProxyUnexpectedStatusError,
-    ProxyUnreachableError,
-    SOCKSAuthenticationError,
-    SOCKSError,
-    WebProxyError,
-)
+from aws_localproxy.webproxy import errors
+from aws_localproxy.webproxy.errors import *  # noqa: F403 (the package's errors, re-exported below)
 from aws_localproxy.webproxy.httpconnect import HTTPConnectEndpoint
 from aws_localproxy.webproxy.socks import SOCKS5Endpoint
 from aws_localproxy.webproxy.url import (
@@ -64,20 +52,9 @@ __all__ = [
     "proxied_endpoint",
     "proxy_tls_options",
     "service_endpoint",
-    "WebProxyError",
-    "ProxyUnreachableError",
-    "ProxyTimeoutError",
-    "ProxyConnectionLost",
-    "ProxyProtocolError",
-    "HTTPConnectError",
-    "ProxyRedirectionError",
-    "ProxyClientError",
-    "ProxyAuthenticationError",
-    "ProxyServerError",
-    "ProxyUnexpectedStatusError",
-    "SOCKSError",
-    "SOCKSAuthenticationError",
 ]
+# Every error of the package, under the names errors.py gives them.
+__all__ += errors.__all__
 
 log = Logger()
 
@@ -110,7 +87,7 @@ def proxy_tls_options(
 
 
 def proxied_endpoint(
-    reactor: object,
+    reactor: IReactorTime,
     proxy: ProxyURL,
     host: str,
     port: int,
@@ -137,7 +114,7 @@ def proxied_endpoint(
             port,
             credentials=proxy.credentials,
             timeout=timeout,
-            clock=reactor,  # type: ignore[arg-type]
+            clock=reactor,
             proxy_name=proxy.authority,
         )
     return SOCKS5Endpoint(
@@ -147,13 +124,13 @@ def proxied_endpoint(
         credentials=proxy.credentials,
         remote_dns=proxy.scheme == "socks5h",
         timeout=timeout,
-        clock=reactor,  # type: ignore[arg-type]
+        clock=reactor,
         proxy_name=proxy.authority,
     )
 
 
 def service_endpoint(
-    reactor: object,
+    reactor: IReactorTime,
     config_web_proxy: str | None,
     no_proxy: str | None,
     host: str,

@@ -6,19 +6,20 @@ Both endpoints are a L{ProxyClientEndpoint}: the proxy endpoint, the target
 host and port, credentials, a timeout and a clock, and a C{connect} that runs
 one negotiation. A *negotiation* is a small object without I/O (``start()`` gives the first
 bytes to send; ``feed(data)`` gives more bytes to send, and the leftover
-bytes once the tunnel is up). ``connect_through`` runs one over a connection
-made by any ``IStreamClientEndpoint`` (plain TCP to the proxy, or TLS to it)
-and, once the tunnel is up, builds the caller's protocol and connects it to
-the *real* transport: nothing sits between a TLS layer on top and the proxy
-connection below except this protocol forwarding ``dataReceived``
-(twisted-autobahn-notes P4). Bytes that came with the end of the proxy's
-answer belong to the tunnel and are delivered first.
+bytes once the tunnel is up). An endpoint's C{connect} runs one over a
+connection made by any ``IStreamClientEndpoint`` (plain TCP to the proxy, or
+TLS to it) and, once the tunnel is up, builds the caller's protocol and
+connects it to the *real* transport: nothing sits between a TLS layer on top
+and the proxy connection below except this protocol forwarding
+``dataReceived`` (a C{ProtocolWrapper} there breaks the TLS handshake of the
+layer above). Bytes that came with the end of the proxy's answer belong to
+the tunnel and are delivered first.
 """
 
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
-from typing import cast
+from typing import TypedDict, cast
 
 from OpenSSL import SSL
 from twisted.internet import error
@@ -49,7 +50,7 @@ from aws_localproxy.webproxy.errors import (
 )
 from aws_localproxy.webproxy.url import format_authority
 
-__all__ = ["Negotiation", "ProxyClientEndpoint", "connect_through", "host_bytes"]
+__all__ = ["Negotiation", "ProxyClientEndpoint", "ProxyEndpointOptions", "host_bytes"]
 
 
 def host_bytes(host: str) -> bytes:
@@ -310,27 +311,13 @@ class _NegotiatorFactory(Factory):
         return negotiator
 
 
-def connect_through(
-    proxy_endpoint: IStreamClientEndpoint,
-    negotiation: Negotiation,
-    factory: IProtocolFactory,
-    address: IAddress,
-    *,
-    timeout: float | None,
-    clock: IReactorTime,
-    proxy_name: str = "",
-) -> Deferred[IProtocol]:
-    """
-    Connect ``factory``'s protocol through the proxy reached by ``proxy_endpoint``.
+class ProxyEndpointOptions(TypedDict, total=False):
+    """The keyword arguments every L{ProxyClientEndpoint} takes (see there)."""
 
-    The Deferred fires with the caller's protocol once the tunnel is up, or
-    fails with a ``WebProxyError`` (or the inner endpoint's own error, e.g.
-    connection refused); cancelling it cancels the connect or drops the proxy
-    connection. ``timeout`` seconds bound the whole setup. ``proxy_name``
-    (e.g. ``host:port``, never credentials) names the proxy in messages.
-    """
-    name = proxy_name or repr(proxy_endpoint)
-    return _Attempt(proxy_endpoint, negotiation, factory, address, timeout, clock, name).result
+    credentials: tuple[str, str] | None
+    timeout: float | None
+    clock: IReactorTime | None
+    proxy_name: str
 
 
 class ProxyClientEndpoint:
@@ -381,13 +368,21 @@ class ProxyClientEndpoint:
         return self._connect_to(self._host, protocolFactory)
 
     def _connect_to(self, target: str, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        """Connect through the proxy, asking it for C{target} (a name or an address)."""
-        return connect_through(
+        """
+        Connect C{protocolFactory}'s protocol through the proxy, asking it for
+        C{target} (a name or an address).
+
+        The Deferred fires with the caller's protocol once the tunnel is up,
+        or fails with a ``WebProxyError`` (or the proxy endpoint's own error,
+        e.g. connection refused); cancelling it cancels the connect or drops
+        the proxy connection.
+        """
+        return _Attempt(
             self._proxy_endpoint,
             self._negotiation(target),
             protocolFactory,
             HostnameAddress(host_bytes(self._host), self._port),
-            timeout=self._timeout,
-            clock=self._clock,
-            proxy_name=self._proxy_name,
-        )
+            self._timeout,
+            self._clock,
+            self._proxy_name or repr(self._proxy_endpoint),
+        ).result

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Unpack
 
 from twisted.internet.interfaces import (
-    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint, host_bytes
+from aws_localproxy.webproxy._negotiation import (
+    ProxyClientEndpoint,
+    ProxyEndpointOptions,
+    host_bytes,
+)
 from aws_localproxy.webproxy.errors import (
     HTTPConnectError,
     ProxyAuthenticationError,
@@ -193,21 +197,10 @@ class HTTPConnectEndpoint(ProxyClientEndpoint):
         host: str,
         port: int,
         *,
-        credentials: tuple[str, str] | None = None,
-        timeout: float | None = 30.0,
-        clock: IReactorTime | None = None,
-        proxy_name: str = "",
         max_header_size: int = MAX_HEADER_SIZE,
+        **options: Unpack[ProxyEndpointOptions],
     ) -> None:
-        super().__init__(
-            proxy_endpoint,
-            host,
-            port,
-            credentials=credentials,
-            timeout=timeout,
-            clock=clock,
-            proxy_name=proxy_name,
-        )
+        super().__init__(proxy_endpoint, host, port, **options)
         self._max_header_size = max_header_size
 
     def _negotiation(self, target: str) -> HTTPConnectNegotiation:

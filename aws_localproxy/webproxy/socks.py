@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import cast
+from typing import Unpack, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -30,7 +31,6 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IReactorPluggableNameResolver,
-    IReactorTime,
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from aws_localproxy.sockets import ip_address_of
-from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint
+from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint, ProxyEndpointOptions
 from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
     SOCKSAuthenticationError,
@@ -199,8 +199,8 @@ class _FirstAddress:
         pass
 
     def addressResolved(self, address: object) -> None:
-        if self._address is None:
-            self._address = address.host  # type: ignore[attr-defined]
+        if self._address is None and isinstance(address, (IPv4Address, IPv6Address)):
+            self._address = address.host
 
     def resolutionComplete(self) -> None:
         if self._address is None:
@@ -231,26 +231,15 @@ class SOCKS5Endpoint(ProxyClientEndpoint):
         host: str,
         port: int,
         *,
-        credentials: tuple[str, str] | None = None,
         remote_dns: bool = True,
         resolver: IHostnameResolver | None = None,
-        timeout: float | None = 30.0,
-        clock: IReactorTime | None = None,
-        proxy_name: str = "",
+        **options: Unpack[ProxyEndpointOptions],
     ) -> None:
-        super().__init__(
-            proxy_endpoint,
-            host,
-            port,
-            credentials=credentials,
-            timeout=timeout,
-            clock=clock,
-            proxy_name=proxy_name,
-        )
+        super().__init__(proxy_endpoint, host, port, **options)
         if not remote_dns and resolver is None:
             resolver = cast(IReactorPluggableNameResolver, self._clock).nameResolver
         # Fail on a too long name or credentials now, not at connect time.
-        SOCKS5Negotiation(host, port, credentials)
+        SOCKS5Negotiation(host, port, self._credentials)
         self._remote_dns = remote_dns
         self._resolver = resolver
 
