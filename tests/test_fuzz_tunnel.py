@@ -415,7 +415,9 @@ class TunnelMachine(RuleBasedStateMachine):
                         continue
                     if (
                         message.streamId == connection.stream_id
-                        and message.serviceId in ("", connection.service_id)
+                        # Only V1 messages carry no service ID; in V2/V3 an empty one
+                        # names an unknown service (a start the tunnel refused).
+                        and message.serviceId == ("" if v1 else connection.service_id)
                         and (
                             message.type == Message.STREAM_RESET
                             or message.connectionId in (0, connection.connection_id)
