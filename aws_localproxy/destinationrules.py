@@ -154,9 +154,13 @@ def _connect(
     session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool
 ) -> None:
     """Open a local connection for a StreamStart or ConnectionStart."""
-    if not session.format.multiplexed:
+    if session.format.multiplexed:
+        existing = service.connections.get(connection_id)
+    else:
+        # One connection per stream: whatever its key (it may have been opened
+        # under a V3 connection ID before the peer showed it speaks V2).
         connection_id = 0
-    existing = service.connections.get(connection_id)
+        existing = next(iter(service.connections.values()), None)
     if existing is not None:
         # The peer reuses a live connection ID: that connection is broken.
         log.warn(

@@ -646,3 +646,25 @@ class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
         tunnel.data_received(data("ssh", 1, 1, b"still"))
         self.assertEqual(local.connections[0][1].data, b"still")
         self.assertEqual(peer.take(), [])
+
+
+class FallbackThenConnectionStartTests(SynchronousTestCase):
+    """
+    Regression (found by the state machine): after a fall-back to V2, a
+    ConnectionStart opened a second connection of the stream beside the one
+    opened under a V3 connection ID, so the single-connection format had two.
+    """
+
+    def test_second_connection_resets_the_stream(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 3, 1))
+        tunnel.data_received(data("ssh", 3, 0, b"v2 data"))  # no connection ID: a V2 peer
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        peer.take()
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 3, 1))
+        self.assertEqual(len(local.connections), 1)
+        self.assertTrue(local.connection("ssh", 1)[1].closed)
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 3, 0)])
+        session = tunnel._session
+        assert session is not None
+        self.assertEqual(session.services["ssh"].connections, {})
