@@ -102,6 +102,8 @@ class TrackedLocal(FakeLocalConnection):
         self.outbound_written = 0  # tokens written by the local application
         self.outbound_sent: List[int] = []  # token seqs seen in the peer's records
         self.reset_seen = False
+        #: Where in the sent records this connection began (set by the machine).
+        self.born_at = 0
         #: The local application closed it (reported with connection_lost).
         self.lost = False
 
@@ -122,6 +124,10 @@ class TunnelMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.locals: List[TrackedLocal] = []
+        #: Records already checked (or dropped with a broken session): with
+        #: len(self.peer.records) it places a record, or a connection's birth,
+        #: in the order the scheduler sent things.
+        self.records_checked = 0
         self.seq = 0
         self.sessions = 0
         self.errors = 0
@@ -166,6 +172,7 @@ class TunnelMachine(RuleBasedStateMachine):
 
     def new_local(self) -> TrackedLocal:
         local = TrackedLocal(self, len(self.locals))
+        local.born_at = self.records_checked + len(self.peer.records)
         self.locals.append(local)
         return local
 
@@ -190,6 +197,7 @@ class TunnelMachine(RuleBasedStateMachine):
                 self.tunnel.data_received(payload)
             except TunnelError:
                 self.errors += 1
+                self.records_checked += len(self.peer.records)
                 self.peer.records.clear()
                 self.restart()
                 return False
@@ -292,6 +300,7 @@ class TunnelMachine(RuleBasedStateMachine):
         """The WebSocket is gone (one time in five): the session ends and a new one starts."""
         if roll:
             return
+        self.records_checked += len(self.peer.records)
         self.peer.records.clear()
         self.restart()
 
@@ -384,7 +393,7 @@ class TunnelMachine(RuleBasedStateMachine):
         """The records sent since the last check, against the local connections they carry."""
         by_index: Dict[int, TrackedLocal] = {local.index: local for local in self.locals}
         v1 = self.tunnel._session is not None and self.tunnel._session.format.version is PeerVersion.V1
-        for record in self.peer.records:
+        for position, record in enumerate(self.peer.records, self.records_checked):
             (message,) = decode_all(record)
             if message.type == Message.DATA:
                 owners = set()
@@ -413,6 +422,8 @@ class TunnelMachine(RuleBasedStateMachine):
                     connection = local.tunnel_connection
                     if connection is None or connection.open or local.reset_seen:
                         continue
+                    if local.born_at > position:
+                        continue  # a later connection that reuses the IDs
                     if (
                         message.streamId == connection.stream_id
                         # Only V1 messages carry no service ID; in V2/V3 an empty one
@@ -426,6 +437,7 @@ class TunnelMachine(RuleBasedStateMachine):
                         local.reset_seen = True
                         if single:
                             break
+        self.records_checked += len(self.peer.records)
         self.peer.records.clear()
 
     @invariant()
