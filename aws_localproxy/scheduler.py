@@ -325,7 +325,12 @@ class OutboundScheduler:
         self._emit_parts([record])
 
     def _emit_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Add one record to the frame being built; send the frame first if it would overflow."""
+        """
+        Add one record to the frame being built; send the frame first if it
+        would overflow.  The pacer counts the record at once (the window
+        must see bytes still in the frame), and a ping it asks for goes out
+        right after the frame that holds the bytes it covers.
+        """
         size = 0
         for part in parts:
             size += len(part)
@@ -334,18 +339,17 @@ class OutboundScheduler:
         self._frame.extend(parts)
         self._frame_size += size
         self.records_sent += 1
-        if not self._frame_limit:
+        ping = self._pacer.on_sent(size) if self._pacer is not None else None
+        if not self._frame_limit or ping is not None:
             self._flush()
+        if ping is not None and self._send_ping is not None:
+            self._send_ping(ping)
 
     def _flush(self) -> None:
-        """Send the frame being built (one WebSocket message), then maybe a pacing ping."""
+        """Send the frame being built as one WebSocket message."""
         if not self._frame:
             return
         frame, size = self._frame, self._frame_size
         self._frame, self._frame_size = [], 0
         self._send(frame[0] if len(frame) == 1 else b"".join(frame))  # type: ignore[arg-type]
         self.bytes_sent += size
-        if self._pacer is not None:
-            ping = self._pacer.on_sent(size)
-            if ping is not None and self._send_ping is not None:
-                self._send_ping(ping)

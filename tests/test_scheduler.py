@@ -255,5 +255,22 @@ class PacedTests(SynchronousTestCase):
         self.scheduler.resumeProducing()
         self.assertTrue(self.wire.messages())
 
+    def test_frames_do_not_outrun_the_window(self) -> None:
+        """
+        Regression: records gathered into one frame were counted by the pacer
+        only when the frame went out, so a frame filled up to 128 KiB whatever
+        the window, and through the 800 KB/s cap an echo waited 300 ms.
+        """
+        frames: List[bytes] = []
+        scheduler = OutboundScheduler(
+            frames.append, pacer=self.pacer, send_ping=self.pings.append, frame_limit=131076
+        )
+        self.pacer.window = Pacer.MIN_WINDOW
+        self.pacer.rate = 800_000.0  # a slow path: small quanta
+        lane = scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"B" * 200_000)
+        sent = sum(len(f) for f in frames)
+        self.assertLess(sent, Pacer.MIN_WINDOW + 2 * self.pacer.quantum + 64)
+
     def test_foreign_pongs_are_not_taken(self) -> None:
         self.assertFalse(self.scheduler.pong(b"autobahn keepalive"))
