@@ -44,7 +44,7 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
-from aws_localproxy.metrics import TunnelMetrics, listen_metrics, registry_for, snapshot
+from aws_localproxy.metrics import TunnelMetrics, snapshot
 from aws_localproxy.outcome import Outcome
 from aws_localproxy.sessionevents import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.settings import Settings
@@ -154,8 +154,7 @@ class LocalProxyService(Service):
             raise ValueError("source endpoints cannot be used with stdio")
         #: The client token sent on every connect (set by L{startService}).
         self.client_token: Optional[str] = None
-        #: This proxy's own Prometheus registry (what ``--metrics-port`` serves).
-        self.metrics_registry = registry_for(self.metrics)
+        self._metrics_registry: Optional[Any] = None
         self._metrics_port: Optional[IListeningPort] = None
         self._metrics_listening = Outcome[IAddress]()
 
@@ -281,6 +280,19 @@ class LocalProxyService(Service):
     def metrics(self) -> TunnelMetrics:
         """What the proxy carried so far and its state now (a frozen snapshot)."""
         return snapshot(self)
+
+    @property
+    def metrics_registry(self) -> Any:
+        """
+        This proxy's own Prometheus C{CollectorRegistry} (what ``--metrics-port``
+        serves), built on first use: a proxy that exports nothing does not load
+        C{prometheus_client}.
+        """
+        if self._metrics_registry is None:
+            from aws_localproxy.metricsexport import registry_for
+
+            self._metrics_registry = registry_for(self.metrics)
+        return self._metrics_registry
 
     @property
     def metrics_address(self) -> Deferred[IAddress]:
@@ -463,6 +475,8 @@ class LocalProxyService(Service):
             self._fatal(FatalTunnelError(message))
 
         try:
+            from aws_localproxy.metricsexport import listen_metrics
+
             d = listen_metrics(self._reactor, self.metrics_registry, port, address)
         except OSError as error:
             d = fail(error)
