@@ -63,8 +63,11 @@ class Outbound(Protocol):
     def control(self, record: bytes) -> None:
         """Send a control record, ahead of any DATA still queued."""
 
-    def open_lane(self, fields: Any, reader: ReadControl) -> Any:
-        """A lane for a new connection whose DATA records carry C{fields}."""
+    def open_lane(self, fields: Any, reader: ReadControl, counters: Any = None) -> Any:
+        """
+        A lane for a new connection whose DATA records carry C{fields}, each
+        counted in C{counters.messages_sent} when given.
+        """
 
     def drain(self, lanes: Iterable[Any]) -> None:
         """Send what C{lanes} hold before the next control record (stream resets)."""

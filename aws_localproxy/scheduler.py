@@ -23,7 +23,7 @@ socket pauses (that connection only), and resumes when half has been sent.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Iterable, Optional
+from typing import Any, Callable, Deque, Iterable, Optional
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -52,12 +52,20 @@ class Lane:
         "_reader",
         "_reading_paused",
         "_in_ring",
+        "_counters",
     )
 
     def __init__(
-        self, scheduler: OutboundScheduler, fields: DataFields, reader: ReadControl
+        self,
+        scheduler: OutboundScheduler,
+        fields: DataFields,
+        reader: ReadControl,
+        counters: Optional[Any] = None,
     ) -> None:
         self._scheduler = scheduler
+        #: Where the DATA records made from this lane are counted (an object
+        #: with C{messages_sent}, e.g. the service's counters), if anywhere.
+        self._counters = counters
         #: The connection's fixed DATA fields (replaced if the peer format changes).
         self.fields = fields
         self._chunks: Deque[bytes | memoryview] = deque()
@@ -104,6 +112,8 @@ class Lane:
 
     def _next_parts(self, limit: int) -> list[bytes | memoryview]:
         """L{_next_record}'s pieces, unjoined (the scheduler joins a whole frame at once)."""
+        if self._counters is not None:
+            self._counters.messages_sent += 1
         chunks = self._chunks
         first = chunks[0]
         size = len(first)
@@ -179,9 +189,11 @@ class OutboundScheduler:
 
     # -- what the tunnel uses --------------------------------------------------------
 
-    def open_lane(self, fields: DataFields, reader: ReadControl) -> Lane:
-        """A new connection's lane."""
-        return Lane(self, fields, reader)
+    def open_lane(
+        self, fields: DataFields, reader: ReadControl, counters: Optional[Any] = None
+    ) -> Lane:
+        """A new connection's lane; its DATA records are counted in C{counters}."""
+        return Lane(self, fields, reader, counters)
 
     def control(self, record: bytes) -> None:
         """A control record: sent before any DATA still queued."""

@@ -24,7 +24,7 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.interfaces import ConnectionEvents, LocalSide, Outbound
 from aws_localproxy.peerformat import PeerFormat
-from aws_localproxy.streams import UINT32_MAX, Connection, CountingFields, Service, next_id
+from aws_localproxy.streams import UINT32_MAX, Connection, Service, next_id
 from aws_localproxy.wire import Message
 
 __all__ = ["TunnelSession", "unexpected_type"]
@@ -107,11 +107,9 @@ class TunnelSession:
             self._events, service, connection_id, service.stream_id, starts_stream=starts_stream
         )
         connection.lane = self.outbound.open_lane(
-            CountingFields(
-                self.format.data_fields(service.service_id, service.stream_id, connection_id),
-                service.counters,
-            ),
+            self.format.data_fields(service.service_id, service.stream_id, connection_id),
             connection,
+            service.counters,
         )
         service.connections[connection_id] = connection
         service.counters.connections_opened += 1
@@ -273,11 +271,8 @@ class TunnelSession:
         for service in self.services.values():
             for connection in service:
                 if connection.lane is not None:
-                    connection.lane.fields = CountingFields(
-                        self.format.data_fields(
-                            service.service_id, connection.stream_id, connection.connection_id
-                        ),
-                        service.counters,
+                    connection.lane.fields = self.format.data_fields(
+                        service.service_id, connection.stream_id, connection.connection_id
                     )
 
     # -- the end -------------------------------------------------------------

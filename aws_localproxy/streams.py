@@ -11,7 +11,7 @@ L{aws_localproxy.tunnel}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from aws_localproxy.interfaces import ConnectionEvents, LocalConnection, OutboundLane
 
@@ -20,7 +20,6 @@ __all__ = [
     "UINT32_MAX",
     "Service",
     "ServiceCounters",
-    "CountingFields",
     "Connection",
     "next_id",
 ]
@@ -70,32 +69,6 @@ class ServiceCounters:
         self.connections_refused = 0
         self.connections_reset = 0
         self.connections_closed = 0
-
-
-class CountingFields:
-    """
-    A connection's L{DataFields<aws_localproxy.wire.DataFields>} that counts
-    the DATA records made from it (each record is made exactly once, by
-    L{parts} or L{record}); anything else is the wrapped fields'.
-    """
-
-    __slots__ = ("_fields", "_counters")
-
-    def __init__(self, fields: Any, counters: ServiceCounters) -> None:
-        self._fields = fields
-        self._counters = counters
-
-    def parts(self, chunks: Any) -> Any:
-        self._counters.messages_sent += 1
-        return self._fields.parts(chunks)
-
-    def record(self, *chunks: Any) -> bytes:
-        self._counters.messages_sent += 1
-        record: bytes = self._fields.record(*chunks)
-        return record
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fields, name)
 
 
 class Service:
