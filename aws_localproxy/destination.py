@@ -151,6 +151,10 @@ class _PendingConnection:
         self._side.inbound.unblocked(self)
         if self._closed:
             protocol.close()
+        elif getattr(self._connection, "local", None) is self:
+            # From now on the tunnel writes to the socket's protocol itself:
+            # no extra call per DATA record through this stand-in.
+            self._connection.local = protocol
 
     # -- LocalConnection ------------------------------------------------------------
 
