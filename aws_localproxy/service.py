@@ -22,7 +22,6 @@ from typing import Any, Callable, List, Mapping, Optional, TypedDict
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -54,6 +53,8 @@ from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.webproxy import service_endpoint
 from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory
+
+from .tlstransport import wrap_client_tls
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
@@ -368,7 +369,7 @@ class LocalProxyService(Service):
         if not config.use_tls:
             return raw
         tls = service_tls_options(config.endpoint_host, config.capath, config.verify_tls)
-        return wrapClientTLS(tls, raw)
+        return wrap_client_tls(tls, raw)
 
     def _factory(self, connector: TunnelConnector) -> TunnelClientFactory:
         config = self.config

@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_tlstransport -*-
+"""
+TLS for the tunnel's WebSocket: Twisted's memory-BIO TLS, with a write and
+a read each costing one pass through Python instead of one per TLS record.
+
+Twisted's C{TLSMemoryBIOProtocol} (through C{wrapClientTLS}) handles every
+16 KiB TLS record on its own: a write of one 128 KiB WebSocket frame is
+eight slices, eight encryptions, eight reads of the BIO and eight writes to
+the TCP transport, and it is sent on a later reactor turn (Twisted's
+C{BufferingTLSTransport} holds small writes for a C{callLater(0)}, then the
+TCP transport waits for the next poll).  A read of 64 KiB becomes four calls
+into Autobahn.  On a tunnel, where the frames are large and already batched
+by the scheduler, that per-record and per-turn Python is most of what the
+proxy spends per byte, and the extra turns are a large part of an
+interactive round trip.
+
+L{BatchingTLSTransport} keeps Twisted's TLS state machine (handshake,
+verification, shutdown, producers) and changes the three places where bytes
+move:
+
+  - a write encrypts every record of the data and takes all the ciphertext
+    out of the BIO in one read, then hands it to the TCP transport once;
+  - the TCP transport is asked to send at once (C{doWrite}, the reactor's own
+    entry point), so a write reaches the kernel in the same turn; what the
+    socket does not take stays in Twisted's buffer, sent when it is writable,
+    as before;
+  - a read decrypts every complete record and delivers them in one call.
+
+It subclasses Twisted's class and overrides the three private methods where
+those bytes move, using Twisted's private state of the TLS connection:
+C{tests/test_tlstransport.py} runs it through handshakes, both directions,
+back-pressure, close and failed verification, so a Twisted release that
+changes those internals fails the suite rather than the tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, cast
+
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = ["BatchingTLSTransport", "BatchingTLSFactory", "wrap_client_tls"]
+
+#: The most plaintext one TLS record carries.
+RECORD_SIZE = 16384
+
+#: How much ciphertext one read of the send BIO takes; more than the largest
+#: frame the scheduler builds (131,076 bytes of records and a header), so one
+#: read normally empties it.
+SEND_BIO_READ = 1 << 18
+
+
+#: The exception being handled, as a Failure (Twisted's constructor is untyped).
+_current_failure: Callable[[], Failure] = Failure
+
+
+class BatchingTLSTransport(TLSMemoryBIOProtocol):
+    """
+    A TLS transport whose writes and reads cross into Python once each,
+    whatever the number of TLS records (see the module docstring).
+    """
+
+    def _write(self, data: bytes) -> None:
+        if self._lostTLSConnection:
+            return
+        tls: Any = self  # Twisted's TLS internals, untyped
+        connection = self._tlsConnection
+        view = memoryview(data)
+        total, done = len(view), 0
+        try:
+            # OpenSSL writes one record per call here (pyOpenSSL turns on
+            # partial writes); a memoryview slice is not a copy.
+            while done < total:
+                done += connection.send(view[done:])
+        except WantReadError:
+            # Only during a renegotiation: Twisted's buffer takes the rest and
+            # writes it when the handshake needs no more bytes.
+            tls._bufferedWrite(bytes(view[done:]))
+        except Error:
+            tls._tlsShutdownFinished(_current_failure())
+            return
+        self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        connection = self._tlsConnection
+        pieces = []
+        while True:
+            try:
+                piece = connection.bio_read(SEND_BIO_READ)
+            except WantReadError:
+                break
+            pieces.append(piece)
+            if len(piece) < SEND_BIO_READ:
+                break
+        if not pieces:
+            return
+        transport = self.transport
+        assert transport is not None
+        transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        # Send now rather than on the next poll.  Not while the transport is
+        # closing: then doWrite's result (the reason to disconnect) belongs to
+        # the reactor.  An error it returns here stays in place (the bytes
+        # stay buffered and the socket registered), and the reactor's next
+        # call of doWrite returns it again and disconnects.
+        if (
+            isinstance(transport, FileDescriptor)
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            descriptor: Any = transport  # doWrite is untyped
+            descriptor.doWrite()
+
+    def _flushReceiveBIO(self) -> None:
+        tls: Any = self  # Twisted's TLS internals, untyped
+        connection = self._tlsConnection
+        pieces = []
+        ended: Any = None
+        while not self._lostTLSConnection:
+            try:
+                pieces.append(connection.recv(RECORD_SIZE))
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                ended = True
+                break
+            except Error:
+                ended = _current_failure()
+                break
+        if pieces and not self._aborted:
+            tls_wrapper: Any = ProtocolWrapper
+            tls_wrapper.dataReceived(self, pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        # Twisted's handling of the end, after the bytes before it.
+        if ended is True:
+            tls._shutdownTLS()
+            tls._tlsShutdownFinished(None)
+        elif ended is not None:
+            tls._tlsShutdownFinished(ended)
+        self._flushSendBIO()
+
+
+class BatchingTLSFactory(TLSMemoryBIOFactory):
+    """Twisted's TLS factory, building L{BatchingTLSTransport}s."""
+
+    protocol = BatchingTLSTransport
+
+
+@implementer(IStreamClientEndpoint)
+class _BatchingTLSEndpoint:
+    """C{wrapClientTLS}'s endpoint, with L{BatchingTLSFactory}."""
+
+    def __init__(self, creator: Any, wrapped: IStreamClientEndpoint) -> None:
+        self._creator = creator
+        self._wrapped = wrapped
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        tls_factory = BatchingTLSFactory(self._creator, True, factory)
+        return self._wrapped.connect(tls_factory).addCallback(_application_protocol)
+
+
+def _application_protocol(tls: IProtocol) -> IProtocol:
+    wrapped: IProtocol = cast(TLSMemoryBIOProtocol, tls).wrappedProtocol
+    return wrapped
+
+
+def wrap_client_tls(creator: Any, wrapped: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """
+    Like Twisted's C{wrapClientTLS(creator, wrapped)}, with
+    L{BatchingTLSTransport} as the TLS layer.
+    """
+    return _BatchingTLSEndpoint(creator, wrapped)
