@@ -17,7 +17,7 @@ together and owns nothing else::
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, TypedDict
+from typing import Any, Callable, List, Mapping, Optional
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -60,20 +60,6 @@ __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
 STDIO_FLUSH_TIMEOUT = 10.0
-
-
-class _LocalSockets(TypedDict):
-    """What every local side (source, destination, stdio) takes from the settings."""
-
-    backlog_limit: int
-    read_size: Optional[int]
-
-
-class _Retries(TypedDict):
-    """How the source (binding) and the destination (connecting) retry."""
-
-    retry_count: int
-    retry_delay: float
 
 
 class LocalProxyService(Service):
@@ -176,15 +162,6 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
-        # What every local side reads from the settings, and what those that retry do.
-        sockets = _LocalSockets(
-            backlog_limit=settings.tcp_write_buffer_size,
-            read_size=settings.tcp_read_buffer_size,
-        )
-        retries = _Retries(
-            retry_count=settings.tcp_connection_retry_count,
-            retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
-        )
         if config.stdio:
             self._stdio = StdioSide(
                 self._reactor,
@@ -192,7 +169,7 @@ class LocalProxyService(Service):
                 service_id=config.stdio_service_id,
                 session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
                 on_end=self._stdio_ended,
-                **sockets,
+                sockets=settings.local_sockets,
             )
             local: Any = self._stdio
         elif config.mode is Mode.SOURCE:
@@ -202,8 +179,7 @@ class LocalProxyService(Service):
                 config.listen_address,
                 on_fatal=self._fatal,
                 server_endpoints=self._source_endpoints,
-                **sockets,
-                **retries,
+                sockets=settings.local_sockets,
             )
             local = self._source
         else:
@@ -213,8 +189,7 @@ class LocalProxyService(Service):
                 default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
                 pending_limit=settings.tcp_write_buffer_size,
                 client_endpoints=self._destination_endpoints,
-                **sockets,
-                **retries,
+                sockets=settings.local_sockets,
             )
             local = self._destination
         self.tunnel = Tunnel(
