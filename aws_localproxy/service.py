@@ -39,7 +39,7 @@ from aws_localproxy.clienttoken import (
     load_or_create_client_token,
 )
 from aws_localproxy.config import ProxyConfig
-from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
+from aws_localproxy.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.errors import FatalTunnelError
@@ -218,9 +218,11 @@ class LocalProxyService(Service):
             self.tunnel,
             self.inbound,
             display_url=self._display_url(),
-            retry_count=settings.ws_connect_retry_count,
-            retry_delay=settings.ws_retry_delay_ms / 1000,
-            reconnect_on_data_error=settings.ws_reconnect_on_data_error,
+            retries=RetryPolicy(
+                retry_count=settings.ws_connect_retry_count,
+                retry_delay=settings.ws_retry_delay_ms / 1000,
+                reconnect_on_data_error=settings.ws_reconnect_on_data_error,
+            ),
             on_ready=self._ready,
             on_closed=self._session_closed,
             lane_limit=settings.ws_write_buffer_size,
