@@ -22,7 +22,6 @@ from typing import Any, Callable, List, Mapping, Optional
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -46,14 +45,12 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.metrics import TunnelMetrics, snapshot
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.servicelink import display_url, tunnel_client_factory, websocket_endpoint
 from aws_localproxy.sessionevents import ClosedTunnel, ConnectedTunnel
-from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
 from aws_localproxy.stdio import StdioEnd, StdioSide
-from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
-from aws_localproxy.webproxy import service_endpoint
-from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory
+from aws_localproxy.websocket import CloseOutcome
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
@@ -206,7 +203,7 @@ class LocalProxyService(Service):
         if self._stdio is not None:
             self._stdio.accept = self.tunnel.local_connection_accepted
         try:
-            endpoint = self._websocket_endpoint()
+            endpoint = websocket_endpoint(self._reactor, config)
         except Exception as error:
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
@@ -214,10 +211,12 @@ class LocalProxyService(Service):
         self._connector = TunnelConnector(
             self._reactor,
             endpoint,
-            self._factory,
+            lambda connector: tunnel_client_factory(
+                self._reactor, config, connector, self.client_token
+            ),
             self.tunnel,
             self.inbound,
-            display_url=self._display_url(),
+            display_url=display_url(config),
             retries=RetryPolicy(
                 retry_count=settings.ws_connect_retry_count,
                 retry_delay=settings.ws_retry_delay_ms / 1000,
@@ -319,55 +318,6 @@ class LocalProxyService(Service):
         return self._source.bound_ports() if self._source is not None else {}
 
     # -- wiring -------------------------------------------------------------------------
-
-    def _display_url(self) -> str:
-        config = self.config
-        scheme = "wss" if config.use_tls else "ws"
-        return f"{scheme}://{config.endpoint_host}:{config.endpoint_port}"
-
-    def _websocket_endpoint(self) -> IStreamClientEndpoint:
-        config = self.config
-        if config.web_proxy:
-            self.log.info(
-                "Found Web proxy information in the environment variables, "
-                "will use it to connect via the proxy."
-            )
-        raw = service_endpoint(
-            self._reactor,
-            config.web_proxy,
-            config.no_proxy,
-            config.endpoint_host,
-            config.endpoint_port,
-            trust_root=trust_root(config.capath),
-            verify_tls=config.verify_tls,
-            timeout=max(config.settings.ws_open_handshake_timeout_ms / 1000, 1),
-        )
-        if not config.use_tls:
-            return raw
-        tls = service_tls_options(config.endpoint_host, config.capath, config.verify_tls)
-        return wrapClientTLS(tls, raw)
-
-    def _factory(self, connector: TunnelConnector) -> TunnelClientFactory:
-        config = self.config
-        settings = config.settings
-        return TunnelClientFactory(
-            self._reactor,
-            url=config.websocket_url,
-            display_url=self._display_url(),
-            events=connector,
-            access_token=config.access_token,
-            client_token=self.client_token,
-            subprotocol=settings.ws_subprotocol,
-            ping_period=settings.ws_ping_period_ms / 1000,
-            pong_timeout=settings.ws_pong_timeout_ms / 1000,
-            open_handshake_timeout=settings.ws_open_handshake_timeout_ms / 1000,
-            read_buffer_size=(
-                None
-                if settings.ws_read_buffer_size == Settings().ws_read_buffer_size
-                else settings.ws_read_buffer_size
-            ),
-            socket_buffer_size=settings.service_socket_buffer_size,
-        )
 
     def _resolve_client_token(self) -> str:
         """
