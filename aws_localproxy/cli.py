@@ -13,7 +13,6 @@ a ``fatal`` log line; exit code 0 for ``--help``, ``--version`` and
 
 from __future__ import annotations
 
-import sys
 from typing import IO, Any, Callable, List, Mapping, Optional
 
 from twisted.logger import Logger
@@ -21,6 +20,7 @@ from twisted.python import usage
 
 from aws_localproxy import logsetup
 from aws_localproxy.config import ProxyConfig
+from aws_localproxy.consolescript import console_main
 from aws_localproxy.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
 from aws_localproxy.settingsdoc import export_default_settings
 
@@ -61,25 +61,15 @@ def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None)
     task.react(lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with))
 
 
-def main(
-    argv: Optional[List[str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    *,
-    stdout: Optional[IO[str]] = None,
-    stderr: Optional[IO[str]] = None,
-) -> int:
+@console_main
+def main(args: List[str], environ: Optional[Mapping[str, str]], out: IO[str], err: IO[str]) -> int:
     """
-    Run ``localproxy`` with C{argv} (default C{sys.argv[1:]}) and C{environ}
-    (default C{os.environ}).
+    Run ``localproxy`` with C{args} and C{environ} (C{None}: C{os.environ}).
 
     Returns the exit code for the paths that end before the proxy starts
     (errors, ``-h``, ``-V``, ``--export-default-settings``); once the proxy
     runs, the reactor's end raises C{SystemExit} with the proxy's exit code.
     """
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    args = sys.argv[1:] if argv is None else argv
-
     options = LocalProxyOptions(environ, exit_on_action=False)
     error: Optional[usage.UsageError] = None
     try:

@@ -24,6 +24,7 @@ during the handshake (STYLE.md), so this is a small loop of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred
@@ -39,10 +40,27 @@ from aws_localproxy.scheduler import DEFAULT_LANE_LIMIT, OutboundScheduler
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory, TunnelClientProtocol
 
-__all__ = ["TunnelConnector", "EXIT_OK", "EXIT_FAILURE"]
+__all__ = ["TunnelConnector", "RetryPolicy", "EXIT_OK", "EXIT_FAILURE"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    What the connector does after a failure (the ``websocket.*`` settings).
+
+    @ivar retry_count: retries of a failed connect before the proxy exits 1
+        (``websocket.connect_retry_count``; negative: for ever).
+    @ivar retry_delay: seconds between them (``websocket.retry_delay_ms``).
+    @ivar reconnect_on_data_error: a broken session reconnects at once
+        (``websocket.reconnect_on_data_error``); else the proxy exits 1.
+    """
+
+    retry_count: int
+    retry_delay: float
+    reconnect_on_data_error: bool
 
 
 class TunnelConnector:
@@ -65,9 +83,7 @@ class TunnelConnector:
         inbound: InboundFlow,
         *,
         display_url: str,
-        retry_count: int,
-        retry_delay: float,
-        reconnect_on_data_error: bool,
+        retries: RetryPolicy,
         on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
         on_closed: Callable[[CloseOutcome], None] = lambda outcome: None,
         lane_limit: int = DEFAULT_LANE_LIMIT,
@@ -82,9 +98,7 @@ class TunnelConnector:
         self._pacing = pacing
         self._scheduler: Optional[OutboundScheduler] = None
         self._display_url = display_url
-        self._retry_count = retry_count
-        self._retry_delay = retry_delay
-        self._reconnect = reconnect_on_data_error
+        self._retries = retries
         self._on_ready = on_ready
         self._on_closed = on_closed
         self._failures = 0
@@ -179,15 +193,15 @@ class TunnelConnector:
 
     def _retry_or_give_up(self) -> None:
         self._failures += 1
-        if 0 <= self._retry_count < self._failures:
+        if 0 <= self._retries.retry_count < self._failures:
             self.log.critical(
                 "Could not connect to the tunneling service after {count} retries "
                 "(websocket.connect_retry_count); giving up",
-                count=self._retry_count,
+                count=self._retries.retry_count,
             )
             self._finish(EXIT_FAILURE)
             return
-        self._retry_call = self._reactor.callLater(self._retry_delay, self._attempt)
+        self._retry_call = self._reactor.callLater(self._retries.retry_delay, self._attempt)
 
     # -- SessionEvents --------------------------------------------------------------------
 
@@ -299,7 +313,7 @@ class TunnelConnector:
             self._finish(EXIT_OK)
             return
         what = str(error) if error is not None else (outcome.reason or "connection lost")
-        if not self._reconnect:
+        if not self._retries.reconnect_on_data_error:
             self.log.critical("{what}", what=what)
             self._finish(EXIT_FAILURE)
             return

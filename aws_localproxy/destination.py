@@ -39,7 +39,8 @@ from aws_localproxy.endpoints import (
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
-from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
+from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.settings import LocalSockets
 
 __all__ = ["DestinationSide", "DEFAULT_DESTINATION_HOST"]
 
@@ -93,8 +94,8 @@ class _PendingConnection:
                     lambda: LocalStreamProtocol(
                         side.inbound,
                         self._connection,
-                        backlog_limit=side.backlog_limit,
-                        read_size=side.read_size,
+                        backlog_limit=side.sockets.backlog_limit,
+                        read_size=side.sockets.read_size,
                     )
                 )
                 factory.noisy = False
@@ -111,7 +112,7 @@ class _PendingConnection:
                     endpoint=self._endpoint,
                     reason=reason,
                 )
-                if 0 <= side.retry_count < attempts:
+                if 0 <= side.sockets.retry_count < attempts:
                     side.inbound.unblocked(self)
                     if self._buffered:
                         side.log.warn(
@@ -124,7 +125,7 @@ class _PendingConnection:
                     self._buffered = 0
                     self._connection.connect_failed(reason)
                     return
-                await deferLater(side.reactor, side.retry_delay)
+                await deferLater(side.reactor, side.sockets.retry_delay)
                 continue
             self._connected(protocol)
             return
@@ -205,33 +206,26 @@ class DestinationSide:
         reactor: Any,
         inbound: InboundFlow,
         *,
+        sockets: LocalSockets = LocalSockets(),
         default_host: str = DEFAULT_DESTINATION_HOST,
-        retry_count: int = 5,
-        retry_delay: float = 2.5,
         pending_limit: int = 131076,
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         connect_timeout: float = 30,
-        read_size: Optional[int] = None,
         client_endpoints: Optional[Mapping[str, IStreamClientEndpoint]] = None,
     ) -> None:
         """
-        @param read_size: the most bytes one read of a local socket takes
-            (``tcp.read_buffer_size``); C{None}: Twisted's default.
+        @param sockets: backlog, read size and connect retries of every local connection.
         @param client_endpoints: service ID -> the endpoint to connect with,
             given by an embedding application (e.g. an in-process factory,
             L{aws_localproxy.inprocess.FactoryEndpoint}); it wins over the
             configured text.
         """
         self.reactor = reactor
-        self.read_size = read_size
+        self.sockets = sockets
         self._client_endpoints = dict(client_endpoints or {})
         self._parsed: Dict[str, DestinationEndpoint] = {}
         self.inbound = inbound
         self.default_host = default_host
-        self.retry_count = retry_count
-        self.retry_delay = retry_delay
         self.pending_limit = pending_limit
-        self.backlog_limit = backlog_limit
         #: Local connections still connecting (cancelled by L{stop}).
         self.connecting: Set[_PendingConnection] = set()
         self.connect_timeout = connect_timeout

@@ -81,6 +81,11 @@ def connect_failed(session: TunnelSession, connection: Connection, reason: str) 
     session.reset_stream(service, connection.stream_id)
 
 
+def _received(service: Service, message: Message) -> dict[str, object]:
+    """The fields of a log line about a start the peer sent for C{service}."""
+    return {"service_id": service.service_id, "stream_id": message.streamId}
+
+
 def _on_stream_start(session: TunnelSession, service: Service, message: Message) -> None:
     if not message.connectionId:
         session.fall_back_to_v2()
@@ -88,8 +93,7 @@ def _on_stream_start(session: TunnelSession, service: Service, message: Message)
         raise RecoverableTunnelError(NO_STREAM_ID_IN_STREAM_START)
     log.debug(
         "Received service id : {service_id}, stream id: {stream_id}",
-        service_id=service.service_id,
-        stream_id=message.streamId,
+        **_received(service, message),
     )
     if service.active:
         if message.streamId == service.stream_id:
@@ -98,8 +102,7 @@ def _on_stream_start(session: TunnelSession, service: Service, message: Message)
         log.warn(
             "Stream start received during data transfer for service id :{service_id}"
             "with new stream id: {stream_id}",
-            service_id=service.service_id,
-            stream_id=message.streamId,
+            **_received(service, message),
         )
         log.warn("Reset this stream")
         session.end_stream(service, None)
@@ -114,17 +117,15 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
     log.debug(
         "Received service id : {service_id}, stream id: {stream_id}, "
         "connection id: {connection_id} for connection start",
-        service_id=service.service_id,
-        stream_id=message.streamId,
         connection_id=message.connectionId,
+        **_received(service, message),
     )
     if message.streamId != service.stream_id:
         log.warn(
             "Ignoring connection start for service id {service_id}: stream id {stream_id} "
             "is not the current stream {current}",
-            service_id=service.service_id,
-            stream_id=message.streamId,
             current=service.stream_id,
+            **_received(service, message),
         )
         return
     if not message.connectionId and session.format.multiplexed:

@@ -28,6 +28,7 @@ from twisted.python import usage
 from aws_localproxy import __version__
 from aws_localproxy.buildconfig import build_config
 from aws_localproxy.config import ProxyConfig
+from aws_localproxy.consolescript import ActionFlags
 from aws_localproxy.optionsources import (
     ENV_ACCESS_TOKEN,
     ENV_CLIENT_TOKEN,
@@ -71,7 +72,7 @@ def banner() -> str:
     return f"Running AWS IoT Secure Tunneling Local Proxy version: v{__version__}"
 
 
-class LocalProxyOptions(usage.Options):
+class LocalProxyOptions(ActionFlags, usage.Options):
     """
     The reference's options, for ``localproxy`` and ``twistd localproxy``.
 
@@ -90,6 +91,10 @@ class LocalProxyOptions(usage.Options):
     """
 
     synopsis = "Usage: localproxy [options] [--stdio [SERVICE_ID]]"
+    action_docs = {
+        "help": "Show help message",
+        "version": "Show current version of Local Proxy and exit",
+    }
     longdesc = (
         "The AWS IoT Secure Tunneling local proxy. Options may also come from a --config file and from "
         f"the environment ({ENV_ACCESS_TOKEN}, {ENV_CLIENT_TOKEN}, {ENV_CLIENT_TOKEN_FILE}, {ENV_ENDPOINT}, "
@@ -221,12 +226,10 @@ class LocalProxyOptions(usage.Options):
         exit_on_action: bool = True,
         cwd: Optional[str] = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._exit_on_action = exit_on_action
         self._cwd = cwd
-        self.help_requested = False
-        self.version_requested = False
         self.export_default_settings_to: Optional[str] = None
         self.verbosity = 4
         self.config: Optional[ProxyConfig] = None
@@ -243,18 +246,6 @@ class LocalProxyOptions(usage.Options):
         return f"<LocalProxyOptions {shown!r} config={self.config!r}>"
 
     # --- parsing ----------------------------------------------------------------
-
-    def opt_help(self) -> None:
-        """Show help message"""
-        self.help_requested = True
-
-    opt_h = opt_help
-
-    def opt_version(self) -> None:
-        """Show current version of Local Proxy and exit"""
-        self.version_requested = True
-
-    opt_V = opt_version
 
     def _canonical(self, opt: str) -> str:
         name = opt.lstrip("-")

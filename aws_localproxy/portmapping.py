@@ -24,13 +24,13 @@ from aws_localproxy.endpoints import (
 )
 from aws_localproxy.validation import HOST_CHARS, MAX_HOST, ConfigurationError, check_path
 
-__all__ = ["parse_port_mapping", "check_service_id", "MAX_SERVICE_ID"]
+__all__ = ["parse_port_mapping", "check_service_id", "is_service_id", "MAX_SERVICE_ID"]
 
 log = Logger()
 
 MAX_SERVICE_ID = 128
 # The reference rejects "." although AWS accepts service names like host names: allowed here.
-_SERVICE_ID_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+_SERVICE_ID_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 
 _WRONG_FORMAT = "Wrong format for the port mappings! Example: SSH1=5555,SSH2=6666."
 
@@ -97,11 +97,16 @@ def _check_endpoint(text: str, option: str, *, source: bool) -> str:
     return _check_destination_host(text, option)
 
 
+def is_service_id(text: str) -> bool:
+    """Whether C{text} is a service ID: 1 to 128 of letters, digits, ``.``, ``-`` and ``_``."""
+    return len(text) <= MAX_SERVICE_ID and _SERVICE_ID_CHARS.fullmatch(text) is not None
+
+
 def check_service_id(service_id: str, option: str) -> str:
     """A service ID: at most 128 of letters, digits, ``.``, ``-`` and ``_``."""
     if len(service_id) > MAX_SERVICE_ID:
         raise _reject(option, "Service ID exceeds maximum allowed length")
-    if not _SERVICE_ID_CHARS.match(service_id):
+    if not is_service_id(service_id):
         raise _reject(
             option,
             "Service ID must contain only alphanumeric characters, dots, hyphens, and underscores",

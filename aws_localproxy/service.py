@@ -17,7 +17,7 @@ together and owns nothing else::
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, TypedDict
+from typing import Any, Callable, List, Mapping, Optional
 
 from autobahn.websocket import USES_NVX
 from twisted.application.service import Service
@@ -38,43 +38,25 @@ from aws_localproxy.clienttoken import (
     load_or_create_client_token,
 )
 from aws_localproxy.config import ProxyConfig
-from aws_localproxy.connector import EXIT_FAILURE, TunnelConnector
+from aws_localproxy.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.constants import Mode
 from aws_localproxy.destination import DEFAULT_DESTINATION_HOST, DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.metrics import TunnelMetrics, snapshot
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.servicelink import display_url, tunnel_client_factory, websocket_endpoint
 from aws_localproxy.sessionevents import ClosedTunnel, ConnectedTunnel
-from aws_localproxy.settings import Settings
 from aws_localproxy.source import SourceSide
 from aws_localproxy.stdio import StdioEnd, StdioSide
-from aws_localproxy.tls import service_tls_options, trust_root
 from aws_localproxy.tunnel import Tunnel
-from aws_localproxy.webproxy import service_endpoint
-from aws_localproxy.websocket import CloseOutcome, TunnelClientFactory
-
-from .tlstransport import wrap_client_tls
+from aws_localproxy.websocket import CloseOutcome
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
 STDIO_FLUSH_TIMEOUT = 10.0
-
-
-class _LocalSockets(TypedDict):
-    """What every local side (source, destination, stdio) takes from the settings."""
-
-    backlog_limit: int
-    read_size: Optional[int]
-
-
-class _Retries(TypedDict):
-    """How the source (binding) and the destination (connecting) retry."""
-
-    retry_count: int
-    retry_delay: float
 
 
 class LocalProxyService(Service):
@@ -177,15 +159,6 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
-        # What every local side reads from the settings, and what those that retry do.
-        sockets = _LocalSockets(
-            backlog_limit=settings.tcp_write_buffer_size,
-            read_size=settings.tcp_read_buffer_size,
-        )
-        retries = _Retries(
-            retry_count=settings.tcp_connection_retry_count,
-            retry_delay=settings.tcp_connection_retry_delay_ms / 1000,
-        )
         if config.stdio:
             self._stdio = StdioSide(
                 self._reactor,
@@ -193,7 +166,7 @@ class LocalProxyService(Service):
                 service_id=config.stdio_service_id,
                 session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
                 on_end=self._stdio_ended,
-                **sockets,
+                sockets=settings.local_sockets,
             )
             local: Any = self._stdio
         elif config.mode is Mode.SOURCE:
@@ -203,8 +176,7 @@ class LocalProxyService(Service):
                 config.listen_address,
                 on_fatal=self._fatal,
                 server_endpoints=self._source_endpoints,
-                **sockets,
-                **retries,
+                sockets=settings.local_sockets,
             )
             local = self._source
         else:
@@ -214,8 +186,7 @@ class LocalProxyService(Service):
                 default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
                 pending_limit=settings.tcp_write_buffer_size,
                 client_endpoints=self._destination_endpoints,
-                **sockets,
-                **retries,
+                sockets=settings.local_sockets,
             )
             local = self._destination
         self.tunnel = Tunnel(
@@ -232,7 +203,7 @@ class LocalProxyService(Service):
         if self._stdio is not None:
             self._stdio.accept = self.tunnel.local_connection_accepted
         try:
-            endpoint = self._websocket_endpoint()
+            endpoint = websocket_endpoint(self._reactor, config)
         except Exception as error:
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
@@ -240,13 +211,17 @@ class LocalProxyService(Service):
         self._connector = TunnelConnector(
             self._reactor,
             endpoint,
-            self._factory,
+            lambda connector: tunnel_client_factory(
+                self._reactor, config, connector, self.client_token
+            ),
             self.tunnel,
             self.inbound,
-            display_url=self._display_url(),
-            retry_count=settings.ws_connect_retry_count,
-            retry_delay=settings.ws_retry_delay_ms / 1000,
-            reconnect_on_data_error=settings.ws_reconnect_on_data_error,
+            display_url=display_url(config),
+            retries=RetryPolicy(
+                retry_count=settings.ws_connect_retry_count,
+                retry_delay=settings.ws_retry_delay_ms / 1000,
+                reconnect_on_data_error=settings.ws_reconnect_on_data_error,
+            ),
             on_ready=self._ready,
             on_closed=self._session_closed,
             lane_limit=settings.ws_write_buffer_size,
@@ -343,55 +318,6 @@ class LocalProxyService(Service):
         return self._source.bound_ports() if self._source is not None else {}
 
     # -- wiring -------------------------------------------------------------------------
-
-    def _display_url(self) -> str:
-        config = self.config
-        scheme = "wss" if config.use_tls else "ws"
-        return f"{scheme}://{config.endpoint_host}:{config.endpoint_port}"
-
-    def _websocket_endpoint(self) -> IStreamClientEndpoint:
-        config = self.config
-        if config.web_proxy:
-            self.log.info(
-                "Found Web proxy information in the environment variables, "
-                "will use it to connect via the proxy."
-            )
-        raw = service_endpoint(
-            self._reactor,
-            config.web_proxy,
-            config.no_proxy,
-            config.endpoint_host,
-            config.endpoint_port,
-            trust_root=trust_root(config.capath),
-            verify_tls=config.verify_tls,
-            timeout=max(config.settings.ws_open_handshake_timeout_ms / 1000, 1),
-        )
-        if not config.use_tls:
-            return raw
-        tls = service_tls_options(config.endpoint_host, config.capath, config.verify_tls)
-        return wrap_client_tls(tls, raw)
-
-    def _factory(self, connector: TunnelConnector) -> TunnelClientFactory:
-        config = self.config
-        settings = config.settings
-        return TunnelClientFactory(
-            self._reactor,
-            url=config.websocket_url,
-            display_url=self._display_url(),
-            events=connector,
-            access_token=config.access_token,
-            client_token=self.client_token,
-            subprotocol=settings.ws_subprotocol,
-            ping_period=settings.ws_ping_period_ms / 1000,
-            pong_timeout=settings.ws_pong_timeout_ms / 1000,
-            open_handshake_timeout=settings.ws_open_handshake_timeout_ms / 1000,
-            read_buffer_size=(
-                None
-                if settings.ws_read_buffer_size == Settings().ws_read_buffer_size
-                else settings.ws_read_buffer_size
-            ),
-            socket_buffer_size=settings.service_socket_buffer_size,
-        )
 
     def _resolve_client_token(self) -> str:
         """

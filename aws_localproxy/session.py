@@ -18,6 +18,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping, Optional
 
+import attrs
 from twisted.logger import Logger
 
 from aws_localproxy.constants import Mode
@@ -60,29 +61,26 @@ def unexpected_type(message: Message, unexpected: str, unrecognized: str) -> Non
     # Any other known type has no meaning here (e.g. STREAM_RESET while waiting).
 
 
+@attrs.define(eq=False)
 class TunnelSession:
-    """The state of one WebSocket session of a tunnel."""
+    """
+    The state of one WebSocket session of a tunnel.
 
-    def __init__(
-        self,
-        mode: Mode,
-        outbound: Outbound,
-        peer_format: PeerFormat,
-        local: LocalSide,
-        events: ConnectionEvents,
-        max_active_connections: int,
-    ) -> None:
-        self.mode = mode
-        self.outbound = outbound
-        self.format = peer_format
-        self.local = local
-        self._events = events
-        self.max_active_connections = max_active_connections
-        self.services: dict[str, Service] = {}
-        self.service_ids: tuple[str, ...] = ()
-        self.endpoints: Mapping[str, str] = MappingProxyType({})
-        self.ready = False
-        self.open = True
+    Built from what the tunnel gives it; the rest starts empty and fills
+    as the peer's SERVICE_IDS and starts arrive.
+    """
+
+    mode: Mode
+    outbound: Outbound
+    format: PeerFormat
+    local: LocalSide
+    _events: ConnectionEvents
+    max_active_connections: int
+    services: dict[str, Service] = attrs.field(init=False, factory=dict)
+    service_ids: tuple[str, ...] = attrs.field(init=False, default=())
+    endpoints: Mapping[str, str] = attrs.field(init=False, default=MappingProxyType({}))
+    ready: bool = attrs.field(init=False, default=False)
+    open: bool = attrs.field(init=False, default=True)
 
     # -- sending -------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from aws_localproxy.wire import Limits
 __all__ = [
     "Settings",
     "SettingsError",
+    "LocalSockets",
     "DEFAULT_REGION_ENDPOINT_OVERRIDES",
     "KEY_PREFIX",
     "DOCUMENT_KEYS",
@@ -120,6 +121,36 @@ class Settings:
         return Limits(
             max_message_size=self.max_message_size, max_payload_size=self.max_payload_size
         )
+
+    @property
+    def local_sockets(self) -> LocalSockets:
+        """What the ``tcp.*`` settings tell every local side."""
+        return LocalSockets(
+            backlog_limit=self.tcp_write_buffer_size,
+            read_size=self.tcp_read_buffer_size,
+            retry_count=self.tcp_connection_retry_count,
+            retry_delay=self.tcp_connection_retry_delay_ms / 1000,
+        )
+
+
+@dataclass(frozen=True)
+class LocalSockets:
+    """
+    How a local side (source, destination, stdio) treats its local sockets.
+
+    @ivar backlog_limit: tunnel bytes a local connection may hold unsent
+        before the tunnel stops reading for it (``tcp.write_buffer_size``).
+    @ivar read_size: the most bytes one read of a local socket takes
+        (``tcp.read_buffer_size``); C{None}: Twisted's default.
+    @ivar retry_count: how many times a source retries a failed listen or a
+        destination a failed connect (negative: for ever).
+    @ivar retry_delay: seconds between those attempts.
+    """
+
+    backlog_limit: int = Settings.tcp_write_buffer_size
+    read_size: int | None = None
+    retry_count: int = Settings.tcp_connection_retry_count
+    retry_delay: float = Settings.tcp_connection_retry_delay_ms / 1000
 
 
 def _default(attribute: str) -> Any:

@@ -18,6 +18,7 @@ closed at once (the reference refuses it by not listening).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
@@ -30,8 +31,9 @@ from aws_localproxy.endpoints import EndpointError, SourceEndpoint, parse_source
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
-from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
+from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.outcome import Outcome
+from aws_localproxy.settings import LocalSockets
 
 __all__ = ["SourceSide", "describe_address"]
 
@@ -62,8 +64,8 @@ class _ServiceFactory(Factory):
         return LocalStreamProtocol(
             self.side.inbound,
             on_made=self._made,
-            backlog_limit=self.side.backlog_limit,
-            read_size=self.side.read_size,
+            backlog_limit=self.side.sockets.backlog_limit,
+            read_size=self.side.sockets.read_size,
         )
 
     def _made(self, protocol: LocalStreamProtocol) -> None:
@@ -86,21 +88,15 @@ class _ServiceFactory(Factory):
             )
 
 
+@dataclass(frozen=True)
 class _Listen:
     """How one service ID listens: what it says in logs and the endpoint to use."""
 
-    def __init__(
-        self,
-        describe: str,
-        make: Callable[[], IStreamServerEndpoint],
-        fatal: str,
-        port: Optional[int] = None,
-    ) -> None:
-        self.describe = describe
-        self.make = make
-        self.fatal = fatal
-        #: The reference form's port (0: picked by the system), else C{None}.
-        self.port = port
+    describe: str
+    make: Callable[[], IStreamServerEndpoint]
+    fatal: str
+    #: The reference form's port (0: picked by the system), else C{None}.
+    port: Optional[int] = None
 
 
 class SourceSide:
@@ -114,26 +110,20 @@ class SourceSide:
         inbound: InboundFlow,
         bind_address: str,
         *,
-        retry_count: int = 5,
-        retry_delay: float = 2.5,
         on_fatal: Callable[[BaseException], None],
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
-        read_size: Optional[int] = None,
+        sockets: LocalSockets = LocalSockets(),
         server_endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
     ) -> None:
         """
-        @param read_size: the most bytes one read of a local socket takes
-            (``tcp.read_buffer_size``); C{None}: Twisted's default.
+        @param sockets: backlog and read size of every local connection, and
+            how binding a listener is retried.
         @param server_endpoints: service ID -> the endpoint to listen on,
             given by an embedding application; it wins over the configured text.
         """
-        self.backlog_limit = backlog_limit
-        self.read_size = read_size
+        self.sockets = sockets
         self._reactor = reactor
         self.inbound = inbound
         self.bind_address = bind_address
-        self._retry_count = retry_count
-        self._retry_delay = retry_delay
         self._on_fatal = on_fatal
         self._server_endpoints = dict(server_endpoints or {})
         self.accept: Accept = lambda service_id, local: None
@@ -235,9 +225,9 @@ class SourceSide:
                         endpoint=plan.describe,
                         error=reason,
                     )
-                if self._stopped or (0 <= self._retry_count < attempts):
+                if self._stopped or (0 <= self.sockets.retry_count < attempts):
                     raise
-                await deferLater(self._reactor, self._retry_delay)
+                await deferLater(self._reactor, self.sockets.retry_delay)
 
     def _listen(self, service_id: str, plan: _Listen) -> Deferred[IListeningPort]:
         d = Deferred.fromCoroutine(self._listen_with_retries(plan, service_id))

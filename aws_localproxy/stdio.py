@@ -25,6 +25,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
+from aws_localproxy.settings import LocalSockets
 
 __all__ = ["StdioConnection", "StdioSide", "StdioEnd", "choose_service_id"]
 
@@ -140,11 +141,11 @@ class StdioSide:
         service_id: Optional[str],
         session_ready: Callable[[], bool],
         on_end: Callable[[StdioEnd], None],
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
-        read_size: Optional[int] = None,
+        sockets: LocalSockets = LocalSockets(),
         standard_io: Optional[Callable[..., Any]] = None,
     ) -> None:
         """
+        @param sockets: the connection's backlog and read size (it never retries).
         @param standard_io: builds the transport from a protocol (default
             C{twisted.internet.stdio.StandardIO}; tests pass their own).
         """
@@ -153,8 +154,7 @@ class StdioSide:
         self._wanted = service_id
         self._session_ready = session_ready
         self.on_end = on_end
-        self._backlog_limit = backlog_limit
-        self._read_size = read_size
+        self._sockets = sockets
         self._standard_io = standard_io
         self.accept: Accept = lambda service_id, local: None
         self.service_id: Optional[str] = None
@@ -171,8 +171,8 @@ class StdioSide:
             on_made=self._made,
             on_end=self.on_end,
             session_ready=self._session_ready,
-            backlog_limit=self._backlog_limit,
-            read_size=self._read_size,
+            backlog_limit=self._sockets.backlog_limit,
+            read_size=self._sockets.read_size,
         )
         self.protocol = protocol
         build = self._standard_io

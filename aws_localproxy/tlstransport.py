@@ -50,7 +50,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["BatchingTLSTransport", "BatchingTLSFactory", "wrap_client_tls"]
+__all__ = ["BatchingTLSTransport", "BatchingTLSFactory", "BatchingTLSEndpoint", "wrap_client_tls"]
 
 #: The most plaintext one TLS record carries.
 RECORD_SIZE = 16384
@@ -156,16 +156,18 @@ class BatchingTLSFactory(TLSMemoryBIOFactory):
 
 
 @implementer(IStreamClientEndpoint)
-class _BatchingTLSEndpoint:
+class BatchingTLSEndpoint:
     """C{wrapClientTLS}'s endpoint, with L{BatchingTLSFactory}."""
 
     def __init__(self, creator: Any, wrapped: IStreamClientEndpoint) -> None:
-        self._creator = creator
-        self._wrapped = wrapped
+        #: The client TLS options (an C{IOpenSSLClientConnectionCreator}).
+        self.creator = creator
+        #: The endpoint TLS runs over (TCP, or a web proxy's tunnel).
+        self.wrapped = wrapped
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        tls_factory = BatchingTLSFactory(self._creator, True, factory)
-        return self._wrapped.connect(tls_factory).addCallback(_application_protocol)
+        tls_factory = BatchingTLSFactory(self.creator, True, factory)
+        return self.wrapped.connect(tls_factory).addCallback(_application_protocol)
 
 
 def _application_protocol(tls: IProtocol) -> IProtocol:
@@ -178,4 +180,4 @@ def wrap_client_tls(creator: Any, wrapped: IStreamClientEndpoint) -> IStreamClie
     Like Twisted's C{wrapClientTLS(creator, wrapped)}, with
     L{BatchingTLSTransport} as the TLS layer.
     """
-    return _BatchingTLSEndpoint(creator, wrapped)
+    return BatchingTLSEndpoint(creator, wrapped)

@@ -33,6 +33,7 @@ __all__ = [
     "check_access_token",
     "check_client_token",
     "check_region",
+    "is_region",
     "check_proxy_endpoint_text",
     "parse_mode",
     "peer_version",
@@ -51,7 +52,7 @@ MAX_TOKEN = 4096
 MAX_HOST = 253
 MAX_REGION = 64
 HOST_CHARS = re.compile(r"^[a-zA-Z0-9.:\[\]-]+$")
-_REGION_CHARS = re.compile(r"^[a-z0-9-]+$")
+_REGION_CHARS = re.compile(r"[a-z0-9-]+")
 # What the AWS tunneling service accepts; the reference does not check it.
 _CLIENT_TOKEN_CHARS = re.compile(r"^[a-zA-Z0-9-]+$")
 
@@ -143,7 +144,7 @@ _REGION_RULES: Sequence[_Rule] = (
     (lambda region: not region, "Region cannot be empty"),
     (lambda region: len(region) > MAX_REGION, "Region exceeds maximum allowed length"),
     (
-        lambda region: not _REGION_CHARS.match(region),
+        lambda region: not _REGION_CHARS.fullmatch(region),
         "Region must contain only lowercase letters, numbers, and hyphens",
     ),
 )
@@ -176,6 +177,11 @@ def check_client_token(token: str) -> str:
 def check_region(region: str) -> str:
     """``-r``: lower-case letters, digits and hyphens, at most 64."""
     return _follows(region, "--region", _REGION_RULES)
+
+
+def is_region(region: str) -> bool:
+    """Whether C{region} is a region name as L{check_region} accepts it (for other messages)."""
+    return not any(broken(region) for broken, _ in _REGION_RULES)
 
 
 def check_proxy_endpoint_text(text: str) -> str:

@@ -15,7 +15,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.connector import TunnelConnector
+from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.tunnel import Tunnel
@@ -104,9 +104,7 @@ class ConnectorTests(SynchronousTestCase):
             self.tunnel,
             InboundFlow(),
             display_url="wss://example.invalid:443",
-            retry_count=retry_count,
-            retry_delay=2.5,
-            reconnect_on_data_error=reconnect,
+            retries=RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
             on_ready=self.ready.append,
         )
         self.codes: list = []

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.destination import DestinationSide
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
+from aws_localproxy.settings import LocalSockets
 from aws_localproxy.source import SourceSide
 
 
@@ -20,9 +21,7 @@ class BadEndpointTests(SynchronousTestCase):
     """The endpoint grammar's errors reach the tunnel as fatal errors, word for word."""
 
     def test_source_listen_port(self) -> None:
-        side = SourceSide(
-            MemoryReactorClock(), InboundFlow(), "127.0.0.1", on_fatal=lambda e: None
-        )
+        side = SourceSide(MemoryReactorClock(), InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
         for bad, message in (
             ("ssh", "Invalid listen port in port mapping: ssh"),
             ("70000", "Invalid listen port in port mapping: 70000"),
@@ -66,7 +65,10 @@ class SourceSideTests(SynchronousTestCase):
     def make(self, reactor: MemoryReactorClock, retries: int = 2) -> SourceSide:
         self.fatal: List[BaseException] = []
         return SourceSide(
-            reactor, InboundFlow(), "127.0.0.1", retry_count=retries, retry_delay=1.0,
+            reactor,
+            InboundFlow(),
+            "127.0.0.1",
+            sockets=LocalSockets(retry_count=retries, retry_delay=1.0),
             on_fatal=self.fatal.append,
         )
 
@@ -93,7 +95,10 @@ class SourceSideTests(SynchronousTestCase):
 
         reactor = MemoryReactorClock()
         side = SourceSide(
-            reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None,
+            reactor,
+            InboundFlow(),
+            "127.0.0.1",
+            on_fatal=lambda e: None,
             server_endpoints={"ssh": UNIXServerEndpoint(reactor, "/tmp/given.sock")},
         )
         side.services_ready({"ssh": "5555"})
@@ -150,8 +155,12 @@ class RecordingConnection:
 class DestinationSideTests(SynchronousTestCase):
     def make(self, retries: int = 1) -> tuple[DestinationSide, MemoryReactorClock]:
         reactor = MemoryReactorClock()
-        side = DestinationSide(reactor, InboundFlow(), retry_count=retries, retry_delay=0.5,
-                               pending_limit=10)
+        side = DestinationSide(
+            reactor,
+            InboundFlow(),
+            sockets=LocalSockets(retry_count=retries, retry_delay=0.5),
+            pending_limit=10,
+        )
         side.services_ready({"ssh": "127.0.0.1:22"})
         return side, reactor
 
@@ -164,8 +173,13 @@ class DestinationSideTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         side = DestinationSide(reactor, InboundFlow(), default_host="10.0.0.5")
         side.services_ready(
-            {"a": "22", "b": "[::1]:23", "c": "/run/app.sock", "d": "unix:/run/d.sock",
-             "e": "tcp:host=127.0.0.1:port=24"}
+            {
+                "a": "22",
+                "b": "[::1]:23",
+                "c": "/run/app.sock",
+                "d": "unix:/run/d.sock",
+                "e": "tcp:host=127.0.0.1:port=24",
+            }
         )
         for service_id in "abcde":
             connection = RecordingConnection()
@@ -176,8 +190,12 @@ class DestinationSideTests(SynchronousTestCase):
             for sid in "ab"
         }
         self.assertEqual(hosts, {"a": ("10.0.0.5", 22), "b": ("::1", 23)})
-        self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients if c[1] == 24], [("127.0.0.1", 24)])
-        self.assertEqual(sorted(u[0] for u in reactor.unixClients), ["/run/app.sock", "/run/d.sock"])
+        self.assertEqual(
+            [(c[0], c[1]) for c in reactor.tcpClients if c[1] == 24], [("127.0.0.1", 24)]
+        )
+        self.assertEqual(
+            sorted(u[0] for u in reactor.unixClients), ["/run/app.sock", "/run/d.sock"]
+        )
 
     def test_unknown_service_is_fatal(self) -> None:
         side, _ = self.make()

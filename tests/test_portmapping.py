@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.portmapping import parse_port_mapping
+from aws_localproxy.portmapping import check_service_id, parse_port_mapping
 from aws_localproxy.validation import ConfigurationError
 
 
@@ -40,6 +40,9 @@ class PortMappingTests(SynchronousTestCase):
             ConfigurationError, parse_port_mapping, "A" * 129 + "=1", "s", source=True
         )
         e = self.assertRaises(ConfigurationError, parse_port_mapping, "a b=1", "s", source=True)
+        self.assertIn("Service ID must contain only", str(e))
+        # "$" matched before a final newline: this one was accepted.
+        e = self.assertRaises(ConfigurationError, check_service_id, "SSH\n", "-d")
         self.assertIn("Service ID must contain only", str(e))
         self.assertEqual(
             parse_port_mapping("host.example=1", "s", source=True), {"host.example": "1"}

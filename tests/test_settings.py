@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.settings import (
     DEFAULT_REGION_ENDPOINT_OVERRIDES,
+    LocalSockets,
     Settings,
     SettingsError,
     inert_settings,
@@ -253,3 +254,25 @@ class BufferSettingsTests(SynchronousTestCase):
             ),
             message,
         )
+
+
+class LocalSocketsTests(SynchronousTestCase):
+    def test_from_the_tcp_settings(self) -> None:
+        settings = Settings(
+            tcp_write_buffer_size=999,
+            tcp_read_buffer_size=4096,
+            tcp_connection_retry_count=-1,
+            tcp_connection_retry_delay_ms=250,
+        )
+        self.assertEqual(
+            settings.local_sockets,
+            LocalSockets(backlog_limit=999, read_size=4096, retry_count=-1, retry_delay=0.25),
+        )
+
+    def test_defaults_are_the_settings_defaults(self) -> None:
+        default = Settings().local_sockets
+        self.assertEqual(
+            (LocalSockets().backlog_limit, LocalSockets().retry_count, LocalSockets().retry_delay),
+            (default.backlog_limit, default.retry_count, default.retry_delay),
+        )
+        self.assertIsNone(LocalSockets().read_size)  # Twisted's own read size unless configured

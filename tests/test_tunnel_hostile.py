@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.connector import TunnelConnector
+from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
@@ -461,9 +461,7 @@ class ConnectorRecoveryTests(SynchronousTestCase):
             self.tunnel,
             InboundFlow(),
             display_url="wss://example.invalid:443",
-            retry_count=retry_count,
-            retry_delay=2.5,
-            reconnect_on_data_error=reconnect,
+            retries=RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
             pacing=False,
         )
         self.codes: List[int] = []

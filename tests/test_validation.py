@@ -157,6 +157,11 @@ class ServiceAddressTests(_Rules):
                 "US-EAST-1",
                 "Region must contain only lowercase letters, numbers, and hyphens (--region)",
             ),
+            (
+                # "$" matched before a final newline: this one was accepted.
+                "us-east-1\n",
+                "Region must contain only lowercase letters, numbers, and hyphens (--region)",
+            ),
         ]:
             self.assertMessage(ConfigurationError, message, check_region, region)
 

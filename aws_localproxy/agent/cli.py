@@ -14,7 +14,6 @@ stop every destination cleanly first.
 
 from __future__ import annotations
 
-import sys
 from typing import IO, Any, Callable, List, Mapping, Optional
 
 from twisted.internet.defer import Deferred
@@ -23,6 +22,7 @@ from twisted.python import usage
 
 from aws_localproxy import logsetup
 from aws_localproxy.agent.options import TRY_HELP, AgentConfig, AgentOptions, banner, make_agent
+from aws_localproxy.consolescript import console_main
 from aws_localproxy.validation import ConfigurationError
 
 __all__ = ["main"]
@@ -49,20 +49,13 @@ def _run(config: AgentConfig, lines: Optional[logsetup.LineFormatObserver]) -> N
     task.react(run)
 
 
-def main(
-    argv: Optional[List[str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    *,
-    stdout: Optional[IO[str]] = None,
-    stderr: Optional[IO[str]] = None,
-) -> int:
-    """Run ``localproxy-agent`` with C{argv} (default C{sys.argv[1:]}); returns the exit code of an early end."""
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
+@console_main
+def main(args: List[str], environ: Optional[Mapping[str, str]], out: IO[str], err: IO[str]) -> int:
+    """Run ``localproxy-agent`` with C{args}; returns the exit code of an early end."""
     options = AgentOptions(environ)
     print(banner(), file=out, flush=True)
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        options.parseOptions(args)
     except ConfigurationError as e:
         start_logging(options.verbosity, err)
         log.critical("{reason}", reason=str(e))

@@ -23,6 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Tuple
 
+from aws_localproxy.portmapping import is_service_id
+from aws_localproxy.validation import MAX_TOKEN, is_region
+
 __all__ = [
     "TunnelNotification",
     "NotificationError",
@@ -38,12 +41,8 @@ __all__ = [
 MAX_NOTIFICATION_BYTES = 64 * 1024
 #: AWS IoT thing names: 1 to 128 of these characters.
 _THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
-#: Service IDs as the tunneling service accepts them (and the proxy's -d does).
-_SERVICE_ID = re.compile(r"[a-zA-Z0-9._-]{1,128}")
-_REGION = re.compile(r"[a-z0-9-]{1,64}")
 #: The tunneling service allows at most three services per tunnel.
 MAX_SERVICES = 3
-MAX_TOKEN = 4096
 
 
 class NotificationError(ValueError):
@@ -119,7 +118,7 @@ def parse_notification(payload: bytes) -> TunnelNotification:
     if len(token) > MAX_TOKEN or not token.isascii() or not token.isprintable():
         raise NotificationError("the notification's clientAccessToken is not a valid token")
     region = _text(body, "region")
-    if not _REGION.fullmatch(region):
+    if not is_region(region):
         raise NotificationError(f"the notification's region is not a region: {region[:64]!r}")
     raw_services = body.get("services", [])
     if not isinstance(raw_services, list) or not all(isinstance(s, str) for s in raw_services):
@@ -129,7 +128,7 @@ def parse_notification(payload: bytes) -> TunnelNotification:
             f"the notification names {len(raw_services)} services (at most {MAX_SERVICES})"
         )
     for service_id in raw_services:
-        if not _SERVICE_ID.fullmatch(service_id):
+        if not is_service_id(service_id):
             raise NotificationError(
                 f"the notification names an invalid service ID: {service_id[:128]!r}"
             )

@@ -26,6 +26,7 @@ from aws_localproxy.agent.notification import check_thing_name
 from aws_localproxy.agent.tunnels import DEFAULT_MAX_TUNNELS
 from aws_localproxy.buildconfig import build_config
 from aws_localproxy.config import ProxyConfig
+from aws_localproxy.consolescript import ActionFlags
 from aws_localproxy.optionsources import merge_sources
 from aws_localproxy.validation import ConfigurationError, check_path, parse_verbosity
 
@@ -79,10 +80,11 @@ def _positive(name: str, text: Any, low: int, high: int) -> int:
     return value
 
 
-class AgentOptions(usage.Options):
+class AgentOptions(ActionFlags, usage.Options):
     """The agent's options; C{agent} is the L{AgentConfig} after C{parseOptions}."""
 
     synopsis = "Usage: localproxy-agent --thing-name NAME --mqtt-broker URL -d MAPPING [options]"
+    action_docs = {"help": "Show this help and exit", "version": "Show the version and exit"}
     longdesc = (
         "The AWS IoT Secure Tunneling device agent: subscribes to the thing's tunnel notify topic "
         "and runs a destination local proxy, in this process, for every tunnel opened for the thing. "
@@ -186,25 +188,11 @@ class AgentOptions(usage.Options):
         *,
         cwd: Optional[str] = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._cwd = cwd
         self.agent: Optional[AgentConfig] = None
         self.verbosity = 4
-        self.version_requested = False
-        self.help_requested = False
-
-    def opt_help(self) -> None:
-        """Show this help and exit"""
-        self.help_requested = True
-
-    opt_h = opt_help
-
-    def opt_version(self) -> None:
-        """Show the version and exit"""
-        self.version_requested = True
-
-    opt_V = opt_version
 
     def postOptions(self) -> None:
         if self.version_requested or self.help_requested:
