@@ -21,7 +21,7 @@ import random
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol
 
 import autobahn
 import google.protobuf
