@@ -75,9 +75,7 @@ class NullLocal:
 
 
 def closed(**kwargs) -> CloseOutcome:
-    values = dict(
-        was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False
-    )
+    values = dict(was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False)
     values.update(kwargs)
     return CloseOutcome(**values)
 
@@ -169,8 +167,9 @@ class ConnectorTests(SynchronousTestCase):
         connector.start()
         connector.session_closed(
             first,  # type: ignore[arg-type]
-            closed(was_open=False, http_status=101,
-                   http_status_line="HTTP/1.1 101 Switching Protocols"),
+            closed(
+                was_open=False, http_status=101, http_status_line="HTTP/1.1 101 Switching Protocols"
+            ),
         )
         self.clock.advance(2.5)
         self.assertEqual(self.endpoint.attempts, 2)

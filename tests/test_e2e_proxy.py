@@ -109,12 +109,11 @@ class DataPathTests(E2ETestCase):
                 piece = b"%d.%d;" % (index, round_number)
                 expected[index] = expected.get(index, b"") + piece
                 client.transport.write(piece)
-        results = yield gatherResults(
-            [c.wait_for(len(expected[i])) for i, c in enumerate(clients)]
-        )
+        results = yield gatherResults([c.wait_for(len(expected[i])) for i, c in enumerate(clients)])
         for index, result in enumerate(results):
-            self.assertEqual(hashlib.sha256(result).hexdigest(),
-                             hashlib.sha256(expected[index]).hexdigest())
+            self.assertEqual(
+                hashlib.sha256(result).hexdigest(), hashlib.sha256(expected[index]).hexdigest()
+            )
 
     @inlineCallbacks
     def test_50mb_upload_integrity(self) -> Any:
@@ -222,7 +221,9 @@ class _Pusher:
     @inlineCallbacks
     def stalled(self, clock: Any) -> Any:
         """Fires once nothing was written for a whole second."""
-        while (clock.seconds() - self.last_progress < 1.0 or not self.paused) and self.sent < self.budget:
+        while (
+            clock.seconds() - self.last_progress < 1.0 or not self.paused
+        ) and self.sent < self.budget:
             yield deferLater(clock, 0.2, lambda: None)
 
 
@@ -270,7 +271,9 @@ class VersionTests(E2ETestCase):
         settings = with_settings(ws_subprotocol=subprotocol)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         destination = self.proxy(
-            Mode.DESTINATION, destination_token, {service_id: f"127.0.0.1:{echo_port}"},
+            Mode.DESTINATION,
+            destination_token,
+            {service_id: f"127.0.0.1:{echo_port}"},
             settings=settings,
         )
         yield destination.connected
@@ -350,9 +353,7 @@ class FailureTests(E2ETestCase):
         tunnel = self.tunnel_service.registry.get(self.tunnel_id)
         frozen = tunnel.slot(SlotMode.SOURCE).peer
         frozen._protocol.transport.pauseProducing()
-        yield wait_until(
-            lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready
-        )
+        yield wait_until(lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready)
         self.assertEqual(self.source._connector.sessions, 2)
         self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
         client = yield self.connect(ports["ssh"])
@@ -366,9 +367,7 @@ class FailureTests(E2ETestCase):
         ports = yield self.tunnel_pair({"ssh": echo_port})
         client = yield self.connect(ports["ssh"])
         self.tunnel_service.close_tunnel(self.tunnel_id)
-        codes = yield gatherResults(
-            [self.source.when_finished, self.destination.when_finished]
-        )
+        codes = yield gatherResults([self.source.when_finished, self.destination.when_finished])
         self.assertEqual(codes, [0, 0])
         yield client.closed
 
@@ -384,7 +383,10 @@ class FailureTests(E2ETestCase):
         """Without the service's CA the TLS check fails: retried, then exit 1."""
         tunnel_id, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
         proxy = self.proxy(
-            Mode.SOURCE, source_token, {}, settings=with_settings(ws_connect_retry_count=1),
+            Mode.SOURCE,
+            source_token,
+            {},
+            settings=with_settings(ws_connect_retry_count=1),
             capath=None,
         )
         code = yield proxy.when_finished
@@ -398,4 +400,3 @@ class _Prefix(Echo):
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(self.prefix + data)
-

@@ -115,12 +115,24 @@ class _StdioCase(E2ETestCase):
     def spawn_stdio(self, token: str, *args: str) -> StdioProcess:
         service = self.tunnel_service
         process = StdioProcess()
-        argv = [sys.executable, "-m", "aws_localproxy", "-e", service.endpoint, "-c",
-                service.capath, "--stdio", *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "aws_localproxy",
+            "-e",
+            service.endpoint,
+            "-c",
+            service.capath,
+            "--stdio",
+            *args,
+        ]
         cwd = self.mktemp()
         os.makedirs(cwd)
         transport = reactor.spawnProcess(
-            process, sys.executable, argv, env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            process,
+            sys.executable,
+            argv,
+            env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
             path=cwd,
         )
         self.stdio_transport = transport
@@ -136,7 +148,6 @@ class _StdioCase(E2ETestCase):
 
         self.addCleanup(cleanup)
         return process
-
 
 
 class StdioTests(_StdioCase):
@@ -186,8 +197,9 @@ class StdioTests(_StdioCase):
         token = yield self.destination_for(Echo)
         process = self.spawn_stdio(token, "OTHER")
         self.assertEqual((yield process.ended), 1)
-        self.assertIn(b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1",
-                      process.stderr)
+        self.assertIn(
+            b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1", process.stderr
+        )
         self.assertEqual(process.stdout, b"")
 
     @inlineCallbacks
@@ -264,13 +276,30 @@ class SSHTests(_StdioCase):
         )
         process = StdioProcess()
         argv = [
-            "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy_command}",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-i", key, "root@dummy", "echo ok",
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            f"ProxyCommand={proxy_command}",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            key,
+            "root@dummy",
+            "echo ok",
         ]
         transport = reactor.spawnProcess(
-            process, shutil.which("ssh"), argv,
+            process,
+            shutil.which("ssh"),
+            argv,
             env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
         )
 
@@ -288,7 +317,8 @@ class SSHTests(_StdioCase):
         with open(self.sshd_log, "rb") as f:
             sshd_output = f.read()
         self.assertEqual(
-            (code, process.stdout), (0, b"ok\n"),
+            (code, process.stdout),
+            (0, b"ok\n"),
             f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd_output.decode()}",
         )
         self.assertNotIn(token.encode(), process.stderr)
@@ -297,7 +327,9 @@ class SSHTests(_StdioCase):
     def destination_for_port(self, port: int) -> Any:
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["SSH1"])
         destination = self.proxy(
-            Mode.DESTINATION, destination_token, {"SSH1": f"127.0.0.1:{port}"},
+            Mode.DESTINATION,
+            destination_token,
+            {"SSH1": f"127.0.0.1:{port}"},
             client_token=new_client_token(),
         )
         yield destination.connected

@@ -24,7 +24,11 @@ class ExampleTests(SynchronousTestCase):
         environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
         environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
         result = subprocess.run(
-            [sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True,
+            [sys.executable, *args],
+            cwd=cwd,
+            env=environ,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
