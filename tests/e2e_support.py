@@ -101,6 +101,7 @@ class Client(Protocol):
 
     def __init__(self) -> None:
         self.received: List[bytes] = []
+        self.size = 0
         self.closed: Deferred[bytes] = Deferred()
         self.connected = False
         self.waiters: List[tuple[int, Deferred[bytes]]] = []
@@ -109,19 +110,21 @@ class Client(Protocol):
         self.connected = True
 
     def dataReceived(self, data: bytes) -> None:
+        # Joined only when a waiter is due: joining on every read is
+        # quadratic, and a 50 MB download then spends its time here.
         self.received.append(data)
-        total = self.value()
+        self.size += len(data)
         for waiter in list(self.waiters):
-            if len(total) >= waiter[0]:
+            if self.size >= waiter[0]:
                 self.waiters.remove(waiter)
-                waiter[1].callback(total)
+                waiter[1].callback(self.value())
 
     def value(self) -> bytes:
         return b"".join(self.received)
 
     def wait_for(self, count: int) -> Deferred[bytes]:
         d: Deferred[bytes] = Deferred()
-        if len(self.value()) >= count:
+        if self.size >= count:
             d.callback(self.value())
         else:
             self.waiters.append((count, d))
