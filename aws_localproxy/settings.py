@@ -19,7 +19,7 @@ The buffer settings and what reads them at run time:
 
   - ``tcp.read_buffer_size`` (C{tcp_read_buffer_size}): the most bytes one
     read of a local socket returns: the local connection's TCP transport's
-    C{bufferSize};
+    C{bufferSize}, rounded down to whole DATA payloads (L{whole_payloads});
   - ``tcp.write_buffer_size`` (C{tcp_write_buffer_size}): how much tunnel
     data a local connection may hold before the WebSocket stops being read;
   - ``websocket.write_buffer_size`` (C{ws_write_buffer_size}): how many
@@ -50,6 +50,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "LocalSockets",
+    "whole_payloads",
     "DEFAULT_REGION_ENDPOINT_OVERRIDES",
     "KEY_PREFIX",
     "DOCUMENT_KEYS",
@@ -127,10 +128,25 @@ class Settings:
         """What the ``tcp.*`` settings tell every local side."""
         return LocalSockets(
             backlog_limit=self.tcp_write_buffer_size,
-            read_size=self.tcp_read_buffer_size,
+            read_size=whole_payloads(self.tcp_read_buffer_size, self.max_payload_size),
             retry_count=self.tcp_connection_retry_count,
             retry_delay=self.tcp_connection_retry_delay_ms / 1000,
         )
+
+
+def whole_payloads(read_size: int, max_payload_size: int) -> int:
+    """
+    C{read_size} rounded down to a whole number of DATA payloads, when it
+    holds at least one.
+
+    A read becomes records of at most C{max_payload_size} bytes; with the
+    defaults (131,076 and 64,512) a full read would make two full records
+    and one of 2,052 bytes, which costs as much to frame, send and parse
+    as a full one.  129,024 bytes make exactly two.
+    """
+    if read_size <= max_payload_size:
+        return read_size
+    return read_size - read_size % max_payload_size
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from aws_localproxy.settings import (
     Settings,
     SettingsError,
     inert_settings,
+    whole_payloads,
 )
 from aws_localproxy.settingsdoc import (
     default_settings_document,
@@ -276,3 +277,16 @@ class LocalSocketsTests(SynchronousTestCase):
             (default.backlog_limit, default.retry_count, default.retry_delay),
         )
         self.assertIsNone(LocalSockets().read_size)  # Twisted's own read size unless configured
+
+    def test_reads_are_whole_payloads(self) -> None:
+        """
+        The default read (131,076 bytes) is cut to two full DATA payloads,
+        not two and a 2 KiB one; a read smaller than a payload is left alone.
+        """
+        self.assertEqual(Settings().local_sockets.read_size, 2 * 64512)
+        self.assertEqual(Settings(tcp_read_buffer_size=4096).local_sockets.read_size, 4096)
+        self.assertEqual(
+            Settings(tcp_read_buffer_size=3 * 64512).local_sockets.read_size, 3 * 64512
+        )
+        self.assertEqual(whole_payloads(200_000, 64512), 3 * 64512)
+        self.assertEqual(whole_payloads(64512, 64512), 64512)
