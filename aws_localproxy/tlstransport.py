@@ -26,6 +26,14 @@ move:
     as before;
   - a read decrypts every complete record and delivers them in one call.
 
+The loops that run once per record (C{SSL_write}, C{SSL_read}) call
+OpenSSL through pyOpenSSL's own bindings rather than through its
+C{send}/C{recv}, whose argument checks, buffer allocation and error
+translation cost more than the record; the public methods still handle
+every case the direct calls stop at (a renegotiation, the peer's close, an
+error), and are the whole path where those bindings are missing
+(L{DIRECT}).
+
 It subclasses Twisted's class and overrides the three private methods where
 those bytes move, using Twisted's private state of the TLS connection:
 C{tests/test_tlstransport.py} runs it through handshakes, both directions,
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, cast
 
+from OpenSSL import SSL as _pyopenssl
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -51,7 +60,13 @@ from zope.interface import implementer
 
 from aws_localproxy.sockets import send_now, sends_now
 
-__all__ = ["BatchingTLSTransport", "BatchingTLSFactory", "BatchingTLSEndpoint", "wrap_client_tls"]
+__all__ = [
+    "BatchingTLSTransport",
+    "BatchingTLSFactory",
+    "BatchingTLSEndpoint",
+    "wrap_client_tls",
+    "DIRECT",
+]
 
 #: The most plaintext one TLS record carries.
 RECORD_SIZE = 16384
@@ -60,6 +75,27 @@ RECORD_SIZE = 16384
 #: frame the scheduler builds (131,076 bytes of records and a header), so one
 #: read normally empties it.
 SEND_BIO_READ = 1 << 18
+
+
+#: pyOpenSSL's OpenSSL bindings, for the two calls of the hot loops (see
+#: L{BatchingTLSTransport}); without them every record goes through
+#: pyOpenSSL's public methods.
+_lib: Any = getattr(_pyopenssl, "_lib", None)
+_ffi: Any = getattr(_pyopenssl, "_ffi", None)
+
+#: Whether records are encrypted and decrypted by direct calls (else by
+#: pyOpenSSL's C{send}/C{recv}, one Python call chain per record).
+DIRECT = _ffi is not None and all(hasattr(_lib, name) for name in ("SSL_read", "SSL_write"))
+
+#: Where a read's records are decrypted before one copy hands them on; one
+#: for the process: the reactor decrypts one read at a time and the bytes are
+#: copied out before anything else runs.
+_DECRYPTED = bytearray(1 << 18)
+
+
+def _ssl_of(connection: Any) -> Any:
+    """The C{SSL *} of a pyOpenSSL connection, if the direct calls can be used."""
+    return getattr(connection, "_ssl", None) if DIRECT else None
 
 
 #: The exception being handled, as a Failure (Twisted's constructor is untyped).
@@ -79,9 +115,20 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         connection = self._tlsConnection
         view = memoryview(data)
         total, done = len(view), 0
+        ssl = _ssl_of(connection)
+        if ssl is not None:
+            # OpenSSL writes one record per call (pyOpenSSL turns on partial
+            # writes): the loop that runs once per record is this one.
+            with _ffi.from_buffer(view) as pointer:
+                while done < total:
+                    written = _lib.SSL_write(ssl, pointer + done, total - done)
+                    if written <= 0:
+                        break
+                    done += written
         try:
-            # OpenSSL writes one record per call here (pyOpenSSL turns on
-            # partial writes); a memoryview slice is not a copy.
+            # The rest (all of it without the direct calls), and the reason a
+            # direct write stopped: pyOpenSSL repeats the write, as OpenSSL
+            # asks, and raises what it means.  A memoryview slice is no copy.
             while done < total:
                 done += connection.send(view[done:])
         except WantReadError:
@@ -117,6 +164,11 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         connection = self._tlsConnection
         pieces = []
         ended: Any = None
+        ssl = _ssl_of(connection)
+        if ssl is not None and not self._lostTLSConnection:
+            pieces.extend(_decrypt_all(ssl))
+        # What is left (everything without the direct calls) and the reason
+        # the direct reads stopped: normally "want more bytes", at once.
         while not self._lostTLSConnection:
             try:
                 pieces.append(connection.recv(RECORD_SIZE))
@@ -138,6 +190,26 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         elif ended is not None:
             tls._tlsShutdownFinished(ended)
         self._flushSendBIO()
+
+
+def _decrypt_all(ssl: Any) -> list[bytes]:
+    """Every complete record OpenSSL holds for C{ssl}, decrypted into L{_DECRYPTED} and copied out."""
+    pieces = []
+    buffer = _DECRYPTED
+    size, filled = len(buffer), 0
+    with _ffi.from_buffer(buffer) as pointer:
+        while True:
+            count = _lib.SSL_read(ssl, pointer + filled, size - filled)
+            if count <= 0:
+                break
+            filled += count
+            if filled == size:
+                pieces.append(bytes(buffer))
+                filled = 0
+    if filled:
+        with memoryview(buffer) as view:
+            pieces.append(bytes(view[:filled]))
+    return pieces
 
 
 class BatchingTLSFactory(TLSMemoryBIOFactory):

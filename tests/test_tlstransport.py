@@ -28,6 +28,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from aws_localproxy import tlstransport
 from aws_localproxy.tls import service_tls_options
 from aws_localproxy.tlstransport import BatchingTLSFactory, BatchingTLSTransport, wrap_client_tls
 from aws_localproxy.tunnelservice.certs import (
@@ -299,3 +300,21 @@ class RealSocketTests(TestCase):
         await client.ended
         self.assertEqual(hashlib.sha256(client.received).digest(), hashlib.sha256(data).digest())
         self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+
+
+class DirectCallsTests(SynchronousTestCase):
+    def test_direct_calls_are_used(self) -> None:
+        """With the pyOpenSSL CI installs, records go through the direct calls."""
+        self.assertTrue(tlstransport.DIRECT)
+
+
+class InMemoryWithoutDirectCallsTests(InMemoryTests):
+    """The same, through pyOpenSSL's public C{send}/C{recv} only (its internals gone)."""
+
+    def setUp(self) -> None:
+        self.patch(tlstransport, "DIRECT", False)
+
+
+class RealSocketWithoutDirectCallsTests(RealSocketTests):
+    def setUp(self) -> None:
+        self.patch(tlstransport, "DIRECT", False)
