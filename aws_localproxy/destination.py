@@ -94,8 +94,7 @@ class _PendingConnection:
                     lambda: LocalStreamProtocol(
                         side.inbound,
                         self._connection,
-                        backlog_limit=side.sockets.backlog_limit,
-                        read_size=side.sockets.read_size,
+                        sockets=side.sockets,
                     )
                 )
                 factory.noisy = False

@@ -31,13 +31,14 @@ from zope.interface import implementer
 
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import TunnelConnection
+from aws_localproxy.settings import LocalSockets
 from aws_localproxy.sockets import set_no_delay
 
 __all__ = ["LocalStreamProtocol", "describe_peer", "DEFAULT_BACKLOG_LIMIT"]
 
 #: Bytes a local connection holds past Twisted's buffer before the WebSocket
 #: pauses (the reference's ``tcp.write_buffer_size`` default).
-DEFAULT_BACKLOG_LIMIT = 131076
+DEFAULT_BACKLOG_LIMIT = LocalSockets.backlog_limit
 
 
 def describe_peer(transport: object) -> str:
@@ -71,16 +72,18 @@ class LocalStreamProtocol(Protocol):
         inbound: InboundFlow,
         tunnel_connection: Optional[TunnelConnection] = None,
         on_made: Optional[Callable[["LocalStreamProtocol"], None]] = None,
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
-        read_size: Optional[int] = None,
+        sockets: LocalSockets = LocalSockets(),
     ) -> None:
         self.inbound = inbound
-        #: The most bytes one read of the socket takes (``tcp.read_buffer_size``);
-        #: C{None}: Twisted's default (64 KiB).
-        self.read_size = read_size
         self.tunnel_connection = tunnel_connection
         self._on_made = on_made
-        self.backlog_limit = backlog_limit
+        # Copied out of C{sockets}: they are read on every read and write.
+        #: The most bytes one read of the socket takes (``tcp.read_buffer_size``);
+        #: C{None}: Twisted's default (64 KiB).
+        self.read_size = sockets.read_size
+        #: Tunnel bytes held unsent before the tunnel stops reading for this
+        #: connection (``tcp.write_buffer_size``).
+        self.backlog_limit = sockets.backlog_limit
         self._closed_by_tunnel = False
         self._gone = False
         self._write_paused = False

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.settings import LocalSockets
 
 
 class RecordingTunnelConnection:
@@ -38,7 +39,9 @@ def local(
     flow: InboundFlow | None = None, backlog_limit: int = 100
 ) -> tuple[LocalStreamProtocol, StringTransport, RecordingTunnelConnection]:
     connection = RecordingTunnelConnection()
-    protocol = LocalStreamProtocol(flow or InboundFlow(), connection, backlog_limit=backlog_limit)
+    protocol = LocalStreamProtocol(
+        flow or InboundFlow(), connection, sockets=LocalSockets(backlog_limit=backlog_limit)
+    )
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport, connection
