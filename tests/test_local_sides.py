@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import List
 
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.destination import DestinationSide
@@ -230,6 +230,20 @@ class DestinationSideTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         self.assertEqual(transport.value(), b"0123456789ab")
         self.assertFalse(side.inbound._blocked)
+
+    def test_reading_paused_while_connecting_and_after(self) -> None:
+        """The lane's back-pressure reaches the socket, whether it came before the connect or after."""
+        side, reactor = self.make()
+        pending = side.connect(RecordingConnection())
+        pending.pause_reading()
+        protocol = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.producerState, "paused")
+        pending.resume_reading()
+        self.assertEqual(transport.producerState, "producing")
+        pending.pause_reading()
+        self.assertEqual(transport.producerState, "paused")
 
     def test_close_while_connecting_cancels(self) -> None:
         side, reactor = self.make()
