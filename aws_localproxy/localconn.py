@@ -77,12 +77,10 @@ class LocalStreamProtocol(Protocol):
         self.inbound = inbound
         self.tunnel_connection = tunnel_connection
         self._on_made = on_made
-        # Copied out of C{sockets}: they are read on every read and write.
-        #: The most bytes one read of the socket takes (``tcp.read_buffer_size``);
-        #: C{None}: Twisted's default (64 KiB).
-        self.read_size = sockets.read_size
+        #: What the ``tcp.*`` settings say: its read size, its backlog bound.
+        self.sockets = sockets
         #: Tunnel bytes held unsent before the tunnel stops reading for this
-        #: connection (``tcp.write_buffer_size``).
+        #: connection (C{sockets.backlog_limit}, copied: it is read on every write).
         self.backlog_limit = sockets.backlog_limit
         self._closed_by_tunnel = False
         self._gone = False
@@ -95,8 +93,9 @@ class LocalStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
-        if self.read_size is not None and hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = self.read_size
+        read_size = self.sockets.read_size
+        if read_size is not None and hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = read_size
         set_no_delay(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self._reading_paused:
