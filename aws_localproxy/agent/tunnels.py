@@ -64,14 +64,15 @@ class TunnelManager:
     """
     Starts, counts and ends the agent's destinations.
 
-    @param template: the destination settings from the agent's options (its
+    Its C{lookup_endpoints} is the ``--config-dir`` mapping files' lookup,
+    when the template has no ``-d`` mapping; C{on_secret} is called with each
+    access and client token before the proxy starts (the console script
+    redacts them from every log line).
+
+    @ivar template: the destination settings from the agent's options (its
         access token is a placeholder, replaced per tunnel).
-    @param endpoint_from_region: C{True} when no ``-e`` was given: each tunnel's
+    @ivar endpoint_from_region: C{True} when no ``-e`` was given: each tunnel's
         endpoint comes from its notification's region.
-    @param lookup_endpoints: the ``--config-dir`` mapping files' lookup, when
-        the template has no ``-d`` mapping.
-    @param on_secret: called with each access and client token before the
-        proxy starts (the console script redacts them from every log line).
     """
 
     log = Logger()
