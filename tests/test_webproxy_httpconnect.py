@@ -129,14 +129,6 @@ def result_of(d: Deferred) -> list:
     return out
 
 
-class ReprTests(SynchronousTestCase):
-    def test_repr_names_the_target_and_proxy_only(self) -> None:
-        """The endpoint's repr (it reaches logs) has no credentials."""
-        text = repr(Harness(credentials=("user", "hunter2")).endpoint)
-        self.assertTrue(text.startswith("<HTTPConnectEndpoint " + SERVICE + ":443 via "), text)
-        self.assertNotIn("hunter2", text)
-
-
 class RequestTests(SynchronousTestCase):
     """What the endpoint sends to the proxy."""
 

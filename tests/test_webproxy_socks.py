@@ -143,14 +143,6 @@ def request(atyp_and_address: bytes, port: int = 443) -> bytes:
 DOMAIN_REQUEST = request(bytes([3, len(SERVICE)]) + SERVICE.encode())
 
 
-class ReprTests(SynchronousTestCase):
-    def test_repr_names_the_target_and_proxy_only(self) -> None:
-        """The endpoint's repr (it reaches logs) has no credentials."""
-        text = repr(Harness(credentials=("user", "hunter2")).endpoint)
-        self.assertTrue(text.startswith("<SOCKS5Endpoint " + SERVICE + ":443 via "), text)
-        self.assertNotIn("hunter2", text)
-
-
 class MethodNegotiationTests(SynchronousTestCase):
     """The greeting, the method choice and username/password (RFC 1929)."""
 

@@ -44,6 +44,7 @@ class Harness(TypingProtocol):
     reactor: MemoryReactorClock
     transport: StringTransport
     factory: Any  # records the addresses it built protocols for in .addresses
+    endpoint: Any
 
     def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]: ...
 
@@ -110,6 +111,14 @@ class EndpointFailureTests:
     def _case(self) -> SynchronousTestCase:
         assert isinstance(self, SynchronousTestCase)
         return self
+
+    def test_repr_names_the_target_and_proxy_only(self) -> None:
+        """The endpoint's repr (it reaches logs) has no credentials."""
+        endpoint = self.harness(credentials=("user", "hunter2")).endpoint
+        text = repr(endpoint)
+        self._case().assertTrue(text.startswith(f"<{type(endpoint).__name__} "), text)
+        self._case().assertIn(":443 via ", text)
+        self._case().assertNotIn("hunter2", text)
 
     def test_closed_before_answer(self) -> None:
         """The proxy closing before its final answer gives ProxyConnectionLost."""
