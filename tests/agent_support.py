@@ -14,7 +14,6 @@ import datetime
 import os
 import shutil
 import signal
-import socket
 from typing import Any, Dict, Optional
 
 from cryptography import x509
@@ -27,17 +26,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 
+from tests.support import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 mosquitto_missing: Optional[str] = (
     None if os.path.exists(MOSQUITTO) else "mosquitto is not installed"
 )
-
-
-def free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def issue_client_certificate(cert_dir: str, name: str, out_dir: str) -> Dict[str, str]:

@@ -32,6 +32,8 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from tests.support import free_port
+
 __all__ = [
     "ConnectProxyFactory",
     "SOCKS5ProxyFactory",
@@ -323,13 +325,6 @@ class SOCKS5ProxyFactory(Factory):
 
 
 # -- Debian's proxies -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, for a daemon to bind."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _DaemonProtocol(ProcessProtocol):

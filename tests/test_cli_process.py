@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from aws_localproxy.constants import Mode
 from tests.e2e_support import E2ETestCase, Echo, new_client_token
+from tests.support import free_port
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,7 +191,7 @@ class TwistdTests(ProcessTestCase):
             [
                 "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", "localproxy",
-                "-e", service.endpoint, "-c", service.capath, "-s", f"ssh={_free_port()}",
+                "-e", service.endpoint, "-c", service.capath, "-s", f"ssh={free_port()}",
                 "-b", "127.0.0.1",
             ],
             {"AWSIOT_TUNNEL_ACCESS_TOKEN": source_token},
@@ -199,11 +200,3 @@ class TwistdTests(ProcessTestCase):
         self.tunnel_service.close_tunnel(tunnel_id)
         code = yield process.ended
         self.assertEqual(code, 0, process.output.decode())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

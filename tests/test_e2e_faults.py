@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import urllib.request
 from typing import Any, Dict, Optional
@@ -42,6 +41,7 @@ from tests.e2e_support import (
     with_settings,
 )
 from tests.faultrelay import FaultRelay
+from tests.support import free_port
 from tests.test_cli_process import ProcessTestCase, ProxyProcess, spawn
 from tests.test_e2e_closes import open_fds
 
@@ -320,12 +320,6 @@ class ServiceProcess:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
             body = json.load(response)
         return body["sourceAccessToken"], body["destinationAccessToken"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServiceFaultTests(TestCase):

@@ -24,6 +24,7 @@ from twisted.trial.unittest import SkipTest
 
 from aws_localproxy.constants import Mode
 from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk, wait_until
+from tests.support import free_port
 from tests.test_cli_process import PROJECT_ROOT
 
 
@@ -198,12 +199,6 @@ class StdioTests(_StdioCase):
         self.assertIn(b"name one with --stdio SERVICE_ID", process.stderr)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SSHTests(_StdioCase):
     """Real ssh with ``ProxyCommand='python -m aws_localproxy ... --stdio SSH1'`` to a real sshd."""
 
@@ -223,7 +218,7 @@ class SSHTests(_StdioCase):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         authorized = os.path.join(directory, "authorized_keys")
         shutil.copy(user_key + ".pub", authorized)
-        port = _free_port()
+        port = free_port()
         config = os.path.join(directory, "sshd_config")
         with open(config, "w") as f:
             f.write(

@@ -5,8 +5,6 @@ L{aws_localproxy.localconn}: one local connection on a StringTransport
 
 from __future__ import annotations
 
-from typing import List
-
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -15,24 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.settings import LocalSockets
-
-
-class RecordingTunnelConnection:
-    service_id = "ssh"
-    connection_id = 1
-
-    def __init__(self) -> None:
-        self.data: List[bytes] = []
-        self.lost = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost += 1
-
-    def connect_failed(self, reason: str) -> None:  # pragma: no cover
-        raise AssertionError(reason)
+from tests.support import RecordingTunnelConnection
 
 
 def local(

@@ -138,9 +138,9 @@ class MetricsTests(E2ETestCase):
     @inlineCallbacks
     def test_refused_connection_counted(self) -> Any:
         """A destination that cannot connect: refused there, reset at the source."""
-        from tests.test_cli_process import _free_port
+        from tests.support import free_port
 
-        port = yield self.start_pair(_free_port())
+        port = yield self.start_pair(free_port())
         client = yield self.connect(port)
         yield client.closed
         yield wait_until(

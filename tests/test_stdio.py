@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
+from tests.support import RecordingTunnelConnection
 
 
 class ChooseTests(SynchronousTestCase):
@@ -32,24 +33,6 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(str(error), "Service id C given to --stdio is not one of the tunnel's: A, B")
         error = self.assertRaises(FatalTunnelError, choose_service_id, None, ["A", "B"])
         self.assertIn("name one with --stdio SERVICE_ID", str(error))
-
-
-class RecordingConnection:
-    service_id = "SSH1"
-    connection_id = 1
-
-    def __init__(self) -> None:
-        self.data: List[bytes] = []
-        self.lost = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost += 1
-
-    def connect_failed(self, reason: str) -> None:
-        raise AssertionError("a source does not connect")
 
 
 class SideTests(SynchronousTestCase):
@@ -81,7 +64,7 @@ class PipeTests(TestCase):
         stdout_read, stdout_write = os.pipe()
         os.set_blocking(stdout_read, False)
         ends: List[StdioEnd] = []
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection("SSH1")
         protocol = StdioConnection(
             InboundFlow(), on_made=lambda p: None, on_end=ends.append, session_ready=lambda: True
         )
