@@ -24,9 +24,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.internet.task import deferLater
 
-from tests.support import free_port
+from tests.support import free_port, sleep
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 mosquitto_missing: Optional[str] = (
@@ -150,7 +149,7 @@ class Mosquitto:
                     reactor, "127.0.0.1", self.port, timeout=1
                 ).connect(Factory.forProtocol(Protocol))
             except Exception:
-                yield deferLater(reactor, 0.05, lambda: None)
+                yield sleep(0.05)
                 continue
             probe.transport.loseConnection()
             return

@@ -238,19 +238,6 @@ class E2ETestCase(TestCase):
         return client
 
 
-@inlineCallbacks
-def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
-    """Poll C{predicate} on the reactor until it holds; the test fails if it never does."""
-    from twisted.internet.task import deferLater
-
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        yield deferLater(reactor, step, lambda: None)
-        waited += step
-
-
 def new_client_token() -> str:
     import secrets
 

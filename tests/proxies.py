@@ -29,10 +29,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from tests.support import free_port
+from tests.support import free_port, sleep
 
 __all__ = [
     "ConnectProxyFactory",
@@ -385,7 +384,7 @@ def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -
                 Factory.forProtocol(Protocol)
             )
         except error.ConnectError:
-            yield deferLater(reactor, 0.05, lambda: None)
+            yield sleep(0.05, reactor)
             continue
         probe.transport.abortConnection()
         return daemon

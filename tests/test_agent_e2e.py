@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -26,7 +25,8 @@ from aws_localproxy.tunnelservice.model import CONNECTED
 from aws_localproxy.tunnelservice.notify import TunnelNotifier
 from aws_localproxy.tunnelservice.server import start_tunnel_service
 from tests.agent_support import Mosquitto, issue_client_certificate, mosquitto_missing
-from tests.e2e_support import E2ETestCase, Echo, wait_until
+from tests.e2e_support import E2ETestCase, Echo
+from tests.support import sleep, wait_until
 
 try:
     import boto3
@@ -364,5 +364,5 @@ class AgentTLSBrokerTests(AgentE2ETestCase):
         agent.startService()
         self.addCleanup(agent.stopService)
         yield wait_until(lambda: "No connection to the MQTT broker" in self.log_text())
-        yield deferLater(reactor, 0.3, lambda: None)
+        yield sleep(0.3)
         self.assertEqual(agent.mqtt.sessions, 0)

@@ -15,7 +15,8 @@ from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.clienttoken import is_valid_client_token, read_client_token
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, wait_until
+from tests.e2e_support import E2ETestCase, Echo
+from tests.support import wait_until
 from tests.test_cli_process import ProcessTestCase, spawn
 
 

@@ -20,7 +20,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tests.e2e_support import Client, E2ETestCase, Sender, pattern_chunk, wait_until
+from tests.e2e_support import Client, E2ETestCase, Sender, pattern_chunk
+from tests.support import sleep, wait_until
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
 #: machines are slower and shared, so the assertion leaves room).
@@ -140,7 +141,7 @@ class CloseTests(E2ETestCase):
                 Factory.forProtocol(Push)
             )
             yield client_done
-            yield _sleep(0.3)  # the reset has reached the destination, if it could
+            yield sleep(0.3)  # the reset has reached the destination, if it could
             app = apps.made[-1]
             app.transport.resumeProducing()
             data, _ = yield app.closed
@@ -161,7 +162,7 @@ class CloseTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.pauseProducing()  # the client reads late: the source is back-pressured
         yield wait_until(lambda: True)
-        yield _sleep(0.5)
+        yield sleep(0.5)
         client.transport.resumeProducing()
         data = yield client.closed
         self.assertEqual(len(data), size)
@@ -254,12 +255,3 @@ def _pattern(size: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
-
-
-def _sleep(seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)
-
-
-

@@ -17,7 +17,8 @@ from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import Client, E2ETestCase, Echo, _close_client, new_client_token, wait_until
+from tests.e2e_support import Client, E2ETestCase, Echo, _close_client, new_client_token
+from tests.support import wait_until
 
 
 class EndpointTests(E2ETestCase):

@@ -37,11 +37,10 @@ from tests.e2e_support import (
     Sender,
     new_client_token,
     pattern_chunk,
-    wait_until,
     with_settings,
 )
 from tests.faultrelay import FaultRelay
-from tests.support import free_port
+from tests.support import free_port, wait_until
 from tests.test_cli_process import ProcessTestCase, ProxyProcess, spawn
 from tests.test_e2e_closes import open_fds
 
@@ -423,9 +422,9 @@ class ServiceFaultTests(TestCase):
         """
         yield self.set_up(start_service=False)
         self.start_proxies()
-        from tests.tunnelclient import sleep
+        from tests.support import sleep
 
-        yield sleep(reactor, 2.0)
+        yield sleep(2.0)
         self.assertEqual(sessions(self.source), 0)
         yield self.service.start()
         port = yield self.both_connected(1)

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, Mode, PeerVersion
 from tests.e2e_support import (
@@ -21,9 +20,9 @@ from tests.e2e_support import (
     Echo,
     Sender,
     pattern_chunk,
-    wait_until,
     with_settings,
 )
+from tests.support import sleep, wait_until
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -131,7 +130,7 @@ class DataPathTests(E2ETestCase):
             sent += len(chunk)
             if sent % (4 * 1024 * 1024) == 0:
                 # Let the reactor drain now and then instead of buffering 50 MB here.
-                yield deferLater(reactor, 0, lambda: None)
+                yield sleep(0)
         digest = yield client.wait_for(32)
         self.assertEqual(digest, expected.digest())
 
@@ -223,7 +222,7 @@ class _Pusher:
     def stalled(self, clock: Any) -> Any:
         """Fires once nothing was written for a whole second."""
         while (clock.seconds() - self.last_progress < 1.0 or not self.paused) and self.sent < self.budget:
-            yield deferLater(clock, 0.2, lambda: None)
+            yield sleep(0.2, clock)
 
 
 class VersionTests(E2ETestCase):

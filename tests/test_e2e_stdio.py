@@ -23,8 +23,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk, wait_until
-from tests.support import free_port
+from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk
+from tests.support import free_port, wait_until
 from tests.test_cli_process import PROJECT_ROOT
 
 

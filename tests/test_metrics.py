@@ -15,7 +15,8 @@ from twisted.web.client import Agent, readBody
 
 from aws_localproxy.constants import Mode
 from aws_localproxy.metrics import ServiceMetrics
-from tests.e2e_support import TEST_SETTINGS, E2ETestCase, Echo, new_client_token, wait_until
+from tests.e2e_support import TEST_SETTINGS, E2ETestCase, Echo, new_client_token
+from tests.support import wait_until
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

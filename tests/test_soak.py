@@ -26,7 +26,8 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from tests.e2e_support import Client, E2ETestCase, Echo, wait_until, with_settings
+from tests.e2e_support import Client, E2ETestCase, Echo, with_settings
+from tests.support import wait_until
 from tests.test_e2e_closes import open_fds
 
 LONG = os.environ.get("LOCALPROXY_SOAK") == "long"

@@ -11,13 +11,12 @@ from typing import Any, List
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.stdio import StandardIO
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
-from tests.support import RecordingTunnelConnection
+from tests.support import RecordingTunnelConnection, sleep
 
 
 class ChooseTests(SynchronousTestCase):
@@ -84,7 +83,7 @@ class PipeTests(TestCase):
                 received += chunk
             elif chunk == b"" or (ends and len(received) >= len(data)):
                 break
-            yield deferLater(reactor, 0.002, lambda: None)
+            yield sleep(0.002)
         os.close(stdout_read)
         self.assertEqual(len(received), len(data))
         self.assertEqual(b"".join(connection.data), b"from stdin")

@@ -25,7 +25,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
@@ -39,6 +39,7 @@ from aws_localproxy.tunnelservice.certs import (
     ensure_certificates,
     server_tls_options,
 )
+from tests.support import sleep
 
 reactor: Any = _reactor
 MIB = 1 << 20
@@ -272,7 +273,7 @@ class RealSocketTests(TestCase):
         client = await self.connect(port, Collector())
         assert client.transport is not None
         client.transport.write(b"ping")  # may still ride with the handshake's end
-        await deferLater(reactor, 0.05, lambda: None)
+        await sleep(0.05)
         tcp = client.transport.transport
         assert server.transport is not None
         server_socket = server.transport.transport.getHandle()  # type: ignore[attr-defined]
@@ -281,7 +282,7 @@ class RealSocketTests(TestCase):
         # On loopback a send() is in the peer's receive queue when it returns.
         self.assertGreater(readable_bytes(server_socket), 0)
         self.assertNotIn(tcp, reactor.getWriters())
-        await deferLater(reactor, 0.05, lambda: None)
+        await sleep(0.05)
         self.assertEqual(server.received, b"pinghello")
         client.transport.loseConnection()
         await server.ended
