@@ -7,7 +7,11 @@ with ports chosen by the OS.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import os
 import struct
+import sys
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -15,6 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from aws_localproxy.config import ProxyConfig
@@ -259,3 +264,69 @@ def _stop_quietly(proxy: LocalProxyService) -> Any:
     if proxy.running:
         return proxy.stopService()
     return None
+
+
+# -- the AWS SDK and CLI against a local tunnel service ------------------------------
+
+#: Why tests that need boto3 or the AWS CLI are skipped (C{None}: they run).
+boto3_missing = None if importlib.util.find_spec("boto3") else "boto3 is not importable"
+awscli_missing = None if importlib.util.find_spec("awscli") else "awscli is not importable"
+
+#: Credentials and region for the SDK and the CLI: the local tunnel service takes any.
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "dummy-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def tunneling_client(test: TestCase, running: Any, verify: Any = None) -> Any:
+    """
+    A boto3 ``iotsecuretunneling`` client of C{running}'s management API
+    (checked against its CA unless C{verify} says otherwise), no retries,
+    closed after the test.  Its calls block: run them in a thread.
+    """
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "iotsecuretunneling",
+        endpoint_url=running.api_url,
+        region_name="us-east-1",
+        aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+        verify=running.ca_file if verify is None else verify,
+        config=Config(retries={"max_attempts": 1}),
+    )
+    test.addCleanup(client.close)
+    return client
+
+
+@inlineCallbacks
+def aws_cli(test: TestCase, running: Any, *args: str) -> Any:
+    """
+    Run ``aws iotsecuretunneling ARGS`` against C{running} (a child process,
+    trusting its CA); the test fails unless it exits 0.  Fires with its JSON
+    output (C{None} when it printed nothing).
+    """
+    env = dict(os.environ)
+    env.update(DUMMY_ENV)
+    env["AWS_CA_BUNDLE"] = running.ca_file
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    out, err, code = yield getProcessOutputAndValue(
+        sys.executable,
+        [
+            "-m",
+            "awscli",
+            "iotsecuretunneling",
+            *args,
+            "--endpoint-url",
+            running.api_url,
+            "--output",
+            "json",
+        ],
+        env=env,
+        reactor=reactor,
+    )
+    test.assertEqual(code, 0, err.decode(errors="replace"))
+    return json.loads(out) if out.strip() else None
