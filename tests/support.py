@@ -8,10 +8,16 @@ reports.  What belongs to one kind of test stays in its own support module
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Set, Tuple
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.constants import SUBPROTOCOL_V3
+from aws_localproxy.tunnelservice.registry import TunnelRegistry
+from aws_localproxy.tunnelservice.relay import Relay
+from aws_localproxy.wire import Message, decode_all
 
 
 def free_port() -> int:
@@ -66,3 +72,52 @@ class RecordingTunnelConnection:
         if not self._destination:
             raise AssertionError("a source's connection does not connect: " + reason)
         self.failed.append(reason)
+
+
+# -- the local tunnel service without sockets -----------------------------------------
+
+#: A client token for the source's handshakes.
+CLIENT_TOKEN = "c" * 32
+
+
+def registry_and_relay(
+    test: SynchronousTestCase, now: float = 1000.0
+) -> Tuple[Clock, TunnelRegistry, Relay]:
+    """
+    A local tunnel service's registry and relay on a L{Clock} at C{now};
+    the registry's expiry timers are cancelled after the test.
+    """
+    clock = Clock()
+    clock.advance(now)
+    registry = TunnelRegistry(clock)
+    test.addCleanup(registry.stop)
+    return clock, registry, Relay(clock, registry.state_changed)
+
+
+class FakePeer:
+    """A L{PeerLink} that records what the registry and the relay do to it."""
+
+    def __init__(self, subprotocol: str = SUBPROTOCOL_V3) -> None:
+        self.subprotocol = subprotocol
+        self.sent: List[bytes] = []
+        self.closed: List[Tuple[int, str]] = []
+        self.aborted = False
+        self.paused: Set[str] = set()
+
+    def send_frames(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self, reason: str) -> None:
+        self.paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        self.paused.discard(reason)
+
+    def messages(self) -> List[Message]:
+        return decode_all(b"".join(self.sent))
