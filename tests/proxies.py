@@ -28,10 +28,10 @@ from twisted.internet import error
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tests.support import free_port, sleep
+from tests.support import ChildProcess, free_port, sleep
 
 __all__ = [
     "ConnectProxyFactory",
@@ -326,26 +326,10 @@ class SOCKS5ProxyFactory(Factory):
 # -- Debian's proxies -----------------------------------------------------------------------
 
 
-class _DaemonProtocol(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[None] = Deferred()
-        self.exited = False
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.exited = True
-        self.ended.callback(None)
-
-
 class Daemon:
     """A proxy daemon started by a test: its port, log file, and ``stop()``."""
 
-    def __init__(self, name: str, port: int, log_path: str, protocol: _DaemonProtocol, transport: Any) -> None:
+    def __init__(self, name: str, port: int, log_path: str, protocol: ChildProcess, transport: Any) -> None:
         self.name = name
         self.port = port
         self.log_path = log_path
@@ -372,7 +356,7 @@ class Daemon:
 
 @inlineCallbacks
 def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -> Any:
-    protocol = _DaemonProtocol()
+    protocol = ChildProcess()
     transport = reactor.spawnProcess(protocol, argv[0], argv, env={"PATH": "/usr/bin:/bin"})
     daemon = Daemon(name, port, log_path, protocol, transport)
     # Wait until it accepts connections (at most ~10 s), or fail with its output.

@@ -7,11 +7,15 @@ reports.  What belongs to one kind of test stays in its own support module
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import Any, Callable, List, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import SUBPROTOCOL_V3
@@ -43,6 +47,123 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float 
             raise AssertionError(f"condition not met within {timeout} s")
         yield sleep(step)
         waited += step
+
+
+#: The checkout these tests belong to (first on a child Python's path).
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_environ(extra: Mapping[str, str] = {}) -> Dict[str, str]:
+    """
+    The environment of a child process: this one without its
+    ``AWSIOT_TUNNEL_*`` variables, plus C{extra}, with this checkout first on
+    ``PYTHONPATH`` (so ``python -m aws_localproxy`` runs the code under test).
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
+    environ.update(extra)
+    environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+    return environ
+
+
+class ChildProcess(ProcessProtocol):
+    """
+    A child process of a test: what it writes (C{stdout}, C{stderr}, and
+    both in order as C{output}) and L{ended}, which fires with its exit code
+    (minus the signal's number when a signal ended it).  A test can wait for
+    some output; a wait still pending when the process ends fails with what
+    it wrote.
+    """
+
+    def __init__(self) -> None:
+        self.stdout = b""
+        self.stderr = b""
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
+
+    @property
+    def exited(self) -> bool:
+        return self.ended.called
+
+    def outReceived(self, data: bytes) -> None:
+        self.stdout += data
+        self.output += data
+        self._check_waiters()
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+        self.output += data
+        self._check_waiters()
+
+    def wait_for(self, text: str) -> Deferred[None]:
+        """Fires once C{text} appeared in its output (stdout or stderr)."""
+        return self._when(lambda: text.encode() in self.output)
+
+    def wait_for_stdout(self, count: int) -> Deferred[None]:
+        """Fires once it wrote at least C{count} bytes to stdout."""
+        return self._when(lambda: len(self.stdout) >= count)
+
+    def _when(self, condition: Callable[[], bool]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if condition():
+            d.callback(None)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def _check_waiters(self) -> None:
+        for waiter in list(self._waiters):
+            if waiter[0]():
+                self._waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            waiter.errback(
+                AssertionError(
+                    "process ended first; output:\n" + self.output.decode(errors="replace")
+                )
+            )
+        if reason.check(ProcessDone):
+            self.ended.callback(0)
+        elif reason.check(ProcessTerminated):
+            value = reason.value
+            self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
+        else:  # pragma: no cover
+            self.ended.errback(reason)
+
+
+def spawn_child(
+    test: SynchronousTestCase,
+    process: ChildProcess,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    path: Optional[str] = None,
+    executable: Optional[str] = None,
+) -> Any:
+    """
+    Start C{argv} as C{process} (the program is C{executable}, by default
+    C{argv[0]}); it is killed after the test unless it ended.  Returns the
+    process transport.
+    """
+    from twisted.internet import reactor
+
+    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        process, executable or argv[0], list(argv), env=dict(env), path=path
+    )
+
+    def kill() -> Optional[Deferred[int]]:
+        if process.ended.called:
+            return None
+        try:
+            transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        return process.ended
+
+    test.addCleanup(kill)
+    return transport
 
 
 class RecordingTunnelConnection:

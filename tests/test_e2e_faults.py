@@ -40,8 +40,8 @@ from tests.e2e_support import (
     with_settings,
 )
 from tests.faultrelay import FaultRelay
-from tests.support import free_port, wait_until
-from tests.test_cli_process import ProcessTestCase, ProxyProcess, spawn
+from tests.support import ChildProcess, free_port, wait_until
+from tests.test_cli_process import ProcessTestCase, spawn
 from tests.test_e2e_closes import open_fds
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
@@ -273,7 +273,7 @@ class ServiceProcess:
         self.test = test
         self.workdir = workdir
         self.port = port
-        self.process: Optional[ProxyProcess] = None
+        self.process: Optional[ChildProcess] = None
         self.info: Dict[str, str] = {}
 
     @inlineCallbacks
@@ -488,7 +488,7 @@ class DestinationFaultTests(ProcessTestCase):
             clients.append(client)
         return clients
 
-    def spawn_destination(self, token: str, token_file: str, echo_port: int) -> ProxyProcess:
+    def spawn_destination(self, token: str, token_file: str, echo_port: int) -> ChildProcess:
         # The client token comes from a file (never argv); the access token from the environment.
         return spawn(
             self,

@@ -13,59 +13,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.python.failure import Failure
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
 from aws_localproxy.constants import Mode
 from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk
-from tests.support import free_port, wait_until
-from tests.test_cli_process import PROJECT_ROOT
-
-
-class StdioProcess(ProcessProtocol):
-    """A child whose stdout and stderr are kept apart."""
-
-    def __init__(self) -> None:
-        self.stdout = b""
-        self.stderr = b""
-        self.ended: Deferred[int] = Deferred()
-        self._waiters: List[tuple[int, Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.stdout += data
-        for waiter in list(self._waiters):
-            if len(self.stdout) >= waiter[0]:
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def wait_for_stdout(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if len(self.stdout) >= count:
-            d.callback(None)
-        else:
-            self._waiters.append((count, d))
-        return d
-
-    def processEnded(self, reason: Failure) -> None:
-        for _, waiter in self._waiters:
-            waiter.errback(AssertionError("ended first; stderr:\n" + self.stderr.decode()))
-        self._waiters = []
-        if reason.check(ProcessDone):
-            self.ended.callback(0)
-        elif reason.check(ProcessTerminated):
-            value = reason.value
-            self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
-        else:  # pragma: no cover
-            self.ended.errback(reason)
+from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
 
 class Collector(Protocol):
@@ -89,13 +45,6 @@ class Collector(Protocol):
         self.closed = True
 
 
-def _environ(extra: Dict[str, str]) -> Dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
-    environ.update(extra)
-    environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-    return environ
-
-
 class _StdioCase(E2ETestCase):
     timeout = 60
 
@@ -113,29 +62,16 @@ class _StdioCase(E2ETestCase):
         yield destination.connected
         return source_token
 
-    def spawn_stdio(self, token: str, *args: str) -> StdioProcess:
+    def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
         service = self.tunnel_service
-        process = StdioProcess()
+        process = ChildProcess()
         argv = [sys.executable, "-m", "aws_localproxy", "-e", service.endpoint, "-c",
                 service.capath, "--stdio", *args]
         cwd = self.mktemp()
         os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            process, sys.executable, argv, env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
-            path=cwd,
+        self.stdio_transport = spawn_child(
+            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
         )
-        self.stdio_transport = transport
-
-        def cleanup() -> Any:
-            if not process.ended.called:
-                try:
-                    transport.signalProcess("KILL")
-                except ProcessExitedAlready:
-                    pass
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
         return process
 
 
@@ -257,28 +193,17 @@ class SSHTests(_StdioCase):
             f"{sys.executable} -m aws_localproxy -e {service.endpoint} -c {service.capath} "
             "--stdio SSH1"
         )
-        process = StdioProcess()
+        process = ChildProcess()
         argv = [
             "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy_command}",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
             "-i", key, "root@dummy", "echo ok",
         ]
-        transport = reactor.spawnProcess(
-            process, shutil.which("ssh"), argv,
-            env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+        spawn_child(
+            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            executable=shutil.which("ssh"),
         )
-
-        def cleanup() -> Any:
-            if not process.ended.called:
-                try:
-                    transport.signalProcess("KILL")
-                except ProcessExitedAlready:
-                    pass
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
         code = yield process.ended
         with open(self.sshd_log, "rb") as f:
             sshd_output = f.read()
