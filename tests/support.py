@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -164,6 +165,18 @@ def spawn_child(
 
     test.addCleanup(kill)
     return transport
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A StringTransport whose C{unregisterProducer} accepts having no producer,
+    as Twisted's TCP and TLS transports do (Autobahn and the web proxy
+    endpoints unregister unconditionally when they drop a connection).
+    """
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
 
 
 class RecordingTunnelConnection:

@@ -39,29 +39,11 @@ from aws_localproxy.webproxy.httpconnect import (
     HTTPConnectEndpoint,
     connect_request,
 )
-from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
+from tests.support import TCPLikeTransport
+from tests.webproxy_support import EndpointFailureTests, Recorder, RecorderFactory
 
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 PASSWORD = "s3cr3t:p@ss"
-
-
-class Recorder(Protocol):
-    """The caller's protocol: remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.lost: list[Failure] = []
-        self.made_with: object = None
-
-    def makeConnection(self, transport: object) -> None:
-        self.made_with = transport
-        Protocol.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost.append(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -77,17 +59,6 @@ class HalfCloseRecorder(Recorder):
 
     def writeConnectionLost(self) -> None:
         self.half.append("write")
-
-
-class RecorderFactory(Factory):
-    protocol = Recorder
-
-    def __init__(self) -> None:
-        self.addresses: list[object] = []
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
-        self.addresses.append(addr)
-        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
 
 
 class Harness:

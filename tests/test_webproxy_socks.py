@@ -35,36 +35,11 @@ from aws_localproxy.webproxy.errors import (
     WebProxyError,
 )
 from aws_localproxy.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
-from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
+from tests.support import TCPLikeTransport
+from tests.webproxy_support import EndpointFailureTests, RecorderFactory
 
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
-
-
-class Recorder(Protocol):
-    """The caller's protocol: remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.made_with: object = None
-
-    def makeConnection(self, transport: object) -> None:
-        self.made_with = transport
-        Protocol.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-
-class RecorderFactory(Factory):
-    protocol = Recorder
-
-    def __init__(self) -> None:
-        self.addresses: list[object] = []
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
-        self.addresses.append(addr)
-        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
 
 
 @implementer(IHostnameResolver)

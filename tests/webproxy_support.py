@@ -1,7 +1,6 @@
 """
 What the unit tests of the two web-proxy endpoints (HTTP CONNECT and SOCKS5)
-share: a transport that behaves like Twisted's real ones where it matters,
-and the tests of everything around the negotiation (lost connections,
+share: the caller's protocol that records what it was given, and the tests of everything around the negotiation (lost connections,
 timeouts, cancellation, connect and factory errors, closing), run against
 each endpoint by mixing L{EndpointFailureTests} into its test case.
 """
@@ -27,17 +26,6 @@ from aws_localproxy.webproxy.errors import (
 )
 
 
-class TCPLikeTransport(StringTransport):
-    """
-    A StringTransport whose C{unregisterProducer} accepts having no producer,
-    as Twisted's TCP and TLS transports do.
-    """
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
-
-
 class Harness(TypingProtocol):
     """What each endpoint's test harness offers the shared tests."""
 
@@ -49,6 +37,38 @@ class Harness(TypingProtocol):
     def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]: ...
 
     def accept(self) -> Protocol: ...
+
+
+class Recorder(Protocol):
+    """The caller's protocol: remembers what it was given, what arrived and how it ended."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.lost: list[Failure] = []
+        self.made_with: object = None
+
+    def makeConnection(self, transport: object) -> None:
+        self.made_with = transport
+        Protocol.makeConnection(self, transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost.append(reason)
+
+
+class RecorderFactory(Factory):
+    """Builds L{Recorder}s and keeps the address of each."""
+
+    protocol = Recorder
+
+    def __init__(self) -> None:
+        self.addresses: list[object] = []
+
+    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
+        self.addresses.append(addr)
+        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
 
 
 @implementer(IPushProducer)
