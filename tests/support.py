@@ -1,7 +1,12 @@
 """
-Small helpers that test modules of every layer share: a free port, waiting
-on the reactor, and a L{TunnelConnection} that records what a local side
-reports.  What belongs to one kind of test stays in its own support module
+Helpers that test modules of several layers share, by what they stand in for:
+
+ - the machine: a free port, waiting on the reactor, child processes;
+ - the local side: a TCP-like transport, a recording L{TunnelConnection};
+ - the local tunnel service without sockets: its registry, relay and a peer;
+ - the connector over a scripted WebSocket.
+
+What belongs to one kind of test stays in its own support module
 (C{e2e_support}, C{webproxy_support}, C{agent_support}, C{proxies}).
 """
 
@@ -11,18 +16,28 @@ import os
 import socket
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3
+from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
+from aws_localproxy.websocket import CloseOutcome
 from aws_localproxy.wire import Message, decode_all
+
+# -- the machine ----------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -167,6 +182,9 @@ def spawn_child(
     return transport
 
 
+# -- the local side -------------------------------------------------------------------
+
+
 class TCPLikeTransport(StringTransport):
     """
     A StringTransport whose C{unregisterProducer} accepts having no producer,
@@ -255,3 +273,74 @@ class FakePeer:
 
     def messages(self) -> List[Message]:
         return decode_all(b"".join(self.sent))
+
+
+# -- the connector over a scripted WebSocket ----------------------------------------
+
+
+class FakeProtocol:
+    """The WebSocket protocol as the connector sees it: records what it is asked to do."""
+
+    STATE_OPEN = 3
+    STATE_CLOSED = 4
+
+    def __init__(self) -> None:
+        self.state = 1
+        self.transport = StringTransport()
+        self.dropped: List[bool] = []
+        self.closed_with: List[tuple] = []
+        self.sent: List[bytes] = []
+        self.websocket_protocol_in_use = SUBPROTOCOL_V3
+
+    def dropConnection(self, abort: bool = False) -> None:
+        self.dropped.append(abort)
+
+    def sendClose(self, code: int, reason: str) -> None:
+        self.closed_with.append((code, reason))
+
+    def send_record(self, record: bytes) -> None:
+        self.sent.append(record)
+
+    def send_ping(self, payload: bytes) -> None:
+        pass
+
+
+class FakeEndpoint:
+    """Each connect() takes the next scripted result."""
+
+    def __init__(self) -> None:
+        self.results: List[object] = []
+        self.attempts = 0
+
+    def connect(self, factory: object) -> Deferred:
+        self.attempts += 1
+        result = self.results.pop(0) if self.results else ConnectionRefusedError()
+        if isinstance(result, Exception):
+            return fail(result)
+        return succeed(result)
+
+
+def closed(**kwargs: Any) -> CloseOutcome:
+    """How a session ended: an unclean drop of an open WebSocket unless C{kwargs} say otherwise."""
+    values = dict(was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False)
+    values.update(kwargs)
+    return CloseOutcome(**values)
+
+
+def scripted_connector(
+    clock: Any, endpoint: FakeEndpoint, tunnel: Any, retries: RetryPolicy, **options: Any
+) -> TunnelConnector:
+    """
+    A L{TunnelConnector} for C{tunnel} over C{endpoint}'s scripted attempts,
+    on C{clock}; the test plays the WebSocket's events to it.
+    """
+    return TunnelConnector(
+        clock,
+        endpoint,  # type: ignore[arg-type]
+        lambda connector: None,  # type: ignore[arg-type,return-value]
+        tunnel,
+        InboundFlow(),
+        display_url="wss://example.invalid:443",
+        retries=retries,
+        **options,
+    )
