@@ -26,6 +26,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode, PeerVersion
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
+from tests.support import wait_until
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -232,6 +233,22 @@ class E2ETestCase(TestCase):
         for service_id in connected.service_ids:
             ports[service_id] = yield self.source.listening_port(service_id)
         return ports
+
+    @inlineCallbacks
+    def drop_and_reconnect(self, client: Client) -> Any:
+        """
+        The service drops the tunnel's WebSockets: waits until C{client} (a
+        connection through the tunnel) has closed and both proxies are in a
+        new session with their service IDs.
+        """
+        self.tunnel_service.drop_connections(self.tunnel_id)
+        yield client.closed
+        yield wait_until(
+            lambda: all(
+                proxy._connector.sessions >= 2 and proxy.tunnel.ready
+                for proxy in (self.source, self.destination)
+            )
+        )
 
     @inlineCallbacks
     def connect(self, port: int) -> Any:

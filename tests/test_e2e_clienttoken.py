@@ -16,7 +16,6 @@ from twisted.internet.defer import inlineCallbacks
 from aws_localproxy.clienttoken import is_valid_client_token, read_client_token
 from aws_localproxy.constants import Mode
 from tests.e2e_support import E2ETestCase, Echo
-from tests.support import wait_until
 from tests.test_cli_process import ProcessTestCase, spawn
 
 
@@ -28,14 +27,7 @@ class ReconnectTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"before")
         yield client.wait_for(6)
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
+        yield self.drop_and_reconnect(client)
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"after")
         self.assertEqual((yield client.wait_for(5)), b"after")

@@ -18,7 +18,6 @@ from twisted.internet.protocol import Factory
 
 from aws_localproxy.constants import Mode
 from tests.e2e_support import Client, E2ETestCase, Echo, _close_client, new_client_token
-from tests.support import wait_until
 
 
 class EndpointTests(E2ETestCase):
@@ -95,14 +94,7 @@ class EndpointTests(E2ETestCase):
         client = yield self.connect(port)
         client.transport.write(b"described")
         self.assertEqual((yield client.wait_for(9)), b"described")
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
+        yield self.drop_and_reconnect(client)
         self.assertEqual(self.source.bound_ports(), {"WEB": port})
         client = yield self.connect(port)
         client.transport.write(b"again")

@@ -317,15 +317,8 @@ class FailureTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"before")
         yield client.wait_for(6)
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
         # Both proxies reconnect with the same tokens; the source keeps its port.
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
+        yield self.drop_and_reconnect(client)
         self.assertEqual(self.source.bound_ports(), ports)
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"after")
