@@ -32,7 +32,7 @@ from zope.interface import implementer
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import TunnelConnection
 from aws_localproxy.settings import LocalSockets
-from aws_localproxy.sockets import set_no_delay
+from aws_localproxy.sockets import send_now, sends_now, set_no_delay
 
 __all__ = ["LocalStreamProtocol", "describe_peer", "DEFAULT_BACKLOG_LIMIT"]
 
@@ -66,6 +66,8 @@ class LocalStreamProtocol(Protocol):
 
     log = Logger()
     transport: ITransport
+    #: Whether writes are sent at once (L{send_now}): a socket transport.
+    _send_now = False
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class LocalStreamProtocol(Protocol):
         if read_size is not None and hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = read_size
         set_no_delay(self.transport)
+        self._send_now = sends_now(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self._reading_paused:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
@@ -141,6 +144,8 @@ class LocalStreamProtocol(Protocol):
             self._backlog += len(data)
             if self._backlog >= self.backlog_limit:
                 self.inbound.blocked(self)
+        elif self._send_now:
+            send_now(self.transport)
 
     def pause_reading(self) -> None:
         """The tunnel is slower than this socket: stop reading it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from typing import Any
 
 __all__ = [
     "set_no_delay",
@@ -13,6 +14,8 @@ __all__ = [
     "set_not_sent_low_water",
     "set_socket_buffers",
     "tcp_transport_of",
+    "sends_now",
+    "send_now",
     "TCP_NOTSENT_LOWAT",
 ]
 
@@ -110,3 +113,28 @@ def set_socket_buffers(transport: object, size: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def sends_now(transport: object) -> bool:
+    """Whether L{send_now} can send for C{transport}: a socket transport of the reactor's."""
+    from twisted.internet.abstract import FileDescriptor
+
+    return isinstance(transport, FileDescriptor)
+
+
+def send_now(transport: Any) -> None:
+    """
+    Send what C{transport} (a L{sends_now} one) holds now, not on the next poll.
+
+    Twisted's socket transports only buffer in C{write} and send when the
+    reactor next finds the socket writable: one more turn of the reactor
+    (a poll, a registration and an unregistration) between a relay reading
+    a message and the message leaving, on every hop.  C{doWrite} is the
+    reactor's own entry point for that send.  Not while the transport is
+    closing: C{doWrite}'s result (the reason to disconnect) then belongs to
+    the reactor.  An error it returns here leaves the bytes buffered and the
+    socket registered, so the reactor's next C{doWrite} returns it again and
+    disconnects as usual.
+    """
+    if transport.connected and not transport.disconnecting:
+        transport.doWrite()

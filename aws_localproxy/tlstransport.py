@@ -38,7 +38,6 @@ from __future__ import annotations
 from typing import Any, Callable, cast
 
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IProtocol,
@@ -49,6 +48,8 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from aws_localproxy.sockets import send_now, sends_now
 
 __all__ = ["BatchingTLSTransport", "BatchingTLSFactory", "BatchingTLSEndpoint", "wrap_client_tls"]
 
@@ -108,18 +109,8 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         transport = self.transport
         assert transport is not None
         transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        # Send now rather than on the next poll.  Not while the transport is
-        # closing: then doWrite's result (the reason to disconnect) belongs to
-        # the reactor.  An error it returns here stays in place (the bytes
-        # stay buffered and the socket registered), and the reactor's next
-        # call of doWrite returns it again and disconnects.
-        if (
-            isinstance(transport, FileDescriptor)
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            descriptor: Any = transport  # doWrite is untyped
-            descriptor.doWrite()
+        if sends_now(transport):
+            send_now(transport)
 
     def _flushReceiveBIO(self) -> None:
         tls: Any = self  # Twisted's TLS internals, untyped

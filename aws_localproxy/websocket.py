@@ -21,14 +21,13 @@ import random
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol
 
 import autobahn
 import google.protobuf
 import OpenSSL
 import twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket import xormasker as _xormasker
 from autobahn.websocket.types import ConnectingRequest, ConnectionResponse
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,12 +39,14 @@ from aws_localproxy.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
+from aws_localproxy.masking import mask_in_place
 from aws_localproxy.sockets import (
     set_no_delay,
     set_not_sent_low_water,
     set_socket_buffers,
     tcp_transport_of,
 )
+from aws_localproxy.tlstransport import BatchingTLSTransport
 
 __all__ = [
     "CloseOutcome",
@@ -64,9 +65,6 @@ MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
 
 #: Unsent bytes the kernel may hold for the WebSocket (see L{set_not_sent_low_water}).
 NOTSENT_LOWAT = 128 * 1024
-
-#: Autobahn's masker (NVX when available); not in the module's declared exports.
-create_xor_masker: Callable[[bytes, int], Any] = _xormasker.create_xor_masker  # type: ignore[attr-defined]
 
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -221,28 +219,41 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         (binary, unfragmented, uncompressed, client-masked), written out: its
         general path asserts its arguments, updates statistics and builds
         debug-log arguments for every frame, a measurable share of the
-        proxy's time at full speed.  The masker is Autobahn's own (NVX).
+        proxy's time at full speed.  The frame is built once and masked where it
+        lies (L{mask_in_place}, Autobahn's NVX code).
         """
         if self.state != self.STATE_OPEN:
             return
         length = len(record)
         mask = _MASK.pack(random.getrandbits(32))
         if length <= 125:
-            header = bytes((0x82, 0x80 | length))
+            frame = bytearray((0x82, 0x80 | length))
         elif length <= 0xFFFF:
-            header = _SHORT.pack(0x82, 0x80 | 126, length)
+            frame = bytearray(_SHORT.pack(0x82, 0x80 | 126, length))
         else:
-            header = _LONG.pack(0x82, 0x80 | 127, length)
-        masked = create_xor_masker(mask, length).process(record)
-        self.transport.write(b"".join((header, mask, masked)))  # type: ignore[union-attr]
+            frame = bytearray(_LONG.pack(0x82, 0x80 | 127, length))
+        start = len(frame) + 4
+        frame += mask
+        frame += record
+        mask_in_place(frame, start, mask)
+        self._write_frame(frame)
 
     def send_ping(self, payload: bytes) -> None:
         """A ping frame (the pacer's ack clock), written as directly as L{send_record}."""
         if self.state != self.STATE_OPEN:
             return
         mask = _MASK.pack(random.getrandbits(32))
-        masked = create_xor_masker(mask, len(payload)).process(payload)
-        self.transport.write(b"".join((bytes((0x89, 0x80 | len(payload))), mask, masked)))  # type: ignore[union-attr]
+        frame = bytearray((0x89, 0x80 | len(payload)))
+        frame += mask
+        frame += payload
+        mask_in_place(frame, 6, mask)
+        self._write_frame(frame)
+
+    def _write_frame(self, frame: bytearray) -> None:
+        # The batching TLS layer encrypts straight from the bytearray; any
+        # other transport (plain TCP, a test's) wants bytes.
+        transport: Any = self.transport
+        transport.write(frame if isinstance(transport, BatchingTLSTransport) else bytes(frame))
 
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray

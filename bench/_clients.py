@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _tcpservice import CHUNK, HEADER, drain, recv_exact, send  # noqa: E402
+from _tcpservice import CHUNK, HEADER, NANOS, drain, recv_exact, send  # noqa: E402
 
 ECHO_PAYLOAD = b"p" * 64
 
@@ -49,6 +49,36 @@ def download(port: int, size: int) -> float:
         started = time.perf_counter()
         drain(conn, size)
         return time.perf_counter() - started
+
+
+def _noted(port: int, token: int) -> int:
+    """The monotonic nanoseconds the TCP service noted for C{token} (0: nothing noted)."""
+    with connect(port, b"Q", token, timeout=15) as conn:
+        answer = recv_exact(conn, NANOS.size)
+    return int(NANOS.unpack(answer)[0]) if len(answer) == NANOS.size else 0
+
+
+def close_latency(port: int, token: int, by_client: bool) -> float:
+    """
+    Seconds from one side's close to the other side's EOF, through C{port}.
+
+    C{by_client}: the client sends 1 KiB and closes; the time is until the
+    application behind the destination reads EOF.  Otherwise the application
+    sends 1 KiB and closes; the time is until the client reads EOF.
+    """
+    if by_client:
+        with connect(port, b"C", token, timeout=15) as conn:
+            conn.sendall(CHUNK[:1024])
+            closed = time.monotonic_ns()
+        eof = _noted(port, token)
+    else:
+        with connect(port, b"R", token, timeout=15) as conn:
+            drain(conn, -1)
+            eof = time.monotonic_ns()
+        closed = _noted(port, token)
+    if not eof or not closed:
+        raise RuntimeError("the TCP service noted no close")
+    return (eof - closed) / 1e9
 
 
 class Echo:

@@ -10,7 +10,11 @@ big-endian 64-bit argument:
  - ``U n``: read n bytes, then answer ``K``;
  - ``D n``: send n bytes;
  - ``E 0``: echo everything until EOF;
- - ``S ms``: read nothing for ms milliseconds (a stalled reader), then drain until EOF.
+ - ``S ms``: read nothing for ms milliseconds (a stalled reader), then drain until EOF;
+ - ``C token``: read until EOF and note when it came (the client's close arriving);
+ - ``R token``: send 1 KiB, close, and note when (the application's close);
+ - ``Q token``: answer, as 8 bytes, the monotonic nanoseconds noted for C{token}.
+The clocks compared are CLOCK_MONOTONIC, one clock for every process of the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,22 @@ import time
 
 CHUNK = bytes(range(256)) * 1024  # 256 KiB
 HEADER = struct.Struct(">cQ")
+NANOS = struct.Struct(">Q")
+#: token -> time.monotonic_ns() of the close noted for it (modes C and R)
+_noted: dict[int, int] = {}
+_noted_changed = threading.Condition()
+
+
+def _note(token: int) -> None:
+    with _noted_changed:
+        _noted[token] = time.monotonic_ns()
+        _noted_changed.notify_all()
+
+
+def _noted_time(token: int, timeout: float = 10.0) -> int:
+    with _noted_changed:
+        _noted_changed.wait_for(lambda: token in _noted, timeout)
+        return _noted.pop(token, 0)
 
 
 def recv_exact(conn: socket.socket, count: int) -> bytes:
@@ -76,6 +96,17 @@ def handle(conn: socket.socket) -> None:
             elif mode == b"S":
                 time.sleep(arg / 1000)
                 drain(conn, -1)
+            elif mode == b"C":
+                try:
+                    drain(conn, -1)
+                finally:  # an EOF or a reset: either way the close arrived
+                    _note(arg)
+            elif mode == b"R":
+                conn.sendall(CHUNK[:1024])
+                conn.close()
+                _note(arg)
+            elif mode == b"Q":
+                conn.sendall(NANOS.pack(_noted_time(arg)))
         except OSError:
             pass
 

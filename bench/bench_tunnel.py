@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -56,7 +57,7 @@ MB = 1_000_000
 MIB = 1 << 20
 GB = 1_000_000_000
 BANDWIDTH_LIMIT = 800_000
-GROUPS = ("throughput", "rtt", "fairness", "capped", "stall", "memory", "startup")
+GROUPS = ("throughput", "rtt", "closes", "fairness", "capped", "stall", "memory", "startup")
 
 UP = Metric("up", "throughput upload (client -> source -> destination)", "MB/s", True)
 DOWN = Metric("down", "throughput download", "MB/s", True)
@@ -65,6 +66,15 @@ CPU_DEST = Metric("cpu_destination", "CPU per GB moved, destination", "s/GB", Fa
 CPU_SERVICE = Metric("cpu_service", "CPU per GB moved, local tunnel service", "s/GB", False, "{:.2f}")
 RTT50 = Metric("rtt_p50", "64-byte echo RTT p50", "us", False, "{:.0f}")
 RTT99 = Metric("rtt_p99", "64-byte echo RTT p99", "us", False, "{:.0f}")
+
+CLOSE_BY_CLIENT = {
+    stat: Metric(f"close_client_{stat}", f"close: client closes -> application reads EOF, {stat}", "ms", False, "{:.1f}")
+    for stat in ("p50", "max")
+}
+CLOSE_BY_APP = {
+    stat: Metric(f"close_app_{stat}", f"close: application closes -> client reads EOF, {stat}", "ms", False, "{:.1f}")
+    for stat in ("p50", "max")
+}
 
 
 def fairness_metrics(kind: str) -> Dict[str, Metric]:
@@ -293,6 +303,18 @@ class Bench:
         say(f"  {label:7} echo RTT p50 {percentile(rtts, 0.5) * 1e6:.0f} us, "
             f"p99 {percentile(rtts, 0.99) * 1e6:.0f} us")
 
+    def closes(self, label: str) -> None:
+        """How long a close takes to arrive, each way: 1 KiB, then close, on a fresh connection each time."""
+        port = self.pairs[(label, "open")].ports["echo"]
+        count = 5 if self.quick else 20
+        for by_client, metrics, what in ((True, CLOSE_BY_CLIENT, "client"), (False, CLOSE_BY_APP, "application")):
+            times = sorted(_clients.close_latency(port, random.getrandbits(63), by_client) * 1e3
+                           for _ in range(count))
+            self.results.add(metrics["p50"], label, percentile(times, 0.5))
+            self.results.add(metrics["max"], label, times[-1])
+            say(f"  {label:7} close by the {what}: EOF after p50 {percentile(times, 0.5):.1f} ms, "
+                f"max {times[-1]:.1f} ms ({count} closes)")
+
     def _bulk(self, port: int, size: int, timeout: float) -> Process:
         worker = Process("bulk", [sys.executable, os.path.join(BENCH_DIR, "_clients.py"),
                                   "upload", str(port), str(size), str(timeout)])
@@ -506,6 +528,7 @@ class Bench:
             for group, labels, fn in (
                 ("throughput", list(self.kinds), self.throughput),
                 ("rtt", list(self.kinds), self.rtt),
+                ("closes", main_labels, self.closes),
                 ("fairness", main_labels, lambda label: self.fairness(label, "open")),
                 ("capped", main_labels, lambda label: self.fairness(label, "capped")),
                 ("stall", main_labels, self.stall),

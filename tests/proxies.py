@@ -121,7 +121,9 @@ class _ConnectProxyProtocol(_Tunnel):
         self._handle(head, leftover)
 
     def _answer(self, status: bytes, headers: bytes = b"") -> None:
-        self.transport.write(b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n\r\n")
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n\r\n"
+        )
         self.transport.loseConnection()
 
     def _handle(self, head: bytes, leftover: bytes) -> None:
@@ -329,7 +331,9 @@ class SOCKS5ProxyFactory(Factory):
 class Daemon:
     """A proxy daemon started by a test: its port, log file, and ``stop()``."""
 
-    def __init__(self, name: str, port: int, log_path: str, protocol: ChildProcess, transport: Any) -> None:
+    def __init__(
+        self, name: str, port: int, log_path: str, protocol: ChildProcess, transport: Any
+    ) -> None:
         self.name = name
         self.port = port
         self.log_path = log_path
@@ -400,7 +404,7 @@ def start_tinyproxy(
         "Allow 127.0.0.1",
         f"ConnectPort {connect_port}",
         "LogLevel Connect",
-        f"LogFile \"{log_path}\"",
+        f'LogFile "{log_path}"',
     ]
     if credentials is not None:
         lines.append(f"BasicAuth {credentials[0]} {credentials[1]}")
@@ -421,9 +425,7 @@ def start_danted(reactor: IReactorCore, workdir: str) -> Deferred[Daemon]:
     os.makedirs(workdir, exist_ok=True)
     port = free_port()
     log_path = os.path.join(workdir, "danted.log")
-    privileges = (
-        ["user.privileged: root", "user.unprivileged: nobody"] if os.geteuid() == 0 else []
-    )
+    privileges = ["user.privileged: root", "user.unprivileged: nobody"] if os.geteuid() == 0 else []
     config_text = "\n".join(
         [
             f"logoutput: {log_path}",

@@ -64,7 +64,9 @@ class ConsoleScriptTests(ProcessTestCase):
         )
         code = yield process.ended
         self.assertEqual(code, 1)
-        self.assertIn(b"Proxy server rejected web socket upgrade request: (HTTP/1.1 401", process.output)
+        self.assertIn(
+            b"Proxy server rejected web socket upgrade request: (HTTP/1.1 401", process.output
+        )
 
     @inlineCallbacks
     def test_sigterm_stops_cleanly(self) -> Any:
@@ -130,10 +132,19 @@ class TwistdTests(ProcessTestCase):
         process = spawn(
             self,
             [
-                "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "localproxy",
-                "-e", service.endpoint, "-c", service.capath, "-s", f"ssh={free_port()}",
-                "-b", "127.0.0.1",
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "localproxy",
+                "-e",
+                service.endpoint,
+                "-c",
+                service.capath,
+                "-s",
+                f"ssh={free_port()}",
+                "-b",
+                "127.0.0.1",
             ],
             {"AWSIOT_TUNNEL_ACCESS_TOKEN": source_token},
         )

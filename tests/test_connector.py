@@ -113,8 +113,9 @@ class ConnectorTests(SynchronousTestCase):
         connector.start()
         connector.session_closed(
             first,  # type: ignore[arg-type]
-            closed(was_open=False, http_status=101,
-                   http_status_line="HTTP/1.1 101 Switching Protocols"),
+            closed(
+                was_open=False, http_status=101, http_status_line="HTTP/1.1 101 Switching Protocols"
+            ),
         )
         self.clock.advance(2.5)
         self.assertEqual(self.endpoint.attempts, 2)

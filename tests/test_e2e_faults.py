@@ -124,7 +124,9 @@ def sessions(proxy: LocalProxyService) -> int:
 @inlineCallbacks
 def echo_works(test: TestCase, port: int, payload: bytes = b"ping after the fault") -> Any:
     client = Client()
-    yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(lambda: client))
+    yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        Factory.forProtocol(lambda: client)
+    )
     client.transport.write(payload)
     got = yield client.wait_for(len(payload))
     test.assertEqual(got, payload)
@@ -150,15 +152,27 @@ class DroppedWebSocketTests(E2ETestCase):
             Mode.DESTINATION: relay_port if relay_side is Mode.DESTINATION else service.port,
         }
         self.destination = start_proxy(
-            self, Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{app_port}"},
-            host=service.host, port=ports[Mode.DESTINATION], capath=service.capath,
-            client_token=new_client_token(), settings=RETRY_SETTINGS,
+            self,
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{app_port}"},
+            host=service.host,
+            port=ports[Mode.DESTINATION],
+            capath=service.capath,
+            client_token=new_client_token(),
+            settings=RETRY_SETTINGS,
         )
         yield self.destination.connected
         self.source = start_proxy(
-            self, Mode.SOURCE, source_token, {"ssh": "0"},
-            host=service.host, port=ports[Mode.SOURCE], capath=service.capath,
-            client_token=new_client_token(), settings=RETRY_SETTINGS,
+            self,
+            Mode.SOURCE,
+            source_token,
+            {"ssh": "0"},
+            host=service.host,
+            port=ports[Mode.SOURCE],
+            capath=service.capath,
+            client_token=new_client_token(),
+            settings=RETRY_SETTINGS,
         )
         yield self.source.connected
         self.source_port = yield self.source.listening_port("ssh")
@@ -284,11 +298,16 @@ class ServiceProcess:
         self.process = spawn(
             self.test,
             [
-                "-m", "aws_localproxy.tunnelservice.cli",
-                "--port", str(self.port),
-                "--cert-dir", os.path.join(self.workdir, "certs"),
-                "--state-file", os.path.join(self.workdir, "state.sqlite"),
-                "--ready-file", ready,
+                "-m",
+                "aws_localproxy.tunnelservice.cli",
+                "--port",
+                str(self.port),
+                "--cert-dir",
+                os.path.join(self.workdir, "certs"),
+                "--state-file",
+                os.path.join(self.workdir, "state.sqlite"),
+                "--ready-file",
+                ready,
             ],
         )
         yield wait_until(lambda: os.path.exists(ready), timeout=20)
@@ -348,24 +367,36 @@ class ServiceFaultTests(TestCase):
         capath = os.path.join(self.service.workdir, "certs")
         info_capath = self.service.info.get("capath") or capath
         self.destination = start_proxy(
-            self, Mode.DESTINATION, self.destination_token, {"ssh": f"127.0.0.1:{self.echo_port}"},
-            host=self.host, port=self.service.port, capath=info_capath,
+            self,
+            Mode.DESTINATION,
+            self.destination_token,
+            {"ssh": f"127.0.0.1:{self.echo_port}"},
+            host=self.host,
+            port=self.service.port,
+            capath=info_capath,
             client_token=new_client_token(),
         )
         self.source = start_proxy(
-            self, Mode.SOURCE, self.source_token, {"ssh": "0"},
-            host=self.host, port=self.service.port, capath=info_capath,
+            self,
+            Mode.SOURCE,
+            self.source_token,
+            {"ssh": "0"},
+            host=self.host,
+            port=self.service.port,
+            capath=info_capath,
             client_token=new_client_token(),
         )
 
     @inlineCallbacks
     def both_connected(self, at_least: int) -> Any:
         yield wait_until(
-            lambda: sessions(self.source) >= at_least
-            and sessions(self.destination) >= at_least
-            and self.source.tunnel is not None
-            and self.source.tunnel.ready
-            and self.destination.tunnel.ready,
+            lambda: (
+                sessions(self.source) >= at_least
+                and sessions(self.destination) >= at_least
+                and self.source.tunnel is not None
+                and self.source.tunnel.ready
+                and self.destination.tunnel.ready
+            ),
             timeout=30,
         )
         port = yield self.source.listening_port("ssh")
@@ -442,7 +473,6 @@ def TCP4ServerEndpointListen(test: TestCase, protocol: Any) -> Any:
     return port.getHost().port
 
 
-
 def table_size(proxy: LocalProxyService) -> int:
     """Connections in C{proxy}'s tunnel tables (0 without a session)."""
     session = proxy.tunnel._session if proxy.tunnel is not None else None
@@ -492,9 +522,7 @@ class DestinationFaultTests(ProcessTestCase):
         # The client token comes from a file (never argv); the access token from the environment.
         return spawn(
             self,
-            self.proxy_args(
-                "-d", f"ssh=127.0.0.1:{echo_port}", "--client-token-file", token_file
-            ),
+            self.proxy_args("-d", f"ssh=127.0.0.1:{echo_port}", "--client-token-file", token_file),
             {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
         )
 
@@ -560,8 +588,11 @@ class DestinationFaultTests(ProcessTestCase):
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         client_token = new_client_token()
         first = self.proxy(
-            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{first_port}"},
-            client_token=client_token, settings=RETRY_SETTINGS,
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{first_port}"},
+            client_token=client_token,
+            settings=RETRY_SETTINGS,
         )
         yield first.connected
         source = self.proxy(
@@ -573,8 +604,11 @@ class DestinationFaultTests(ProcessTestCase):
         self.assertEqual(len(first_apps), 3)
 
         second = self.proxy(
-            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{second_port}"},
-            client_token=client_token, settings=RETRY_SETTINGS,
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{second_port}"},
+            client_token=client_token,
+            settings=RETRY_SETTINGS,
         )
         yield second.connected
         for i, client in enumerate(clients):

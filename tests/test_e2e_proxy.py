@@ -108,12 +108,11 @@ class DataPathTests(E2ETestCase):
                 piece = b"%d.%d;" % (index, round_number)
                 expected[index] = expected.get(index, b"") + piece
                 client.transport.write(piece)
-        results = yield gatherResults(
-            [c.wait_for(len(expected[i])) for i, c in enumerate(clients)]
-        )
+        results = yield gatherResults([c.wait_for(len(expected[i])) for i, c in enumerate(clients)])
         for index, result in enumerate(results):
-            self.assertEqual(hashlib.sha256(result).hexdigest(),
-                             hashlib.sha256(expected[index]).hexdigest())
+            self.assertEqual(
+                hashlib.sha256(result).hexdigest(), hashlib.sha256(expected[index]).hexdigest()
+            )
 
     @inlineCallbacks
     def test_50mb_upload_integrity(self) -> Any:
@@ -221,7 +220,9 @@ class _Pusher:
     @inlineCallbacks
     def stalled(self, clock: Any) -> Any:
         """Fires once nothing was written for a whole second."""
-        while (clock.seconds() - self.last_progress < 1.0 or not self.paused) and self.sent < self.budget:
+        while (
+            clock.seconds() - self.last_progress < 1.0 or not self.paused
+        ) and self.sent < self.budget:
             yield sleep(0.2, clock)
 
 
@@ -269,7 +270,9 @@ class VersionTests(E2ETestCase):
         settings = with_settings(ws_subprotocol=subprotocol)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         destination = self.proxy(
-            Mode.DESTINATION, destination_token, {service_id: f"127.0.0.1:{echo_port}"},
+            Mode.DESTINATION,
+            destination_token,
+            {service_id: f"127.0.0.1:{echo_port}"},
             settings=settings,
         )
         yield destination.connected
@@ -342,9 +345,7 @@ class FailureTests(E2ETestCase):
         tunnel = self.tunnel_service.registry.get(self.tunnel_id)
         frozen = tunnel.slot(SlotMode.SOURCE).peer
         frozen._protocol.transport.pauseProducing()
-        yield wait_until(
-            lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready
-        )
+        yield wait_until(lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready)
         self.assertEqual(self.source._connector.sessions, 2)
         self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
         client = yield self.connect(ports["ssh"])
@@ -358,9 +359,7 @@ class FailureTests(E2ETestCase):
         ports = yield self.tunnel_pair({"ssh": echo_port})
         client = yield self.connect(ports["ssh"])
         self.tunnel_service.close_tunnel(self.tunnel_id)
-        codes = yield gatherResults(
-            [self.source.when_finished, self.destination.when_finished]
-        )
+        codes = yield gatherResults([self.source.when_finished, self.destination.when_finished])
         self.assertEqual(codes, [0, 0])
         yield client.closed
 
@@ -376,7 +375,10 @@ class FailureTests(E2ETestCase):
         """Without the service's CA the TLS check fails: retried, then exit 1."""
         tunnel_id, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
         proxy = self.proxy(
-            Mode.SOURCE, source_token, {}, settings=with_settings(ws_connect_retry_count=1),
+            Mode.SOURCE,
+            source_token,
+            {},
+            settings=with_settings(ws_connect_retry_count=1),
             capath=None,
         )
         code = yield proxy.when_finished
@@ -390,4 +392,3 @@ class _Prefix(Echo):
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(self.prefix + data)
-

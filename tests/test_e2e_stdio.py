@@ -75,7 +75,6 @@ class _StdioCase(E2ETestCase):
         return process
 
 
-
 class StdioTests(_StdioCase):
     @inlineCallbacks
     def test_echo_then_eof_exits_zero(self) -> Any:
@@ -123,8 +122,9 @@ class StdioTests(_StdioCase):
         token = yield self.destination_for(Echo)
         process = self.spawn_stdio(token, "OTHER")
         self.assertEqual((yield process.ended), 1)
-        self.assertIn(b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1",
-                      process.stderr)
+        self.assertIn(
+            b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1", process.stderr
+        )
         self.assertEqual(process.stdout, b"")
 
     @inlineCallbacks
@@ -195,10 +195,25 @@ class SSHTests(_StdioCase):
         )
         process = ChildProcess()
         argv = [
-            "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy_command}",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-i", key, "root@dummy", "echo ok",
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            f"ProxyCommand={proxy_command}",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            key,
+            "root@dummy",
+            "echo ok",
         ]
         spawn_child(
             self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
@@ -208,7 +223,8 @@ class SSHTests(_StdioCase):
         with open(self.sshd_log, "rb") as f:
             sshd_output = f.read()
         self.assertEqual(
-            (code, process.stdout), (0, b"ok\n"),
+            (code, process.stdout),
+            (0, b"ok\n"),
             f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd_output.decode()}",
         )
         self.assertNotIn(token.encode(), process.stderr)
@@ -217,7 +233,9 @@ class SSHTests(_StdioCase):
     def destination_for_port(self, port: int) -> Any:
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["SSH1"])
         destination = self.proxy(
-            Mode.DESTINATION, destination_token, {"SSH1": f"127.0.0.1:{port}"},
+            Mode.DESTINATION,
+            destination_token,
+            {"SSH1": f"127.0.0.1:{port}"},
             client_token=new_client_token(),
         )
         yield destination.connected

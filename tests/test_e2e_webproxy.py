@@ -86,8 +86,11 @@ class WebProxyE2ETestCase(E2ETestCase):
         echo_port = yield self.listen(Echo)
         _, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         destination = self.local_proxy(
-            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{echo_port}"},
-            web_proxy=web_proxy, **extra,
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{echo_port}"},
+            web_proxy=web_proxy,
+            **extra,
         )
         yield destination.connected
         source = self.local_proxy(Mode.SOURCE, source_token, {}, web_proxy=web_proxy, **extra)
@@ -196,7 +199,10 @@ class HTTPConnectE2ETests(WebProxyE2ETestCase):
         self.assertEqual(daemon.log().count(f"CONNECT {self.service_authority} HTTP/1.1"), 2)
         _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
         refused = self.local_proxy(
-            Mode.SOURCE, source_token, {}, web_proxy=f"http://127.0.0.1:{daemon.port}",
+            Mode.SOURCE,
+            source_token,
+            {},
+            web_proxy=f"http://127.0.0.1:{daemon.port}",
             settings=with_settings(ws_connect_retry_count=0),
         )
         code = yield refused.when_finished
@@ -212,7 +218,9 @@ class HTTPConnectFailureE2ETests(WebProxyE2ETestCase):
         proxy_port = yield self.listen_proxy(proxy)
         _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
         local = self.local_proxy(
-            Mode.SOURCE, source_token, {},
+            Mode.SOURCE,
+            source_token,
+            {},
             web_proxy=f"http://{url_auth}127.0.0.1:{proxy_port}",
             settings=with_settings(ws_connect_retry_count=1),
         )
@@ -307,7 +315,10 @@ class SOCKS5E2ETests(WebProxyE2ETestCase):
         proxy_port = yield self.listen_proxy(proxy)
         _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
         local = self.local_proxy(
-            Mode.SOURCE, source_token, {}, web_proxy=f"socks5://u:wrong@127.0.0.1:{proxy_port}",
+            Mode.SOURCE,
+            source_token,
+            {},
+            web_proxy=f"socks5://u:wrong@127.0.0.1:{proxy_port}",
             settings=with_settings(ws_connect_retry_count=1),
         )
         code = yield local.when_finished
@@ -327,7 +338,8 @@ class SOCKS5E2ETests(WebProxyE2ETestCase):
         yield self.assert_data_intact(port)
         target = f"127.0.0.1.{self.tunnel_service.port}"
         connects = [
-            line for line in daemon.log().splitlines()
+            line
+            for line in daemon.log().splitlines()
             if "tcp/connect [" in line and line.endswith(target)
         ]
         self.assertEqual(len(connects), 2, daemon.log())

@@ -70,8 +70,11 @@ class EmbeddedProxyTests(E2ETestCase):
     def embedded(self, mode: Mode, token: str, **embedding: Any) -> LocalProxyService:
         service = self.tunnel_service
         config = ProxyConfig(
-            mode=mode, access_token=token, endpoint_host=service.host,
-            endpoint_port=service.port, capath=service.capath,
+            mode=mode,
+            access_token=token,
+            endpoint_host=service.host,
+            endpoint_port=service.port,
+            capath=service.capath,
         )
         proxy = LocalProxyService(config, reactor, **embedding)
         proxy.startService()
@@ -87,13 +90,16 @@ class EmbeddedProxyTests(E2ETestCase):
         connected: List[ConnectedTunnel] = []
         closed: List[ClosedTunnel] = []
         destination = self.embedded(
-            Mode.DESTINATION, destination_token,
+            Mode.DESTINATION,
+            destination_token,
             destination_factories={"APP": Factory.forProtocol(Echo)},
-            on_connected=connected.append, on_closed=closed.append,
+            on_connected=connected.append,
+            on_closed=closed.append,
         )
         yield destination.connected
         source = self.embedded(
-            Mode.SOURCE, source_token,
+            Mode.SOURCE,
+            source_token,
             source_endpoints={"APP": UNIXServerEndpoint(reactor, path)},
         )
         yield source.connected
@@ -125,12 +131,18 @@ class EmbeddedProxyTests(E2ETestCase):
     def test_wrong_mode_is_refused(self) -> None:
         config = ProxyConfig(mode=Mode.SOURCE, access_token="t" * 8, endpoint_host="127.0.0.1")
         self.assertRaises(
-            ValueError, LocalProxyService, config, reactor,
+            ValueError,
+            LocalProxyService,
+            config,
+            reactor,
             destination_factories={"APP": Factory.forProtocol(Echo)},
         )
         config = ProxyConfig(mode=Mode.DESTINATION, access_token="t" * 8, endpoint_host="h")
         self.assertRaises(
-            ValueError, LocalProxyService, config, reactor,
+            ValueError,
+            LocalProxyService,
+            config,
+            reactor,
             source_endpoints={"APP": UNIXServerEndpoint(reactor, "/x")},
         )
 

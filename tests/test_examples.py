@@ -23,7 +23,11 @@ class ExampleTests(SynchronousTestCase):
         os.makedirs(cwd)
         environ = child_environ()
         result = subprocess.run(
-            [sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True,
+            [sys.executable, *args],
+            cwd=cwd,
+            env=environ,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -86,7 +86,9 @@ message_specs = st.tuples(
     # a live connection's, or the next one.
     st.sampled_from([3, 4, 5, 6, 7, 8, 9, 1, 2] * 3 + [0]),
     st.sampled_from([1, 2, 0]),  # ignorable unless 0 (only for UNKNOWN and unknown types)
-    st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 0]),  # SERVICE_IDS: 0 names the wrong services (fatal), else the right ones
+    st.sampled_from(
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    ),  # SERVICE_IDS: 0 names the wrong services (fatal), else the right ones
 )
 
 
@@ -136,7 +138,9 @@ class TunnelMachine(RuleBasedStateMachine):
 
     @initialize(
         mode=st.sampled_from([Mode.SOURCE, Mode.DESTINATION]),
-        subprotocol=st.sampled_from([SUBPROTOCOL_V3, SUBPROTOCOL_V3, SUBPROTOCOL_V2, SUBPROTOCOL_V1]),
+        subprotocol=st.sampled_from(
+            [SUBPROTOCOL_V3, SUBPROTOCOL_V3, SUBPROTOCOL_V2, SUBPROTOCOL_V1]
+        ),
         version=st.sampled_from([PeerVersion.V3, PeerVersion.V3, PeerVersion.V3, PeerVersion.V2]),
         max_active=st.sampled_from([1, 3, 128]),
     )
@@ -210,8 +214,10 @@ class TunnelMachine(RuleBasedStateMachine):
     ) -> tuple[int, int]:
         """Stream and connection IDs from a spec's selectors, against the tunnel's state."""
         session = self.tunnel._session
-        service = None if session is None else session.services.get(
-            session.format.route(service_id, session.service_ids)
+        service = (
+            None
+            if session is None
+            else session.services.get(session.format.route(service_id, session.service_ids))
         )
         current = service.stream_id if service is not None and service.stream_id else 1
         if stream_sel == 0:
@@ -233,12 +239,12 @@ class TunnelMachine(RuleBasedStateMachine):
 
     def build(self, spec) -> bytes:
         message_type, service_id, stream_sel, connection_sel, ignorable, ids_choice = spec
-        stream_id, connection_id = self.resolve(message_type, service_id, stream_sel, connection_sel)
+        stream_id, connection_id = self.resolve(
+            message_type, service_id, stream_sel, connection_sel
+        )
         if message_type == Message.DATA:
             self.seq += 1
-            payload = b"P%s.%d.%d.%d;" % (
-                service_id.encode(), stream_id, connection_id, self.seq
-            )
+            payload = b"P%s.%d.%d.%d;" % (service_id.encode(), stream_id, connection_id, self.seq)
             return data(service_id, stream_id, connection_id, payload)
         if message_type == Message.SERVICE_IDS:
             ids = ["wrong"] if ids_choice == 0 else self.ids
@@ -269,7 +275,9 @@ class TunnelMachine(RuleBasedStateMachine):
     def deliverable(self, spec) -> Optional[TrackedLocal]:
         """The local connection a lone V3 DATA message must reach, if the tunnel has one."""
         message_type, service_id, stream_sel, connection_sel, _, _ = spec
-        stream_id, connection_id = self.resolve(message_type, service_id, stream_sel, connection_sel)
+        stream_id, connection_id = self.resolve(
+            message_type, service_id, stream_sel, connection_sel
+        )
         session = self.tunnel._session
         if (
             message_type != Message.DATA
@@ -322,7 +330,9 @@ class TunnelMachine(RuleBasedStateMachine):
             return
         local = live[index % len(live)]
         for _ in range(count):
-            local.tunnel_connection.data_received(b"L%d.%d;" % (local.index, local.outbound_written))
+            local.tunnel_connection.data_received(
+                b"L%d.%d;" % (local.index, local.outbound_written)
+            )
             local.outbound_written += 1
         self.check_outbound()
 
@@ -384,7 +394,10 @@ class TunnelMachine(RuleBasedStateMachine):
     def check_outbound(self) -> None:
         """The records sent since the last check, against the local connections they carry."""
         by_index: Dict[int, TrackedLocal] = {local.index: local for local in self.locals}
-        v1 = self.tunnel._session is not None and self.tunnel._session.format.version is PeerVersion.V1
+        v1 = (
+            self.tunnel._session is not None
+            and self.tunnel._session.format.version is PeerVersion.V1
+        )
         for position, record in enumerate(self.peer.records, self.records_checked):
             (message,) = decode_all(record)
             if message.type == Message.DATA:
@@ -395,11 +408,15 @@ class TunnelMachine(RuleBasedStateMachine):
                     assert not local.reset_seen, "DATA of %s after its reset" % (local.name,)
                     expected = len(local.outbound_sent)
                     assert int(seq) == expected, "%s: token %s, expected %d" % (
-                        local.name, seq, expected)
+                        local.name,
+                        seq,
+                        expected,
+                    )
                     local.outbound_sent.append(int(seq))
-                assert b"".join(
-                    b"L%s.%s;" % pair for pair in _OUTBOUND.findall(message.payload)
-                ) == message.payload, "a token was cut"
+                assert (
+                    b"".join(b"L%s.%s;" % pair for pair in _OUTBOUND.findall(message.payload))
+                    == message.payload
+                ), "a token was cut"
                 assert len(owners) == 1, "one record, several connections"
                 (owner,) = owners
                 connection = owner.tunnel_connection

@@ -5,15 +5,24 @@ L{aws_localproxy.localconn}: one local connection on a StringTransport
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.settings import LocalSockets
+from tests.socket_support import readable_bytes
 from tests.support import RecordingTunnelConnection
+
+reactor: Any = _reactor
 
 
 def local(
@@ -140,3 +149,24 @@ class CloseTests(SynchronousTestCase):
         protocol.close()
         protocol.close()
         self.assertTrue(transport.disconnecting)
+
+
+class SendNowTests(TestCase):
+    """On a real socket, a write from the tunnel leaves in the same reactor turn."""
+
+    async def test_write_is_on_the_socket_when_it_returns(self) -> None:
+        made: Deferred[LocalStreamProtocol] = Deferred()
+        factory = Factory.forProtocol(
+            lambda: LocalStreamProtocol(
+                InboundFlow(), RecordingTunnelConnection(), on_made=made.callback
+            )
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        peer = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(peer.close)
+        protocol = await made
+        protocol.write(b"hello")
+        self.assertEqual(readable_bytes(peer), 5)
+        self.assertNotIn(protocol.transport, reactor.getWriters())
+        protocol.close()

@@ -49,12 +49,19 @@ class MetricsTests(E2ETestCase):
         self.tunnel_id = tunnel_id
         self.tokens = (source_token, destination_token)
         self.destination = self.proxy(
-            Mode.DESTINATION, destination_token, {"ssh": f"127.0.0.1:{echo_port}"},
-            client_token=new_client_token(), metrics_port=0,
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{echo_port}"},
+            client_token=new_client_token(),
+            metrics_port=0,
         )
         yield self.destination.connected
         self.source = self.proxy(
-            Mode.SOURCE, source_token, {}, client_token=new_client_token(), metrics_port=0,
+            Mode.SOURCE,
+            source_token,
+            {},
+            client_token=new_client_token(),
+            metrics_port=0,
             settings=TEST_SETTINGS,
         )
         yield self.source.connected
@@ -88,9 +95,7 @@ class MetricsTests(E2ETestCase):
         self.assertEqual(source[("localproxy_reconnects_total", src)], 0)
         self.assertGreater(source[("localproxy_tunnel_sent_bytes_total", src)], size)
         self.assertGreater(source[("localproxy_tunnel_received_bytes_total", src)], size)
-        self.assertGreater(
-            source[("localproxy_session_state_change_timestamp_seconds", src)], 1e9
-        )
+        self.assertGreater(source[("localproxy_session_state_change_timestamp_seconds", src)], 1e9)
         self.assertIn(("localproxy_backpressure_paused_seconds_total", src), source)
 
         # The plain snapshot says the same.
@@ -110,20 +115,21 @@ class MetricsTests(E2ETestCase):
         # The client closes: closed at the source, reset at the destination.
         client.transport.loseConnection()
         yield client.closed
-        yield wait_until(
-            lambda: self.destination.metrics().services["ssh"].connections_reset == 1
-        )
+        yield wait_until(lambda: self.destination.metrics().services["ssh"].connections_reset == 1)
         self.assertEqual(self.source.metrics().services["ssh"].connections_closed, 1)
         self.assertEqual(self.source.metrics().services["ssh"].connections_active, 0)
-        yield wait_until(
-            lambda: self.destination.metrics().services["ssh"].connections_active == 0
-        )
+        yield wait_until(lambda: self.destination.metrics().services["ssh"].connections_active == 0)
 
         # A dropped WebSocket: session down then up again, one reconnect.
         before = self.source.metrics().last_state_change
         self.tunnel_service.drop_connections(self.tunnel_id)
-        yield wait_until(lambda: self.source.metrics().reconnects == 1
-                         and self.source.metrics().session_up and self.source.tunnel.ready)
+        yield wait_until(
+            lambda: (
+                self.source.metrics().reconnects == 1
+                and self.source.metrics().session_up
+                and self.source.tunnel.ready
+            )
+        )
         source = parse((yield self.scrape(self.source)))
         self.assertEqual(source[("localproxy_reconnects_total", src)], 1)
         self.assertEqual(source[("localproxy_session_up", src)], 1)

@@ -20,9 +20,7 @@ class MessageSchemaTests(SynchronousTestCase):
 
     def test_package(self) -> None:
         """The full name is the one every peer uses."""
-        self.assertEqual(
-            Message.DESCRIPTOR.full_name, "com.amazonaws.iot.securedtunneling.Message"
-        )
+        self.assertEqual(Message.DESCRIPTOR.full_name, "com.amazonaws.iot.securedtunneling.Message")
 
     def test_fields(self) -> None:
         """Field numbers, names and types are the protocol's."""
@@ -67,18 +65,23 @@ class GeneratedCodeTests(SynchronousTestCase):
         with tempfile.TemporaryDirectory() as out:
             subprocess.run(
                 [
-                    sys.executable, "-m", "grpc_tools.protoc",
+                    sys.executable,
+                    "-m",
+                    "grpc_tools.protoc",
                     "-I" + os.path.join(ROOT, "proto"),
-                    "--python_out=" + out, "--pyi_out=" + out,
+                    "--python_out=" + out,
+                    "--pyi_out=" + out,
                     os.path.join(ROOT, "proto", "Message.proto"),
                 ],
                 check=True,
             )
             for name in ("Message_pb2.py", "Message_pb2.pyi"):
-                with open(os.path.join(out, name)) as fresh, open(
-                    os.path.join(os.path.dirname(Message_pb2.__file__), name)
-                ) as committed:
+                with (
+                    open(os.path.join(out, name)) as fresh,
+                    open(os.path.join(os.path.dirname(Message_pb2.__file__), name)) as committed,
+                ):
                     self.assertEqual(
-                        fresh.read(), committed.read(),
+                        fresh.read(),
+                        committed.read(),
                         "%s is stale: run scripts/regen-proto" % (name,),
                     )

@@ -51,7 +51,9 @@ class Wire:
 
 
 def reset(connection_id: int) -> bytes:
-    return control_message(Message.CONNECTION_RESET, stream_id=1, service_id="s", connection_id=connection_id)
+    return control_message(
+        Message.CONNECTION_RESET, stream_id=1, service_id="s", connection_id=connection_id
+    )
 
 
 class OrderingTests(SynchronousTestCase):
@@ -67,13 +69,17 @@ class OrderingTests(SynchronousTestCase):
         lane = self.lane(1)
         lane.write(b"hello")
         (message,) = self.wire.messages()
-        self.assertEqual((message.type, message.connectionId, message.payload), (Message.DATA, 1, b"hello"))
+        self.assertEqual(
+            (message.type, message.connectionId, message.payload), (Message.DATA, 1, b"hello")
+        )
 
     def test_controls_go_before_queued_data(self) -> None:
         lane = self.lane(1)
         self.scheduler.pauseProducing()
         lane.write(b"x" * 10)
-        self.scheduler.control(control_message(Message.CONNECTION_START, stream_id=1, service_id="s", connection_id=2))
+        self.scheduler.control(
+            control_message(Message.CONNECTION_START, stream_id=1, service_id="s", connection_id=2)
+        )
         self.scheduler.resumeProducing()
         types = [m.type for m in self.wire.messages()]
         self.assertEqual(types, [Message.CONNECTION_START, Message.DATA])
@@ -86,7 +92,9 @@ class OrderingTests(SynchronousTestCase):
         lane.write(b"after close is dropped")
         self.scheduler.resumeProducing()
         messages = self.wire.messages()
-        self.assertEqual([m.type for m in messages], [Message.DATA] * 3 + [Message.CONNECTION_RESET])
+        self.assertEqual(
+            [m.type for m in messages], [Message.DATA] * 3 + [Message.CONNECTION_RESET]
+        )
         self.assertEqual(b"".join(m.payload for m in messages), b"a" * 2500)
 
     def test_abort_drops_queued_and_sends_at_once(self) -> None:
@@ -182,7 +190,9 @@ class FrameTests(SynchronousTestCase):
         self.scheduler.resumeProducing()
         (frame,) = self.frames
         messages = decode_all(frame)
-        self.assertEqual([m.type for m in messages], [Message.CONNECTION_RESET, Message.DATA, Message.DATA])
+        self.assertEqual(
+            [m.type for m in messages], [Message.CONNECTION_RESET, Message.DATA, Message.DATA]
+        )
         self.assertEqual([m.payload for m in messages[1:]], [b"a" * 10, b"b" * 10])
 
     def test_two_full_records_per_frame_never_more(self) -> None:

@@ -29,7 +29,9 @@ class ChooseTests(SynchronousTestCase):
 
     def test_errors(self) -> None:
         error = self.assertRaises(FatalTunnelError, choose_service_id, "C", ["A", "B"])
-        self.assertEqual(str(error), "Service id C given to --stdio is not one of the tunnel's: A, B")
+        self.assertEqual(
+            str(error), "Service id C given to --stdio is not one of the tunnel's: A, B"
+        )
         error = self.assertRaises(FatalTunnelError, choose_service_id, None, ["A", "B"])
         self.assertIn("name one with --stdio SERVICE_ID", str(error))
 
@@ -39,7 +41,10 @@ class SideTests(SynchronousTestCase):
         built: List[Any] = []
         accepted: List[Any] = []
         side = StdioSide(
-            None, InboundFlow(), service_id=None, session_ready=lambda: True,
+            None,
+            InboundFlow(),
+            service_id=None,
+            session_ready=lambda: True,
             on_end=lambda end: None,
             standard_io=lambda protocol, reactor: built.append(protocol),
         )

@@ -10,13 +10,9 @@ back-pressure, the close after data, and a failed verification.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import shutil
-import socket
-import struct
 import tempfile
-import termios
 from typing import Any, List, Optional
 
 from twisted.internet import reactor as _reactor
@@ -39,6 +35,7 @@ from aws_localproxy.tunnelservice.certs import (
     ensure_certificates,
     server_tls_options,
 )
+from tests.socket_support import readable_bytes
 from tests.support import sleep
 
 reactor: Any = _reactor
@@ -72,13 +69,6 @@ class Collector(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.lost = reason
         self.ended.callback(None)
-
-
-def readable_bytes(sock: socket.socket) -> int:
-    """Bytes waiting in C{sock}'s receive queue (FIONREAD)."""
-    answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    count: int = struct.unpack("i", answer)[0]
-    return count
 
 
 def make_certificates(case: SynchronousTestCase) -> CertificateFiles:

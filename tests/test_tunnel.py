@@ -154,7 +154,9 @@ def make_tunnel(
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     peer = FakePeer()
     local = FakeLocalSide()
-    tunnel = PeerTunnel(mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs)
+    tunnel = PeerTunnel(
+        mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
+    )
     return tunnel, peer, local
 
 
@@ -645,7 +647,8 @@ class UnknownServiceTests(SynchronousTestCase):
         tunnel, peer, _ = started(Mode.SOURCE, SSH)
         with logs() as captured:
             tunnel.data_received(
-                ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.CONNECTION_START, "nope", 7, 2)
+                ctl(Message.STREAM_START, "nope", 7, 1)
+                + ctl(Message.CONNECTION_START, "nope", 7, 2)
             )
         self.assertEqual(peer.records, [])
         self.assertEqual(
@@ -662,7 +665,9 @@ class UnknownServiceTests(SynchronousTestCase):
         with logs() as captured:
             tunnel.data_received(ctl(99, "nope", ignorable=True))
         self.assertEqual(texts(captured, LogLevel.warn), [])
-        self.assertIn("Ignoring TYPE_99 for unknown service id nope", texts(captured, LogLevel.debug))
+        self.assertIn(
+            "Ignoring TYPE_99 for unknown service id nope", texts(captured, LogLevel.debug)
+        )
         with logs() as captured:
             tunnel.data_received(ctl(99, "nope"))
         self.assertEqual(

@@ -58,7 +58,8 @@ _INVALID_UTF8_SERVICE_ID = raw_body(
     b"\x08\x01"  # type DATA
     + b"\x10\x01"  # streamId 1
     + b"\x22\x01x"  # payload "x"
-    + _field_key(5, 2) + b"\x02\xff\xfe"  # serviceId: not UTF-8
+    + _field_key(5, 2)
+    + b"\x02\xff\xfe"  # serviceId: not UTF-8
     + b"\x38\x01"  # connectionId 1
 )
 _TRUNCATED_VARINT = raw_body(b"\x08\x01\x10\xff\xff")
@@ -110,8 +111,7 @@ ENDS_SESSION: List[tuple[str, bytes, str]] = [
     (
         "type UNKNOWN (0), not ignorable",
         ctl(Message.UNKNOWN, "ssh", 1, 1),
-        "Unexpected message type received during control message handling "
-        "during data transfer: 0",
+        "Unexpected message type received during control message handling during data transfer: 0",
     ),
     (
         "StreamStart with stream ID 0",
@@ -141,8 +141,12 @@ IGNORED: List[tuple[str, bytes]] = [
     ("ConnectionReset of an unknown service", ctl(Message.CONNECTION_RESET, "rdp", 1, 1)),
     ("ConnectionStart of a stale stream", ctl(Message.CONNECTION_START, "ssh", 7, 5)),
     ("an empty record", b"\x00\x00"),
-    ("a second SERVICE_IDS naming a service", control_message(
-        Message.SERVICE_IDS, service_id="ssh", available_service_ids=["x", "y", "z"])),
+    (
+        "a second SERVICE_IDS naming a service",
+        control_message(
+            Message.SERVICE_IDS, service_id="ssh", available_service_ids=["x", "y", "z"]
+        ),
+    ),
 ]
 
 
@@ -187,12 +191,8 @@ class MalformedEndsSessionTests(SynchronousTestCase):
             # The bad record comes in the same payload as good DATA around it: what
             # precedes is delivered, nothing after it is.
             payload = data("ssh", 1, 1, b"before") + record + data("ssh", 1, 1, b"after")
-            error = self.assertRaises(
-                RecoverableTunnelError, fixture.tunnel.data_received, payload
-            )
-            self.assertTrue(
-                str(error).startswith(error_text), "%s: %r" % (name, str(error))
-            )
+            error = self.assertRaises(RecoverableTunnelError, fixture.tunnel.data_received, payload)
+            self.assertTrue(str(error).startswith(error_text), "%s: %r" % (name, str(error)))
             # What the connector does with a RecoverableTunnelError.
             fixture.tunnel.session_ended()
             if error_text.startswith(PARSE):
@@ -270,7 +270,9 @@ class MalformedEndsSessionTests(SynchronousTestCase):
         tunnel, peer, local = started(Mode.SOURCE, TWO)
         mine = FakeLocalConnection()
         tunnel.local_connection_accepted("ssh", mine)
-        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, ctl(42, "ssh", 1, 1))
+        error = self.assertRaises(
+            RecoverableTunnelError, tunnel.data_received, ctl(42, "ssh", 1, 1)
+        )
         self.assertIn(": 42", str(error))
         tunnel.session_ended()
         self.assertEqual(mine.close_calls, 1)
@@ -332,9 +334,7 @@ class DestinationMaxActiveTests(SynchronousTestCase):
     """tcp.max_active_connections on a destination: exactly N open, a reset per refused one."""
 
     def fill(self, limit: int, asked: int):
-        tunnel, peer, local = started(
-            Mode.DESTINATION, TWO, max_active_connections=limit
-        )
+        tunnel, peer, local = started(Mode.DESTINATION, TWO, max_active_connections=limit)
         records = ctl(Message.STREAM_START, "ssh", 1, 1) + b"".join(
             ctl(Message.CONNECTION_START, "ssh", 1, i) for i in range(2, asked + 1)
         )
@@ -364,9 +364,7 @@ class DestinationMaxActiveTests(SynchronousTestCase):
             + b"".join(ctl(Message.CONNECTION_START, "ssh", 1, i) for i in range(2, 1001))
         )
         self.assertEqual(len(local.connections), 128)
-        self.assertEqual(
-            peer.take(), [("CONNECTION_RESET", "ssh", 1, i) for i in range(129, 1001)]
-        )
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, i) for i in range(129, 1001)])
         # The other service has its own count.
         tunnel.data_received(ctl(Message.STREAM_START, "web", 1, 1))
         self.assertEqual(len(local.connections), 129)
@@ -553,7 +551,6 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         self.assertTrue(all(local.close_calls == 1 for _, local in self.local.connections))
 
 
-
 class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
     """
     A peer that stops sending connection IDs while a stream carries several
@@ -583,9 +580,7 @@ class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
         self.assertEqual(first.close_calls, 1)
         self.assertEqual(second.close_calls, 1)
         self.assertEqual(web.close_calls, 0)
-        self.assertTrue(
-            any("connection ID" in t for t in texts(captured, LogLevel.warn)), captured
-        )
+        self.assertTrue(any("connection ID" in t for t in texts(captured, LogLevel.warn)), captured)
         c1.data_received(b"late")
         cw.data_received(b"web data")
         scheduler.resumeProducing()

@@ -301,7 +301,9 @@ class RotateTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.clock, self.registry, self.relay = registry_and_relay(self)
-        self.tunnel = self.registry.open_tunnel(["ssh"], thing_name="thing", max_lifetime_minutes=10)
+        self.tunnel = self.registry.open_tunnel(
+            ["ssh"], thing_name="thing", max_lifetime_minutes=10
+        )
 
     def token(self, mode: Mode) -> str:
         return self.tunnel.slot(mode).access_token
@@ -317,7 +319,9 @@ class RotateTests(unittest.TestCase):
         """The other slot keeps its token, client token and connection."""
         destination = self.token(Mode.DESTINATION)
         peer = FakePeer()
-        self.relay.attach(self.registry.authorize("destination", [destination], [CLIENT_TOKEN]), peer)
+        self.relay.attach(
+            self.registry.authorize("destination", [destination], [CLIENT_TOKEN]), peer
+        )
         self.registry.rotate(self.tunnel.tunnel_id, [Mode.SOURCE])
         self.assertEqual(self.token(Mode.DESTINATION), destination)
         self.assertEqual(peer.closed, [])
@@ -339,7 +343,9 @@ class RotateTests(unittest.TestCase):
         self.registry.rotate(self.tunnel.tunnel_id, [Mode.SOURCE, Mode.DESTINATION])
         shape = tunnel_shape(self.tunnel)
         self.assertEqual(shape["lastUpdatedAt"], 1010)
-        self.assertEqual(shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1010})
+        self.assertEqual(
+            shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1010}
+        )
         # No peer was connected: the destination's state did not change.
         self.assertEqual(shape["destinationConnectionState"]["lastUpdatedAt"], 1000)
         self.clock.advance(590)
@@ -349,12 +355,15 @@ class RotateTests(unittest.TestCase):
         """Services given: they, and the thing name given with them, replace the old ones."""
         self.registry.rotate(self.tunnel.tunnel_id, [Mode.SOURCE])
         self.assertEqual(
-            tunnel_shape(self.tunnel)["destinationConfig"], {"services": ["ssh"], "thingName": "thing"}
+            tunnel_shape(self.tunnel)["destinationConfig"],
+            {"services": ["ssh"], "thingName": "thing"},
         )
         self.registry.rotate(self.tunnel.tunnel_id, [Mode.DESTINATION], services=["web"])
         self.assertEqual(tunnel_shape(self.tunnel)["destinationConfig"], {"services": ["web"]})
         bare = self.registry.open_tunnel()
-        self.registry.rotate(bare.tunnel_id, [Mode.DESTINATION], services=("a", "b"), thing_name="t")
+        self.registry.rotate(
+            bare.tunnel_id, [Mode.DESTINATION], services=("a", "b"), thing_name="t"
+        )
         self.assertEqual(
             tunnel_shape(bare)["destinationConfig"], {"services": ["a", "b"], "thingName": "t"}
         )
@@ -402,9 +411,13 @@ class CloseTunnelTests(unittest.TestCase):
         self.assertEqual(self.tunnel.active_streams, {})
         shape = tunnel_shape(self.tunnel)
         self.assertEqual((shape["status"], shape["lastUpdatedAt"]), ("CLOSED", 1005))
-        self.assertEqual(shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1005})
+        self.assertEqual(
+            shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1005}
+        )
         self.assertEqual(shape["destinationConnectionState"]["lastUpdatedAt"], 1000)
-        self.assertIn("Closed tunnel %s: Tunnel closed" % (self.tunnel.tunnel_id,), log_texts(events))
+        self.assertIn(
+            "Closed tunnel %s: Tunnel closed" % (self.tunnel.tunnel_id,), log_texts(events)
+        )
 
     def test_closed_tokens_answer_closed(self) -> None:
         """A closed tunnel's token is refused as closed (403), not as unknown."""
@@ -441,7 +454,9 @@ class CloseTunnelTests(unittest.TestCase):
         other = self.registry.open_tunnel()
         other_token = other.slot(Mode.SOURCE).access_token
         self.assertEqual(
-            self.reason(mode_value="source", access_tokens=[other_token], client_tokens=[CLIENT_TOKEN]),
+            self.reason(
+                mode_value="source", access_tokens=[other_token], client_tokens=[CLIENT_TOKEN]
+            ),
             (409, "Client token already in use"),
         )
         self.registry.close_tunnel(self.tunnel.tunnel_id)
@@ -477,7 +492,9 @@ class RestoreTests(unittest.TestCase):
             second.load()
         self.assertIn("Restored 2 tunnels from the state file", log_texts(events))
         shape = tunnel_shape(second.get(tunnel.tunnel_id))
-        self.assertEqual(shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1030})
+        self.assertEqual(
+            shape["sourceConnectionState"], {"status": "DISCONNECTED", "lastUpdatedAt": 1030}
+        )
         self.assertEqual(shape["createdAt"], 1000)
 
     def test_rotation_and_tags_saved(self) -> None:

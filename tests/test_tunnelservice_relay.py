@@ -184,7 +184,9 @@ class RelayStateTests(unittest.TestCase):
         self.clock.advance(5)
         self.assertTrue(self.relay.attach(grant, peer))
         shape = tunnel_shape(self.tunnel)
-        self.assertEqual(shape["sourceConnectionState"], {"status": "CONNECTED", "lastUpdatedAt": 1005})
+        self.assertEqual(
+            shape["sourceConnectionState"], {"status": "CONNECTED", "lastUpdatedAt": 1005}
+        )
         self.assertEqual(shape["lastUpdatedAt"], 1005)
         self.clock.advance(5)
         self.relay.detach(grant, peer)
@@ -256,7 +258,9 @@ class BackPressureCycleTests(unittest.TestCase):
         self.clock, self.registry, self.relay = registry_and_relay(self, now=0)
         tunnel = self.registry.open_tunnel(["ssh"])
         self.tokens = {mode: tunnel.slot(mode).access_token for mode in Mode}
-        self.source_grant = self.registry.authorize("source", [self.tokens[Mode.SOURCE]], [CLIENT_TOKEN])
+        self.source_grant = self.registry.authorize(
+            "source", [self.tokens[Mode.SOURCE]], [CLIENT_TOKEN]
+        )
         self.destination_grant = self.registry.authorize(
             "destination", [self.tokens[Mode.DESTINATION]], ["e" * 32]
         )

@@ -75,7 +75,10 @@ class UpgradeTests(unittest.TestCase):
         for kwargs, reason in [
             ({"path": "/other"}, "Invalid path"),
             ({"params": {}}, "Missing or repeated local-proxy-mode"),
-            ({"params": {"local-proxy-mode": ["source", "source"]}}, "Missing or repeated local-proxy-mode"),
+            (
+                {"params": {"local-proxy-mode": ["source", "source"]}},
+                "Missing or repeated local-proxy-mode",
+            ),
             ({"protocols": ["chat"]}, "No supported Sec-WebSocket-Protocol"),
         ]:
             error = self.assertRaises(HandshakeRejected, self.read, **kwargs)
