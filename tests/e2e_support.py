@@ -26,7 +26,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode, PeerVersion
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
-from tests.support import wait_until
+from tests.support import ChildProcess, child_environ, spawn_child, wait_until
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -260,6 +260,14 @@ class E2ETestCase(TestCase):
         return client
 
 
+def table_size(proxy: LocalProxyService) -> int:
+    """Connections in C{proxy}'s tunnel tables (0 without a session)."""
+    session = proxy.tunnel._session if proxy.tunnel is not None else None
+    if session is None:
+        return 0
+    return sum(len(service.connections) for service in session.services.values())
+
+
 def new_client_token() -> str:
     import secrets
 
@@ -347,3 +355,28 @@ def aws_cli(test: TestCase, running: Any, *args: str) -> Any:
     )
     test.assertEqual(code, 0, err.decode(errors="replace"))
     return json.loads(out) if out.strip() else None
+
+
+# -- the local proxy as a child process ---------------------------------------------
+
+
+class ProcessTestCase(E2ETestCase):
+    """End-to-end tests that run a local proxy as a child process (``python -m aws_localproxy``)."""
+
+    def mktemp_dir(self) -> str:
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def proxy_args(self, *extra: str) -> List[str]:
+        service = self.tunnel_service
+        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+
+
+def spawn(
+    test: ProcessTestCase, args: List[str], env: Optional[Dict[str, str]] = None
+) -> ChildProcess:
+    """Run C{python ARGS} in a new directory of the test's, killed after the test."""
+    process = ChildProcess()
+    spawn_child(test, process, [sys.executable, *args], child_environ(env or {}), test.mktemp_dir())
+    return process

@@ -7,33 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, new_client_token
-from tests.support import ChildProcess, child_environ, free_port, spawn_child
-
-
-def spawn(test: TestCase, args: List[str], env: Optional[Dict[str, str]] = None) -> ChildProcess:
-    """Run C{python ARGS} in a new directory of the test's, killed after the test."""
-    process = ChildProcess()
-    spawn_child(test, process, [sys.executable, *args], child_environ(env or {}), test.mktemp_dir())
-    return process
-
-
-class ProcessTestCase(E2ETestCase):
-    def mktemp_dir(self) -> str:
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
-
-    def proxy_args(self, *extra: str) -> List[str]:
-        service = self.tunnel_service
-        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+from tests.e2e_support import Echo, ProcessTestCase, new_client_token, spawn
+from tests.support import free_port
 
 
 class ConsoleScriptTests(ProcessTestCase):

@@ -21,15 +21,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from tests.e2e_support import Client, E2ETestCase, Sender, pattern_chunk
-from tests.support import sleep, wait_until
+from tests.support import open_fds, sleep, wait_until
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
 #: machines are slower and shared, so the assertion leaves room).
 CLOSE_BOUND = 2.0
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 class Collector(Protocol):

@@ -34,15 +34,16 @@ from tests.e2e_support import (
     Client,
     E2ETestCase,
     Echo,
+    ProcessTestCase,
     Sender,
     new_client_token,
     pattern_chunk,
+    spawn,
+    table_size,
     with_settings,
 )
 from tests.faultrelay import FaultRelay
-from tests.support import ChildProcess, free_port, wait_until
-from tests.test_cli_process import ProcessTestCase, spawn
-from tests.test_e2e_closes import open_fds
+from tests.support import ChildProcess, free_port, open_fds, wait_until
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
 #: (Tighter pong timeouts flap on a loaded 2-core machine.)
@@ -471,14 +472,6 @@ def TCP4ServerEndpointListen(test: TestCase, protocol: Any) -> Any:
     )
     test.addCleanup(port.stopListening)
     return port.getHost().port
-
-
-def table_size(proxy: LocalProxyService) -> int:
-    """Connections in C{proxy}'s tunnel tables (0 without a session)."""
-    session = proxy.tunnel._session if proxy.tunnel is not None else None
-    if session is None:
-        return 0
-    return sum(len(service.connections) for service in session.services.values())
 
 
 class Counted(Protocol):
