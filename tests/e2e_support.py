@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import sys
+import time
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -100,6 +101,53 @@ def pattern_chunk(offset: int, length: int) -> bytes:
     """Deterministic, non-repeating-looking bytes at C{offset}."""
     block = hashlib.sha256(str(offset // 65536).encode()).digest() * 2048
     return block[:length]
+
+
+def pattern(size: int) -> bytes:
+    """The first C{size} bytes of the pattern L{pattern_chunk} cuts."""
+    out = bytearray()
+    while len(out) < size:
+        out += pattern_chunk(len(out), min(65536, size - len(out)))
+    return bytes(out)
+
+
+class Collector(Protocol):
+    """
+    The application behind a destination: keeps what it receives
+    (C{received}); C{lost} says whether the connection ended and C{closed}
+    fires then with all it received and the (monotonic) time.  It may start
+    with reading paused (C{paused}), for a test to resume.
+    """
+
+    def __init__(self, paused: bool = False) -> None:
+        self.received = bytearray()
+        self.lost = False
+        self.closed: Deferred[tuple[bytes, float]] = Deferred()
+        self.start_paused = paused
+
+    def connectionMade(self) -> None:
+        if self.start_paused:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        self.closed.callback((bytes(self.received), time.monotonic()))
+
+
+class Apps:
+    """A protocol factory (for L{E2ETestCase.listen}) that remembers every application it made."""
+
+    def __init__(self, make: Any) -> None:
+        self.made: List[Any] = []
+        self._make = make
+
+    def __call__(self) -> Any:
+        app = self._make()
+        self.made.append(app)
+        return app
 
 
 class Client(Protocol):

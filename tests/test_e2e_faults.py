@@ -31,13 +31,15 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode
 from aws_localproxy.service import LocalProxyService
 from tests.e2e_support import (
+    Apps,
     Client,
+    Collector,
     E2ETestCase,
     Echo,
     ProcessTestCase,
     Sender,
     new_client_token,
-    pattern_chunk,
+    pattern,
     spawn,
     table_size,
     with_settings,
@@ -55,38 +57,6 @@ FAULT_SETTINGS = with_settings(
 )
 #: The same retries with the default pings, where a frozen service is not the fault.
 RETRY_SETTINGS = with_settings(ws_retry_delay_ms=200, ws_connect_retry_count=100)
-
-
-def pattern(size: int) -> bytes:
-    out = bytearray()
-    while len(out) < size:
-        out += pattern_chunk(len(out), min(65536, size - len(out)))
-    return bytes(out)
-
-
-class Collector(Protocol):
-    """The application behind the destination: keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost = True
-
-
-class Apps:
-    def __init__(self, make: Any) -> None:
-        self.made: list = []
-        self._make = make
-
-    def __call__(self) -> Any:
-        app = self._make()
-        self.made.append(app)
-        return app
 
 
 def start_proxy(
