@@ -283,6 +283,19 @@ class E2ETestCase(TestCase):
         return ports
 
     @inlineCallbacks
+    def assert_echoes(self, port: int, data: bytes) -> Any:
+        """
+        Connect to C{port} (a source's), send C{data} and check that the
+        same bytes come back (an echo service behind the tunnel); fires with
+        the client, still connected.
+        """
+        client = yield self.connect(port)
+        client.transport.write(data)
+        received = yield client.wait_for(len(data))
+        self.assertEqual(received, data)
+        return client
+
+    @inlineCallbacks
     def drop_and_reconnect(self, client: Client) -> Any:
         """
         The service drops the tunnel's WebSockets: waits until C{client} (a

@@ -27,9 +27,7 @@ class ReconnectTests(E2ETestCase):
         client.transport.write(b"before")
         yield client.wait_for(6)
         yield self.drop_and_reconnect(client)
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"after")
-        self.assertEqual((yield client.wait_for(5)), b"after")
+        client = yield self.assert_echoes(ports["ssh"], b"after")
         for proxy in (self.source, self.destination):
             self.assertFalse(proxy.when_finished.called)
             self.assertTrue(is_valid_client_token(proxy.client_token))

@@ -75,9 +75,7 @@ class EndpointTests(E2ETestCase):
         self.addCleanup(port.stopListening)
         yield self.pair({"SSH1": "0"}, {"SSH1": service_path})
         listening = yield self.source.listening_port("SSH1")
-        client = yield self.connect(listening)
-        client.transport.write(b"path")
-        self.assertEqual((yield client.wait_for(4)), b"path")
+        yield self.assert_echoes(listening, b"path")
 
     @inlineCallbacks
     def test_tcp_descriptions_and_kept_across_reconnect(self) -> Any:
@@ -91,14 +89,10 @@ class EndpointTests(E2ETestCase):
         )
         port = yield self.source.listening_port("WEB")
         self.assertNotEqual(port, 0)
-        client = yield self.connect(port)
-        client.transport.write(b"described")
-        self.assertEqual((yield client.wait_for(9)), b"described")
+        client = yield self.assert_echoes(port, b"described")
         yield self.drop_and_reconnect(client)
         self.assertEqual(self.source.bound_ports(), {"WEB": port})
-        client = yield self.connect(port)
-        client.transport.write(b"again")
-        self.assertEqual((yield client.wait_for(5)), b"again")
+        client = yield self.assert_echoes(port, b"again")
 
     @inlineCallbacks
     def test_bad_description_is_fatal(self) -> Any:
