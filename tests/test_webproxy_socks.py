@@ -15,8 +15,6 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
-    IHostnameResolver,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -25,7 +23,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from aws_localproxy.webproxy.errors import (
@@ -36,36 +33,10 @@ from aws_localproxy.webproxy.errors import (
 )
 from aws_localproxy.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
 from tests.support import TCPLikeTransport
-from tests.webproxy_support import EndpointFailureTests, RecorderFactory
+from tests.webproxy_support import EndpointFailureTests, RecorderFactory, RecordingResolver
 
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
-
-
-@implementer(IHostnameResolver)
-class FakeResolver:
-    """Records name lookups; the test completes them."""
-
-    def __init__(self) -> None:
-        self.lookups: list[tuple[IResolutionReceiver, str, int]] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: object = None,
-        transportSemantics: str = "TCP",
-    ) -> IResolutionReceiver:
-        self.lookups.append((resolutionReceiver, hostName, portNumber))
-        return resolutionReceiver
-
-    def complete(self, *addresses: object) -> None:
-        receiver = self.lookups[-1][0]
-        receiver.resolutionBegan(None)  # type: ignore[arg-type]
-        for address in addresses:
-            receiver.addressResolved(address)  # type: ignore[arg-type]
-        receiver.resolutionComplete()
 
 
 class Harness:
@@ -73,7 +44,7 @@ class Harness:
 
     def __init__(self, **kwargs: object) -> None:
         self.reactor = MemoryReactorClock()
-        self.resolver = FakeResolver()
+        self.resolver = RecordingResolver()
         self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, "socks.example", 1080)
         host = kwargs.pop("host", SERVICE)
         port = kwargs.pop("port", 443)
@@ -349,7 +320,7 @@ class NameResolutionTests(SynchronousTestCase):
         """The first resolved address is sent; the proxy connection waits for it."""
         h = Harness(remote_dns=False)
         d = h.connect()
-        self.assertEqual([(name, port) for _, name, port in h.resolver.lookups], [(SERVICE, 443)])
+        self.assertEqual(h.resolver.lookups, [(SERVICE, 443)])
         self.assertEqual(h.reactor.tcpClients, [])
         h.resolver.complete(
             IPv4Address("TCP", "192.0.2.9", 443), IPv4Address("TCP", "192.0.2.10", 443)
