@@ -9,17 +9,16 @@ and feeding the negotiator the proxy's bytes.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
@@ -33,49 +32,24 @@ from aws_localproxy.webproxy.errors import (
 )
 from aws_localproxy.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
 from tests.support import TCPLikeTransport
-from tests.webproxy_support import EndpointFailureTests, RecorderFactory, RecordingResolver
+from tests.webproxy_support import SERVICE, EndpointFailureTests, ProxyHarness, RecordingResolver
 
-SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
 
 
-class Harness:
+class Harness(ProxyHarness):
     """One SOCKS5Endpoint over a memory reactor, and the proxy side of it."""
 
-    def __init__(self, **kwargs: object) -> None:
-        self.reactor = MemoryReactorClock()
+    proxy_host = "socks.example"
+    proxy_port = 1080
+
+    def __init__(self, **kwargs: Any) -> None:
         self.resolver = RecordingResolver()
-        self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, "socks.example", 1080)
-        host = kwargs.pop("host", SERVICE)
-        port = kwargs.pop("port", 443)
         kwargs.setdefault("resolver", self.resolver)
-        self.endpoint = SOCKS5Endpoint(
-            self.proxy_endpoint,
-            host,
-            port,
-            clock=self.reactor,  # type: ignore[arg-type]
-            proxy_name="socks.example:1080",
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.factory = RecorderFactory()
-        self.transport = TCPLikeTransport()
-        self.negotiator: Protocol | None = None
+        super().__init__(**kwargs)
 
-    def connect(self, factory: Factory | None = None) -> Deferred:
-        return self.endpoint.connect(factory or self.factory)
-
-    def accept(self) -> Protocol:
-        """The proxy accepts the TCP connection: returns the negotiating protocol."""
-        factory = self.reactor.tcpClients[-1][2]
-        self.negotiator = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1080))
-        self.negotiator.makeConnection(self.transport)
-        return self.negotiator
-
-    def sent(self) -> bytes:
-        """What the client wrote since the last call."""
-        value = self.transport.value()
-        self.transport.clear()
-        return value
+    def make_endpoint(self, host: str, port: int, **options: Any) -> SOCKS5Endpoint:
+        return SOCKS5Endpoint(self.proxy_endpoint, host, port, **options)
 
     def proxy_says(self, data: bytes) -> None:
         assert self.negotiator is not None

@@ -12,6 +12,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver, IPushProducer, IResolutionReceiver
 from twisted.internet.protocol import Factory, Protocol
@@ -25,6 +26,58 @@ from aws_localproxy.webproxy.errors import (
     ProxyTimeoutError,
     ProxyUnreachableError,
 )
+from tests.support import TCPLikeTransport
+
+#: The host every proxy endpoint test asks its proxy for (port 443).
+SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
+
+
+class ProxyHarness:
+    """
+    One proxy endpoint to C{SERVICE}:443 over a memory reactor, and the
+    proxy's side of its connection.  A subclass says where the proxy is
+    (C{proxy_host}, C{proxy_port}) and builds its endpoint
+    (L{make_endpoint}); keyword arguments go to the endpoint (C{host} and
+    C{port} replace the target).
+    """
+
+    proxy_host: str
+    proxy_port: int
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, self.proxy_host, self.proxy_port)
+        host = kwargs.pop("host", SERVICE)
+        port = kwargs.pop("port", 443)
+        self.endpoint = self.make_endpoint(
+            host,
+            port,
+            clock=self.reactor,
+            proxy_name=f"{self.proxy_host}:{self.proxy_port}",
+            **kwargs,
+        )
+        self.factory = RecorderFactory()
+        self.transport = TCPLikeTransport()
+        self.negotiator: Optional[Protocol] = None
+
+    def make_endpoint(self, host: str, port: int, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]:
+        return self.endpoint.connect(factory or self.factory)
+
+    def accept(self, index: int = -1) -> Protocol:
+        """The proxy accepts a TCP connection (the latest): returns the negotiating protocol."""
+        factory = self.reactor.tcpClients[index][2]
+        self.negotiator = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", self.proxy_port))
+        self.negotiator.makeConnection(self.transport)
+        return self.negotiator
+
+    def sent(self) -> bytes:
+        """What the endpoint wrote to the proxy since the last call."""
+        value = self.transport.value()
+        self.transport.clear()
+        return value
 
 
 class Harness(TypingProtocol):
