@@ -137,6 +137,17 @@ class Collector(Protocol):
         self.closed.callback((bytes(self.received), time.monotonic()))
 
 
+class SendAndClose(Protocol):
+    """An application that writes C{payload} at once and closes."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
 class Apps:
     """A protocol factory (for L{E2ETestCase.listen}) that remembers every application it made."""
 

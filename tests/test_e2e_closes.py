@@ -17,25 +17,14 @@ from typing import Any, List
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
-from tests.e2e_support import Apps, Client, Collector, E2ETestCase, Sender, pattern
+from tests.e2e_support import Apps, Client, Collector, E2ETestCase, SendAndClose, Sender, pattern
 from tests.support import open_fds, sleep, wait_until
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
 #: machines are slower and shared, so the assertion leaves room).
 CLOSE_BOUND = 2.0
-
-
-class SendAndClose(Protocol):
-    """Writes C{payload} at once and closes."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.payload)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
 
 
 class CloseTests(E2ETestCase):

@@ -13,36 +13,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-from typing import Any, List, Optional, Sequence
+from typing import Any, Sequence
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk
+from tests.e2e_support import (
+    Apps,
+    Collector,
+    E2ETestCase,
+    Echo,
+    SendAndClose,
+    new_client_token,
+    pattern_chunk,
+)
 from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
-
-
-class Collector(Protocol):
-    """Keeps what it receives; optionally sends C{reply} and closes at once."""
-
-    instances: List["Collector"] = []
-    reply: Optional[bytes] = None
-
-    def connectionMade(self) -> None:
-        self.received = b""
-        self.closed = False
-        type(self).instances.append(self)
-        if self.reply is not None:
-            self.transport.write(self.reply)
-            self.transport.loseConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closed = True
 
 
 class _StdioCase(E2ETestCase):
@@ -91,15 +77,15 @@ class StdioTests(_StdioCase):
     @inlineCallbacks
     def test_upload_then_eof_delivers_every_byte(self) -> Any:
         """1 MiB on stdin, then EOF: the process exits 0 only after the service got all of it."""
-        Collector.instances = []
-        token = yield self.destination_for(Collector)
+        apps = Apps(Collector)
+        token = yield self.destination_for(apps)
         process = self.spawn_stdio(token)  # the tunnel's only service ID
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
         self.stdio_transport.write(data)
         self.stdio_transport.closeStdin()
         self.assertEqual((yield process.ended), 0, process.stderr.decode())
-        yield wait_until(lambda: bool(Collector.instances) and Collector.instances[0].closed)
-        received = Collector.instances[0].received
+        yield wait_until(lambda: bool(apps.made) and apps.made[0].lost)
+        received = bytes(apps.made[0].received)
         self.assertEqual(len(received), len(data))
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
 
@@ -107,11 +93,7 @@ class StdioTests(_StdioCase):
     def test_peer_reset_flushes_stdout_and_exits_zero(self) -> Any:
         """The local service writes 1 MiB and closes: all of it reaches stdout, exit 0."""
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
-
-        class Replier(Collector):
-            reply = data
-
-        token = yield self.destination_for(Replier)
+        token = yield self.destination_for(lambda: SendAndClose(data))
         process = self.spawn_stdio(token, "SSH1")
         self.assertEqual((yield process.ended), 0, process.stderr.decode())
         self.assertEqual(len(process.stdout), len(data))
