@@ -13,7 +13,9 @@ What belongs to one kind of test stays in its own support module
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
@@ -32,6 +34,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3
 from aws_localproxy.flowcontrol import InboundFlow
+from aws_localproxy.tunnelservice.certs import CertificateFiles, ensure_certificates
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.websocket import CloseOutcome
@@ -45,6 +48,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def private_ca(test: SynchronousTestCase) -> CertificateFiles:
+    """
+    A new private CA and a server certificate for localhost, 127.0.0.1 and
+    ::1 (the local tunnel service's), in a directory removed after the test.
+    """
+    directory = tempfile.mkdtemp(prefix="aws-localproxy-certs-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    return ensure_certificates(directory)
 
 
 def open_fds() -> int:

@@ -11,8 +11,6 @@ back-pressure, the close after data, and a failed verification.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from typing import Any, List, Optional
 
 from twisted.internet import reactor as _reactor
@@ -31,12 +29,10 @@ from zope.interface import implementer
 from aws_localproxy.tls import service_tls_options
 from aws_localproxy.tlstransport import BatchingTLSFactory, BatchingTLSTransport, wrap_client_tls
 from aws_localproxy.tunnelservice.certs import (
-    CertificateFiles,
-    ensure_certificates,
     server_tls_options,
 )
 from tests.socket_support import readable_bytes
-from tests.support import sleep
+from tests.support import private_ca, sleep
 
 reactor: Any = _reactor
 MIB = 1 << 20
@@ -71,12 +67,6 @@ class Collector(Protocol):
         self.ended.callback(None)
 
 
-def make_certificates(case: SynchronousTestCase) -> CertificateFiles:
-    directory = tempfile.mkdtemp(prefix="aws-localproxy-tlstransport-")
-    case.addCleanup(shutil.rmtree, directory, True)
-    return ensure_certificates(directory)
-
-
 class TwistedInternalsTests(SynchronousTestCase):
     def test_private_state_is_still_there(self) -> None:
         """
@@ -92,7 +82,7 @@ class TwistedInternalsTests(SynchronousTestCase):
             "_tlsShutdownFinished",
         ):
             self.assertTrue(callable(getattr(TLSMemoryBIOProtocol, name, None)), name)
-        files = make_certificates(self)
+        files = private_ca(self)
         factory = BatchingTLSFactory(
             service_tls_options("localhost", files.capath), True, Factory.forProtocol(Protocol)
         )
@@ -113,7 +103,7 @@ class InMemoryTests(SynchronousTestCase):
     """Through iosim: no socket, so no sending in the same turn, but the same TLS."""
 
     def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
-        files = make_certificates(self)
+        files = private_ca(self)
         clock = Clock()
         server_factory = TLSMemoryBIOFactory(
             server_tls_options(files), False, Factory.forProtocol(lambda: server), clock=clock
@@ -234,7 +224,7 @@ class RealSocketTests(TestCase):
     """A Twisted TLS server on 127.0.0.1 and the batching client."""
 
     def serve(self, protocol: Protocol) -> int:
-        files = make_certificates(self)
+        files = private_ca(self)
         self.capath = files.capath
         factory = TLSMemoryBIOFactory(
             server_tls_options(files), False, Factory.forProtocol(lambda: protocol)
