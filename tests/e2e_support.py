@@ -196,6 +196,16 @@ class Client(Protocol):
         self.closed.callback(self.value())
 
 
+@inlineCallbacks
+def listen(test: TestCase, protocol_factory: Any) -> Any:
+    """A TCP service on 127.0.0.1 (a port the OS picks) until the test ends; fires with its port."""
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(protocol_factory)
+    )
+    test.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
 class E2ETestCase(TestCase):
     """A tunnel service per test, and helpers to start proxies and services."""
 
@@ -208,13 +218,8 @@ class E2ETestCase(TestCase):
         self.tunnel_service = yield start_tunnel_service(reactor, self.mktemp())
         self.addCleanup(self.tunnel_service.stop)
 
-    @inlineCallbacks
     def listen(self, protocol_factory: Any) -> Any:
-        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            Factory.forProtocol(protocol_factory)
-        )
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
+        return listen(self, protocol_factory)
 
     def proxy(
         self,

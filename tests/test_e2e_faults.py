@@ -38,6 +38,7 @@ from tests.e2e_support import (
     Echo,
     ProcessTestCase,
     Sender,
+    listen,
     new_client_token,
     pattern,
     spawn,
@@ -330,7 +331,7 @@ class ServiceFaultTests(TestCase):
         self.source_token, self.destination_token = self.service.open_tunnel()
         if not start_service:
             yield self.service.kill()
-        echo = yield TCP4ServerEndpointListen(self, Echo)
+        echo = yield listen(self, Echo)
         self.echo_port = echo
         self.host = "127.0.0.1"
 
@@ -431,17 +432,6 @@ class ServiceFaultTests(TestCase):
         yield self.service.start()
         port = yield self.both_connected(1)
         yield echo_works(self, port)
-
-
-@inlineCallbacks
-def TCP4ServerEndpointListen(test: TestCase, protocol: Any) -> Any:
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-
-    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        Factory.forProtocol(protocol)
-    )
-    test.addCleanup(port.stopListening)
-    return port.getHost().port
 
 
 class Counted(Protocol):
