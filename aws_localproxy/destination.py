@@ -38,7 +38,7 @@ from aws_localproxy.endpoints import (
 )
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
-from aws_localproxy.interfaces import LocalConnection, TunnelConnection
+from aws_localproxy.interfaces import ForwardsReading, LocalConnection, TunnelConnection
 from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.settings import LocalSockets
 
@@ -50,7 +50,7 @@ def _ignore_cancelled(failure: Failure) -> Optional[Failure]:
     return None if isinstance(failure.value, CancelledError) else failure
 
 
-class _PendingConnection:
+class _PendingConnection(ForwardsReading):
     """
     The L{LocalConnection} handed to the tunnel while connecting; afterwards it
     forwards to the connected protocol.
@@ -68,7 +68,8 @@ class _PendingConnection:
         self._endpoint = endpoint
         self._buffer: List[bytes] = []
         self._buffered = 0
-        self._protocol: Optional[LocalStreamProtocol] = None
+        #: The connected protocol, once there is one.
+        self.local: Optional[LocalStreamProtocol] = None
         self._closed = False
         self._reading_paused = False
         self._attempt: Optional[Deferred[None]] = None
@@ -94,8 +95,7 @@ class _PendingConnection:
                     lambda: LocalStreamProtocol(
                         side.inbound,
                         self._connection,
-                        backlog_limit=side.sockets.backlog_limit,
-                        read_size=side.sockets.read_size,
+                        sockets=side.sockets,
                     )
                 )
                 factory.noisy = False
@@ -142,7 +142,7 @@ class _PendingConnection:
             )
         else:
             self._side.log.info("Connected to {endpoint}", endpoint=self._endpoint)
-        self._protocol = protocol
+        self.local = protocol
         if self._reading_paused:
             protocol.pause_reading()
         for data in self._buffer:
@@ -160,8 +160,8 @@ class _PendingConnection:
     # -- LocalConnection ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._protocol is not None:
-            self._protocol.write(data)
+        if self.local is not None:
+            self.local.write(data)
             return
         if self._closed:
             return
@@ -174,25 +174,23 @@ class _PendingConnection:
         if self._closed:
             return
         self._closed = True
-        if self._protocol is not None:
-            self._protocol.close()
+        if self.local is not None:
+            self.local.close()
 
     def pause_reading(self) -> None:
         self._reading_paused = True
-        if self._protocol is not None:
-            self._protocol.pause_reading()
+        super().pause_reading()
 
     def resume_reading(self) -> None:
         self._reading_paused = False
-        if self._protocol is not None:
-            self._protocol.resume_reading()
+        super().resume_reading()
 
     def cancel(self) -> None:
         """The proxy is stopping: give up connecting."""
         self._closed = True
         self._buffer.clear()
         self._side.inbound.unblocked(self)
-        if self._protocol is None and self._attempt is not None:
+        if self.local is None and self._attempt is not None:
             self._attempt.cancel()
 
 

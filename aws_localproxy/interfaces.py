@@ -36,6 +36,27 @@ class ReadControl(Protocol):
         """Read it again."""
 
 
+class ForwardsReading:
+    """
+    A L{ReadControl} that passes pausing and resuming on to C{local}, the
+    local connection behind it, while there is one: the tunnel's
+    L{aws_localproxy.streams.Connection}, and a destination's connection
+    while it is still connecting.
+    """
+
+    __slots__ = ()
+
+    local: LocalConnection | None
+
+    def pause_reading(self) -> None:
+        if self.local is not None:
+            self.local.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.local is not None:
+            self.local.resume_reading()
+
+
 @runtime_checkable
 class OutboundLane(Protocol):
     """One connection's place in the outbound queue (L{aws_localproxy.scheduler.Lane})."""

@@ -31,13 +31,14 @@ from zope.interface import implementer
 
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import TunnelConnection
+from aws_localproxy.settings import LocalSockets
 from aws_localproxy.sockets import send_now, sends_now, set_no_delay
 
 __all__ = ["LocalStreamProtocol", "describe_peer", "DEFAULT_BACKLOG_LIMIT"]
 
 #: Bytes a local connection holds past Twisted's buffer before the WebSocket
 #: pauses (the reference's ``tcp.write_buffer_size`` default).
-DEFAULT_BACKLOG_LIMIT = 131076
+DEFAULT_BACKLOG_LIMIT = LocalSockets.backlog_limit
 
 
 def describe_peer(transport: object) -> str:
@@ -73,16 +74,16 @@ class LocalStreamProtocol(Protocol):
         inbound: InboundFlow,
         tunnel_connection: Optional[TunnelConnection] = None,
         on_made: Optional[Callable[["LocalStreamProtocol"], None]] = None,
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
-        read_size: Optional[int] = None,
+        sockets: LocalSockets = LocalSockets(),
     ) -> None:
         self.inbound = inbound
-        #: The most bytes one read of the socket takes (``tcp.read_buffer_size``);
-        #: C{None}: Twisted's default (64 KiB).
-        self.read_size = read_size
         self.tunnel_connection = tunnel_connection
         self._on_made = on_made
-        self.backlog_limit = backlog_limit
+        #: What the ``tcp.*`` settings say: its read size, its backlog bound.
+        self.sockets = sockets
+        #: Tunnel bytes held unsent before the tunnel stops reading for this
+        #: connection (C{sockets.backlog_limit}, copied: it is read on every write).
+        self.backlog_limit = sockets.backlog_limit
         self._closed_by_tunnel = False
         self._gone = False
         self._write_paused = False
@@ -94,8 +95,9 @@ class LocalStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport)
-        if self.read_size is not None and hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = self.read_size
+        read_size = self.sockets.read_size
+        if read_size is not None and hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = read_size
         set_no_delay(self.transport)
         self._send_now = sends_now(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]

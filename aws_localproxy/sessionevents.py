@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Tuple
 
+import attrs
+
 __all__ = ["ConnectedTunnel", "ClosedTunnel"]
 
 
+def _copy(endpoints: Mapping[str, str]) -> dict[str, str]:
+    """A dict of the application's own, whatever mapping the session held."""
+    return dict(endpoints)
+
+
+@attrs.define(eq=False)
 class ConnectedTunnel:
     """
     A session that has its service IDs: what L{LocalProxyService.connected}
@@ -27,17 +35,10 @@ class ConnectedTunnel:
     @ivar session: 1 for the first session, 2 after the first reconnect, ...
     """
 
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        endpoints: Mapping[str, str],
-        session: int = 1,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.endpoints = dict(endpoints)
-        self.session = session
+    subprotocol: str
+    service_ids: Tuple[str, ...]
+    endpoints: dict[str, str] = attrs.field(converter=_copy)
+    session: int = 1
 
     def __repr__(self) -> str:
         return (
@@ -45,6 +46,7 @@ class ConnectedTunnel:
         )
 
 
+@attrs.define(eq=False)
 class ClosedTunnel:
     """
     How an open session ended: what C{on_closed} is called with (the proxy
@@ -59,21 +61,12 @@ class ClosedTunnel:
     @ivar session: which session it was (1, 2, ...).
     """
 
-    def __init__(
-        self,
-        subprotocol: str,
-        service_ids: Tuple[str, ...],
-        reason: str,
-        code: Optional[int],
-        closed_by_service: bool,
-        session: int,
-    ):
-        self.subprotocol = subprotocol
-        self.service_ids = service_ids
-        self.reason = reason
-        self.code = code
-        self.closed_by_service = closed_by_service
-        self.session = session
+    subprotocol: str
+    service_ids: Tuple[str, ...]
+    reason: str
+    code: Optional[int]
+    closed_by_service: bool
+    session: int
 
     def __repr__(self) -> str:
         return (

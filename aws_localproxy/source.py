@@ -64,8 +64,7 @@ class _ServiceFactory(Factory):
         return LocalStreamProtocol(
             self.side.inbound,
             on_made=self._made,
-            backlog_limit=self.side.sockets.backlog_limit,
-            read_size=self.side.sockets.read_size,
+            sockets=self.side.sockets,
         )
 
     def _made(self, protocol: LocalStreamProtocol) -> None:

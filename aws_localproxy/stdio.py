@@ -24,7 +24,7 @@ from zope.interface import implementer
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
-from aws_localproxy.localconn import DEFAULT_BACKLOG_LIMIT, LocalStreamProtocol
+from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.settings import LocalSockets
 
 __all__ = ["StdioConnection", "StdioSide", "StdioEnd", "choose_service_id"]
@@ -81,10 +81,9 @@ class StdioConnection(LocalStreamProtocol):
         on_made: Callable[[LocalStreamProtocol], None],
         on_end: Callable[[StdioEnd], None],
         session_ready: Callable[[], bool],
-        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
-        read_size: Optional[int] = None,
+        sockets: LocalSockets = LocalSockets(),
     ) -> None:
-        super().__init__(inbound, on_made=on_made, backlog_limit=backlog_limit, read_size=read_size)
+        super().__init__(inbound, on_made=on_made, sockets=sockets)
         self._on_end = on_end
         self._session_ready = session_ready
         self._session_lost = False
@@ -171,8 +170,7 @@ class StdioSide:
             on_made=self._made,
             on_end=self.on_end,
             session_ready=self._session_ready,
-            backlog_limit=self._sockets.backlog_limit,
-            read_size=self._sockets.read_size,
+            sockets=self._sockets,
         )
         self.protocol = protocol
         build = self._standard_io

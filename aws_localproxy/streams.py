@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, List, Optional
 
-from aws_localproxy.interfaces import ConnectionEvents, LocalConnection, OutboundLane
+from aws_localproxy.interfaces import (
+    ConnectionEvents,
+    ForwardsReading,
+    LocalConnection,
+    OutboundLane,
+)
 
 __all__ = [
     "INT32_MAX",
@@ -111,7 +116,7 @@ class Service:
         )
 
 
-class Connection:
+class Connection(ForwardsReading):
     """
     The tunnel's end of one local connection (L{TunnelConnection}).
 
@@ -171,15 +176,7 @@ class Connection:
         if self.open:
             self._events.local_connect_failed(self, reason)
 
-    # ReadControl, for the lane: the local socket's reading.
-
-    def pause_reading(self) -> None:
-        if self.local is not None:
-            self.local.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.local is not None:
-            self.local.resume_reading()
+    # ReadControl, for the lane (the local socket's reading): from ForwardsReading.
 
     def close_local(self) -> None:
         """Mark closed and close the local socket (flushing), if there is one."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional, Sequence
 
+import attrs
 from twisted.logger import Logger
 
 from aws_localproxy import destinationrules, sourcerules
@@ -57,6 +58,12 @@ STREAM_START_BEFORE_SERVICE_IDS = (
 )
 
 
+def _copy(service_map: Mapping[str, str]) -> dict[str, str]:
+    """The tunnel's own copy of its configured mapping."""
+    return dict(service_map)
+
+
+@attrs.define(eq=False, repr=False)
 class Tunnel:
     """
     The state machine of a source or destination local proxy for one tunnel.
@@ -96,31 +103,30 @@ class Tunnel:
 
     log = Logger()
 
-    def __init__(
-        self,
-        mode: Mode,
-        local: LocalSide,
-        *,
-        service_map: Mapping[str, str],
-        peer_version: PeerVersion = PeerVersion.V3,
-        lookup_endpoints: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
-        limits: Limits = DEFAULT_LIMITS,
-        max_active_connections: int = 128,
-    ) -> None:
-        self.mode = mode
-        self._local = local
-        self._configured = dict(service_map)
-        self._configured_version = peer_version
-        self._lookup_endpoints = lookup_endpoints
-        self.limits = limits
-        self._max_active_connections = max_active_connections
-        self._session: Optional[TunnelSession] = None
-        self._decoder = MessageDecoder(limits)
-        #: Messages and WebSocket payload bytes received from the peer, for metrics.
-        self.messages_received = 0
-        self.bytes_received = 0
-        #: Service ID -> what it carried, for the life of the tunnel (metrics).
-        self.counters: dict[str, ServiceCounters] = {}
+    mode: Mode
+    _local: LocalSide
+    #: The configured service ID -> endpoint mapping (C{service_map=}).
+    _configured: dict[str, str] = attrs.field(kw_only=True, alias="service_map", converter=_copy)
+    #: The configured message format (C{peer_version=}).
+    _configured_version: PeerVersion = attrs.field(
+        kw_only=True, alias="peer_version", default=PeerVersion.V3
+    )
+    _lookup_endpoints: Callable[[Sequence[str]], Mapping[str, str]] | None = attrs.field(
+        kw_only=True, default=None
+    )
+    limits: Limits = attrs.field(kw_only=True, default=DEFAULT_LIMITS)
+    _max_active_connections: int = attrs.field(kw_only=True, default=128)
+    _session: Optional[TunnelSession] = attrs.field(init=False, default=None)
+    _decoder: MessageDecoder = attrs.field(init=False)
+    #: Messages and WebSocket payload bytes received from the peer, for metrics.
+    messages_received: int = attrs.field(init=False, default=0)
+    bytes_received: int = attrs.field(init=False, default=0)
+    #: Service ID -> what it carried, for the life of the tunnel (metrics).
+    counters: dict[str, ServiceCounters] = attrs.field(init=False, factory=dict)
+
+    @_decoder.default
+    def _new_decoder(self) -> MessageDecoder:
+        return MessageDecoder(self.limits)
 
     def counters_for(self, service_id: str) -> ServiceCounters:
         """The counters of one of this tunnel's own service IDs (created on first use)."""

@@ -14,7 +14,6 @@ import datetime
 import os
 import shutil
 import signal
-import socket
 from typing import Any, Dict, Optional
 
 from cryptography import x509
@@ -22,22 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory, Protocol
+
+from tests.support import ChildProcess, free_port, sleep
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 mosquitto_missing: Optional[str] = (
     None if os.path.exists(MOSQUITTO) else "mosquitto is not installed"
 )
-
-
-def free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def issue_client_certificate(cert_dir: str, name: str, out_dir: str) -> Dict[str, str]:
@@ -83,21 +76,6 @@ def issue_client_certificate(cert_dir: str, name: str, out_dir: str) -> Dict[str
     return paths
 
 
-class _Exited(ProcessProtocol):
-    def __init__(self) -> None:
-        self.ended: Deferred[None] = Deferred()
-        self.output = b""
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(None)
-
-
 class Mosquitto:
     """One mosquitto broker on 127.0.0.1, started and stopped by a test."""
 
@@ -133,7 +111,7 @@ class Mosquitto:
         with open(self.config_file, "w") as f:
             f.write("\n".join(lines) + "\n")
         self._process: Any = None
-        self._exited: Optional[_Exited] = None
+        self._exited: Optional[ChildProcess] = None
 
     @property
     def url(self) -> str:
@@ -142,7 +120,7 @@ class Mosquitto:
     @inlineCallbacks
     def start(self) -> Any:
         """Start the broker; fires once it accepts connections."""
-        self._exited = _Exited()
+        self._exited = ChildProcess()
         self._process = reactor.spawnProcess(
             self._exited, MOSQUITTO, [MOSQUITTO, "-c", self.config_file], env=dict(os.environ)
         )
@@ -156,7 +134,7 @@ class Mosquitto:
                     reactor, "127.0.0.1", self.port, timeout=1
                 ).connect(Factory.forProtocol(Protocol))
             except Exception:
-                yield deferLater(reactor, 0.05, lambda: None)
+                yield sleep(0.05)
                 continue
             probe.transport.loseConnection()
             return

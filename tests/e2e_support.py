@@ -7,7 +7,12 @@ with ports chosen by the OS.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import os
 import struct
+import sys
+import time
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -15,12 +20,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode, PeerVersion
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
+from tests.support import ChildProcess, child_environ, spawn_child, wait_until
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -96,6 +103,64 @@ def pattern_chunk(offset: int, length: int) -> bytes:
     return block[:length]
 
 
+def pattern(size: int) -> bytes:
+    """The first C{size} bytes of the pattern L{pattern_chunk} cuts."""
+    out = bytearray()
+    while len(out) < size:
+        out += pattern_chunk(len(out), min(65536, size - len(out)))
+    return bytes(out)
+
+
+class Collector(Protocol):
+    """
+    The application behind a destination: keeps what it receives
+    (C{received}); C{lost} says whether the connection ended and C{closed}
+    fires then with all it received and the (monotonic) time.  It may start
+    with reading paused (C{paused}), for a test to resume.
+    """
+
+    def __init__(self, paused: bool = False) -> None:
+        self.received = bytearray()
+        self.lost = False
+        self.closed: Deferred[tuple[bytes, float]] = Deferred()
+        self.start_paused = paused
+
+    def connectionMade(self) -> None:
+        if self.start_paused:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        self.closed.callback((bytes(self.received), time.monotonic()))
+
+
+class SendAndClose(Protocol):
+    """An application that writes C{payload} at once and closes."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class Apps:
+    """A protocol factory (for L{E2ETestCase.listen}) that remembers every application it made."""
+
+    def __init__(self, make: Any) -> None:
+        self.made: List[Any] = []
+        self._make = make
+
+    def __call__(self) -> Any:
+        app = self._make()
+        self.made.append(app)
+        return app
+
+
 class Client(Protocol):
     """Collects everything received; L{closed} fires with it when the connection ends."""
 
@@ -134,6 +199,16 @@ class Client(Protocol):
         self.closed.callback(self.value())
 
 
+@inlineCallbacks
+def listen(test: TestCase, protocol_factory: Any) -> Any:
+    """A TCP service on 127.0.0.1 (a port the OS picks) until the test ends; fires with its port."""
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(protocol_factory)
+    )
+    test.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
 class E2ETestCase(TestCase):
     """A tunnel service per test, and helpers to start proxies and services."""
 
@@ -146,13 +221,8 @@ class E2ETestCase(TestCase):
         self.tunnel_service = yield start_tunnel_service(reactor, self.mktemp())
         self.addCleanup(self.tunnel_service.stop)
 
-    @inlineCallbacks
     def listen(self, protocol_factory: Any) -> Any:
-        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            Factory.forProtocol(protocol_factory)
-        )
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
+        return listen(self, protocol_factory)
 
     def proxy(
         self,
@@ -232,6 +302,35 @@ class E2ETestCase(TestCase):
         return ports
 
     @inlineCallbacks
+    def assert_echoes(self, port: int, data: bytes) -> Any:
+        """
+        Connect to C{port} (a source's), send C{data} and check that the
+        same bytes come back (an echo service behind the tunnel); fires with
+        the client, still connected.
+        """
+        client = yield self.connect(port)
+        client.transport.write(data)
+        received = yield client.wait_for(len(data))
+        self.assertEqual(received, data)
+        return client
+
+    @inlineCallbacks
+    def drop_and_reconnect(self, client: Client) -> Any:
+        """
+        The service drops the tunnel's WebSockets: waits until C{client} (a
+        connection through the tunnel) has closed and both proxies are in a
+        new session with their service IDs.
+        """
+        self.tunnel_service.drop_connections(self.tunnel_id)
+        yield client.closed
+        yield wait_until(
+            lambda: all(
+                proxy._connector.sessions >= 2 and proxy.tunnel.ready
+                for proxy in (self.source, self.destination)
+            )
+        )
+
+    @inlineCallbacks
     def connect(self, port: int) -> Any:
         client = Client()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
@@ -241,17 +340,12 @@ class E2ETestCase(TestCase):
         return client
 
 
-@inlineCallbacks
-def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
-    """Poll C{predicate} on the reactor until it holds; the test fails if it never does."""
-    from twisted.internet.task import deferLater
-
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        yield deferLater(reactor, step, lambda: None)
-        waited += step
+def table_size(proxy: LocalProxyService) -> int:
+    """Connections in C{proxy}'s tunnel tables (0 without a session)."""
+    session = proxy.tunnel._session if proxy.tunnel is not None else None
+    if session is None:
+        return 0
+    return sum(len(service.connections) for service in session.services.values())
 
 
 def new_client_token() -> str:
@@ -275,3 +369,94 @@ def _stop_quietly(proxy: LocalProxyService) -> Any:
     if proxy.running:
         return proxy.stopService()
     return None
+
+
+# -- the AWS SDK and CLI against a local tunnel service ------------------------------
+
+#: Why tests that need boto3 or the AWS CLI are skipped (C{None}: they run).
+boto3_missing = None if importlib.util.find_spec("boto3") else "boto3 is not importable"
+awscli_missing = None if importlib.util.find_spec("awscli") else "awscli is not importable"
+
+#: Credentials and region for the SDK and the CLI: the local tunnel service takes any.
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "dummy-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def tunneling_client(test: TestCase, running: Any, verify: Any = None) -> Any:
+    """
+    A boto3 ``iotsecuretunneling`` client of C{running}'s management API
+    (checked against its CA unless C{verify} says otherwise), no retries,
+    closed after the test.  Its calls block: run them in a thread.
+    """
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "iotsecuretunneling",
+        endpoint_url=running.api_url,
+        region_name="us-east-1",
+        aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+        verify=running.ca_file if verify is None else verify,
+        config=Config(retries={"max_attempts": 1}),
+    )
+    test.addCleanup(client.close)
+    return client
+
+
+@inlineCallbacks
+def aws_cli(test: TestCase, running: Any, *args: str) -> Any:
+    """
+    Run ``aws iotsecuretunneling ARGS`` against C{running} (a child process,
+    trusting its CA); the test fails unless it exits 0.  Fires with its JSON
+    output (C{None} when it printed nothing).
+    """
+    env = dict(os.environ)
+    env.update(DUMMY_ENV)
+    env["AWS_CA_BUNDLE"] = running.ca_file
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    out, err, code = yield getProcessOutputAndValue(
+        sys.executable,
+        [
+            "-m",
+            "awscli",
+            "iotsecuretunneling",
+            *args,
+            "--endpoint-url",
+            running.api_url,
+            "--output",
+            "json",
+        ],
+        env=env,
+        reactor=reactor,
+    )
+    test.assertEqual(code, 0, err.decode(errors="replace"))
+    return json.loads(out) if out.strip() else None
+
+
+# -- the local proxy as a child process ---------------------------------------------
+
+
+class ProcessTestCase(E2ETestCase):
+    """End-to-end tests that run a local proxy as a child process (``python -m aws_localproxy``)."""
+
+    def mktemp_dir(self) -> str:
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def proxy_args(self, *extra: str) -> List[str]:
+        service = self.tunnel_service
+        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+
+
+def spawn(
+    test: ProcessTestCase, args: List[str], env: Optional[Dict[str, str]] = None
+) -> ChildProcess:
+    """Run C{python ARGS} in a new directory of the test's, killed after the test."""
+    process = ChildProcess()
+    spawn_child(test, process, [sys.executable, *args], child_environ(env or {}), test.mktemp_dir())
+    return process

@@ -28,9 +28,10 @@ from twisted.internet import error
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+
+from tests.support import ChildProcess, free_port, sleep
 
 __all__ = [
     "ConnectProxyFactory",
@@ -327,34 +328,11 @@ class SOCKS5ProxyFactory(Factory):
 # -- Debian's proxies -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, for a daemon to bind."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _DaemonProtocol(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[None] = Deferred()
-        self.exited = False
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.exited = True
-        self.ended.callback(None)
-
-
 class Daemon:
     """A proxy daemon started by a test: its port, log file, and ``stop()``."""
 
     def __init__(
-        self, name: str, port: int, log_path: str, protocol: _DaemonProtocol, transport: Any
+        self, name: str, port: int, log_path: str, protocol: ChildProcess, transport: Any
     ) -> None:
         self.name = name
         self.port = port
@@ -382,7 +360,7 @@ class Daemon:
 
 @inlineCallbacks
 def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -> Any:
-    protocol = _DaemonProtocol()
+    protocol = ChildProcess()
     transport = reactor.spawnProcess(protocol, argv[0], argv, env={"PATH": "/usr/bin:/bin"})
     daemon = Daemon(name, port, log_path, protocol, transport)
     # Wait until it accepts connections (at most ~10 s), or fail with its output.
@@ -394,7 +372,7 @@ def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -
                 Factory.forProtocol(Protocol)
             )
         except error.ConnectError:
-            yield deferLater(reactor, 0.05, lambda: None)
+            yield sleep(0.05, reactor)
             continue
         probe.transport.abortConnection()
         return daemon

@@ -7,13 +7,40 @@ import os
 from twisted.trial.unittest import TestCase
 
 from aws_localproxy.agent.broker import (
+    BROKER_FILE_OPTIONS,
     BrokerConfigError,
     broker_endpoint,
+    broker_parameters,
     client_tls_options,
     parse_broker_url,
 )
 from aws_localproxy.tunnelservice.certs import ensure_certificates
 from tests.agent_support import issue_client_certificate
+
+
+class BrokerOptionsTests(TestCase):
+    def test_rows(self) -> None:
+        """One row per option, no default, each with the help text given for it."""
+        rows = broker_parameters(broker="B", ca="C", cert="T", key="K")
+        self.assertEqual(
+            rows,
+            [
+                ["mqtt-broker", None, None, "B"],
+                ["mqtt-ca", None, None, "C"],
+                ["mqtt-cert", None, None, "T"],
+                ["mqtt-key", None, None, "K"],
+            ],
+        )
+
+    def test_both_commands(self) -> None:
+        """localproxy-agent and localtunnel take the broker and its files by the same names."""
+        from aws_localproxy.agent.options import AgentOptions
+        from aws_localproxy.tunnelservice.tap import Options
+
+        for options in (AgentOptions, Options):
+            names = [row[0] for row in options.optParameters]
+            start = names.index("mqtt-broker")
+            self.assertEqual(names[start : start + 4], ["mqtt-broker", *BROKER_FILE_OPTIONS])
 
 
 class BrokerURLTests(TestCase):

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from aws_localproxy.agent.broker import parse_broker_url
@@ -26,19 +23,8 @@ from aws_localproxy.tunnelservice.model import CONNECTED
 from aws_localproxy.tunnelservice.notify import TunnelNotifier
 from aws_localproxy.tunnelservice.server import start_tunnel_service
 from tests.agent_support import Mosquitto, issue_client_certificate, mosquitto_missing
-from tests.e2e_support import E2ETestCase, Echo, wait_until
-
-try:
-    import boto3
-    from botocore.config import Config
-except ImportError:  # pragma: no cover
-    boto3 = None
-
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "dummy-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from tests.e2e_support import E2ETestCase, Echo, aws_cli, boto3_missing, tunneling_client
+from tests.support import sleep, wait_until
 
 
 def fast_backoff(failures: int) -> float:
@@ -50,8 +36,8 @@ class AgentE2ETestCase(E2ETestCase):
 
     if mosquitto_missing:
         skip = mosquitto_missing
-    elif boto3 is None:
-        skip = "boto3 is not importable"
+    elif boto3_missing:
+        skip = boto3_missing
 
     timeout = 60
     tls_broker = False
@@ -80,16 +66,7 @@ class AgentE2ETestCase(E2ETestCase):
         self.addCleanup(self.notifier.stopService)
         self.echo_port = yield self.listen(Echo)
         self.agent = yield self.start_agent()
-        self.client = boto3.client(
-            "iotsecuretunneling",
-            endpoint_url=self.tunnel_service.api_url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="dummy-secret",
-            verify=self.tunnel_service.ca_file,
-            config=Config(retries={"max_attempts": 1}),
-        )
-        self.addCleanup(self.client.close)
+        self.client = tunneling_client(self, self.tunnel_service)
 
     def broker_config(self, name: str) -> Any:
         if not self.tls_broker:
@@ -307,29 +284,13 @@ class AgentFlowTests(AgentE2ETestCase):
 
     @inlineCallbacks
     def test_aws_cli_open_tunnel(self) -> Any:
-        env = dict(os.environ)
-        env.update(DUMMY_ENV)
-        env["AWS_CA_BUNDLE"] = self.tunnel_service.ca_file
-        env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        out, err, code = yield getProcessOutputAndValue(
-            sys.executable,
-            [
-                "-m",
-                "awscli",
-                "iotsecuretunneling",
-                "open-tunnel",
-                "--destination-config",
-                f"thingName={self.thing_name},services=SSH",
-                "--endpoint-url",
-                self.tunnel_service.api_url,
-                "--output",
-                "json",
-            ],
-            env=env,
-            reactor=reactor,
+        opened = yield aws_cli(
+            self,
+            self.tunnel_service,
+            "open-tunnel",
+            "--destination-config",
+            f"thingName={self.thing_name},services=SSH",
         )
-        self.assertEqual(code, 0, err.decode(errors="replace"))
-        opened = json.loads(out)
         yield self.tunnel_service.wait_for_state(opened["tunnelId"], Mode.DESTINATION, CONNECTED)
         yield self.echo_through(opened["sourceAccessToken"])
 
@@ -364,5 +325,5 @@ class AgentTLSBrokerTests(AgentE2ETestCase):
         agent.startService()
         self.addCleanup(agent.stopService)
         yield wait_until(lambda: "No connection to the MQTT broker" in self.log_text())
-        yield deferLater(reactor, 0.3, lambda: None)
+        yield sleep(0.3)
         self.assertEqual(agent.mqtt.sessions, 0)

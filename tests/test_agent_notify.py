@@ -18,17 +18,11 @@ from aws_localproxy.constants import Mode
 from aws_localproxy.tunnelservice.notify import TunnelNotifier
 from aws_localproxy.tunnelservice.server import start_tunnel_service
 from aws_localproxy.tunnelservice.tap import Options
-
-try:
-    import boto3
-    from botocore.config import Config
-except ImportError:  # pragma: no cover
-    boto3 = None
+from tests.e2e_support import boto3_missing, tunneling_client
 
 
 class NotifyHookTests(TestCase):
-    if boto3 is None:
-        skip = "boto3 is not importable"
+    skip = boto3_missing
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -37,16 +31,7 @@ class NotifyHookTests(TestCase):
             reactor, self.mktemp(), notify=lambda *args: self.notified.append(args)
         )
         self.addCleanup(self.running.stop)
-        self.client = boto3.client(
-            "iotsecuretunneling",
-            endpoint_url=self.running.api_url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="dummy-secret",
-            verify=self.running.ca_file,
-            config=Config(retries={"max_attempts": 1}),
-        )
-        self.addCleanup(self.client.close)
+        self.client = tunneling_client(self, self.running)
 
     def call(self, method: str, **kwargs: Any) -> Any:
         return deferToThread(getattr(self.client, method), **kwargs)

@@ -86,6 +86,15 @@ class TunnelManagerTests(TestCase):
             formatEvent(e) or "" for e in self.events if e["log_level"] >= LogLevel.info
         )
 
+    def test_bad_arguments(self) -> None:
+        """A source template or no tunnel at all is refused at construction."""
+        with self.assertRaises(ValueError) as caught:
+            self.manager(template=template(mode=Mode.SOURCE))
+        self.assertEqual(str(caught.exception), "the agent's template must be a destination")
+        with self.assertRaises(ValueError) as caught:
+            self.manager(max_tunnels=0)
+        self.assertEqual(str(caught.exception), "max_tunnels must be at least 1")
+
     def test_config_of_a_destination(self) -> None:
         manager = self.manager()
         running = manager.open(note(services=["WEB"]))

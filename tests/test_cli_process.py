@@ -7,91 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, new_client_token
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class ProxyProcess(ProcessProtocol):
-    """A child process; collects its output and lets a test wait for a line or the exit."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[int] = Deferred()
-        self._waiters: List[tuple[bytes, Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        for waiter in list(self._waiters):
-            if waiter[0] in self.output:
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    errReceived = outReceived
-
-    def wait_for(self, text: str) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if text.encode() in self.output:
-            d.callback(None)
-        else:
-            self._waiters.append((text.encode(), d))
-        return d
-
-    def processEnded(self, reason: Failure) -> None:
-        for _, waiter in self._waiters:
-            waiter.errback(AssertionError(f"process ended first; output:\n{self.output.decode()}"))
-        self._waiters = []
-        if reason.check(ProcessDone):
-            self.ended.callback(0)
-        elif reason.check(ProcessTerminated):
-            value = reason.value
-            self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
-        else:  # pragma: no cover
-            self.ended.errback(reason)
-
-
-def spawn(test: TestCase, args: List[str], env: Optional[Dict[str, str]] = None) -> ProxyProcess:
-    process = ProxyProcess()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
-    environ.update(env or {})
-    environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-    transport = reactor.spawnProcess(
-        process, sys.executable, [sys.executable, *args], env=environ, path=test.mktemp_dir()
-    )
-
-    def cleanup() -> Any:
-        if not process.ended.called:
-            try:
-                transport.signalProcess("KILL")
-            except ProcessExitedAlready:
-                pass
-            return process.ended
-        return None
-
-    test.addCleanup(cleanup)
-    return process
-
-
-class ProcessTestCase(E2ETestCase):
-    def mktemp_dir(self) -> str:
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
-
-    def proxy_args(self, *extra: str) -> List[str]:
-        service = self.tunnel_service
-        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+from tests.e2e_support import Echo, ProcessTestCase, new_client_token, spawn
+from tests.support import free_port
 
 
 class ConsoleScriptTests(ProcessTestCase):
@@ -200,7 +122,7 @@ class TwistdTests(ProcessTestCase):
                 "-c",
                 service.capath,
                 "-s",
-                f"ssh={_free_port()}",
+                f"ssh={free_port()}",
                 "-b",
                 "127.0.0.1",
             ],
@@ -210,11 +132,3 @@ class TwistdTests(ProcessTestCase):
         self.tunnel_service.close_tunnel(tunnel_id)
         code = yield process.ended
         self.assertEqual(code, 0, process.output.decode())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

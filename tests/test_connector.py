@@ -8,59 +8,14 @@ connector does next, on a MemoryReactorClock.
 
 from __future__ import annotations
 
-from typing import List
-
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
-from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.tunnel import Tunnel
-from aws_localproxy.websocket import CloseOutcome
 from aws_localproxy.wire import Message, encode_message
-
-
-class FakeProtocol:
-    STATE_OPEN = 3
-    STATE_CLOSED = 4
-
-    def __init__(self) -> None:
-        self.state = 1
-        self.transport = StringTransport()
-        self.dropped: List[bool] = []
-        self.closed_with: List[tuple] = []
-        self.sent: List[bytes] = []
-        self.websocket_protocol_in_use = SUBPROTOCOL_V3
-
-    def dropConnection(self, abort: bool = False) -> None:
-        self.dropped.append(abort)
-
-    def sendClose(self, code: int, reason: str) -> None:
-        self.closed_with.append((code, reason))
-
-    def send_record(self, record: bytes) -> None:
-        self.sent.append(record)
-
-    def send_ping(self, payload: bytes) -> None:
-        pass
-
-
-class FakeEndpoint:
-    """Each connect() takes the next scripted result."""
-
-    def __init__(self) -> None:
-        self.results: List[object] = []
-        self.attempts = 0
-
-    def connect(self, factory: object) -> Deferred:
-        self.attempts += 1
-        result = self.results.pop(0) if self.results else ConnectionRefusedError()
-        if isinstance(result, Exception):
-            return fail(result)
-        return succeed(result)
+from tests.support import FakeEndpoint, FakeProtocol, closed, scripted_connector
 
 
 class NullLocal:
@@ -72,12 +27,6 @@ class NullLocal:
 
     def connect(self, connection):  # pragma: no cover - sources do not connect
         raise AssertionError("unexpected")
-
-
-def closed(**kwargs) -> CloseOutcome:
-    values = dict(was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False)
-    values.update(kwargs)
-    return CloseOutcome(**values)
 
 
 def service_ids(*ids: str) -> bytes:
@@ -95,14 +44,11 @@ class ConnectorTests(SynchronousTestCase):
         self.local = NullLocal()
         self.ready: list = []
         self.tunnel = Tunnel(Mode.SOURCE, self.local, service_map=service_map or {})  # type: ignore[arg-type]
-        connector = TunnelConnector(
+        connector = scripted_connector(
             self.clock,
-            self.endpoint,  # type: ignore[arg-type]
-            lambda c: None,  # type: ignore[arg-type,return-value]
+            self.endpoint,
             self.tunnel,
-            InboundFlow(),
-            display_url="wss://example.invalid:443",
-            retries=RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
+            RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
             on_ready=self.ready.append,
         )
         self.codes: list = []

@@ -15,8 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.clienttoken import is_valid_client_token, read_client_token
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, wait_until
-from tests.test_cli_process import ProcessTestCase, spawn
+from tests.e2e_support import E2ETestCase, Echo, ProcessTestCase, spawn
 
 
 class ReconnectTests(E2ETestCase):
@@ -27,17 +26,8 @@ class ReconnectTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"before")
         yield client.wait_for(6)
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"after")
-        self.assertEqual((yield client.wait_for(5)), b"after")
+        yield self.drop_and_reconnect(client)
+        client = yield self.assert_echoes(ports["ssh"], b"after")
         for proxy in (self.source, self.destination):
             self.assertFalse(proxy.when_finished.called)
             self.assertTrue(is_valid_client_token(proxy.client_token))

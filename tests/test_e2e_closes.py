@@ -17,61 +17,14 @@ from typing import Any, List
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
+from twisted.internet.protocol import Factory
 
-from tests.e2e_support import Client, E2ETestCase, Sender, pattern_chunk, wait_until
+from tests.e2e_support import Apps, Client, Collector, E2ETestCase, SendAndClose, Sender, pattern
+from tests.support import open_fds, sleep, wait_until
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
 #: machines are slower and shared, so the assertion leaves room).
 CLOSE_BOUND = 2.0
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-class Collector(Protocol):
-    """The application: collects bytes; C{closed} fires with them and the time EOF came."""
-
-    def __init__(self, paused: bool = False) -> None:
-        self.received: List[bytes] = []
-        self.closed: Deferred[tuple[bytes, float]] = Deferred()
-        self.start_paused = paused
-
-    def connectionMade(self) -> None:
-        if self.start_paused:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.closed.callback((b"".join(self.received), time.monotonic()))
-
-
-class Apps:
-    """A factory that remembers every application connection it made."""
-
-    def __init__(self, make: Any) -> None:
-        self.made: List[Any] = []
-        self._make = make
-
-    def __call__(self) -> Any:
-        protocol = self._make()
-        self.made.append(protocol)
-        return protocol
-
-
-class SendAndClose(Protocol):
-    """Writes C{payload} at once and closes."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.payload)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
 
 
 class CloseTests(E2ETestCase):
@@ -140,12 +93,12 @@ class CloseTests(E2ETestCase):
                 Factory.forProtocol(Push)
             )
             yield client_done
-            yield _sleep(0.3)  # the reset has reached the destination, if it could
+            yield sleep(0.3)  # the reset has reached the destination, if it could
             app = apps.made[-1]
             app.transport.resumeProducing()
             data, _ = yield app.closed
             self.assertEqual(len(data), size)
-            self.assertEqual(data, _pattern(size))
+            self.assertEqual(data, pattern(size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks
@@ -161,11 +114,11 @@ class CloseTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.pauseProducing()  # the client reads late: the source is back-pressured
         yield wait_until(lambda: True)
-        yield _sleep(0.5)
+        yield sleep(0.5)
         client.transport.resumeProducing()
         data = yield client.closed
         self.assertEqual(len(data), size)
-        self.assertEqual(data, _pattern(size))
+        self.assertEqual(data, pattern(size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks
@@ -216,11 +169,11 @@ class CloseTests(E2ETestCase):
         for service_id in ("ssh", "web"):
             for _ in range(3):
                 client = yield self.connect(ports[service_id])
-                client.transport.write(_pattern(request))
+                client.transport.write(pattern(request))
                 clients.append(client)
         results = yield gatherResults([c.closed for c in clients])
         for data in results:
-            self.assertEqual(data, _pattern(Reply.size))
+            self.assertEqual(data, pattern(Reply.size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks
@@ -244,19 +197,3 @@ class CloseTests(E2ETestCase):
         yield gatherResults([c.closed for c in clients])
         code = yield self.destination.when_finished
         self.assertEqual(code, 0)
-
-
-def _pattern(size: int) -> bytes:
-    chunks = []
-    offset = 0
-    while offset < size:
-        chunk = pattern_chunk(offset, min(65536, size - offset))
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def _sleep(seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)

@@ -17,7 +17,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import Client, E2ETestCase, Echo, _close_client, new_client_token, wait_until
+from tests.e2e_support import Client, E2ETestCase, Echo, _close_client, new_client_token
 
 
 class EndpointTests(E2ETestCase):
@@ -75,9 +75,7 @@ class EndpointTests(E2ETestCase):
         self.addCleanup(port.stopListening)
         yield self.pair({"SSH1": "0"}, {"SSH1": service_path})
         listening = yield self.source.listening_port("SSH1")
-        client = yield self.connect(listening)
-        client.transport.write(b"path")
-        self.assertEqual((yield client.wait_for(4)), b"path")
+        yield self.assert_echoes(listening, b"path")
 
     @inlineCallbacks
     def test_tcp_descriptions_and_kept_across_reconnect(self) -> Any:
@@ -91,21 +89,10 @@ class EndpointTests(E2ETestCase):
         )
         port = yield self.source.listening_port("WEB")
         self.assertNotEqual(port, 0)
-        client = yield self.connect(port)
-        client.transport.write(b"described")
-        self.assertEqual((yield client.wait_for(9)), b"described")
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
+        client = yield self.assert_echoes(port, b"described")
+        yield self.drop_and_reconnect(client)
         self.assertEqual(self.source.bound_ports(), {"WEB": port})
-        client = yield self.connect(port)
-        client.transport.write(b"again")
-        self.assertEqual((yield client.wait_for(5)), b"again")
+        client = yield self.assert_echoes(port, b"again")
 
     @inlineCallbacks
     def test_bad_description_is_fatal(self) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import urllib.request
 from typing import Any, Dict, Optional
@@ -32,18 +31,22 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode
 from aws_localproxy.service import LocalProxyService
 from tests.e2e_support import (
+    Apps,
     Client,
+    Collector,
     E2ETestCase,
     Echo,
+    ProcessTestCase,
     Sender,
+    listen,
     new_client_token,
-    pattern_chunk,
-    wait_until,
+    pattern,
+    spawn,
+    table_size,
     with_settings,
 )
 from tests.faultrelay import FaultRelay
-from tests.test_cli_process import ProcessTestCase, ProxyProcess, spawn
-from tests.test_e2e_closes import open_fds
+from tests.support import ChildProcess, free_port, open_fds, wait_until
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
 #: (Tighter pong timeouts flap on a loaded 2-core machine.)
@@ -55,38 +58,6 @@ FAULT_SETTINGS = with_settings(
 )
 #: The same retries with the default pings, where a frozen service is not the fault.
 RETRY_SETTINGS = with_settings(ws_retry_delay_ms=200, ws_connect_retry_count=100)
-
-
-def pattern(size: int) -> bytes:
-    out = bytearray()
-    while len(out) < size:
-        out += pattern_chunk(len(out), min(65536, size - len(out)))
-    return bytes(out)
-
-
-class Collector(Protocol):
-    """The application behind the destination: keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost = True
-
-
-class Apps:
-    def __init__(self, make: Any) -> None:
-        self.made: list = []
-        self._make = make
-
-    def __call__(self) -> Any:
-        app = self._make()
-        self.made.append(app)
-        return app
 
 
 def start_proxy(
@@ -288,7 +259,7 @@ class ServiceProcess:
         self.test = test
         self.workdir = workdir
         self.port = port
-        self.process: Optional[ProxyProcess] = None
+        self.process: Optional[ChildProcess] = None
         self.info: Dict[str, str] = {}
 
     @inlineCallbacks
@@ -341,12 +312,6 @@ class ServiceProcess:
         return body["sourceAccessToken"], body["destinationAccessToken"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ServiceFaultTests(TestCase):
     """The local tunnel service as a real process, frozen, killed and late."""
 
@@ -366,7 +331,7 @@ class ServiceFaultTests(TestCase):
         self.source_token, self.destination_token = self.service.open_tunnel()
         if not start_service:
             yield self.service.kill()
-        echo = yield TCP4ServerEndpointListen(self, Echo)
+        echo = yield listen(self, Echo)
         self.echo_port = echo
         self.host = "127.0.0.1"
 
@@ -460,32 +425,13 @@ class ServiceFaultTests(TestCase):
         """
         yield self.set_up(start_service=False)
         self.start_proxies()
-        from tests.tunnelclient import sleep
+        from tests.support import sleep
 
-        yield sleep(reactor, 2.0)
+        yield sleep(2.0)
         self.assertEqual(sessions(self.source), 0)
         yield self.service.start()
         port = yield self.both_connected(1)
         yield echo_works(self, port)
-
-
-@inlineCallbacks
-def TCP4ServerEndpointListen(test: TestCase, protocol: Any) -> Any:
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-
-    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        Factory.forProtocol(protocol)
-    )
-    test.addCleanup(port.stopListening)
-    return port.getHost().port
-
-
-def table_size(proxy: LocalProxyService) -> int:
-    """Connections in C{proxy}'s tunnel tables (0 without a session)."""
-    session = proxy.tunnel._session if proxy.tunnel is not None else None
-    if session is None:
-        return 0
-    return sum(len(service.connections) for service in session.services.values())
 
 
 class Counted(Protocol):
@@ -525,7 +471,7 @@ class DestinationFaultTests(ProcessTestCase):
             clients.append(client)
         return clients
 
-    def spawn_destination(self, token: str, token_file: str, echo_port: int) -> ProxyProcess:
+    def spawn_destination(self, token: str, token_file: str, echo_port: int) -> ChildProcess:
         # The client token comes from a file (never argv); the access token from the environment.
         return spawn(
             self,

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, Mode, PeerVersion
 from tests.e2e_support import (
@@ -21,9 +20,9 @@ from tests.e2e_support import (
     Echo,
     Sender,
     pattern_chunk,
-    wait_until,
     with_settings,
 )
+from tests.support import sleep, wait_until
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -34,10 +33,7 @@ class DataPathTests(E2ETestCase):
         echo_port = yield self.listen(Echo)
         ports = yield self.tunnel_pair({"ssh": echo_port})
         self.assertEqual(list(ports), ["ssh"])
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"hello through the tunnel")
-        received = yield client.wait_for(24)
-        self.assertEqual(received, b"hello through the tunnel")
+        yield self.assert_echoes(ports["ssh"], b"hello through the tunnel")
 
     @inlineCallbacks
     def test_connected_reports_session(self) -> Any:
@@ -130,7 +126,7 @@ class DataPathTests(E2ETestCase):
             sent += len(chunk)
             if sent % (4 * 1024 * 1024) == 0:
                 # Let the reactor drain now and then instead of buffering 50 MB here.
-                yield deferLater(reactor, 0, lambda: None)
+                yield sleep(0)
         digest = yield client.wait_for(32)
         self.assertEqual(digest, expected.digest())
 
@@ -224,7 +220,7 @@ class _Pusher:
         while (
             clock.seconds() - self.last_progress < 1.0 or not self.paused
         ) and self.sent < self.budget:
-            yield deferLater(clock, 0.2, lambda: None)
+            yield sleep(0.2, clock)
 
 
 class VersionTests(E2ETestCase):
@@ -236,10 +232,7 @@ class VersionTests(E2ETestCase):
             source_version=PeerVersion.V2,
             destination_version=PeerVersion.V2,
         )
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"v2 bytes")
-        received = yield client.wait_for(8)
-        self.assertEqual(received, b"v2 bytes")
+        yield self.assert_echoes(ports["ssh"], b"v2 bytes")
 
     @inlineCallbacks
     def test_v1_source_and_destination(self) -> Any:
@@ -250,10 +243,7 @@ class VersionTests(E2ETestCase):
             destination_version=PeerVersion.V1,
         )
         (port,) = ports.values()
-        client = yield self.connect(port)
-        client.transport.write(b"v1 bytes")
-        received = yield client.wait_for(8)
-        self.assertEqual(received, b"v1 bytes")
+        yield self.assert_echoes(port, b"v1 bytes")
 
     @inlineCallbacks
     def test_v2_subprotocol_negotiated(self) -> Any:
@@ -308,10 +298,7 @@ class FailureTests(E2ETestCase):
             Factory.forProtocol(Echo)
         )
         self.addCleanup(port.stopListening)
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"now it does")
-        received = yield client.wait_for(11)
-        self.assertEqual(received, b"now it does")
+        client = yield self.assert_echoes(ports["ssh"], b"now it does")
         self.assertFalse(self.source.when_finished.called)
 
     @inlineCallbacks
@@ -321,20 +308,10 @@ class FailureTests(E2ETestCase):
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"before")
         yield client.wait_for(6)
-        self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
         # Both proxies reconnect with the same tokens; the source keeps its port.
-        yield wait_until(
-            lambda: all(
-                proxy._connector.sessions >= 2 and proxy.tunnel.ready
-                for proxy in (self.source, self.destination)
-            )
-        )
+        yield self.drop_and_reconnect(client)
         self.assertEqual(self.source.bound_ports(), ports)
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"after")
-        received = yield client.wait_for(5)
-        self.assertEqual(received, b"after")
+        client = yield self.assert_echoes(ports["ssh"], b"after")
 
     @inlineCallbacks
     def test_unanswered_pings_reconnect(self) -> Any:
@@ -356,10 +333,7 @@ class FailureTests(E2ETestCase):
         yield wait_until(lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready)
         self.assertEqual(self.source._connector.sessions, 2)
         self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
-        client = yield self.connect(ports["ssh"])
-        client.transport.write(b"alive")
-        received = yield client.wait_for(5)
-        self.assertEqual(received, b"alive")
+        yield self.assert_echoes(ports["ssh"], b"alive")
 
     @inlineCallbacks
     def test_close_tunnel_exits_zero(self) -> Any:

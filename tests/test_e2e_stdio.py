@@ -13,86 +13,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Sequence
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.python.failure import Failure
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import E2ETestCase, Echo, new_client_token, pattern_chunk, wait_until
-from tests.test_cli_process import PROJECT_ROOT
-
-
-class StdioProcess(ProcessProtocol):
-    """A child whose stdout and stderr are kept apart."""
-
-    def __init__(self) -> None:
-        self.stdout = b""
-        self.stderr = b""
-        self.ended: Deferred[int] = Deferred()
-        self._waiters: List[tuple[int, Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.stdout += data
-        for waiter in list(self._waiters):
-            if len(self.stdout) >= waiter[0]:
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def wait_for_stdout(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if len(self.stdout) >= count:
-            d.callback(None)
-        else:
-            self._waiters.append((count, d))
-        return d
-
-    def processEnded(self, reason: Failure) -> None:
-        for _, waiter in self._waiters:
-            waiter.errback(AssertionError("ended first; stderr:\n" + self.stderr.decode()))
-        self._waiters = []
-        if reason.check(ProcessDone):
-            self.ended.callback(0)
-        elif reason.check(ProcessTerminated):
-            value = reason.value
-            self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
-        else:  # pragma: no cover
-            self.ended.errback(reason)
-
-
-class Collector(Protocol):
-    """Keeps what it receives; optionally sends C{reply} and closes at once."""
-
-    instances: List["Collector"] = []
-    reply: Optional[bytes] = None
-
-    def connectionMade(self) -> None:
-        self.received = b""
-        self.closed = False
-        type(self).instances.append(self)
-        if self.reply is not None:
-            self.transport.write(self.reply)
-            self.transport.loseConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closed = True
-
-
-def _environ(extra: Dict[str, str]) -> Dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
-    environ.update(extra)
-    environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-    return environ
+from tests.e2e_support import (
+    Apps,
+    Collector,
+    E2ETestCase,
+    Echo,
+    SendAndClose,
+    new_client_token,
+    pattern_chunk,
+)
+from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
 
 class _StdioCase(E2ETestCase):
@@ -112,41 +48,16 @@ class _StdioCase(E2ETestCase):
         yield destination.connected
         return source_token
 
-    def spawn_stdio(self, token: str, *args: str) -> StdioProcess:
+    def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
         service = self.tunnel_service
-        process = StdioProcess()
-        argv = [
-            sys.executable,
-            "-m",
-            "aws_localproxy",
-            "-e",
-            service.endpoint,
-            "-c",
-            service.capath,
-            "--stdio",
-            *args,
-        ]
+        process = ChildProcess()
+        argv = [sys.executable, "-m", "aws_localproxy", "-e", service.endpoint, "-c",
+                service.capath, "--stdio", *args]
         cwd = self.mktemp()
         os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            argv,
-            env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
-            path=cwd,
+        self.stdio_transport = spawn_child(
+            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
         )
-        self.stdio_transport = transport
-
-        def cleanup() -> Any:
-            if not process.ended.called:
-                try:
-                    transport.signalProcess("KILL")
-                except ProcessExitedAlready:
-                    pass
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
         return process
 
 
@@ -166,15 +77,15 @@ class StdioTests(_StdioCase):
     @inlineCallbacks
     def test_upload_then_eof_delivers_every_byte(self) -> Any:
         """1 MiB on stdin, then EOF: the process exits 0 only after the service got all of it."""
-        Collector.instances = []
-        token = yield self.destination_for(Collector)
+        apps = Apps(Collector)
+        token = yield self.destination_for(apps)
         process = self.spawn_stdio(token)  # the tunnel's only service ID
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
         self.stdio_transport.write(data)
         self.stdio_transport.closeStdin()
         self.assertEqual((yield process.ended), 0, process.stderr.decode())
-        yield wait_until(lambda: bool(Collector.instances) and Collector.instances[0].closed)
-        received = Collector.instances[0].received
+        yield wait_until(lambda: bool(apps.made) and apps.made[0].lost)
+        received = bytes(apps.made[0].received)
         self.assertEqual(len(received), len(data))
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
 
@@ -182,11 +93,7 @@ class StdioTests(_StdioCase):
     def test_peer_reset_flushes_stdout_and_exits_zero(self) -> Any:
         """The local service writes 1 MiB and closes: all of it reaches stdout, exit 0."""
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
-
-        class Replier(Collector):
-            reply = data
-
-        token = yield self.destination_for(Replier)
+        token = yield self.destination_for(lambda: SendAndClose(data))
         process = self.spawn_stdio(token, "SSH1")
         self.assertEqual((yield process.ended), 0, process.stderr.decode())
         self.assertEqual(len(process.stdout), len(data))
@@ -210,12 +117,6 @@ class StdioTests(_StdioCase):
         self.assertIn(b"name one with --stdio SERVICE_ID", process.stderr)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SSHTests(_StdioCase):
     """Real ssh with ``ProxyCommand='python -m aws_localproxy ... --stdio SSH1'`` to a real sshd."""
 
@@ -235,7 +136,7 @@ class SSHTests(_StdioCase):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         authorized = os.path.join(directory, "authorized_keys")
         shutil.copy(user_key + ".pub", authorized)
-        port = _free_port()
+        port = free_port()
         config = os.path.join(directory, "sshd_config")
         with open(config, "w") as f:
             f.write(
@@ -274,7 +175,7 @@ class SSHTests(_StdioCase):
             f"{sys.executable} -m aws_localproxy -e {service.endpoint} -c {service.capath} "
             "--stdio SSH1"
         )
-        process = StdioProcess()
+        process = ChildProcess()
         argv = [
             "ssh",
             "-F",
@@ -296,23 +197,10 @@ class SSHTests(_StdioCase):
             "root@dummy",
             "echo ok",
         ]
-        transport = reactor.spawnProcess(
-            process,
-            shutil.which("ssh"),
-            argv,
-            env=_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+        spawn_child(
+            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            executable=shutil.which("ssh"),
         )
-
-        def cleanup() -> Any:
-            if not process.ended.called:
-                try:
-                    transport.signalProcess("KILL")
-                except ProcessExitedAlready:
-                    pass
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
         code = yield process.ended
         with open(self.sshd_log, "rb") as f:
             sshd_output = f.read()

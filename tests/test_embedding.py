@@ -23,7 +23,8 @@ from aws_localproxy import ClosedTunnel, ConnectedTunnel, FactoryEndpoint, Local
 from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode
 from aws_localproxy.tunnelservice.testing import LocalTunnelService
-from tests.e2e_support import Client, E2ETestCase, Echo, pattern_chunk, wait_until
+from tests.e2e_support import Client, E2ETestCase, Echo, pattern_chunk
+from tests.support import wait_until
 
 
 class Refuse(Factory):

@@ -12,7 +12,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_cli_process import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, child_environ
 
 EXAMPLES = os.path.join(PROJECT_ROOT, "examples")
 
@@ -21,8 +21,7 @@ class ExampleTests(SynchronousTestCase):
     def run_example(self, *args: str) -> subprocess.CompletedProcess[str]:
         cwd = self.mktemp()
         os.makedirs(cwd)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("AWSIOT_TUNNEL_")}
-        environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        environ = child_environ()
         result = subprocess.run(
             [sys.executable, *args],
             cwd=cwd,

@@ -43,8 +43,8 @@ from aws_localproxy.constants import (
 )
 from aws_localproxy.errors import TunnelError
 from aws_localproxy.scheduler import OutboundScheduler
-from aws_localproxy.wire import Message, control_message, decode_all, encode_message
-from tests.test_tunnel import FakeLocalConnection, FakeLocalSide, FakePeer, PeerTunnel
+from aws_localproxy.wire import Message, control_message, decode_all
+from tests.test_tunnel import FakeLocalConnection, FakeLocalSide, FakePeer, PeerTunnel, data
 
 settings.register_profile(
     "ci",
@@ -245,15 +245,7 @@ class TunnelMachine(RuleBasedStateMachine):
         if message_type == Message.DATA:
             self.seq += 1
             payload = b"P%s.%d.%d.%d;" % (service_id.encode(), stream_id, connection_id, self.seq)
-            return encode_message(
-                Message(
-                    type=Message.DATA,
-                    serviceId=service_id,
-                    streamId=stream_id,
-                    connectionId=connection_id,
-                    payload=payload,
-                )
-            )
+            return data(service_id, stream_id, connection_id, payload)
         if message_type == Message.SERVICE_IDS:
             ids = ["wrong"] if ids_choice == 0 else self.ids
             return control_message(Message.SERVICE_IDS, available_service_ids=ids)

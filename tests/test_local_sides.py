@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import List
 
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.destination import DestinationSide
@@ -15,6 +15,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.settings import LocalSockets
 from aws_localproxy.source import SourceSide
+from tests.support import RecordingTunnelConnection
 
 
 class BadEndpointTests(SynchronousTestCase):
@@ -134,24 +135,6 @@ class SourceSideTests(SynchronousTestCase):
         self.assertIsInstance(self.fatal[0], FatalTunnelError)
 
 
-class RecordingConnection:
-    service_id = "ssh"
-    connection_id = 1
-
-    def __init__(self) -> None:
-        self.failed: List[str] = []
-        self.data: List[bytes] = []
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        pass
-
-    def connect_failed(self, reason: str) -> None:
-        self.failed.append(reason)
-
-
 class DestinationSideTests(SynchronousTestCase):
     def make(self, retries: int = 1) -> tuple[DestinationSide, MemoryReactorClock]:
         reactor = MemoryReactorClock()
@@ -166,7 +149,7 @@ class DestinationSideTests(SynchronousTestCase):
 
     def test_connects_to_endpoint(self) -> None:
         side, reactor = self.make()
-        side.connect(RecordingConnection())
+        side.connect(RecordingTunnelConnection(destination=True))
         self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients], [("127.0.0.1", 22)])
 
     def test_destination_forms(self) -> None:
@@ -182,7 +165,7 @@ class DestinationSideTests(SynchronousTestCase):
             }
         )
         for service_id in "abcde":
-            connection = RecordingConnection()
+            connection = RecordingTunnelConnection(destination=True)
             connection.service_id = service_id
             side.connect(connection)
         hosts = {
@@ -199,13 +182,13 @@ class DestinationSideTests(SynchronousTestCase):
 
     def test_unknown_service_is_fatal(self) -> None:
         side, _ = self.make()
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection(destination=True)
         connection.service_id = "other"
         self.assertRaises(FatalTunnelError, side.connect, connection)
 
     def test_retries_then_reports_failure(self) -> None:
         side, reactor = self.make(retries=1)
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection(destination=True)
         side.connect(connection)
         reactor.tcpClients[0][2].clientConnectionFailed(None, ConnectionRefusedError())
         reactor.advance(0.4)
@@ -218,7 +201,7 @@ class DestinationSideTests(SynchronousTestCase):
 
     def test_writes_buffered_and_flow_blocked_until_connected(self) -> None:
         side, reactor = self.make()
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection(destination=True)
         pending = side.connect(connection)
         pending.write(b"0123456789ab")  # over the pending limit of 10
         self.assertTrue(side.inbound._blocked)
@@ -231,9 +214,23 @@ class DestinationSideTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"0123456789ab")
         self.assertFalse(side.inbound._blocked)
 
+    def test_reading_paused_while_connecting_and_after(self) -> None:
+        """The lane's back-pressure reaches the socket, whether it came before the connect or after."""
+        side, reactor = self.make()
+        pending = side.connect(RecordingTunnelConnection(destination=True))
+        pending.pause_reading()
+        protocol = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.producerState, "paused")
+        pending.resume_reading()
+        self.assertEqual(transport.producerState, "producing")
+        pending.pause_reading()
+        self.assertEqual(transport.producerState, "paused")
+
     def test_close_while_connecting_cancels(self) -> None:
         side, reactor = self.make()
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection(destination=True)
         pending = side.connect(connection)
         pending.close()
         reactor.advance(10)

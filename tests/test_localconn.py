@@ -6,7 +6,7 @@ L{aws_localproxy.localconn}: one local connection on a StringTransport
 from __future__ import annotations
 
 import socket
-from typing import Any, List
+from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
@@ -18,34 +18,20 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.settings import LocalSockets
 from tests.socket_support import readable_bytes
+from tests.support import RecordingTunnelConnection
 
 reactor: Any = _reactor
-
-
-class RecordingTunnelConnection:
-    service_id = "ssh"
-    connection_id = 1
-
-    def __init__(self) -> None:
-        self.data: List[bytes] = []
-        self.lost = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost += 1
-
-    def connect_failed(self, reason: str) -> None:  # pragma: no cover
-        raise AssertionError(reason)
 
 
 def local(
     flow: InboundFlow | None = None, backlog_limit: int = 100
 ) -> tuple[LocalStreamProtocol, StringTransport, RecordingTunnelConnection]:
     connection = RecordingTunnelConnection()
-    protocol = LocalStreamProtocol(flow or InboundFlow(), connection, backlog_limit=backlog_limit)
+    protocol = LocalStreamProtocol(
+        flow or InboundFlow(), connection, sockets=LocalSockets(backlog_limit=backlog_limit)
+    )
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport, connection

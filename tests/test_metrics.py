@@ -15,7 +15,8 @@ from twisted.web.client import Agent, readBody
 
 from aws_localproxy.constants import Mode
 from aws_localproxy.metrics import ServiceMetrics
-from tests.e2e_support import TEST_SETTINGS, E2ETestCase, Echo, new_client_token, wait_until
+from tests.e2e_support import TEST_SETTINGS, E2ETestCase, Echo, new_client_token
+from tests.support import wait_until
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
@@ -144,9 +145,9 @@ class MetricsTests(E2ETestCase):
     @inlineCallbacks
     def test_refused_connection_counted(self) -> Any:
         """A destination that cannot connect: refused there, reset at the source."""
-        from tests.test_cli_process import _free_port
+        from tests.support import free_port
 
-        port = yield self.start_pair(_free_port())
+        port = yield self.start_pair(free_port())
         client = yield self.connect(port)
         yield client.closed
         yield wait_until(

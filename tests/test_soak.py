@@ -26,8 +26,8 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from tests.e2e_support import Client, E2ETestCase, Echo, wait_until, with_settings
-from tests.test_e2e_closes import open_fds
+from tests.e2e_support import Client, E2ETestCase, Echo, table_size, with_settings
+from tests.support import open_fds, wait_until
 
 LONG = os.environ.get("LOCALPROXY_SOAK") == "long"
 CHURN = 10_000 if LONG else 300
@@ -41,13 +41,6 @@ RSS_BOUND = 64 * 1024 * 1024
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def table_size(proxy: Any) -> int:
-    session = proxy.tunnel._session if proxy.tunnel is not None else None
-    if session is None:
-        return 0
-    return sum(len(service.connections) for service in session.services.values())
 
 
 class SoakTests(E2ETestCase):

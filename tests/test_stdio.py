@@ -11,12 +11,12 @@ from typing import Any, List
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.stdio import StandardIO
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
+from tests.support import RecordingTunnelConnection, sleep
 
 
 class ChooseTests(SynchronousTestCase):
@@ -34,24 +34,6 @@ class ChooseTests(SynchronousTestCase):
         )
         error = self.assertRaises(FatalTunnelError, choose_service_id, None, ["A", "B"])
         self.assertIn("name one with --stdio SERVICE_ID", str(error))
-
-
-class RecordingConnection:
-    service_id = "SSH1"
-    connection_id = 1
-
-    def __init__(self) -> None:
-        self.data: List[bytes] = []
-        self.lost = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost += 1
-
-    def connect_failed(self, reason: str) -> None:
-        raise AssertionError("a source does not connect")
 
 
 class SideTests(SynchronousTestCase):
@@ -86,7 +68,7 @@ class PipeTests(TestCase):
         stdout_read, stdout_write = os.pipe()
         os.set_blocking(stdout_read, False)
         ends: List[StdioEnd] = []
-        connection = RecordingConnection()
+        connection = RecordingTunnelConnection("SSH1")
         protocol = StdioConnection(
             InboundFlow(), on_made=lambda p: None, on_end=ends.append, session_ready=lambda: True
         )
@@ -106,7 +88,7 @@ class PipeTests(TestCase):
                 received += chunk
             elif chunk == b"" or (ends and len(received) >= len(data)):
                 break
-            yield deferLater(reactor, 0.002, lambda: None)
+            yield sleep(0.002)
         os.close(stdout_read)
         self.assertEqual(len(received), len(data))
         self.assertEqual(b"".join(connection.data), b"from stdin")

@@ -9,8 +9,6 @@ made for the test (the local tunnel service's own certificate code).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from typing import List, Optional, Tuple
 
 from OpenSSL import SSL
@@ -37,9 +35,9 @@ from aws_localproxy.tls import (
 )
 from aws_localproxy.tunnelservice.certs import (
     CertificateFiles,
-    ensure_certificates,
     server_tls_options,
 )
+from tests.support import private_ca
 
 
 class Greeter(Protocol):
@@ -80,14 +78,8 @@ class SNIRecordingOptions:
 
 class HandshakeTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.service = self.make_ca()
-        self.other = self.make_ca()
-
-    def make_ca(self) -> CertificateFiles:
-        """A fresh private CA and a server certificate for localhost, 127.0.0.1 and ::1."""
-        directory = tempfile.mkdtemp(prefix="aws-localproxy-tls-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        return ensure_certificates(directory)
+        self.service = private_ca(self)
+        self.other = private_ca(self)
 
     def handshake(
         self,

@@ -11,8 +11,6 @@ back-pressure, the close after data, and a failed verification.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from typing import Any, List, Optional
 
 from twisted.internet import reactor as _reactor
@@ -21,7 +19,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
@@ -32,11 +30,10 @@ from aws_localproxy import tlstransport
 from aws_localproxy.tls import service_tls_options
 from aws_localproxy.tlstransport import BatchingTLSFactory, BatchingTLSTransport, wrap_client_tls
 from aws_localproxy.tunnelservice.certs import (
-    CertificateFiles,
-    ensure_certificates,
     server_tls_options,
 )
 from tests.socket_support import readable_bytes
+from tests.support import private_ca, sleep
 
 reactor: Any = _reactor
 MIB = 1 << 20
@@ -71,12 +68,6 @@ class Collector(Protocol):
         self.ended.callback(None)
 
 
-def make_certificates(case: SynchronousTestCase) -> CertificateFiles:
-    directory = tempfile.mkdtemp(prefix="aws-localproxy-tlstransport-")
-    case.addCleanup(shutil.rmtree, directory, True)
-    return ensure_certificates(directory)
-
-
 class TwistedInternalsTests(SynchronousTestCase):
     def test_private_state_is_still_there(self) -> None:
         """
@@ -92,7 +83,7 @@ class TwistedInternalsTests(SynchronousTestCase):
             "_tlsShutdownFinished",
         ):
             self.assertTrue(callable(getattr(TLSMemoryBIOProtocol, name, None)), name)
-        files = make_certificates(self)
+        files = private_ca(self)
         factory = BatchingTLSFactory(
             service_tls_options("localhost", files.capath), True, Factory.forProtocol(Protocol)
         )
@@ -113,7 +104,7 @@ class InMemoryTests(SynchronousTestCase):
     """Through iosim: no socket, so no sending in the same turn, but the same TLS."""
 
     def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
-        files = make_certificates(self)
+        files = private_ca(self)
         clock = Clock()
         server_factory = TLSMemoryBIOFactory(
             server_tls_options(files), False, Factory.forProtocol(lambda: server), clock=clock
@@ -234,7 +225,7 @@ class RealSocketTests(TestCase):
     """A Twisted TLS server on 127.0.0.1 and the batching client."""
 
     def serve(self, protocol: Protocol) -> int:
-        files = make_certificates(self)
+        files = private_ca(self)
         self.capath = files.capath
         factory = TLSMemoryBIOFactory(
             server_tls_options(files), False, Factory.forProtocol(lambda: protocol)
@@ -263,7 +254,7 @@ class RealSocketTests(TestCase):
         client = await self.connect(port, Collector())
         assert client.transport is not None
         client.transport.write(b"ping")  # may still ride with the handshake's end
-        await deferLater(reactor, 0.05, lambda: None)
+        await sleep(0.05)
         tcp = client.transport.transport
         assert server.transport is not None
         server_socket = server.transport.transport.getHandle()  # type: ignore[attr-defined]
@@ -272,7 +263,7 @@ class RealSocketTests(TestCase):
         # On loopback a send() is in the peer's receive queue when it returns.
         self.assertGreater(readable_bytes(server_socket), 0)
         self.assertNotIn(tcp, reactor.getWriters())
-        await deferLater(reactor, 0.05, lambda: None)
+        await sleep(0.05)
         self.assertEqual(server.received, b"pinghello")
         client.transport.loseConnection()
         await server.ended

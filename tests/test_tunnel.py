@@ -24,7 +24,7 @@ from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection
 from aws_localproxy.mapping import NO_PORT_MAPPING, NOT_ENOUGH_SERVICE_IDS, WRONG_CONFIGURATION
 from aws_localproxy.scheduler import OutboundScheduler
-from aws_localproxy.streams import UINT32_MAX
+from aws_localproxy.streams import UINT32_MAX, Connection
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.wire import Limits, Message, control_message, decode_all, encode_message
 
@@ -240,6 +240,20 @@ class FakesTests(SynchronousTestCase):
         tunnel, peer, local = started(Mode.SOURCE, SSH)
         connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         self.assertIsInstance(connection, TunnelConnection)
+
+    def test_read_control_reaches_the_local_connection(self) -> None:
+        """The lane's pause and resume reach the local socket, and nothing once it is gone."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        socket = FakeLocalConnection()
+        connection = tunnel.local_connection_accepted("ssh", socket)
+        assert isinstance(connection, Connection)
+        connection.pause_reading()
+        self.assertTrue(socket.reading_paused)
+        connection.resume_reading()
+        self.assertFalse(socket.reading_paused)
+        connection.local = None
+        connection.pause_reading()
+        self.assertFalse(socket.reading_paused)
 
 
 class SessionTests(SynchronousTestCase):

@@ -22,9 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
-from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.wire import Limits, Message, control_message
-from tests.test_connector import FakeEndpoint, FakeProtocol, closed
+from tests.support import FakeEndpoint, FakeProtocol, closed, scripted_connector
 from tests.test_tunnel import (
     TWO,
     FakeLocalConnection,
@@ -452,14 +451,11 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         self.local = FakeLocalSide()
         self.peer = FakePeer()
         self.tunnel = PeerTunnel(Mode.DESTINATION, self.peer, self.local, service_map=TWO)
-        connector = TunnelConnector(
+        connector = scripted_connector(
             self.clock,
-            self.endpoint,  # type: ignore[arg-type]
-            lambda c: None,  # type: ignore[arg-type,return-value]
+            self.endpoint,
             self.tunnel,
-            InboundFlow(),
-            display_url="wss://example.invalid:443",
-            retries=RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
+            RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
             pacing=False,
         )
         self.codes: List[int] = []

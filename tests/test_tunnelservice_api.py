@@ -7,43 +7,25 @@ boto3 and the CLI block, so they run in a thread (boto3) or a child process
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from tests import tunnelclient
+from tests.e2e_support import aws_cli, awscli_missing, boto3_missing, tunneling_client
 
 try:
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import ClientError
 except ImportError:  # pragma: no cover
-    boto3 = None
-
-try:
-    import awscli  # noqa: F401
-except ImportError:  # pragma: no cover
-    awscli_missing = "awscli is not importable"
-else:
-    awscli_missing = None
-
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "dummy-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+    pass
 
 
 class ApiTestCase(unittest.TestCase):
-    if boto3 is None:
-        skip = "boto3 is not importable"
+    skip = boto3_missing
 
     use_tls = True
 
@@ -51,16 +33,7 @@ class ApiTestCase(unittest.TestCase):
     def setUp(self) -> Any:
         self.running = yield start_tunnel_service(reactor, self.mktemp(), use_tls=self.use_tls)
         self.addCleanup(self.running.stop)
-        self.client = boto3.client(
-            "iotsecuretunneling",
-            endpoint_url=self.running.api_url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="dummy-secret",
-            verify=self.running.ca_file if self.use_tls else False,
-            config=Config(retries={"max_attempts": 1}),
-        )
-        self.addCleanup(self.client.close)
+        self.client = tunneling_client(self, self.running, verify=None if self.use_tls else False)
 
     def call(self, method: str, **kwargs: Any) -> Any:
         """Run a boto3 call in a thread; fires with its response."""
@@ -259,31 +232,8 @@ class CliTests(unittest.TestCase):
         self.running = yield start_tunnel_service(reactor, self.mktemp())
         self.addCleanup(self.running.stop)
 
-    @inlineCallbacks
     def aws(self, *args: str) -> Any:
-        env = dict(os.environ)
-        env.update(DUMMY_ENV)
-        env["AWS_CA_BUNDLE"] = self.running.ca_file
-        env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        out, err, code = yield getProcessOutputAndValue(
-            sys.executable,
-            [
-                "-m",
-                "awscli",
-                "iotsecuretunneling",
-                *args,
-                "--endpoint-url",
-                self.running.api_url,
-                "--output",
-                "json",
-            ],
-            env=env,
-            reactor=reactor,
-        )
-        self.assertEqual(code, 0, err.decode(errors="replace"))
-        import json
-
-        return json.loads(out) if out.strip() else None
+        return aws_cli(self, self.running, *args)
 
     @inlineCallbacks
     def test_open_describe_close(self) -> Any:

@@ -26,6 +26,7 @@ from aws_localproxy.tunnelservice.bandwidth import (
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data
 from tests import tunnelclient
+from tests.support import sleep
 
 
 class TokenBucketTests(unittest.TestCase):
@@ -171,7 +172,7 @@ class EndToEndTests(unittest.TestCase):
         yield source.wait_messages(1)
         yield destination.wait_messages(1)
         # Let the handshake's bytes refill the bucket before measuring.
-        yield tunnelclient.sleep(reactor, 0.1)
+        yield sleep(0.1)
 
         start_record = control_message(
             Message.STREAM_START, stream_id=1, service_id="ssh", connection_id=1

@@ -21,6 +21,7 @@ from aws_localproxy.tunnelservice.frontdoor import MAX_BODY, MAX_HEAD
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data
 from tests import tunnelclient
+from tests.support import sleep, wait_until
 
 
 class RawClient(Protocol):
@@ -205,7 +206,7 @@ class DeadlineTests(FrontDoorTestCase):
             if client.is_closed:
                 break
             client.transport.write(bytes([byte]))
-            yield tunnelclient.sleep(reactor, 0.1)
+            yield sleep(0.1)
         yield tunnelclient.within(reactor, client.closed, 3)
         self.assertLess(time.monotonic() - started, 1.5)
 
@@ -214,7 +215,7 @@ class DeadlineTests(FrontDoorTestCase):
         _, source_token, _ = self.running.open_tunnel(["ssh"])
         client = yield tunnelclient.connect(reactor, self.running, token=source_token)
         self.addCleanup(tunnelclient.close_client, client)
-        yield tunnelclient.sleep(reactor, 0.8)
+        yield sleep(0.8)
         self.assertIsNone(client.close_info)
 
 
@@ -240,7 +241,7 @@ class ConnectionCapTests(FrontDoorTestCase):
         # Below the cap again: served.
         idle.transport.abortConnection()
         yield idle.closed
-        yield tunnelclient.wait_for(lambda: len(self.running._site._channels) == 0)
+        yield wait_until(lambda: len(self.running._site._channels) == 0, timeout=5.0, step=0.02)
         served = yield self.answer(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
         self.assertEqual(served.status, 400)
         self.assertEqual(self.running._site.refused_count, 0)

@@ -16,18 +16,13 @@ from aws_localproxy.tunnelservice.apishapes import tunnel_shape
 from aws_localproxy.tunnelservice.handshake import HandshakeRejected
 from aws_localproxy.tunnelservice.model import InvalidTunnel, TunnelNotFound, token_digest
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
-from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
-from tests.test_tunnelservice_relay import CLIENT_TOKEN, FakePeer
+from tests.support import CLIENT_TOKEN, FakePeer, registry_and_relay
 
 
 class RegistryTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self)
 
     def test_expiry(self) -> None:
         """After maxLifetimeTimeoutMinutes the tunnel closes both WebSockets."""
@@ -156,10 +151,7 @@ class OpenTunnelTests(unittest.TestCase):
     """OpenTunnel's values, defaults and validation, as DescribeTunnel shows them."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, _ = registry_and_relay(self)
 
     def test_defaults(self) -> None:
         """ARN in us-east-1 of account 123456789012, 720 minutes, both slots disconnected since now."""
@@ -267,10 +259,7 @@ class OpenTunnelTests(unittest.TestCase):
 
 class StateWaiterTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self, now=0)
         self.tunnel = self.registry.open_tunnel(["ssh"])
 
     def test_fires_on_the_state_waited_for(self) -> None:
@@ -311,11 +300,7 @@ class RotateTests(unittest.TestCase):
     """RotateTunnelAccessToken: new tokens for the slots named, nothing else changes."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self)
         self.tunnel = self.registry.open_tunnel(
             ["ssh"], thing_name="thing", max_lifetime_minutes=10
         )
@@ -407,11 +392,7 @@ class CloseTunnelTests(unittest.TestCase):
     """CloseTunnel, with and without delete, and what a closed tunnel's tokens still do."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self)
         self.tunnel = self.registry.open_tunnel(["ssh"])
         self.source_token = self.tunnel.slot(Mode.SOURCE).access_token
 

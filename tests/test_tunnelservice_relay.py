@@ -4,58 +4,21 @@ The relay without sockets: pairing, replacement, stream resets, back-pressure.
 
 from __future__ import annotations
 
-from typing import List, Set, Tuple
+from typing import Tuple
 
-from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode
+from aws_localproxy.constants import SUBPROTOCOL_V1, Mode
 from aws_localproxy.tunnelservice.apishapes import tunnel_shape
 from aws_localproxy.tunnelservice.handshake import Grant
-from aws_localproxy.tunnelservice.registry import TunnelRegistry
-from aws_localproxy.tunnelservice.relay import Relay
-from aws_localproxy.wire import Message, decode_all, encode_message
-
-CLIENT_TOKEN = "c" * 32
-
-
-class FakePeer:
-    """A L{PeerLink} that records what the registry and the relay do to it."""
-
-    def __init__(self, subprotocol: str = SUBPROTOCOL_V3) -> None:
-        self.subprotocol = subprotocol
-        self.sent: List[bytes] = []
-        self.closed: List[Tuple[int, str]] = []
-        self.aborted = False
-        self.paused: Set[str] = set()
-
-    def send_frames(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed.append((code, reason))
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def pause_reading(self, reason: str) -> None:
-        self.paused.add(reason)
-
-    def resume_reading(self, reason: str) -> None:
-        self.paused.discard(reason)
-
-    def messages(self) -> List[Message]:
-        return decode_all(b"".join(self.sent))
+from aws_localproxy.wire import Message, encode_message
+from tests.support import CLIENT_TOKEN, FakePeer, registry_and_relay
 
 
 class RelayTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self)
 
     def pair(self, client_token: str = CLIENT_TOKEN) -> Tuple[object, object, FakePeer, FakePeer]:
         tunnel = self.registry.open_tunnel(["ssh"])
@@ -206,11 +169,7 @@ class RelayStateTests(unittest.TestCase):
     """What DescribeTunnel and the service's log show of attaches, detaches and violations."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self)
         self.tunnel = self.registry.open_tunnel(["ssh", "web"])
 
     def grant(self, mode: Mode, client_token: str = CLIENT_TOKEN) -> Grant:
@@ -296,10 +255,7 @@ class BackPressureCycleTests(unittest.TestCase):
     """Back-pressure that comes and goes, and peers that come and go while it holds."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.registry = TunnelRegistry(self.clock)
-        self.relay = Relay(self.clock, self.registry.state_changed)
-        self.addCleanup(self.registry.stop)
+        self.clock, self.registry, self.relay = registry_and_relay(self, now=0)
         tunnel = self.registry.open_tunnel(["ssh"])
         self.tokens = {mode: tunnel.slot(mode).access_token for mode in Mode}
         self.source_grant = self.registry.authorize(

@@ -14,17 +14,16 @@ import base64
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IHostnameResolver, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from aws_localproxy.tls import trust_root
@@ -39,6 +38,7 @@ from aws_localproxy.webproxy import (
     proxy_tls_options,
     service_endpoint,
 )
+from tests.webproxy_support import RecordingResolver
 
 SERVICE = "data.tunneling.iot.eu-west-1.amazonaws.com"
 ADDRESSES = {
@@ -48,35 +48,10 @@ ADDRESSES = {
 }
 
 
-@implementer(IHostnameResolver)
-class MapResolver:
-    """Resolves from ADDRESSES, at once, and records every lookup."""
-
-    def __init__(self) -> None:
-        self.lookups: list[tuple[str, int]] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: Any,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: object = None,
-        transportSemantics: str = "TCP",
-    ) -> Any:
-        self.lookups.append((hostName, portNumber))
-        resolutionReceiver.resolutionBegan(None)
-        address = ADDRESSES.get(hostName)
-        if address is not None:
-            kind = IPv6Address if ":" in address else IPv4Address
-            resolutionReceiver.addressResolved(kind("TCP", address, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return None
-
-
 class Harness:
     def __init__(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.resolver = MapResolver()
+        self.resolver = RecordingResolver(ADDRESSES)
         self.reactor.installNameResolver(self.resolver)
         self.transport = StringTransport()
         self.negotiator: Protocol | None = None

@@ -8,15 +8,16 @@ plays the proxy by connecting the recorded factory to a StringTransport.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
-from twisted.internet.address import HostnameAddress, IPv4Address
+from twisted.internet.address import HostnameAddress
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -39,29 +40,14 @@ from aws_localproxy.webproxy.httpconnect import (
     HTTPConnectEndpoint,
     connect_request,
 )
-from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
+from tests.webproxy_support import (
+    SERVICE,
+    EndpointFailureTests,
+    ProxyHarness,
+    Recorder,
+)
 
-SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 PASSWORD = "s3cr3t:p@ss"
-
-
-class Recorder(Protocol):
-    """The caller's protocol: remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.lost: list[Failure] = []
-        self.made_with: object = None
-
-    def makeConnection(self, transport: object) -> None:
-        self.made_with = transport
-        Protocol.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost.append(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -79,45 +65,14 @@ class HalfCloseRecorder(Recorder):
         self.half.append("write")
 
 
-class RecorderFactory(Factory):
-    protocol = Recorder
-
-    def __init__(self) -> None:
-        self.addresses: list[object] = []
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
-        self.addresses.append(addr)
-        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
-
-
-class Harness:
+class Harness(ProxyHarness):
     """One HTTPConnectEndpoint over a memory reactor, and the proxy side of it."""
 
-    def __init__(self, **kwargs: object) -> None:
-        self.reactor = MemoryReactorClock()
-        self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, "proxy.example", 3128)
-        host = kwargs.pop("host", SERVICE)
-        port = kwargs.pop("port", 443)
-        self.endpoint = HTTPConnectEndpoint(
-            self.proxy_endpoint,
-            host,
-            port,
-            clock=self.reactor,  # type: ignore[arg-type]
-            proxy_name="proxy.example:3128",
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.factory = RecorderFactory()
-        self.transport = TCPLikeTransport()
+    proxy_host = "proxy.example"
+    proxy_port = 3128
 
-    def connect(self, factory: Factory | None = None) -> Deferred:
-        return self.endpoint.connect(factory or self.factory)
-
-    def accept(self, index: int = -1) -> Protocol:
-        """The proxy accepts the TCP connection: returns the negotiating protocol."""
-        factory = self.reactor.tcpClients[index][2]
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 3128))
-        protocol.makeConnection(self.transport)
-        return protocol
+    def make_endpoint(self, host: str, port: int, **options: Any) -> HTTPConnectEndpoint:
+        return HTTPConnectEndpoint(self.proxy_endpoint, host, port, **options)
 
     def request(self) -> bytes:
         return self.transport.value()

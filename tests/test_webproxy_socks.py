@@ -9,23 +9,19 @@ and feeding the negotiator the proxy's bytes.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
-    IHostnameResolver,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from aws_localproxy.webproxy.errors import (
@@ -35,101 +31,25 @@ from aws_localproxy.webproxy.errors import (
     WebProxyError,
 )
 from aws_localproxy.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
-from tests.webproxy_support import EndpointFailureTests, TCPLikeTransport
+from tests.support import TCPLikeTransport
+from tests.webproxy_support import SERVICE, EndpointFailureTests, ProxyHarness, RecordingResolver
 
-SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
 
 
-class Recorder(Protocol):
-    """The caller's protocol: remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.made_with: object = None
-
-    def makeConnection(self, transport: object) -> None:
-        self.made_with = transport
-        Protocol.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-
-class RecorderFactory(Factory):
-    protocol = Recorder
-
-    def __init__(self) -> None:
-        self.addresses: list[object] = []
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
-        self.addresses.append(addr)
-        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
-
-
-@implementer(IHostnameResolver)
-class FakeResolver:
-    """Records name lookups; the test completes them."""
-
-    def __init__(self) -> None:
-        self.lookups: list[tuple[IResolutionReceiver, str, int]] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: object = None,
-        transportSemantics: str = "TCP",
-    ) -> IResolutionReceiver:
-        self.lookups.append((resolutionReceiver, hostName, portNumber))
-        return resolutionReceiver
-
-    def complete(self, *addresses: object) -> None:
-        receiver = self.lookups[-1][0]
-        receiver.resolutionBegan(None)  # type: ignore[arg-type]
-        for address in addresses:
-            receiver.addressResolved(address)  # type: ignore[arg-type]
-        receiver.resolutionComplete()
-
-
-class Harness:
+class Harness(ProxyHarness):
     """One SOCKS5Endpoint over a memory reactor, and the proxy side of it."""
 
-    def __init__(self, **kwargs: object) -> None:
-        self.reactor = MemoryReactorClock()
-        self.resolver = FakeResolver()
-        self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, "socks.example", 1080)
-        host = kwargs.pop("host", SERVICE)
-        port = kwargs.pop("port", 443)
+    proxy_host = "socks.example"
+    proxy_port = 1080
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.resolver = RecordingResolver()
         kwargs.setdefault("resolver", self.resolver)
-        self.endpoint = SOCKS5Endpoint(
-            self.proxy_endpoint,
-            host,
-            port,
-            clock=self.reactor,  # type: ignore[arg-type]
-            proxy_name="socks.example:1080",
-            **kwargs,  # type: ignore[arg-type]
-        )
-        self.factory = RecorderFactory()
-        self.transport = TCPLikeTransport()
-        self.negotiator: Protocol | None = None
+        super().__init__(**kwargs)
 
-    def connect(self, factory: Factory | None = None) -> Deferred:
-        return self.endpoint.connect(factory or self.factory)
-
-    def accept(self) -> Protocol:
-        """The proxy accepts the TCP connection: returns the negotiating protocol."""
-        factory = self.reactor.tcpClients[-1][2]
-        self.negotiator = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1080))
-        self.negotiator.makeConnection(self.transport)
-        return self.negotiator
-
-    def sent(self) -> bytes:
-        """What the client wrote since the last call."""
-        value = self.transport.value()
-        self.transport.clear()
-        return value
+    def make_endpoint(self, host: str, port: int, **options: Any) -> SOCKS5Endpoint:
+        return SOCKS5Endpoint(self.proxy_endpoint, host, port, **options)
 
     def proxy_says(self, data: bytes) -> None:
         assert self.negotiator is not None
@@ -374,7 +294,7 @@ class NameResolutionTests(SynchronousTestCase):
         """The first resolved address is sent; the proxy connection waits for it."""
         h = Harness(remote_dns=False)
         d = h.connect()
-        self.assertEqual([(name, port) for _, name, port in h.resolver.lookups], [(SERVICE, 443)])
+        self.assertEqual(h.resolver.lookups, [(SERVICE, 443)])
         self.assertEqual(h.reactor.tcpClients, [])
         h.resolver.complete(
             IPv4Address("TCP", "192.0.2.9", 443), IPv4Address("TCP", "192.0.2.10", 443)

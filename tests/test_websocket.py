@@ -18,7 +18,6 @@ import txaio
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -29,6 +28,7 @@ from aws_localproxy.websocket import (
     TunnelClientProtocol,
     user_agent,
 )
+from tests.support import TCPLikeTransport
 
 ACCESS_TOKEN = "AQGAAXiv-access-token-for-the-tests"
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
@@ -80,18 +80,6 @@ def client_frames(data: bytes) -> List[Tuple[int, bytes]]:
         frames.append((first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(body))))
         data = data[offset + 4 + length :]
     return frames
-
-
-class TCPLikeTransport(StringTransport):
-    """
-    A StringTransport whose C{unregisterProducer} tolerates having no
-    producer, as Twisted's TCP transports do: Autobahn unregisters
-    unconditionally when it drops a connection.
-    """
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
 
 
 class WebSocketTestCase(SynchronousTestCase):

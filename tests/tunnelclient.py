@@ -193,26 +193,6 @@ def close_client(client: TunnelClient) -> Deferred[Any]:
     return client.when_closed()
 
 
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """Fires after C{seconds} on C{reactor}."""
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)
-
-
 def within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
     """C{d}, failing with a timeout if it has not fired after C{seconds}."""
     return d.addTimeout(seconds, reactor)
-
-
-@inlineCallbacks
-def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> Any:
-    """Poll C{predicate} on the reactor until it holds; fails after C{timeout} seconds."""
-    from twisted.internet import reactor
-
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError("condition not met within %s s" % (timeout,))
-        yield sleep(reactor, step)
-        waited += step

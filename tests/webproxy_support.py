@@ -1,19 +1,20 @@
 """
 What the unit tests of the two web-proxy endpoints (HTTP CONNECT and SOCKS5)
-share: a transport that behaves like Twisted's real ones where it matters,
-and the tests of everything around the negotiation (lost connections,
+share: the caller's protocol that records what it was given, and the tests of everything around the negotiation (lost connections,
 timeouts, cancellation, connect and factory errors, closing), run against
 each endpoint by mixing L{EndpointFailureTests} into its test case.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHostnameResolver, IPushProducer, IResolutionReceiver
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -25,17 +26,58 @@ from aws_localproxy.webproxy.errors import (
     ProxyTimeoutError,
     ProxyUnreachableError,
 )
+from tests.support import TCPLikeTransport
+
+#: The host every proxy endpoint test asks its proxy for (port 443).
+SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
 
 
-class TCPLikeTransport(StringTransport):
+class ProxyHarness:
     """
-    A StringTransport whose C{unregisterProducer} accepts having no producer,
-    as Twisted's TCP and TLS transports do.
+    One proxy endpoint to C{SERVICE}:443 over a memory reactor, and the
+    proxy's side of its connection.  A subclass says where the proxy is
+    (C{proxy_host}, C{proxy_port}) and builds its endpoint
+    (L{make_endpoint}); keyword arguments go to the endpoint (C{host} and
+    C{port} replace the target).
     """
 
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
+    proxy_host: str
+    proxy_port: int
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        self.proxy_endpoint = TCP4ClientEndpoint(self.reactor, self.proxy_host, self.proxy_port)
+        host = kwargs.pop("host", SERVICE)
+        port = kwargs.pop("port", 443)
+        self.endpoint = self.make_endpoint(
+            host,
+            port,
+            clock=self.reactor,
+            proxy_name=f"{self.proxy_host}:{self.proxy_port}",
+            **kwargs,
+        )
+        self.factory = RecorderFactory()
+        self.transport = TCPLikeTransport()
+        self.negotiator: Optional[Protocol] = None
+
+    def make_endpoint(self, host: str, port: int, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]:
+        return self.endpoint.connect(factory or self.factory)
+
+    def accept(self, index: int = -1) -> Protocol:
+        """The proxy accepts a TCP connection (the latest): returns the negotiating protocol."""
+        factory = self.reactor.tcpClients[index][2]
+        self.negotiator = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", self.proxy_port))
+        self.negotiator.makeConnection(self.transport)
+        return self.negotiator
+
+    def sent(self) -> bytes:
+        """What the endpoint wrote to the proxy since the last call."""
+        value = self.transport.value()
+        self.transport.clear()
+        return value
 
 
 class Harness(TypingProtocol):
@@ -44,10 +86,81 @@ class Harness(TypingProtocol):
     reactor: MemoryReactorClock
     transport: StringTransport
     factory: Any  # records the addresses it built protocols for in .addresses
+    endpoint: Any
 
     def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]: ...
 
     def accept(self) -> Protocol: ...
+
+
+class Recorder(Protocol):
+    """The caller's protocol: remembers what it was given, what arrived and how it ended."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.lost: list[Failure] = []
+        self.made_with: object = None
+
+    def makeConnection(self, transport: object) -> None:
+        self.made_with = transport
+        Protocol.makeConnection(self, transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost.append(reason)
+
+
+class RecorderFactory(Factory):
+    """Builds L{Recorder}s and keeps the address of each."""
+
+    protocol = Recorder
+
+    def __init__(self) -> None:
+        self.addresses: list[object] = []
+
+    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
+        self.addresses.append(addr)
+        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
+
+
+@implementer(IHostnameResolver)
+class RecordingResolver:
+    """
+    Records each name lookup as (name, port).  With C{addresses} (name ->
+    IP text) it answers at once from them (no address for another name);
+    without, the lookup waits until the test calls L{complete}.
+    """
+
+    def __init__(self, addresses: Optional[Mapping[str, str]] = None) -> None:
+        self.lookups: list[tuple[str, int]] = []
+        self._addresses = addresses
+        self._receivers: list[IResolutionReceiver] = []
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: object = None,
+        transportSemantics: str = "TCP",
+    ) -> IResolutionReceiver:
+        self.lookups.append((hostName, portNumber))
+        self._receivers.append(resolutionReceiver)
+        if self._addresses is not None:
+            address = self._addresses.get(hostName)
+            kind = IPv6Address if address is not None and ":" in address else IPv4Address
+            self.complete(*([kind("TCP", address, portNumber)] if address is not None else []))
+        return resolutionReceiver
+
+    def complete(self, *addresses: object) -> None:
+        """The latest lookup resolves to C{addresses} (none: the name has no address)."""
+        receiver = self._receivers[-1]
+        receiver.resolutionBegan(None)  # type: ignore[arg-type]
+        for address in addresses:
+            receiver.addressResolved(address)  # type: ignore[arg-type]
+        receiver.resolutionComplete()
 
 
 @implementer(IPushProducer)
@@ -110,6 +223,14 @@ class EndpointFailureTests:
     def _case(self) -> SynchronousTestCase:
         assert isinstance(self, SynchronousTestCase)
         return self
+
+    def test_repr_names_the_target_and_proxy_only(self) -> None:
+        """The endpoint's repr (it reaches logs) has no credentials."""
+        endpoint = self.harness(credentials=("user", "hunter2")).endpoint
+        text = repr(endpoint)
+        self._case().assertTrue(text.startswith(f"<{type(endpoint).__name__} "), text)
+        self._case().assertIn(":443 via ", text)
+        self._case().assertNotIn("hunter2", text)
 
     def test_closed_before_answer(self) -> None:
         """The proxy closing before its final answer gives ProxyConnectionLost."""

@@ -33,6 +33,8 @@ __all__ = [
     "BrokerConfigError",
     "parse_broker_url",
     "broker_endpoint",
+    "broker_parameters",
+    "BROKER_FILE_OPTIONS",
     "IOT_CORE_ALPN",
 ]
 
@@ -124,6 +126,26 @@ def parse_broker_url(
         key_file=key_file,
         alpn=alpn,
     )
+
+
+#: The options naming the files of L{parse_broker_url}: the CAs, the client
+#: certificate and its key.
+BROKER_FILE_OPTIONS = ("mqtt-ca", "mqtt-cert", "mqtt-key")
+
+
+def broker_parameters(*, broker: str, ca: str, cert: str, key: str) -> List[List[Any]]:
+    """
+    The C{usage.Options} rows of C{--mqtt-broker} (the URL of
+    L{parse_broker_url}) and of L{BROKER_FILE_OPTIONS}, none with a default:
+    the same options in every command that talks to a broker, each with
+    that command's help texts.
+    """
+    rows: List[List[Any]] = [["mqtt-broker", None, None, broker]]
+    rows.extend(
+        [name, None, None, text]
+        for name, text in zip(BROKER_FILE_OPTIONS, (ca, cert, key), strict=True)
+    )
+    return rows
 
 
 def _read(path: str, what: str) -> bytes:

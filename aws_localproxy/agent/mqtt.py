@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -37,52 +38,56 @@ MessageHandler = Callable[[str, bytes], None]
 MAX_QUEUED_PUBLISHES = 1000
 
 
+def _topics(subscriptions: Sequence[str]) -> Tuple[str, ...]:
+    return tuple(subscriptions)
+
+
+def _backoff(backoff: Optional[Callable[[int], float]]) -> Callable[[int], float]:
+    """The given backoff, or 1 s doubling to 60 s, plus up to 1 s of jitter."""
+    return backoff or backoffPolicy(1.0, 60.0, 2.0, jitter=random.random)
+
+
+@attrs.define(eq=False, repr=False)
 class MqttClientService(Service):
     """
     An MQTT client that stays connected, as a Twisted C{IService}.
 
     Subscribes to C{subscriptions} (QoS 1) on every session and calls
     C{on_message(topic, payload)} on the reactor thread for each message.
-    C{publish} sends at QoS 1, queuing while no session is up.
+    C{publish} sends at QoS 1, queuing while no session is up.  What it is
+    given is what each L{MqttSession} reads (its L{SessionOwner} side).
 
-    @param backoff: seconds to wait before attempt I{n} after I{n} failures in
+    @ivar backoff: seconds to wait before attempt I{n} after I{n} failures in
         a row (default: 1 s doubling to 60 s, plus up to 1 s of jitter).
+    @ivar endpoint: how to reach the broker (default: from C{broker}, built
+        at once, so a bad CA or key file is an error at start, not on every
+        attempt).
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        reactor: Any,
-        broker: BrokerConfig,
-        client_id: str,
-        subscriptions: Sequence[str] = (),
-        on_message: MessageHandler = lambda topic, payload: None,
-        *,
-        keepalive: int = 60,
-        connack_timeout: float = 30.0,
-        backoff: Optional[Callable[[int], float]] = None,
-        endpoint: Optional[IStreamClientEndpoint] = None,
-    ) -> None:
-        self.reactor = reactor
-        self.broker = broker
-        self.client_id = client_id
-        self.subscriptions = tuple(subscriptions)
-        self.on_message = on_message
-        self.keepalive = keepalive
-        self.connack_timeout = connack_timeout
-        self._backoff = backoff or backoffPolicy(1.0, 60.0, 2.0, jitter=random.random)
-        # Built now, so a bad CA or key file is an error at start, not on every attempt.
-        self._endpoint = endpoint or broker_endpoint(reactor, broker)
-        self._session: Optional[MqttSession] = None
-        self._attempt: Optional[Deferred[Any]] = None
-        self._retry: Optional[IDelayedCall] = None
-        self._failures = 0
-        self._queued: List[Tuple[str, bytes]] = []
-        self._subscribed_topics: set[str] = set()
-        self._ready_waiters: List[Deferred[None]] = []
-        #: Sessions the broker accepted, since start (a reconnect adds one).
-        self.sessions = 0
+    reactor: Any
+    broker: BrokerConfig
+    client_id: str
+    subscriptions: Tuple[str, ...] = attrs.field(default=(), converter=_topics)
+    on_message: MessageHandler = lambda topic, payload: None
+    keepalive: int = attrs.field(kw_only=True, default=60)
+    connack_timeout: float = attrs.field(kw_only=True, default=30.0)
+    _backoff: Callable[[int], float] = attrs.field(kw_only=True, default=None, converter=_backoff)
+    _endpoint: IStreamClientEndpoint = attrs.field(kw_only=True)
+    _session: Optional[MqttSession] = attrs.field(init=False, default=None)
+    _attempt: Optional[Deferred[Any]] = attrs.field(init=False, default=None)
+    _retry: Optional[IDelayedCall] = attrs.field(init=False, default=None)
+    _failures: int = attrs.field(init=False, default=0)
+    _queued: List[Tuple[str, bytes]] = attrs.field(init=False, factory=list)
+    _subscribed_topics: set[str] = attrs.field(init=False, factory=set)
+    _ready_waiters: List[Deferred[None]] = attrs.field(init=False, factory=list)
+    #: Sessions the broker accepted, since start (a reconnect adds one).
+    sessions: int = attrs.field(init=False, default=0)
+
+    @_endpoint.default
+    def _broker_endpoint(self) -> IStreamClientEndpoint:
+        return broker_endpoint(self.reactor, self.broker)
 
     # -- IService -------------------------------------------------------------------
 

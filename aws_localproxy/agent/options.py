@@ -21,7 +21,13 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence
 from twisted.python import usage
 
 from aws_localproxy import __version__
-from aws_localproxy.agent.broker import BrokerConfig, BrokerConfigError, parse_broker_url
+from aws_localproxy.agent.broker import (
+    BROKER_FILE_OPTIONS,
+    BrokerConfig,
+    BrokerConfigError,
+    broker_parameters,
+    parse_broker_url,
+)
 from aws_localproxy.agent.notification import check_thing_name
 from aws_localproxy.agent.tunnels import DEFAULT_MAX_TUNNELS
 from aws_localproxy.buildconfig import build_config
@@ -108,26 +114,14 @@ class AgentOptions(ActionFlags, usage.Options):
 
     optParameters: List[List[Any]] = [
         ["thing-name", "n", None, "The AWS IoT thing this device is (the notify topic's thing)."],
-        [
-            "mqtt-broker",
-            None,
-            None,
-            "The MQTT broker: mqtt://HOST[:PORT] (plain, default 1883) or mqtts://HOST[:PORT] "
-            "(TLS, default 8883), e.g. mqtts://xxxx-ats.iot.us-east-1.amazonaws.com:8883.",
-        ],
-        [
-            "mqtt-ca",
-            None,
-            None,
-            "PEM file of the CAs that sign the broker's certificate (default: system CAs).",
-        ],
-        [
-            "mqtt-cert",
-            None,
-            None,
-            "The device certificate (PEM), for brokers that want mutual TLS.",
-        ],
-        ["mqtt-key", None, None, "The device certificate's private key (PEM)."],
+        *broker_parameters(
+            broker="The MQTT broker: mqtt://HOST[:PORT] (plain, default 1883) or "
+            "mqtts://HOST[:PORT] (TLS, default 8883), "
+            "e.g. mqtts://xxxx-ats.iot.us-east-1.amazonaws.com:8883.",
+            ca="PEM file of the CAs that sign the broker's certificate (default: system CAs).",
+            cert="The device certificate (PEM), for brokers that want mutual TLS.",
+            key="The device certificate's private key (PEM).",
+        ),
         ["mqtt-client-id", None, None, "The MQTT client ID (default: the thing name)."],
         # No defaults in the table: a value there would hide the --config file's.
         [
@@ -230,7 +224,7 @@ def agent_config(
     if not broker_url:
         raise usage.UsageError("the option '--mqtt-broker' is required but missing")
     files = {}
-    for name in ("mqtt-ca", "mqtt-cert", "mqtt-key"):
+    for name in BROKER_FILE_OPTIONS:
         if values.get(name) is not None:
             files[name] = check_path(str(values[name]), f"--{name}")
     try:

@@ -19,6 +19,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+import attrs
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
@@ -58,49 +59,48 @@ class RunningTunnel:
     config: ProxyConfig
 
 
+@attrs.define(eq=False, repr=False)
 class TunnelManager:
     """
     Starts, counts and ends the agent's destinations.
 
-    @param template: the destination settings from the agent's options (its
+    Its C{lookup_endpoints} is the ``--config-dir`` mapping files' lookup,
+    when the template has no ``-d`` mapping; C{on_secret} is called with each
+    access and client token before the proxy starts (the console script
+    redacts them from every log line).
+
+    @ivar template: the destination settings from the agent's options (its
         access token is a placeholder, replaced per tunnel).
-    @param endpoint_from_region: C{True} when no ``-e`` was given: each tunnel's
+    @ivar endpoint_from_region: C{True} when no ``-e`` was given: each tunnel's
         endpoint comes from its notification's region.
-    @param lookup_endpoints: the ``--config-dir`` mapping files' lookup, when
-        the template has no ``-d`` mapping.
-    @param on_secret: called with each access and client token before the
-        proxy starts (the console script redacts them from every log line).
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        reactor: Any,
-        template: ProxyConfig,
-        *,
-        endpoint_from_region: bool,
-        max_tunnels: int = DEFAULT_MAX_TUNNELS,
-        lookup_endpoints: Optional[Callable[[List[str]], Mapping[str, str]]] = None,
-        proxy_factory: ProxyFactory = _default_proxy_factory,
-        on_secret: Callable[[str], None] = lambda secret: None,
-    ) -> None:
+    _reactor: Any
+    template: ProxyConfig = attrs.field()
+    endpoint_from_region: bool = attrs.field(kw_only=True)
+    max_tunnels: int = attrs.field(kw_only=True, default=DEFAULT_MAX_TUNNELS)
+    _lookup: Optional[Callable[[List[str]], Mapping[str, str]]] = attrs.field(
+        kw_only=True, alias="lookup_endpoints", default=None
+    )
+    _proxy_factory: ProxyFactory = attrs.field(kw_only=True, default=_default_proxy_factory)
+    _on_secret: Callable[[str], None] = attrs.field(kw_only=True, default=lambda secret: None)
+    _tunnels: Dict[bytes, RunningTunnel] = attrs.field(init=False, factory=dict)
+    _count: int = attrs.field(init=False, default=0)
+    _stopping: bool = attrs.field(init=False, default=False)
+    #: Every tunnel that ended, by number, with its exit code (newest last).
+    ended: List[Tuple[int, int]] = attrs.field(init=False, factory=list)
+
+    @template.validator
+    def _destination(self, attribute: Any, template: ProxyConfig) -> None:
         if template.mode is not Mode.DESTINATION:
             raise ValueError("the agent's template must be a destination")
+
+    @max_tunnels.validator
+    def _at_least_one(self, attribute: Any, max_tunnels: int) -> None:
         if max_tunnels < 1:
             raise ValueError("max_tunnels must be at least 1")
-        self._reactor = reactor
-        self.template = template
-        self.endpoint_from_region = endpoint_from_region
-        self.max_tunnels = max_tunnels
-        self._lookup = lookup_endpoints
-        self._proxy_factory = proxy_factory
-        self._on_secret = on_secret
-        self._tunnels: Dict[bytes, RunningTunnel] = {}
-        self._count = 0
-        self._stopping = False
-        #: Every tunnel that ended, by number, with its exit code (newest last).
-        self.ended: List[Tuple[int, int]] = []
 
     @property
     def tunnels(self) -> List[RunningTunnel]:

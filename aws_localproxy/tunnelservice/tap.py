@@ -14,6 +14,7 @@ from typing import Any, Optional
 from twisted.python import usage
 
 from aws_localproxy._version import __version__
+from aws_localproxy.agent.broker import BROKER_FILE_OPTIONS, broker_parameters
 from aws_localproxy.tunnelservice.server import LocalTunnelService
 
 DEFAULT_CERT_DIR = "localtunnel-certs"
@@ -66,21 +67,14 @@ class Options(usage.Options):
             "Connections open at once (HTTP and WebSocket); more are closed as accepted.",
             int,
         ],
-        [
-            "mqtt-broker",
-            None,
-            None,
-            "Publish each tunnel's device notification to this MQTT broker (mqtt://HOST[:PORT] or "
-            "mqtts://HOST[:PORT]) when OpenTunnel names a thingName, as AWS IoT does.",
-        ],
-        [
-            "mqtt-ca",
-            None,
-            None,
-            "PEM file of the CAs of the broker's certificate (default: system CAs).",
-        ],
-        ["mqtt-cert", None, None, "Client certificate (PEM) for the broker."],
-        ["mqtt-key", None, None, "The client certificate's private key (PEM)."],
+        *broker_parameters(
+            broker="Publish each tunnel's device notification to this MQTT broker "
+            "(mqtt://HOST[:PORT] or mqtts://HOST[:PORT]) when OpenTunnel names a thingName, "
+            "as AWS IoT does.",
+            ca="PEM file of the CAs of the broker's certificate (default: system CAs).",
+            cert="Client certificate (PEM) for the broker.",
+            key="The client certificate's private key (PEM).",
+        ),
         [
             "handshake-timeout",
             None,
@@ -129,7 +123,7 @@ class Options(usage.Options):
                 )
             except BrokerConfigError as error:
                 raise usage.UsageError("--mqtt-broker: %s" % (error,)) from None
-        elif any(self[name] is not None for name in ("mqtt-ca", "mqtt-cert", "mqtt-key")):
+        elif any(self[name] is not None for name in BROKER_FILE_OPTIONS):
             raise usage.UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt-broker")
 
 

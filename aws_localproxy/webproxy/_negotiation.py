@@ -19,8 +19,9 @@ the tunnel and are delivered first.
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
-from typing import TypedDict, cast
+from typing import cast
 
+import attrs
 from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.address import HostnameAddress
@@ -50,7 +51,7 @@ from aws_localproxy.webproxy.errors import (
 )
 from aws_localproxy.webproxy.url import format_authority
 
-__all__ = ["Negotiation", "ProxyClientEndpoint", "ProxyEndpointOptions", "host_bytes"]
+__all__ = ["Negotiation", "ProxyClientEndpoint", "host_bytes"]
 
 
 def host_bytes(host: str) -> bytes:
@@ -311,15 +312,16 @@ class _NegotiatorFactory(Factory):
         return negotiator
 
 
-class ProxyEndpointOptions(TypedDict, total=False):
-    """The keyword arguments every L{ProxyClientEndpoint} takes (see there)."""
+def _reactor_if_none(clock: IReactorTime | None) -> IReactorTime:
+    """The clock given, or the global reactor (imported only then)."""
+    if clock is None:
+        from twisted.internet import reactor
 
-    credentials: tuple[str, str] | None
-    timeout: float | None
-    clock: IReactorTime | None
-    proxy_name: str
+        clock = cast(IReactorTime, reactor)
+    return clock
 
 
+@attrs.define(eq=False, repr=False)  # its own repr: never the credentials
 class ProxyClientEndpoint:
     """
     What the HTTP CONNECT and SOCKS5 endpoints share: a stream to
@@ -333,28 +335,13 @@ class ProxyClientEndpoint:
     service can reuse it. Subclasses say how to negotiate.
     """
 
-    def __init__(
-        self,
-        proxy_endpoint: IStreamClientEndpoint,
-        host: str,
-        port: int,
-        *,
-        credentials: tuple[str, str] | None = None,
-        timeout: float | None = 30.0,
-        clock: IReactorTime | None = None,
-        proxy_name: str = "",
-    ) -> None:
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = cast(IReactorTime, reactor)
-        self._proxy_endpoint = proxy_endpoint
-        self._host = host
-        self._port = port
-        self._credentials = credentials
-        self._timeout = timeout
-        self._clock = clock
-        self._proxy_name = proxy_name
+    _proxy_endpoint: IStreamClientEndpoint
+    _host: str
+    _port: int
+    _credentials: tuple[str, str] | None = attrs.field(kw_only=True, default=None)
+    _timeout: float | None = attrs.field(kw_only=True, default=30.0)
+    _clock: IReactorTime = attrs.field(kw_only=True, default=None, converter=_reactor_if_none)
+    _proxy_name: str = attrs.field(kw_only=True, default="")
 
     def __repr__(self) -> str:
         authority = format_authority(self._host, self._port)

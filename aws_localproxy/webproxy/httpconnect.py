@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Unpack
 
+import attrs
 from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
@@ -32,7 +32,6 @@ from zope.interface import implementer
 
 from aws_localproxy.webproxy._negotiation import (
     ProxyClientEndpoint,
-    ProxyEndpointOptions,
     host_bytes,
 )
 from aws_localproxy.webproxy.errors import (
@@ -182,6 +181,7 @@ class HTTPConnectNegotiation:
 
 
 @implementer(IStreamClientEndpoint)
+@attrs.define(eq=False, repr=False)
 class HTTPConnectEndpoint(ProxyClientEndpoint):
     """
     A stream to ``host:port`` through the HTTP proxy that ``proxy_endpoint`` reaches.
@@ -191,17 +191,7 @@ class HTTPConnectEndpoint(ProxyClientEndpoint):
     arguments are those of every L{ProxyClientEndpoint}.
     """
 
-    def __init__(
-        self,
-        proxy_endpoint: IStreamClientEndpoint,
-        host: str,
-        port: int,
-        *,
-        max_header_size: int = MAX_HEADER_SIZE,
-        **options: Unpack[ProxyEndpointOptions],
-    ) -> None:
-        super().__init__(proxy_endpoint, host, port, **options)
-        self._max_header_size = max_header_size
+    _max_header_size: int = attrs.field(kw_only=True, default=MAX_HEADER_SIZE)
 
     def _negotiation(self, target: str) -> HTTPConnectNegotiation:
         return HTTPConnectNegotiation(target, self._port, self._credentials, self._max_header_size)

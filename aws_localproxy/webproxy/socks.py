@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Unpack, cast
+from typing import cast
 
+import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -38,7 +39,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from aws_localproxy.sockets import ip_address_of
-from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint, ProxyEndpointOptions
+from aws_localproxy.webproxy._negotiation import ProxyClientEndpoint
 from aws_localproxy.webproxy.errors import (
     ProxyProtocolError,
     SOCKSAuthenticationError,
@@ -215,6 +216,7 @@ class _FirstAddress:
 
 
 @implementer(IStreamClientEndpoint)
+@attrs.define(eq=False, repr=False)
 class SOCKS5Endpoint(ProxyClientEndpoint):
     """
     A stream to ``host:port`` through the SOCKS5 proxy that ``proxy_endpoint`` reaches.
@@ -225,23 +227,14 @@ class SOCKS5Endpoint(ProxyClientEndpoint):
     L{ProxyClientEndpoint}.
     """
 
-    def __init__(
-        self,
-        proxy_endpoint: IStreamClientEndpoint,
-        host: str,
-        port: int,
-        *,
-        remote_dns: bool = True,
-        resolver: IHostnameResolver | None = None,
-        **options: Unpack[ProxyEndpointOptions],
-    ) -> None:
-        super().__init__(proxy_endpoint, host, port, **options)
-        if not remote_dns and resolver is None:
-            resolver = cast(IReactorPluggableNameResolver, self._clock).nameResolver
+    _remote_dns: bool = attrs.field(kw_only=True, default=True)
+    _resolver: IHostnameResolver | None = attrs.field(kw_only=True, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if not self._remote_dns and self._resolver is None:
+            self._resolver = cast(IReactorPluggableNameResolver, self._clock).nameResolver
         # Fail on a too long name or credentials now, not at connect time.
-        SOCKS5Negotiation(host, port, self._credentials)
-        self._remote_dns = remote_dns
-        self._resolver = resolver
+        SOCKS5Negotiation(self._host, self._port, self._credentials)
 
     def _negotiation(self, target: str) -> SOCKS5Negotiation:
         return SOCKS5Negotiation(target, self._port, self._credentials)
