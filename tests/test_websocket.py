@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3
 from aws_localproxy.websocket import (
+    MAX_INCOMING_MESSAGE,
     CloseOutcome,
     TunnelClientFactory,
     TunnelClientProtocol,
@@ -363,3 +364,107 @@ class OpenSessionTests(WebSocketTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(11)
         self.assertTrue(transport.disconnecting)
+
+
+def long_frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
+    """One unmasked frame with a 64-bit length (any size)."""
+    return struct.pack("!BBQ", first | opcode, 127, len(payload)) + payload
+
+
+class IncomingFrameTests(WebSocketTestCase):
+    """
+    Binary frames are taken whole by the protocol's own loop while Autobahn
+    is between messages; every other frame reaches Autobahn at a frame
+    boundary.  The messages and their order are the same either way.
+    """
+
+    def test_every_split(self) -> None:
+        """The stream cut at every byte: the same messages, in order, none early."""
+        messages = [b"\x00\x01a", b"b" * 200, b"c" * 70000, b""]
+        stream = (
+            server_frame(0x2, messages[0])
+            + server_frame(0x2, messages[1])
+            + long_frame(0x2, messages[2])
+            + server_frame(0x2, messages[3])
+        )
+        for cut in list(range(0, 16)) + list(range(200, 230)) + [len(stream) - 1]:
+            self.events.messages.clear()
+            protocol, _ = self.open()
+            protocol.dataReceived(stream[:cut])
+            delivered = len(self.events.messages)
+            protocol.dataReceived(stream[cut:])
+            self.assertEqual(self.events.messages, messages, cut)
+            self.assertLessEqual(delivered, 4)
+            self.events.opened.clear()
+
+    def test_byte_by_byte(self) -> None:
+        protocol, _ = self.open()
+        stream = server_frame(0x2, b"x" * 300) + long_frame(0x2, b"y" * 5)
+        for index in range(len(stream)):
+            protocol.dataReceived(stream[index : index + 1])
+        self.assertEqual(self.events.messages, [b"x" * 300, b"y" * 5])
+
+    def test_ping_between_messages(self) -> None:
+        """A ping in the middle is Autobahn's: answered, and the messages around it kept in order."""
+        protocol, transport = self.open()
+        protocol.dataReceived(
+            server_frame(0x2, b"one") + server_frame(0x9, b"hi") + server_frame(0x2, b"two")
+        )
+        self.assertEqual(self.events.messages, [b"one", b"two"])
+        self.assertEqual(client_frames(transport.value()), [(0xA, b"hi")])
+
+    def test_fragmented_message(self) -> None:
+        """A message in fragments goes through Autobahn whole; the next frames are taken again."""
+        protocol, _ = self.open()
+        first = struct.pack("!BB", 0x02, 3) + b"abc"  # binary, not final
+        last = struct.pack("!BB", 0x80, 3) + b"def"  # continuation, final
+        protocol.dataReceived(first + last[:2])
+        protocol.dataReceived(last[2:] + server_frame(0x2, b"next"))
+        self.assertEqual(self.events.messages, [b"abcdef", b"next"])
+
+    def test_close_after_messages(self) -> None:
+        """Messages, then the service's close, in one read: all delivered, the close answered."""
+        protocol, transport = self.open()
+        protocol.dataReceived(
+            server_frame(0x2, b"last") + server_frame(0x8, struct.pack("!H", 1000) + b"bye")
+        )
+        self.assertEqual(self.events.messages, [b"last"])
+        self.assertEqual(client_frames(transport.value()), [(0x8, struct.pack("!H", 1000))])
+
+    def test_masked_server_frame_fails_the_connection(self) -> None:
+        """A masked frame from the service breaks RFC 6455: Autobahn drops the connection."""
+        protocol, transport = self.open()
+        masked = struct.pack("!BB", 0x82, 0x80 | 3) + b"\0\0\0\0" + b"abc"
+        protocol.dataReceived(server_frame(0x2, b"ok") + masked)
+        self.assertEqual(self.events.messages, [b"ok"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized_frame_fails_the_connection(self) -> None:
+        """A frame over the incoming bound is Autobahn's to refuse, before its payload arrives."""
+        protocol, transport = self.open()
+        protocol.dataReceived(struct.pack("!BBQ", 0x82, 127, MAX_INCOMING_MESSAGE + 1))
+        self.assertEqual(self.events.messages, [])
+        self.assertTrue(transport.disconnecting)
+
+    def test_binary_frames_skip_autobahns_parser(self) -> None:
+        """
+        Autobahn sees no frame of a plain binary stream; it sees a ping and
+        the rest of that read, and the next read is taken again.
+        """
+        protocol, _ = self.open()
+        seen: List[int] = []
+        original = protocol.onFrameBegin
+
+        def begin() -> None:
+            assert protocol.current_frame is not None
+            seen.append(protocol.current_frame.opcode)
+            original()
+
+        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x2, b"b" * 1000))
+        self.assertEqual(seen, [])
+        protocol.dataReceived(server_frame(0x9, b"p") + server_frame(0x2, b"c"))
+        self.assertEqual(seen, [0x9, 0x2])
+        protocol.dataReceived(server_frame(0x2, b"d"))
+        self.assertEqual(seen, [0x9, 0x2])
+        self.assertEqual(self.events.messages, [b"a", b"b" * 1000, b"c", b"d"])
