@@ -61,7 +61,7 @@ def unexpected_type(message: Message, unexpected: str, unrecognized: str) -> Non
     # Any other known type has no meaning here (e.g. STREAM_RESET while waiting).
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)  # plain assignments on the data path
 class TunnelSession:
     """
     The state of one WebSocket session of a tunnel.

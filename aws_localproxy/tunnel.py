@@ -63,7 +63,9 @@ def _copy(service_map: Mapping[str, str]) -> dict[str, str]:
     return dict(service_map)
 
 
-@attrs.define(eq=False, repr=False)
+# on_setattr: the converter runs when the tunnel is built; assignments on the
+# data path are plain (attrs would run the converter hook on every one).
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Tunnel:
     """
     The state machine of a source or destination local proxy for one tunnel.

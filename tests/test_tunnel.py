@@ -907,3 +907,15 @@ class RenumberingTests(SynchronousTestCase):
         peer.take()
         tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 3)])
+
+
+class PlainAttributesTests(SynchronousTestCase):
+    def test_no_setattr_hooks_on_the_data_path(self) -> None:
+        """
+        The tunnel and its session are attrs classes; their attributes are
+        assigned on every message, so attrs' per-assignment hooks are off.
+        """
+        from aws_localproxy.session import TunnelSession
+
+        self.assertIs(Tunnel.__setattr__, object.__setattr__)
+        self.assertIs(TunnelSession.__setattr__, object.__setattr__)
