@@ -32,7 +32,7 @@ from zope.interface import implementer
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import TunnelConnection
 from aws_localproxy.settings import LocalSockets
-from aws_localproxy.sockets import send_now, sends_now, set_no_delay
+from aws_localproxy.sockets import sends_now, set_no_delay, write_now
 
 __all__ = ["LocalStreamProtocol", "describe_peer", "DEFAULT_BACKLOG_LIMIT"]
 
@@ -66,7 +66,7 @@ class LocalStreamProtocol(Protocol):
 
     log = Logger()
     transport: ITransport
-    #: Whether writes are sent at once (L{send_now}): a socket transport.
+    #: Whether writes are sent at once (L{write_now}): a socket transport.
     _send_now = False
 
     def __init__(
@@ -139,13 +139,14 @@ class LocalStreamProtocol(Protocol):
     def write(self, data: bytes) -> None:
         if self._gone or self._closed_by_tunnel:
             return
-        self.transport.write(data)
+        if self._send_now and not self._write_paused:
+            write_now(self.transport, data)
+        else:
+            self.transport.write(data)
         if self._write_paused:
             self._backlog += len(data)
             if self._backlog >= self.backlog_limit:
                 self.inbound.blocked(self)
-        elif self._send_now:
-            send_now(self.transport)
 
     def pause_reading(self) -> None:
         """The tunnel is slower than this socket: stop reading it."""

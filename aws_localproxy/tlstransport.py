@@ -20,10 +20,10 @@ move:
 
   - a write encrypts every record of the data and takes all the ciphertext
     out of the BIO in one read, then hands it to the TCP transport once;
-  - the TCP transport is asked to send at once (C{doWrite}, the reactor's own
-    entry point), so a write reaches the kernel in the same turn; what the
-    socket does not take stays in Twisted's buffer, sent when it is writable,
-    as before;
+  - the ciphertext goes to the socket at once when nothing is waiting before
+    it (L{write_now}), so a write reaches the kernel in the same turn; what
+    the socket does not take stays in Twisted's buffer, sent when it is
+    writable, as before;
   - a read decrypts every complete record and delivers them in one call.
 
 The loops that run once per record (C{SSL_write}, C{SSL_read}) call
@@ -58,7 +58,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aws_localproxy.sockets import send_now, sends_now
+from aws_localproxy.sockets import sends_now, write_now
 
 __all__ = [
     "BatchingTLSTransport",
@@ -155,9 +155,11 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
             return
         transport = self.transport
         assert transport is not None
-        transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        ciphertext = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         if sends_now(transport):
-            send_now(transport)
+            write_now(transport, ciphertext)
+        else:
+            transport.write(ciphertext)
 
     def _flushReceiveBIO(self) -> None:
         tls: Any = self  # Twisted's TLS internals, untyped
