@@ -69,8 +69,8 @@ NOTSENT_LOWAT = 128 * 1024
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _MASK = struct.Struct("!I")
-_LENGTH16 = struct.Struct("!H")
-_LENGTH64 = struct.Struct("!Q")
+#: A frame's 7-bit length 126 or 127: the real length follows, in 16 or 64 bits.
+_EXTENDED_LENGTH = {126: struct.Struct("!H"), 127: struct.Struct("!Q")}
 
 
 def user_agent() -> str:
@@ -254,20 +254,14 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             if data[position] != 0x82 or second & 0x80:
                 return data[position:]
             length = second
-            if length == 126:
-                if left < 4:
-                    need = 4
+            start = position + 2
+            extended = _EXTENDED_LENGTH.get(length)
+            if extended is not None:
+                start += extended.size
+                if end < start:
+                    need = start - position
                     break
-                (length,) = _LENGTH16.unpack_from(data, position + 2)
-                start = position + 4
-            elif length == 127:
-                if left < 10:
-                    need = 10
-                    break
-                (length,) = _LENGTH64.unpack_from(data, position + 2)
-                start = position + 10
-            else:
-                start = position + 2
+                (length,) = extended.unpack_from(data, position + 2)
             if length > MAX_INCOMING_MESSAGE:
                 return data[position:]
             stop = start + length
