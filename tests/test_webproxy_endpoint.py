@@ -38,7 +38,7 @@ from aws_localproxy.webproxy import (
     proxy_tls_options,
     service_endpoint,
 )
-from tests.webproxy_support import RecordingResolver
+from tests.webproxy_support import RecordingResolver, taken
 
 SERVICE = "data.tunneling.iot.eu-west-1.amazonaws.com"
 ADDRESSES = {
@@ -69,9 +69,7 @@ class Harness:
         return self.negotiator
 
     def sent(self) -> bytes:
-        value = self.transport.value()
-        self.transport.clear()
-        return value
+        return taken(self.transport)
 
     def first_target(self) -> tuple[str, int]:
         return self.reactor.tcpClients[0][0], self.reactor.tcpClients[0][1]

@@ -75,9 +75,14 @@ class ProxyHarness:
 
     def sent(self) -> bytes:
         """What the endpoint wrote to the proxy since the last call."""
-        value = self.transport.value()
-        self.transport.clear()
-        return value
+        return taken(self.transport)
+
+
+def taken(transport: StringTransport) -> bytes:
+    """What was written to C{transport} since the last call, cleared."""
+    value = transport.value()
+    transport.clear()
+    return value
 
 
 class Harness(TypingProtocol):
