@@ -13,6 +13,7 @@ the environment (``AWSIOT_TUNNEL_ACCESS_TOKEN``), never on a command line.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["main"]
 
@@ -74,28 +75,46 @@ class UpperCaseService(ThreadedTcpService):
 
 
 class Process:
-    """A child process whose output is echoed with a prefix and can be waited on."""
+    """
+    A child process whose output is drained (a full pipe would stall it),
+    kept (the last C{keep_lines} lines), optionally echoed with a prefix,
+    and can be waited on.  The benchmarks start their processes with it too.
+    """
 
     def __init__(
-        self, name: str, args: List[str], env: Optional[Dict[str, str]] = None, echo: bool = True
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Optional[Mapping[str, str]] = None,
+        echo: bool = True,
+        cwd: Optional[str] = None,
+        keep_lines: int = 1000,
+        environ: Optional[Mapping[str, str]] = None,
     ) -> None:
+        """C{env} is added to C{environ} (default: this process's environment)."""
         self.name = name
         self.echo = echo
-        self.lines: List[str] = []
+        self.lines: Deque[str] = collections.deque(maxlen=keep_lines)
         self._cond = threading.Condition()
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            args,
+            list(args),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if environ is None else environ), **(env or {})},
+            cwd=cwd,
         )
         threading.Thread(target=self._pump, daemon=True).start()
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._cond:
                 self.lines.append(line)
                 self._cond.notify_all()
@@ -111,8 +130,16 @@ class Process:
                         return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} never printed {text!r}")
+                    raise RuntimeError(f"{self.name} never printed {text!r}:\n" + self.tail())
                 self._cond.wait(min(remaining, 0.2))
+
+    def tail(self, count: int = 15) -> str:
+        """The last C{count} lines it printed."""
+        with self._cond:
+            return "\n".join(list(self.lines)[-count:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def wait(self, timeout: float = TIMEOUT) -> int:
         return self.proc.wait(timeout)
@@ -124,6 +151,7 @@ class Process:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
 
 
 def _worth_showing(line: str) -> bool:

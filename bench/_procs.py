@@ -11,22 +11,22 @@ aws_localproxy``, the reference is its own binary.  Tokens travel in
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 TIMEOUT = 30.0
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, ROOT)
+
+from aws_localproxy import demo  # noqa: E402  (the checkout's, like the children's)
 
 #: Environment variables a child must not inherit: a web proxy would take the
 #: loopback traffic off the path being measured.
@@ -40,8 +40,8 @@ def child_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-class Process:
-    """A child process; its output is drained (a full pipe would stall it) and the tail kept."""
+class Process(demo.Process):
+    """The demo's child process, quiet, with the checkout on its C{PYTHONPATH}."""
 
     def __init__(
         self,
@@ -51,59 +51,9 @@ class Process:
         cwd: Optional[str] = None,
         keep_lines: int = 200,
     ) -> None:
-        self.name = name
-        self.lines: Deque[str] = collections.deque(maxlen=keep_lines)
-        self._cond = threading.Condition()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_env(env),
-            cwd=cwd,
+        super().__init__(
+            name, args, echo=False, cwd=cwd, keep_lines=keep_lines, environ=child_env(env)
         )
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-
-    def wait_for_line(self, text: str, timeout: float = TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} never printed {text!r}:\n" + self.tail())
-                self._cond.wait(min(remaining, 0.2))
-
-    def tail(self, count: int = 15) -> str:
-        with self._cond:
-            return "\n".join(list(self.lines)[-count:])
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 # -- /proc ---------------------------------------------------------------------------------
@@ -173,8 +123,18 @@ class TunnelServiceProcess:
         self.cert_dir = os.path.join(workdir, f"{name}-certs")
         self.process = Process(
             name,
-            [sys.executable, "-m", "aws_localproxy.tunnelservice.cli", "--port", "0",
-             "--cert-dir", self.cert_dir, "--ready-file", ready_file, *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "aws_localproxy.tunnelservice.cli",
+                "--port",
+                "0",
+                "--cert-dir",
+                self.cert_dir,
+                "--ready-file",
+                ready_file,
+                *extra_args,
+            ],
         )
         self.ready = _wait_for_json(ready_file, self.process)
         self.endpoint: str = self.ready["endpoint"]
@@ -291,7 +251,9 @@ class ProxyPair:
         self.tunnel_id = opened["tunnelId"]
         self.ports = {sid: free_port() for sid in service_ids}
         self.destination = destination_impl.start(
-            f"{label}/destination", service, opened["destinationAccessToken"],
+            f"{label}/destination",
+            service,
+            opened["destinationAccessToken"],
             destination_args({sid: tcp_port for sid in service_ids}),
         )
         self.source: Optional[Process] = None
