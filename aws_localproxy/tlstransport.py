@@ -93,11 +93,6 @@ DIRECT = _ffi is not None and all(hasattr(_lib, name) for name in ("SSL_read", "
 _DECRYPTED = bytearray(1 << 18)
 
 
-def _ssl_of(connection: Any) -> Any:
-    """The C{SSL *} of a pyOpenSSL connection, if the direct calls can be used."""
-    return getattr(connection, "_ssl", None) if DIRECT else None
-
-
 #: The exception being handled, as a Failure (Twisted's constructor is untyped).
 _current_failure: Callable[[], Failure] = Failure
 
@@ -108,6 +103,18 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
     whatever the number of TLS records (see the module docstring).
     """
 
+    #: The connection's C{SSL *} when the direct calls are used, else C{None};
+    #: whether the TCP transport takes L{write_now}.  Both are known once
+    #: connected; until then (the handshake's first bytes) the public path.
+    _direct_ssl: Any = None
+    _sends_now = False
+
+    def makeConnection(self, transport: Any) -> None:
+        twisted_tls: Any = TLSMemoryBIOProtocol  # untyped
+        twisted_tls.makeConnection(self, transport)
+        self._direct_ssl = getattr(self._tlsConnection, "_ssl", None) if DIRECT else None
+        self._sends_now = sends_now(transport)
+
     def _write(self, data: bytes) -> None:
         if self._lostTLSConnection:
             return
@@ -115,7 +122,7 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         connection = self._tlsConnection
         view = memoryview(data)
         total, done = len(view), 0
-        ssl = _ssl_of(connection)
+        ssl = self._direct_ssl
         if ssl is not None:
             # OpenSSL writes one record per call (pyOpenSSL turns on partial
             # writes): the loop that runs once per record is this one.
@@ -156,7 +163,7 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         transport = self.transport
         assert transport is not None
         ciphertext = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if sends_now(transport):
+        if self._sends_now:
             write_now(transport, ciphertext)
         else:
             transport.write(ciphertext)
@@ -166,7 +173,7 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         connection = self._tlsConnection
         pieces = []
         ended: Any = None
-        ssl = _ssl_of(connection)
+        ssl = self._direct_ssl
         if ssl is not None and not self._lostTLSConnection:
             pieces.extend(_decrypt_all(ssl))
         # What is left (everything without the direct calls) and the reason

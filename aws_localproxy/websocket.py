@@ -126,6 +126,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     factory: TunnelClientFactory
 
     _was_open = False
+    _takes_bytearrays = False
     #: The start of a binary frame L{_binary_frames} has not seen all of: its
     #: pieces, their size, and the size that completes the frame (or its header).
     _partial: Optional[list[bytes]] = None
@@ -138,6 +139,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # the protocol, so it silently does nothing.
         set_no_delay(self.transport)
         set_not_sent_low_water(self.transport, NOTSENT_LOWAT)
+        # The batching TLS layer encrypts straight from a frame's bytearray;
+        # any other transport (plain TCP, a test's) wants bytes.
+        self._takes_bytearrays = isinstance(self.transport, BatchingTLSTransport)
         factory = self.factory
         if factory.socket_buffer_size is not None:
             set_socket_buffers(self.transport, factory.socket_buffer_size)
@@ -323,10 +327,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self._write_frame(frame)
 
     def _write_frame(self, frame: bytearray) -> None:
-        # The batching TLS layer encrypts straight from the bytearray; any
-        # other transport (plain TCP, a test's) wants bytes.
         transport: Any = self.transport
-        transport.write(frame if isinstance(transport, BatchingTLSTransport) else bytes(frame))
+        transport.write(frame if self._takes_bytearrays else bytes(frame))
 
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray

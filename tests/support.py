@@ -12,10 +12,13 @@ What belongs to one kind of test stays in its own support module
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
+import struct
 import tempfile
+import termios
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
@@ -58,6 +61,17 @@ def private_ca(test: SynchronousTestCase) -> CertificateFiles:
     directory = tempfile.mkdtemp(prefix="aws-localproxy-certs-")
     test.addCleanup(shutil.rmtree, directory, True)
     return ensure_certificates(directory)
+
+
+def readable_bytes(sock: socket.socket) -> int:
+    """
+    Bytes waiting in C{sock}'s receive queue (FIONREAD).  On loopback a
+    C{send()} is in the peer's queue when it returns, so this tells whether
+    a transport sent at once or left the bytes for a later reactor turn.
+    """
+    answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    count: int = struct.unpack("i", answer)[0]
+    return count
 
 
 def open_fds() -> int:

@@ -51,8 +51,17 @@ class _StdioCase(E2ETestCase):
     def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
         service = self.tunnel_service
         process = ChildProcess()
-        argv = [sys.executable, "-m", "aws_localproxy", "-e", service.endpoint, "-c",
-                service.capath, "--stdio", *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "aws_localproxy",
+            "-e",
+            service.endpoint,
+            "-c",
+            service.capath,
+            "--stdio",
+            *args,
+        ]
         cwd = self.mktemp()
         os.makedirs(cwd)
         self.stdio_transport = spawn_child(
@@ -198,7 +207,10 @@ class SSHTests(_StdioCase):
             "echo ok",
         ]
         spawn_child(
-            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            self,
+            process,
+            argv,
+            child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
             executable=shutil.which("ssh"),
         )
         code = yield process.ended

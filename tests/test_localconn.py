@@ -19,8 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.settings import LocalSockets
-from tests.socket_support import readable_bytes
-from tests.support import RecordingTunnelConnection
+from tests.support import RecordingTunnelConnection, readable_bytes
 
 reactor: Any = _reactor
 

@@ -26,7 +26,7 @@ from aws_localproxy.sockets import (
     set_socket_buffers,
     write_now,
 )
-from tests.socket_support import readable_bytes
+from tests.support import readable_bytes
 
 reactor: Any = _reactor
 

@@ -32,8 +32,7 @@ from aws_localproxy.tlstransport import BatchingTLSFactory, BatchingTLSTransport
 from aws_localproxy.tunnelservice.certs import (
     server_tls_options,
 )
-from tests.socket_support import readable_bytes
-from tests.support import private_ca, sleep
+from tests.support import private_ca, readable_bytes, sleep
 
 reactor: Any = _reactor
 MIB = 1 << 20
