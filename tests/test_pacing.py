@@ -93,6 +93,24 @@ class PacerTests(SynchronousTestCase):
         self.assertLess(queue_delay, 0.030)
         self.assertLessEqual(pacer.quantum, 4096)
 
+    def test_capped_window_is_a_few_milliseconds(self) -> None:
+        """
+        At 800 KB/s on a short path the window is its floor, and the floor is
+        about 5 ms of data: an echo behind a full window waits that long (the
+        floor was 10 ms of data, and the capped echo p50 with it).
+        """
+        now = [0.0]
+        pacer = Pacer(lambda: now[0])
+        for step in range(100):  # 8,000 bytes every 10 ms, each answered 0.5 ms later
+            now[0] = step * 0.010
+            ping = pacer.on_sent(8000) or pacer.uncovered_ping()
+            assert ping is not None
+            now[0] += 0.0005
+            pacer.on_pong(ping)
+        self.assertAlmostEqual(pacer.rate or 0, 800_000, delta=1)
+        self.assertEqual(pacer.window, Pacer.MIN_WINDOW)
+        self.assertLess(pacer.window / 800_000, 0.006)
+
     def test_fast_path_gets_a_wide_window(self) -> None:
         """Without a cap the window grows far beyond the initial one and does not bind."""
         pacer, service = self.make(rate=500_000_000)
