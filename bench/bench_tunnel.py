@@ -39,11 +39,11 @@ import _clients  # noqa: E402
 from _clients import Echo, percentile  # noqa: E402
 from _procs import (  # noqa: E402
     BENCH_DIR,
+    CpuSample,
     Implementation,
     Process,
     ProxyPair,
     TunnelServiceProcess,
-    cpu_seconds,
     free_port,
     reset_peak_rss,
     rss_kib,
@@ -278,10 +278,10 @@ class Bench:
     def throughput(self, label: str) -> None:
         pair = self.pairs[(label, "open")]
         procs = {**pair.processes(), "service": self.services["open"].process}
-        before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+        before = {name: CpuSample(p.pid) for name, p in procs.items()}
         up = _clients.upload(pair.ports["bulk"], self.size)
         down = _clients.download(pair.ports["bulk"], self.size)
-        used = {name: cpu_seconds(p.pid) - before[name] for name, p in procs.items()}
+        used = {name: CpuSample(p.pid).used_since(before[name]) for name, p in procs.items()}
         self.check(pair)
         self.results.add(UP, label, self.size / up / MB)
         self.results.add(DOWN, label, self.size / down / MB)
