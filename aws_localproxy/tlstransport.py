@@ -83,14 +83,26 @@ SEND_BIO_READ = 1 << 18
 _lib: Any = getattr(_pyopenssl, "_lib", None)
 _ffi: Any = getattr(_pyopenssl, "_ffi", None)
 
-#: Whether records are encrypted and decrypted by direct calls (else by
-#: pyOpenSSL's C{send}/C{recv}, one Python call chain per record).
-DIRECT = _ffi is not None and all(hasattr(_lib, name) for name in ("SSL_read", "SSL_write"))
+#: Whether records are encrypted and decrypted, and the ciphertext taken out
+#: of the send BIO, by direct calls (else by pyOpenSSL's C{send}/C{recv}/
+#: C{bio_read}, one Python call chain per record, and an exception each time a
+#: BIO or the decrypted records run dry).
+DIRECT = _ffi is not None and all(
+    hasattr(_lib, name) for name in ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read")
+)
+
+#: What C{SSL_get_error} says when a read stopped for want of more bytes.
+_WANT_READ: int = getattr(_lib, "SSL_ERROR_WANT_READ", 2)
 
 #: Where a read's records are decrypted before one copy hands them on; one
 #: for the process: the reactor decrypts one read at a time and the bytes are
 #: copied out before anything else runs.
 _DECRYPTED = bytearray(1 << 18)
+
+
+#: Where the send BIO's ciphertext is read before one copy hands it on (as
+#: L{_DECRYPTED}, one for the process).
+_CIPHERTEXT = bytearray(SEND_BIO_READ)
 
 
 #: The exception being handled, as a Failure (Twisted's constructor is untyped).
@@ -107,12 +119,19 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
     #: whether the TCP transport takes L{write_now}.  Both are known once
     #: connected; until then (the handshake's first bytes) the public path.
     _direct_ssl: Any = None
+    #: The connection's send BIO (C{BIO *}, where OpenSSL puts ciphertext), with
+    #: the direct calls.
+    _send_bio: Any = None
     _sends_now = False
 
     def makeConnection(self, transport: Any) -> None:
         twisted_tls: Any = TLSMemoryBIOProtocol  # untyped
         twisted_tls.makeConnection(self, transport)
-        self._direct_ssl = getattr(self._tlsConnection, "_ssl", None) if DIRECT else None
+        if DIRECT:
+            self._direct_ssl = getattr(self._tlsConnection, "_ssl", None)
+            self._send_bio = getattr(self._tlsConnection, "_from_ssl", None)
+            if self._send_bio is None:
+                self._direct_ssl = None
         self._sends_now = sends_now(transport)
 
     def _write(self, data: bytes) -> None:
@@ -149,15 +168,11 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
 
     def _flushSendBIO(self) -> None:
         connection = self._tlsConnection
-        pieces = []
-        while True:
-            try:
-                piece = connection.bio_read(SEND_BIO_READ)
-            except WantReadError:
-                break
-            pieces.append(piece)
-            if len(piece) < SEND_BIO_READ:
-                break
+        pieces: list[bytes] = []
+        if self._direct_ssl is not None:
+            pieces = _drain_bio(self._send_bio)
+        else:
+            self._read_send_bio(connection, pieces)
         if not pieces:
             return
         transport = self.transport
@@ -168,17 +183,31 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         else:
             transport.write(ciphertext)
 
+    @staticmethod
+    def _read_send_bio(connection: Any, pieces: list[bytes]) -> None:
+        """The send BIO's ciphertext through pyOpenSSL, which raises when it is empty."""
+        while True:
+            try:
+                piece = connection.bio_read(SEND_BIO_READ)
+            except WantReadError:
+                break
+            pieces.append(piece)
+            if len(piece) < SEND_BIO_READ:
+                break
+
     def _flushReceiveBIO(self) -> None:
         tls: Any = self  # Twisted's TLS internals, untyped
         connection = self._tlsConnection
-        pieces = []
+        pieces: list[bytes] = []
         ended: Any = None
         ssl = self._direct_ssl
+        wants_more = False
         if ssl is not None and not self._lostTLSConnection:
-            pieces.extend(_decrypt_all(ssl))
+            wants_more = _decrypt_all(ssl, pieces)
         # What is left (everything without the direct calls) and the reason
-        # the direct reads stopped: normally "want more bytes", at once.
-        while not self._lostTLSConnection:
+        # the direct reads stopped, unless it was "want more bytes" (the usual
+        # one, which needs nothing done).
+        while not wants_more and not self._lostTLSConnection:
             try:
                 pieces.append(connection.recv(RECORD_SIZE))
             except WantReadError:
@@ -201,9 +230,13 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         self._flushSendBIO()
 
 
-def _decrypt_all(ssl: Any) -> list[bytes]:
-    """Every complete record OpenSSL holds for C{ssl}, decrypted into L{_DECRYPTED} and copied out."""
-    pieces = []
+def _decrypt_all(ssl: Any, pieces: list[bytes]) -> bool:
+    """
+    Every complete record OpenSSL holds for C{ssl}, decrypted into
+    L{_DECRYPTED} and copied out onto C{pieces}.  Returns whether the reads
+    stopped only for want of more bytes (anything else: the caller asks
+    pyOpenSSL, which says what it is).
+    """
     buffer = _DECRYPTED
     size, filled = len(buffer), 0
     with _ffi.from_buffer(buffer) as pointer:
@@ -215,9 +248,26 @@ def _decrypt_all(ssl: Any) -> list[bytes]:
             if filled == size:
                 pieces.append(bytes(buffer))
                 filled = 0
+    wants_more: bool = _lib.SSL_get_error(ssl, count) == _WANT_READ
     if filled:
         with memoryview(buffer) as view:
             pieces.append(bytes(view[:filled]))
+    return wants_more
+
+
+def _drain_bio(bio: Any) -> list[bytes]:
+    """The ciphertext in the memory BIO C{bio}, read into L{_CIPHERTEXT} and copied out."""
+    pieces = []
+    buffer = _CIPHERTEXT
+    size = len(buffer)
+    with _ffi.from_buffer(buffer) as pointer, memoryview(buffer) as view:
+        while True:
+            count = _lib.BIO_read(bio, pointer, size)
+            if count <= 0:  # empty: a memory BIO has no other way to fail a read
+                break
+            pieces.append(bytes(view[:count]))
+            if count < size:
+                break
     return pieces
 
 

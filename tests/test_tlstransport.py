@@ -11,7 +11,7 @@ back-pressure, the close after data, and a failed verification.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
@@ -97,6 +97,10 @@ class TwistedInternalsTests(SynchronousTestCase):
         pump.flush()
         for name in ("_tlsConnection", "_lostTLSConnection", "_aborted", "_producer"):
             self.assertTrue(hasattr(protocol, name), name)
+        # ...and of pyOpenSSL's connection, for the direct calls.
+        if tlstransport.DIRECT:
+            self.assertIsNotNone(protocol._direct_ssl)
+            self.assertIs(protocol._send_bio, protocol._tlsConnection._from_ssl)
 
 
 class InMemoryTests(SynchronousTestCase):
@@ -147,6 +151,39 @@ class InMemoryTests(SynchronousTestCase):
         server.transport.write(b"x" * (4 * 16384))
         pump.flush()
         self.assertEqual([len(chunk) for chunk in client.chunks], [4 * 16384])
+
+    def test_no_public_calls_on_the_direct_path(self) -> None:
+        """
+        Once connected, the direct path takes ciphertext out and records in
+        without pyOpenSSL's C{bio_read} and C{recv}, each of which raises an
+        exception every time there is nothing more (one per read and write).
+        Without the direct calls those are the path.
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert client.transport is not None and server.transport is not None
+        connection = cast(Any, client.transport)._tlsConnection
+        calls = {"recv": 0, "bio_read": 0}
+
+        def counted(name: str) -> Any:
+            method = getattr(connection, name)
+
+            def call(*args: Any) -> Any:
+                calls[name] += 1
+                return method(*args)
+
+            return call
+
+        for name in calls:
+            setattr(connection, name, counted(name))
+        client.transport.write(b"u" * 65536)
+        server.transport.write(b"d" * 65536)
+        pump.flush()
+        self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
+        if tlstransport.DIRECT:
+            self.assertEqual(calls, {"recv": 0, "bio_read": 0})
+        else:
+            self.assertGreater(min(calls.values()), 0)
 
     def test_close_after_data(self) -> None:
         """The peer writes and closes at once: every byte arrives before the clean end."""
