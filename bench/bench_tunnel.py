@@ -179,8 +179,10 @@ class Bench:
             kinds = ["open"]
             if "capped" in self.groups and label in ("py", "ref"):
                 kinds.append("capped")
+            if "fairness" in self.groups and label in ("py", "ref"):
+                kinds.append("other")
             for kind in kinds:
-                pair = ProxyPair(label, src, dst, self.services[kind], ["bulk", "echo"], self.tcp_port)
+                pair = ProxyPair(label, src, dst, self.service_of(kind), ["bulk", "echo"], self.tcp_port)
                 self.cleanups.append(pair.stop)
                 self.pairs[(label, kind)] = pair
                 if kind == "open":
@@ -199,10 +201,14 @@ class Bench:
         except RuntimeError:
             return False
 
+    def service_of(self, kind: str) -> TunnelServiceProcess:
+        """The local tunnel service of a pair: "open" and "other" (a second tunnel) share one."""
+        return self.services["capped" if kind == "capped" else "open"]
+
     def restart_pair(self, label: str, kind: str) -> None:
         self.pairs[(label, kind)].stop()
         src, dst = self.kinds[label]
-        pair = ProxyPair(label, src, dst, self.services[kind], ["bulk", "echo"], self.tcp_port)
+        pair = ProxyPair(label, src, dst, self.service_of(kind), ["bulk", "echo"], self.tcp_port)
         self.cleanups.append(pair.stop)
         self.pairs[(label, kind)] = pair
 
@@ -329,7 +335,12 @@ class Bench:
         return float(done[0].split()[1]) if done else None
 
     def fairness(self, label: str, kind: str) -> None:
-        """Bulk on service ID "bulk", echoes on a second connection: same ID, then the other ID."""
+        """
+        Bulk on service ID "bulk", echoes on a second connection: same ID, then
+        the other ID; uncapped, also with the bulk in another tunnel (through
+        the same service), which shares the machine's cores with the echoes
+        but none of their queues: the floor that queueing adds to.
+        """
         pair = self.pairs[(label, kind)]
         capped = kind == "capped"
         suffix = ", capped" if capped else ""
@@ -346,17 +357,21 @@ class Bench:
         if solo_seconds is None:
             self.notes.append(f"{label}: bulk upload alone [{kind}] STALLED: no progress for "
                               f"{timeout:.0f} s (round {self.round_no + 1})")
-        for ids, echo_sid in (("same ID", "bulk"), ("two IDs", "echo")):
+        cases = [("same ID", "bulk", pair), ("two IDs", "echo", pair)]
+        if not capped:
+            cases.append(("other tunnel", "echo", self.pairs[(label, "other")]))
+        for ids, echo_sid, bulk_pair in cases:
             metrics = fairness_metrics(ids + suffix)
             echo = Echo(pair.ports[echo_sid], timeout=timeout)
             idle = echo.samples(idle_count)
-            worker = self._bulk(pair.ports["bulk"], size, timeout)
+            worker = self._bulk(bulk_pair.ports["bulk"], size, timeout)
             busy: List[float] = []
             while worker.proc.poll() is None:
                 busy.append(echo.once())
             shared_seconds = self._bulk_seconds(worker)
             echo.close()
             self.check(pair)
+            self.check(bulk_pair)
             if shared_seconds is None:
                 self.notes.append(f"{label}: bulk upload beside echoes [{ids}{suffix}] STALLED: no "
                                   f"progress for {timeout:.0f} s (round {self.round_no + 1})")
