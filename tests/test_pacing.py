@@ -111,6 +111,25 @@ class PacerTests(SynchronousTestCase):
         self.assertEqual(pacer.window, Pacer.MIN_WINDOW)
         self.assertLess(pacer.window / 800_000, 0.006)
 
+    def test_fast_path_queue_is_a_millisecond(self) -> None:
+        """
+        At 400 MB/s on a 0.2 ms path the window lets about 1 ms of data wait
+        in front of the service: an echo sent behind a full window waits that
+        long (it was 4 ms, and the echo's p99 beside a bulk upload 10 ms).
+        """
+        now = [0.0]
+        pacer = Pacer(lambda: now[0])
+        for step in range(100):  # 400 MB/s: 4 MB every 10 ms, each answered 0.2 ms later
+            now[0] = step * 0.010
+            ping = pacer.on_sent(4_000_000) or pacer.uncovered_ping()
+            assert ping is not None
+            now[0] += 0.0002
+            pacer.on_pong(ping)
+        assert pacer.rate is not None and pacer.min_rtt is not None
+        queue_delay = pacer.window / pacer.rate - pacer.min_rtt
+        self.assertLess(queue_delay, 0.0015)
+        self.assertGreater(queue_delay, 0.0005)
+
     def test_fast_path_gets_a_wide_window(self) -> None:
         """Without a cap the window grows far beyond the initial one and does not bind."""
         pacer, service = self.make(rate=500_000_000)
