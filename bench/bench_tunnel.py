@@ -66,6 +66,10 @@ CPU_DEST = Metric("cpu_destination", "CPU per GB moved, destination", "s/GB", Fa
 CPU_SERVICE = Metric("cpu_service", "CPU per GB moved, local tunnel service", "s/GB", False, "{:.2f}")
 RTT50 = Metric("rtt_p50", "64-byte echo RTT p50", "us", False, "{:.0f}")
 RTT99 = Metric("rtt_p99", "64-byte echo RTT p99", "us", False, "{:.0f}")
+ECHO_CPU = {
+    side: Metric(f"echo_cpu_{side}", f"CPU per 64-byte echo, {side}", "us", False, "{:.0f}")
+    for side in ("source", "destination")
+}
 
 CLOSE_BY_CLIENT = {
     stat: Metric(f"close_client_{stat}", f"close: client closes -> application reads EOF, {stat}", "ms", False, "{:.1f}")
@@ -302,7 +306,12 @@ class Bench:
     def rtt(self, label: str) -> None:
         pair = self.pairs[(label, "open")]
         echo = Echo(pair.ports["echo"])
+        procs = pair.processes()
+        before = {side: CpuSample(procs[side].pid) for side in ECHO_CPU}
         rtts = echo.samples(self.rtt_count)
+        for side, metric in ECHO_CPU.items():
+            used = CpuSample(procs[side].pid).used_since(before[side])
+            self.results.add(metric, label, used / len(rtts) * 1e6)
         echo.close()
         self.results.add(RTT50, label, percentile(rtts, 0.5) * 1e6)
         self.results.add(RTT99, label, percentile(rtts, 0.99) * 1e6)
