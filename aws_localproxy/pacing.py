@@ -19,9 +19,9 @@ says how long bytes wait in front of it.  From those the pacer keeps
  - the fastest delivery rate seen lately (bytes the service read per second),
 
 and lets at most C{rate x (min_rtt + TARGET_DELAY)} bytes be unread by the
-service: the path's capacity plus a few milliseconds of queue.  On loopback
-without a cap the window is megabytes and never binds; at 800 KB/s it is a
-few kilobytes.  If the service stops answering pings (a peer that does not,
+service: the path's capacity plus about a millisecond of queue.  On loopback
+without a cap that is hundreds of kilobytes; at 800 KB/s it is a few
+kilobytes.  If the service stops answering pings (a peer that does not,
 or a stalled service), pacing steps aside and TCP back-pressure alone
 applies: the pacer never holds data on a guess.
 
