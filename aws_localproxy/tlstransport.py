@@ -167,12 +167,10 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         self._flushSendBIO()
 
     def _flushSendBIO(self) -> None:
-        connection = self._tlsConnection
-        pieces: list[bytes] = []
         if self._direct_ssl is not None:
             pieces = _drain_bio(self._send_bio)
         else:
-            self._read_send_bio(connection, pieces)
+            pieces = _read_send_bio(self._tlsConnection)
         if not pieces:
             return
         transport = self.transport
@@ -182,18 +180,6 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
             write_now(transport, ciphertext)
         else:
             transport.write(ciphertext)
-
-    @staticmethod
-    def _read_send_bio(connection: Any, pieces: list[bytes]) -> None:
-        """The send BIO's ciphertext through pyOpenSSL, which raises when it is empty."""
-        while True:
-            try:
-                piece = connection.bio_read(SEND_BIO_READ)
-            except WantReadError:
-                break
-            pieces.append(piece)
-            if len(piece) < SEND_BIO_READ:
-                break
 
     def _flushReceiveBIO(self) -> None:
         tls: Any = self  # Twisted's TLS internals, untyped
@@ -253,6 +239,20 @@ def _decrypt_all(ssl: Any, pieces: list[bytes]) -> bool:
         with memoryview(buffer) as view:
             pieces.append(bytes(view[:filled]))
     return wants_more
+
+
+def _read_send_bio(connection: Any) -> list[bytes]:
+    """The send BIO's ciphertext through pyOpenSSL (L{_drain_bio} without the direct calls)."""
+    pieces = []
+    while True:
+        try:
+            piece = connection.bio_read(SEND_BIO_READ)
+        except WantReadError:  # pyOpenSSL's way of saying "empty"
+            break
+        pieces.append(piece)
+        if len(piece) < SEND_BIO_READ:
+            break
+    return pieces
 
 
 def _drain_bio(bio: Any) -> list[bytes]:
