@@ -78,7 +78,6 @@ class CpuSample:
     """
 
     def __init__(self, pid: int) -> None:
-        self.pid = pid
         self.ticks = cpu_seconds(pid)
         self.threads: Dict[str, int] = {}
         try:

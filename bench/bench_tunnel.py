@@ -379,8 +379,8 @@ class Bench:
                 busy.append(echo.once())
             shared_seconds = self._bulk_seconds(worker)
             echo.close()
-            self.check(pair)
-            self.check(bulk_pair)
+            for checked in {pair, bulk_pair}:
+                self.check(checked)
             if shared_seconds is None:
                 self.notes.append(f"{label}: bulk upload beside echoes [{ids}{suffix}] STALLED: no "
                                   f"progress for {timeout:.0f} s (round {self.round_no + 1})")
