@@ -68,7 +68,7 @@ RTT50 = Metric("rtt_p50", "64-byte echo RTT p50", "us", False, "{:.0f}")
 RTT99 = Metric("rtt_p99", "64-byte echo RTT p99", "us", False, "{:.0f}")
 ECHO_CPU = {
     side: Metric(f"echo_cpu_{side}", f"CPU per 64-byte echo, {side}", "us", False, "{:.0f}")
-    for side in ("source", "destination")
+    for side in ("source", "destination", "service")
 }
 
 CLOSE_BY_CLIENT = {
@@ -306,7 +306,9 @@ class Bench:
     def rtt(self, label: str) -> None:
         pair = self.pairs[(label, "open")]
         echo = Echo(pair.ports["echo"])
-        procs = pair.processes()
+        # The service is the same for every implementation: its row says
+        # whether it costs them the same.
+        procs = {**pair.processes(), "service": self.services["open"].process}
         before = {side: CpuSample(procs[side].pid) for side in ECHO_CPU}
         rtts = echo.samples(self.rtt_count)
         for side, metric in ECHO_CPU.items():
