@@ -49,7 +49,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
 #: The SigV4 service name botocore signs with (the model's ``signingName``).
 SIGNING_NAME = "IoTSecuredTunneling"
@@ -103,11 +103,14 @@ _MISMATCH = (
     "Check your AWS Secret Access Key and signing method. "
     "Consult the service documentation for details."
 )
-_UNRECOGNIZED = SignatureRefused(
-    403,
-    "UnrecognizedClientException",
-    "The security token included in the request is invalid.",
-)
+
+
+def _unrecognized() -> SignatureRefused:
+    return SignatureRefused(
+        403,
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
 
 
 def require_botocore() -> None:
@@ -252,7 +255,7 @@ class SignatureCheck:
         uri: str,
         headers: Mapping[str, List[str]],
         body: bytes,
-    ) -> Optional[str]:
+    ) -> str:
         """
         Check a request as received: C{headers} maps lower-case names to
         every value received.  Returns the access key ID that signed it, or
@@ -284,7 +287,7 @@ class SignatureCheck:
         self._check_scope(authorization.scope, timestamp)
         secret = self._credentials.get(authorization.access_key)
         if secret is None:
-            raise _UNRECOGNIZED
+            raise _unrecognized()
         for name in authorization.signed_headers:
             if name not in headers:
                 # A header signed but not received cannot be what was signed.
