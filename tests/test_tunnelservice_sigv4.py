@@ -190,7 +190,7 @@ class SignatureCheckTests(unittest.TestCase):
             self.refused(headers),
             403,
             "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
+            "Request is missing Authentication Token",
         )
 
     def test_incomplete(self) -> None:
@@ -535,7 +535,8 @@ class SignedApiTests(SignedServiceTestCase):
     def test_unsigned(self) -> Any:
         refused = yield self.refused_call(self.client(signed=False), "list_tunnels")
         self.assertEqual(
-            refused, (403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+            refused,
+            (403, "MissingAuthenticationTokenException", "Request is missing Authentication Token"),
         )
 
     @inlineCallbacks

@@ -86,7 +86,7 @@ class SignatureRefused(Exception):
 
 def _missing() -> SignatureRefused:
     return SignatureRefused(
-        403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+        403, "MissingAuthenticationTokenException", "Request is missing Authentication Token"
     )
 
 
