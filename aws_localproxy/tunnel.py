@@ -360,8 +360,11 @@ class Tunnel:
     def _on_late_service_ids(
         self, session: TunnelSession, message: Message, service: Service | None
     ) -> None:
-        if service is not None:
+        routed = message.serviceId or session.format.version is PeerVersion.V1
+        if service is not None and routed:
             # Routed to a service (it carries a service ID, or V1): its handler ignores it.
+            # Without a service ID it is the service's own, even on a tunnel whose one
+            # service has none (the empty list of a tunnel opened without services).
             if service.active:
                 self.log.info("Receive service Ids during data transfer. ignore")
             return

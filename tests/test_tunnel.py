@@ -15,6 +15,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import (
+    SUBPROTOCOL_V1,
     SUBPROTOCOL_V2,
     SUBPROTOCOL_V3,
     Mode,
@@ -22,7 +23,12 @@ from aws_localproxy.constants import (
 )
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection
-from aws_localproxy.mapping import NO_PORT_MAPPING, NOT_ENOUGH_SERVICE_IDS, WRONG_CONFIGURATION
+from aws_localproxy.mapping import (
+    NO_PORT_MAPPING,
+    NO_SERVICE_IDS_TO_LOOK_UP,
+    NOT_ENOUGH_SERVICE_IDS,
+    WRONG_CONFIGURATION,
+)
 from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.streams import UINT32_MAX, Connection
 from aws_localproxy.tunnel import Tunnel
@@ -492,6 +498,55 @@ class ServiceIdsValidationTests(SynchronousTestCase):
                 "---------------------------------",
             ],
         )
+
+    def test_no_service_ids_source(self) -> None:
+        """
+        Issue 18: SERVICE_IDS with an empty list (a tunnel opened without
+        services) is one service without an ID, as in a V1 session: the
+        source listens for it and its connections start streams under "".
+        """
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids())
+        self.assertEqual(local.ready_calls, [{"": "0"}])
+        self.assertEqual(tunnel.service_ids, ("",))
+        self.assertIsNotNone(tunnel.local_connection_accepted("", FakeLocalConnection()))
+        self.assertEqual(peer.take(), [("STREAM_START", "", 1, 1)])
+        v1, _, v1_local = make_tunnel(Mode.SOURCE, {})
+        v1.session_started(SUBPROTOCOL_V1)
+        self.assertEqual(v1_local.ready_calls, local.ready_calls)
+
+    def test_no_service_ids_destination(self) -> None:
+        """A destination's one endpoint (-d PORT) serves a tunnel without service IDs."""
+        tunnel, peer, local = started(Mode.DESTINATION, {"": "22"}, [])
+        self.assertEqual(local.ready_calls, [{"": "22"}])
+        tunnel.data_received(ctl(Message.STREAM_START, "", 5, 1) + data("", 5, 1, b"hi"))
+        self.assertEqual(local.connection("", 1)[1].data, b"hi")
+
+    def test_no_service_ids_destination_lookup(self) -> None:
+        """Config files cannot name the unnamed service: fatal, and the log says what to do."""
+        with logs() as captured:
+            self.assertFatal(
+                Mode.DESTINATION,
+                {},
+                [],
+                NOT_ENOUGH_SERVICE_IDS,
+                lookup_endpoints=lambda ids: {"a": "22"},
+            )
+        self.assertIn(NO_SERVICE_IDS_TO_LOOK_UP, texts(captured, LogLevel.error))
+
+    def test_no_service_ids_late_set_up_again(self) -> None:
+        """
+        A later SERVICE_IDS sets a tunnel without service IDs up again, as it
+        does a tunnel with them (its empty service ID is not the unnamed
+        service's).
+        """
+        tunnel, peer, local = started(Mode.SOURCE, {}, [])
+        first = FakeLocalConnection()
+        tunnel.local_connection_accepted("", first)
+        tunnel.data_received(service_ids())
+        self.assertTrue(first.closed)
+        self.assertEqual(local.ready_calls, [{"": "0"}, {"": "0"}])
 
     def test_empty_map_destination(self) -> None:
         """A destination without any mapping or config files is fatal, even for no IDs."""
