@@ -141,6 +141,8 @@ class PeerTunnel(Tunnel):
     """
 
     def __init__(self, mode: Mode, peer: FakePeer, local: LocalSide, **kwargs) -> None:
+        # A source's streams are numbered 1, 2, ... here, unless a test says otherwise.
+        kwargs.setdefault("stream_id_start", lambda: 0)
         super().__init__(mode, local, **kwargs)
         self.peer = peer
 
@@ -331,7 +333,12 @@ class SessionTests(SynchronousTestCase):
         self.assertRaises(RecoverableTunnelError, tunnel.data_received, b"\x04\x00")
 
     def test_new_session_resets(self) -> None:
-        """A new session restarts stream and connection IDs and waits for SERVICE_IDS again."""
+        """
+        A new session waits for SERVICE_IDS again and restarts connection IDs;
+        a source's stream IDs go on from the last session's (issue 18: a
+        destination may still hold the old stream, and a repeated ID is taken
+        for it by the reference).
+        """
         tunnel, peer, local = started(Mode.SOURCE, SSH)
         first = FakeLocalConnection()
         tunnel.local_connection_accepted("ssh", first)
@@ -343,7 +350,7 @@ class SessionTests(SynchronousTestCase):
         tunnel.data_received(service_ids("ssh"))
         peer.records.clear()
         tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 1, 1)])
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 1)])
         self.assertEqual(len(local.ready_calls), 2)
 
     def test_session_ended_closes_and_silences(self) -> None:
@@ -640,15 +647,29 @@ class UnknownServiceTests(SynchronousTestCase):
     """Messages for service IDs this session does not have: warn, drop, never stall."""
 
     def test_destination_stream_start_answered(self) -> None:
-        """A StreamStart for an unknown service is answered with a StreamReset."""
+        """
+        A V3 StreamStart for an unknown service is answered with a
+        ConnectionReset for the connection it names (issue 18: a V3 peer
+        takes a StreamReset without a connection ID for a V1/V2 message and
+        aws-c-iot drops its WebSocket for it).
+        """
         tunnel, peer, local = started(Mode.DESTINATION, SSH)
         with logs() as captured:
             tunnel.data_received(
                 ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.STREAM_START, "ssh", 1, 1)
             )
-        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "nope", 7, 1)])
         self.assertTrue(texts(captured, LogLevel.warn))
         self.assertEqual(len(local.connections), 1)
+
+    def test_destination_v2_stream_start_answered(self) -> None:
+        """A V2 StreamStart (no connection ID) for an unknown service gets a StreamReset."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+        tunnel, peer, local = started(Mode.DESTINATION, SSH, peer_version=PeerVersion.V2)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7, 1))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
 
     def test_destination_connection_start_answered(self) -> None:
         """A ConnectionStart for an unknown service is answered with a ConnectionReset."""
