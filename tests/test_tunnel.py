@@ -522,6 +522,10 @@ class ServiceIdsValidationTests(SynchronousTestCase):
         v1, _, v1_local = make_tunnel(Mode.SOURCE, {})
         v1.session_started(SUBPROTOCOL_V1)
         self.assertEqual(v1_local.ready_calls, local.ready_calls)
+        # A service that names the one service "" instead of sending no ID: the same.
+        blank, _, blank_local = started(Mode.SOURCE, {}, [""])
+        self.assertEqual(blank_local.ready_calls, local.ready_calls)
+        self.assertEqual(blank.service_ids, ("",))
 
     def test_no_service_ids_destination(self) -> None:
         """A destination's one endpoint (-d PORT) serves a tunnel without service IDs."""
