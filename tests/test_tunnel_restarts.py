@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy import streams
 from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.scheduler import OutboundScheduler
-from aws_localproxy.streams import INT32_MAX, random_stream_start
+from aws_localproxy.streams import INT32_MAX
 from aws_localproxy.tunnel import Tunnel
 from aws_localproxy.wire import Message
 from tests.test_tunnel import (
@@ -114,13 +114,6 @@ class SourceStreamIdTests(SynchronousTestCase):
         tunnel.data_received(service_ids("ssh"))
         tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         self.assertEqual(peer.take(), [("STREAM_START", "ssh", 8, 1)])
-
-    def test_default_is_random(self) -> None:
-        """The proxy's tunnels use the random start unless told otherwise."""
-        self.assertIs(
-            Tunnel.__attrs_attrs__._stream_id_start.default,  # type: ignore[attr-defined]
-            random_stream_start,
-        )
 
 
 class RestartTests(SynchronousTestCase):
