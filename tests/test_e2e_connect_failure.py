@@ -44,19 +44,22 @@ class ConnectFailureTests(E2ETestCase):
     @inlineCallbacks
     def test_first_connection_fails_the_second_goes_on(self) -> Any:
         """
-        Client A's connection (the stream's StreamStart) cannot connect while
-        client B's (a ConnectionStart on the same stream) is open: A is
-        closed, B goes on echoing, neither proxy reconnects.  Failed before:
-        the StreamReset closed B as well.
+        Client A's connection (the StreamStart of service ssh's stream) cannot
+        connect while client B's (a ConnectionStart on the same stream) is
+        open: A is closed, B goes on echoing, neither proxy reconnects.
+        Failed before: the StreamReset closed B as well.
+
+        An echo on service web first shows the source that its peer speaks
+        V3, so that it starts B at once rather than waiting for A's answer.
         """
         echo_port = yield self.listen(Echo)
         endpoint = FirstConnectHeld(echo_port)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh", "web"])
         settings = with_settings(tcp_connection_retry_count=0)
         destination = self.proxy(
             Mode.DESTINATION,
             destination_token,
-            {"ssh": "127.0.0.1:1"},
+            {"ssh": "127.0.0.1:1", "web": f"127.0.0.1:{echo_port}"},
             client_token=new_client_token(),
             settings=settings,
             service_options={"destination_endpoints": {"ssh": endpoint}},
@@ -66,6 +69,8 @@ class ConnectFailureTests(E2ETestCase):
             Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=settings
         )
         yield source.connected
+        web = yield source.listening_port("web")
+        yield self.assert_echoes(web, b"the peer speaks V3")
         port = yield source.listening_port("ssh")
         a = yield self.connect(port)
         a.transport.write(b"for a")
@@ -78,13 +83,13 @@ class ConnectFailureTests(E2ETestCase):
         except TimeoutError:
             self.fail("client A was not closed after its connect failed")
         self.assertEqual(a.value(), b"")
-        self.assertFalse(b.closed.called, "client B was closed with A")
         b.transport.write(b" still")
         try:
             received = yield b.wait_for(len(b"for b still")).addTimeout(10, reactor)
         except TimeoutError:
             self.fail("client B no longer echoes")
         self.assertEqual(received, b"for b still")
+        self.assertFalse(b.closed.called, "client B was closed with A")
         # The stream lives on: a new client starts a connection on it and echoes.
         yield self.assert_echoes(port, b"for c")
         self.assertEqual((source._connector.sessions, destination._connector.sessions), (1, 1))
