@@ -32,7 +32,7 @@ from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, Tunn
 from aws_localproxy.mapping import build_mapping, deduplicate
 from aws_localproxy.peerformat import PeerFormat
 from aws_localproxy.session import TunnelSession
-from aws_localproxy.streams import Connection, Service, ServiceCounters
+from aws_localproxy.streams import Connection, Service, ServiceCounters, random_stream_start
 from aws_localproxy.wire import (
     DEFAULT_LIMITS,
     Limits,
@@ -83,11 +83,13 @@ class Tunnel:
        pauses reading;
      - reset bookkeeping is per service: a stream reset touches only the
        connections of its service;
-     - a new StreamStart during a transfer closes the old connections and then
-       starts the new stream;
-     - a failed V3 ConnectionStart is answered with a ConnectionReset for that
-       connection only; a failed StreamStart (or any failure in V1/V2 format)
-       with a StreamReset;
+     - a StreamStart during a transfer closes the old connections and then
+       starts the new stream, also when it repeats the current stream ID (a
+       restarted source); a source's own stream IDs start at a random point
+       and go on across sessions, so they do not repeat;
+     - a failed connect is answered towards a V3 peer with a ConnectionReset
+       for that connection only, whether a StreamStart or a ConnectionStart
+       asked for it; in V1/V2 format with a StreamReset;
      - CONNECTION_RESET and CONNECTION_START are checked against the current
        stream ID, and a connection ID of 0 from a V2 peer reaches the single
        connection of the service;
@@ -98,7 +100,8 @@ class Tunnel:
        of a service is refused instead of silently replacing the first;
      - control messages for an unknown service ID are dropped with a warning,
        and a StreamStart/ConnectionStart for one is answered with a reset so
-       the source's client is not left hanging;
+       the source's client is not left hanging (a ConnectionReset when it
+       names a connection in V3);
      - a message type newer than this proxy that the peer did not mark
        ignorable ends the session (the proxy reconnects) instead of the process.
     """
@@ -118,6 +121,15 @@ class Tunnel:
     )
     limits: Limits = attrs.field(kw_only=True, default=DEFAULT_LIMITS)
     _max_active_connections: int = attrs.field(kw_only=True, default=128)
+    #: Source: where a service's stream IDs count from (C{stream_id_start=};
+    #: tests pass C{lambda: 0} to get 1, 2, ...).
+    _stream_id_start: Callable[[], int] = attrs.field(
+        kw_only=True, alias="stream_id_start", default=random_stream_start
+    )
+    #: Source: service ID -> the last stream ID it used, for the life of the
+    #: tunnel, so a new session goes on counting instead of repeating IDs the
+    #: destination may still hold.
+    _stream_ids: dict[str, int] = attrs.field(init=False, factory=dict)
     _session: Optional[TunnelSession] = attrs.field(init=False, default=None)
     _decoder: MessageDecoder = attrs.field(init=False)
     #: Messages and WebSocket payload bytes received from the peer, for metrics.
@@ -165,7 +177,8 @@ class Tunnel:
         """
         The WebSocket is open with C{subprotocol}; records go to C{outbound}.
 
-        Stream and connection IDs restart.  A V1 service sends no SERVICE_IDS,
+        Connection IDs restart; a source's stream IDs go on from the last
+        session's.  A V1 service sends no SERVICE_IDS,
         so for V1 the configured mapping is set up at once, in V1 format.
         """
         if self._session is not None:
@@ -217,6 +230,7 @@ class Tunnel:
         """
         session, self._session = self._session, None
         if session is not None:
+            self._keep_stream_ids(session.services)
             session.end()
 
     # -- the local side -------------------------------------------------------
@@ -360,8 +374,11 @@ class Tunnel:
     def _on_late_service_ids(
         self, session: TunnelSession, message: Message, service: Service | None
     ) -> None:
-        if service is not None:
+        routed = message.serviceId or session.format.version is PeerVersion.V1
+        if service is not None and routed:
             # Routed to a service (it carries a service ID, or V1): its handler ignores it.
+            # Without a service ID it is the service's own, even on a tunnel whose one
+            # service has none (the empty list of a tunnel opened without services).
             if service.active:
                 self.log.info("Receive service Ids during data transfer. ignore")
             return
@@ -377,7 +394,11 @@ class Tunnel:
                 type_name=type_name(message_type),
                 service_id=message.serviceId,
             )
-            if message_type == _CONNECTION_START and message.connectionId:
+            # A start that names a connection is ended with that connection's reset
+            # (a V3 peer takes a StreamReset without one for a V1/V2 message).
+            if message.connectionId and (
+                message_type == _CONNECTION_START or session.format.multiplexed
+            ):
                 reset = _CONNECTION_RESET
             else:
                 reset = _STREAM_RESET
@@ -402,10 +423,17 @@ class Tunnel:
                 service_id=message.serviceId,
             )
 
+    def _keep_stream_ids(self, services: Mapping[str, Service]) -> None:
+        """Source: remember where each service's stream IDs got to, for the next session."""
+        if self.mode is Mode.SOURCE:
+            for service_id, service in services.items():
+                self._stream_ids[service_id] = service.stream_id
+
     def _set_up(self, session: TunnelSession, received: Sequence[str]) -> None:
         """Validate and map the session's service IDs, then tell the local side."""
         mapping = build_mapping(self.mode, self._configured, received, self._lookup_endpoints)
         old = session.services
+        self._keep_stream_ids(old)
         services: dict[str, Service] = {}
         for service_id in mapping.service_ids:
             service = Service(
@@ -416,6 +444,10 @@ class Tunnel:
                 # Keep numbering where it was, so late messages stay recognisably stale.
                 service.stream_id = previous.stream_id
                 service.last_connection_id = previous.last_connection_id
+            elif self.mode is Mode.SOURCE:
+                if service_id not in self._stream_ids:
+                    self._stream_ids[service_id] = self._stream_id_start()
+                service.stream_id = self._stream_ids[service_id]
             services[service_id] = service
         session.services = services
         session.service_ids = mapping.service_ids

@@ -235,8 +235,14 @@ class E2ETestCase(TestCase):
         client_token: Optional[str] = None,
         capath: Any = "service",
         endpoint_host: Optional[str] = None,
+        service_options: Optional[Mapping[str, Any]] = None,
         **extra: Any,
     ) -> LocalProxyService:
+        """
+        A proxy on the test's tunnel service, started; C{extra} goes to its
+        L{ProxyConfig}, C{service_options} to L{LocalProxyService} (e.g.
+        C{destination_endpoints}).
+        """
         service = self.tunnel_service
         config = ProxyConfig(
             mode=mode,
@@ -251,7 +257,7 @@ class E2ETestCase(TestCase):
             settings=settings,
             **extra,
         )
-        proxy = LocalProxyService(config, reactor)
+        proxy = LocalProxyService(config, reactor, **(service_options or {}))
         proxy.startService()
         self.addCleanup(_stop_quietly, proxy)
         return proxy
