@@ -153,9 +153,14 @@ class TunnelSession:
         )
         self.close_connection(connection, reset, peer_reset=peer_reset)
 
-    def reset_stream(self, service: Service, stream_id: int) -> None:
-        """End C{service}'s stream C{stream_id} from this side: its StreamReset after its data."""
-        self.end_stream(service, self.control(Message.STREAM_RESET, service, stream_id))
+    def reset_stream(self, service: Service, stream_id: int, connection_id: int = 0) -> None:
+        """
+        End C{service}'s stream C{stream_id} from this side: its StreamReset
+        after its data, naming C{connection_id} if the format numbers connections.
+        """
+        self.end_stream(
+            service, self.control(Message.STREAM_RESET, service, stream_id, connection_id)
+        )
 
     def end_stream(self, service: Service, reset: Optional[bytes]) -> None:
         """

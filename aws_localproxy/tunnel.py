@@ -323,15 +323,18 @@ class Tunnel:
             return
         if session.format.known:
             self.log.info("simultaneous connections are not enabled, sending stream reset")
+            session.reset_stream(service, connection.stream_id)
         else:
             # A V1 peer ignores ConnectionReset: its application connection would
-            # stay open and receive the next connection's bytes.
+            # stay open and receive the next connection's bytes.  The reset names
+            # the connection, like the StreamStart did: aws-c-iot reconnects its
+            # WebSocket on a message of another version than the stream's start.
             self.log.info(
                 "The peer has not shown its version yet: ending the stream of service id "
                 "{service_id} with a stream reset, which every version understands",
                 service_id=service.service_id,
             )
-        session.reset_stream(service, connection.stream_id)
+            session.reset_stream(service, connection.stream_id, connection.connection_id)
         if session.may_start:
             self._wake(session)
 

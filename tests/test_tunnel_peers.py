@@ -371,7 +371,10 @@ class SilentFirstConnectionTests(SynchronousTestCase):
             probe.hang_up()
         self.assertEqual(
             [summary(m) for m in MessageDecoder().feed(b"".join(talk.history))],
-            [("STREAM_START", "SSH", 1, 1), ("STREAM_RESET", "SSH", 1, 0)],
+            # The reset names the connection as the start did: aws-c-iot takes a
+            # message without one, after a start with one, for another version's
+            # and reconnects its WebSocket.
+            [("STREAM_START", "SSH", 1, 1), ("STREAM_RESET", "SSH", 1, 1)],
         )
         self.assertIn(
             "The peer has not shown its version yet: ending the stream of service id SSH "
