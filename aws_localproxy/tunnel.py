@@ -117,7 +117,12 @@ class Tunnel:
        and a StreamStart/ConnectionStart for one is answered with a reset so
        the source's client is not left hanging;
      - a message type newer than this proxy that the peer did not mark
-       ignorable ends the session (the proxy reconnects) instead of the process.
+       ignorable ends the session (the proxy reconnects) instead of the process;
+     - without C{-y} a source finds the peer's version instead of presuming V3
+       (L{aws_localproxy.sourcerules}), a stream's message without a service ID
+       on a tunnel with one service is for that service (a V1 peer's), and a
+       source's connection that cannot start yet waits (L{Wait}) instead of
+       being refused.
     """
 
     log = Logger()
@@ -135,6 +140,9 @@ class Tunnel:
     )
     limits: Limits = attrs.field(kw_only=True, default=DEFAULT_LIMITS)
     _max_active_connections: int = attrs.field(kw_only=True, default=128)
+    #: Destination: answer a StreamStart with a connection ID with an empty DATA
+    #: of that connection, which shows a source that we speak V3 (L{_show_v3}).
+    announce_version: bool = attrs.field(kw_only=True, default=True)
     _session: Optional[TunnelSession] = attrs.field(init=False, default=None)
     #: Source: called (outside of any of the tunnel's own work) when a local
     #: connection that was answered with L{Wait} may start now; the I/O side
@@ -401,6 +409,8 @@ class Tunnel:
                 # stream started without one if a message of it then carries one.
                 session.format.speak_v1()
             destinationrules.control(session, service, message)
+            if message_type == _STREAM_START and message.connectionId and self.announce_version:
+                self._show_v3(session, service, message.connectionId)
 
     def _before_service_ids(self, session: TunnelSession, message: Message) -> None:
         message_type = message.type
@@ -418,6 +428,20 @@ class Tunnel:
                 type=message_type,
             )
 
+    def _show_v3(self, session: TunnelSession, service: Service, connection_id: int) -> None:
+        """
+        Destination: a stream started with a connection ID (a V3 source).  Show
+        the source at once that we speak V3 too, with an empty DATA of that
+        connection: a source that does not know our version yet (ours, without
+        C{-y}) holds its other connections until a message of the stream
+        carries a connection ID, and the application may not speak first.
+        """
+        connection = service.connections.get(connection_id)
+        if connection is None or not connection.open or not session.format.several_connections:
+            return
+        fields = session.format.data_fields(service.service_id, service.stream_id, connection_id)
+        session.send(fields.record())
+
     def _on_data(self, session: TunnelSession, service: Service, message: Message) -> None:
         if not message.connectionId:
             session.fall_back_to_v2()
@@ -430,8 +454,9 @@ class Tunnel:
         payload = message.payload
         counters = service.counters
         counters.messages_received += 1
-        counters.bytes_received += len(payload)
-        connection.local.write(payload)
+        if payload:  # (an empty one shows the peer's version: see _show_v3)
+            counters.bytes_received += len(payload)
+            connection.local.write(payload)
 
     def _on_stream_reset(self, session: TunnelSession, service: Service) -> None:
         for connection in service:

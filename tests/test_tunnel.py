@@ -154,6 +154,9 @@ def make_tunnel(
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     peer = FakePeer()
     local = FakeLocalSide()
+    # Scripted conversations check what the rules send; the destination's
+    # announcement of its version is tested on its own (tests.test_tunnel_peers).
+    kwargs.setdefault("announce_version", False)
     tunnel = PeerTunnel(
         mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
     )

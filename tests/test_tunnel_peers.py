@@ -28,10 +28,12 @@ from aws_localproxy.wire import Message, MessageDecoder, control_message, encode
 from tests.test_tunnel import (
     FakeLocalConnection,
     FakeLocalSide,
+    FakePeer,
     PeerTunnel,
     ctl,
     data,
     logs,
+    make_tunnel,
     service_ids,
     summary,
     texts,
@@ -553,7 +555,6 @@ class SeveralServicesTests(SynchronousTestCase):
 
 
 def destination(service_map: Dict[str, str], services: Tuple[str, ...]):
-    from tests.test_tunnel import make_tunnel
 
     tunnel, peer, local = make_tunnel(Mode.DESTINATION, service_map)
     tunnel.session_started(SUBPROTOCOL_V3)
@@ -616,3 +617,57 @@ class RoutingTests(SynchronousTestCase):
         client = talk.connect("SSH")
         talk.tunnel.data_received(service_ids("SSH"))
         self.assertTrue(client.local.closed)
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """
+    Our destination shows a V3 source at once that it speaks V3 (an empty DATA
+    of the stream's first connection), so that our source's next connections
+    need not wait for an application that does not speak first.
+    """
+
+    def destination(self) -> Tuple[PeerTunnel, FakePeer, FakeLocalSide]:
+
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, {"SSH1": "22"}, announce_version=True)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids("SSH1"))
+        return tunnel, peer, local
+
+    def test_v3_start_announced(self) -> None:
+        tunnel, peer, _ = self.destination()
+        tunnel.data_received(ctl(Message.STREAM_START, "SSH1", 1, 1))
+        self.assertEqual(peer.take(), [("DATA", "SSH1", 1, 1, b"")])
+        tunnel.data_received(ctl(Message.CONNECTION_START, "SSH1", 1, 2))
+        self.assertEqual(peer.take(), [], "once a stream is enough")
+
+    def test_older_starts_not_announced(self) -> None:
+        """A V1 or V2 source (no connection ID) is sent nothing it would not send."""
+        for start in (ctl(Message.STREAM_START, "SSH1", 1, 0), ctl(Message.STREAM_START, "", 1)):
+            tunnel, peer, _ = self.destination()
+            tunnel.data_received(start)
+            self.assertEqual(peer.take(), [])
+
+    def test_failed_connect_not_announced(self) -> None:
+        tunnel, peer, local = self.destination()
+        local.fail_synchronously = True
+        tunnel.data_received(ctl(Message.STREAM_START, "SSH1", 1, 1))
+        self.assertNotIn(("DATA", "SSH1", 1, 1, b""), peer.take())
+
+    def test_our_source_learns_at_once(self) -> None:
+        """Our source and our destination: the second connection starts without a byte."""
+        destination, dpeer, dlocal = self.destination()
+        talk = Conversation(3, ("SSH1",), {"SSH1": "5555"})
+        first = talk.connect("SSH1")
+        second = talk.connect("SSH1")
+        self.assertIsNotNone(second.wait)
+        for record in talk.sent:
+            destination.data_received(record)
+        talk.sent.clear()
+        for record in dpeer.records:
+            talk.tunnel.data_received(record)
+        self.assertIsNotNone(second.connection)
+        self.assertEqual((first.local.data, first.local.closed), (b"", False))
+        self.assertEqual(talk.tunnel.peer_version, PeerVersion.V3)
+        for record in talk.sent:
+            destination.data_received(record)
+        self.assertEqual([c.connection_id for c, _ in dlocal.connections], [1, 2])
