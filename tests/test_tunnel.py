@@ -162,6 +162,9 @@ def make_tunnel(
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     peer = FakePeer()
     local = FakeLocalSide()
+    # Scripted conversations check what the rules send; the destination's
+    # announcement of its version is tested on its own (tests.test_tunnel_peers).
+    kwargs.setdefault("announce_version", False)
     tunnel = PeerTunnel(
         mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
     )
@@ -205,13 +208,34 @@ def started(
     service_map: Mapping[str, str],
     ids: Sequence[str] | None = None,
     peer_version: PeerVersion = PeerVersion.V3,
+    *,
+    peer_shown: bool = True,
     **kwargs,
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
-    """A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys)."""
+    """
+    A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys).
+
+    With C{peer_shown} (the default) a source's peer has already shown that it
+    speaks V3, as the tests of V3 rules assume; without, its V3 is only presumed
+    (what a session starts with: see L{shown_v3}).
+    """
     tunnel, peer, local = make_tunnel(mode, service_map, peer_version, **kwargs)
     tunnel.session_started(SUBPROTOCOL_V3)
     tunnel.data_received(service_ids(*(list(service_map) if ids is None else ids)))
+    if peer_shown:
+        shown_v3(tunnel)
     return tunnel, peer, local
+
+
+def shown_v3(tunnel: Tunnel) -> None:
+    """
+    The session's peer has shown that it speaks V3 (in a real session: a DATA
+    or ConnectionReset of the current stream with a connection ID).
+    """
+    session = tunnel._session
+    assert session is not None
+    if session.format.version is PeerVersion.V3:
+        session.format.known = True
 
 
 @contextmanager
@@ -952,6 +976,7 @@ class ServiceCounterTests(SynchronousTestCase):
         scheduler = OutboundScheduler(peer.send_record)
         tunnel.session_started(SUBPROTOCOL_V3, scheduler)
         tunnel.data_received(service_ids("ssh"))
+        shown_v3(tunnel)
         connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         assert connection is not None
         peer.take()
