@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from aws_localproxy._version import __version__
 from aws_localproxy.agent.broker import BROKER_FILE_OPTIONS, broker_parameters
-from aws_localproxy.tunnelservice.server import LocalTunnelService
+from aws_localproxy.tunnelservice.server import LocalTunnelService, is_loopback
 
 DEFAULT_CERT_DIR = "localtunnel-certs"
 
@@ -82,6 +82,15 @@ class Options(usage.Options):
             "Seconds from accept to the end of the first request (TLS handshake included).",
             float,
         ],
+        # -- who may use the management API (tunnelservice/sigv4.py) --
+        [
+            "credentials",
+            None,
+            None,
+            "AWS shared-credentials file (the ~/.aws/credentials format, mode 600): the "
+            "management API then accepts only requests signed (Signature Version 4) with one "
+            "of its profiles' key pairs. Needs botocore (aws-localproxy[tunnelservice]).",
+        ],
     ]
 
     optFlags = [
@@ -90,6 +99,12 @@ class Options(usage.Options):
             None,
             "Plain ws:// and http:// (for debugging only: the local proxy and the AWS CLI "
             "expect TLS).",
+        ],
+        [
+            "allow-unauthenticated",
+            None,
+            "Serve the management API without --credentials on an interface other than "
+            "loopback: anyone who reaches it can list tunnels and take their tokens.",
         ],
     ]
 
@@ -110,6 +125,7 @@ class Options(usage.Options):
         if not self["interface"]:
             raise usage.UsageError("--interface must not be empty")
         self["cert-dir"] = os.path.abspath(self["cert-dir"])
+        self._check_credentials()
         self["mqtt-broker-config"] = None
         if self["mqtt-broker"] is not None:
             from aws_localproxy.agent.broker import BrokerConfigError, parse_broker_url
@@ -125,6 +141,32 @@ class Options(usage.Options):
                 raise usage.UsageError("--mqtt-broker: %s" % (error,)) from None
         elif any(self[name] is not None for name in BROKER_FILE_OPTIONS):
             raise usage.UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt-broker")
+
+    def _check_credentials(self) -> None:
+        """
+        Load C{--credentials} now (a bad file is a usage error, before
+        anything listens), and refuse an open management API on an
+        interface other machines can reach.
+        """
+        self["credentials-keys"] = None
+        if self["credentials"] is not None:
+            from aws_localproxy.tunnelservice.sigv4 import CredentialsError, load_credentials
+
+            try:
+                self["credentials-keys"] = load_credentials(self["credentials"])
+            except CredentialsError as error:
+                raise StartRefused("--credentials: %s" % (error,)) from None
+        elif not self["allow-unauthenticated"] and not is_loopback(self["interface"]):
+            raise StartRefused(
+                "--interface %s is reachable from other machines and the management API "
+                "would accept anyone: add --credentials FILE (an AWS credentials file) to "
+                "require signed requests, or --allow-unauthenticated to serve it open anyway"
+                % (self["interface"],)
+            )
+
+
+class StartRefused(usage.UsageError):
+    """A usage error the message alone explains (the console script prints no usage after it)."""
 
 
 def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelService:
@@ -146,4 +188,5 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         max_connections=config["max-connections"],
         handshake_deadline=config["handshake-timeout"],
         mqtt_broker=config.get("mqtt-broker-config"),
+        credentials=config.get("credentials-keys"),
     )
