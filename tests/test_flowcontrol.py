@@ -64,3 +64,20 @@ class InboundFlowTests(SynchronousTestCase):
         self.assertEqual(self.flow.paused_seconds, 1.5)
         self.flow.detach()
         self.assertEqual(self.flow.paused_seconds, 1.75)
+
+    def test_listener_hears_every_pause_and_resume(self) -> None:
+        """The session's scheduler learns when reading stops and starts (its pacer cannot expect pongs)."""
+        heard: list[bool] = []
+
+        class Listener:
+            def reading_paused(self, paused: bool) -> None:
+                heard.append(paused)
+
+        self.flow.blocked("a")
+        self.flow.attach(StringTransport(), Listener())  # a new session, a connection still full
+        self.flow.blocked("b")
+        self.flow.unblocked("a")
+        self.flow.unblocked("b")
+        self.flow.detach()
+        self.flow.blocked("c")
+        self.assertEqual(heard, [True, False])
