@@ -246,17 +246,17 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             data = b"".join(partial)
             self._partial = None
         events = self.factory.events
-        position, end = 0, len(data)
+        position, end, need = 0, len(data), 0
         while position < end:
             if self.state != self.STATE_OPEN:
-                return data[position:]
+                break
             left = end - position
             if left < 2:
                 need = 2
                 break
             second = data[position + 1]
             if data[position] != 0x82 or second & 0x80:
-                return data[position:]
+                break
             length = second
             start = position + 2
             extended = _EXTENDED_LENGTH.get(length)
@@ -267,15 +267,20 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                     break
                 (length,) = extended.unpack_from(data, position + 2)
             if length > MAX_INCOMING_MESSAGE:
-                return data[position:]
+                break
             stop = start + length
             if stop > end:
                 need = stop - position
                 break
             events.session_message(self, data[start:stop])
             position = stop
-        else:
-            return b""
+        if position and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+            # Data received is the peer alive, as Autobahn counts it for the
+            # frames it parses itself: a session busy receiving (its pong
+            # queued behind the data) must not be dropped for a late pong.
+            self._cancelAutoPingTimeoutCall()
+        if not need:
+            return data[position:]
         self._partial = [data[position:]]
         self._partial_size = end - position
         self._partial_need = need

@@ -365,6 +365,38 @@ class OpenSessionTests(WebSocketTestCase):
         self.clock.advance(11)
         self.assertTrue(transport.disconnecting)
 
+    def test_data_through_the_fast_path_keeps_the_session_alive(self) -> None:
+        """
+        Regression (issue 18): data frames the fast path takes count as the
+        peer's traffic, as Autobahn counts the frames it parses
+        (C{autoPingRestartOnAnyTraffic}): a session busy receiving, whose
+        pong waits behind the data, is not dropped for the late pong.
+        """
+        protocol, transport = self.open()
+        for second in range(40):
+            self.clock.advance(1)
+            # Every frame the service sends is one the fast path takes.
+            protocol.dataReceived(server_frame(0x2, b"data %d" % second))
+        self.assertEqual(len(self.events.messages), 40)
+        self.assertIn(0x9, [opcode for opcode, _ in client_frames(transport.value())])
+        self.assertFalse(transport.disconnecting)
+        # Silence afterwards: the keep-alive still finds a dead peer (the
+        # next ping after a ping period, dropped a pong timeout later).
+        self.clock.pump([1.0] * (5 + 10 + 2))
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_frame_split_over_reads_counts_when_it_completes(self) -> None:
+        """Bytes of a frame still incomplete are not yet a frame (Autobahn counts whole frames)."""
+        protocol, transport = self.open()
+        self.clock.advance(5.5)  # the keep-alive ping is out; its timeout runs
+        frame = server_frame(0x2, b"x" * 1000)
+        protocol.dataReceived(frame[:500])
+        self.clock.advance(9)
+        protocol.dataReceived(frame[500:])
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.events.messages, [b"x" * 1000])
+
 
 def long_frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
     """One unmasked frame with a 64-bit length (any size)."""
