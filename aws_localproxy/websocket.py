@@ -71,6 +71,9 @@ _LONG = struct.Struct("!BBQ")
 _MASK = struct.Struct("!I")
 #: A frame's 7-bit length 126 or 127: the real length follows, in 16 or 64 bits.
 _EXTENDED_LENGTH = {126: struct.Struct("!H"), 127: struct.Struct("!Q")}
+#: The smallest length each form may carry (RFC 6455 5.2: "the minimal number
+#: of bytes MUST be used to encode the length"), indexed by the 7-bit length.
+_SHORTEST = (0,) * 126 + (126, 0x10000)
 
 
 def user_agent() -> str:
@@ -133,6 +136,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _partial_size = 0
     _partial_need = 0
     _transport_error = ""
+    #: The largest frame the fast path takes (set when the options are known).
+    _fast_path_limit = 0
 
     def connectionMade(self) -> None:
         # Autobahn tries this itself, but before the factory's options reach
@@ -151,6 +156,10 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             if tcp is not None:
                 tcp.bufferSize = factory.read_buffer_size  # type: ignore[attr-defined]
         super().connectionMade()
+        # Autobahn copies the factory's options onto the protocol just now;
+        # 0 means "no limit" to it.
+        limits = [n for n in (self.maxFramePayloadSize, self.maxMessagePayloadSize) if n > 0]
+        self._fast_path_limit = min(limits, default=MAX_INCOMING_MESSAGE)
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         factory = self.factory
@@ -236,6 +245,15 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         while Autobahn sits between messages, and gives it everything from
         the first other frame (a ping, a close, a fragment, anything it must
         judge) at a frame boundary, so its state is never split.
+
+        Only frames RFC 6455 allows, within this session's limits, are taken:
+        first byte exactly FIN + binary (no reserved bit, so no extension and
+        no fragment), no mask (a server never masks), a length in its
+        shortest form and no larger than C{maxFramePayloadSize} (nor the
+        message bound).  Any other frame is Autobahn's, which fails the
+        session with its close code (1002, 1009) and logs why: the fast path
+        never accepts what Autobahn would refuse (the differential test in
+        tests/test_websocket_differential.py holds it to that).
         """
         partial = self._partial
         if partial is not None:
@@ -246,6 +264,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             data = b"".join(partial)
             self._partial = None
         events = self.factory.events
+        limit = self._fast_path_limit
         position, end, need = 0, len(data), 0
         while position < end:
             if self.state != self.STATE_OPEN:
@@ -266,8 +285,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                     need = start - position
                     break
                 (length,) = extended.unpack_from(data, position + 2)
-            if length > MAX_INCOMING_MESSAGE:
-                break
+                if length > limit or length < _SHORTEST[second]:
+                    break  # too big, or not in its shortest form: Autobahn fails it
             stop = start + length
             if stop > end:
                 need = stop - position

@@ -21,7 +21,12 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3
+from aws_localproxy.constants import (
+    MAX_WEBSOCKET_FRAME_SIZE,
+    SUBPROTOCOL_V1,
+    SUBPROTOCOL_V2,
+    SUBPROTOCOL_V3,
+)
 from aws_localproxy.websocket import (
     MAX_INCOMING_MESSAGE,
     CloseOutcome,
@@ -431,7 +436,7 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_byte_by_byte(self) -> None:
         protocol, _ = self.open()
-        stream = server_frame(0x2, b"x" * 300) + long_frame(0x2, b"y" * 5)
+        stream = server_frame(0x2, b"x" * 300) + server_frame(0x2, b"y" * 5)
         for index in range(len(stream)):
             protocol.dataReceived(stream[index : index + 1])
         self.assertEqual(self.events.messages, [b"x" * 300, b"y" * 5])
@@ -477,6 +482,58 @@ class IncomingFrameTests(WebSocketTestCase):
         protocol.dataReceived(struct.pack("!BBQ", 0x82, 127, MAX_INCOMING_MESSAGE + 1))
         self.assertEqual(self.events.messages, [])
         self.assertTrue(transport.disconnecting)
+
+    def failure_codes(self, protocol: TunnelClientProtocol) -> List[int]:
+        """The close codes Autobahn fails C{protocol} with (it drops TCP: no close frame shows them)."""
+        codes: List[int] = []
+        fail = protocol._fail_connection
+
+        def recording(code: int = 1001, reason: str = "going away") -> None:
+            codes.append(code)
+            fail(code, reason)
+
+        protocol._fail_connection = recording  # type: ignore[method-assign]
+        return codes
+
+    def test_frame_over_the_frame_limit_is_refused_with_1009(self) -> None:
+        """
+        Regression (issue 18): a frame over C{maxFramePayloadSize} (131,076
+        bytes) was taken by the fast path, up to 16 MiB.  Autobahn fails the
+        session with 1009 as soon as it reads the header.
+        """
+        protocol, transport = self.open()
+        codes = self.failure_codes(protocol)
+        size = MAX_WEBSOCKET_FRAME_SIZE + 1
+        protocol.dataReceived(server_frame(0x2, b"ok") + long_frame(0x2, b"z" * size))
+        self.assertEqual(self.events.messages, [b"ok"])
+        self.assertEqual(codes, [1009])
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("exceeds payload limit", self.lose(protocol).reason)
+
+    def test_frame_at_the_frame_limit_is_taken(self) -> None:
+        protocol, transport = self.open()
+        protocol.dataReceived(long_frame(0x2, b"z" * MAX_WEBSOCKET_FRAME_SIZE))
+        self.assertEqual(self.events.messages, [b"z" * MAX_WEBSOCKET_FRAME_SIZE])
+        self.assertFalse(transport.disconnecting)
+
+    def test_non_minimal_lengths_are_refused_with_1002(self) -> None:
+        """
+        Regression (issue 18): 5 bytes sent with a 16-bit length (or 300 with
+        a 64-bit one) were taken; RFC 6455 asks for the shortest form, and
+        Autobahn fails the session with 1002.
+        """
+        for frame in (
+            struct.pack("!BBH", 0x82, 126, 5) + b"y" * 5,
+            long_frame(0x2, b"y" * 300),
+        ):
+            self.events.messages.clear()
+            self.events.opened.clear()
+            protocol, transport = self.open()
+            codes = self.failure_codes(protocol)
+            protocol.dataReceived(server_frame(0x2, b"ok") + frame)
+            self.assertEqual(self.events.messages, [b"ok"])
+            self.assertEqual(codes, [1002])
+            self.assertTrue(transport.disconnecting)
 
     def test_binary_frames_skip_autobahns_parser(self) -> None:
         """
