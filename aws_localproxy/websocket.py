@@ -158,7 +158,12 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         super().connectionMade()
         # Autobahn copies the factory's options onto the protocol just now;
         # 0 means "no limit" to it.
-        limits = [n for n in (self.maxFramePayloadSize, self.maxMessagePayloadSize) if n > 0]
+        # (Set from the factory's CONFIG_ATTRS at run time: not declared on the class.)
+        options = (
+            getattr(self, "maxFramePayloadSize", 0),
+            getattr(self, "maxMessagePayloadSize", 0),
+        )
+        limits = [int(n) for n in options if n > 0]
         self._fast_path_limit = min(limits, default=MAX_INCOMING_MESSAGE)
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
