@@ -241,7 +241,7 @@ class TunnelConnector:
         )
         self._scheduler = scheduler
         transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]
-        self._inbound.attach(transport, scheduler)  # type: ignore[arg-type]
+        self._inbound.attach(transport, scheduler, protocol)  # type: ignore[arg-type]
         self._tunnel.session_started(subprotocol, scheduler)
         self._check_ready()
 

@@ -138,6 +138,10 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _transport_error = ""
     #: The largest frame the fast path takes (set when the options are known).
     _fast_path_limit = 0
+    #: Inbound flow control is not reading the WebSocket (a local connection is full).
+    _not_reading = False
+    #: The keep-alive's pong timeout ran out while we were not reading.
+    _pong_timeout_deferred = False
 
     def connectionMade(self) -> None:
         # Autobahn tries this itself, but before the factory's options reach
@@ -358,6 +362,39 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     def _write_frame(self, frame: bytearray) -> None:
         transport: Any = self.transport
         transport.write(frame if self._takes_bytearrays else bytes(frame))
+
+    def reading_paused(self, paused: bool) -> None:
+        """
+        Inbound flow control stopped (or resumed) reading this WebSocket.
+
+        A pong cannot arrive while we do not read, so the keep-alive does
+        not hold our own back-pressure against the peer: a pong timeout
+        that runs out meanwhile is put off, and once reading resumes the
+        peer has a whole pong timeout again (any data frame it sent in the
+        meantime counts as its answer, as always).  A peer that is truly
+        gone is still found, one pong timeout after reading resumes.
+        """
+        self._not_reading = paused
+        if paused or not self._pong_timeout_deferred:
+            return
+        self._pong_timeout_deferred = False
+        # Unless the pong came in the rest of the read that paused us.
+        if (
+            self.state == self.STATE_OPEN
+            and self.autoPingTimeoutCall is None
+            and self.autoPingPending is not None
+        ):
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
+
+    def onAutoPingTimeout(self) -> None:
+        if self._not_reading:
+            self.autoPingTimeoutCall = None
+            self._pong_timeout_deferred = True
+            _log.debug("Pong timeout while the WebSocket is not read: waiting until it is")
+            return
+        super().onAutoPingTimeout()
 
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray

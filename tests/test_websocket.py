@@ -58,6 +58,9 @@ class RecordingEvents:
     def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
         self.closed.append(outcome)
 
+    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
+        return False  # no pacer here: every pong is the keep-alive's
+
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final frame as the service sends it (payloads under 64 KiB)."""
@@ -557,3 +560,45 @@ class IncomingFrameTests(WebSocketTestCase):
         protocol.dataReceived(server_frame(0x2, b"d"))
         self.assertEqual(seen, [0x9, 0x2])
         self.assertEqual(self.events.messages, [b"a", b"b" * 1000, b"c", b"d"])
+
+
+class ReadingPausedTests(WebSocketTestCase):
+    """
+    While inbound flow control does not read the WebSocket, no pong can
+    arrive: the keep-alive waits for reading to resume before it judges.
+    """
+
+    def test_pong_timeout_waits_while_we_do_not_read(self) -> None:
+        protocol, transport = self.open()
+        self.clock.advance(5.5)  # the keep-alive ping is out
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 60)
+        self.assertFalse(transport.disconnecting)
+        protocol.reading_paused(False)
+        # What was waiting is read: any data frame is the peer's answer.
+        protocol.dataReceived(server_frame(0x2, b"queued behind our pause"))
+        self.clock.pump([1.0] * 12)
+        self.assertFalse(transport.disconnecting)
+
+    def test_silent_peer_is_found_after_reading_resumes(self) -> None:
+        protocol, transport = self.open()
+        self.clock.advance(5.5)
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 30)
+        protocol.reading_paused(False)
+        self.clock.pump([1.0] * 5)
+        self.assertFalse(transport.disconnecting)  # a whole pong timeout again
+        self.clock.pump([1.0] * 7)
+        self.assertTrue(transport.disconnecting)
+
+    def test_pong_read_before_the_pause_took_effect(self) -> None:
+        """A pong in the rest of the read that paused us answers the ping: no timeout is re-armed."""
+        protocol, transport = self.open()
+        self.clock.advance(5.5)
+        ((_, ping),) = client_frames(transport.value())
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 11)  # the timeout runs out while paused
+        protocol.dataReceived(server_frame(0xA, ping))
+        protocol.reading_paused(False)
+        self.clock.pump([1.0] * 14)
+        self.assertFalse(transport.disconnecting)

@@ -38,13 +38,12 @@ DROP = b"drop now"
 
 
 class Events(RecordingEvents):
+    """No pacer (every pong is Autobahn's, as in the plain client); DROP drops the connection."""
+
     def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
         super().session_message(protocol, payload)
         if payload == DROP:
             protocol.dropConnection(abort=True)
-
-    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
-        return False  # no pacer: every pong is Autobahn's, as in the plain client
 
 
 class PlainAutobahnClient(WebSocketClientProtocol):
