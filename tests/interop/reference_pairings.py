@@ -339,6 +339,16 @@ class ReferencePairingTests(ProcessTestCase):
     # connection IDs and resets a stream on a ConnectionReset, which no V1 peer
     # does (the foreign peer of tests/ stands in for V1 destinations).
 
+    @inlineCallbacks
+    def test_v1_reference_source_one_service(self) -> Any:
+        """
+        The reference with ``-y V1`` as a source sends no service ID, as the
+        console's browser SSH does; our destination serves the tunnel's one service.
+        """
+        port = yield self.pair("ref", "py", services=["SSH"], source_extra=("-y", "V1"))
+        yield self.echo(port, 100_000)
+        yield self.echo(port, 100_000)
+
     # -- restarts ----------------------------------------------------------
 
     @inlineCallbacks
