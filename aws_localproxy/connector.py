@@ -132,7 +132,8 @@ class TunnelConnector:
         after C{flush_timeout} seconds, so a dead WebSocket cannot hold the
         stop.  Autobahn's close handshake timeout then bounds the rest.
         """
-        if self._done:
+        if self._done or self._closing_after_resets:
+            # (A second stop while the last resets are written waits for them too.)
             return self.finished
         self._stopping = True
         if self._retry_call is not None and self._retry_call.active():
@@ -157,8 +158,6 @@ class TunnelConnector:
         self, protocol: TunnelClientProtocol, scheduler: OutboundScheduler, timeout: float
     ) -> None:
         """Reset every connection, then close the WebSocket once that is sent (or at C{timeout})."""
-        if self._closing_after_resets:
-            return
         self._closing_after_resets = True
         self._tunnel.reset_every_connection()
 

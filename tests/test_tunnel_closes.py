@@ -248,7 +248,9 @@ class ConnectorStopTests(SynchronousTestCase):
         self.connection.data_received(b"x" * 10)
         self.connector.stop(3.0)
         self.clock.advance(2.9)
+        self.connector.stop()  # a second signal, or a --stdio end: still waits
         self.assertEqual(self.protocol.closed_with, [])
+        self.assertEqual(self.protocol.dropped, [])
         self.clock.advance(0.2)
         self.assertEqual(self.protocol.closed_with, [(1000, "local proxy stopping")])
         self.connector.session_closed(self.protocol, closed(was_clean=False))  # type: ignore[arg-type]
