@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -121,12 +121,19 @@ class TunnelConnector:
     def start(self) -> None:
         self._attempt()
 
-    def stop(self) -> Deferred[int]:
+    def stop(self, flush_timeout: float = 0.0) -> Deferred[int]:
         """
         Stop for good: no more retries, the WebSocket closed with a close frame.
         Fires L{finished} (with 0 unless it had already fired) and returns it.
+
+        With C{flush_timeout}, an open session first resets every connection
+        (L{Tunnel.reset_every_connection}) and the close frame follows once
+        those resets, and the bytes queued before them, are written -- or
+        after C{flush_timeout} seconds, so a dead WebSocket cannot hold the
+        stop.  Autobahn's close handshake timeout then bounds the rest.
         """
-        if self._done:
+        if self._done or self._closing_after_resets:
+            # (A second stop while the last resets are written waits for them too.)
             return self.finished
         self._stopping = True
         if self._retry_call is not None and self._retry_call.active():
@@ -136,12 +143,45 @@ class TunnelConnector:
         protocol = self._protocol
         if protocol is not None:
             if protocol.state == protocol.STATE_OPEN:
-                protocol.sendClose(1000, "local proxy stopping")
+                scheduler = self._scheduler
+                if flush_timeout > 0 and scheduler is not None:
+                    self._close_after_resets(protocol, scheduler, flush_timeout)
+                else:
+                    protocol.sendClose(1000, "local proxy stopping")
             else:
                 protocol.dropConnection(abort=True)
         else:
             self._finish(EXIT_OK)
         return self.finished
+
+    def _close_after_resets(
+        self, protocol: TunnelClientProtocol, scheduler: OutboundScheduler, timeout: float
+    ) -> None:
+        """Reset every connection, then close the WebSocket once that is sent (or at C{timeout})."""
+        self._closing_after_resets = True
+        self._tunnel.reset_every_connection()
+
+        def close(_: object) -> None:
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.sendClose(1000, "local proxy stopping")
+
+        def timed_out(failure: Failure) -> Optional[Failure]:
+            if not isinstance(failure.value, TimeoutError):
+                return failure
+            self.log.warn(
+                "Stopping: the last resets and {count} bytes for the tunnel were not all "
+                "sent within {timeout} s; closing the web socket anyway",
+                count=scheduler.queued,
+                timeout=timeout,
+            )
+            return None
+
+        sent = scheduler.when_idle()
+        sent.addTimeout(timeout, self._reactor)
+        sent.addErrback(timed_out)
+        sent.addCallback(close)
+
+    _closing_after_resets = False
 
     def fail(self, error: BaseException) -> None:
         """A fatal error from elsewhere (e.g. a source that cannot listen): exit 1."""

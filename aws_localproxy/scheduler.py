@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
@@ -196,6 +197,7 @@ class OutboundScheduler:
         #: Records and bytes (records, prefix included) sent so far, for metrics.
         self.records_sent = 0
         self.bytes_sent = 0
+        self._idle_waiters: list[Deferred[None]] = []
 
     # -- what the tunnel uses --------------------------------------------------------
 
@@ -236,6 +238,29 @@ class OutboundScheduler:
         """Nothing is left to write: no control record, no lane with bytes or a reset."""
         return not self._controls and not self._ring and not self._frame
 
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fires once everything queued now and later is written to the
+        WebSocket (L{idle}), or the session is over: a stopping proxy closes
+        the WebSocket only after its last resets.
+        """
+        waiter: Deferred[None] = Deferred(self._forget_waiter)
+        if self._closed or self.idle:
+            waiter.callback(None)
+        else:
+            self._idle_waiters.append(waiter)
+        return waiter
+
+    def _forget_waiter(self, waiter: Deferred[None]) -> None:
+        """A waiter was cancelled (e.g. its timeout passed)."""
+        if waiter in self._idle_waiters:
+            self._idle_waiters.remove(waiter)
+
+    def _tell_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
     @property
     def last_rtt(self) -> Optional[float]:
         """The last pacing ping's round trip to the service, in seconds (C{None} before one)."""
@@ -255,6 +280,7 @@ class OutboundScheduler:
         self._controls.clear()
         self._ring.clear()
         self._frame, self._frame_size = [], 0
+        self._tell_idle()
 
     # -- feedback from below ---------------------------------------------------------
 
@@ -329,6 +355,8 @@ class OutboundScheduler:
             self._flush()
         finally:
             self._pumping = False
+        if self._idle_waiters and self.idle:
+            self._tell_idle()
 
     def _run(self) -> None:
         controls, ring, pacer = self._controls, self._ring, self._pacer

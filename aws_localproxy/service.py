@@ -57,6 +57,11 @@ __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
 STDIO_FLUSH_TIMEOUT = 10.0
+#: Seconds a stopping proxy waits for the resets of its open connections (and
+#: the bytes queued before them) to be written to the WebSocket before it
+#: closes it anyway; Autobahn's close handshake (2 s) comes on top, so a stop
+#: takes at most about 5 s even on a dead WebSocket.
+STOP_FLUSH_TIMEOUT = 3.0
 
 
 class LocalProxyService(Service):
@@ -241,7 +246,10 @@ class LocalProxyService(Service):
         super().stopService()
         waits: List[Deferred[Any]] = []
         if self._connector is not None:
-            waits.append(self._connector.stop())
+            # An open session resets every connection first, so the peer closes
+            # its side even through a service that does not reset streams; the
+            # session's end (when the WebSocket closes) ends the tunnel's.
+            waits.append(self._connector.stop(STOP_FLUSH_TIMEOUT))
         if self._source is not None:
             waits.append(self._source.stop())
         if self._destination is not None:
@@ -251,7 +259,7 @@ class LocalProxyService(Service):
         if self._metrics_port is not None:
             waits.append(maybeDeferred(self._metrics_port.stopListening))
             self._metrics_port = None
-        if self.tunnel is not None:
+        if self.tunnel is not None and (self._connector is None or not self._connector.session_up):
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
 

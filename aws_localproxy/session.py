@@ -40,6 +40,9 @@ UNRECOGNIZED_IN_TRANSFER = (
     "Unrecognized message type received during control message handling during data transfer: %d"
 )
 _HIGHEST_KNOWN_TYPE = Message.CONNECTION_RESET
+#: How many of its own resets a session remembers, so that DATA still in flight
+#: for what it reset is not answered with a second reset.
+RESETS_REMEMBERED = 1024
 
 log = Logger(namespace="aws_localproxy.tunnel")
 
@@ -87,6 +90,12 @@ class TunnelSession:
     may_start: bool = attrs.field(init=False, default=False)
     #: A V1 peer on a tunnel with several services was reported (once a session).
     v1_peer_reported: bool = attrs.field(init=False, default=False)
+    #: The proxy is stopping: every connection was reset, none may start.
+    stopping: bool = attrs.field(init=False, default=False)
+    #: Streams (connection C{None}) and connections, as (service ID, stream ID,
+    #: connection ID), that this session reset or answered: DATA for them that
+    #: we cannot deliver is not answered (again).  Bounded, oldest out first.
+    _resets_sent: dict[tuple[str, int, Optional[int]], None] = attrs.field(init=False, factory=dict)
 
     # -- sending -------------------------------------------------------------
 
@@ -100,6 +109,24 @@ class TunnelSession:
         """Send a control record now (ahead of queued DATA)."""
         if self.open:
             self.outbound.control(record)
+
+    def reset_sent(self, service_id: str, stream_id: int, connection_id: Optional[int]) -> bool:
+        """Whether this session reset (or answered) that stream or connection (remembered)."""
+        return (service_id, stream_id, connection_id) in self._resets_sent
+
+    def first_reset(self, service_id: str, stream_id: int, connection_id: Optional[int]) -> bool:
+        """
+        Note that this session resets a stream (C{connection_id} C{None}) or
+        a connection; C{True} if it had not already (as far as the bounded
+        memory of L{RESETS_REMEMBERED} entries goes).
+        """
+        if self.reset_sent(service_id, stream_id, connection_id):
+            return False
+        resets = self._resets_sent
+        resets[(service_id, stream_id, connection_id)] = None
+        if len(resets) > RESETS_REMEMBERED:
+            del resets[next(iter(resets))]
+        return True
 
     # -- connections ---------------------------------------------------------
 
@@ -129,6 +156,10 @@ class TunnelSession:
         otherwise C{final} follows every byte already read.
         """
         connection.service.connections.pop(connection.connection_id, None)
+        if final is not None:
+            self.first_reset(
+                connection.service.service_id, connection.stream_id, connection.connection_id
+            )
         lane, connection.lane = connection.lane, None
         if lane is not None:
             if peer_reset:
@@ -171,6 +202,8 @@ class TunnelSession:
         """
         service.active = False
         self.may_start = True
+        if reset is not None:
+            self.first_reset(service.service_id, service.stream_id, None)
         connections = service.take_connections()
         if reset is None:
             service.counters.connections_reset += len(connections)

@@ -39,6 +39,7 @@ from aws_localproxy.wire import (
     Message,
     MessageDecoder,
     WireError,
+    control_message,
     type_name,
 )
 
@@ -301,6 +302,12 @@ class Tunnel:
         session = self._session
         if session is None or not session.ready:
             return WAITING_FOR_SESSION
+        if session.stopping:
+            self.log.info(
+                "Refusing connection for service id {service_id}: the proxy is stopping",
+                service_id=service_id,
+            )
+            return None
         connection = sourcerules.accept(session, service_id, local)
         if connection is None and service_id in session.services:
             session.services[service_id].counters.connections_refused += 1
@@ -336,10 +343,44 @@ class Tunnel:
         session = self._session
         if session is None or not connection.open or connection.lane is None:
             return
-        service = connection.service
         connection.open = False
         connection.local = None
-        service.counters.connections_closed += 1
+        connection.service.counters.connections_closed += 1
+        self._reset_from_our_side(session, connection)
+
+    def reset_every_connection(self) -> None:
+        """
+        The proxy stops while its WebSocket is open: end every connection as
+        if its local socket had closed -- its reset (a ConnectionReset towards
+        a V3 peer, a StreamReset in V1/V2 format) queued after every byte
+        already read from it -- and close the local sockets after flushing
+        what they were sent.  From now on no connection starts in this
+        session.  The caller closes the WebSocket once the resets are sent.
+
+        Without this a stopping proxy only closed its WebSocket: through a
+        tunneling service that does not reset the other side's streams when
+        a peer goes (the AWS guide says it "may"), the peer's connections
+        stayed open until this proxy came back, maybe never.
+        """
+        session = self._session
+        if session is None or not session.open or session.stopping:
+            return
+        session.stopping = True
+        count = 0
+        for service in list(session.services.values()):
+            for connection in service:
+                if connection.open and connection.lane is not None:
+                    count += 1
+                    self._reset_from_our_side(session, connection)
+        if count:
+            self.log.info(
+                "Stopping: resetting {count} open connection(s) before closing the web socket",
+                count=count,
+            )
+
+    def _reset_from_our_side(self, session: TunnelSession, connection: Connection) -> None:
+        """End C{connection} from this side with the reset its peer's version understands."""
+        service = connection.service
         if session.format.several_connections:
             session.reset_connection(connection)
             return
@@ -391,6 +432,11 @@ class Tunnel:
             current = session.current_stream(message, service_id, service)
             if current is not None:
                 self._on_data(session, current, message)
+            elif service is not None:
+                self._answer_undeliverable(session, service, message)
+            return
+        if session.stopping:
+            self._while_stopping(session, message, service)
             return
         self.log.debug(
             "Received {type_name} service id: {service_id} stream id: {stream_id} "
@@ -462,7 +508,10 @@ class Tunnel:
         elif not session.format.known:
             session.shown_v3()
         connection = session.find_connection(service, message.connectionId)
-        if connection is None or connection.local is None:
+        if connection is None:
+            self._answer_undeliverable(session, service, message)
+            return
+        if connection.local is None:
             self.log.debug("Received non exist connection Id, skipping...")
             return
         payload = message.payload
@@ -471,6 +520,103 @@ class Tunnel:
         if payload:  # (an empty one shows the peer's version: see _show_v3)
             counters.bytes_received += len(payload)
             connection.local.write(payload)
+
+    def _answer_undeliverable(
+        self, session: TunnelSession, service: Service, message: Message
+    ) -> None:
+        """
+        DATA of one of our services that no connection of this session can
+        take: tell the peer, once per stream or connection and session,
+        instead of dropping it silently, when that is the only way the peer
+        learns its connection is gone -- a restarted or reconnected peer of
+        ours (a destination whose new session knows no stream, a source whose
+        new process never started the stream) through a tunneling service
+        that does not reset streams when a peer re-attaches.
+
+         - Source: DATA of our current stream with a connection ID we do not
+           have (V3): a ConnectionReset for that connection (a connection of
+           ours that an earlier session closed without telling the peer).
+           It names only that connection, and cannot overtake a start: only
+           a source starts connections, and our resets and starts reach the
+           peer in the order we send them.
+         - Destination: DATA of our current stream that no connection takes
+           is dropped, as before: we reset that connection ourselves (the
+           reset is on its way), and answering could overtake the start of a
+           new connection with that ID by the source.
+         - DATA of any other stream (not our current one, or we have none):
+           a StreamReset for the message's stream ID (naming its connection
+           ID, if it has one, so a V3 peer reads it as a V3 message).  This
+           cannot close a live stream of the peer: every version checks a
+           StreamReset's stream ID against its current stream and discards
+           it when they differ (the V3 guide's stream-ID validation; "safe to
+           ignore" without an active stream).  So it ends the peer's stream
+           only when that stream is the peer's current one, and then the
+           stream is dead anyway: its StreamStart went to a session of ours
+           that is gone, and none of its bytes can be delivered.  When the
+           peer has moved on (its StreamStart for a newer stream is in flight
+           to us) the reset is stale there and dropped.
+         - Source: DATA of the current stream without a connection ID
+           (V1/V2) and no connection: a StreamReset for the stream, by the
+           same reasoning.
+
+        One race remains, at a destination only: a source that repeats its
+        stream IDs across restarts (the reference starts at 1), whose old
+        process's DATA reaches a session of ours that lacks the stream just
+        as its new process starts a stream with the same ID: our reset can
+        end the new stream.  Our own source never repeats stream IDs.
+
+        Not answered: a stream or connection this session reset itself (the
+        peer's DATA was in flight; our reset already tells it), or one already
+        answered (no reset storm: one answer per stream or connection ID a
+        session, in a memory of L{RESETS_REMEMBERED} entries), DATA with no
+        stream ID, and DATA for an unknown service ID.
+        """
+        stream_id = message.streamId
+        if not stream_id or session.stopping:
+            return
+        connection_id = message.connectionId
+        current = stream_id == service.stream_id
+        if current and self.mode is Mode.DESTINATION:
+            self.log.debug("Received non exist connection Id, skipping...")
+            return
+        if current and connection_id and session.format.multiplexed:
+            reset, key = _CONNECTION_RESET, connection_id
+            if session.reset_sent(service.service_id, stream_id, None):
+                return  # the whole stream was reset
+        else:
+            reset, key = _STREAM_RESET, None
+        if not session.first_reset(service.service_id, stream_id, key):
+            return
+        self.log.info(
+            "Received data for {what} of service id {service_id} stream id {stream_id} "
+            "connection id {connection_id} that this session does not have: "
+            "answering with a {type_name} so the peer closes it",
+            what="a connection" if key is not None else "a stream",
+            service_id=service.service_id,
+            stream_id=stream_id,
+            connection_id=connection_id,
+            type_name=type_name(reset),
+        )
+        session.send(
+            control_message(
+                reset,
+                stream_id=stream_id,
+                service_id=message.serviceId,
+                connection_id=connection_id,
+            )
+        )
+
+    def _while_stopping(
+        self, session: TunnelSession, message: Message, service: Optional[Service]
+    ) -> None:
+        """
+        The proxy stops and is sending its last resets: a start is answered
+        with a reset at once (its connection would be cut a moment later);
+        anything else is ignored.
+        """
+        if self.mode is Mode.DESTINATION and message.type in (_STREAM_START, _CONNECTION_START):
+            self.log.info("Refusing a new connection: the proxy is stopping")
+            self._on_unknown_service(session, message, quiet=True)
 
     def _on_stream_reset(self, session: TunnelSession, service: Service) -> None:
         for connection in service:
@@ -518,14 +664,17 @@ class Tunnel:
             if service.active and service.stream_id == message.streamId:
                 session.reset_stream(service, service.stream_id)
 
-    def _on_unknown_service(self, session: TunnelSession, message: Message) -> None:
+    def _on_unknown_service(
+        self, session: TunnelSession, message: Message, *, quiet: bool = False
+    ) -> None:
         message_type = message.type
         if self.mode is Mode.DESTINATION and message_type in (_STREAM_START, _CONNECTION_START):
-            self.log.warn(
-                "Received {type_name} for unknown service id {service_id}: resetting it",
-                type_name=type_name(message_type),
-                service_id=message.serviceId,
-            )
+            if not quiet:
+                self.log.warn(
+                    "Received {type_name} for unknown service id {service_id}: resetting it",
+                    type_name=type_name(message_type),
+                    service_id=message.serviceId,
+                )
             # A start that names a connection is ended with that connection's reset
             # (a V3 peer takes a StreamReset without one for a V1/V2 message).
             if message.connectionId and (

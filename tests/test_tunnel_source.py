@@ -231,18 +231,24 @@ class SourceV3Tests(SynchronousTestCase):
         self.assertEqual(l2.data, b"new")
 
     def test_no_stream_yet(self) -> None:
-        """D7: DATA and resets before any stream are dropped with the reference's warning."""
+        """
+        D7: DATA and resets before any stream are dropped with the reference's
+        warning; the DATA, of a stream this source never started (a previous
+        process's), is answered with a StreamReset of that stream, naming its
+        connection, once.
+        """
         with logs() as captured:
             self.tunnel.data_received(
                 data("ssh", 1, 1, b"x")
                 + ctl(Message.STREAM_RESET, "ssh", 1)
                 + ctl(Message.CONNECTION_RESET, "ssh", 1, 1)
+                + data("ssh", 1, 1, b"y")
             )
         self.assertIn(
             "No stream found for service id: ssh. Ignore stream id: 1",
             texts(captured, LogLevel.warn),
         )
-        self.assertEqual(self.peer.records, [])
+        self.assertEqual(self.peer.take(), [("STREAM_RESET", "ssh", 1, 1)])
 
     def test_wrong_direction_starts(self) -> None:
         """D8: StreamStart/ConnectionStart sent to a source are ignored with a warning."""
@@ -419,10 +425,13 @@ class SourceOldPeerTests(SynchronousTestCase):
         self.assertEqual(peer.take(), [("STREAM_START", "", 1, 0), ("DATA", "", 1, 0, b"x")])
 
     def test_v1_data_before_stream(self) -> None:
-        """D7: in V1 mode DATA and StreamReset before any stream are dropped, no crash."""
+        """
+        D7: in V1 mode DATA and StreamReset before any stream are dropped, no
+        crash; the DATA is answered with a V1 StreamReset of its stream.
+        """
         tunnel, peer, _ = started(Mode.SOURCE, SSH, peer_version=PeerVersion.V1)
         tunnel.data_received(data("", 1, 0, b"y") + ctl(Message.STREAM_RESET, "", 1))
-        self.assertEqual(peer.records, [])
+        self.assertEqual(peer.take(), [("STREAM_RESET", "", 1, 0)])
 
 
 class SourceRefusalReasonTests(SynchronousTestCase):
