@@ -609,3 +609,106 @@ class StdioBlankServiceIdTests(StdioWithoutServicesTests):
     """SERVICE_IDS with one empty ID."""
 
     service_options = {"service_ids_without_services": "blank"}
+
+
+# -- our proxy without -y, every peer version and tunnel shape ---------------------------
+
+
+class PeerVersionMatrixTests(ForeignTestCase):
+    """
+    Our source without ``-y`` finds the destination's version: V2 and V3
+    destinations, on tunnels without services and with one, in the first
+    connection and a later one; and our destination serves V2 and V3
+    sources the same way.
+    """
+
+    @inlineCallbacks
+    def through_our_source(self, services: List[str], version: int) -> Any:
+        echo = yield self.echo_port()
+        source_token, destination_token = self.open(services)
+        yield self.foreign(
+            "destination",
+            destination_token,
+            version=version,
+            destinations={(services or [""])[0]: echo},
+        )
+        ports = yield self.our_source(source_token, {} if services else {"": "0"})
+        port = next(iter(ports.values()))
+        yield self.echo_through(port, 50_000)
+        yield self.echo_through(port, 50_000)
+
+    @inlineCallbacks
+    def through_our_destination(self, services: List[str], version: int) -> Any:
+        echo = yield self.echo_port()
+        source_token, destination_token = self.open(services)
+        key = services[0] if services else ""
+        yield ForeignTestCase.our_destination(self, destination_token, {key: f"127.0.0.1:{echo}"})
+        peer = yield self.foreign("source", source_token, version=version)
+        port = yield peer.listen(key)
+        yield self.echo_through(port, 50_000)
+        yield self.echo_through(port, 50_000)
+
+
+def _matrix(cls: Any) -> Any:
+    # V1 peers: V1PeerTests (the console's cookie token, -d PORT and -d ID=PORT).
+    for version in (2, 3):
+        for shape, services in (("no_service", []), ("one_service", ["SSH1"])):
+            for role in ("our_source", "our_destination"):
+
+                def test(
+                    self: Any, role: str = role, services: Any = services, v: int = version
+                ) -> Any:
+                    return getattr(self, "through_" + role)(list(services), v)
+
+                name = "test_%s_v%d_peer_%s" % (role, version, shape)
+                test.__name__ = name
+                test.__doc__ = "Two echoes one after the other: %s, a V%d peer, %s." % (
+                    role.replace("_", " "),
+                    version,
+                    shape.replace("_", " "),
+                )
+                setattr(cls, name, test)
+    return cls
+
+
+_matrix(PeerVersionMatrixTests)
+
+
+class ConcurrentConnectionTests(ForeignTestCase):
+    """Several connections at once through a V3 peer: all of them work, nothing is mixed."""
+
+    @inlineCallbacks
+    def test_burst_at_start_through_our_source(self) -> Any:
+        """A browser opens six connections at once, the moment the source listens."""
+        echo = yield self.echo_port()
+        source_token, destination_token = self.open(["WEB"])
+        yield self.foreign("destination", destination_token, destinations={"WEB": echo})
+        ports = yield self.our_source(source_token, {})
+        clients = []
+        for i in range(6):
+            client = yield self.connect(ports["WEB"])
+            client.transport.write(b"connection %d " % i * 1000)
+            clients.append(client)
+        for i, client in enumerate(clients):
+            received = yield client.wait_for(len(b"connection %d " % i) * 1000).addTimeout(
+                ECHO_DEADLINE, reactor
+            )
+            self.assertEqual(received, b"connection %d " % i * 1000)
+        for client in clients:
+            client.transport.loseConnection()
+            yield client.closed
+        yield wait_until(lambda: all(_lost(app) for app in self.echo_apps.made))
+
+    @inlineCallbacks
+    def test_bulk_on_several_connections_to_our_destination(self) -> Any:
+        """Four 5 MB echoes at once from a foreign source (the reference's multi-port case)."""
+        echo = yield self.echo_port()
+        source_token, destination_token = self.open(["SSH1"])
+        yield self.our_destination(destination_token, {"SSH1": f"127.0.0.1:{echo}"})
+        peer = yield self.foreign("source", source_token)
+        port = yield peer.listen("SSH1")
+        yield DeferredList(
+            [self.echo_through(port, 5 * 1024 * 1024) for _ in range(4)],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        ).addErrback(lambda failure: failure.value.subFailure)
