@@ -40,8 +40,7 @@ browser SSH do.  This peer is one of them:
 
 Everything it sends and receives is kept (L{ForeignPeer.sent},
 L{ForeignPeer.received}) for tests to check.  It uses only the generated
-protobuf C{Message} class and Autobahn; the TLS trust comes from the test
-client of the local tunnel service (L{tunnelclient.client_tls}).
+protobuf C{Message} class, Autobahn and Twisted.
 """
 
 from __future__ import annotations
@@ -51,13 +50,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from aws_localproxy._proto.Message_pb2 import Message
-from tests.tunnelclient import client_tls
 
 txaio.use_twisted()
 
@@ -88,6 +87,12 @@ KNOWN_TYPES = {
 }
 
 _PREFIX = struct.Struct(">H")
+
+
+def client_tls(ca_file: str) -> Any:
+    """TLS towards the local tunnel service, trusting its CA only."""
+    with open(ca_file, "rb") as f:
+        return ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(f.read()))
 
 
 def encode(message: Message) -> bytes:
