@@ -388,8 +388,18 @@ class SilentFirstConnectionTests(ForeignTestCase):
         probe = yield self.connect(ports[""])
         probe.transport.loseConnection()
         yield probe.closed
-        yield wait_until(lambda: table_size(self.source) == 0 and destination.settled())
-        before = len(apps.made)
+        # The probe's stream has reached the destination (a V1 destination
+        # makes one application connection per StreamStart) and our source
+        # is done with the probe: the applications made so far are the probe's.
+        yield wait_until(
+            lambda: (
+                table_size(self.source) == 0
+                and destination.received_of(Message.STREAM_START)
+                and destination.settled()
+            )
+        )
+        before = len(destination.received_of(Message.STREAM_START))
+        yield wait_until(lambda: len(apps.made) == before)
         client = yield self.connect(ports[""])
         client.transport.write(b"second client")
         yield wait_until(lambda: any(app.received for app in apps.made))
