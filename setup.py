@@ -127,6 +127,10 @@ setup(
             "awscli>=1.32",
             "grpcio-tools==1.85.1",
         ],
+        # localtunnel --credentials: botocore's SigV4 signer checks the
+        # management API's signatures. An extra, not a requirement: local
+        # proxies on devices do not need botocore (over 30 MB installed).
+        "tunnelservice": ["botocore>=1.34"],
         "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0"],
         # tox -e apidocs: the API reference from the docstrings.
         "docs": ["pydoctor>=24.3"],

@@ -237,10 +237,11 @@ class TunnelConnector:
             lane_limit=self._lane_limit,
             max_payload=self._tunnel.limits.max_payload_size,
             frame_limit=MAX_WEBSOCKET_FRAME_SIZE,
+            clock=self._reactor,
         )
         self._scheduler = scheduler
         transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]
-        self._inbound.attach(transport)  # type: ignore[arg-type]
+        self._inbound.attach(transport, scheduler, protocol)  # type: ignore[arg-type]
         self._tunnel.session_started(subprotocol, scheduler)
         self._check_ready()
 
@@ -288,6 +289,8 @@ class TunnelConnector:
                 self._bytes_sent_before += scheduler.bytes_sent
             self.state_changed_at = self._reactor.seconds()
             self._scheduler = None
+            if scheduler is not None:
+                scheduler.close()  # its stall timer too, whatever the tunnel does
             self._inbound.detach()
             self._tunnel.session_ended()
             try:

@@ -4,12 +4,24 @@ The destination's rules: streams and connections become local connections.
 
 A StreamStart (or, with no stream yet, a ConnectionStart) starts the
 service's stream and opens its first local connection; in V3 a
-ConnectionStart of the current stream opens another.  A StreamStart with a
-new stream ID during a transfer ends the old stream and starts the new one
-at once (the reference drops the new stream's data until yet another
-StreamStart comes).  A connection ID the peer reuses while it is open is
-reset.  At most ``tcp.max_active_connections`` connections per service are
-opened; the peer's asks beyond that are answered with a reset.
+ConnectionStart of the current stream opens another.  A StreamStart during
+a transfer ends the old stream and starts the new one at once, as the V3
+guide asks: with a new stream ID (the reference drops the new stream's data
+until yet another StreamStart comes) and with the current one too (a source
+that restarted and counts from 1 again; the reference ignores it, and the
+restarted source's first connection hangs).  The old stream's connections
+are closed after what they were sent is written; what they had yet to send
+is dropped, since the peer would take it for the new stream's.
+
+A ConnectionStart for a connection ID that is open on the current stream is
+the peer's error (V3 guide): that connection is reset and nothing is opened
+for the start.  A restarted source cannot cause it: its first start is a
+StreamStart, which ends every old connection first.
+
+At most ``tcp.max_active_connections`` connections per service are opened;
+the peer's asks beyond that are answered with a reset.  A connection that
+cannot reach the local service is answered with a reset: its ConnectionReset
+towards a V3 peer, a StreamReset in V1/V2 format.
 """
 
 from __future__ import annotations
@@ -59,9 +71,15 @@ def control(session: TunnelSession, service: Service, message: Message) -> None:
 
 def connect_failed(session: TunnelSession, connection: Connection, reason: str) -> None:
     """
-    Every attempt to open C{connection}'s local socket failed: a V3
-    ConnectionStart is answered with a reset of that connection only; a
-    stream's first connection (or any in V1/V2 format) resets the stream.
+    Every attempt to open C{connection}'s local socket failed.
+
+    Towards a V3 peer the answer is a ConnectionReset for that connection,
+    also when it is the first of its stream (opened by a StreamStart): the
+    V3 guide answers a failed connection attempt so, the stream and the
+    service's other connections go on, and a V3 peer reads a StreamReset
+    without a connection ID as a V1 message on its V3 session (aws-c-iot
+    then drops and reopens its whole WebSocket).  In V1/V2 format a stream
+    has one connection and the StreamReset ends both.
     """
     service = connection.service
     log.debug(
@@ -70,7 +88,7 @@ def connect_failed(session: TunnelSession, connection: Connection, reason: str) 
         connection_id=connection.connection_id,
         reason=reason,
     )
-    if session.format.multiplexed and not connection.starts_stream:
+    if session.format.multiplexed:
         session.reset_connection(connection)
         return
     log.debug(
@@ -87,8 +105,6 @@ def _received(service: Service, message: Message) -> dict[str, object]:
 
 
 def _on_stream_start(session: TunnelSession, service: Service, message: Message) -> None:
-    if not message.connectionId:
-        session.fall_back_to_v2()
     if not message.streamId:
         raise RecoverableTunnelError(NO_STREAM_ID_IN_STREAM_START)
     log.debug(
@@ -97,15 +113,30 @@ def _on_stream_start(session: TunnelSession, service: Service, message: Message)
     )
     if service.active:
         if message.streamId == service.stream_id:
-            log.debug("Ignoring stream start for the current stream")
-            return
-        log.warn(
-            "Stream start received during data transfer for service id :{service_id}"
-            "with new stream id: {stream_id}",
-            **_received(service, message),
-        )
-        log.warn("Reset this stream")
+            # The source started again with a stream ID it used before (a
+            # restarted reference source counts from 1 again): a new stream all
+            # the same, and the old one is over.  No StreamReset for the old
+            # stream: it would carry the new stream's ID.
+            log.warn(
+                "Stream start received for the current stream id {stream_id} of service id "
+                "{service_id}: the source started again; closing the stream's connections",
+                **_received(service, message),
+            )
+        else:
+            log.warn(
+                "Stream start received during data transfer for service id :{service_id}"
+                "with new stream id: {stream_id}",
+                **_received(service, message),
+            )
+            log.warn("Reset this stream")
+        # What the old connections were sent is flushed to their sockets; what they
+        # had yet to send is dropped: under a repeated stream ID the peer would take
+        # it for the new stream's.
         session.end_stream(service, None)
+    if not message.connectionId:
+        # After the old stream is gone, so that falling back cannot reset it
+        # with a StreamReset that carries the new stream's ID.
+        session.fall_back_to_v2()
     service.stream_id = message.streamId
     service.active = True
     _connect(session, service, message.connectionId, starts_stream=True)
@@ -140,12 +171,14 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
     _connect(session, service, message.connectionId, starts_stream=False)
 
 
-def _refuse(
-    session: TunnelSession, service: Service, connection_id: int, starts_stream: bool
-) -> None:
-    """Answer a start we will not act on with the reset that ends it."""
+def _refuse(session: TunnelSession, service: Service, connection_id: int) -> None:
+    """
+    Answer a start we will not act on with the reset that ends it: a
+    ConnectionReset towards a V3 peer (whether a StreamStart or a
+    ConnectionStart asked), a StreamReset in V1/V2 format.
+    """
     service.counters.connections_refused += 1
-    if session.format.multiplexed and not starts_stream:
+    if session.format.multiplexed:
         session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
     else:
         session.reset_stream(service, service.stream_id)
@@ -183,7 +216,7 @@ def _connect(
             service_id=service.service_id,
             count=len(service.connections),
         )
-        _refuse(session, service, connection_id, starts_stream)
+        _refuse(session, service, connection_id)
         return
     connection = session.open_connection(service, connection_id, starts_stream=starts_stream)
     log.info(

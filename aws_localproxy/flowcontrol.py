@@ -15,16 +15,25 @@ inherent to one ordered WebSocket.
 
 The other direction (local -> tunnel) is the scheduler's: each connection's
 lane is bounded and pauses only its own socket (L{aws_localproxy.scheduler}).
+The session's scheduler and WebSocket protocol are told whenever reading
+stops and starts again: the pacer and the keep-alive wait for pongs, and
+none can arrive while the WebSocket is not read.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Set
+from typing import Callable, Optional, Protocol, Set, Tuple
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-__all__ = ["InboundFlow"]
+__all__ = ["InboundFlow", "ReadingListener"]
+
+
+class ReadingListener(Protocol):
+    """Told when the WebSocket stops (C{True}) and starts again (C{False}) being read."""
+
+    def reading_paused(self, paused: bool) -> None: ...
 
 
 class InboundFlow:
@@ -36,14 +45,19 @@ class InboundFlow:
         self._clock = clock
         self._blocked: Set[object] = set()
         self._websocket: Optional[IPushProducer] = None
+        self._listeners: Tuple[ReadingListener, ...] = ()
         self._paused_at: Optional[float] = None
         #: Seconds the WebSocket was not read because a local connection was full.
         self.paused_seconds = 0.0
 
-    def attach(self, transport: IPushProducer) -> None:
-        """A new session's WebSocket transport (paused at once if a connection is still full)."""
+    def attach(self, transport: IPushProducer, *listeners: ReadingListener) -> None:
+        """
+        A new session's WebSocket transport (paused at once if a connection
+        is still full), and who is told when its reading stops and starts.
+        """
         self.detach()
         self._websocket = transport
+        self._listeners = listeners
         if self._blocked:
             self._pause()
 
@@ -51,6 +65,7 @@ class InboundFlow:
         """The session is over; its transport is gone."""
         self._account()
         self._websocket = None
+        self._listeners = ()
         self._paused_at = None
 
     def paused_seconds_now(self) -> float:
@@ -79,12 +94,16 @@ class InboundFlow:
             self.log.debug("Local connections drained: resuming the WebSocket")
             if self._websocket is not None:
                 self._websocket.resumeProducing()
+            for listener in self._listeners:
+                listener.reading_paused(False)
 
     def _pause(self) -> None:
         if self._websocket is not None and self._paused_at is None:
             self._paused_at = self._clock()
             self.log.debug("A local connection is full: pausing the WebSocket")
             self._websocket.pauseProducing()
+            for listener in self._listeners:
+                listener.reading_paused(True)
 
     def _account(self) -> None:
         if self._paused_at is not None:

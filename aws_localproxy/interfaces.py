@@ -184,3 +184,23 @@ class LocalSide(Protocol):
         buffers writes until connected; success is silent, final failure is
         reported with C{connection.connect_failed}.
         """
+
+
+class Wait:
+    """
+    What the tunnel answers a source's new local connection that cannot start
+    yet but may soon: the session is not ready (connecting, reconnecting, no
+    SERVICE_IDS yet) or the peer has not shown whether it takes several
+    connections a stream.  The I/O side holds the connection unread, offers
+    it again when the tunnel says connections may start, and refuses it after
+    its bound (L{aws_localproxy.source.SourceSide}).
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        #: Why it waits, for the log line if it is refused in the end.
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<Wait {self.reason!r}>"

@@ -29,6 +29,7 @@ __all__ = [
     "WRONG_CONFIGURATION",
     "NOT_ENOUGH_SERVICE_IDS",
     "NO_PORT_MAPPING",
+    "UNNAMED_SERVICE",
 ]
 
 log = Logger()
@@ -42,6 +43,17 @@ NOT_ENOUGH_SERVICE_IDS = (
     "Not enough the service ids are found in the configuration files. Fail to start."
 )
 NO_PORT_MAPPING = "No port mapping exists. Fail to start local proxy in destination mode."
+
+#: The one service of a tunnel opened without service IDs (and of a V1
+#: session, where the service sends no SERVICE_IDS at all).
+UNNAMED_SERVICE = ""
+
+#: Logged before NOT_ENOUGH_SERVICE_IDS when the tunnel has no service IDs:
+#: config files map service IDs, and the unnamed service has none.
+NO_SERVICE_IDS_TO_LOOK_UP = (
+    "The tunnel has no service ids, so the configuration files cannot name its endpoint: "
+    "give it with -d PORT (or -d HOST:PORT)"
+)
 
 #: A source's endpoint for "pick any free port".
 ANY_PORT = "0"
@@ -84,12 +96,17 @@ def build_mapping(
 
     @param configured: the ``-s``/``-d`` mapping: empty when none was given,
         C{{"": endpoint}} for the V1 format.
-    @param received: the de-duplicated C{availableServiceIds}.
+    @param received: the de-duplicated C{availableServiceIds}.  None at all
+        (a tunnel opened without services: the service sends an empty
+        list, which protobuf cannot tell from a missing one) means one
+        service without an ID, L{UNNAMED_SERVICE}, exactly as in a V1
+        session: the local side listens or connects for it like for any
+        other.
     @param lookup_endpoints: looks IDs up in the config files; C{None} when
         there are no config files.
     @raise FatalTunnelError: the configuration does not fit this tunnel.
     """
-    ids = list(received)
+    ids = list(received) or [UNNAMED_SERVICE]
     if configured and not is_v1_format(configured):
         if len(configured) != len(ids) or any(sid not in configured for sid in ids):
             raise FatalTunnelError(WRONG_CONFIGURATION)
@@ -113,6 +130,8 @@ def build_mapping(
             if service_id in found:
                 endpoints[service_id] = found[service_id]
             elif mode is Mode.DESTINATION:
+                if service_id == UNNAMED_SERVICE:
+                    log.error(NO_SERVICE_IDS_TO_LOOK_UP)
                 raise FatalTunnelError(NOT_ENOUGH_SERVICE_IDS)
             else:
                 endpoints[service_id] = ANY_PORT

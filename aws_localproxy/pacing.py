@@ -25,6 +25,15 @@ kilobytes.  If the service stops answering pings (a peer that does not,
 or a stalled service), pacing steps aside and TCP back-pressure alone
 applies: the pacer never holds data on a guess.
 
+Pacing must never wait for feedback the proxy itself can hold up.  A pong
+travels in line behind the data the service sends us; a peer that does not
+pace fills that line, and while our own inbound flow control has stopped
+reading the WebSocket (a local connection is full) no pong can arrive at
+all.  So the window also opens while reading is paused (L{deaf}), and a
+ping unanswered for L{STALL} opens it by itself: the scheduler arms a timer
+for that moment (L{stall_in}) whenever the window stops it, instead of
+waiting for an event that may never come.
+
 It has no I/O: the scheduler tells it what was sent, asks what may be sent,
 and hands it pong payloads; time comes from a clock function.
 """
@@ -91,6 +100,9 @@ class Pacer:
         self._mark: Optional[Tuple[float, int]] = None
         self.rate: Optional[float] = None
         self.window = self.INITIAL_WINDOW
+        #: Our side is not reading the WebSocket (inbound back-pressure): no
+        #: pong can arrive, so the window must not wait for one.
+        self.deaf = False
 
     # -- what the scheduler asks -------------------------------------------------
 
@@ -102,7 +114,16 @@ class Pacer:
     @property
     def stalled(self) -> bool:
         """A ping has been unanswered for longer than L{STALL}: pacing is off."""
-        return bool(self._pings) and self._clock() - self._pings[0][1] > self.STALL
+        return bool(self._pings) and self._clock() - self._pings[0][1] >= self.STALL
+
+    def stall_in(self) -> Optional[float]:
+        """
+        Seconds until L{stalled} turns true if no pong comes (0 if it is),
+        or C{None} when no ping is waiting for its pong.
+        """
+        if not self._pings:
+            return None
+        return max(0.0, self._pings[0][1] + self.STALL - self._clock())
 
     def allowance(self, queued: int) -> int:
         """
@@ -116,7 +137,7 @@ class Pacer:
         # beyond that by its credit.
         if queued <= self.INTERACTIVE_CREDIT and -free < self.quantum + self.INTERACTIVE_CREDIT:
             return queued
-        if self.stalled:
+        if self.deaf or self.stalled:
             return self.MAX_QUANTUM
         return 0
 

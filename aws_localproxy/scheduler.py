@@ -14,7 +14,12 @@ Below the scheduler little may wait: it is the WebSocket transport's
 producer, so it stops when Twisted's write buffer fills, and the socket's
 unsent kernel buffer is kept small by the connector (C{TCP_NOTSENT_LOWAT}).
 With a L{Pacer} it also stops when the tunneling service has not read
-enough of what was sent, and sizes its quantum to the measured rate.
+enough of what was sent, and sizes its quantum to the measured rate.  Such
+a stop never depends on a pong alone: the scheduler then arms a timer on
+the session's clock for the moment the pacer would call the ping stalled,
+and is told when inbound flow control stops reading the WebSocket (then no
+pong can come, and the pacer steps aside).  The timer is cancelled when the
+session ends.
 
 Each lane is bounded: when it holds C{lane_limit} bytes, reading its local
 socket pauses (that connection only), and resumes when half has been sent.
@@ -25,7 +30,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, Optional
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
 from aws_localproxy.interfaces import ReadControl
@@ -165,8 +170,13 @@ class OutboundScheduler:
         lane_limit: int = DEFAULT_LANE_LIMIT,
         max_payload: int = 64512,
         frame_limit: int = 0,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         self._send = send
+        #: Where the stall timer runs (the session's reactor); without one a
+        #: shut window waits for the next event (tests of ordering only).
+        self._clock = clock
+        self._stall_call: Optional[IDelayedCall] = None
         #: Records ready at the same time share a WebSocket frame up to this
         #: size (0: one record per frame).  Every frame costs a masker, a
         #: header and a parse in each proxy and in the service; the service's
@@ -239,6 +249,9 @@ class OutboundScheduler:
     def close(self) -> None:
         """The session is over: nothing more is sent."""
         self._closed = True
+        call, self._stall_call = self._stall_call, None
+        if call is not None and call.active():
+            call.cancel()
         self._controls.clear()
         self._ring.clear()
         self._frame, self._frame_size = [], 0
@@ -264,6 +277,35 @@ class OutboundScheduler:
         pacer.on_pong(payload)
         self._pump()
         return True
+
+    def reading_paused(self, paused: bool) -> None:
+        """
+        Inbound flow control stopped (or resumed) reading the WebSocket.
+        While it is stopped no pong can arrive, so the pacer's window must
+        not wait for one: the pacer steps aside and TCP back-pressure alone
+        applies.  Without this, a full local connection whose application
+        waits to write back (an echo) would wait for our own window, which
+        waits for a pong we are not reading: a deadlock broken only by the
+        stall timer, every time.
+        """
+        pacer = self._pacer
+        if pacer is None or pacer.deaf == paused:
+            return
+        pacer.deaf = paused
+        if paused:
+            self._pump()
+
+    def _stall_timer_fired(self) -> None:
+        self._stall_call = None
+        self._pump()
+
+    def _arm_stall_timer(self, pacer: Pacer) -> None:
+        """The window stopped the scheduler: wake up when the pacer would call it stalled."""
+        if self._clock is None or self._stall_call is not None:
+            return
+        delay = pacer.stall_in()
+        if delay is not None:
+            self._stall_call = self._clock.callLater(delay, self._stall_timer_fired)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -305,6 +347,7 @@ class OutboundScheduler:
                     ping = pacer.uncovered_ping()
                     if ping is not None and self._send_ping is not None:
                         self._send_ping(ping)
+                    self._arm_stall_timer(pacer)
                     return
                 lane = allowed
             lane._in_ring = False

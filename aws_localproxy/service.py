@@ -177,6 +177,10 @@ class LocalProxyService(Service):
                 on_fatal=self._fatal,
                 server_endpoints=self._source_endpoints,
                 sockets=settings.local_sockets,
+                # A connection waits for a reconnect at least as long as one
+                # connect attempt may take, plus the delay before the next.
+                hold_timeout=(settings.ws_open_handshake_timeout_ms + settings.ws_retry_delay_ms)
+                / 1000,
             )
             local = self._source
         else:
@@ -199,7 +203,9 @@ class LocalProxyService(Service):
             max_active_connections=settings.tcp_max_active_connections,
         )
         if self._source is not None:
-            self._source.accept = self.tunnel.local_connection_accepted
+            self._source.accept = self.tunnel.local_connection_offered
+            self._source.give_up = self.tunnel.local_connection_given_up
+            self.tunnel.waiting_may_start = self._source.offer_waiting
         if self._stdio is not None:
             self._stdio.accept = self.tunnel.local_connection_accepted
         try:

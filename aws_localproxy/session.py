@@ -81,6 +81,12 @@ class TunnelSession:
     endpoints: Mapping[str, str] = attrs.field(init=False, default=MappingProxyType({}))
     ready: bool = attrs.field(init=False, default=False)
     open: bool = attrs.field(init=False, default=True)
+    #: Source: something happened that may let a waiting local connection
+    #: start (ready, the peer's version shown, a stream freed); the tunnel
+    #: tells the I/O side once its current call is done.
+    may_start: bool = attrs.field(init=False, default=False)
+    #: A V1 peer on a tunnel with several services was reported (once a session).
+    v1_peer_reported: bool = attrs.field(init=False, default=False)
 
     # -- sending -------------------------------------------------------------
 
@@ -147,9 +153,14 @@ class TunnelSession:
         )
         self.close_connection(connection, reset, peer_reset=peer_reset)
 
-    def reset_stream(self, service: Service, stream_id: int) -> None:
-        """End C{service}'s stream C{stream_id} from this side: its StreamReset after its data."""
-        self.end_stream(service, self.control(Message.STREAM_RESET, service, stream_id))
+    def reset_stream(self, service: Service, stream_id: int, connection_id: int = 0) -> None:
+        """
+        End C{service}'s stream C{stream_id} from this side: its StreamReset
+        after its data, naming C{connection_id} if the format numbers connections.
+        """
+        self.end_stream(
+            service, self.control(Message.STREAM_RESET, service, stream_id, connection_id)
+        )
 
     def end_stream(self, service: Service, reset: Optional[bytes]) -> None:
         """
@@ -159,6 +170,7 @@ class TunnelSession:
         was still queued is dropped.
         """
         service.active = False
+        self.may_start = True
         connections = service.take_connections()
         if reset is None:
             service.counters.connections_reset += len(connections)
@@ -235,6 +247,11 @@ class TunnelSession:
             (connection,) = service.connections.values()
         return connection
 
+    def shown_v3(self) -> None:
+        """The peer sent a connection ID of the current stream: several connections may start."""
+        if self.format.shown_v3():
+            self.may_start = True
+
     def new_connection_id(self, service: Service) -> int:
         connection_id = next_id(service.last_connection_id, UINT32_MAX)
         while connection_id in service.connections:
@@ -254,6 +271,7 @@ class TunnelSession:
         """
         if not self.format.multiplexed:
             return
+        self.may_start = True
         for service in self.services.values():
             if len(service.connections) > 1:
                 log.warn(

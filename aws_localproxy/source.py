@@ -12,17 +12,32 @@ Listeners are opened when the first SERVICE_IDS arrives and then kept for
 the life of the proxy, across reconnects, with the address they first got
 (even a port the proxy picked itself), so a client configured against that
 port keeps working; the reference closes them on every reconnect and may
-pick new ports.  A connection accepted while the tunnel is not ready is
-closed at once (the reference refuses it by not listening).
+pick new ports.
+
+A connection the tunnel cannot start yet (L{Wait}: the session is
+connecting, reconnecting or has no SERVICE_IDS yet, or the peer has not yet
+shown whether it takes several connections a stream) is held: not read
+(its transport is paused), offered to the tunnel again each time the
+tunnel says connections may start, in the order they were accepted, and
+refused with a log line saying why after C{hold_timeout} seconds (the
+WebSocket connect timeout plus one retry delay by default: long enough for
+a reconnect whose first attempt fails).  The reference refuses them by not
+listening while it reconnects.  The tunnel has no clock: the bound's timer
+lives here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IAddress, IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -30,14 +45,21 @@ from twisted.logger import Logger
 from aws_localproxy.endpoints import EndpointError, SourceEndpoint, parse_source_endpoint
 from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
-from aws_localproxy.interfaces import LocalConnection, TunnelConnection
+from aws_localproxy.interfaces import LocalConnection, TunnelConnection, Wait
 from aws_localproxy.localconn import LocalStreamProtocol
 from aws_localproxy.outcome import Outcome
-from aws_localproxy.settings import LocalSockets
+from aws_localproxy.settings import LocalSockets, Settings
 
-__all__ = ["SourceSide", "describe_address"]
+__all__ = ["SourceSide", "describe_address", "DEFAULT_HOLD_TIMEOUT"]
 
-Accept = Callable[[str, LocalConnection], Optional[TunnelConnection]]
+Accept = Callable[[str, LocalConnection], Union[TunnelConnection, Wait, None]]
+
+#: Seconds a connection waits for the tunnel before it is refused: the
+#: WebSocket connect timeout plus one retry delay (the settings' defaults).
+DEFAULT_HOLD_TIMEOUT = (Settings.ws_open_handshake_timeout_ms + Settings.ws_retry_delay_ms) / 1000
+
+#: What the I/O side is told when the tunnel cannot say why (the proxy stops).
+_STOPPING = Wait("the local proxy is stopping")
 
 
 def describe_address(address: object) -> str:
@@ -68,23 +90,34 @@ class _ServiceFactory(Factory):
         )
 
     def _made(self, protocol: LocalStreamProtocol) -> None:
-        connection = self.side.accept(self.service_id, protocol)
-        if connection is None:
-            protocol.refuse()
-            return
-        protocol.tunnel_connection = connection
-        host = protocol.transport.getHost()
-        port = getattr(host, "port", None)
-        if port is not None:
-            self.side.log.info(
-                "Accepted tcp connection on port {port} from {peer}", port=port, peer=protocol.peer
-            )
-        else:
-            self.side.log.info(
-                "Accepted connection on {address} for service id {service_id}",
-                address=describe_address(host),
-                service_id=self.service_id,
-            )
+        self.side.offer(self.service_id, protocol)
+
+
+class _Waiting:
+    """
+    A local connection held unread until the tunnel can start it; the
+    protocol's L{TunnelConnection} meanwhile, so that its end is noticed.
+    """
+
+    connection_id = 0
+
+    def __init__(self, side: SourceSide, service_id: str, protocol: LocalStreamProtocol) -> None:
+        self.side = side
+        self.service_id = service_id
+        self.protocol = protocol
+        self.wait: Wait = _STOPPING
+        self.timer: Optional[IDelayedCall] = None
+        #: Bytes a transport delivered although paused (none from a TCP transport).
+        self.early: List[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def connection_lost(self) -> None:
+        self.side._forget(self)
+
+    def connect_failed(self, reason: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -112,12 +145,15 @@ class SourceSide:
         on_fatal: Callable[[BaseException], None],
         sockets: LocalSockets = LocalSockets(),
         server_endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
+        hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
     ) -> None:
         """
         @param sockets: backlog and read size of every local connection, and
             how binding a listener is retried.
         @param server_endpoints: service ID -> the endpoint to listen on,
             given by an embedding application; it wins over the configured text.
+        @param hold_timeout: seconds a connection the tunnel cannot start yet
+            is held before it is refused.
         """
         self.sockets = sockets
         self._reactor = reactor
@@ -125,12 +161,129 @@ class SourceSide:
         self.bind_address = bind_address
         self._on_fatal = on_fatal
         self._server_endpoints = dict(server_endpoints or {})
+        self.hold_timeout = hold_timeout
+        #: The tunnel's answer to a new local connection (L{Tunnel.local_connection_offered}).
         self.accept: Accept = lambda service_id, local: None
+        #: Told when a waiting connection is refused (L{Tunnel.local_connection_given_up}).
+        self.give_up: Callable[[str, Wait], None] = lambda service_id, wait: None
+        self._waiting: List[_Waiting] = []
+        self._offering = False
+        self._offer_again = False
         self._ports: Dict[str, IListeningPort] = {}
         self._pending: Dict[str, Deferred[IListeningPort]] = {}
         self._bound: Dict[str, Outcome[IAddress]] = {}
         self._stopped = False
         self._stopping: Optional[Outcome[None]] = None
+
+    def offer(self, service_id: str, protocol: LocalStreamProtocol) -> None:
+        """A listener of C{service_id} accepted C{protocol}: start, hold or refuse it."""
+        answer = self.accept(service_id, protocol)
+        if isinstance(answer, Wait):
+            self._hold(service_id, protocol, answer)
+        elif answer is None:
+            protocol.refuse()
+        else:
+            self._started(service_id, protocol, answer)
+
+    def _started(
+        self, service_id: str, protocol: LocalStreamProtocol, connection: TunnelConnection
+    ) -> None:
+        protocol.tunnel_connection = connection
+        host = protocol.transport.getHost()
+        port = getattr(host, "port", None)
+        if port is not None:
+            self.log.info(
+                "Accepted tcp connection on port {port} from {peer}", port=port, peer=protocol.peer
+            )
+        else:
+            self.log.info(
+                "Accepted connection on {address} for service id {service_id}",
+                address=describe_address(host),
+                service_id=service_id,
+            )
+
+    def _hold(self, service_id: str, protocol: LocalStreamProtocol, wait: Wait) -> None:
+        """Keep C{protocol} unread until the tunnel can start it, for C{hold_timeout} at most."""
+        if self._stopped:
+            self.give_up(service_id, _STOPPING)
+            protocol.refuse()
+            return
+        waiting = _Waiting(self, service_id, protocol)
+        waiting.wait = wait
+        protocol.pause_reading()
+        protocol.tunnel_connection = waiting
+        waiting.timer = self._reactor.callLater(self.hold_timeout, self._expired, waiting)
+        self._waiting.append(waiting)
+        self.log.info(
+            "Holding connection from {peer} for service id {service_id}: {reason}",
+            peer=protocol.peer,
+            service_id=service_id,
+            reason=wait.reason,
+        )
+
+    def offer_waiting(self) -> None:
+        """
+        The tunnel says connections may start: offer the waiting ones again,
+        oldest first; each one starts, waits on, or is refused.
+        """
+        if self._offering:
+            self._offer_again = True
+            return
+        self._offering = True
+        try:
+            self._offer_again = True
+            while self._offer_again:
+                self._offer_again = False
+                for waiting in list(self._waiting):
+                    if waiting in self._waiting:
+                        self._offer_one(waiting)
+        finally:
+            self._offering = False
+
+    def _offer_one(self, waiting: _Waiting) -> None:
+        protocol = waiting.protocol
+        answer = self.accept(waiting.service_id, protocol)
+        if isinstance(answer, Wait):
+            waiting.wait = answer
+            return
+        self._forget(waiting)
+        if answer is None:
+            protocol.refuse()
+            return
+        self._started(waiting.service_id, protocol, answer)
+        for data in waiting.early:
+            answer.data_received(data)
+        protocol.resume_reading()
+
+    def _expired(self, waiting: _Waiting) -> None:
+        waiting.timer = None
+        if waiting not in self._waiting:
+            return
+        self._forget(waiting)
+        self.give_up(
+            waiting.service_id,
+            Wait(
+                f"{waiting.wait.reason}, still after {self.hold_timeout:g} s "
+                "(how long a connection waits: the WebSocket connect timeout "
+                "plus one retry delay)"
+            ),
+        )
+        waiting.protocol.refuse()
+
+    def _forget(self, waiting: _Waiting) -> None:
+        """A waiting connection is started, refused or gone: stop holding it."""
+        if waiting in self._waiting:
+            self._waiting.remove(waiting)
+        if waiting.timer is not None and waiting.timer.active():
+            waiting.timer.cancel()
+        waiting.timer = None
+        if waiting.protocol.tunnel_connection is waiting:
+            waiting.protocol.tunnel_connection = None
+
+    @property
+    def waiting(self) -> int:
+        """How many accepted connections wait for the tunnel now."""
+        return len(self._waiting)
 
     def services_ready(self, endpoints: Mapping[str, str]) -> None:
         plans: Dict[str, _Listen] = {}
@@ -271,6 +424,10 @@ class SourceSide:
         """
         if self._stopping is None:
             self._stopped = True
+            for waiting in list(self._waiting):
+                self._forget(waiting)
+                self.give_up(waiting.service_id, _STOPPING)
+                waiting.protocol.refuse()
             for pending in list(self._pending.values()):
                 pending.cancel()
             ports = list(self._ports.values())

@@ -10,6 +10,16 @@ second simultaneous one is refused rather than silently replacing the
 first.  The start is sent before the connection exists for the I/O layer,
 so no DATA can precede it.
 
+Without ``-y`` the peer's version is presumed V3 until the peer shows it
+(L{aws_localproxy.peerformat}).  Until then a stream carries one connection:
+its start is a StreamStart (with a connection ID, which V1/V2 peers ignore),
+its end a StreamReset (which every version understands: a V1 peer ignores a
+ConnectionReset and would write the next connection's bytes into the old
+application connection), and a second connection of the service waits,
+unread (L{Wait}), until the peer has shown its version -- then it starts as
+a V3 connection, or is refused by the V1/V2 rule -- or until the stream is
+free again, when it starts a stream of its own.
+
 From the peer a source only takes resets (the dispatch handles stream and
 session resets): StreamStart and ConnectionStart sent to a source are
 ignored with a warning.
@@ -19,7 +29,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from aws_localproxy.interfaces import LocalConnection
+from aws_localproxy.interfaces import LocalConnection, Wait
 from aws_localproxy.session import (
     UNEXPECTED_IN_TRANSFER,
     UNRECOGNIZED_IN_TRANSFER,
@@ -29,7 +39,13 @@ from aws_localproxy.session import (
 from aws_localproxy.streams import INT32_MAX, Connection, Service, next_id
 from aws_localproxy.wire import Message, type_name
 
-__all__ = ["accept", "control"]
+__all__ = ["accept", "control", "WAITING_FOR_VERSION"]
+
+#: Why a second connection waits while the peer's version is only presumed.
+WAITING_FOR_VERSION = Wait(
+    "the peer has not yet shown whether it takes several connections a stream "
+    "(its first connection has received nothing yet)"
+)
 
 _STREAM_START = Message.STREAM_START
 _CONNECTION_START = Message.CONNECTION_START
@@ -38,15 +54,20 @@ _CONNECTION_RESET = Message.CONNECTION_RESET
 log = Logger(namespace="aws_localproxy.tunnel")
 
 
-def accept(session: TunnelSession, service_id: str, local: LocalConnection) -> Connection | None:
+def accept(
+    session: TunnelSession, service_id: str, local: LocalConnection
+) -> Connection | Wait | None:
     """
     A listener of C{service_id} accepted C{local}: start its stream or
-    connection, or return C{None} to refuse it.
+    connection, return L{WAITING_FOR_VERSION} to hold it, or C{None} to
+    refuse it.
     """
     service = session.services.get(service_id)
     if service is None:
         log.warn("Refusing connection for unknown service id {service_id}", service_id=service_id)
         return None
+    if not session.format.known and service.connections:
+        return WAITING_FOR_VERSION
     if session.format.multiplexed:
         if len(service.connections) >= session.max_active_connections:
             log.warn(
@@ -71,7 +92,7 @@ def accept(session: TunnelSession, service_id: str, local: LocalConnection) -> C
         connection_id = 0
     log.info("creating tcp connection id {connection_id}", connection_id=connection_id)
 
-    if service.active and session.format.multiplexed:
+    if service.active and session.format.several_connections:
         message_type = _CONNECTION_START
         log.info(
             " sending connection start for service id: {service_id} connection id: {connection_id}",
@@ -106,6 +127,8 @@ def control(session: TunnelSession, service: Service, message: Message) -> None:
             service_id=service.service_id,
         )
     elif message_type == _CONNECTION_RESET:
+        if message.connectionId and message.streamId == service.stream_id:
+            session.shown_v3()
         session.peer_reset_connection(service, message)
     elif message_type in (_STREAM_START, _CONNECTION_START):
         log.warn(

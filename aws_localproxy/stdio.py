@@ -25,6 +25,7 @@ from aws_localproxy.errors import FatalTunnelError
 from aws_localproxy.flowcontrol import InboundFlow
 from aws_localproxy.interfaces import LocalConnection, TunnelConnection
 from aws_localproxy.localconn import LocalStreamProtocol
+from aws_localproxy.mapping import UNNAMED_SERVICE
 from aws_localproxy.settings import LocalSockets
 
 __all__ = ["StdioConnection", "StdioSide", "StdioEnd", "choose_service_id"]
@@ -48,11 +49,21 @@ def choose_service_id(wanted: Optional[str], available: Sequence[str]) -> str:
     The service ID the stdio connection is for: C{wanted} if the tunnel has
     it, else the tunnel's only one.
 
+    A tunnel opened without services has one service without an ID (the
+    tunnel reports it as C{""}; an empty C{available} means the same), and
+    C{--stdio} without a name connects to it.
+
     @raise FatalTunnelError: C{wanted} is not one of the tunnel's, or none
         was named and the tunnel has several.
     """
+    available = list(available) or [UNNAMED_SERVICE]
     if wanted is not None:
         if wanted not in available:
+            if available == [UNNAMED_SERVICE]:
+                raise FatalTunnelError(
+                    f"Service id {wanted} given to --stdio is not one of the tunnel's: "
+                    "the tunnel has no service ids (leave SERVICE_ID out)"
+                )
             raise FatalTunnelError(
                 f"Service id {wanted} given to --stdio is not one of the tunnel's: "
                 + ", ".join(available)

@@ -2,15 +2,22 @@
 """
 The tunnel's bookkeeping: per service, its stream; per stream, its connections.
 
-A service ID has at most one current stream, numbered by the source (1, 2, ...
-per service and session).  In V3 a stream carries many connections, numbered
-by the source too; towards V1/V2 peers it carries one, numbered 0 and never
-sent.  These objects hold that state; the rules for changing it live in
+A service ID has at most one current stream, numbered by the source.  Our
+source counts each service's streams on from a random point (L{random_stream_start}),
+drawn once per process and kept across reconnects, so that a restarted or
+reconnected source never repeats the stream ID the destination still holds:
+the V3 guide asks for stream IDs "unlikely to repeat through a tunnel's
+lifetime", and a destination that took the new stream for the old one would
+hang the first connection or hand its bytes to the old one.  In V3 a stream
+carries many connections, numbered by the source too (1, 2, ... per service
+and session); towards V1/V2 peers it carries one, numbered 0 and never sent.
+These objects hold that state; the rules for changing it live in
 L{aws_localproxy.tunnel}.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Dict, Iterator, List, Optional
 
 from aws_localproxy.interfaces import (
@@ -27,6 +34,7 @@ __all__ = [
     "ServiceCounters",
     "Connection",
     "next_id",
+    "random_stream_start",
 ]
 
 #: Stream IDs are protobuf int32: after the largest one the count starts again at 1.
@@ -38,6 +46,18 @@ UINT32_MAX = 2**32 - 1
 def next_id(current: int, maximum: int) -> int:
     """The ID after C{current}: one more, or 1 after C{maximum} (0 means "none")."""
     return 1 if current >= maximum else current + 1
+
+
+def random_stream_start() -> int:
+    """
+    Where a source's stream IDs of one service count from: the stream ID
+    "before" its first stream, random in [0, L{INT32_MAX}), so the first is
+    in [1, L{INT32_MAX}] and later ones follow with L{next_id}'s wrap.  Two
+    processes of one tunnel repeat an ID only if their runs of IDs overlap:
+    a chance of about (streams used) / 2**31.  Every known peer only
+    compares stream IDs for equality, so no range of them is special.
+    """
+    return secrets.randbelow(INT32_MAX)
 
 
 class ServiceCounters:
@@ -84,7 +104,9 @@ class Service:
     and no StreamReset followed; for a destination, a StreamStart was received
     (the reference's data-transfer handler).  C{stream_id} keeps the last
     stream ID even when inactive, so that late messages of that stream are
-    recognised as stale and the source's next stream is C{stream_id + 1}.
+    recognised as stale and the source's next stream is C{stream_id + 1}
+    (a source's service starts at the tunnel's L{random_stream_start} point,
+    or where the previous session left it).
     """
 
     def __init__(

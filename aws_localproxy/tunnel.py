@@ -28,11 +28,11 @@ from twisted.logger import Logger
 from aws_localproxy import destinationrules, sourcerules
 from aws_localproxy.constants import SUBPROTOCOL_V1, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
-from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection
+from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection, Wait
 from aws_localproxy.mapping import build_mapping, deduplicate
 from aws_localproxy.peerformat import PeerFormat
 from aws_localproxy.session import TunnelSession
-from aws_localproxy.streams import Connection, Service, ServiceCounters
+from aws_localproxy.streams import Connection, Service, ServiceCounters, random_stream_start
 from aws_localproxy.wire import (
     DEFAULT_LIMITS,
     Limits,
@@ -51,11 +51,28 @@ _SESSION_RESET = Message.SESSION_RESET
 _SERVICE_IDS = Message.SERVICE_IDS
 _CONNECTION_START = Message.CONNECTION_START
 _CONNECTION_RESET = Message.CONNECTION_RESET
+#: The types a peer sends about a stream (not SERVICE_IDS, SESSION_RESET: the service's).
+_STREAM_MESSAGES = frozenset(
+    (_DATA, _STREAM_START, _STREAM_RESET, _CONNECTION_START, _CONNECTION_RESET)
+)
 
 PARSE_ERROR = "Could not parse web socket binary frame into message: "
 STREAM_START_BEFORE_SERVICE_IDS = (
     "Receive stream start before receiving service ids. Cannot forward data."
 )
+#: Why a source's connection waits while the session has no service IDs.
+WAITING_FOR_SESSION = Wait(
+    "the tunnel is not ready (connecting, reconnecting or waiting for its service ids)"
+)
+V1_PEER_SEVERAL_SERVICES = (
+    "The peer sends no service id (a V1 peer), but this tunnel has several services "
+    "({service_ids}): a V1 peer can only use a tunnel with one service. "
+    "Open the tunnel with a single service, or update the peer"
+)
+
+
+def _no_wake() -> None:
+    """The default of L{Tunnel.waiting_may_start}: nothing waits."""
 
 
 def _copy(service_map: Mapping[str, str]) -> dict[str, str]:
@@ -83,11 +100,13 @@ class Tunnel:
        pauses reading;
      - reset bookkeeping is per service: a stream reset touches only the
        connections of its service;
-     - a new StreamStart during a transfer closes the old connections and then
-       starts the new stream;
-     - a failed V3 ConnectionStart is answered with a ConnectionReset for that
-       connection only; a failed StreamStart (or any failure in V1/V2 format)
-       with a StreamReset;
+     - a StreamStart during a transfer closes the old connections and then
+       starts the new stream, also when it repeats the current stream ID (a
+       restarted source); a source's own stream IDs start at a random point
+       and go on across sessions, so they do not repeat;
+     - a failed connect is answered towards a V3 peer with a ConnectionReset
+       for that connection only, whether a StreamStart or a ConnectionStart
+       asked for it; in V1/V2 format with a StreamReset;
      - CONNECTION_RESET and CONNECTION_START are checked against the current
        stream ID, and a connection ID of 0 from a V2 peer reaches the single
        connection of the service;
@@ -98,9 +117,15 @@ class Tunnel:
        of a service is refused instead of silently replacing the first;
      - control messages for an unknown service ID are dropped with a warning,
        and a StreamStart/ConnectionStart for one is answered with a reset so
-       the source's client is not left hanging;
+       the source's client is not left hanging (a ConnectionReset when it
+       names a connection in V3);
      - a message type newer than this proxy that the peer did not mark
-       ignorable ends the session (the proxy reconnects) instead of the process.
+       ignorable ends the session (the proxy reconnects) instead of the process;
+     - without C{-y} a source finds the peer's version instead of presuming V3
+       (L{aws_localproxy.sourcerules}), a stream's message without a service ID
+       on a tunnel with one service is for that service (a V1 peer's), and a
+       source's connection that cannot start yet waits (L{Wait}) instead of
+       being refused.
     """
 
     log = Logger()
@@ -118,7 +143,23 @@ class Tunnel:
     )
     limits: Limits = attrs.field(kw_only=True, default=DEFAULT_LIMITS)
     _max_active_connections: int = attrs.field(kw_only=True, default=128)
+    #: Source: where a service's stream IDs count from (C{stream_id_start=};
+    #: tests pass C{lambda: 0} to get 1, 2, ...).
+    _stream_id_start: Callable[[], int] = attrs.field(
+        kw_only=True, alias="stream_id_start", default=random_stream_start
+    )
+    #: Source: service ID -> the last stream ID it used, for the life of the
+    #: tunnel, so a new session goes on counting instead of repeating IDs the
+    #: destination may still hold.
+    _stream_ids: dict[str, int] = attrs.field(init=False, factory=dict)
+    #: Destination: answer a StreamStart with a connection ID with an empty DATA
+    #: of that connection, which shows a source that we speak V3 (L{_show_v3}).
+    announce_version: bool = attrs.field(kw_only=True, default=True)
     _session: Optional[TunnelSession] = attrs.field(init=False, default=None)
+    #: Source: called (outside of any of the tunnel's own work) when a local
+    #: connection that was answered with L{Wait} may start now; the I/O side
+    #: offers its waiting connections again (L{local_connection_offered}).
+    waiting_may_start: Callable[[], None] = attrs.field(init=False, default=_no_wake)
     _decoder: MessageDecoder = attrs.field(init=False)
     #: Messages and WebSocket payload bytes received from the peer, for metrics.
     messages_received: int = attrs.field(init=False, default=0)
@@ -165,7 +206,8 @@ class Tunnel:
         """
         The WebSocket is open with C{subprotocol}; records go to C{outbound}.
 
-        Stream and connection IDs restart.  A V1 service sends no SERVICE_IDS,
+        Connection IDs restart; a source's stream IDs go on from the last
+        session's.  A V1 service sends no SERVICE_IDS,
         so for V1 the configured mapping is set up at once, in V1 format.
         """
         if self._session is not None:
@@ -174,16 +216,20 @@ class Tunnel:
         if subprotocol == SUBPROTOCOL_V1:
             version = PeerVersion.V1
         self._decoder = MessageDecoder(self.limits)
-        self._session = TunnelSession(
+        # A source's V3 is presumed until the peer shows it (-y V1/V2 force a format;
+        # a destination follows the source's starts).
+        presumed = self.mode is Mode.SOURCE and version is PeerVersion.V3
+        session = self._session = TunnelSession(
             self.mode,
             outbound,
-            PeerFormat(version),
+            PeerFormat(version, known=not presumed),
             self._local,
             self,
             self._max_active_connections,
         )
         if version is PeerVersion.V1:
-            self._set_up(self._session, list(self._configured) or [""])
+            self._set_up(session, list(self._configured) or [""])
+            self._wake(session)
         else:
             self.log.debug("Waiting for service ids...", trace=True)
 
@@ -209,6 +255,14 @@ class Tunnel:
             if self._session is not session:
                 break
             self._dispatch(session, message)
+        if session.may_start:
+            self._wake(session)
+
+    def _wake(self, session: TunnelSession) -> None:
+        """Tell the I/O side that waiting connections may start (source), once per change."""
+        session.may_start = False
+        if self.mode is Mode.SOURCE and self._session is session and session.ready:
+            self.waiting_may_start()
 
     def session_ended(self) -> None:
         """
@@ -217,40 +271,63 @@ class Tunnel:
         """
         session, self._session = self._session, None
         if session is not None:
+            self._keep_stream_ids(session.services)
             session.end()
 
     # -- the local side -------------------------------------------------------
 
-    def local_connection_accepted(
+    def local_connection_offered(
         self, service_id: str, local: LocalConnection
-    ) -> TunnelConnection | None:
+    ) -> TunnelConnection | Wait | None:
         """
-        Source: a listener of C{service_id} accepted C{local}.
+        Source: a listener of C{service_id} accepted C{local}, or a connection
+        that waited is offered again.
 
         Sends the StreamStart (first connection of a stream, and every
         connection in V1/V2 format) or ConnectionStart (later V3 connections)
         before returning, so no DATA can precede it.
 
-        @return: the tunnel's end of the connection, or C{None} to refuse it
-            (the caller closes it): no session ready, unknown service, over
-            C{max_active_connections}, or a second connection in V1/V2 format.
+        @return: the tunnel's end of the connection; a L{Wait} when it cannot
+            start yet but may soon (the session is not ready, or the peer has
+            not shown whether it takes several connections a stream): the
+            caller keeps it unread and offers it again after
+            L{waiting_may_start}; or C{None} to refuse it (the caller closes
+            it): unknown service, over C{max_active_connections}, or a second
+            connection towards a V1/V2 peer.
         """
         if self.mode is not Mode.SOURCE:
             self.log.warn("Refusing a local connection: a destination does not accept any")
             return None
         session = self._session
         if session is None or not session.ready:
-            self.log.info(
-                "Refusing connection for service id {service_id}: the tunnel is not ready",
-                service_id=service_id,
-            )
-            if service_id in self.counters:
-                self.counters[service_id].connections_refused += 1
-            return None
+            return WAITING_FOR_SESSION
         connection = sourcerules.accept(session, service_id, local)
         if connection is None and service_id in session.services:
             session.services[service_id].counters.connections_refused += 1
         return connection
+
+    def local_connection_accepted(
+        self, service_id: str, local: LocalConnection
+    ) -> TunnelConnection | None:
+        """
+        Source: like L{local_connection_offered}, for a caller that cannot
+        hold a connection (C{--stdio}): one that would wait is refused.
+        """
+        connection = self.local_connection_offered(service_id, local)
+        if isinstance(connection, Wait):
+            self.local_connection_given_up(service_id, connection)
+            return None
+        return connection
+
+    def local_connection_given_up(self, service_id: str, wait: Wait) -> None:
+        """Source: a connection that waited is refused (its bound passed, or the proxy stops)."""
+        self.log.info(
+            "Refusing connection for service id {service_id}: {reason}",
+            service_id=service_id,
+            reason=wait.reason,
+        )
+        if service_id in self.counters:
+            self.counters[service_id].connections_refused += 1
 
     # ConnectionEvents: what a Connection reports.
 
@@ -263,11 +340,25 @@ class Tunnel:
         connection.open = False
         connection.local = None
         service.counters.connections_closed += 1
-        if session.format.multiplexed:
+        if session.format.several_connections:
             session.reset_connection(connection)
             return
-        self.log.info("simultaneous connections are not enabled, sending stream reset")
-        session.reset_stream(service, connection.stream_id)
+        if session.format.known:
+            self.log.info("simultaneous connections are not enabled, sending stream reset")
+            session.reset_stream(service, connection.stream_id)
+        else:
+            # A V1 peer ignores ConnectionReset: its application connection would
+            # stay open and receive the next connection's bytes.  The reset names
+            # the connection, like the StreamStart did: aws-c-iot reconnects its
+            # WebSocket on a message of another version than the stream's start.
+            self.log.info(
+                "The peer has not shown its version yet: ending the stream of service id "
+                "{service_id} with a stream reset, which every version understands",
+                service_id=service.service_id,
+            )
+            session.reset_stream(service, connection.stream_id, connection.connection_id)
+        if session.may_start:
+            self._wake(session)
 
     def local_connect_failed(self, connection: Connection, reason: str) -> None:
         session = self._session
@@ -283,8 +374,19 @@ class Tunnel:
         if not session.ready:
             self._before_service_ids(session, message)
             return
-        service_id = session.format.route(message.serviceId, session.service_ids)
+        service_id = message.serviceId
+        if message_type in _STREAM_MESSAGES or session.format.version is PeerVersion.V1:
+            # A stream's message without a service ID is a V1 peer's (see route).
+            service_id = session.format.route(service_id, session.service_ids)
         service = session.services.get(service_id)
+        if (
+            service is None
+            and not message.serviceId
+            and len(session.service_ids) > 1
+            and message_type in _STREAM_MESSAGES
+        ):
+            self._v1_peer_with_several_services(session, message)
+            return
         if message_type == _DATA:
             current = session.current_stream(message, service_id, service)
             if current is not None:
@@ -316,7 +418,13 @@ class Tunnel:
         elif self.mode is Mode.SOURCE:
             sourcerules.control(session, service, message)
         else:
+            if message_type == _STREAM_START and not message.serviceId and service_id:
+                # A V1 source: it ignores service IDs, and the service closes a
+                # stream started without one if a message of it then carries one.
+                session.format.speak_v1()
             destinationrules.control(session, service, message)
+            if message_type == _STREAM_START and message.connectionId and self.announce_version:
+                self._show_v3(session, service, message.connectionId)
 
     def _before_service_ids(self, session: TunnelSession, message: Message) -> None:
         message_type = message.type
@@ -334,9 +442,25 @@ class Tunnel:
                 type=message_type,
             )
 
+    def _show_v3(self, session: TunnelSession, service: Service, connection_id: int) -> None:
+        """
+        Destination: a stream started with a connection ID (a V3 source).  Show
+        the source at once that we speak V3 too, with an empty DATA of that
+        connection: a source that does not know our version yet (ours, without
+        C{-y}) holds its other connections until a message of the stream
+        carries a connection ID, and the application may not speak first.
+        """
+        connection = service.connections.get(connection_id)
+        if connection is None or not connection.open or not session.format.several_connections:
+            return
+        fields = session.format.data_fields(service.service_id, service.stream_id, connection_id)
+        session.send(fields.record())
+
     def _on_data(self, session: TunnelSession, service: Service, message: Message) -> None:
         if not message.connectionId:
             session.fall_back_to_v2()
+        elif not session.format.known:
+            session.shown_v3()
         connection = session.find_connection(service, message.connectionId)
         if connection is None or connection.local is None:
             self.log.debug("Received non exist connection Id, skipping...")
@@ -344,8 +468,9 @@ class Tunnel:
         payload = message.payload
         counters = service.counters
         counters.messages_received += 1
-        counters.bytes_received += len(payload)
-        connection.local.write(payload)
+        if payload:  # (an empty one shows the peer's version: see _show_v3)
+            counters.bytes_received += len(payload)
+            connection.local.write(payload)
 
     def _on_stream_reset(self, session: TunnelSession, service: Service) -> None:
         for connection in service:
@@ -360,14 +485,38 @@ class Tunnel:
     def _on_late_service_ids(
         self, session: TunnelSession, message: Message, service: Service | None
     ) -> None:
-        if service is not None:
+        routed = message.serviceId or session.format.version is PeerVersion.V1
+        if service is not None and routed:
             # Routed to a service (it carries a service ID, or V1): its handler ignores it.
+            # Without a service ID it is the service's own, even on a tunnel whose one
+            # service has none (the empty list of a tunnel opened without services).
             if service.active:
                 self.log.info("Receive service Ids during data transfer. ignore")
             return
         # A new SERVICE_IDS: set the session up again, like the reference.
         session.close_all()
         self._set_up(session, deduplicate(message.availableServiceIds))
+
+    def _v1_peer_with_several_services(self, session: TunnelSession, message: Message) -> None:
+        """
+        A message without a service ID on a tunnel with several services: a V1
+        peer, which the protocol does not allow there.  Said once per session
+        at error level; a start is answered with a reset and a source ends the
+        streams the message may be about, so no client waits for ever.
+        """
+        if not session.v1_peer_reported:
+            session.v1_peer_reported = True
+            self.log.error(V1_PEER_SEVERAL_SERVICES, service_ids=", ".join(session.service_ids))
+        message_type = message.type
+        if self.mode is Mode.DESTINATION:
+            if message_type in (_STREAM_START, _CONNECTION_START):
+                self._on_unknown_service(session, message)
+            return
+        if message_type not in (_DATA, _STREAM_RESET):
+            return
+        for service in session.services.values():
+            if service.active and service.stream_id == message.streamId:
+                session.reset_stream(service, service.stream_id)
 
     def _on_unknown_service(self, session: TunnelSession, message: Message) -> None:
         message_type = message.type
@@ -377,7 +526,11 @@ class Tunnel:
                 type_name=type_name(message_type),
                 service_id=message.serviceId,
             )
-            if message_type == _CONNECTION_START and message.connectionId:
+            # A start that names a connection is ended with that connection's reset
+            # (a V3 peer takes a StreamReset without one for a V1/V2 message).
+            if message.connectionId and (
+                message_type == _CONNECTION_START or session.format.multiplexed
+            ):
                 reset = _CONNECTION_RESET
             else:
                 reset = _STREAM_RESET
@@ -402,10 +555,17 @@ class Tunnel:
                 service_id=message.serviceId,
             )
 
+    def _keep_stream_ids(self, services: Mapping[str, Service]) -> None:
+        """Source: remember where each service's stream IDs got to, for the next session."""
+        if self.mode is Mode.SOURCE:
+            for service_id, service in services.items():
+                self._stream_ids[service_id] = service.stream_id
+
     def _set_up(self, session: TunnelSession, received: Sequence[str]) -> None:
         """Validate and map the session's service IDs, then tell the local side."""
         mapping = build_mapping(self.mode, self._configured, received, self._lookup_endpoints)
         old = session.services
+        self._keep_stream_ids(old)
         services: dict[str, Service] = {}
         for service_id in mapping.service_ids:
             service = Service(
@@ -416,11 +576,16 @@ class Tunnel:
                 # Keep numbering where it was, so late messages stay recognisably stale.
                 service.stream_id = previous.stream_id
                 service.last_connection_id = previous.last_connection_id
+            elif self.mode is Mode.SOURCE:
+                if service_id not in self._stream_ids:
+                    self._stream_ids[service_id] = self._stream_id_start()
+                service.stream_id = self._stream_ids[service_id]
             services[service_id] = service
         session.services = services
         session.service_ids = mapping.service_ids
         session.endpoints = MappingProxyType(dict(mapping.endpoints))
         session.ready = True
+        session.may_start = True
         self._local.services_ready(session.endpoints)
         if self.mode is Mode.DESTINATION:
             self.log.debug("Waiting for stream start...", trace=True)

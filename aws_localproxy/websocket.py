@@ -71,6 +71,9 @@ _LONG = struct.Struct("!BBQ")
 _MASK = struct.Struct("!I")
 #: A frame's 7-bit length 126 or 127: the real length follows, in 16 or 64 bits.
 _EXTENDED_LENGTH = {126: struct.Struct("!H"), 127: struct.Struct("!Q")}
+#: The smallest length each form may carry (RFC 6455 5.2: "the minimal number
+#: of bytes MUST be used to encode the length"), indexed by the 7-bit length.
+_SHORTEST = (0,) * 126 + (126, 0x10000)
 
 
 def user_agent() -> str:
@@ -133,6 +136,12 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _partial_size = 0
     _partial_need = 0
     _transport_error = ""
+    #: The largest frame the fast path takes (set when the options are known).
+    _fast_path_limit = 0
+    #: Inbound flow control is not reading the WebSocket (a local connection is full).
+    _not_reading = False
+    #: The keep-alive's pong timeout ran out while we were not reading.
+    _pong_timeout_deferred = False
 
     def connectionMade(self) -> None:
         # Autobahn tries this itself, but before the factory's options reach
@@ -151,6 +160,15 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             if tcp is not None:
                 tcp.bufferSize = factory.read_buffer_size  # type: ignore[attr-defined]
         super().connectionMade()
+        # Autobahn copies the factory's options onto the protocol just now;
+        # 0 means "no limit" to it.
+        # (Set from the factory's CONFIG_ATTRS at run time: not declared on the class.)
+        options = (
+            getattr(self, "maxFramePayloadSize", 0),
+            getattr(self, "maxMessagePayloadSize", 0),
+        )
+        limits = [int(n) for n in options if n > 0]
+        self._fast_path_limit = min(limits, default=MAX_INCOMING_MESSAGE)
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         factory = self.factory
@@ -236,6 +254,15 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         while Autobahn sits between messages, and gives it everything from
         the first other frame (a ping, a close, a fragment, anything it must
         judge) at a frame boundary, so its state is never split.
+
+        Only frames RFC 6455 allows, within this session's limits, are taken:
+        first byte exactly FIN + binary (no reserved bit, so no extension and
+        no fragment), no mask (a server never masks), a length in its
+        shortest form and no larger than C{maxFramePayloadSize} (nor the
+        message bound).  Any other frame is Autobahn's, which fails the
+        session with its close code (1002, 1009) and logs why: the fast path
+        never accepts what Autobahn would refuse (the differential test in
+        tests/test_websocket_differential.py holds it to that).
         """
         partial = self._partial
         if partial is not None:
@@ -246,17 +273,18 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             data = b"".join(partial)
             self._partial = None
         events = self.factory.events
-        position, end = 0, len(data)
+        limit = self._fast_path_limit
+        position, end, need = 0, len(data), 0
         while position < end:
             if self.state != self.STATE_OPEN:
-                return data[position:]
+                break
             left = end - position
             if left < 2:
                 need = 2
                 break
             second = data[position + 1]
             if data[position] != 0x82 or second & 0x80:
-                return data[position:]
+                break
             length = second
             start = position + 2
             extended = _EXTENDED_LENGTH.get(length)
@@ -266,16 +294,21 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                     need = start - position
                     break
                 (length,) = extended.unpack_from(data, position + 2)
-            if length > MAX_INCOMING_MESSAGE:
-                return data[position:]
+                if length > limit or length < _SHORTEST[second]:
+                    break  # too big, or not in its shortest form: Autobahn fails it
             stop = start + length
             if stop > end:
                 need = stop - position
                 break
             events.session_message(self, data[start:stop])
             position = stop
-        else:
-            return b""
+        if position and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+            # Data received is the peer alive, as Autobahn counts it for the
+            # frames it parses itself: a session busy receiving (its pong
+            # queued behind the data) must not be dropped for a late pong.
+            self._cancelAutoPingTimeoutCall()
+        if not need:
+            return data[position:]
         self._partial = [data[position:]]
         self._partial_size = end - position
         self._partial_need = need
@@ -329,6 +362,39 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     def _write_frame(self, frame: bytearray) -> None:
         transport: Any = self.transport
         transport.write(frame if self._takes_bytearrays else bytes(frame))
+
+    def reading_paused(self, paused: bool) -> None:
+        """
+        Inbound flow control stopped (or resumed) reading this WebSocket.
+
+        A pong cannot arrive while we do not read, so the keep-alive does
+        not hold our own back-pressure against the peer: a pong timeout
+        that runs out meanwhile is put off, and once reading resumes the
+        peer has a whole pong timeout again (any data frame it sent in the
+        meantime counts as its answer, as always).  A peer that is truly
+        gone is still found, one pong timeout after reading resumes.
+        """
+        self._not_reading = paused
+        if paused or not self._pong_timeout_deferred:
+            return
+        self._pong_timeout_deferred = False
+        # Unless the pong came in the rest of the read that paused us.
+        if (
+            self.state == self.STATE_OPEN
+            and self.autoPingTimeoutCall is None
+            and self.autoPingPending is not None
+        ):
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
+
+    def onAutoPingTimeout(self) -> None:
+        if self._not_reading:
+            self.autoPingTimeoutCall = None
+            self._pong_timeout_deferred = True
+            _log.debug("Pong timeout while the WebSocket is not read: waiting until it is")
+            return
+        super().onAutoPingTimeout()
 
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray

@@ -235,8 +235,14 @@ class E2ETestCase(TestCase):
         client_token: Optional[str] = None,
         capath: Any = "service",
         endpoint_host: Optional[str] = None,
+        service_options: Optional[Mapping[str, Any]] = None,
         **extra: Any,
     ) -> LocalProxyService:
+        """
+        A proxy on the test's tunnel service, started; C{extra} goes to its
+        L{ProxyConfig}, C{service_options} to L{LocalProxyService} (e.g.
+        C{destination_endpoints}).
+        """
         service = self.tunnel_service
         config = ProxyConfig(
             mode=mode,
@@ -251,7 +257,7 @@ class E2ETestCase(TestCase):
             settings=settings,
             **extra,
         )
-        proxy = LocalProxyService(config, reactor)
+        proxy = LocalProxyService(config, reactor, **(service_options or {}))
         proxy.startService()
         self.addCleanup(_stop_quietly, proxy)
         return proxy
@@ -385,39 +391,67 @@ DUMMY_ENV = {
 }
 
 
-def tunneling_client(test: TestCase, running: Any, verify: Any = None) -> Any:
+def tunneling_client(
+    test: TestCase,
+    running: Any,
+    verify: Any = None,
+    *,
+    access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+    secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+    region: str = "us-east-1",
+    signed: bool = True,
+) -> Any:
     """
     A boto3 ``iotsecuretunneling`` client of C{running}'s management API
     (checked against its CA unless C{verify} says otherwise), no retries,
     closed after the test.  Its calls block: run them in a thread.
+
+    It signs with C{access_key}/C{secret_key} for C{region}, or not at all
+    unless C{signed}.
     """
     import boto3
+    from botocore import UNSIGNED
     from botocore.config import Config
 
     client = boto3.client(
         "iotsecuretunneling",
         endpoint_url=running.api_url,
-        region_name="us-east-1",
-        aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         verify=running.ca_file if verify is None else verify,
-        config=Config(retries={"max_attempts": 1}),
+        config=Config(
+            retries={"max_attempts": 1},
+            **({} if signed else {"signature_version": UNSIGNED}),
+        ),
     )
     test.addCleanup(client.close)
     return client
 
 
 @inlineCallbacks
-def aws_cli(test: TestCase, running: Any, *args: str) -> Any:
+def aws_cli(
+    test: TestCase, running: Any, *args: str, env: Optional[Mapping[str, str]] = None
+) -> Any:
     """
     Run ``aws iotsecuretunneling ARGS`` against C{running} (a child process,
     trusting its CA); the test fails unless it exits 0.  Fires with its JSON
-    output (C{None} when it printed nothing).
+    output (C{None} when it printed nothing).  C{env} overrides the
+    environment (L{DUMMY_ENV}'s keys, no config files), e.g. other keys.
     """
-    env = dict(os.environ)
-    env.update(DUMMY_ENV)
-    env["AWS_CA_BUNDLE"] = running.ca_file
-    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    code, out, err = yield aws_cli_result(running, *args, env=env)
+    test.assertEqual(code, 0, err.decode(errors="replace"))
+    return json.loads(out) if out.strip() else None
+
+
+@inlineCallbacks
+def aws_cli_result(running: Any, *args: str, env: Optional[Mapping[str, str]] = None) -> Any:
+    """L{aws_cli} that may fail: fires with (exit code, stdout, stderr)."""
+    environ = dict(os.environ)
+    environ.update(DUMMY_ENV)
+    environ["AWS_CA_BUNDLE"] = running.ca_file
+    environ["AWS_CONFIG_FILE"] = environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    environ.update(env or {})
     out, err, code = yield getProcessOutputAndValue(
         sys.executable,
         [
@@ -430,11 +464,10 @@ def aws_cli(test: TestCase, running: Any, *args: str) -> Any:
             "--output",
             "json",
         ],
-        env=env,
+        env=environ,
         reactor=reactor,
     )
-    test.assertEqual(code, 0, err.decode(errors="replace"))
-    return json.loads(out) if out.strip() else None
+    return code, out, err
 
 
 # -- the local proxy as a child process ---------------------------------------------

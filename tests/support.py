@@ -323,6 +323,8 @@ class FakeProtocol:
         self.closed_with: List[tuple] = []
         self.sent: List[bytes] = []
         self.websocket_protocol_in_use = SUBPROTOCOL_V3
+        #: What inbound flow control told it (True: the WebSocket is no longer read).
+        self.reading_paused_calls: List[bool] = []
 
     def dropConnection(self, abort: bool = False) -> None:
         self.dropped.append(abort)
@@ -335,6 +337,9 @@ class FakeProtocol:
 
     def send_ping(self, payload: bytes) -> None:
         pass
+
+    def reading_paused(self, paused: bool) -> None:
+        self.reading_paused_calls.append(paused)
 
 
 class FakeEndpoint:

@@ -36,13 +36,17 @@ class _StdioCase(E2ETestCase):
 
     @inlineCallbacks
     def destination_for(self, protocol: Any, services: Sequence[str] = ("SSH1",)) -> Any:
+        """
+        A tunnel with C{services} and a destination proxy for it; without
+        services the destination maps its one endpoint the V1 way (``-d PORT``).
+        """
         port = yield self.listen(protocol)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(list(services))
         self.tunnel_id = tunnel_id
         destination = self.proxy(
             Mode.DESTINATION,
             destination_token,
-            {sid: f"127.0.0.1:{port}" for sid in services},
+            {sid: f"127.0.0.1:{port}" for sid in services or [""]},
             client_token=new_client_token(),
         )
         yield destination.connected
@@ -82,6 +86,30 @@ class StdioTests(_StdioCase):
         self.assertEqual((yield process.ended), 0, process.stderr.decode())
         self.assertIn(b"Running AWS IoT Secure Tunneling Local Proxy", process.stderr)
         self.assertNotIn(token.encode(), process.stderr)
+
+    @inlineCallbacks
+    def test_tunnel_without_services(self) -> Any:
+        """
+        Issue 18: on a tunnel opened without services (SERVICE_IDS with an
+        empty list) ``--stdio`` without a name is the tunnel's one unnamed
+        service; it used to exit 1 with ``The tunnel has several service ids ()``.
+        """
+        token = yield self.destination_for(Echo, services=())
+        process = self.spawn_stdio(token)
+        self.stdio_transport.write(b"no service ids")
+        yield process.wait_for_stdout(14)
+        self.assertEqual(process.stdout, b"no service ids")
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+
+    @inlineCallbacks
+    def test_tunnel_without_services_refuses_a_name(self) -> Any:
+        """A service ID named for a tunnel without any is a fatal error that says so."""
+        token = yield self.destination_for(Echo, services=())
+        process = self.spawn_stdio(token, "SSH1")
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(b"the tunnel has no service ids (leave SERVICE_ID out)", process.stderr)
+        self.assertEqual(process.stdout, b"")
 
     @inlineCallbacks
     def test_upload_then_eof_delivers_every_byte(self) -> Any:

@@ -400,7 +400,10 @@ class TunnelMachine(RuleBasedStateMachine):
         )
         for position, record in enumerate(self.peer.records, self.records_checked):
             (message,) = decode_all(record)
-            if message.type == Message.DATA:
+            if message.type == Message.DATA and not message.payload:
+                # A destination's announcement that it speaks V3: no bytes to own.
+                assert self.mode is Mode.DESTINATION and message.connectionId, message
+            elif message.type == Message.DATA:
                 owners = set()
                 for index, seq in _OUTBOUND.findall(message.payload):
                     local = by_index[int(index)]

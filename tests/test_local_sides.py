@@ -106,6 +106,14 @@ class SourceSideTests(SynchronousTestCase):
         self.assertEqual(reactor.tcpServers, [])
         self.assertEqual([u[0] for u in reactor.unixServers], ["/tmp/given.sock"])
 
+    def test_unnamed_service(self) -> None:
+        """A tunnel without service IDs has one service, "": it gets a listener like any other."""
+        reactor = MemoryReactorClock()
+        side = self.make(reactor)
+        side.services_ready({"": "0"})
+        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(0, "127.0.0.1")])
+        self.assertEqual(self.fatal, [])
+
     def test_listeners_kept_across_sessions(self) -> None:
         """A second SERVICE_IDS (after a reconnect) does not re-listen."""
         reactor = MemoryReactorClock()
@@ -151,6 +159,14 @@ class DestinationSideTests(SynchronousTestCase):
         side, reactor = self.make()
         side.connect(RecordingTunnelConnection(destination=True))
         self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients], [("127.0.0.1", 22)])
+
+    def test_unnamed_service(self) -> None:
+        """A tunnel without service IDs: the one endpoint (-d PORT) is its service "" one."""
+        reactor = MemoryReactorClock()
+        side = DestinationSide(reactor, InboundFlow())
+        side.services_ready({"": "2222"})
+        side.connect(RecordingTunnelConnection("", destination=True))
+        self.assertEqual([(c[0], c[1]) for c in reactor.tcpClients], [("127.0.0.1", 2222)])
 
     def test_destination_forms(self) -> None:
         reactor = MemoryReactorClock()

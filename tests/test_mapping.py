@@ -59,6 +59,22 @@ class BuildMappingTests(SynchronousTestCase):
                 ServiceMapping(("",), {"": "5555"}),
             )
 
+    def test_no_service_ids_is_the_unnamed_service(self) -> None:
+        """
+        Issue 18: an empty list (a tunnel without services) maps like a V1
+        session's single service without an ID, for every kind of mapping.
+        """
+        self.assertEqual(build_mapping(Mode.SOURCE, {}, []), ServiceMapping(("",), {"": "0"}))
+        self.assertEqual(
+            build_mapping(Mode.SOURCE, {}, [], lambda ids: {}), ServiceMapping(("",), {"": "0"})
+        )
+        self.assertEqual(
+            build_mapping(Mode.DESTINATION, {"": "22"}, []), ServiceMapping(("",), {"": "22"})
+        )
+        self.assertFatal(WRONG_CONFIGURATION, Mode.SOURCE, {"SSH": "1"}, [])
+        self.assertFatal(NO_PORT_MAPPING, Mode.DESTINATION, {}, [])
+        self.assertFatal(NOT_ENOUGH_SERVICE_IDS, Mode.DESTINATION, {}, [], lambda ids: {"A": "1"})
+
     def test_nothing_configured(self) -> None:
         self.assertEqual(
             build_mapping(Mode.SOURCE, {}, ["A", "B"]),

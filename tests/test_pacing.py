@@ -158,3 +158,28 @@ class PacerTests(SynchronousTestCase):
         acked = pacer.acked
         pacer.on_pong(first)
         self.assertEqual(pacer.acked, acked)
+
+
+class StallTests(SynchronousTestCase):
+    """When pongs are late or never come, the pacer says when it will stop waiting."""
+
+    def test_stall_in_counts_down_from_the_oldest_ping(self) -> None:
+        now = [0.0]
+        pacer = Pacer(lambda: now[0])
+        self.assertIsNone(pacer.stall_in())
+        self.assertIsNotNone(pacer.on_sent(pacer.ping_spacing))
+        now[0] = 0.2
+        self.assertAlmostEqual(pacer.stall_in() or 0.0, Pacer.STALL - 0.2)
+        now[0] = Pacer.STALL
+        self.assertEqual(pacer.stall_in(), 0.0)
+        self.assertTrue(pacer.stalled)  # at the bound exactly: a timer set for it finds it so
+
+    def test_deaf_pacer_does_not_hold_data(self) -> None:
+        """While our side is not reading the WebSocket, no pong can come: the window is open."""
+        pacer = Pacer(lambda: 0.0)
+        while pacer.allowance(10**6) > 0:
+            pacer.on_sent(4096)
+        pacer.deaf = True
+        self.assertGreater(pacer.allowance(10**6), 0)
+        pacer.deaf = False
+        self.assertEqual(pacer.allowance(10**6), 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import List
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -284,3 +285,74 @@ class PacedTests(SynchronousTestCase):
 
     def test_foreign_pongs_are_not_taken(self) -> None:
         self.assertFalse(self.scheduler.pong(b"autobahn keepalive"))
+
+
+class StallTimerTests(SynchronousTestCase):
+    """
+    A window shut by the pacer is reopened by time alone, never only by a
+    pong: a pong can sit behind data the proxy itself has stopped reading
+    (issue 18: the C++ source's unpaced bulk deadlocked an echo through our
+    destination).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pacer = Pacer(self.clock.seconds)
+        self.pings: List[bytes] = []
+        self.wire = Wire()
+        self.scheduler = OutboundScheduler(
+            self.wire.send, pacer=self.pacer, send_ping=self.pings.append, clock=self.clock
+        )
+        self.lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+
+    def sent(self) -> int:
+        return sum(len(m.payload) for m in self.wire.messages())
+
+    def test_lane_drains_after_the_stall_bound_without_a_pong(self) -> None:
+        """Window shut, no pong ever: after STALL the lane drains with no other event."""
+        total = Pacer.INITIAL_WINDOW * 3
+        self.lane.write(b"B" * total)
+        first = self.sent()
+        self.assertLess(first, total)  # the window stopped it
+        self.clock.advance(Pacer.STALL / 2)
+        self.assertEqual(self.sent(), 0)  # not before the bound
+        self.clock.advance(Pacer.STALL / 2)
+        self.assertEqual(first + self.sent(), total)
+        self.assertEqual(self.lane.queued, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timer_is_rearmed_after_a_late_pong(self) -> None:
+        """A pong that opens the window only briefly leaves a new timer behind when it shuts again."""
+        self.pacer.window = Pacer.MIN_WINDOW
+        self.lane.write(b"B" * 200_000)
+        self.wire.messages()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.1)
+        self.scheduler.pong(self.pings[0])  # acks little; the window shuts again at once
+        self.pacer.window = Pacer.MIN_WINDOW
+        self.scheduler.resumeProducing()
+        self.assertGreater(self.lane.queued, 0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(Pacer.STALL)
+        self.assertEqual(self.lane.queued, 0)
+
+    def test_close_cancels_the_timer(self) -> None:
+        """The session's end leaves no timer on the reactor."""
+        self.lane.write(b"B" * (Pacer.INITIAL_WINDOW * 2))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.scheduler.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_paused_reading_opens_the_window_at_once(self) -> None:
+        """
+        While inbound flow control does not read the WebSocket no pong can
+        come: the pacer steps aside at once, and paces again on resume.
+        """
+        self.lane.write(b"B" * (Pacer.INITIAL_WINDOW * 2))
+        self.wire.messages()
+        self.assertGreater(self.lane.queued, 0)
+        self.scheduler.reading_paused(True)
+        self.assertEqual(self.lane.queued, 0)
+        self.scheduler.reading_paused(False)
+        self.lane.write(b"B" * (Pacer.INITIAL_WINDOW * 2))
+        self.assertGreater(self.lane.queued, 0)

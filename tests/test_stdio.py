@@ -27,6 +27,21 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(choose_service_id(None, ["A"]), "A")
         self.assertEqual(choose_service_id(None, [""]), "")
 
+    def test_no_service_ids(self) -> None:
+        """
+        Issue 18: a tunnel without services has one unnamed service (the
+        tunnel reports C{""}; an empty list means the same): it is chosen.
+        """
+        self.assertEqual(choose_service_id(None, [""]), "")
+        self.assertEqual(choose_service_id(None, []), "")
+        for available in ([""], []):
+            error = self.assertRaises(FatalTunnelError, choose_service_id, "SSH1", available)
+            self.assertEqual(
+                str(error),
+                "Service id SSH1 given to --stdio is not one of the tunnel's: "
+                "the tunnel has no service ids (leave SERVICE_ID out)",
+            )
+
     def test_errors(self) -> None:
         error = self.assertRaises(FatalTunnelError, choose_service_id, "C", ["A", "B"])
         self.assertEqual(
@@ -53,6 +68,21 @@ class SideTests(SynchronousTestCase):
         side.services_ready({"SSH1": "0"})  # a later session
         self.assertEqual(len(built), 1)
         self.assertEqual(side.service_id, "SSH1")
+
+    def test_tunnel_without_service_ids(self) -> None:
+        """The unnamed service of a tunnel without services gets the connection."""
+        built: List[Any] = []
+        side = StdioSide(
+            None,
+            InboundFlow(),
+            service_id=None,
+            session_ready=lambda: True,
+            on_end=lambda end: None,
+            standard_io=lambda protocol, reactor: built.append(protocol),
+        )
+        side.services_ready({"": "0"})
+        self.assertEqual(len(built), 1)
+        self.assertEqual(side.service_id, "")
 
 
 class PipeTests(TestCase):

@@ -15,6 +15,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.constants import (
+    SUBPROTOCOL_V1,
     SUBPROTOCOL_V2,
     SUBPROTOCOL_V3,
     Mode,
@@ -22,7 +23,12 @@ from aws_localproxy.constants import (
 )
 from aws_localproxy.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.interfaces import LocalConnection, LocalSide, Outbound, TunnelConnection
-from aws_localproxy.mapping import NO_PORT_MAPPING, NOT_ENOUGH_SERVICE_IDS, WRONG_CONFIGURATION
+from aws_localproxy.mapping import (
+    NO_PORT_MAPPING,
+    NO_SERVICE_IDS_TO_LOOK_UP,
+    NOT_ENOUGH_SERVICE_IDS,
+    WRONG_CONFIGURATION,
+)
 from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.streams import UINT32_MAX, Connection
 from aws_localproxy.tunnel import Tunnel
@@ -135,6 +141,8 @@ class PeerTunnel(Tunnel):
     """
 
     def __init__(self, mode: Mode, peer: FakePeer, local: LocalSide, **kwargs) -> None:
+        # A source's streams are numbered 1, 2, ... here, unless a test says otherwise.
+        kwargs.setdefault("stream_id_start", lambda: 0)
         super().__init__(mode, local, **kwargs)
         self.peer = peer
 
@@ -154,6 +162,9 @@ def make_tunnel(
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
     peer = FakePeer()
     local = FakeLocalSide()
+    # Scripted conversations check what the rules send; the destination's
+    # announcement of its version is tested on its own (tests.test_tunnel_peers).
+    kwargs.setdefault("announce_version", False)
     tunnel = PeerTunnel(
         mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
     )
@@ -197,13 +208,34 @@ def started(
     service_map: Mapping[str, str],
     ids: Sequence[str] | None = None,
     peer_version: PeerVersion = PeerVersion.V3,
+    *,
+    peer_shown: bool = True,
     **kwargs,
 ) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
-    """A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys)."""
+    """
+    A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys).
+
+    With C{peer_shown} (the default) a source's peer has already shown that it
+    speaks V3, as the tests of V3 rules assume; without, its V3 is only presumed
+    (what a session starts with: see L{shown_v3}).
+    """
     tunnel, peer, local = make_tunnel(mode, service_map, peer_version, **kwargs)
     tunnel.session_started(SUBPROTOCOL_V3)
     tunnel.data_received(service_ids(*(list(service_map) if ids is None else ids)))
+    if peer_shown:
+        shown_v3(tunnel)
     return tunnel, peer, local
+
+
+def shown_v3(tunnel: Tunnel) -> None:
+    """
+    The session's peer has shown that it speaks V3 (in a real session: a DATA
+    or ConnectionReset of the current stream with a connection ID).
+    """
+    session = tunnel._session
+    assert session is not None
+    if session.format.version is PeerVersion.V3:
+        session.format.known = True
 
 
 @contextmanager
@@ -325,7 +357,12 @@ class SessionTests(SynchronousTestCase):
         self.assertRaises(RecoverableTunnelError, tunnel.data_received, b"\x04\x00")
 
     def test_new_session_resets(self) -> None:
-        """A new session restarts stream and connection IDs and waits for SERVICE_IDS again."""
+        """
+        A new session waits for SERVICE_IDS again and restarts connection IDs;
+        a source's stream IDs go on from the last session's (issue 18: a
+        destination may still hold the old stream, and a repeated ID is taken
+        for it by the reference).
+        """
         tunnel, peer, local = started(Mode.SOURCE, SSH)
         first = FakeLocalConnection()
         tunnel.local_connection_accepted("ssh", first)
@@ -337,7 +374,7 @@ class SessionTests(SynchronousTestCase):
         tunnel.data_received(service_ids("ssh"))
         peer.records.clear()
         tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 1, 1)])
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 1)])
         self.assertEqual(len(local.ready_calls), 2)
 
     def test_session_ended_closes_and_silences(self) -> None:
@@ -493,6 +530,59 @@ class ServiceIdsValidationTests(SynchronousTestCase):
             ],
         )
 
+    def test_no_service_ids_source(self) -> None:
+        """
+        Issue 18: SERVICE_IDS with an empty list (a tunnel opened without
+        services) is one service without an ID, as in a V1 session: the
+        source listens for it and its connections start streams under "".
+        """
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids())
+        self.assertEqual(local.ready_calls, [{"": "0"}])
+        self.assertEqual(tunnel.service_ids, ("",))
+        self.assertIsNotNone(tunnel.local_connection_accepted("", FakeLocalConnection()))
+        self.assertEqual(peer.take(), [("STREAM_START", "", 1, 1)])
+        v1, _, v1_local = make_tunnel(Mode.SOURCE, {})
+        v1.session_started(SUBPROTOCOL_V1)
+        self.assertEqual(v1_local.ready_calls, local.ready_calls)
+        # A service that names the one service "" instead of sending no ID: the same.
+        blank, _, blank_local = started(Mode.SOURCE, {}, [""])
+        self.assertEqual(blank_local.ready_calls, local.ready_calls)
+        self.assertEqual(blank.service_ids, ("",))
+
+    def test_no_service_ids_destination(self) -> None:
+        """A destination's one endpoint (-d PORT) serves a tunnel without service IDs."""
+        tunnel, peer, local = started(Mode.DESTINATION, {"": "22"}, [])
+        self.assertEqual(local.ready_calls, [{"": "22"}])
+        tunnel.data_received(ctl(Message.STREAM_START, "", 5, 1) + data("", 5, 1, b"hi"))
+        self.assertEqual(local.connection("", 1)[1].data, b"hi")
+
+    def test_no_service_ids_destination_lookup(self) -> None:
+        """Config files cannot name the unnamed service: fatal, and the log says what to do."""
+        with logs() as captured:
+            self.assertFatal(
+                Mode.DESTINATION,
+                {},
+                [],
+                NOT_ENOUGH_SERVICE_IDS,
+                lookup_endpoints=lambda ids: {"a": "22"},
+            )
+        self.assertIn(NO_SERVICE_IDS_TO_LOOK_UP, texts(captured, LogLevel.error))
+
+    def test_no_service_ids_late_set_up_again(self) -> None:
+        """
+        A later SERVICE_IDS sets a tunnel without service IDs up again, as it
+        does a tunnel with them (its empty service ID is not the unnamed
+        service's).
+        """
+        tunnel, peer, local = started(Mode.SOURCE, {}, [])
+        first = FakeLocalConnection()
+        tunnel.local_connection_accepted("", first)
+        tunnel.data_received(service_ids())
+        self.assertTrue(first.closed)
+        self.assertEqual(local.ready_calls, [{"": "0"}, {"": "0"}])
+
     def test_empty_map_destination(self) -> None:
         """A destination without any mapping or config files is fatal, even for no IDs."""
         self.assertFatal(Mode.DESTINATION, {}, ["a"], NO_PORT_MAPPING)
@@ -585,15 +675,29 @@ class UnknownServiceTests(SynchronousTestCase):
     """Messages for service IDs this session does not have: warn, drop, never stall."""
 
     def test_destination_stream_start_answered(self) -> None:
-        """A StreamStart for an unknown service is answered with a StreamReset."""
+        """
+        A V3 StreamStart for an unknown service is answered with a
+        ConnectionReset for the connection it names (issue 18: a V3 peer
+        takes a StreamReset without a connection ID for a V1/V2 message and
+        aws-c-iot drops its WebSocket for it).
+        """
         tunnel, peer, local = started(Mode.DESTINATION, SSH)
         with logs() as captured:
             tunnel.data_received(
                 ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.STREAM_START, "ssh", 1, 1)
             )
-        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "nope", 7, 1)])
         self.assertTrue(texts(captured, LogLevel.warn))
         self.assertEqual(len(local.connections), 1)
+
+    def test_destination_v2_stream_start_answered(self) -> None:
+        """A V2 StreamStart (no connection ID) for an unknown service gets a StreamReset."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+        tunnel, peer, local = started(Mode.DESTINATION, SSH, peer_version=PeerVersion.V2)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7, 1))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
 
     def test_destination_connection_start_answered(self) -> None:
         """A ConnectionStart for an unknown service is answered with a ConnectionReset."""
@@ -872,6 +976,7 @@ class ServiceCounterTests(SynchronousTestCase):
         scheduler = OutboundScheduler(peer.send_record)
         tunnel.session_started(SUBPROTOCOL_V3, scheduler)
         tunnel.data_received(service_ids("ssh"))
+        shown_v3(tunnel)
         connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         assert connection is not None
         peer.take()

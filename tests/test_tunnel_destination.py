@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.constants import SUBPROTOCOL_V3, Mode, PeerVersion
+from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
 from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.wire import Message
@@ -103,12 +103,96 @@ class DestinationV3Tests(SynchronousTestCase):
         self.assertTrue(self.local.connection("ssh", 1)[1].closed)
         self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
 
-    def test_same_stream_start_ignored(self) -> None:
-        """A repeated StreamStart for the current stream changes nothing."""
-        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
-        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
-        self.assertEqual(len(self.local.connections), 1)
-        self.assertFalse(self.local.connections[0][1].closed)
+    def test_same_stream_start_is_a_new_stream(self) -> None:
+        """
+        Issue 18: a StreamStart for the current stream ID (a restarted source
+        counting from 1 again) is a new stream: the old connections get what
+        they were sent and close, the new connection gets the new stream's
+        bytes and none reach the old one; nothing is sent for the old stream
+        (a StreamReset would carry the new stream's ID).
+        """
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + data("ssh", 1, 1, b"before restart")
+        )
+        with logs() as captured:
+            self.tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 1, 1) + data("ssh", 1, 1, b"after restart")
+            )
+        old1, old2, new = [local for _, local in self.local.connections]
+        self.assertEqual(old1.data, b"before restart")
+        self.assertTrue(old1.closed and old2.closed)
+        self.assertFalse(new.closed)
+        self.assertEqual(new.data, b"after restart")
+        self.assertEqual(self.peer.take(), [])
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Stream start received for the current stream id 1 of service id ssh: "
+                "the source started again; closing the stream's connections"
+            ],
+        )
+        connection = self.local.connection("ssh", 1)[0]
+        connection.data_received(b"reply")
+        self.assertEqual(self.peer.take(), [("DATA", "ssh", 1, 1, b"reply")])
+
+    def test_same_stream_start_drops_the_old_unsent_bytes(self) -> None:
+        """
+        What an old connection had read but not yet sent is dropped: sent
+        after the repeated StreamStart it would reach the restarted source as
+        the new connection's bytes.
+        """
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh") + ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.pauseProducing()
+        local.connection("ssh", 1)[0].data_received(b"for the old client")
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        local.connection("ssh", 1)[0].data_received(b"for the new client")
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 1, b"for the new client")])
+
+    def test_restarted_source_connection_ids_start_again(self) -> None:
+        """
+        After the repeated StreamStart the restarted source's ConnectionStarts
+        (IDs 2, 3, ... again) open new connections: the old ones with those
+        IDs are gone, so none is taken for a reused live ID and reset.
+        """
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 3)
+        )
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + data("ssh", 1, 2, b"two")
+            + data("ssh", 1, 3, b"stale")
+        )
+        self.assertEqual(self.peer.take(), [])
+        self.assertEqual(
+            [local.closed for _, local in self.local.connections], [True] * 3 + [False] * 2
+        )
+        self.assertEqual(self.local.connection("ssh", 2)[1].data, b"two")
+        self.assertEqual(self.local.connection("ssh", 2, index=0)[1].data, b"")
+        self.assertEqual(self.local.connection("ssh", 3)[1].data, b"")
+
+    def test_restarted_v2_source(self) -> None:
+        """
+        A V2 source restarted with the same stream ID, after a V3 stream with
+        two connections: nothing is reset (falling back to V2 finds the old
+        stream already gone), the new stream's one connection opens.
+        """
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1) + data("ssh", 1, 0, b"v2"))
+        self.assertEqual(self.peer.take(), [])
+        self.assertEqual(self.tunnel.peer_version, PeerVersion.V2)
+        self.assertEqual(self.local.connections[-1][1].data, b"v2")
+        self.assertEqual([local.closed for _, local in self.local.connections], [True, True, False])
 
     def test_new_stream_start_during_transfer(self) -> None:
         """D1: a new StreamStart closes the old connections and starts the new stream at once."""
@@ -202,43 +286,63 @@ class DestinationV3Tests(SynchronousTestCase):
         self.assertEqual(self.local.connection("ssh", 1)[1].data, b"still")
 
     def test_connect_failed_stream_start(self) -> None:
-        """D4: a failed StreamStart resets the stream; the service waits again."""
+        """
+        Issue 18: the first connection of a V3 stream that cannot connect is
+        answered with a ConnectionReset for it, like any V3 connection (a
+        StreamReset without a connection ID makes aws-c-iot drop its whole
+        WebSocket); the stream and its other connections go on.
+        """
         self.tunnel.data_received(
             ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
         )
         connection, _ = self.local.connection("ssh", 1)
-        with logs() as captured:
-            connection.connect_failed("refused")
-        self.assertEqual(self.peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
-        self.assertTrue(self.local.connection("ssh", 2)[1].closed)
-        self.assertIn(
-            "resetting stream for service id:ssh, then listen for stream start",
-            texts(captured, LogLevel.debug),
+        connection.connect_failed("refused")
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+        second = self.local.connection("ssh", 2)[1]
+        self.assertFalse(second.closed)
+        self.tunnel.data_received(data("ssh", 1, 2, b"still") + data("ssh", 1, 1, b"gone"))
+        self.assertEqual(second.data, b"still")
+        # The source's next connection starts on the same stream.
+        self.tunnel.data_received(
+            ctl(Message.CONNECTION_START, "ssh", 1, 3) + data("ssh", 1, 3, b"3")
         )
-        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1))
-        self.assertEqual(len(self.local.connections), 3)
+        self.assertEqual(self.local.connection("ssh", 3)[1].data, b"3")
+
+    def test_connect_failed_only_connection(self) -> None:
+        """The stream's only connection failing leaves the stream open for the next one."""
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        self.local.connection("ssh", 1)[0].connect_failed("refused")
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+        self.tunnel.data_received(
+            ctl(Message.CONNECTION_START, "ssh", 1, 2) + data("ssh", 1, 2, b"2")
+        )
+        self.assertEqual(self.local.connection("ssh", 2)[1].data, b"2")
+        self.assertEqual(self.peer.take(), [])
 
     def test_stream_reset_follows_a_closing_connections_last_bytes(self) -> None:
         """
         Regression (found by the state machine): a connection that closed with
         bytes still queued (its lane no longer in the service's table) had
         them sent after a StreamReset of its stream, so the peer dropped them.
+        (A V3 stream is reset when the peer turns out to be V2 while it
+        carries several connections.)
         """
         tunnel = make_tunnel(Mode.DESTINATION, TWO)[0]
         scheduler = OutboundScheduler(self.peer.send_record)
         tunnel.session_started(SUBPROTOCOL_V3, scheduler)
         tunnel.data_received(service_ids("ssh", "web"))
-        local_side = tunnel._local  # type: ignore[attr-defined]
         tunnel.data_received(
-            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 3)
         )
         self.peer.records.clear()
-        first = local_side.connection("ssh", 1)[0]
+        local_side = tunnel._local  # type: ignore[attr-defined]
         second = local_side.connection("ssh", 2)[0]
         scheduler.pauseProducing()
         second.data_received(b"last words")
         second.connection_lost()
-        first.connect_failed("refused")
+        tunnel.data_received(data("ssh", 1, 0, b"V2 now"))
         scheduler.resumeProducing()
         self.assertEqual(
             self.peer.take(),
@@ -253,7 +357,7 @@ class DestinationV3Tests(SynchronousTestCase):
         """A connect that fails inside LocalSide.connect is reset and its local closed."""
         self.local.fail_synchronously = True
         self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
-        self.assertEqual(self.peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+        self.assertEqual(self.peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
         self.assertTrue(self.local.connections[0][1].closed)
 
     def test_unknown_types(self) -> None:
@@ -304,6 +408,23 @@ class DestinationOldPeerTests(SynchronousTestCase):
         tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 0))
         local.connections[0][0].connect_failed("refused")
         self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+
+    def test_v2_peer_connect_failed(self) -> None:
+        """A V2 source (no connection ID, no -y) gets a StreamReset for a failed connect."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 0))
+        local.connections[0][0].connect_failed("refused")
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 1, 0)])
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 0))
+        self.assertEqual(len(local.connections), 2)
+
+    def test_v1_peer_connect_failed(self) -> None:
+        """A V1 session: a failed connect is a StreamReset without service ID."""
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, {"": "22"})
+        tunnel.session_started(SUBPROTOCOL_V1)
+        tunnel.data_received(ctl(Message.STREAM_START, "", 1, 0))
+        local.connections[0][0].connect_failed("refused")
+        self.assertEqual(peer.take(), [("STREAM_RESET", "", 1, 0)])
 
     def test_v1_peer_with_v1_flag(self) -> None:
         """-y V1: a StreamStart without service ID reaches the only service."""

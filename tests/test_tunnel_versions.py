@@ -24,6 +24,7 @@ from tests.test_tunnel import (
     data,
     make_tunnel,
     service_ids,
+    shown_v3,
     started,
 )
 
@@ -218,6 +219,9 @@ class ConversationTests(SynchronousTestCase):
     def test_v3_simultaneous(self) -> None:
         """Several simultaneous V3 connections of one service, interleaved."""
         source, destination, service, dlocal = self.pair(PeerVersion.V3, PeerVersion.V3)
+        # A peer that has shown it speaks V3 (the first connections of a session
+        # wait for that: tests.test_tunnel_peers.SecondConnectionTests).
+        shown_v3(source)
         clients = []
         for _ in range(20):
             local = FakeLocalConnection()

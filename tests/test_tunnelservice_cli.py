@@ -123,6 +123,7 @@ class ServiceTests(unittest.TestCase):
             api_url = "https://127.0.0.1:8443"
             ca_file = "/c/ca.pem"
             capath = "/c/capath"
+            signature_check = None
 
         text = cli.banner(Running(), "eu-west-1")  # type: ignore[arg-type]
         self.assertIn("AWS_CA_BUNDLE=/c/ca.pem aws iotsecuretunneling open-tunnel", text)

@@ -21,7 +21,12 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, SUBPROTOCOL_V3
+from aws_localproxy.constants import (
+    MAX_WEBSOCKET_FRAME_SIZE,
+    SUBPROTOCOL_V1,
+    SUBPROTOCOL_V2,
+    SUBPROTOCOL_V3,
+)
 from aws_localproxy.websocket import (
     MAX_INCOMING_MESSAGE,
     CloseOutcome,
@@ -52,6 +57,9 @@ class RecordingEvents:
 
     def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
         self.closed.append(outcome)
+
+    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
+        return False  # no pacer here: every pong is the keep-alive's
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -365,6 +373,38 @@ class OpenSessionTests(WebSocketTestCase):
         self.clock.advance(11)
         self.assertTrue(transport.disconnecting)
 
+    def test_data_through_the_fast_path_keeps_the_session_alive(self) -> None:
+        """
+        Regression (issue 18): data frames the fast path takes count as the
+        peer's traffic, as Autobahn counts the frames it parses
+        (C{autoPingRestartOnAnyTraffic}): a session busy receiving, whose
+        pong waits behind the data, is not dropped for the late pong.
+        """
+        protocol, transport = self.open()
+        for second in range(40):
+            self.clock.advance(1)
+            # Every frame the service sends is one the fast path takes.
+            protocol.dataReceived(server_frame(0x2, b"data %d" % second))
+        self.assertEqual(len(self.events.messages), 40)
+        self.assertIn(0x9, [opcode for opcode, _ in client_frames(transport.value())])
+        self.assertFalse(transport.disconnecting)
+        # Silence afterwards: the keep-alive still finds a dead peer (the
+        # next ping after a ping period, dropped a pong timeout later).
+        self.clock.pump([1.0] * (5 + 10 + 2))
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_frame_split_over_reads_counts_when_it_completes(self) -> None:
+        """Bytes of a frame still incomplete are not yet a frame (Autobahn counts whole frames)."""
+        protocol, transport = self.open()
+        self.clock.advance(5.5)  # the keep-alive ping is out; its timeout runs
+        frame = server_frame(0x2, b"x" * 1000)
+        protocol.dataReceived(frame[:500])
+        self.clock.advance(9)
+        protocol.dataReceived(frame[500:])
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.events.messages, [b"x" * 1000])
+
 
 def long_frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
     """One unmasked frame with a 64-bit length (any size)."""
@@ -399,7 +439,7 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_byte_by_byte(self) -> None:
         protocol, _ = self.open()
-        stream = server_frame(0x2, b"x" * 300) + long_frame(0x2, b"y" * 5)
+        stream = server_frame(0x2, b"x" * 300) + server_frame(0x2, b"y" * 5)
         for index in range(len(stream)):
             protocol.dataReceived(stream[index : index + 1])
         self.assertEqual(self.events.messages, [b"x" * 300, b"y" * 5])
@@ -446,6 +486,58 @@ class IncomingFrameTests(WebSocketTestCase):
         self.assertEqual(self.events.messages, [])
         self.assertTrue(transport.disconnecting)
 
+    def failure_codes(self, protocol: TunnelClientProtocol) -> List[int]:
+        """The close codes Autobahn fails C{protocol} with (it drops TCP: no close frame shows them)."""
+        codes: List[int] = []
+        fail = protocol._fail_connection
+
+        def recording(code: int = 1001, reason: str = "going away") -> None:
+            codes.append(code)
+            fail(code, reason)
+
+        protocol._fail_connection = recording  # type: ignore[method-assign]
+        return codes
+
+    def test_frame_over_the_frame_limit_is_refused_with_1009(self) -> None:
+        """
+        Regression (issue 18): a frame over C{maxFramePayloadSize} (131,076
+        bytes) was taken by the fast path, up to 16 MiB.  Autobahn fails the
+        session with 1009 as soon as it reads the header.
+        """
+        protocol, transport = self.open()
+        codes = self.failure_codes(protocol)
+        size = MAX_WEBSOCKET_FRAME_SIZE + 1
+        protocol.dataReceived(server_frame(0x2, b"ok") + long_frame(0x2, b"z" * size))
+        self.assertEqual(self.events.messages, [b"ok"])
+        self.assertEqual(codes, [1009])
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("exceeds payload limit", self.lose(protocol).reason)
+
+    def test_frame_at_the_frame_limit_is_taken(self) -> None:
+        protocol, transport = self.open()
+        protocol.dataReceived(long_frame(0x2, b"z" * MAX_WEBSOCKET_FRAME_SIZE))
+        self.assertEqual(self.events.messages, [b"z" * MAX_WEBSOCKET_FRAME_SIZE])
+        self.assertFalse(transport.disconnecting)
+
+    def test_non_minimal_lengths_are_refused_with_1002(self) -> None:
+        """
+        Regression (issue 18): 5 bytes sent with a 16-bit length (or 300 with
+        a 64-bit one) were taken; RFC 6455 asks for the shortest form, and
+        Autobahn fails the session with 1002.
+        """
+        for frame in (
+            struct.pack("!BBH", 0x82, 126, 5) + b"y" * 5,
+            long_frame(0x2, b"y" * 300),
+        ):
+            self.events.messages.clear()
+            self.events.opened.clear()
+            protocol, transport = self.open()
+            codes = self.failure_codes(protocol)
+            protocol.dataReceived(server_frame(0x2, b"ok") + frame)
+            self.assertEqual(self.events.messages, [b"ok"])
+            self.assertEqual(codes, [1002])
+            self.assertTrue(transport.disconnecting)
+
     def test_binary_frames_skip_autobahns_parser(self) -> None:
         """
         Autobahn sees no frame of a plain binary stream; it sees a ping and
@@ -468,3 +560,45 @@ class IncomingFrameTests(WebSocketTestCase):
         protocol.dataReceived(server_frame(0x2, b"d"))
         self.assertEqual(seen, [0x9, 0x2])
         self.assertEqual(self.events.messages, [b"a", b"b" * 1000, b"c", b"d"])
+
+
+class ReadingPausedTests(WebSocketTestCase):
+    """
+    While inbound flow control does not read the WebSocket, no pong can
+    arrive: the keep-alive waits for reading to resume before it judges.
+    """
+
+    def test_pong_timeout_waits_while_we_do_not_read(self) -> None:
+        protocol, transport = self.open()
+        self.clock.advance(5.5)  # the keep-alive ping is out
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 60)
+        self.assertFalse(transport.disconnecting)
+        protocol.reading_paused(False)
+        # What was waiting is read: any data frame is the peer's answer.
+        protocol.dataReceived(server_frame(0x2, b"queued behind our pause"))
+        self.clock.pump([1.0] * 12)
+        self.assertFalse(transport.disconnecting)
+
+    def test_silent_peer_is_found_after_reading_resumes(self) -> None:
+        protocol, transport = self.open()
+        self.clock.advance(5.5)
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 30)
+        protocol.reading_paused(False)
+        self.clock.pump([1.0] * 5)
+        self.assertFalse(transport.disconnecting)  # a whole pong timeout again
+        self.clock.pump([1.0] * 7)
+        self.assertTrue(transport.disconnecting)
+
+    def test_pong_read_before_the_pause_took_effect(self) -> None:
+        """A pong in the rest of the read that paused us answers the ping: no timeout is re-armed."""
+        protocol, transport = self.open()
+        self.clock.advance(5.5)
+        ((_, ping),) = client_frames(transport.value())
+        protocol.reading_paused(True)
+        self.clock.pump([1.0] * 11)  # the timeout runs out while paused
+        protocol.dataReceived(server_frame(0xA, ping))
+        protocol.reading_paused(False)
+        self.clock.pump([1.0] * 14)
+        self.assertFalse(transport.disconnecting)

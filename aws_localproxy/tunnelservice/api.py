@@ -6,11 +6,14 @@ The management API: the ``iotsecuretunneling`` JSON 1.1 protocol on ``POST /``.
 
 Requests and responses have the shapes of botocore's service model
 (``botocore/data/iotsecuretunneling/2018-10-05/service-2.json``), so boto3
-and the AWS CLI work against it with ``endpoint_url``.  Requests are not
-authenticated: any credentials sign a request that is accepted (this is a
-local test service).  Errors are HTTP 400 with ``{"__type", "message"}``, as
-the JSON protocol has it.  Tokens appear only in the bodies of OpenTunnel
-and RotateTunnelAccessToken, never in logs.
+and the AWS CLI work against it with ``endpoint_url``.  Without a
+L{sigv4.SignatureCheck} requests are not authenticated (any credentials sign
+a request that is accepted: a service on loopback for one user); with one
+(``--credentials``), every request must carry a valid Signature Version 4
+before anything else is looked at, and a refusal has the real API's status
+and shape.  Errors are HTTP 400 with ``{"__type", "message"}``, as the JSON
+protocol has it.  Tokens appear only in the bodies of OpenTunnel and
+RotateTunnelAccessToken, never in logs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from aws_localproxy.tunnelservice.apishapes import (
 )
 from aws_localproxy.tunnelservice.model import InvalidTunnel, TunnelNotFound
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
+from aws_localproxy.tunnelservice.sigv4 import SignatureCheck, SignatureRefused
 
 TARGET_PREFIX = "IoTSecuredTunneling."
 CONTENT_TYPE = b"application/x-amz-json-1.1"
@@ -58,10 +62,20 @@ class ManagementApi(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, registry: TunnelRegistry, notify: Optional[NotifyDevice] = None) -> None:
+    def __init__(
+        self,
+        registry: TunnelRegistry,
+        notify: Optional[NotifyDevice] = None,
+        signature_check: Optional[SignatureCheck] = None,
+    ) -> None:
+        """
+        @param signature_check: checks every request's SigV4 signature
+            (C{--credentials}); C{None}: requests are not authenticated.
+        """
         super().__init__()
         self._registry = registry
         self._notify = notify
+        self._signature_check = signature_check
         self._actions: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
             "OpenTunnel": self.open_tunnel,
             "CloseTunnel": self.close_tunnel,
@@ -81,6 +95,10 @@ class ManagementApi(Resource):
     def render_POST(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"x-amzn-requestid", str(uuid.uuid4()).encode("ascii"))
+        if self._signature_check is not None:
+            refused = self._refused(request)
+            if refused is not None:
+                return refused
         target = (request.getHeader(b"x-amz-target") or b"").decode("latin-1")
         action = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         try:
@@ -105,6 +123,34 @@ class ManagementApi(Resource):
             return json.dumps({"__type": error.error_type, "message": error.message}).encode()
         self.log.debug("{action} succeeded", action=action)
         return json.dumps(result).encode("utf-8")
+
+    def _refused(self, request: Request) -> Optional[bytes]:
+        """
+        The refusal of a request without a valid signature (C{None}: valid).
+        Logged without any header value: no signature, no key ID.
+        """
+        assert self._signature_check is not None and request.content is not None
+        body = request.content.read()
+        request.content.seek(0)
+        headers: Dict[str, List[str]] = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            headers.setdefault(name.decode("latin-1").lower(), []).extend(
+                value.decode("latin-1") for value in values
+            )
+        try:
+            self._signature_check.check(
+                request.method.decode("latin-1"), request.uri.decode("latin-1"), headers, body
+            )
+        except SignatureRefused as refused:
+            peer = request.getClientAddress()
+            self.log.info(
+                "Management API request from {peer} refused: {error_type}",
+                peer=getattr(peer, "host", peer),
+                error_type=refused.error_type,
+            )
+            request.setResponseCode(refused.status)
+            return json.dumps(refused.body()).encode()
+        return None
 
     @staticmethod
     def _body(request: Request) -> Dict[str, Any]:

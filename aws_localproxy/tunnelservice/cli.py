@@ -24,7 +24,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from aws_localproxy.tunnelservice.server import RunningTunnelService
-from aws_localproxy.tunnelservice.tap import Options, makeService
+from aws_localproxy.tunnelservice.tap import Options, StartRefused, makeService
 
 
 def banner(running: RunningTunnelService, region: str) -> str:
@@ -46,7 +46,11 @@ def banner(running: RunningTunnelService, region: str) -> str:
         "Management API:    %s" % (running.api_url,),
         *ca_lines,
         "",
-        "Open a tunnel (any credentials work):",
+        (
+            "Open a tunnel (sign with a key pair of the --credentials file):"
+            if running.signature_check is not None
+            else "Open a tunnel (any credentials work):"
+        ),
         "  %saws iotsecuretunneling open-tunnel --region %s --endpoint-url %s "
         "--destination-config services=SSH1" % (ca_env, region, running.api_url),
         "",
@@ -67,7 +71,8 @@ def main(
         config.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as error:
         print("localtunnel: %s" % (error,), file=err)
-        print(config, file=err)
+        if not isinstance(error, StartRefused):
+            print(config, file=err)
         raise SystemExit(2) from None
 
     from twisted.internet import task

@@ -13,6 +13,7 @@ its CA, and in-process shortcuts to open, close and break tunnels.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from aws_localproxy.tunnelservice.frontdoor import (
 from aws_localproxy.tunnelservice.model import DEFAULT_LIFETIME_MINUTES
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay, RelayOptions
+from aws_localproxy.tunnelservice.sigv4 import CredentialsSource, SignatureCheck, load_credentials
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
 
 log = Logger()
@@ -107,6 +109,8 @@ class RunningTunnelService:
     _site: LimitedSite
     _store: Optional[SQLiteTunnelStore] = None
     _stopped: Optional[Deferred[None]] = field(default=None)
+    #: Checks the management API's signatures (C{credentials}); C{None}: open.
+    signature_check: Optional[SignatureCheck] = None
 
     @property
     def endpoint(self) -> str:
@@ -216,6 +220,7 @@ class TunnelServiceSettings(TypedDict, total=False):
     reset_on_reattach: bool
     service_ids_without_services: str
     reframe: int
+    credentials: CredentialsSource
 
 
 @inlineCallbacks
@@ -234,6 +239,7 @@ def start_tunnel_service(
     reset_on_reattach: bool = True,
     service_ids_without_services: str = "empty",
     reframe: int = 0,
+    credentials: CredentialsSource = None,
 ) -> Any:
     """
     Create (or reuse) the certificates, restore the state file if any, and
@@ -251,9 +257,15 @@ def start_tunnel_service(
         SERVICE_IDS of a tunnel without services (L{RelayOptions}).
     @param reframe: 0 forwards each message as received; N joins what is
         pending for a peer and cuts it into frames of N bytes (L{dataplane}).
+    @param credentials: the key pairs whose Signature Version 4 the
+        management API accepts, and no other: an AWS shared-credentials file
+        (L{sigv4.load_credentials}) or a mapping of access key ID to secret
+        access key.  C{None}: any request is accepted (logged as a warning on
+        an interface other than loopback).
 
     @return: a Deferred firing with a L{RunningTunnelService}.
     """
+    signature_check = _signature_check(reactor, credentials, region)
     files = None
     tls = None
     if use_tls:
@@ -278,7 +290,7 @@ def start_tunnel_service(
         registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit, reframe=reframe
     )
     site = LimitedSite(
-        _Root(ManagementApi(registry, notify), _DataPlaneResource(factory)),
+        _Root(ManagementApi(registry, notify, signature_check), _DataPlaneResource(factory)),
         reactor,
         max_connections=max_connections,
         handshake_deadline=handshake_deadline,
@@ -307,13 +319,52 @@ def start_tunnel_service(
         _factory=factory,
         _site=site,
         _store=store,
+        signature_check=signature_check,
     )
+    _warn_if_open(running, interface)
     log.info(
         "Local tunnel service listening on {endpoint} (API {api_url})",
         endpoint=running.endpoint,
         api_url=running.api_url,
     )
     return running
+
+
+def is_loopback(interface: str) -> bool:
+    """Whether only this machine can reach C{interface} (``localhost`` or a loopback address)."""
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def _signature_check(
+    reactor: Any, credentials: CredentialsSource, region: str
+) -> Optional[SignatureCheck]:
+    """The management API's L{sigv4.SignatureCheck} on the reactor's clock, if any."""
+    if credentials is None:
+        return None
+    keys = load_credentials(credentials) if isinstance(credentials, str) else credentials
+    check = SignatureCheck(keys, region, clock=reactor.seconds)
+    log.info(
+        "Management API: Signature Version 4 required; {count} access key(s) accepted",
+        count=len(check.access_key_ids),
+    )
+    return check
+
+
+def _warn_if_open(running: RunningTunnelService, interface: str) -> None:
+    if running.signature_check is None and not is_loopback(interface):
+        log.warn(
+            "WARNING: the management API on {interface} is UNAUTHENTICATED, it accepts "
+            "any request: whoever reaches {endpoint} can list every tunnel "
+            "and rotate its tokens to take a side. Give --credentials FILE to require "
+            "signed requests.",
+            interface=interface,
+            endpoint=running.endpoint,
+        )
 
 
 def write_ready_file(path: str, info: Dict[str, Optional[str]]) -> None:

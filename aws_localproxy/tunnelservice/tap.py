@@ -17,7 +17,7 @@ from aws_localproxy._version import __version__
 from aws_localproxy.agent.broker import BROKER_FILE_OPTIONS, broker_parameters
 from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
 from aws_localproxy.tunnelservice.relay import SERVICE_IDS_CHOICES
-from aws_localproxy.tunnelservice.server import LocalTunnelService
+from aws_localproxy.tunnelservice.server import LocalTunnelService, is_loopback
 
 DEFAULT_CERT_DIR = "localtunnel-certs"
 
@@ -84,6 +84,15 @@ class Options(usage.Options):
             "Seconds from accept to the end of the first request (TLS handshake included).",
             float,
         ],
+        # -- who may use the management API (tunnelservice/sigv4.py) --
+        [
+            "credentials",
+            None,
+            None,
+            "AWS shared-credentials file (the ~/.aws/credentials format, mode 600): the "
+            "management API then accepts only requests signed (Signature Version 4) with one "
+            "of its profiles' key pairs. Needs botocore (aws-localproxy[tunnelservice]).",
+        ],
     ]
 
     # The service's choices that the AWS service may make differently.
@@ -117,6 +126,12 @@ class Options(usage.Options):
             "Plain ws:// and http:// (for debugging only: the local proxy and the AWS CLI "
             "expect TLS).",
         ],
+        [
+            "allow-unauthenticated",
+            None,
+            "Serve the management API without --credentials on an interface other than "
+            "loopback: anyone who reaches it can list tunnels and take their tokens.",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -143,6 +158,7 @@ class Options(usage.Options):
         if not 0 <= self["reframe"] <= MAX_WEBSOCKET_FRAME_SIZE:
             raise usage.UsageError("--reframe must be between 0 and %d" % MAX_WEBSOCKET_FRAME_SIZE)
         self["cert-dir"] = os.path.abspath(self["cert-dir"])
+        self._check_credentials()
         self["mqtt-broker-config"] = None
         if self["mqtt-broker"] is not None:
             from aws_localproxy.agent.broker import BrokerConfigError, parse_broker_url
@@ -158,6 +174,32 @@ class Options(usage.Options):
                 raise usage.UsageError("--mqtt-broker: %s" % (error,)) from None
         elif any(self[name] is not None for name in BROKER_FILE_OPTIONS):
             raise usage.UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt-broker")
+
+    def _check_credentials(self) -> None:
+        """
+        Load C{--credentials} now (a bad file is a usage error, before
+        anything listens), and refuse an open management API on an
+        interface other machines can reach.
+        """
+        self["credentials-keys"] = None
+        if self["credentials"] is not None:
+            from aws_localproxy.tunnelservice.sigv4 import CredentialsError, load_credentials
+
+            try:
+                self["credentials-keys"] = load_credentials(self["credentials"])
+            except CredentialsError as error:
+                raise StartRefused("--credentials: %s" % (error,)) from None
+        elif not self["allow-unauthenticated"] and not is_loopback(self["interface"]):
+            raise StartRefused(
+                "--interface %s is reachable from other machines and the management API "
+                "would accept anyone: add --credentials FILE (an AWS credentials file) to "
+                "require signed requests, or --allow-unauthenticated to serve it open anyway"
+                % (self["interface"],)
+            )
+
+
+class StartRefused(usage.UsageError):
+    """A usage error the message alone explains (the console script prints no usage after it)."""
 
 
 def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelService:
@@ -182,4 +224,5 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         reset_on_reattach=not config["no-reset-on-reattach"],
         service_ids_without_services=config["service-ids-without-services"],
         reframe=config["reframe"],
+        credentials=config.get("credentials-keys"),
     )

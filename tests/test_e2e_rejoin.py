@@ -1,0 +1,109 @@
+"""
+Issue 18, restarts rejoin: ``localproxy -s PORT --client-token-file F``,
+one echo, SIGTERM, the same command again: the restarted source's first
+connection works, through a tunneling service that does not reset the
+destination's streams when the source re-attaches (the AWS service is not
+documented to; our local tunnel service does by default, which hid this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import TimeoutError, inlineCallbacks
+
+from aws_localproxy.constants import Mode
+from tests.e2e_support import Apps, Collector, ProcessTestCase, new_client_token, spawn
+from tests.support import ChildProcess, free_port, wait_until
+
+
+class EchoingCollector(Collector):
+    """An echo application that also keeps what it received, to tell its connections apart."""
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+def without_stream_resets(test: ProcessTestCase) -> None:
+    """
+    The test's tunnel service no longer sends the other peer StreamResets
+    when a peer re-attaches: its option where it has one, else the relay's
+    method is patched out for the test.
+    """
+    relay = test.tunnel_service.relay
+    options = getattr(relay, "options", None)
+    if options is not None and hasattr(options, "reset_on_reattach"):
+        test.patch(relay, "options", dataclasses.replace(options, reset_on_reattach=False))
+    else:
+        test.patch(relay, "_reset_streams", lambda tunnel, slot: None)
+
+
+class SourceRestartTests(ProcessTestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def start_source(self, token: str, port: int, token_file: str) -> Any:
+        process: ChildProcess = spawn(
+            self,
+            self.proxy_args("-s", f"ssh={port}", "--client-token-file", token_file),
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
+        )
+        yield process.wait_for(f"Listening for new connection on port {port}")
+        return process
+
+    @inlineCallbacks
+    def echo(self, port: int, text: bytes) -> Any:
+        client = yield self.connect(port)
+        client.transport.write(text)
+        try:
+            received = yield client.wait_for(len(text)).addTimeout(15, reactor)
+        except TimeoutError:
+            self.fail(f"no echo of {text!r} within 15 s: the connection hangs")
+        self.assertEqual(received, text)
+        return client
+
+    @inlineCallbacks
+    def test_restarted_source_rejoins(self) -> Any:
+        """
+        The restarted source's first connection reaches the application
+        through a connection of its own, and the old one is closed.  Failed
+        before: the new process sent StreamStart with stream ID 1 again, the
+        destination ignored it (``Ignoring stream start for the current
+        stream``) and wrote the new client's bytes into the old client's
+        application connection.
+        """
+        without_stream_resets(self)
+        apps = Apps(EchoingCollector)
+        echo_port = yield self.listen(apps)
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
+        destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{echo_port}"},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        port = free_port()
+        token_file = os.path.abspath(os.path.join(self.mktemp_dir(), "client-token"))
+        first = yield self.start_source(source_token, port, token_file)
+        yield self.echo(port, b"before the restart")
+        os.kill(first.transport.pid, signal.SIGTERM)
+        self.assertEqual((yield first.ended), 0, first.output.decode())
+        yield self.tunnel_service.wait_for_state(tunnel_id, "source", "DISCONNECTED")
+        second = yield self.start_source(source_token, port, token_file)
+        yield self.echo(port, b"after the restart")
+        self.assertEqual(
+            [bytes(app.received) for app in apps.made],
+            [b"before the restart", b"after the restart"],
+        )
+        yield wait_until(lambda: apps.made[0].lost)
+        yield self.echo(port, b"and the next one")
+        self.assertEqual(bytes(apps.made[-1].received), b"and the next one")
+        self.assertEqual(destination._connector.sessions, 1)  # never reconnected
+        self.assertEqual(self.tunnel_service.violations, [])
+        self.assertFalse(second.exited)
