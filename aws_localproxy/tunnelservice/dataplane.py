@@ -10,6 +10,13 @@ client gets the HTTP status the real service gives.  An accepted client is
 handed to the L{Relay}, which carries its binary messages to the other peer
 once this module has checked them against the protocol rules (L{rules}),
 and which pauses reading a peer while the other cannot take more.
+
+How records are framed towards a peer is a choice the AWS service makes
+its own way (the guides: a peer's framing "is not guaranteed to be the
+same" on the other side): by default each received message is forwarded
+as it came (cut at the frame limit); with C{reframe} set, what is pending
+for a peer in one reactor turn is joined and cut into frames of that many
+bytes, wherever the record boundaries fall.
 """
 
 from __future__ import annotations
@@ -74,17 +81,40 @@ class _Link:
     def __init__(self, protocol: "DataPlaneProtocol", subprotocol: str) -> None:
         self._protocol = protocol
         self.subprotocol = subprotocol
+        #: Bytes waiting to be re-framed (only with C{reframe}), and the call that sends them.
+        self._pending: List[bytes] = []
+        self._flush_call: Optional[Any] = None
 
     def send_frames(self, data: bytes) -> None:
         protocol = self._protocol
         if protocol.state != WebSocketProtocol.STATE_OPEN:
             return
+        if protocol.factory.reframe:
+            self._pending.append(data)
+            if self._flush_call is None:
+                self._flush_call = protocol.factory.reactor.callLater(0, self.flush)
+            return
+        self._send(data, MAX_WEBSOCKET_FRAME_SIZE)
+
+    def flush(self) -> None:
+        """Send what is pending for re-framing, in frames of the factory's C{reframe} bytes."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        pending, self._pending = b"".join(self._pending), []
+        if pending and self._protocol.state == WebSocketProtocol.STATE_OPEN:
+            self._send(pending, self._protocol.factory.reframe)
+
+    def _send(self, data: bytes, frame_size: int) -> None:
         # The service never sends a frame over the protocol's limit.
-        for start in range(0, len(data), MAX_WEBSOCKET_FRAME_SIZE):
-            protocol.sendMessage(data[start : start + MAX_WEBSOCKET_FRAME_SIZE], isBinary=True)
+        protocol = self._protocol
+        for start in range(0, len(data), frame_size):
+            protocol.sendMessage(data[start : start + frame_size], isBinary=True)
 
     def close(self, code: int, reason: str) -> None:
         protocol = self._protocol
+        self.flush()
         if protocol.state == WebSocketProtocol.STATE_OPEN:
             # sendClose only takes application codes; the service uses the
             # protocol's own (1003, 1008) as the real one does.
@@ -301,6 +331,8 @@ class DataPlaneProtocol(WebSocketServerProtocol):
             super().connectionLost(reason)
         finally:
             cancel_close_timer(self)
+            if self._link is not None:
+                self._link.flush()
             if self._drop_call is not None:
                 if self._drop_call.active():
                     self._drop_call.cancel()
@@ -325,12 +357,17 @@ class DataPlaneFactory(WebSocketServerFactory):
         relay: Relay,
         reactor: Any = None,
         bandwidth_limit: int = 0,
+        reframe: int = 0,
     ) -> None:
         super().__init__(reactor=reactor, server="localtunnel")
+        if not 0 <= reframe <= MAX_WEBSOCKET_FRAME_SIZE:
+            raise ValueError("reframe must be between 0 and %d" % (MAX_WEBSOCKET_FRAME_SIZE,))
         self.registry = registry
         self.relay = relay
         #: Bytes per second each peer may send (0: unlimited); see L{bandwidth}.
         self.bandwidth_limit = bandwidth_limit
+        #: 0: forward messages as received; N: join and cut into N-byte frames.
+        self.reframe = reframe
         self.drop_timeout = DROP_TIMEOUT
         self.connections: Set[DataPlaneProtocol] = set()
         self._waiting: Dict[DataPlaneProtocol, List[Deferred[None]]] = {}

@@ -11,10 +11,14 @@ until it drains, so a stalled reader stops the writer instead of making the
 service buffer without bound.  Only a slot's current peer counts: a peer
 that was replaced or disconnected neither receives records nor pauses
 anyone.  No I/O of its own: peers are L{PeerLink}s.
+
+Two of its choices are options, because the AWS service may choose
+otherwise and a local proxy must not depend on ours (L{RelayOptions}).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
@@ -23,6 +27,36 @@ from aws_localproxy.constants import SUBPROTOCOL_V1, Mode
 from aws_localproxy.tunnelservice.handshake import Grant
 from aws_localproxy.tunnelservice.model import CLOSE_NORMAL, ManagedTunnel, PeerLink, Slot
 from aws_localproxy.wire import Message, control_message
+
+#: Values of L{RelayOptions.service_ids_without_services}.
+SERVICE_IDS_EMPTY = "empty"
+SERVICE_IDS_BLANK = "blank"
+SERVICE_IDS_CHOICES = (SERVICE_IDS_EMPTY, SERVICE_IDS_BLANK)
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """
+    The relay's choices that the AWS service may make differently.
+
+    @ivar reset_on_reattach: when a peer (re)connects, send the other peer
+        a StreamReset for every stream the source started before.  The V1,
+        V2 and V3 guides allow it ("the proxy server may generate
+        StreamReset messages [when] the tunnel peer is replaced"), none
+        promises it, so a local proxy must also work with C{False}.
+    @ivar service_ids_without_services: the SERVICE_IDS of a tunnel opened
+        without services: C{"empty"} sends the message with no IDs,
+        C{"blank"} with one empty ID (the guides do not say which).
+    """
+
+    reset_on_reattach: bool = True
+    service_ids_without_services: str = SERVICE_IDS_EMPTY
+
+    def __post_init__(self) -> None:
+        if self.service_ids_without_services not in SERVICE_IDS_CHOICES:
+            raise ValueError(
+                "service_ids_without_services must be one of %s" % (", ".join(SERVICE_IDS_CHOICES),)
+            )
 
 
 def _back_pressure(peer: PeerLink) -> str:
@@ -40,8 +74,14 @@ class Relay:
 
     log = Logger()
 
-    def __init__(self, clock: Any, on_state_changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        on_state_changed: Callable[[], None] = lambda: None,
+        options: RelayOptions = RelayOptions(),
+    ) -> None:
         self._clock = clock
+        self.options = options
         self._state_changed = on_state_changed
         self._full: Set[PeerLink] = set()
         self.violations: List[Tuple[str, str, str]] = []
@@ -51,8 +91,9 @@ class Relay:
     def attach(self, grant: Grant, peer: PeerLink) -> bool:
         """
         Make C{peer} the live connection of its slot: a previous connection
-        is replaced, the other side gets StreamReset for the open streams,
-        and a V2/V3 client gets SERVICE_IDS.  False if the tunnel closed or
+        is replaced, the other side gets StreamReset for the open streams
+        (unless L{RelayOptions.reset_on_reattach} is off), and a V2/V3
+        client gets SERVICE_IDS.  False if the tunnel closed or
         the token was rotated since the handshake (the peer is then closed).
         """
         tunnel, slot = grant.tunnel, grant.slot
@@ -73,12 +114,14 @@ class Relay:
         other = tunnel.other(slot.mode).peer
         if other is not None and other in self._full:
             peer.pause_reading(_back_pressure(other))
-        self._reset_streams(tunnel, slot)
+        if self.options.reset_on_reattach:
+            self._reset_streams(tunnel, slot)
         self._state_changed()
         if peer.subprotocol != SUBPROTOCOL_V1:
-            peer.send_frames(
-                control_message(Message.SERVICE_IDS, available_service_ids=tunnel.services)
-            )
+            services = tunnel.services
+            if not services and self.options.service_ids_without_services == SERVICE_IDS_BLANK:
+                services = [""]
+            peer.send_frames(control_message(Message.SERVICE_IDS, available_service_ids=services))
         self.log.info(
             "{mode} connected to tunnel {tunnel_id}",
             mode=slot.mode.value,

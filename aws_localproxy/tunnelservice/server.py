@@ -42,7 +42,7 @@ from aws_localproxy.tunnelservice.frontdoor import (
 )
 from aws_localproxy.tunnelservice.model import DEFAULT_LIFETIME_MINUTES
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
-from aws_localproxy.tunnelservice.relay import Relay
+from aws_localproxy.tunnelservice.relay import Relay, RelayOptions
 from aws_localproxy.tunnelservice.sigv4 import CredentialsSource, SignatureCheck, load_credentials
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
 
@@ -216,6 +216,10 @@ class TunnelServiceSettings(TypedDict, total=False):
     bandwidth_limit: int
     max_connections: int
     handshake_deadline: float
+    # The service's choices the AWS service may make differently (see start_tunnel_service).
+    reset_on_reattach: bool
+    service_ids_without_services: str
+    reframe: int
     credentials: CredentialsSource
 
 
@@ -232,6 +236,9 @@ def start_tunnel_service(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_deadline: float = DEFAULT_HANDSHAKE_DEADLINE,
     notify: Optional[NotifyDevice] = None,
+    reset_on_reattach: bool = True,
+    service_ids_without_services: str = "empty",
+    reframe: int = 0,
     credentials: CredentialsSource = None,
 ) -> Any:
     """
@@ -244,6 +251,12 @@ def start_tunnel_service(
     @param handshake_deadline: seconds from accept to the end of the first
         request head (TLS handshake included).
     @param notify: tells a thing about a tunnel opened for it (``--mqtt-broker``).
+    @param reset_on_reattach: reset the other side's streams when a peer
+        (re)connects (L{RelayOptions}).
+    @param service_ids_without_services: C{"empty"} or C{"blank"}: the
+        SERVICE_IDS of a tunnel without services (L{RelayOptions}).
+    @param reframe: 0 forwards each message as received; N joins what is
+        pending for a peer and cuts it into frames of N bytes (L{dataplane}).
     @param credentials: the key pairs whose Signature Version 4 the
         management API accepts, and no other: an AWS shared-credentials file
         (L{sigv4.load_credentials}) or a mapping of access key ID to secret
@@ -265,8 +278,17 @@ def start_tunnel_service(
     registry.load()
     if bandwidth_limit < 0:
         raise ValueError("the bandwidth limit must not be negative")
-    relay = Relay(reactor, on_state_changed=registry.state_changed)
-    factory = DataPlaneFactory(registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit)
+    relay = Relay(
+        reactor,
+        on_state_changed=registry.state_changed,
+        options=RelayOptions(
+            reset_on_reattach=reset_on_reattach,
+            service_ids_without_services=service_ids_without_services,
+        ),
+    )
+    factory = DataPlaneFactory(
+        registry, relay, reactor=reactor, bandwidth_limit=bandwidth_limit, reframe=reframe
+    )
     site = LimitedSite(
         _Root(ManagementApi(registry, notify, signature_check), _DataPlaneResource(factory)),
         reactor,

@@ -15,6 +15,8 @@ from twisted.python import usage
 
 from aws_localproxy._version import __version__
 from aws_localproxy.agent.broker import BROKER_FILE_OPTIONS, broker_parameters
+from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
+from aws_localproxy.tunnelservice.relay import SERVICE_IDS_CHOICES
 from aws_localproxy.tunnelservice.server import LocalTunnelService, is_loopback
 
 DEFAULT_CERT_DIR = "localtunnel-certs"
@@ -93,7 +95,31 @@ class Options(usage.Options):
         ],
     ]
 
+    # The service's choices that the AWS service may make differently.
+    optParameters += [
+        [
+            "service-ids-without-services",
+            None,
+            "empty",
+            "SERVICE_IDS of a tunnel opened without services: 'empty' (no IDs) or "
+            "'blank' (one empty ID).",
+        ],
+        [
+            "reframe",
+            None,
+            0,
+            "0: forward each WebSocket message as received; N (1-131076): join what is "
+            "pending for a peer and cut it into N-byte frames, across record boundaries.",
+            int,
+        ],
+    ]
+
     optFlags = [
+        [
+            "no-reset-on-reattach",
+            None,
+            "Do not send StreamReset to the other peer when a peer reconnects.",
+        ],
         [
             "no-tls",
             None,
@@ -124,6 +150,13 @@ class Options(usage.Options):
             raise usage.UsageError("--bandwidth-limit must not be negative")
         if not self["interface"]:
             raise usage.UsageError("--interface must not be empty")
+        if self["service-ids-without-services"] not in SERVICE_IDS_CHOICES:
+            raise usage.UsageError(
+                "--service-ids-without-services must be one of: %s"
+                % (", ".join(SERVICE_IDS_CHOICES),)
+            )
+        if not 0 <= self["reframe"] <= MAX_WEBSOCKET_FRAME_SIZE:
+            raise usage.UsageError("--reframe must be between 0 and %d" % MAX_WEBSOCKET_FRAME_SIZE)
         self["cert-dir"] = os.path.abspath(self["cert-dir"])
         self._check_credentials()
         self["mqtt-broker-config"] = None
@@ -188,5 +221,8 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> LocalTunnelSe
         max_connections=config["max-connections"],
         handshake_deadline=config["handshake-timeout"],
         mqtt_broker=config.get("mqtt-broker-config"),
+        reset_on_reattach=not config["no-reset-on-reattach"],
+        service_ids_without_services=config["service-ids-without-services"],
+        reframe=config["reframe"],
         credentials=config.get("credentials-keys"),
     )
