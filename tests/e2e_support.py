@@ -137,6 +137,14 @@ class Collector(Protocol):
         self.closed.callback((bytes(self.received), time.monotonic()))
 
 
+class EchoingCollector(Collector):
+    """An echo application that also keeps what it received, to tell its connections apart."""
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
 class SendAndClose(Protocol):
     """An application that writes C{payload} at once and closes."""
 
@@ -209,16 +217,26 @@ def listen(test: TestCase, protocol_factory: Any) -> Any:
     return port.getHost().port
 
 
+#: The options of a tunnel service that covers for nobody: no StreamResets when a
+#: peer re-attaches (the AWS service "may" send them; a proxy must not need them).
+NO_RESETS: Dict[str, Any] = {"reset_on_reattach": False}
+
+
 class E2ETestCase(TestCase):
     """A tunnel service per test, and helpers to start proxies and services."""
 
     timeout = 60
+    #: Keyword arguments of the test's tunnel service (C{start_tunnel_service}),
+    #: e.g. C{{"reset_on_reattach": False}} for a service that covers for nobody.
+    tunnel_service_options: Dict[str, Any] = {}
 
     @inlineCallbacks
     def setUp(self) -> Any:
         from aws_localproxy.tunnelservice.testing import start_tunnel_service
 
-        self.tunnel_service = yield start_tunnel_service(reactor, self.mktemp())
+        self.tunnel_service = yield start_tunnel_service(
+            reactor, self.mktemp(), **self.tunnel_service_options
+        )
         self.addCleanup(self.tunnel_service.stop)
 
     def listen(self, protocol_factory: Any) -> Any:

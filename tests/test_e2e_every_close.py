@@ -10,7 +10,7 @@ service "may" reset them; we cannot count on it):
    bytes instead of hanging.
 
 End to end on 127.0.0.1 through the local tunnel service with its resets on
-re-attach turned off (L{without_stream_resets}).
+re-attach turned off (L{NO_RESETS}).
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import TimeoutError, inlineCallbacks
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import Apps, ProcessTestCase, new_client_token, spawn
+from tests.e2e_support import (
+    NO_RESETS,
+    Apps,
+    EchoingCollector,
+    ProcessTestCase,
+    new_client_token,
+    spawn,
+)
 from tests.support import ChildProcess, free_port, wait_until
-from tests.test_e2e_rejoin import EchoingCollector, without_stream_resets
 
 #: Seconds a close may take to arrive here (it takes milliseconds; without
 #: the fix it never arrives).
@@ -34,6 +40,7 @@ CLOSE_WAIT = 10
 
 class EveryCloseTests(ProcessTestCase):
     timeout = 60
+    tunnel_service_options = NO_RESETS
 
     @inlineCallbacks
     def echo(self, port: int, text: bytes) -> Any:
@@ -72,7 +79,6 @@ class EveryCloseTests(ProcessTestCase):
         Failed before: the source only closed its WebSocket, and the
         application's connection stayed open.
         """
-        without_stream_resets(self)
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
@@ -103,7 +109,6 @@ class EveryCloseTests(ProcessTestCase):
         source closes both clients, each after every byte echoed to it.
         Failed before: the clients stayed open.
         """
-        without_stream_resets(self)
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         ports = yield self.tunnel_pair({"ssh": echo_port})
@@ -125,7 +130,6 @@ class EveryCloseTests(ProcessTestCase):
         connection echoes.  Failed before: the bytes were dropped in silence
         and the clients hung.
         """
-        without_stream_resets(self)
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
@@ -160,7 +164,6 @@ class EveryCloseTests(ProcessTestCase):
         the new source answers that DATA with a StreamReset: the destination
         closes the application's connection.  Failed before: it stayed open.
         """
-        without_stream_resets(self)
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])

@@ -26,6 +26,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from aws_localproxy.constants import Mode
 from aws_localproxy.wire import Message
 from tests.e2e_support import (
+    NO_RESETS,
     Apps,
     Collector,
     Echo,
@@ -46,18 +47,10 @@ AWS_BANDWIDTH = 800_000
 
 
 class ForeignTestCase(ProcessTestCase):
-    """A tunnel service without resets on re-attach (and C{service_options}) per test."""
+    """A tunnel service without resets on re-attach (and the class's other options) per test."""
 
     timeout = 60
-    service_options: Dict[str, Any] = {}
-
-    @inlineCallbacks
-    def setUp(self) -> Any:
-        from aws_localproxy.tunnelservice.testing import start_tunnel_service
-
-        options = {"reset_on_reattach": False, **self.service_options}
-        self.tunnel_service = yield start_tunnel_service(reactor, self.mktemp(), **options)
-        self.addCleanup(self.tunnel_service.stop)
+    tunnel_service_options: Dict[str, Any] = NO_RESETS
 
     def open(self, services: List[str]) -> tuple[str, str]:
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(services)
@@ -219,7 +212,7 @@ class BulkTests(ForeignTestCase):
 class CappedBulkTests(BulkTests):
     """The AWS service's 800 KB/s per direction: about 5 s for a V3 echo, 1.3 s for V2."""
 
-    service_options = {"bandwidth_limit": AWS_BANDWIDTH}
+    tunnel_service_options = {**NO_RESETS, "bandwidth_limit": AWS_BANDWIDTH}
     size = 4 * 1000 * 1000
     v2_size = 1000 * 1000
 
@@ -227,19 +220,19 @@ class CappedBulkTests(BulkTests):
 class CoalescedBulkTests(BulkTests):
     """The service joins records into full frames, cut wherever the records fall."""
 
-    service_options = {"reframe": 131076}
+    tunnel_service_options = {**NO_RESETS, "reframe": 131076}
 
 
 class SplitBulkTests(BulkTests):
     """The service cuts the record stream into 4 KiB frames."""
 
-    service_options = {"reframe": 4096}
+    tunnel_service_options = {**NO_RESETS, "reframe": 4096}
     size = 4 * 1024 * 1024
     v2_size = 2 * 1024 * 1024
 
 
 class CappedCoalescedBulkTests(CappedBulkTests):
-    service_options = {"bandwidth_limit": AWS_BANDWIDTH, "reframe": 131076}
+    tunnel_service_options = {**NO_RESETS, "bandwidth_limit": AWS_BANDWIDTH, "reframe": 131076}
 
 
 # -- restarts and reconnects -----------------------------------------------------------
@@ -613,7 +606,7 @@ class StdioWithoutServicesTests(ForeignTestCase):
 class StdioBlankServiceIdTests(StdioWithoutServicesTests):
     """SERVICE_IDS with one empty ID."""
 
-    service_options = {"service_ids_without_services": "blank"}
+    tunnel_service_options = {**NO_RESETS, "service_ids_without_services": "blank"}
 
 
 # -- our proxy without -y, every peer version and tunnel shape ---------------------------

@@ -8,7 +8,6 @@ documented to; our local tunnel service does by default, which hid this).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 from typing import Any
@@ -17,34 +16,20 @@ from twisted.internet import reactor
 from twisted.internet.defer import TimeoutError, inlineCallbacks
 
 from aws_localproxy.constants import Mode
-from tests.e2e_support import Apps, Collector, ProcessTestCase, new_client_token, spawn
+from tests.e2e_support import (
+    NO_RESETS,
+    Apps,
+    EchoingCollector,
+    ProcessTestCase,
+    new_client_token,
+    spawn,
+)
 from tests.support import ChildProcess, free_port, wait_until
-
-
-class EchoingCollector(Collector):
-    """An echo application that also keeps what it received, to tell its connections apart."""
-
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        self.transport.write(data)  # type: ignore[union-attr]
-
-
-def without_stream_resets(test: ProcessTestCase) -> None:
-    """
-    The test's tunnel service no longer sends the other peer StreamResets
-    when a peer re-attaches: its option where it has one, else the relay's
-    method is patched out for the test.
-    """
-    relay = test.tunnel_service.relay
-    options = getattr(relay, "options", None)
-    if options is not None and hasattr(options, "reset_on_reattach"):
-        test.patch(relay, "options", dataclasses.replace(options, reset_on_reattach=False))
-    else:
-        test.patch(relay, "_reset_streams", lambda tunnel, slot: None)
 
 
 class SourceRestartTests(ProcessTestCase):
     timeout = 60
+    tunnel_service_options = NO_RESETS
 
     @inlineCallbacks
     def start_source(self, token: str, port: int, token_file: str) -> Any:
@@ -77,7 +62,6 @@ class SourceRestartTests(ProcessTestCase):
         stream``) and wrote the new client's bytes into the old client's
         application connection.
         """
-        without_stream_resets(self)
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
