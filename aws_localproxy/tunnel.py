@@ -350,11 +350,10 @@ class Tunnel:
 
     def reset_every_connection(self) -> None:
         """
-        The proxy stops while its WebSocket is open: end every connection as
-        if its local socket had closed -- its reset (a ConnectionReset towards
-        a V3 peer, a StreamReset in V1/V2 format) queued after every byte
-        already read from it -- and close the local sockets after flushing
-        what they were sent.  From now on no connection starts in this
+        The proxy stops while its WebSocket is open: end every stream -- its
+        StreamReset queued after every byte already read from its connections
+        (in V3 too: the stream is over, not only its connections) -- and close
+        the local sockets after flushing what they were sent.  From now on no connection starts in this
         session.  The caller closes the WebSocket once the resets are sent.
 
         Without this a stopping proxy only closed its WebSocket: through a
@@ -368,10 +367,20 @@ class Tunnel:
         session.stopping = True
         count = 0
         for service in list(session.services.values()):
-            for connection in service:
-                if connection.open and connection.lane is not None:
-                    count += 1
-                    self._reset_from_our_side(session, connection)
+            ending = [c for c in service if c.open and c.lane is not None]
+            count += len(ending)
+            if service.active and session.format.several_connections:
+                # The whole stream ends, even one whose connections are all closed,
+                # so the peer is told so: after ConnectionResets alone the reference
+                # destination keeps the stream as its current one and drops the next
+                # StreamStart (a restarted source's) as it resets it.  The reset
+                # names a connection: aws-c-iot takes one without for a V1/V2
+                # message on its V3 session.
+                named = ending[0].connection_id if ending else service.last_connection_id
+                session.reset_stream(service, service.stream_id, named)
+                continue
+            for connection in ending:
+                self._reset_from_our_side(session, connection)
         if count:
             self.log.info(
                 "Stopping: resetting {count} open connection(s) before closing the web socket",

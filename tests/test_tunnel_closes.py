@@ -60,21 +60,25 @@ def paused_source(
 class StopResetsTests(SynchronousTestCase):
     """L{Tunnel.reset_every_connection}: what a stopping proxy sends before its close frame."""
 
-    def test_source_v3_resets_each_connection_after_its_bytes(self) -> None:
+    def test_source_v3_resets_each_stream_after_its_bytes(self) -> None:
         """
-        A V3 source: one ConnectionReset per open connection, each after the
-        bytes already queued for it; the local sockets are closed (flushing).
-        Failed before: a stop sent no reset at all.
+        A V3 source: one StreamReset per stream, naming one of its
+        connections, after the bytes already queued for every connection of
+        the stream; the local sockets are closed (flushing).  Failed before: a
+        stop sent no reset at all.  (ConnectionResets alone leave the stream
+        current at the reference destination, which then drops a restarted
+        source's StreamStart.)
         """
         tunnel, peer, scheduler = paused_source()
         clients = [FakeLocalConnection() for _ in range(3)]
         ssh1 = tunnel.local_connection_accepted("ssh", clients[0])
-        tunnel.local_connection_accepted("ssh", clients[1])
+        ssh2 = tunnel.local_connection_accepted("ssh", clients[1])
         web1 = tunnel.local_connection_accepted("web", clients[2])
-        assert ssh1 is not None and web1 is not None
+        assert ssh1 is not None and ssh2 is not None and web1 is not None
         peer.take()
         scheduler.pauseProducing()
         ssh1.data_received(b"last words")
+        ssh2.data_received(b"and more")
         web1.data_received(b"w" * 5)
         tunnel.reset_every_connection()
         self.assertEqual(peer.take(), [])
@@ -82,21 +86,15 @@ class StopResetsTests(SynchronousTestCase):
         scheduler.resumeProducing()
         sent = peer.take()
         self.assertEqual(
-            sorted(m for m in sent if m[0] == "CONNECTION_RESET"),
-            [
-                ("CONNECTION_RESET", "ssh", 1, 1),
-                ("CONNECTION_RESET", "ssh", 1, 2),
-                ("CONNECTION_RESET", "web", 1, 1),
-            ],
+            sorted(m for m in sent if m[0] != "DATA"),
+            [("STREAM_RESET", "ssh", 1, 1), ("STREAM_RESET", "web", 1, 1)],
         )
-        self.assertLess(
-            sent.index(("DATA", "ssh", 1, 1, b"last words")),
-            sent.index(("CONNECTION_RESET", "ssh", 1, 1)),
-        )
-        self.assertLess(
-            sent.index(("DATA", "web", 1, 1, b"wwwww")),
-            sent.index(("CONNECTION_RESET", "web", 1, 1)),
-        )
+        for data_record, reset in [
+            (("DATA", "ssh", 1, 1, b"last words"), ("STREAM_RESET", "ssh", 1, 1)),
+            (("DATA", "ssh", 1, 2, b"and more"), ("STREAM_RESET", "ssh", 1, 1)),
+            (("DATA", "web", 1, 1, b"wwwww"), ("STREAM_RESET", "web", 1, 1)),
+        ]:
+            self.assertLess(sent.index(data_record), sent.index(reset))
         self.assertEqual(len(sent), 5)
         self.assertTrue(scheduler.idle)
 
@@ -107,7 +105,7 @@ class StopResetsTests(SynchronousTestCase):
         peer.take()
         tunnel.reset_every_connection()
         tunnel.reset_every_connection()
-        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 1, 1)])
 
     def test_source_v2_resets_each_stream(self) -> None:
         """Towards a V2 peer (one connection a stream): a StreamReset per stream, after its bytes."""
@@ -154,9 +152,9 @@ class StopResetsTests(SynchronousTestCase):
 
     def test_destination_v3(self) -> None:
         """
-        A stopping destination resets each of the source's connections, and
-        a start that arrives before its close frame is answered with a reset
-        instead of a new application connection.
+        A stopping destination resets the source's stream (naming its first
+        connection), and a start that arrives before its close frame is
+        answered with a reset instead of a new application connection.
         """
         tunnel, peer, local = started(Mode.DESTINATION, SSH)
         tunnel.data_received(
@@ -167,9 +165,7 @@ class StopResetsTests(SynchronousTestCase):
         app1_end.data_received(b"reply")
         peer.take()
         tunnel.reset_every_connection()
-        self.assertEqual(
-            peer.take(), [("CONNECTION_RESET", "ssh", 5, 1), ("CONNECTION_RESET", "ssh", 5, 2)]
-        )
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 5, 1)])
         self.assertTrue(app1.closed and app2.closed)
         tunnel.data_received(
             ctl(Message.CONNECTION_START, "ssh", 5, 3) + data("ssh", 5, 3, b"late")
@@ -184,6 +180,43 @@ class StopResetsTests(SynchronousTestCase):
         tunnel, peer, _ = paused_source(SSH)
         tunnel.reset_every_connection()
         self.assertIsNone(tunnel.local_connection_offered("ssh", FakeLocalConnection()))
+        self.assertEqual(peer.take(), [])
+
+    def test_source_v3_stream_without_connections(self) -> None:
+        """
+        A V3 stream whose connections have all closed is still the peer's
+        current stream: a stop ends it with a StreamReset naming the last
+        connection.  Without it the reference destination keeps that stream
+        and drops a restarted source's StreamStart while resetting it.
+        """
+        tunnel, peer, _ = paused_source(SSH)
+        ssh1 = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        ssh2 = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert ssh1 is not None and ssh2 is not None
+        ssh1.connection_lost()
+        ssh2.connection_lost()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("STREAM_START", "ssh", 1, 1),
+                ("CONNECTION_START", "ssh", 1, 2),
+                ("CONNECTION_RESET", "ssh", 1, 1),
+                ("CONNECTION_RESET", "ssh", 1, 2),
+            ],
+        )
+        tunnel.reset_every_connection()
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 1, 2)])
+
+    def test_source_v2_ended_stream_not_reset_again(self) -> None:
+        """In V2 format a local close already ended the stream: a stop sends nothing more."""
+        tunnel, peer, _ = paused_source(SSH, peer_version=PeerVersion.V2)
+        ssh = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert ssh is not None
+        ssh.connection_lost()
+        self.assertEqual(
+            peer.take(), [("STREAM_START", "ssh", 1, 0), ("STREAM_RESET", "ssh", 1, 0)]
+        )
+        tunnel.reset_every_connection()
         self.assertEqual(peer.take(), [])
 
     def test_without_session(self) -> None:

@@ -112,7 +112,8 @@ class ReferencePairingTests(ProcessTestCase):
         # Not the in-process service of E2ETestCase: sharing the test's reactor
         # would slow the service down and pace the reference for us.
         self.reference = reference_binary()
-        self.tunnel_service = yield self.start_service()
+        # A service that covers for nobody: no StreamResets when a peer re-attaches.
+        self.tunnel_service = yield self.start_service("--no-reset-on-reattach")
 
     @inlineCallbacks
     def start_service(self, *extra: str) -> Any:
@@ -148,7 +149,7 @@ class ReferencePairingTests(ProcessTestCase):
 
     def capped_service(self) -> Any:
         """A second local tunnel service, capped as the AWS service is."""
-        return self.start_service("--bandwidth-limit", str(CAP))
+        return self.start_service("--no-reset-on-reattach", "--bandwidth-limit", str(CAP))
 
     def start(
         self,
