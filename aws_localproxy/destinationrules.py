@@ -133,6 +133,12 @@ def _on_stream_start(session: TunnelSession, service: Service, message: Message)
         # had yet to send is dropped: under a repeated stream ID the peer would take
         # it for the new stream's.
         session.end_stream(service, None)
+    # Whatever is still queued under the new stream's ID belongs to an older
+    # stream of that ID (closed connections' last bytes, their resets, a
+    # refusal): after this StreamStart the source would take it for the new
+    # stream's.  A new stream ID leaves nothing to drop (the source reads
+    # older streams' records as stale).
+    session.withdraw_stream(service, message.streamId)
     if not message.connectionId:
         # After the old stream is gone, so that falling back cannot reset it
         # with a StreamReset that carries the new stream's ID.
@@ -179,7 +185,10 @@ def _refuse(session: TunnelSession, service: Service, connection_id: int) -> Non
     """
     service.counters.connections_refused += 1
     if session.format.multiplexed:
-        session.send(session.control(_CONNECTION_RESET, service, service.stream_id, connection_id))
+        session.send(
+            session.control(_CONNECTION_RESET, service, service.stream_id, connection_id),
+            (service.service_id, service.stream_id),
+        )
     else:
         session.reset_stream(service, service.stream_id)
 

@@ -22,7 +22,7 @@ service has at most one connection at a time (connection ID 0, never sent).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Hashable, Iterable, Mapping, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -81,13 +81,21 @@ class Outbound(Protocol):
     handed to the tunnel when the WebSocket opens, dropped when it closes.
     """
 
-    def control(self, record: bytes) -> None:
-        """Send a control record, ahead of any DATA still queued."""
+    def control(self, record: bytes, tag: Hashable | None = None) -> None:
+        """Send a control record, ahead of any DATA still queued; C{tag} as for L{withdraw}."""
 
-    def open_lane(self, fields: Any, reader: ReadControl, counters: Any = None) -> Any:
+    def open_lane(
+        self, fields: Any, reader: ReadControl, counters: Any = None, tag: Hashable | None = None
+    ) -> Any:
         """
         A lane for a new connection whose DATA records carry C{fields}, each
-        counted in C{counters.messages_sent} when given.
+        counted in C{counters.messages_sent} when given; C{tag} as for L{withdraw}.
+        """
+
+    def withdraw(self, tag: Hashable) -> None:
+        """
+        Drop what is still queued under C{tag} (the tunnel tags a service's
+        stream): control records, and closing lanes' bytes and resets.
         """
 
     def drain(self, lanes: Iterable[Any]) -> None:

@@ -23,12 +23,19 @@ session ends.
 
 Each lane is bounded: when it holds C{lane_limit} bytes, reading its local
 socket pauses (that connection only), and resumes when half has been sent.
+
+Lanes and control records may carry a tag (the tunnel uses a service's
+stream: service ID and stream ID).  L{OutboundScheduler.withdraw} drops
+whatever is still queued under a tag: a destination whose source starts a
+stream again under the same ID must not send the old stream's last bytes
+and resets after the new StreamStart, where they would name the new
+stream's connections.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, Optional
+from typing import Any, Callable, Deque, Hashable, Iterable, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -59,6 +66,7 @@ class Lane:
         "_reading_paused",
         "_in_ring",
         "_counters",
+        "tag",
     )
 
     def __init__(
@@ -67,8 +75,11 @@ class Lane:
         fields: DataFields,
         reader: ReadControl,
         counters: Optional[Any] = None,
+        tag: Optional[Hashable] = None,
     ) -> None:
         self._scheduler = scheduler
+        #: What L{OutboundScheduler.withdraw} knows the lane by (its stream), if anything.
+        self.tag = tag
         #: Where the DATA records made from this lane are counted (an object
         #: with C{messages_sent}, e.g. the service's counters), if anywhere.
         self._counters = counters
@@ -108,7 +119,7 @@ class Lane:
         self._scheduler._drop(self)
         self.closing = True
         if final is not None:
-            self._scheduler.control(final)
+            self._scheduler.control(final, self.tag)
 
     # -- for the scheduler ---------------------------------------------------------
 
@@ -189,7 +200,8 @@ class OutboundScheduler:
         self._send_ping = send_ping
         self.lane_limit = lane_limit
         self._max_payload = max_payload
-        self._controls: Deque[bytes] = deque()
+        #: Control records (and drained DATA), each with its tag.
+        self._controls: Deque[Tuple[bytes, Optional[Hashable]]] = deque()
         self._ring: Deque[Lane] = deque()
         self._paused = False
         self._pumping = False
@@ -202,17 +214,40 @@ class OutboundScheduler:
     # -- what the tunnel uses --------------------------------------------------------
 
     def open_lane(
-        self, fields: DataFields, reader: ReadControl, counters: Optional[Any] = None
+        self,
+        fields: DataFields,
+        reader: ReadControl,
+        counters: Optional[Any] = None,
+        tag: Optional[Hashable] = None,
     ) -> Lane:
         """A new connection's lane; its DATA records are counted in C{counters}."""
-        return Lane(self, fields, reader, counters)
+        return Lane(self, fields, reader, counters, tag)
 
-    def control(self, record: bytes) -> None:
+    def control(self, record: bytes, tag: Optional[Hashable] = None) -> None:
         """A control record: sent before any DATA still queued."""
         if self._closed:
             return
-        self._controls.append(record)
+        self._controls.append((record, tag))
         self._pump()
+
+    def withdraw(self, tag: Hashable) -> None:
+        """
+        Drop every record still queued under C{tag}: control records, and the
+        bytes and closing records of lanes that are closing.  A lane still
+        open keeps its bytes (its connection is live; the tunnel closes it
+        first).  What was already handed to the WebSocket is gone for good.
+        """
+        controls = self._controls
+        kept = [item for item in controls if item[1] != tag]
+        if len(kept) != len(controls):
+            controls.clear()
+            controls.extend(kept)
+        for lane in list(self._ring):
+            if lane.tag == tag and lane.closing:
+                lane._chunks.clear()
+                lane.queued = 0
+                lane._final = None
+                self._drop(lane)
 
     def drain(self, lanes: Iterable[Lane]) -> None:
         """
@@ -226,11 +261,11 @@ class OutboundScheduler:
         others = [lane for lane in self._ring if lane not in given]
         for lane in given + others:
             while lane.queued:
-                self._controls.append(lane._next_record(self._max_payload))
+                self._controls.append((lane._next_record(self._max_payload), lane.tag))
             self._drop(lane)
             final = lane._take_final()
             if final is not None:
-                self._controls.append(final)
+                self._controls.append((final, lane.tag))
         self._pump()
 
     @property
@@ -362,7 +397,7 @@ class OutboundScheduler:
         controls, ring, pacer = self._controls, self._ring, self._pacer
         while not self._paused and not self._closed:
             if controls:
-                self._emit(controls.popleft())
+                self._emit(controls.popleft()[0])
                 continue
             if not ring:
                 return

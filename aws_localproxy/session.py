@@ -105,10 +105,24 @@ class TunnelSession:
         """A control record for C{service} in the session's format (not sent)."""
         return self.format.control(message_type, service.service_id, stream_id, connection_id)
 
-    def send(self, record: bytes) -> None:
-        """Send a control record now (ahead of queued DATA)."""
+    def send(self, record: bytes, stream: Optional[tuple[str, int]] = None) -> None:
+        """
+        Send a control record now (ahead of queued DATA); C{stream} (service
+        ID, stream ID) is the stream it names, for L{withdraw_stream}.
+        """
         if self.open:
-            self.outbound.control(record)
+            self.outbound.control(record, stream)
+
+    def withdraw_stream(self, service: Service, stream_id: int) -> None:
+        """
+        Drop every record of C{service}'s stream C{stream_id} still queued:
+        the last bytes and resets of its connections.  A destination does this
+        when the source starts that stream ID again (a restarted source): sent
+        after the new StreamStart, they would name the new stream's
+        connections, and the source would deliver the old bytes to its new
+        client or reset it.  The source has forgotten the old stream.
+        """
+        self.outbound.withdraw((service.service_id, stream_id))
 
     def reset_sent(self, service_id: str, stream_id: int, connection_id: Optional[int]) -> bool:
         """Whether this session reset (or answered) that stream or connection (remembered)."""
@@ -141,6 +155,7 @@ class TunnelSession:
             self.format.data_fields(service.service_id, service.stream_id, connection_id),
             connection,
             service.counters,
+            (service.service_id, service.stream_id),
         )
         service.connections[connection_id] = connection
         service.counters.connections_opened += 1
@@ -167,7 +182,7 @@ class TunnelSession:
             else:
                 lane.finish(final)
         elif final is not None:
-            self.send(final)
+            self.send(final, (connection.service_id, connection.stream_id))
         connection.close_local()
 
     def reset_connection(self, connection: Connection, *, peer_reset: bool = False) -> None:
@@ -190,15 +205,20 @@ class TunnelSession:
         after its data, naming C{connection_id} if the format numbers connections.
         """
         self.end_stream(
-            service, self.control(Message.STREAM_RESET, service, stream_id, connection_id)
+            service,
+            self.control(Message.STREAM_RESET, service, stream_id, connection_id),
+            stream_id,
         )
 
-    def end_stream(self, service: Service, reset: Optional[bytes]) -> None:
+    def end_stream(
+        self, service: Service, reset: Optional[bytes], stream_id: Optional[int] = None
+    ) -> None:
         """
         Close every connection of C{service}; its next connection (source)
         starts a new stream.  With C{reset} (ours to send), the stream's data
         already read goes first; without, the peer ended the stream and what
-        was still queued is dropped.
+        was still queued is dropped.  C{stream_id} is the stream C{reset} names
+        (default: the service's current stream).
         """
         service.active = False
         self.may_start = True
@@ -212,7 +232,7 @@ class TunnelSession:
             connection.lane = None
         if reset is not None:
             self.outbound.drain(lanes)
-            self.send(reset)
+            self.send(reset, (service.service_id, stream_id or service.stream_id))
         else:
             for lane in lanes:
                 lane.abort(None)

@@ -106,6 +106,40 @@ class OrderingTests(SynchronousTestCase):
         self.scheduler.resumeProducing()
         self.assertEqual([m.type for m in self.wire.messages()], [Message.CONNECTION_RESET])
 
+    def test_withdraw_drops_a_tags_queued_records(self) -> None:
+        """
+        C{withdraw} drops what is queued under its tag (control records,
+        drained DATA, a closing lane's bytes and reset) and nothing else: an
+        open lane of the tag keeps its bytes, other tags are untouched.
+        """
+        old = self.scheduler.open_lane(DataFields("s", 1, 1), Reader(), tag="old")
+        drained = self.scheduler.open_lane(DataFields("s", 1, 2), Reader(), tag="old")
+        live = self.scheduler.open_lane(DataFields("s", 1, 3), Reader(), tag="old")
+        other = self.scheduler.open_lane(DataFields("s", 1, 4), Reader(), tag="other")
+        self.scheduler.pauseProducing()
+        old.write(b"old bytes")
+        old.finish(reset(1))
+        drained.write(b"drained bytes")
+        drained.finish(reset(2))
+        self.scheduler.drain([drained])
+        self.scheduler.control(reset(5), "old")
+        live.write(b"live")
+        other.write(b"other")
+        other.finish(reset(4))
+        self.scheduler.control(reset(6), "other")
+        self.scheduler.withdraw("old")
+        self.scheduler.resumeProducing()
+        self.assertEqual(
+            sorted((m.type, m.connectionId, m.payload) for m in self.wire.messages()),
+            [
+                (Message.DATA, 3, b"live"),
+                (Message.DATA, 4, b"other"),
+                (Message.CONNECTION_RESET, 4, b""),
+                (Message.CONNECTION_RESET, 6, b""),
+            ],
+        )
+        self.assertTrue(self.scheduler.idle)
+
     def test_drain_puts_lanes_before_the_stream_reset(self) -> None:
         one, two = self.lane(1), self.lane(2)
         self.scheduler.pauseProducing()

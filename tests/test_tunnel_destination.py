@@ -442,3 +442,135 @@ class DestinationOldPeerTests(SynchronousTestCase):
         connection, _ = local.connection("", 0)
         connection.data_received(b"x")
         self.assertEqual(peer.take(), [("DATA", "", 1, 0, b"x")])
+
+
+class RestartWithUnsentRecordsTests(SynchronousTestCase):
+    """
+    Regression (found by the state machine, tests.test_fuzz_tunnel): a
+    source that starts a stream again under the same stream ID (a restarted
+    source counting from 1) while the WebSocket transport is full.  Records
+    of the old stream that are still queued (a closed connection's last
+    bytes, its ConnectionReset, the StreamReset of a failed connect, the
+    reset that refused a start) carry the same IDs as the new stream's: sent
+    after the new StreamStart, the source would deliver the old bytes to its
+    new client and take the old reset for the new connection's.  They are
+    dropped: the repeated StreamStart tells that the source has forgotten
+    the old stream.
+    """
+
+    def paused(self, peer_version: PeerVersion = PeerVersion.V3, **kwargs):
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH, peer_version, **kwargs)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        return tunnel, peer, local, scheduler
+
+    def test_v2_failed_connect_reset_not_sent_after_the_restart(self) -> None:
+        """
+        The state machine's example: a V2 source (StreamReset format),
+        C{tcp.max_active_connections} 1; the local connect fails while the
+        scheduler is paused, and the source starts the same stream again.  The
+        old StreamReset is not sent ahead of the new connection's DATA (the
+        source would reset its new client and drop the bytes).
+        """
+        tunnel, peer, local, scheduler = self.paused(PeerVersion.V2, max_active_connections=1)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2))
+        scheduler.pauseProducing()
+        local.connections[0][0].connect_failed("refused")
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2))
+        new = local.connections[1][0]
+        new.data_received(b"reply")
+        new.connection_lost()
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(), [("DATA", "ssh", 2, 0, b"reply"), ("STREAM_RESET", "ssh", 2, 0)]
+        )
+
+    def test_v3_failed_connect_reset_not_sent_after_the_restart(self) -> None:
+        """The same with a V3 source: the failed connect's ConnectionReset is dropped."""
+        tunnel, peer, local, scheduler = self.paused()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.pauseProducing()
+        local.connection("ssh", 1)[0].connect_failed("refused")
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        local.connection("ssh", 1)[0].data_received(b"reply")
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 1, b"reply")])
+        self.assertFalse(local.connection("ssh", 1)[1].closed)
+
+    def test_v3_closed_connection_bytes_not_sent_after_the_restart(self) -> None:
+        """
+        A connection closed by its application with bytes still queued: its
+        DATA and ConnectionReset would reach the restarted source's new
+        connection 1.
+        """
+        tunnel, peer, local, scheduler = self.paused()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.pauseProducing()
+        old = local.connection("ssh", 1)[0]
+        old.data_received(b"for the old client")
+        old.connection_lost()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        local.connection("ssh", 1)[0].data_received(b"for the new client")
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 1, b"for the new client")])
+
+    def test_v2_closed_connection_bytes_not_sent_after_the_restart(self) -> None:
+        """The same in V2 format: the old DATA and StreamReset name the same stream."""
+        tunnel, peer, local, scheduler = self.paused(PeerVersion.V2)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1))
+        scheduler.pauseProducing()
+        old = local.connections[0][0]
+        old.data_received(b"for the old client")
+        old.connection_lost()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1))
+        local.connections[1][0].data_received(b"for the new client")
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 0, b"for the new client")])
+
+    def test_refusal_not_sent_after_the_restart(self) -> None:
+        """
+        The ConnectionReset that refused a start over C{tcp.max_active_connections}
+        names connection 2 of the old stream: the restarted source's own
+        connection 2 must not get it.
+        """
+        tunnel, peer, local, scheduler = self.paused(max_active_connections=1)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.pauseProducing()
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 2))
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 2))
+        local.connection("ssh", 2)[0].data_received(b"two")
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("DATA", "ssh", 1, 2, b"two")])
+
+    def test_other_streams_records_still_sent(self) -> None:
+        """
+        Only the repeated stream's records are dropped: a new stream ID leaves
+        the old stream's last bytes and reset to be sent (the peer reads them
+        as the old stream's), and another service's records are untouched.
+        """
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, TWO)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh", "web"))
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        scheduler.pauseProducing()
+        for service_id in ("ssh", "web"):
+            connection = local.connection(service_id, 1)[0]
+            connection.data_received(service_id.encode())
+            connection.connection_lost()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1))
+        scheduler.resumeProducing()
+        self.assertEqual(
+            sorted(peer.take()),
+            sorted(
+                [
+                    ("DATA", "ssh", 1, 1, b"ssh"),
+                    ("CONNECTION_RESET", "ssh", 1, 1),
+                    ("DATA", "web", 1, 1, b"web"),
+                    ("CONNECTION_RESET", "web", 1, 1),
+                ]
+            ),
+        )

@@ -7,8 +7,9 @@ from __future__ import annotations
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.constants import Mode, PeerVersion
+from aws_localproxy.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.errors import RecoverableTunnelError
+from aws_localproxy.scheduler import OutboundScheduler
 from aws_localproxy.streams import INT32_MAX
 from aws_localproxy.wire import Limits, Message
 from tests.test_tunnel import (
@@ -18,6 +19,9 @@ from tests.test_tunnel import (
     ctl,
     data,
     logs,
+    make_tunnel,
+    service_ids,
+    shown_v3,
     started,
     texts,
 )
@@ -506,3 +510,71 @@ class SourceRefusalReasonTests(SynchronousTestCase):
             texts(captured, LogLevel.debug),
         )
         self.assertEqual(peer.records, [])
+
+
+class SourceUnsentRecordsTests(SynchronousTestCase):
+    """
+    The source's side of the destination's restart regression
+    (tests.test_tunnel_destination.RestartWithUnsentRecordsTests): while the
+    WebSocket transport is full, a connection closes with bytes queued and
+    the next one starts.  The source numbers streams and connections
+    itself and never reuses an ID within a session, so the old connection's
+    last bytes and reset go out in order, under IDs the new one does not
+    carry, and nothing of the old connection is sent after its reset.
+    """
+
+    def paused(self, peer_version: PeerVersion):
+        tunnel, peer, _ = make_tunnel(Mode.SOURCE, SSH, peer_version)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        shown_v3(tunnel)
+        return tunnel, peer, scheduler
+
+    def accept(self, tunnel):
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        return connection
+
+    def test_v2_stream_reset_after_the_last_bytes_and_before_the_next_stream(self) -> None:
+        """V2 format: the old stream's DATA, its StreamReset, then the new stream."""
+        tunnel, peer, scheduler = self.paused(PeerVersion.V2)
+        first = self.accept(tunnel)
+        scheduler.pauseProducing()
+        first.data_received(b"last words")
+        first.connection_lost()
+        self.accept(tunnel).data_received(b"next")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("STREAM_START", "ssh", 1, 0),
+                ("DATA", "ssh", 1, 0, b"last words"),
+                ("STREAM_RESET", "ssh", 1, 0),
+                ("STREAM_START", "ssh", 2, 0),
+                ("DATA", "ssh", 2, 0, b"next"),
+            ],
+        )
+
+    def test_v3_connection_reset_after_the_last_bytes_new_connection_id(self) -> None:
+        """
+        V3 format: the next connection starts at once under a new connection
+        ID; the old one's ConnectionReset follows its last byte.
+        """
+        tunnel, peer, scheduler = self.paused(PeerVersion.V3)
+        first = self.accept(tunnel)
+        scheduler.pauseProducing()
+        first.data_received(b"last words")
+        first.connection_lost()
+        self.accept(tunnel).data_received(b"next")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("STREAM_START", "ssh", 1, 1),
+                ("CONNECTION_START", "ssh", 1, 2),
+                ("DATA", "ssh", 1, 1, b"last words"),
+                ("DATA", "ssh", 1, 2, b"next"),
+                ("CONNECTION_RESET", "ssh", 1, 1),
+            ],
+        )
