@@ -572,7 +572,9 @@ class Tunnel:
         stream IDs across restarts (the reference starts at 1), whose old
         process's DATA reaches a session of ours that lacks the stream just
         as its new process starts a stream with the same ID: our reset can
-        end the new stream.  Our own source never repeats stream IDs.
+        end the new stream if it is already sent when the new StreamStart
+        arrives (a queued one is withdrawn with the old stream's records).  Our
+        own source never repeats stream IDs.
 
         Not answered: a stream or connection this session reset itself (the
         peer's DATA was in flight; our reset already tells it), or one already
@@ -612,7 +614,8 @@ class Tunnel:
                 stream_id=stream_id,
                 service_id=message.serviceId,
                 connection_id=connection_id,
-            )
+            ),
+            stream=(service.service_id, stream_id),
         )
 
     def _while_stopping(

@@ -324,6 +324,25 @@ class UndeliverableDataTests(SynchronousTestCase):
         self.assertEqual(peer.take(), [])
         self.assertEqual(local.connections, [])
 
+    def test_destination_answer_withdrawn_by_a_repeated_start(self) -> None:
+        """
+        A source that repeats its stream IDs after a restart (the reference
+        starts at 1): our answer to its old process's DATA, if still queued
+        when the new process's StreamStart with that ID arrives, is withdrawn
+        with the old stream's records instead of resetting the new stream.
+        """
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        scheduler.pauseProducing()
+        tunnel.data_received(data("ssh", 1, 1, b"old process"))
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.resumeProducing()
+        self.assertNotIn(("STREAM_RESET", "ssh", 1, 1), peer.take())
+        self.assertEqual(len(local.connections), 1)
+        self.assertFalse(local.connections[0][1].closed)
+
     def test_destination_stale_stream_beside_the_current(self) -> None:
         """DATA of a stream other than the current one: its StreamReset, once; the current goes on."""
         tunnel, peer, local = started(Mode.DESTINATION, SSH)
