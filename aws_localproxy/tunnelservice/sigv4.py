@@ -13,9 +13,9 @@ AWS CLI with the right keys work unchanged and nobody else can list tunnels
 or rotate their tokens.
 
 The expected signature is computed by botocore's own signer
-(L{botocore.auth.SigV4Auth}) over the request as received, with the
+(C{botocore.auth.SigV4Auth}) over the request as received, with the
 request's own ``X-Amz-Date`` and the headers it says it signed, and
-compared with L{hmac.compare_digest}: this module parses and checks the
+compared with C{hmac.compare_digest}: this module parses and checks the
 C{Authorization} header and the clock, and never hand-computes SigV4.
 botocore is imported only here, and this module only when credentials are
 configured, so a plain ``pip install aws-localproxy`` (local proxies on
