@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from aws_localproxy.config import ProxyConfig
@@ -362,6 +363,19 @@ class E2ETestCase(TestCase):
         )
         self.addCleanup(_close_client, client)
         return client
+
+
+def errors_logged(test: Any) -> List[str]:
+    """Warnings and errors logged from now until the test ends, as text."""
+    lines: List[str] = []
+
+    def observer(event: Dict[str, Any]) -> None:
+        if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    test.addCleanup(globalLogPublisher.removeObserver, observer)
+    return lines
 
 
 def table_size(proxy: LocalProxyService) -> int:

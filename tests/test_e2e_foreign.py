@@ -21,7 +21,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from aws_localproxy.constants import Mode
 from aws_localproxy.wire import Message
@@ -31,6 +30,7 @@ from tests.e2e_support import (
     Collector,
     Echo,
     ProcessTestCase,
+    errors_logged,
     new_client_token,
     pattern,
     spawn,
@@ -152,19 +152,6 @@ class RecordingEcho(BlockingEcho):
     def dataReceived(self, data: bytes) -> None:
         self.received += data
         super().dataReceived(data)
-
-
-def errors_logged(test: Any) -> List[str]:
-    """Warnings and errors logged from now until the test ends, as text."""
-    lines: List[str] = []
-
-    def observer(event: Dict[str, Any]) -> None:
-        if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
-            lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observer)
-    test.addCleanup(globalLogPublisher.removeObserver, observer)
-    return lines
 
 
 # -- bulk both ways --------------------------------------------------------------------
