@@ -14,10 +14,10 @@ import struct
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
@@ -514,8 +514,89 @@ class ProcessTestCase(E2ETestCase):
         return path
 
     def proxy_args(self, *extra: str) -> List[str]:
-        service = self.tunnel_service
-        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+        return proxy_argv(self.tunnel_service, *extra)
+
+    def token_file(self) -> str:
+        """A new path for a child proxy's C{--client-token-file} (not created)."""
+        return os.path.abspath(os.path.join(self.mktemp_dir(), "client-token"))
+
+    def spawn_proxy(self, token: str, token_file: str, *args: str) -> ChildProcess:
+        """A child proxy with C{args}, access token C{token} and C{--client-token-file}."""
+        return spawn(
+            self,
+            self.proxy_args(*args, "--client-token-file", token_file),
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
+        )
+
+    @inlineCallbacks
+    def start_source(self, token: str, port: int, token_file: str) -> Any:
+        """
+        A child source proxy for service ``ssh`` on C{port}; fires with it
+        once it listens.
+        """
+        process = self.spawn_proxy(token, token_file, "-s", f"ssh={port}")
+        yield process.wait_for(f"Listening for new connection on port {port}")
+        return process
+
+    @inlineCallbacks
+    def destination_to_echo(self, apps: Apps) -> Any:
+        """
+        A tunnel for service ``ssh`` and a connected in-process destination
+        (with a client token) to a new local service of C{apps}; fires with
+        (tunnel ID, the source's access token, the destination).
+        """
+        echo_port = yield self.listen(apps)
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
+        destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            {"ssh": f"127.0.0.1:{echo_port}"},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        return tunnel_id, source_token, destination
+
+    @inlineCallbacks
+    def echo_within(self, port: int, text: bytes, seconds: float = 15) -> Any:
+        """
+        L{assert_echoes}, failing the test if the echo has not come back
+        within C{seconds} (the connection hangs) instead of waiting for the
+        test's timeout; fires with the client.
+        """
+        client = yield self.connect(port)
+        client.transport.write(text)
+        try:
+            received = yield client.wait_for(len(text)).addTimeout(seconds, reactor)
+        except TimeoutError:
+            self.fail(f"no echo of {text!r} within {seconds} s: the connection hangs")
+        self.assertEqual(received, text)
+        return client
+
+
+def endpoint_args(service: Any) -> List[str]:
+    """The options that point a proxy (ours or the reference) at local tunnel service C{service}."""
+    return ["-e", service.endpoint, "-c", service.capath]
+
+
+def proxy_argv(service: Any, *extra: str) -> List[str]:
+    """C{python}'s arguments that run our proxy against C{service} with options C{extra}."""
+    return ["-m", "aws_localproxy", *endpoint_args(service), *extra]
+
+
+def spawn_stdio(test: TestCase, token: str, *args: str) -> Tuple[ChildProcess, Any]:
+    """
+    Our proxy as a C{--stdio} source child of C{test} (which has a
+    C{tunnel_service}) with access token C{token} and options C{args}, in a
+    new directory; gives the process and its transport (to write its stdin).
+    """
+    process = ChildProcess()
+    cwd = test.mktemp()
+    os.makedirs(cwd)
+    argv = [sys.executable, *proxy_argv(test.tunnel_service, "--stdio", *args)]  # type: ignore[attr-defined]
+    transport = spawn_child(
+        test, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
+    )
+    return process, transport
 
 
 def spawn(

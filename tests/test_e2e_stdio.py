@@ -27,6 +27,7 @@ from tests.e2e_support import (
     SendAndClose,
     new_client_token,
     pattern_chunk,
+    spawn_stdio,
 )
 from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
@@ -53,24 +54,7 @@ class _StdioCase(E2ETestCase):
         return source_token
 
     def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
-        service = self.tunnel_service
-        process = ChildProcess()
-        argv = [
-            sys.executable,
-            "-m",
-            "aws_localproxy",
-            "-e",
-            service.endpoint,
-            "-c",
-            service.capath,
-            "--stdio",
-            *args,
-        ]
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        self.stdio_transport = spawn_child(
-            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
-        )
+        process, self.stdio_transport = spawn_stdio(self, token, *args)
         return process
 
 

@@ -31,8 +31,10 @@ from twisted.internet.threads import deferToThread
 from tests.e2e_support import (
     Echo,
     ProcessTestCase,
+    endpoint_args,
     new_client_token,
     pattern,
+    proxy_argv,
     spawn,
     tunneling_client,
 )
@@ -189,39 +191,13 @@ class ReferencePairingTests(ProcessTestCase):
         env: Dict[str, str],
         extra: tuple[str, ...],
     ) -> ChildProcess:
+        options = [flag, mapping, "-v", VERBOSITY, *extra]
         if kind == "ref":
             process = ChildProcess()
-            argv: List[str] = [
-                self.reference,
-                "-e",
-                service.endpoint,
-                "-c",
-                service.capath,
-                flag,
-                mapping,
-                "-v",
-                VERBOSITY,
-                *extra,
-            ]
+            argv = [self.reference, *endpoint_args(service), *options]
             spawn_child(self, process, argv, child_environ(env), self.mktemp_dir())
             return process
-        return spawn(
-            self,
-            [
-                "-m",
-                "aws_localproxy",
-                "-e",
-                service.endpoint,
-                "-c",
-                service.capath,
-                flag,
-                mapping,
-                "-v",
-                VERBOSITY,
-                *extra,
-            ],
-            env,
-        )
+        return spawn(self, proxy_argv(service, *options), env)
 
     @inlineCallbacks
     def pair(
