@@ -6,7 +6,7 @@ tunnel without services, re-framing, and pongs that wait behind data.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -229,36 +229,31 @@ class PongBehindDataTests(_Service):
 
 
 class CommandLineTests(unittest.TestCase):
-    def test_defaults(self) -> None:
+    def settings_of(self, args: List[str]) -> Tuple[Any, Any, Any]:
+        """The re-attach, empty-service-IDs and reframe settings of a service made from C{args}."""
         config = Options()
-        config.parseOptions([])
+        config.parseOptions(args)
         service: Any = makeService(config, reactor)
-        self.assertEqual(
-            (
-                service._settings["reset_on_reattach"],
-                service._settings["service_ids_without_services"],
-                service._settings["reframe"],
-            ),
-            (True, "empty", 0),
+        settings = service._settings
+        return (
+            settings["reset_on_reattach"],
+            settings["service_ids_without_services"],
+            settings["reframe"],
         )
 
+    def test_defaults(self) -> None:
+        self.assertEqual(self.settings_of([]), (True, "empty", 0))
+
     def test_values(self) -> None:
-        config = Options()
-        config.parseOptions(
-            [
-                "--no-reset-on-reattach",
-                "--service-ids-without-services",
-                "blank",
-                "--reframe",
-                "4096",
-            ]
-        )
-        service: Any = makeService(config, reactor)
         self.assertEqual(
-            (
-                service._settings["reset_on_reattach"],
-                service._settings["service_ids_without_services"],
-                service._settings["reframe"],
+            self.settings_of(
+                [
+                    "--no-reset-on-reattach",
+                    "--service-ids-without-services",
+                    "blank",
+                    "--reframe",
+                    "4096",
+                ]
             ),
             (False, "blank", 4096),
         )
