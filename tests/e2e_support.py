@@ -13,8 +13,8 @@ import os
 import struct
 import sys
 import time
-from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
@@ -28,7 +28,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode, PeerVersion
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
-from tests.support import ChildProcess, child_environ, spawn_child, wait_until
+from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -356,6 +356,24 @@ class E2ETestCase(TestCase):
         )
 
     @inlineCallbacks
+    def destination_to(self, port: int, services: Sequence[str] = ("ssh",)) -> Any:
+        """
+        A tunnel with C{services} and a connected in-process destination
+        (with a client token) mapping each to 127.0.0.1:C{port} (without
+        services, its one endpoint the V1 way); fires with (tunnel ID, the
+        source's access token, the destination).
+        """
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(list(services))
+        destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            {sid: f"127.0.0.1:{port}" for sid in services or [""]},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        return tunnel_id, source_token, destination
+
+    @inlineCallbacks
     def connect(self, port: int) -> Any:
         client = Client()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
@@ -505,6 +523,19 @@ def aws_cli_result(running: Any, *args: str, env: Optional[Mapping[str, str]] = 
 # -- the local proxy as a child process ---------------------------------------------
 
 
+@dataclass
+class SourceChild:
+    """What L{ProcessTestCase.source_child_through_echo} set up."""
+
+    tunnel_id: str
+    source_token: str
+    destination: LocalProxyService
+    port: int
+    token_file: str
+    process: ChildProcess
+    client: Client
+
+
 class ProcessTestCase(E2ETestCase):
     """End-to-end tests that run a local proxy as a child process (``python -m aws_localproxy``)."""
 
@@ -539,22 +570,20 @@ class ProcessTestCase(E2ETestCase):
         return process
 
     @inlineCallbacks
-    def destination_to_echo(self, apps: Apps) -> Any:
+    def source_child_through_echo(self, apps: Apps, text: bytes) -> Any:
         """
-        A tunnel for service ``ssh`` and a connected in-process destination
-        (with a client token) to a new local service of C{apps}; fires with
-        (tunnel ID, the source's access token, the destination).
+        A tunnel for service ``ssh``, an in-process destination to a new
+        local service of C{apps}, a child source (with a client token file)
+        and one connection through it that echoed C{text}; fires with a
+        L{SourceChild}.
         """
         echo_port = yield self.listen(apps)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{echo_port}"},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
-        return tunnel_id, source_token, destination
+        tunnel_id, source_token, destination = yield self.destination_to(echo_port)
+        port = free_port()
+        token_file = self.token_file()
+        process = yield self.start_source(source_token, port, token_file)
+        client = yield self.echo_within(port, text)
+        return SourceChild(tunnel_id, source_token, destination, port, token_file, process, client)
 
     @inlineCallbacks
     def echo_within(self, port: int, text: bytes, seconds: float = 15) -> Any:

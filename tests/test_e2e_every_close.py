@@ -30,7 +30,7 @@ from tests.e2e_support import (
     ProcessTestCase,
     new_client_token,
 )
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 #: Seconds a close may take to arrive here (it takes milliseconds; without
 #: the fix it never arrives).
@@ -58,17 +58,15 @@ class EveryCloseTests(ProcessTestCase):
         application's connection stayed open.
         """
         apps = Apps(EchoingCollector)
-        tunnel_id, source_token, destination = yield self.destination_to_echo(apps)
-        port = free_port()
-        source = yield self.start_source(source_token, port, self.token_file())
-        client = yield self.echo_within(port, b"before the stop")
+        run = yield self.source_child_through_echo(apps, b"before the stop")
+        source = run.process
         os.kill(source.transport.pid, signal.SIGTERM)
         self.assertEqual((yield source.ended), 0, source.output.decode())
         yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
         self.assertEqual(bytes(apps.made[0].received), b"before the stop")
-        yield self.closed(client, "the source's client")
+        yield self.closed(run.client, "the source's client")
         self.assertIn(b"resetting 1 open connection", source.output)
-        self.assertEqual(destination._connector.sessions, 1)
+        self.assertEqual(run.destination._connector.sessions, 1)
         self.assertEqual(self.tunnel_service.violations, [])
 
     @inlineCallbacks
@@ -134,16 +132,12 @@ class EveryCloseTests(ProcessTestCase):
         closes the application's connection.  Failed before: it stayed open.
         """
         apps = Apps(EchoingCollector)
-        tunnel_id, source_token, destination = yield self.destination_to_echo(apps)
-        port = free_port()
-        token_file = self.token_file()
-        first = yield self.start_source(source_token, port, token_file)
-        yield self.echo_within(port, b"before the restart")
-        os.kill(first.transport.pid, signal.SIGKILL)
-        yield first.ended
-        yield self.tunnel_service.wait_for_state(tunnel_id, "source", "DISCONNECTED")
-        second = yield self.start_source(source_token, port, token_file)
+        run = yield self.source_child_through_echo(apps, b"before the restart")
+        os.kill(run.process.transport.pid, signal.SIGKILL)
+        yield run.process.ended
+        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        second = yield self.start_source(run.source_token, run.port, run.token_file)
         apps.made[0].transport.write(b"prompt> ")
         yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
-        self.assertEqual(destination._connector.sessions, 1)
+        self.assertEqual(run.destination._connector.sessions, 1)
         self.assertFalse(second.exited)

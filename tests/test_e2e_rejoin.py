@@ -20,7 +20,7 @@ from tests.e2e_support import (
     EchoingCollector,
     ProcessTestCase,
 )
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 
 class SourceRestartTests(ProcessTestCase):
@@ -38,15 +38,12 @@ class SourceRestartTests(ProcessTestCase):
         application connection.
         """
         apps = Apps(EchoingCollector)
-        tunnel_id, source_token, destination = yield self.destination_to_echo(apps)
-        port = free_port()
-        token_file = self.token_file()
-        first = yield self.start_source(source_token, port, token_file)
-        yield self.echo_within(port, b"before the restart")
+        run = yield self.source_child_through_echo(apps, b"before the restart")
+        first, port = run.process, run.port
         os.kill(first.transport.pid, signal.SIGTERM)
         self.assertEqual((yield first.ended), 0, first.output.decode())
-        yield self.tunnel_service.wait_for_state(tunnel_id, "source", "DISCONNECTED")
-        second = yield self.start_source(source_token, port, token_file)
+        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        second = yield self.start_source(run.source_token, port, run.token_file)
         yield self.echo_within(port, b"after the restart")
         self.assertEqual(
             [bytes(app.received) for app in apps.made],
@@ -55,6 +52,6 @@ class SourceRestartTests(ProcessTestCase):
         yield wait_until(lambda: apps.made[0].lost)
         yield self.echo_within(port, b"and the next one")
         self.assertEqual(bytes(apps.made[-1].received), b"and the next one")
-        self.assertEqual(destination._connector.sessions, 1)  # never reconnected
+        self.assertEqual(run.destination._connector.sessions, 1)  # never reconnected
         self.assertEqual(self.tunnel_service.violations, [])
         self.assertFalse(second.exited)
