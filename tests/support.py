@@ -396,3 +396,18 @@ def scripted_connector(
         retries=retries,
         **options,
     )
+
+
+@inlineCallbacks
+def service_client(test: SynchronousTestCase, running: Any, **kwargs: Any) -> Any:
+    """
+    A WebSocket client of the local tunnel service C{running}
+    (L{tests.tunnelclient.connect} with C{kwargs}), closed after C{test}.
+    """
+    from twisted.internet import reactor
+
+    from tests import tunnelclient
+
+    client = yield tunnelclient.connect(reactor, running, **kwargs)
+    test.addCleanup(tunnelclient.close_client, client)
+    return client

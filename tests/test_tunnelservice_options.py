@@ -17,8 +17,7 @@ from aws_localproxy.tunnelservice.relay import RelayOptions
 from aws_localproxy.tunnelservice.tap import Options, makeService
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data
-from tests import tunnelclient
-from tests.support import wait_until
+from tests.support import service_client, wait_until
 
 CLIENT_TOKEN = "0123456789abcdef-0123456789abcdef"
 
@@ -39,11 +38,8 @@ class _Service(unittest.TestCase):
         self.running = yield start_tunnel_service(reactor, self.mktemp(), **options)
         self.addCleanup(self.running.stop)
 
-    @inlineCallbacks
     def connect(self, **kwargs: Any) -> Any:
-        client = yield tunnelclient.connect(reactor, self.running, **kwargs)
-        self.addCleanup(tunnelclient.close_client, client)
-        return client
+        return service_client(self, self.running, **kwargs)
 
 
 class ResetOnReattachTests(_Service):
