@@ -13,11 +13,11 @@ import os
 import struct
 import sys
 import time
-from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
@@ -28,7 +28,7 @@ from aws_localproxy.config import ProxyConfig
 from aws_localproxy.constants import Mode, PeerVersion
 from aws_localproxy.service import LocalProxyService
 from aws_localproxy.settings import Settings
-from tests.support import ChildProcess, child_environ, spawn_child, wait_until
+from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -356,6 +356,24 @@ class E2ETestCase(TestCase):
         )
 
     @inlineCallbacks
+    def destination_to(self, port: int, services: Sequence[str] = ("ssh",)) -> Any:
+        """
+        A tunnel with C{services} and a connected in-process destination
+        (with a client token) mapping each to 127.0.0.1:C{port} (without
+        services, its one endpoint the V1 way); fires with (tunnel ID, the
+        source's access token, the destination).
+        """
+        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(list(services))
+        destination = self.proxy(
+            Mode.DESTINATION,
+            destination_token,
+            {sid: f"127.0.0.1:{port}" for sid in services or [""]},
+            client_token=new_client_token(),
+        )
+        yield destination.connected
+        return tunnel_id, source_token, destination
+
+    @inlineCallbacks
     def connect(self, port: int) -> Any:
         client = Client()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
@@ -505,6 +523,19 @@ def aws_cli_result(running: Any, *args: str, env: Optional[Mapping[str, str]] = 
 # -- the local proxy as a child process ---------------------------------------------
 
 
+@dataclass
+class SourceChild:
+    """What L{ProcessTestCase.source_child_through_echo} set up."""
+
+    tunnel_id: str
+    source_token: str
+    destination: LocalProxyService
+    port: int
+    token_file: str
+    process: ChildProcess
+    client: Client
+
+
 class ProcessTestCase(E2ETestCase):
     """End-to-end tests that run a local proxy as a child process (``python -m aws_localproxy``)."""
 
@@ -514,8 +545,87 @@ class ProcessTestCase(E2ETestCase):
         return path
 
     def proxy_args(self, *extra: str) -> List[str]:
-        service = self.tunnel_service
-        return ["-m", "aws_localproxy", "-e", service.endpoint, "-c", service.capath, *extra]
+        return proxy_argv(self.tunnel_service, *extra)
+
+    def token_file(self) -> str:
+        """A new path for a child proxy's C{--client-token-file} (not created)."""
+        return os.path.abspath(os.path.join(self.mktemp_dir(), "client-token"))
+
+    def spawn_proxy(self, token: str, token_file: str, *args: str) -> ChildProcess:
+        """A child proxy with C{args}, access token C{token} and C{--client-token-file}."""
+        return spawn(
+            self,
+            self.proxy_args(*args, "--client-token-file", token_file),
+            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
+        )
+
+    @inlineCallbacks
+    def start_source(self, token: str, port: int, token_file: str) -> Any:
+        """
+        A child source proxy for service ``ssh`` on C{port}; fires with it
+        once it listens.
+        """
+        process = self.spawn_proxy(token, token_file, "-s", f"ssh={port}")
+        yield process.wait_for(f"Listening for new connection on port {port}")
+        return process
+
+    @inlineCallbacks
+    def source_child_through_echo(self, apps: Apps, text: bytes) -> Any:
+        """
+        A tunnel for service ``ssh``, an in-process destination to a new
+        local service of C{apps}, a child source (with a client token file)
+        and one connection through it that echoed C{text}; fires with a
+        L{SourceChild}.
+        """
+        echo_port = yield self.listen(apps)
+        tunnel_id, source_token, destination = yield self.destination_to(echo_port)
+        port = free_port()
+        token_file = self.token_file()
+        process = yield self.start_source(source_token, port, token_file)
+        client = yield self.echo_within(port, text)
+        return SourceChild(tunnel_id, source_token, destination, port, token_file, process, client)
+
+    @inlineCallbacks
+    def echo_within(self, port: int, text: bytes, seconds: float = 15) -> Any:
+        """
+        L{assert_echoes}, failing the test if the echo has not come back
+        within C{seconds} (the connection hangs) instead of waiting for the
+        test's timeout; fires with the client.
+        """
+        client = yield self.connect(port)
+        client.transport.write(text)
+        try:
+            received = yield client.wait_for(len(text)).addTimeout(seconds, reactor)
+        except TimeoutError:
+            self.fail(f"no echo of {text!r} within {seconds} s: the connection hangs")
+        self.assertEqual(received, text)
+        return client
+
+
+def endpoint_args(service: Any) -> List[str]:
+    """The options that point a proxy (ours or the reference) at local tunnel service C{service}."""
+    return ["-e", service.endpoint, "-c", service.capath]
+
+
+def proxy_argv(service: Any, *extra: str) -> List[str]:
+    """C{python}'s arguments that run our proxy against C{service} with options C{extra}."""
+    return ["-m", "aws_localproxy", *endpoint_args(service), *extra]
+
+
+def spawn_stdio(test: TestCase, token: str, *args: str) -> Tuple[ChildProcess, Any]:
+    """
+    Our proxy as a C{--stdio} source child of C{test} (which has a
+    C{tunnel_service}) with access token C{token} and options C{args}, in a
+    new directory; gives the process and its transport (to write its stdin).
+    """
+    process = ChildProcess()
+    cwd = test.mktemp()
+    os.makedirs(cwd)
+    argv = [sys.executable, *proxy_argv(test.tunnel_service, "--stdio", *args)]  # type: ignore[attr-defined]
+    transport = spawn_child(
+        test, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
+    )
+    return process, transport
 
 
 def spawn(

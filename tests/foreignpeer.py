@@ -57,6 +57,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from aws_localproxy._proto.Message_pb2 import Message
+from tests.support import Conditions  # no code of our proxy: a waiting list
 
 txaio.use_twisted()
 
@@ -232,7 +233,7 @@ class ForeignPeer:
         self._reader = RecordReader()
         self._socket: Optional[_Socket] = None
         self._ready: Deferred[ForeignPeer] = Deferred()
-        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
+        self._conditions = Conditions()
 
     # -- the WebSocket -------------------------------------------------
 
@@ -322,12 +323,7 @@ class ForeignPeer:
 
     def when(self, condition: Callable[[], bool]) -> Deferred[None]:
         """Fires once C{condition()} holds (checked after each message received)."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
+        return self._conditions.when(condition)
 
     def settled(self) -> bool:
         """No local connect is in progress (every connection started has a socket)."""
@@ -339,12 +335,6 @@ class ForeignPeer:
 
     def received_of(self, message_type: int) -> List[Message]:
         return [m for m in self.received if m.type == message_type]
-
-    def _check_waiters(self) -> None:
-        for waiter in list(self._waiters):
-            if waiter[0]():
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
 
     # -- receiving -----------------------------------------------------
 
@@ -361,7 +351,7 @@ class ForeignPeer:
         try:
             self._dispatch(message)
         finally:
-            self._check_waiters()
+            self._conditions.check()
 
     def _dispatch(self, message: Message) -> None:
         kind = message.type
@@ -446,6 +436,14 @@ class ForeignPeer:
     def _connect_failed(self, service: _Service, local: _Local) -> None:
         if service.connections.get(local.connection_id) is not local:
             return
+        self._reset(service, local)
+
+    def _reset(self, service: _Service, local: _Local) -> None:
+        """
+        C{local} is gone (its connect failed or it closed): forget it and tell
+        the other side, with ConnectionReset in V3, else StreamReset, which
+        ends the service's stream.
+        """
         del service.connections[local.connection_id]
         if self.version == 3:
             self.send(self._message(Message.CONNECTION_RESET, local))
@@ -509,9 +507,4 @@ class ForeignPeer:
             return
         if service.connections.get(local.connection_id) is not local:
             return
-        del service.connections[local.connection_id]
-        if self.version == 3:
-            self.send(self._message(Message.CONNECTION_RESET, local))
-        else:
-            self.send(self._message(Message.STREAM_RESET, local))
-            service.active = False
+        self._reset(service, local)

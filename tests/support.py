@@ -113,6 +113,39 @@ def child_environ(extra: Mapping[str, str] = {}) -> Dict[str, str]:
     return environ
 
 
+class Conditions:
+    """
+    Deferreds that fire once their condition holds, checked whenever their
+    owner (a child process, a test's peer) says its state changed: a test
+    waits for what it needs without sleeping or polling.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
+        """Fires once C{condition()} holds: now, or at a later L{check}."""
+        d: Deferred[None] = Deferred()
+        if condition():
+            d.callback(None)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def check(self) -> None:
+        """Fire the waiters whose condition holds now."""
+        for waiter in list(self._waiters):
+            if waiter[0]():
+                self._waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def fail_all(self, message: str) -> None:
+        """Fail every waiter left with an C{AssertionError} of C{message}: it will never hold."""
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            waiter.errback(AssertionError(message))
+
+
 class ChildProcess(ProcessProtocol):
     """
     A child process of a test: what it writes (C{stdout}, C{stderr}, and
@@ -127,7 +160,7 @@ class ChildProcess(ProcessProtocol):
         self.stderr = b""
         self.output = b""
         self.ended: Deferred[int] = Deferred()
-        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
+        self._conditions = Conditions()
 
     @property
     def exited(self) -> bool:
@@ -136,43 +169,25 @@ class ChildProcess(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self.stdout += data
         self.output += data
-        self._check_waiters()
+        self._conditions.check()
 
     def errReceived(self, data: bytes) -> None:
         self.stderr += data
         self.output += data
-        self._check_waiters()
+        self._conditions.check()
 
     def wait_for(self, text: str) -> Deferred[None]:
         """Fires once C{text} appeared in its output (stdout or stderr)."""
-        return self._when(lambda: text.encode() in self.output)
+        return self._conditions.when(lambda: text.encode() in self.output)
 
     def wait_for_stdout(self, count: int) -> Deferred[None]:
         """Fires once it wrote at least C{count} bytes to stdout."""
-        return self._when(lambda: len(self.stdout) >= count)
-
-    def _when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
-
-    def _check_waiters(self) -> None:
-        for waiter in list(self._waiters):
-            if waiter[0]():
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
+        return self._conditions.when(lambda: len(self.stdout) >= count)
 
     def processEnded(self, reason: Failure) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, waiter in waiters:
-            waiter.errback(
-                AssertionError(
-                    "process ended first; output:\n" + self.output.decode(errors="replace")
-                )
-            )
+        self._conditions.fail_all(
+            "process ended first; output:\n" + self.output.decode(errors="replace")
+        )
         if reason.check(ProcessDone):
             self.ended.callback(0)
         elif reason.check(ProcessTerminated):
@@ -381,3 +396,18 @@ def scripted_connector(
         retries=retries,
         **options,
     )
+
+
+@inlineCallbacks
+def service_client(test: SynchronousTestCase, running: Any, **kwargs: Any) -> Any:
+    """
+    A WebSocket client of the local tunnel service C{running}
+    (L{tests.tunnelclient.connect} with C{kwargs}), closed after C{test}.
+    """
+    from twisted.internet import reactor
+
+    from tests import tunnelclient
+
+    client = yield tunnelclient.connect(reactor, running, **kwargs)
+    test.addCleanup(tunnelclient.close_client, client)
+    return client

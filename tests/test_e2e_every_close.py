@@ -29,9 +29,8 @@ from tests.e2e_support import (
     EchoingCollector,
     ProcessTestCase,
     new_client_token,
-    spawn,
 )
-from tests.support import ChildProcess, free_port, wait_until
+from tests.support import wait_until
 
 #: Seconds a close may take to arrive here (it takes milliseconds; without
 #: the fix it never arrives).
@@ -43,33 +42,12 @@ class EveryCloseTests(ProcessTestCase):
     tunnel_service_options = NO_RESETS
 
     @inlineCallbacks
-    def echo(self, port: int, text: bytes) -> Any:
-        client = yield self.connect(port)
-        client.transport.write(text)
-        try:
-            received = yield client.wait_for(len(text)).addTimeout(15, reactor)
-        except TimeoutError:
-            self.fail(f"no echo of {text!r} within 15 s")
-        self.assertEqual(received, text)
-        return client
-
-    @inlineCallbacks
     def closed(self, client: Any, what: str) -> Any:
         try:
             received = yield client.closed.addTimeout(CLOSE_WAIT, reactor)
         except TimeoutError:
             self.fail(f"{what} was not closed within {CLOSE_WAIT} s")
         return received
-
-    def spawn_proxy(self, token: str, token_file: str, *args: str) -> ChildProcess:
-        return spawn(
-            self,
-            self.proxy_args(*args, "--client-token-file", token_file),
-            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
-        )
-
-    def token_file(self) -> str:
-        return os.path.abspath(os.path.join(self.mktemp_dir(), "client-token"))
 
     @inlineCallbacks
     def test_stopping_source_tells_the_destination(self) -> Any:
@@ -80,26 +58,15 @@ class EveryCloseTests(ProcessTestCase):
         application's connection stayed open.
         """
         apps = Apps(EchoingCollector)
-        echo_port = yield self.listen(apps)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{echo_port}"},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
-        port = free_port()
-        source = self.spawn_proxy(source_token, self.token_file(), "-s", f"ssh={port}")
-        yield source.wait_for(f"Listening for new connection on port {port}")
-        client = yield self.echo(port, b"before the stop")
+        run = yield self.source_child_through_echo(apps, b"before the stop")
+        source = run.process
         os.kill(source.transport.pid, signal.SIGTERM)
         self.assertEqual((yield source.ended), 0, source.output.decode())
         yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
         self.assertEqual(bytes(apps.made[0].received), b"before the stop")
-        yield self.closed(client, "the source's client")
+        yield self.closed(run.client, "the source's client")
         self.assertIn(b"resetting 1 open connection", source.output)
-        self.assertEqual(destination._connector.sessions, 1)
+        self.assertEqual(run.destination._connector.sessions, 1)
         self.assertEqual(self.tunnel_service.violations, [])
 
     @inlineCallbacks
@@ -112,8 +79,8 @@ class EveryCloseTests(ProcessTestCase):
         apps = Apps(EchoingCollector)
         echo_port = yield self.listen(apps)
         ports = yield self.tunnel_pair({"ssh": echo_port})
-        first = yield self.echo(ports["ssh"], b"one")
-        second = yield self.echo(ports["ssh"], b"two")
+        first = yield self.echo_within(ports["ssh"], b"one")
+        second = yield self.echo_within(ports["ssh"], b"two")
         yield self.destination.stopService()
         self.assertEqual((yield self.closed(first, "the first client")), b"one")
         self.assertEqual((yield self.closed(second, "the second client")), b"two")
@@ -141,7 +108,7 @@ class EveryCloseTests(ProcessTestCase):
         source = self.proxy(Mode.SOURCE, source_token, {}, client_token=new_client_token())
         yield source.connected
         port = yield source.listening_port("ssh")
-        clients = [(yield self.echo(port, b"one")), (yield self.echo(port, b"two"))]
+        clients = [(yield self.echo_within(port, b"one")), (yield self.echo_within(port, b"two"))]
         os.kill(first.transport.pid, signal.SIGKILL)
         yield first.ended
         yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "DISCONNECTED")
@@ -151,7 +118,7 @@ class EveryCloseTests(ProcessTestCase):
         clients[0].transport.write(b"anyone there?")
         self.assertEqual((yield self.closed(clients[0], "the first client")), b"one")
         self.assertEqual((yield self.closed(clients[1], "the second client")), b"two")
-        yield self.echo(port, b"three")
+        yield self.echo_within(port, b"three")
         self.assertIn(b"answering with a STREAM_RESET", second.output)
         self.assertEqual(source._connector.sessions, 1)
         self.assertEqual(self.tunnel_service.violations, [])
@@ -165,26 +132,12 @@ class EveryCloseTests(ProcessTestCase):
         closes the application's connection.  Failed before: it stayed open.
         """
         apps = Apps(EchoingCollector)
-        echo_port = yield self.listen(apps)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{echo_port}"},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
-        port = free_port()
-        token_file = self.token_file()
-        first = self.spawn_proxy(source_token, token_file, "-s", f"ssh={port}")
-        yield first.wait_for(f"Listening for new connection on port {port}")
-        yield self.echo(port, b"before the restart")
-        os.kill(first.transport.pid, signal.SIGKILL)
-        yield first.ended
-        yield self.tunnel_service.wait_for_state(tunnel_id, "source", "DISCONNECTED")
-        second = self.spawn_proxy(source_token, token_file, "-s", f"ssh={port}")
-        yield second.wait_for(f"Listening for new connection on port {port}")
+        run = yield self.source_child_through_echo(apps, b"before the restart")
+        os.kill(run.process.transport.pid, signal.SIGKILL)
+        yield run.process.ended
+        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        second = yield self.start_source(run.source_token, run.port, run.token_file)
         apps.made[0].transport.write(b"prompt> ")
         yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
-        self.assertEqual(destination._connector.sessions, 1)
+        self.assertEqual(run.destination._connector.sessions, 1)
         self.assertFalse(second.exited)

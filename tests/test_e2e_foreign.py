@@ -14,7 +14,6 @@ import hashlib
 import os
 import signal
 import socket
-import sys
 from typing import Any, Dict, List
 
 from twisted.internet import reactor
@@ -34,10 +33,11 @@ from tests.e2e_support import (
     new_client_token,
     pattern,
     spawn,
+    spawn_stdio,
     table_size,
 )
 from tests.foreignpeer import ForeignPeer
-from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
+from tests.support import free_port, wait_until
 
 #: Seconds an echo may take (each takes a few): a stalled one fails before the test's timeout.
 ECHO_DEADLINE = 20
@@ -558,26 +558,7 @@ class StdioWithoutServicesTests(ForeignTestCase):
         echo = yield self.echo_port()
         source_token, destination_token = self.open([])
         yield self.foreign("destination", destination_token, destinations={"": echo})
-        service = self.tunnel_service
-        process = ChildProcess()
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        stdio = spawn_child(
-            self,
-            process,
-            [
-                sys.executable,
-                "-m",
-                "aws_localproxy",
-                "-e",
-                service.endpoint,
-                "-c",
-                service.capath,
-                "--stdio",
-            ],
-            child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": source_token}),
-            cwd,
-        )
+        process, stdio = spawn_stdio(self, source_token)
         stdio.write(b"hello over stdio")
         # Fails with the process's output if it ends first.
         yield process.wait_for_stdout(16)

@@ -12,45 +12,20 @@ import os
 import signal
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import TimeoutError, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 
-from aws_localproxy.constants import Mode
 from tests.e2e_support import (
     NO_RESETS,
     Apps,
     EchoingCollector,
     ProcessTestCase,
-    new_client_token,
-    spawn,
 )
-from tests.support import ChildProcess, free_port, wait_until
+from tests.support import wait_until
 
 
 class SourceRestartTests(ProcessTestCase):
     timeout = 60
     tunnel_service_options = NO_RESETS
-
-    @inlineCallbacks
-    def start_source(self, token: str, port: int, token_file: str) -> Any:
-        process: ChildProcess = spawn(
-            self,
-            self.proxy_args("-s", f"ssh={port}", "--client-token-file", token_file),
-            {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
-        )
-        yield process.wait_for(f"Listening for new connection on port {port}")
-        return process
-
-    @inlineCallbacks
-    def echo(self, port: int, text: bytes) -> Any:
-        client = yield self.connect(port)
-        client.transport.write(text)
-        try:
-            received = yield client.wait_for(len(text)).addTimeout(15, reactor)
-        except TimeoutError:
-            self.fail(f"no echo of {text!r} within 15 s: the connection hangs")
-        self.assertEqual(received, text)
-        return client
 
     @inlineCallbacks
     def test_restarted_source_rejoins(self) -> Any:
@@ -63,31 +38,20 @@ class SourceRestartTests(ProcessTestCase):
         application connection.
         """
         apps = Apps(EchoingCollector)
-        echo_port = yield self.listen(apps)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{echo_port}"},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
-        port = free_port()
-        token_file = os.path.abspath(os.path.join(self.mktemp_dir(), "client-token"))
-        first = yield self.start_source(source_token, port, token_file)
-        yield self.echo(port, b"before the restart")
+        run = yield self.source_child_through_echo(apps, b"before the restart")
+        first, port = run.process, run.port
         os.kill(first.transport.pid, signal.SIGTERM)
         self.assertEqual((yield first.ended), 0, first.output.decode())
-        yield self.tunnel_service.wait_for_state(tunnel_id, "source", "DISCONNECTED")
-        second = yield self.start_source(source_token, port, token_file)
-        yield self.echo(port, b"after the restart")
+        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        second = yield self.start_source(run.source_token, port, run.token_file)
+        yield self.echo_within(port, b"after the restart")
         self.assertEqual(
             [bytes(app.received) for app in apps.made],
             [b"before the restart", b"after the restart"],
         )
         yield wait_until(lambda: apps.made[0].lost)
-        yield self.echo(port, b"and the next one")
+        yield self.echo_within(port, b"and the next one")
         self.assertEqual(bytes(apps.made[-1].received), b"and the next one")
-        self.assertEqual(destination._connector.sessions, 1)  # never reconnected
+        self.assertEqual(run.destination._connector.sessions, 1)  # never reconnected
         self.assertEqual(self.tunnel_service.violations, [])
         self.assertFalse(second.exited)

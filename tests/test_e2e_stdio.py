@@ -18,15 +18,14 @@ from typing import Any, Sequence
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest
 
-from aws_localproxy.constants import Mode
 from tests.e2e_support import (
     Apps,
     Collector,
     E2ETestCase,
     Echo,
     SendAndClose,
-    new_client_token,
     pattern_chunk,
+    spawn_stdio,
 )
 from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
@@ -41,36 +40,11 @@ class _StdioCase(E2ETestCase):
         services the destination maps its one endpoint the V1 way (``-d PORT``).
         """
         port = yield self.listen(protocol)
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(list(services))
-        self.tunnel_id = tunnel_id
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {sid: f"127.0.0.1:{port}" for sid in services or [""]},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
+        self.tunnel_id, source_token, _ = yield self.destination_to(port, services)
         return source_token
 
     def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
-        service = self.tunnel_service
-        process = ChildProcess()
-        argv = [
-            sys.executable,
-            "-m",
-            "aws_localproxy",
-            "-e",
-            service.endpoint,
-            "-c",
-            service.capath,
-            "--stdio",
-            *args,
-        ]
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        self.stdio_transport = spawn_child(
-            self, process, argv, child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}), cwd
-        )
+        process, self.stdio_transport = spawn_stdio(self, token, *args)
         return process
 
 
@@ -253,12 +227,5 @@ class SSHTests(_StdioCase):
 
     @inlineCallbacks
     def destination_for_port(self, port: int) -> Any:
-        tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["SSH1"])
-        destination = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"SSH1": f"127.0.0.1:{port}"},
-            client_token=new_client_token(),
-        )
-        yield destination.connected
+        _, source_token, _ = yield self.destination_to(port, ["SSH1"])
         return source_token

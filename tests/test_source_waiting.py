@@ -9,7 +9,7 @@ reconnect starts once SERVICE_IDS arrives.
 from __future__ import annotations
 
 import socket
-from typing import List, Tuple, Union
+from typing import Any, List, Tuple, Union
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -173,14 +173,22 @@ def sent(peer: FakePeer) -> List[tuple]:
 class ReconnectTests(SynchronousTestCase):
     """A connection accepted between a new WebSocket and its SERVICE_IDS."""
 
-    def test_waits_for_service_ids(self) -> None:
-        """It is held, then started by the SERVICE_IDS (on main: refused at once)."""
-        clock = MemoryReactorClock()
-        side, tunnel, peer = wired(clock)
+    def session_lost(self, clock: MemoryReactorClock) -> Tuple[PeerTunnel, FakePeer, Any]:
+        """
+        A source whose tunnel had its service IDs and lost its WebSocket;
+        gives the tunnel, its peer and the ``ssh`` listener's factory.
+        """
+        _, tunnel, peer = wired(clock)
         tunnel.session_started(SUBPROTOCOL_V3)
         tunnel.data_received(service_ids("ssh"))
         factory = clock.tcpServers[0][1]
         tunnel.session_ended()
+        return tunnel, peer, factory
+
+    def test_waits_for_service_ids(self) -> None:
+        """It is held, then started by the SERVICE_IDS (on main: refused at once)."""
+        clock = MemoryReactorClock()
+        tunnel, peer, factory = self.session_lost(clock)
         tunnel.session_started(SUBPROTOCOL_V3)
         protocol = factory.buildProtocol(None)
         transport = TCPLikeTransport()
@@ -202,11 +210,7 @@ class ReconnectTests(SynchronousTestCase):
     def test_refused_if_the_tunnel_stays_down(self) -> None:
         """No SERVICE_IDS within the bound: refused, and counted as refused."""
         clock = MemoryReactorClock()
-        side, tunnel, peer = wired(clock)
-        tunnel.session_started(SUBPROTOCOL_V3)
-        tunnel.data_received(service_ids("ssh"))
-        factory = clock.tcpServers[0][1]
-        tunnel.session_ended()
+        tunnel, peer, factory = self.session_lost(clock)
         protocol = factory.buildProtocol(None)
         transport = TCPLikeTransport()
         protocol.makeConnection(transport)

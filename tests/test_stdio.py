@@ -52,10 +52,9 @@ class ChooseTests(SynchronousTestCase):
 
 
 class SideTests(SynchronousTestCase):
-    def test_opened_once_for_the_chosen_service(self) -> None:
-        built: List[Any] = []
-        accepted: List[Any] = []
-        side = StdioSide(
+    def side(self, built: List[Any]) -> StdioSide:
+        """A side without a chosen service ID; the protocols it opens go to C{built}."""
+        return StdioSide(
             None,
             InboundFlow(),
             service_id=None,
@@ -63,6 +62,11 @@ class SideTests(SynchronousTestCase):
             on_end=lambda end: None,
             standard_io=lambda protocol, reactor: built.append(protocol),
         )
+
+    def test_opened_once_for_the_chosen_service(self) -> None:
+        built: List[Any] = []
+        accepted: List[Any] = []
+        side = self.side(built)
         side.accept = lambda sid, local: accepted.append(sid)  # type: ignore[assignment,func-returns-value]
         side.services_ready({"SSH1": "0"})
         side.services_ready({"SSH1": "0"})  # a later session
@@ -72,14 +76,7 @@ class SideTests(SynchronousTestCase):
     def test_tunnel_without_service_ids(self) -> None:
         """The unnamed service of a tunnel without services gets the connection."""
         built: List[Any] = []
-        side = StdioSide(
-            None,
-            InboundFlow(),
-            service_id=None,
-            session_ready=lambda: True,
-            on_end=lambda end: None,
-            standard_io=lambda protocol, reactor: built.append(protocol),
-        )
+        side = self.side(built)
         side.services_ready({"": "0"})
         self.assertEqual(len(built), 1)
         self.assertEqual(side.service_id, "")

@@ -536,17 +536,24 @@ class SourceUnsentRecordsTests(SynchronousTestCase):
         assert connection is not None
         return connection
 
-    def test_v2_stream_reset_after_the_last_bytes_and_before_the_next_stream(self) -> None:
-        """V2 format: the old stream's DATA, its StreamReset, then the new stream."""
-        tunnel, peer, scheduler = self.paused(PeerVersion.V2)
+    def old_then_new(self, peer_version: PeerVersion) -> list:
+        """
+        With the scheduler paused: a connection's last bytes, its close and
+        the next connection's first bytes; what the peer got once resumed.
+        """
+        tunnel, peer, scheduler = self.paused(peer_version)
         first = self.accept(tunnel)
         scheduler.pauseProducing()
         first.data_received(b"last words")
         first.connection_lost()
         self.accept(tunnel).data_received(b"next")
         scheduler.resumeProducing()
+        return peer.take()
+
+    def test_v2_stream_reset_after_the_last_bytes_and_before_the_next_stream(self) -> None:
+        """V2 format: the old stream's DATA, its StreamReset, then the new stream."""
         self.assertEqual(
-            peer.take(),
+            self.old_then_new(PeerVersion.V2),
             [
                 ("STREAM_START", "ssh", 1, 0),
                 ("DATA", "ssh", 1, 0, b"last words"),
@@ -561,15 +568,8 @@ class SourceUnsentRecordsTests(SynchronousTestCase):
         V3 format: the next connection starts at once under a new connection
         ID; the old one's ConnectionReset follows its last byte.
         """
-        tunnel, peer, scheduler = self.paused(PeerVersion.V3)
-        first = self.accept(tunnel)
-        scheduler.pauseProducing()
-        first.data_received(b"last words")
-        first.connection_lost()
-        self.accept(tunnel).data_received(b"next")
-        scheduler.resumeProducing()
         self.assertEqual(
-            peer.take(),
+            self.old_then_new(PeerVersion.V3),
             [
                 ("STREAM_START", "ssh", 1, 1),
                 ("CONNECTION_START", "ssh", 1, 2),

@@ -18,6 +18,7 @@ from aws_localproxy.tunnelservice.dataplane import NOT_SENT_LOW_WATER
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data, encode_message
 from tests import tunnelclient
+from tests.support import service_client
 
 CLIENT_TOKEN = "0123456789abcdef-0123456789abcdef"
 OTHER_CLIENT_TOKEN = "fedcba9876543210-fedcba9876543210"
@@ -33,11 +34,8 @@ class ServiceTestCase(unittest.TestCase):
         self.running = yield start_tunnel_service(reactor, self.mktemp(), use_tls=self.use_tls)
         self.addCleanup(self.running.stop)
 
-    @inlineCallbacks
     def connect(self, **kwargs: Any) -> Any:
-        client = yield tunnelclient.connect(reactor, self.running, **kwargs)
-        self.addCleanup(tunnelclient.close_client, client)
-        return client
+        return service_client(self, self.running, **kwargs)
 
     @inlineCallbacks
     def pair(self, services: Any = ("ssh",), **kwargs: Any) -> Any:

@@ -6,7 +6,7 @@ tunnel without services, re-framing, and pongs that wait behind data.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -17,8 +17,7 @@ from aws_localproxy.tunnelservice.relay import RelayOptions
 from aws_localproxy.tunnelservice.tap import Options, makeService
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from aws_localproxy.wire import Message, control_message, encode_data
-from tests import tunnelclient
-from tests.support import wait_until
+from tests.support import service_client, wait_until
 
 CLIENT_TOKEN = "0123456789abcdef-0123456789abcdef"
 
@@ -39,11 +38,8 @@ class _Service(unittest.TestCase):
         self.running = yield start_tunnel_service(reactor, self.mktemp(), **options)
         self.addCleanup(self.running.stop)
 
-    @inlineCallbacks
     def connect(self, **kwargs: Any) -> Any:
-        client = yield tunnelclient.connect(reactor, self.running, **kwargs)
-        self.addCleanup(tunnelclient.close_client, client)
-        return client
+        return service_client(self, self.running, **kwargs)
 
 
 class ResetOnReattachTests(_Service):
@@ -229,36 +225,31 @@ class PongBehindDataTests(_Service):
 
 
 class CommandLineTests(unittest.TestCase):
-    def test_defaults(self) -> None:
+    def settings_of(self, args: List[str]) -> Tuple[Any, Any, Any]:
+        """The re-attach, empty-service-IDs and reframe settings of a service made from C{args}."""
         config = Options()
-        config.parseOptions([])
+        config.parseOptions(args)
         service: Any = makeService(config, reactor)
-        self.assertEqual(
-            (
-                service._settings["reset_on_reattach"],
-                service._settings["service_ids_without_services"],
-                service._settings["reframe"],
-            ),
-            (True, "empty", 0),
+        settings = service._settings
+        return (
+            settings["reset_on_reattach"],
+            settings["service_ids_without_services"],
+            settings["reframe"],
         )
 
+    def test_defaults(self) -> None:
+        self.assertEqual(self.settings_of([]), (True, "empty", 0))
+
     def test_values(self) -> None:
-        config = Options()
-        config.parseOptions(
-            [
-                "--no-reset-on-reattach",
-                "--service-ids-without-services",
-                "blank",
-                "--reframe",
-                "4096",
-            ]
-        )
-        service: Any = makeService(config, reactor)
         self.assertEqual(
-            (
-                service._settings["reset_on_reattach"],
-                service._settings["service_ids_without_services"],
-                service._settings["reframe"],
+            self.settings_of(
+                [
+                    "--no-reset-on-reattach",
+                    "--service-ids-without-services",
+                    "blank",
+                    "--reframe",
+                    "4096",
+                ]
             ),
             (False, "blank", 4096),
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
@@ -31,8 +31,10 @@ from twisted.internet.threads import deferToThread
 from tests.e2e_support import (
     Echo,
     ProcessTestCase,
+    endpoint_args,
     new_client_token,
     pattern,
+    proxy_argv,
     spawn,
     tunneling_client,
 )
@@ -189,39 +191,13 @@ class ReferencePairingTests(ProcessTestCase):
         env: Dict[str, str],
         extra: tuple[str, ...],
     ) -> ChildProcess:
+        options = [flag, mapping, "-v", VERBOSITY, *extra]
         if kind == "ref":
             process = ChildProcess()
-            argv: List[str] = [
-                self.reference,
-                "-e",
-                service.endpoint,
-                "-c",
-                service.capath,
-                flag,
-                mapping,
-                "-v",
-                VERBOSITY,
-                *extra,
-            ]
+            argv = [self.reference, *endpoint_args(service), *options]
             spawn_child(self, process, argv, child_environ(env), self.mktemp_dir())
             return process
-        return spawn(
-            self,
-            [
-                "-m",
-                "aws_localproxy",
-                "-e",
-                service.endpoint,
-                "-c",
-                service.capath,
-                flag,
-                mapping,
-                "-v",
-                VERBOSITY,
-                *extra,
-            ],
-            env,
-        )
+        return spawn(self, proxy_argv(service, *options), env)
 
     @inlineCallbacks
     def pair(
@@ -335,6 +311,15 @@ class ReferencePairingTests(ProcessTestCase):
         yield self.echo(port, CAPPED)
 
     @inlineCallbacks
+    def all_echo(self, clients: List[Tuple[Any, bytes]]) -> Any:
+        """Each client sends its bytes, all at once, then each gets them back."""
+        for client, data in clients:
+            client.transport.write(data)
+        for client, data in clients:
+            received = yield client.wait_for(len(data))
+            self.assertEqual(received, data)
+
+    @inlineCallbacks
     def several_services(self, source: str, destination: str) -> Any:
         """Two services at once, each with two connections, each its own echo."""
         yield self.pair(source, destination, services=["SSH", "WEB"])
@@ -342,11 +327,7 @@ class ReferencePairingTests(ProcessTestCase):
         for index, port in enumerate(list(self.ports.values()) * 2):
             client = yield self.connect_soon(port)
             clients.append((client, pattern(300_000 + index)))
-        for client, data in clients:
-            client.transport.write(data)
-        for client, data in clients:
-            received = yield client.wait_for(len(data))
-            self.assertEqual(received, data)
+        yield self.all_echo(clients)
 
     def test_reference_source_several_services(self) -> Any:
         return self.several_services("ref", "py")
@@ -362,11 +343,7 @@ class ReferencePairingTests(ProcessTestCase):
         for index in range(6):
             client = yield self.connect(port)
             clients.append((client, pattern(200_000 + index)))
-        for client, data in clients:
-            client.transport.write(data)
-        for client, data in clients:
-            received = yield client.wait_for(len(data))
-            self.assertEqual(received, data)
+        yield self.all_echo(clients)
 
     # -- V1-format peers without -y on our side -----------------------------
     # Only as a source: the reference with -y V1 as a destination still sends
