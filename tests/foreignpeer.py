@@ -57,7 +57,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from aws_localproxy._proto.Message_pb2 import Message
-from tests.support import Conditions  # no code of our proxy: a waiting list
+from tests.conditions import Conditions
 
 txaio.use_twisted()
 

@@ -42,6 +42,7 @@ from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.websocket import CloseOutcome
 from aws_localproxy.wire import Message, decode_all
+from tests.conditions import Conditions
 
 # -- the machine ----------------------------------------------------------------------
 
@@ -111,39 +112,6 @@ def child_environ(extra: Mapping[str, str] = {}) -> Dict[str, str]:
     environ.update(extra)
     environ["PYTHONPATH"] = PROJECT_ROOT + os.pathsep + environ.get("PYTHONPATH", "")
     return environ
-
-
-class Conditions:
-    """
-    Deferreds that fire once their condition holds, checked whenever their
-    owner (a child process, a test's peer) says its state changed: a test
-    waits for what it needs without sleeping or polling.
-    """
-
-    def __init__(self) -> None:
-        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
-
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """Fires once C{condition()} holds: now, or at a later L{check}."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
-
-    def check(self) -> None:
-        """Fire the waiters whose condition holds now."""
-        for waiter in list(self._waiters):
-            if waiter[0]():
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def fail_all(self, message: str) -> None:
-        """Fail every waiter left with an C{AssertionError} of C{message}: it will never hold."""
-        waiters, self._waiters = self._waiters, []
-        for _, waiter in waiters:
-            waiter.errback(AssertionError(message))
 
 
 class ChildProcess(ProcessProtocol):

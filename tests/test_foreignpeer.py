@@ -6,10 +6,12 @@ what V1 does not know and takes every StreamStart as a new stream.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutput
 from twisted.trial import unittest
 
 from aws_localproxy._proto.Message_pb2 import Message
@@ -17,7 +19,30 @@ from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from tests import tunnelclient
 from tests.e2e_support import Apps, Collector, listen
 from tests.foreignpeer import ForeignPeer, RecordReader, encode
-from tests.support import wait_until
+from tests.support import PROJECT_ROOT, child_environ, wait_until
+
+
+class IndependenceTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_loads_none_of_our_proxy(self) -> Any:
+        """
+        The peer is written from the guides, not from our proxy: importing it
+        in a fresh interpreter loads only the generated protobuf module of this
+        package, none of the tunnel, session, scheduler, pacing or WebSocket code.
+        """
+        script = (
+            "import sys, tests.foreignpeer; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('aws_localproxy'))))"
+        )
+        output = yield getProcessOutput(
+            sys.executable, ["-c", script], env=child_environ(), path=PROJECT_ROOT
+        )
+        loaded = set(output.decode().split())
+        self.assertIn("aws_localproxy._proto.Message_pb2", loaded)
+        self.assertEqual(
+            loaded - {"aws_localproxy", "aws_localproxy._proto", "aws_localproxy._version"},
+            {"aws_localproxy._proto.Message_pb2"},
+        )
 
 
 class RecordTests(unittest.TestCase):
