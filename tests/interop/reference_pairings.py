@@ -88,10 +88,16 @@ def _write(path: str, output: bytes) -> None:
         file.write(output)
 
 
-def _pause_briefly(transport: Any) -> None:
+def _pause_briefly(transport: Any, pause: float = BoundedEcho.PAUSE) -> None:
     """Stop reading C{transport} for a moment, as a busy application does."""
     transport.pauseProducing()
-    reactor.callLater(BoundedEcho.PAUSE, transport.resumeProducing)
+    reactor.callLater(pause, transport.resumeProducing)
+
+
+#: The client's pauses.  Short: the reference as a source has no back-pressure
+#: towards its client (its bug F1) and exits once 131076 bytes wait for a
+#: client that does not read; 5 ms at loopback rates fits in the kernel's buffers.
+CLIENT_PAUSE = 0.005
 
 
 class RunningService(NamedTuple):
@@ -275,7 +281,7 @@ class ReferencePairingTests(ProcessTestCase):
         data = pattern(size)
         client = yield self.connect_soon(port)
         client.transport.registerProducer(client.transport, True)
-        pauser = task.LoopingCall(_pause_briefly, client.transport)
+        pauser = task.LoopingCall(_pause_briefly, client.transport, CLIENT_PAUSE)
         pauser.start(0.05, now=False)
         self.addCleanup(lambda: pauser.running and pauser.stop())
         client.transport.write(data)
@@ -341,7 +347,7 @@ class ReferencePairingTests(ProcessTestCase):
         port = yield self.pair("ref", "py", services=["WEB"])
         clients = []
         for index in range(6):
-            client = yield self.connect(port)
+            client = yield self.connect_soon(port)
             clients.append((client, pattern(200_000 + index)))
         yield self.all_echo(clients)
 
