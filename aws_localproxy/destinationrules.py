@@ -145,7 +145,7 @@ def _on_stream_start(session: TunnelSession, service: Service, message: Message)
         session.fall_back_to_v2()
     service.stream_id = message.streamId
     service.active = True
-    _connect(session, service, message.connectionId, starts_stream=True)
+    _connect(session, service, message.connectionId)
 
 
 def _on_connection_start(session: TunnelSession, service: Service, message: Message) -> None:
@@ -174,7 +174,7 @@ def _on_connection_start(session: TunnelSession, service: Service, message: Mess
             service_id=service.service_id,
         )
         return
-    _connect(session, service, message.connectionId, starts_stream=False)
+    _connect(session, service, message.connectionId)
 
 
 def _refuse(session: TunnelSession, service: Service, connection_id: int) -> None:
@@ -193,9 +193,7 @@ def _refuse(session: TunnelSession, service: Service, connection_id: int) -> Non
         session.reset_stream(service, service.stream_id)
 
 
-def _connect(
-    session: TunnelSession, service: Service, connection_id: int, *, starts_stream: bool
-) -> None:
+def _connect(session: TunnelSession, service: Service, connection_id: int) -> None:
     """Open a local connection for a StreamStart or ConnectionStart."""
     if session.format.multiplexed:
         existing = service.connections.get(connection_id)
@@ -227,7 +225,7 @@ def _connect(
         )
         _refuse(session, service, connection_id)
         return
-    connection = session.open_connection(service, connection_id, starts_stream=starts_stream)
+    connection = session.open_connection(service, connection_id)
     log.info(
         "Setting up dest socket with tcp connection id {connection_id}",
         connection_id=connection_id,

@@ -87,15 +87,19 @@ class PeerFormat:
     def wire_connection_id(self, connection_id: int) -> int:
         return connection_id if self.version is PeerVersion.V3 else 0
 
-    def route(self, wire_service_id: str, service_ids: Sequence[str]) -> str:
+    def route(
+        self, wire_service_id: str, service_ids: Sequence[str], *, stream_message: bool
+    ) -> str:
         """
         The service a message is for: a V1 peer sends no service ID, so it is
-        the only one -- in V1 format, and for a message without a service ID
-        on a tunnel with exactly one service (whatever the format: the V2
-        guide says such a message comes from a V1 peer).
+        the only one -- in V1 format, and for a stream's message (DATA, a start
+        or a reset, not the service's SERVICE_IDS or SESSION_RESET) without a
+        service ID on a tunnel with exactly one service, whatever the format:
+        the V2 guide says such a message comes from a V1 peer.
         """
         if service_ids and (
-            self.version is PeerVersion.V1 or (not wire_service_id and len(service_ids) == 1)
+            self.version is PeerVersion.V1
+            or (stream_message and not wire_service_id and len(service_ids) == 1)
         ):
             return service_ids[0]
         return wire_service_id

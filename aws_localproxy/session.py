@@ -144,13 +144,9 @@ class TunnelSession:
 
     # -- connections ---------------------------------------------------------
 
-    def open_connection(
-        self, service: Service, connection_id: int, *, starts_stream: bool
-    ) -> Connection:
+    def open_connection(self, service: Service, connection_id: int) -> Connection:
         """A new connection of C{service}'s current stream, with its outbound lane."""
-        connection = Connection(
-            self._events, service, connection_id, service.stream_id, starts_stream=starts_stream
-        )
+        connection = Connection(self._events, service, connection_id, service.stream_id)
         connection.lane = self.outbound.open_lane(
             self.format.data_fields(service.service_id, service.stream_id, connection_id),
             connection,
@@ -222,8 +218,9 @@ class TunnelSession:
         """
         service.active = False
         self.may_start = True
+        named = stream_id or service.stream_id
         if reset is not None:
-            self.first_reset(service.service_id, service.stream_id, None)
+            self.first_reset(service.service_id, named, None)
         connections = service.take_connections()
         if reset is None:
             service.counters.connections_reset += len(connections)
@@ -232,7 +229,7 @@ class TunnelSession:
             connection.lane = None
         if reset is not None:
             self.outbound.drain(lanes)
-            self.send(reset, (service.service_id, stream_id or service.stream_id))
+            self.send(reset, (service.service_id, named))
         else:
             for lane in lanes:
                 lane.abort(None)

@@ -226,12 +226,13 @@ class SourceSide:
         The tunnel says connections may start: offer the waiting ones again,
         oldest first; each one starts, waits on, or is refused.
         """
+        # A start may tell the tunnel that more may start (re-entrantly): that
+        # call only asks for one more pass of this loop.
+        self._offer_again = True
         if self._offering:
-            self._offer_again = True
             return
         self._offering = True
         try:
-            self._offer_again = True
             while self._offer_again:
                 self._offer_again = False
                 for waiting in list(self._waiting):
@@ -259,15 +260,19 @@ class SourceSide:
         waiting.timer = None
         if waiting not in self._waiting:
             return
-        self._forget(waiting)
-        self.give_up(
-            waiting.service_id,
+        self._give_up(
+            waiting,
             Wait(
                 f"{waiting.wait.reason}, still after {self.hold_timeout:g} s "
                 "(how long a connection waits: the WebSocket connect timeout "
                 "plus one retry delay)"
             ),
         )
+
+    def _give_up(self, waiting: _Waiting, wait: Wait) -> None:
+        """Refuse a waiting connection for C{wait}'s reason (the tunnel logs and counts it)."""
+        self._forget(waiting)
+        self.give_up(waiting.service_id, wait)
         waiting.protocol.refuse()
 
     def _forget(self, waiting: _Waiting) -> None:
@@ -425,9 +430,7 @@ class SourceSide:
         if self._stopping is None:
             self._stopped = True
             for waiting in list(self._waiting):
-                self._forget(waiting)
-                self.give_up(waiting.service_id, _STOPPING)
-                waiting.protocol.refuse()
+                self._give_up(waiting, _STOPPING)
             for pending in list(self._pending.values()):
                 pending.cancel()
             ports = list(self._ports.values())

@@ -109,9 +109,7 @@ def accept(
             service_id=service_id,
         )
     session.send(session.control(message_type, service, service.stream_id, connection_id))
-    connection = session.open_connection(
-        service, connection_id, starts_stream=message_type == _STREAM_START
-    )
+    connection = session.open_connection(service, connection_id)
     connection.local = local
     return connection
 

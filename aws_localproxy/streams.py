@@ -155,7 +155,6 @@ class Connection(ForwardsReading):
         "service_id",
         "connection_id",
         "stream_id",
-        "starts_stream",
         "local",
         "lane",
         "open",
@@ -168,8 +167,6 @@ class Connection(ForwardsReading):
         service: Service,
         connection_id: int,
         stream_id: int,
-        *,
-        starts_stream: bool,
     ) -> None:
         self._events = events
         self.service = service
@@ -177,8 +174,6 @@ class Connection(ForwardsReading):
         self.service_id = service.service_id
         self.connection_id = connection_id
         self.stream_id = stream_id
-        #: Opened by a StreamStart (as opposed to a V3 ConnectionStart).
-        self.starts_stream = starts_stream
         self.local: LocalConnection | None = None
         #: Where its bytes go; C{None} once the connection is closed.
         self.lane: OutboundLane | None = None

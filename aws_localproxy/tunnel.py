@@ -424,16 +424,16 @@ class Tunnel:
         if not session.ready:
             self._before_service_ids(session, message)
             return
-        service_id = message.serviceId
-        if message_type in _STREAM_MESSAGES or session.format.version is PeerVersion.V1:
-            # A stream's message without a service ID is a V1 peer's (see route).
-            service_id = session.format.route(service_id, session.service_ids)
+        stream_message = message_type in _STREAM_MESSAGES
+        service_id = session.format.route(
+            message.serviceId, session.service_ids, stream_message=stream_message
+        )
         service = session.services.get(service_id)
         if (
             service is None
+            and stream_message
             and not message.serviceId
             and len(session.service_ids) > 1
-            and message_type in _STREAM_MESSAGES
         ):
             self._v1_peer_with_several_services(session, message)
             return

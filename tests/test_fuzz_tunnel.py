@@ -217,7 +217,9 @@ class TunnelMachine(RuleBasedStateMachine):
         service = (
             None
             if session is None
-            else session.services.get(session.format.route(service_id, session.service_ids))
+            else session.services.get(
+                session.format.route(service_id, session.service_ids, stream_message=True)
+            )
         )
         current = service.stream_id if service is not None and service.stream_id else 1
         if stream_sel == 0:
