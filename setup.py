@@ -138,7 +138,7 @@ setup(
     cmdclass=CMDCLASS,
     entry_points={
         "console_scripts": [
-            "localproxy = aws_localproxy.cli:main",
+            "localproxy = aws_localproxy.cli.localproxy:main",
             "localtunnel = aws_localproxy.tunnelservice.cli:main",
             "localproxy-agent = aws_localproxy.agent.cli:main",
         ],

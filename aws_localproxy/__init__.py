@@ -23,17 +23,17 @@ from typing import Any
 from aws_localproxy._version import __version__
 
 _EXPORTS = {
-    "LocalProxyService": "aws_localproxy.service",
-    "ConnectedTunnel": "aws_localproxy.sessionevents",
-    "ClosedTunnel": "aws_localproxy.sessionevents",
-    "run_proxy": "aws_localproxy.service",
-    "ProxyConfig": "aws_localproxy.config",
-    "Settings": "aws_localproxy.settings",
-    "Mode": "aws_localproxy.constants",
-    "PeerVersion": "aws_localproxy.constants",
-    "FactoryEndpoint": "aws_localproxy.inprocess",
-    "TunnelMetrics": "aws_localproxy.metrics",
-    "ServiceMetrics": "aws_localproxy.metrics",
+    "LocalProxyService": "aws_localproxy.proxy.service",
+    "ConnectedTunnel": "aws_localproxy.proxy.tunnel_events",
+    "ClosedTunnel": "aws_localproxy.proxy.tunnel_events",
+    "run_proxy": "aws_localproxy.proxy.service",
+    "ProxyConfig": "aws_localproxy.config.proxy_config",
+    "Settings": "aws_localproxy.config.settings",
+    "Mode": "aws_localproxy.protocol.constants",
+    "PeerVersion": "aws_localproxy.protocol.constants",
+    "FactoryEndpoint": "aws_localproxy.local.inprocess",
+    "TunnelMetrics": "aws_localproxy.metrics.snapshot",
+    "ServiceMetrics": "aws_localproxy.metrics.snapshot",
 }
 
 # Written out for the tools that read it without running it (pydoctor, IDEs);

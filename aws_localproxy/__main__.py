@@ -2,7 +2,7 @@
 
 import sys
 
-from aws_localproxy.cli import main
+from aws_localproxy.cli.localproxy import main
 
 if __name__ == "__main__":
     sys.exit(main())

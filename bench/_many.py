@@ -33,9 +33,9 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from aws_localproxy.config import ProxyConfig
-from aws_localproxy.constants import Mode
-from aws_localproxy.service import LocalProxyService
+from aws_localproxy.config.proxy_config import ProxyConfig
+from aws_localproxy.protocol.constants import Mode
+from aws_localproxy.proxy.service import LocalProxyService
 
 
 @defer.inlineCallbacks

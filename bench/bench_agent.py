@@ -41,9 +41,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint  #
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 from twisted.internet.threads import deferToThread  # noqa: E402
 
-from aws_localproxy.config import ProxyConfig  # noqa: E402
-from aws_localproxy.constants import Mode  # noqa: E402
-from aws_localproxy.service import LocalProxyService  # noqa: E402
+from aws_localproxy.config.proxy_config import ProxyConfig  # noqa: E402
+from aws_localproxy.protocol.constants import Mode  # noqa: E402
+from aws_localproxy.proxy.service import LocalProxyService  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 PAYLOAD = os.urandom(64 * 1024)

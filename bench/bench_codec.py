@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Benchmark of the tunnel codec (aws_localproxy.wire) against the naive way.
+Benchmark of the tunnel codec (aws_localproxy.protocol.wire) against the naive way.
 
 Run from the project root:
 
@@ -28,7 +28,7 @@ from typing import Callable, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aws_localproxy.wire import (  # noqa: E402
+from aws_localproxy.protocol.wire import (  # noqa: E402
     Message,
     MessageDecoder,
     control_message,

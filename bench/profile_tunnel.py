@@ -48,7 +48,7 @@ WAITING = ("EPollReactor.doPoll ", "Condition.wait ", "Event.wait ", "Queue.get 
 #: category -> substrings of a frame ("function (file:line)") that put it there;
 #: the first match wins, in this order.
 CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("logging (twisted.logger, our observer)", ("twisted/logger/", "logsetup.py")),
+    ("logging (twisted.logger, our observer)", ("twisted/logger/", "log_setup.py")),
     ("socket syscalls (send, recv)", ("untilConcludes ", "Connection.doRead (twisted/internet/tcp.py")),
     ("TLS (pyOpenSSL, twisted.protocols.tls)", ("OpenSSL/", "twisted/protocols/tls.py", "_sslverify")),
     ("Autobahn (framing, masking, messages)", ("autobahn/", "txaio/")),
@@ -58,7 +58,7 @@ CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 )
 
 #: Frames on (nearly) every stack: not worth listing as "inclusive".
-BASE = ("<frozen runpy>", "__main__.py", "aws_localproxy/cli.py", "task.py", "ReactorBase.",
+BASE = ("<frozen runpy>", "__main__.py", "aws_localproxy/cli/localproxy.py", "task.py", "ReactorBase.",
         "EPollReactor.doPoll", "callWithLogger", "callWithContext", "_doReadOrWrite")
 
 

@@ -18,13 +18,13 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from aws_localproxy.constants import SUBPROTOCOL_V3, Mode
-    from aws_localproxy.errors import TunnelError
-    from aws_localproxy.wire import MessageDecoder, WireError
+    from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
+    from aws_localproxy.protocol.errors import TunnelError
+    from aws_localproxy.protocol.wire import MessageDecoder, WireError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from aws_localproxy.wire import Message  # noqa: E402
-from tests.test_tunnel import FakeLocalSide, FakePeer, PeerTunnel, ctl, service_ids  # noqa: E402
+from aws_localproxy.protocol.wire import Message  # noqa: E402
+from tests.protocol.test_tunnel import FakeLocalSide, FakePeer, PeerTunnel, ctl, service_ids  # noqa: E402
 
 
 def payloads(data: bytes) -> list[bytes]:

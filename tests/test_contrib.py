@@ -17,7 +17,7 @@ from typing import Dict, List
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from aws_localproxy.options import parse_port_mapping
+from aws_localproxy.cli.options import parse_port_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib" / "systemd" / "aws-localproxy-destination.service"

@@ -20,11 +20,11 @@ from twisted.trial.unittest import TestCase
 
 import aws_localproxy
 from aws_localproxy import ClosedTunnel, ConnectedTunnel, FactoryEndpoint, LocalProxyService
-from aws_localproxy.config import ProxyConfig
-from aws_localproxy.constants import Mode
+from aws_localproxy.config.proxy_config import ProxyConfig
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.testing import LocalTunnelService
-from tests.e2e_support import Client, E2ETestCase, Echo, pattern_chunk
-from tests.support import wait_until
+from tests.support.e2e import Client, E2ETestCase, Echo, pattern_chunk
+from tests.support.helpers import wait_until
 
 
 class Refuse(Factory):

@@ -12,7 +12,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import PROJECT_ROOT, child_environ
+from tests.support.helpers import PROJECT_ROOT, child_environ
 
 EXAMPLES = os.path.join(PROJECT_ROOT, "examples")
 

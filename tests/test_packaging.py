@@ -171,7 +171,7 @@ class PluginsAfterInstallTests(TestCase):
         )
 
     def assert_plugins_from(self, plugin_dir: Path) -> None:
-        self.run_python(["-c", "import aws_localproxy.tap"], cwd=self.cwd)
+        self.run_python(["-c", "import aws_localproxy.cli.tap"], cwd=self.cwd)
         help_text = self.run_python(["-c", TWISTD, "--help"], cwd=self.cwd).stdout
         commands = help_text.split("Commands:", 1)[-1]
         for command in ("localproxy", "localtunnel", "localproxy-agent"):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_options -*-
+# -*- test-case-name: tests.agent.test_options -*-
 # mypy: disallow-untyped-calls=False
 # (this module calls Twisted APIs that have no annotations)
 """
@@ -20,20 +20,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from aws_localproxy import logsetup
 from aws_localproxy.agent.options import TRY_HELP, AgentConfig, AgentOptions, banner, make_agent
-from aws_localproxy.consolescript import console_main
-from aws_localproxy.validation import ConfigurationError
+from aws_localproxy.cli import log_setup
+from aws_localproxy.cli.console import console_main
+from aws_localproxy.config.validation import ConfigurationError
 
 __all__ = ["main"]
 
 log = Logger()
 
-#: Replaced in tests; see L{logsetup.start_logging}.
-start_logging: Callable[..., Optional[logsetup.LineFormatObserver]] = logsetup.start_logging
+#: Replaced in tests; see L{log_setup.start_logging}.
+start_logging: Callable[..., Optional[log_setup.LineFormatObserver]] = log_setup.start_logging
 
 
-def _run(config: AgentConfig, lines: Optional[logsetup.LineFormatObserver]) -> None:
+def _run(config: AgentConfig, lines: Optional[log_setup.LineFormatObserver]) -> None:
     from twisted.internet import task
 
     def redact(secret: str) -> None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_mqtt -*-
+# -*- test-case-name: tests.agent.test_mqtt -*-
 # mypy: disallow-untyped-calls=False
 # (this module calls Twisted APIs that have no annotations)
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_notification -*-
+# -*- test-case-name: tests.agent.test_notification -*-
 """
 The AWS tunneling service's notification to a device: its topic, its JSON, its rules.
 
@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Tuple
 
-from aws_localproxy.portmapping import is_service_id
-from aws_localproxy.validation import MAX_TOKEN, is_region
+from aws_localproxy.config.port_mapping import is_service_id
+from aws_localproxy.config.validation import MAX_TOKEN, is_region
 
 __all__ = [
     "TunnelNotification",

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_options -*-
+# -*- test-case-name: tests.agent.test_options -*-
 """
 The agent's command line, for the ``localproxy-agent`` console script and ``twistd localproxy-agent``.
 
@@ -6,7 +6,7 @@ Two groups of options.  The agent's own: which thing, which MQTT broker and
 with which certificates, how many tunnels at once.  And the destination's,
 with the names and forms of ``localproxy``'s (``-d``, ``--config-dir``,
 ``-e``, ``-c``, ``-k``, ``--settings-json``, ``-b``, ``-v``), checked by the
-same code (L{aws_localproxy.buildconfig.build_config}) once at start, so a
+same code (L{aws_localproxy.config.build.build_config}) once at start, so a
 mistake is reported before any tunnel is notified.  A ``--config`` file may
 give any of them, as for ``localproxy``.  After parsing, C{options.agent}
 is the validated L{AgentConfig}.
@@ -30,11 +30,11 @@ from aws_localproxy.agent.broker import (
 )
 from aws_localproxy.agent.notification import check_thing_name
 from aws_localproxy.agent.tunnels import DEFAULT_MAX_TUNNELS
-from aws_localproxy.buildconfig import build_config
-from aws_localproxy.config import ProxyConfig
-from aws_localproxy.consolescript import ActionFlags
-from aws_localproxy.optionsources import merge_sources
-from aws_localproxy.validation import ConfigurationError, check_path, parse_verbosity
+from aws_localproxy.cli.console import ActionFlags
+from aws_localproxy.config.build import build_config
+from aws_localproxy.config.option_sources import merge_sources
+from aws_localproxy.config.proxy_config import ProxyConfig
+from aws_localproxy.config.validation import ConfigurationError, check_path, parse_verbosity
 
 __all__ = ["AgentOptions", "AgentConfig", "banner", "TRY_HELP"]
 
@@ -268,7 +268,7 @@ def make_agent(
     """The L{aws_localproxy.agent.service.AgentService} for C{config} (not started)."""
     from aws_localproxy.agent.service import AgentService
     from aws_localproxy.agent.tunnels import TunnelManager
-    from aws_localproxy.configfiles import make_lookup
+    from aws_localproxy.config.config_dir import make_lookup
 
     template = config.template
     lookup: Optional[Callable[[Sequence[str]], Mapping[str, str]]] = (

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_e2e -*-
+# -*- test-case-name: tests.agent.test_e2e -*-
 # mypy: disallow-untyped-calls=False
 # (this module calls Twisted APIs that have no annotations)
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_tunnels -*-
+# -*- test-case-name: tests.agent.test_tunnels -*-
 """
 The destinations the agent runs: one in-process local proxy per notified tunnel.
 
@@ -24,22 +24,22 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.logger import Logger
 
 from aws_localproxy.agent.notification import TunnelNotification
-from aws_localproxy.clienttoken import generate_client_token
-from aws_localproxy.config import ProxyConfig
-from aws_localproxy.constants import Mode
-from aws_localproxy.regions import EndpointError, endpoint_for_region
+from aws_localproxy.config.client_token import generate_client_token
+from aws_localproxy.config.proxy_config import ProxyConfig
+from aws_localproxy.config.regions import EndpointError, endpoint_for_region
+from aws_localproxy.protocol.constants import Mode
 
 __all__ = ["TunnelManager", "RunningTunnel", "ProxyFactory", "DEFAULT_MAX_TUNNELS"]
 
 DEFAULT_MAX_TUNNELS = 10
 
 #: Builds a destination local proxy: C{(config, reactor) -> IService} with
-#: C{when_finished} (L{aws_localproxy.service.LocalProxyService} itself).
+#: C{when_finished} (L{aws_localproxy.proxy.service.LocalProxyService} itself).
 ProxyFactory = Callable[[ProxyConfig, Any], Any]
 
 
 def _default_proxy_factory(config: ProxyConfig, reactor: Any) -> Any:
-    from aws_localproxy.service import LocalProxyService
+    from aws_localproxy.proxy.service import LocalProxyService
 
     return LocalProxyService(config, reactor)
 

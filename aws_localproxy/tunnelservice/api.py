@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_api -*-
+# -*- test-case-name: tests.tunnelservice.test_api -*-
 # mypy: disallow-untyped-calls=False
 # (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from aws_localproxy.constants import Mode
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.apishapes import (
     MAX_JSON_DEPTH,
     NEXT_TOKEN_RE,

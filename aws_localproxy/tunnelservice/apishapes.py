@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_api -*-
+# -*- test-case-name: tests.tunnelservice.test_api -*-
 """
 The management API's JSON shapes: what requests may hold, what responses say.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from aws_localproxy.constants import Mode
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.model import ManagedTunnel, Slot
 
 #: A service ID or a thing name (botocore: ``Service``, ``ThingName``).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_bandwidth -*-
+# -*- test-case-name: tests.tunnelservice.test_bandwidth -*-
 """
 The per-tunnel bandwidth cap (``--bandwidth-limit``), enforced by not reading.
 

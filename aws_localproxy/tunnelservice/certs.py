@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_certs -*-
+# -*- test-case-name: tests.tunnelservice.test_certs -*-
 """
 The service's certificates: a private CA and a server certificate.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_dataplane -*-
+# -*- test-case-name: tests.tunnelservice.test_dataplane -*-
 # mypy: disallow-untyped-calls=False
 # (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
@@ -35,8 +35,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
-from aws_localproxy.sockets import set_no_delay, set_not_sent_low_water
+from aws_localproxy.adapters.sockets import set_no_delay, set_not_sent_low_water
+from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE
+from aws_localproxy.protocol.wire import MessageDecoder, WireError
 from aws_localproxy.tunnelservice.bandwidth import (
     BandwidthThrottle,
     ReadGate,
@@ -49,7 +50,6 @@ from aws_localproxy.tunnelservice.model import CLOSE_POLICY_VIOLATION, CLOSE_UNS
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from aws_localproxy.tunnelservice.rules import violation
-from aws_localproxy.wire import MessageDecoder, WireError
 
 #: Unsent bytes the kernel may hold per data-plane socket (TCP_NOTSENT_LOWAT):
 #: the rest waits in the transport's buffer, where back-pressure sees it.

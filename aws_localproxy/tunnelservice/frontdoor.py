@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_frontdoor -*-
+# -*- test-case-name: tests.tunnelservice.test_frontdoor -*-
 # mypy: disallow-untyped-calls=False
 # (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """

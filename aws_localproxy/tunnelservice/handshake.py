@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_rules -*-
+# -*- test-case-name: tests.tunnelservice.test_rules -*-
 """
 The data plane's handshake rules: which upgrade requests get a slot.
 
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from aws_localproxy.constants import (
+from aws_localproxy.protocol.constants import (
     ACCESS_TOKEN_COOKIE,
     ACCESS_TOKEN_HEADER,
     CLIENT_TOKEN_HEADER,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_registry -*-
+# -*- test-case-name: tests.tunnelservice.test_registry -*-
 """
 The local tunnel service's model: a managed tunnel, its two slots, tokens.
 
@@ -6,7 +6,7 @@ Plain values and their invariants only: the registry (L{registry}) changes
 them, the management API (L{apishapes}) and the state file (L{store}) shape
 them, the relay (L{relay}) reaches live connections through L{PeerLink}.
 Named I{managed} tunnels to keep them apart from the local proxy's
-L{aws_localproxy.tunnel.Tunnel}, the protocol object of one proxy.
+L{aws_localproxy.protocol.tunnel.Tunnel}, the protocol object of one proxy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol
 
-from aws_localproxy.constants import Mode
+from aws_localproxy.protocol.constants import Mode
 
 DEFAULT_LIFETIME_MINUTES = 720
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_registry -*-
+# -*- test-case-name: tests.tunnelservice.test_registry -*-
 """
 The tunnels of the local tunnel service: opening, lookup, rotation, expiry.
 
@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from aws_localproxy.constants import Mode
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.handshake import Grant, grant_slot
 from aws_localproxy.tunnelservice.model import (
     CLOSE_NORMAL,

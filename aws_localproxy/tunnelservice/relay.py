@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_relay -*-
+# -*- test-case-name: tests.tunnelservice.test_relay -*-
 """
 The relay: pairs a tunnel's two live connections and carries records between them.
 
@@ -23,10 +23,10 @@ from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
-from aws_localproxy.constants import SUBPROTOCOL_V1, Mode
+from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, Mode
+from aws_localproxy.protocol.wire import Message, control_message
 from aws_localproxy.tunnelservice.handshake import Grant
 from aws_localproxy.tunnelservice.model import CLOSE_NORMAL, ManagedTunnel, PeerLink, Slot
-from aws_localproxy.wire import Message, control_message
 
 #: Values of L{RelayOptions.service_ids_without_services}.
 SERVICE_IDS_EMPTY = "empty"

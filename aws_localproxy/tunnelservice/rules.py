@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_rules -*-
+# -*- test-case-name: tests.tunnelservice.test_rules -*-
 """
 The protocol rules the service enforces on what a client sends.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Collection, Optional
 
-from aws_localproxy.constants import Mode
-from aws_localproxy.wire import Message, type_name
+from aws_localproxy.protocol.constants import Mode
+from aws_localproxy.protocol.wire import Message, type_name
 
 #: Message types tied to a stream: they need a non-zero stream ID.
 _STREAM_TYPES = frozenset(

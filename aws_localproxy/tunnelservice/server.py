@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_api -*-
+# -*- test-case-name: tests.tunnelservice.test_api -*-
 # mypy: disallow-untyped-calls=False
 # (this module subclasses or calls Twisted/Autobahn APIs that have no annotations)
 """
@@ -29,8 +29,7 @@ from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from aws_localproxy.constants import Mode
-from aws_localproxy.tlstransport import BatchingTLSFactory
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.api import ManagementApi, NotifyDevice
 from aws_localproxy.tunnelservice.certs import ensure_certificates, server_tls_options
 from aws_localproxy.tunnelservice.dataplane import DataPlaneFactory
@@ -45,6 +44,7 @@ from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay, RelayOptions
 from aws_localproxy.tunnelservice.sigv4 import CredentialsSource, SignatureCheck, load_credentials
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
+from aws_localproxy.upstream.tls_layer import BatchingTLSFactory
 
 log = Logger()
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_sigv4 -*-
+# -*- test-case-name: tests.tunnelservice.test_sigv4 -*-
 # mypy: disallow-untyped-calls=False
 # (this module calls botocore, which has no annotations)
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_registry -*-
+# -*- test-case-name: tests.tunnelservice.test_registry -*-
 """
 Tunnels that survive a restart: one SQLite file (``--state-file``).
 
@@ -15,7 +15,7 @@ import os
 import sqlite3
 from typing import Any, Dict, List, Protocol
 
-from aws_localproxy.constants import Mode
+from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.tunnelservice.model import ManagedTunnel, Slot
 
 Record = Dict[str, Any]

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnelservice_cli -*-
+# -*- test-case-name: tests.tunnelservice.test_cli -*-
 """
 ``twistd localtunnel``: the options shared with the console script, and makeService.
 
@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from aws_localproxy._version import __version__
 from aws_localproxy.agent.broker import BROKER_FILE_OPTIONS, broker_parameters
-from aws_localproxy.constants import MAX_WEBSOCKET_FRAME_SIZE
+from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE
 from aws_localproxy.tunnelservice.relay import SERVICE_IDS_CHOICES
 from aws_localproxy.tunnelservice.server import LocalTunnelService, is_loopback
 

@@ -28,7 +28,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
 
-from tests.e2e_support import (
+from tests.support.e2e import (
     Echo,
     ProcessTestCase,
     endpoint_args,
@@ -38,7 +38,7 @@ from tests.e2e_support import (
     spawn,
     tunneling_client,
 )
-from tests.support import ChildProcess, child_environ, free_port, spawn_child, wait_until
+from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child, wait_until
 
 REFERENCE_VARIABLE = "LOCALPROXY_REFERENCE"
 #: Both proxies log at debug level: each test keeps what they said (``-ref-s.log``...).

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 localproxy = ServiceMaker(
     "AWS IoT Secure Tunneling local proxy",
-    "aws_localproxy.tap",
+    "aws_localproxy.cli.tap",
     "A source or destination local proxy for AWS IoT Secure Tunneling",
     "localproxy",
 )

@@ -1,0 +1,1 @@
+"""The edges to the OS and to the private parts of dependencies."""

@@ -1,0 +1,1 @@
+"""What a proxy counts, and the page that serves it."""

@@ -1,0 +1,1 @@
+"""One local proxy, wired."""

@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.upstream.test_tls_layer -*-
+"""
+TLS for the tunnel's WebSocket: Twisted's memory-BIO TLS, with a write and
+a read each costing one pass through Python instead of one per TLS record.
+
+Twisted's C{TLSMemoryBIOProtocol} (through C{wrapClientTLS}) handles every
+16 KiB TLS record on its own: a write of one 128 KiB WebSocket frame is
+eight slices, eight encryptions, eight reads of the BIO and eight writes to
+the TCP transport, and it is sent on a later reactor turn (Twisted's
+C{BufferingTLSTransport} holds small writes for a C{callLater(0)}, then the
+TCP transport waits for the next poll).  A read of 64 KiB becomes four calls
+into Autobahn.  On a tunnel, where the frames are large and already batched
+by the scheduler, that per-record and per-turn Python is most of what the
+proxy spends per byte, and the extra turns are a large part of an
+interactive round trip.
+
+L{BatchingTLSTransport} keeps Twisted's TLS state machine (handshake,
+verification, shutdown, producers) and changes the three places where bytes
+move:
+
+  - a write encrypts every record of the data and takes all the ciphertext
+    out of the BIO in one read, then hands it to the TCP transport once;
+  - the ciphertext goes to the socket at once when nothing is waiting before
+    it (L{write_now}), so a write reaches the kernel in the same turn; what
+    the socket does not take stays in Twisted's buffer, sent when it is
+    writable, as before;
+  - a read decrypts every complete record and delivers them in one call.
+
+The loops that run once per record (C{SSL_write}, C{SSL_read}) call
+OpenSSL through pyOpenSSL's own bindings rather than through its
+C{send}/C{recv}, whose argument checks, buffer allocation and error
+translation cost more than the record; the public methods still handle
+every case the direct calls stop at (a renegotiation, the peer's close, an
+error), and are the whole path where those bindings are missing
+(L{DIRECT}).
+
+It subclasses Twisted's class and overrides the three private methods where
+those bytes move, using Twisted's private state of the TLS connection:
+C{tests/upstream/test_tls_layer.py} runs it through handshakes, both directions,
+back-pressure, close and failed verification, so a Twisted release that
+changes those internals fails the suite rather than the tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, cast
+
+from OpenSSL import SSL as _pyopenssl
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aws_localproxy.adapters.sockets import sends_now, write_now
+
+__all__ = [
+    "BatchingTLSTransport",
+    "BatchingTLSFactory",
+    "BatchingTLSEndpoint",
+    "wrap_client_tls",
+    "DIRECT",
+]
+
+#: The most plaintext one TLS record carries.
+RECORD_SIZE = 16384
+
+#: How much ciphertext one read of the send BIO takes; more than the largest
+#: frame the scheduler builds (131,076 bytes of records and a header), so one
+#: read normally empties it.
+SEND_BIO_READ = 1 << 18
+
+
+#: pyOpenSSL's OpenSSL bindings, for the two calls of the hot loops (see
+#: L{BatchingTLSTransport}); without them every record goes through
+#: pyOpenSSL's public methods.
+_lib: Any = getattr(_pyopenssl, "_lib", None)
+_ffi: Any = getattr(_pyopenssl, "_ffi", None)
+
+#: Whether records are encrypted and decrypted, and the ciphertext taken out
+#: of the send BIO, by direct calls (else by pyOpenSSL's C{send}/C{recv}/
+#: C{bio_read}, one Python call chain per record, and an exception each time a
+#: BIO or the decrypted records run dry).
+DIRECT = _ffi is not None and all(
+    hasattr(_lib, name) for name in ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read")
+)
+
+#: What C{SSL_get_error} says when a read stopped for want of more bytes.
+_WANT_READ: int = getattr(_lib, "SSL_ERROR_WANT_READ", 2)
+
+#: Where a read's records are decrypted before one copy hands them on; one
+#: for the process: the reactor decrypts one read at a time and the bytes are
+#: copied out before anything else runs.
+_DECRYPTED = bytearray(1 << 18)
+
+
+#: Where the send BIO's ciphertext is read before one copy hands it on (as
+#: L{_DECRYPTED}, one for the process).
+_CIPHERTEXT = bytearray(SEND_BIO_READ)
+
+
+#: The exception being handled, as a Failure (Twisted's constructor is untyped).
+_current_failure: Callable[[], Failure] = Failure
+
+
+class BatchingTLSTransport(TLSMemoryBIOProtocol):
+    """
+    A TLS transport whose writes and reads cross into Python once each,
+    whatever the number of TLS records (see the module docstring).
+    """
+
+    #: The connection's C{SSL *} when the direct calls are used, else C{None};
+    #: whether the TCP transport takes L{write_now}.  Both are known once
+    #: connected; until then (the handshake's first bytes) the public path.
+    _direct_ssl: Any = None
+    #: The connection's send BIO (C{BIO *}, where OpenSSL puts ciphertext), with
+    #: the direct calls.
+    _send_bio: Any = None
+    _sends_now = False
+
+    def makeConnection(self, transport: Any) -> None:
+        twisted_tls: Any = TLSMemoryBIOProtocol  # untyped
+        twisted_tls.makeConnection(self, transport)
+        if DIRECT:
+            self._direct_ssl = getattr(self._tlsConnection, "_ssl", None)
+            self._send_bio = getattr(self._tlsConnection, "_from_ssl", None)
+            if self._send_bio is None:
+                self._direct_ssl = None
+        self._sends_now = sends_now(transport)
+
+    def _write(self, data: bytes) -> None:
+        if self._lostTLSConnection:
+            return
+        tls: Any = self  # Twisted's TLS internals, untyped
+        connection = self._tlsConnection
+        view = memoryview(data)
+        total, done = len(view), 0
+        ssl = self._direct_ssl
+        if ssl is not None:
+            # OpenSSL writes one record per call (pyOpenSSL turns on partial
+            # writes): the loop that runs once per record is this one.
+            with _ffi.from_buffer(view) as pointer:
+                while done < total:
+                    written = _lib.SSL_write(ssl, pointer + done, total - done)
+                    if written <= 0:
+                        break
+                    done += written
+        try:
+            # The rest (all of it without the direct calls), and the reason a
+            # direct write stopped: pyOpenSSL repeats the write, as OpenSSL
+            # asks, and raises what it means.  A memoryview slice is no copy.
+            while done < total:
+                done += connection.send(view[done:])
+        except WantReadError:
+            # Only during a renegotiation: Twisted's buffer takes the rest and
+            # writes it when the handshake needs no more bytes.
+            tls._bufferedWrite(bytes(view[done:]))
+        except Error:
+            tls._tlsShutdownFinished(_current_failure())
+            return
+        self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        if self._direct_ssl is not None:
+            pieces = _drain_bio(self._send_bio)
+        else:
+            pieces = _read_send_bio(self._tlsConnection)
+        if not pieces:
+            return
+        transport = self.transport
+        assert transport is not None
+        ciphertext = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if self._sends_now:
+            write_now(transport, ciphertext)
+        else:
+            transport.write(ciphertext)
+
+    def _flushReceiveBIO(self) -> None:
+        tls: Any = self  # Twisted's TLS internals, untyped
+        connection = self._tlsConnection
+        pieces: list[bytes] = []
+        ended: Any = None
+        ssl = self._direct_ssl
+        wants_more = False
+        if ssl is not None and not self._lostTLSConnection:
+            wants_more = _decrypt_all(ssl, pieces)
+        # What is left (everything without the direct calls) and the reason
+        # the direct reads stopped, unless it was "want more bytes" (the usual
+        # one, which needs nothing done).
+        while not wants_more and not self._lostTLSConnection:
+            try:
+                pieces.append(connection.recv(RECORD_SIZE))
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                ended = True
+                break
+            except Error:
+                ended = _current_failure()
+                break
+        if pieces and not self._aborted:
+            tls_wrapper: Any = ProtocolWrapper
+            tls_wrapper.dataReceived(self, pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        # Twisted's handling of the end, after the bytes before it.
+        if ended is True:
+            tls._shutdownTLS()
+            tls._tlsShutdownFinished(None)
+        elif ended is not None:
+            tls._tlsShutdownFinished(ended)
+        self._flushSendBIO()
+
+
+def _decrypt_all(ssl: Any, pieces: list[bytes]) -> bool:
+    """
+    Every complete record OpenSSL holds for C{ssl}, decrypted into
+    L{_DECRYPTED} and copied out onto C{pieces}.  Returns whether the reads
+    stopped only for want of more bytes (anything else: the caller asks
+    pyOpenSSL, which says what it is).
+    """
+    buffer = _DECRYPTED
+    size, filled = len(buffer), 0
+    with _ffi.from_buffer(buffer) as pointer:
+        while True:
+            count = _lib.SSL_read(ssl, pointer + filled, size - filled)
+            if count <= 0:
+                break
+            filled += count
+            if filled == size:
+                pieces.append(bytes(buffer))
+                filled = 0
+    wants_more: bool = _lib.SSL_get_error(ssl, count) == _WANT_READ
+    if filled:
+        with memoryview(buffer) as view:
+            pieces.append(bytes(view[:filled]))
+    return wants_more
+
+
+def _read_send_bio(connection: Any) -> list[bytes]:
+    """The send BIO's ciphertext through pyOpenSSL (L{_drain_bio} without the direct calls)."""
+    pieces = []
+    while True:
+        try:
+            piece = connection.bio_read(SEND_BIO_READ)
+        except WantReadError:  # pyOpenSSL's way of saying "empty"
+            break
+        pieces.append(piece)
+        if len(piece) < SEND_BIO_READ:
+            break
+    return pieces
+
+
+def _drain_bio(bio: Any) -> list[bytes]:
+    """The ciphertext in the memory BIO C{bio}, read into L{_CIPHERTEXT} and copied out."""
+    pieces = []
+    buffer = _CIPHERTEXT
+    size = len(buffer)
+    with _ffi.from_buffer(buffer) as pointer, memoryview(buffer) as view:
+        while True:
+            count = _lib.BIO_read(bio, pointer, size)
+            if count <= 0:  # empty: a memory BIO has no other way to fail a read
+                break
+            pieces.append(bytes(view[:count]))
+            if count < size:
+                break
+    return pieces
+
+
+class BatchingTLSFactory(TLSMemoryBIOFactory):
+    """Twisted's TLS factory, building L{BatchingTLSTransport}s."""
+
+    protocol = BatchingTLSTransport
+
+
+@implementer(IStreamClientEndpoint)
+class BatchingTLSEndpoint:
+    """C{wrapClientTLS}'s endpoint, with L{BatchingTLSFactory}."""
+
+    def __init__(self, creator: Any, wrapped: IStreamClientEndpoint) -> None:
+        #: The client TLS options (an C{IOpenSSLClientConnectionCreator}).
+        self.creator = creator
+        #: The endpoint TLS runs over (TCP, or a web proxy's tunnel).
+        self.wrapped = wrapped
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        tls_factory = BatchingTLSFactory(self.creator, True, factory)
+        return self.wrapped.connect(tls_factory).addCallback(_application_protocol)
+
+
+def _application_protocol(tls: IProtocol) -> IProtocol:
+    wrapped: IProtocol = cast(TLSMemoryBIOProtocol, tls).wrappedProtocol
+    return wrapped
+
+
+def wrap_client_tls(creator: Any, wrapped: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """
+    Like Twisted's C{wrapClientTLS(creator, wrapped)}, with
+    L{BatchingTLSTransport} as the TLS layer.
+    """
+    return BatchingTLSEndpoint(creator, wrapped)

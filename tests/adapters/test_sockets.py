@@ -1,0 +1,197 @@
+"""
+Tests for aws_localproxy.adapters.sockets: IP literals, and the socket options set
+through a transport (through TLS too), on a connected TCP socket of
+127.0.0.1 and on transports that have no TCP socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any, List, Optional
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from aws_localproxy.adapters.sockets import (
+    TCP_NOTSENT_LOWAT,
+    ip_address_of,
+    sends_now,
+    set_no_delay,
+    set_not_sent_low_water,
+    set_socket_buffers,
+    write_now,
+)
+from tests.support.helpers import readable_bytes
+
+reactor: Any = _reactor
+
+
+class _Transport:
+    """A transport whose C{getHandle} is C{handle}, over C{transport} (as TLS is)."""
+
+    def __init__(self, handle: object, transport: Optional[object] = None) -> None:
+        self._handle = handle
+        self.transport = transport
+
+    def getHandle(self) -> object:
+        return self._handle
+
+
+class _NoDelay:
+    def __init__(self, error: bool = False) -> None:
+        self.calls: List[bool] = []
+        self._error = error
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.calls.append(enabled)
+        if self._error:
+            raise OSError("not a socket any more")
+
+
+class IPLiteralTests(SynchronousTestCase):
+    def test_literals(self) -> None:
+        self.assertEqual(ip_address_of("127.0.0.1"), ipaddress.ip_address("127.0.0.1"))
+        self.assertEqual(ip_address_of("[::1]"), ipaddress.ip_address("::1"))
+        self.assertEqual(ip_address_of("fe80::1%eth0"), ipaddress.ip_address("fe80::1"))
+
+    def test_names(self) -> None:
+        for name in ("localhost", "example.com", "", "1.2.3"):
+            self.assertIsNone(ip_address_of(name), name)
+
+
+class NoDelayTests(SynchronousTestCase):
+    def test_set_when_tcp(self) -> None:
+        transport = _NoDelay()
+        set_no_delay(transport)
+        self.assertEqual(transport.calls, [True])
+
+    def test_errors_and_other_transports_ignored(self) -> None:
+        set_no_delay(_NoDelay(error=True))
+        set_no_delay(StringTransport())
+
+
+class SocketOptionTests(SynchronousTestCase):
+    def tcp_socket(self) -> socket.socket:
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = server.accept()
+        self.addCleanup(accepted.close)
+        return client
+
+    def test_not_sent_low_water_through_tls(self) -> None:
+        if TCP_NOTSENT_LOWAT is None:
+            raise self.skipTest("no TCP_NOTSENT_LOWAT on this system")
+        sock = self.tcp_socket()
+        tls_over_tcp = _Transport(object(), transport=_Transport(sock))
+        self.assertTrue(set_not_sent_low_water(tls_over_tcp, 16384))
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT), 16384)
+
+    def test_socket_buffers(self) -> None:
+        sock = self.tcp_socket()
+        self.assertTrue(set_socket_buffers(_Transport(sock), 65536))
+        # Linux doubles what it is given; either way it is at least the request.
+        self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 65536)
+        self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), 65536)
+
+    def test_no_socket(self) -> None:
+        for transport in (StringTransport(), _Transport(object()), object()):
+            self.assertFalse(set_not_sent_low_water(transport))
+            self.assertFalse(set_socket_buffers(transport, 65536))
+
+    def test_datagram_socket_is_not_tcp(self) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        self.assertFalse(set_not_sent_low_water(_Transport(udp)))
+        self.assertFalse(set_socket_buffers(_Transport(udp), 65536))
+
+    def test_closed_socket(self) -> None:
+        sock = self.tcp_socket()
+        sock.close()
+        transport: Any = _Transport(sock)
+        self.assertFalse(set_socket_buffers(transport, 65536))
+        if TCP_NOTSENT_LOWAT is not None:
+            self.assertFalse(set_not_sent_low_water(transport))
+
+
+class WriteNowTests(TestCase):
+    """L{write_now} on a real TCP transport on 127.0.0.1."""
+
+    def test_twisted_state_it_reads(self) -> None:
+        """The buffer state L{write_now} checks is still Twisted's."""
+        from twisted.internet.abstract import FileDescriptor
+        from twisted.internet.tcp import Connection
+
+        descriptor = FileDescriptor()
+        for name in (
+            "dataBuffer",
+            "_tempDataLen",
+            "_writeDisconnected",
+            "connected",
+            "disconnecting",
+        ):
+            self.assertTrue(hasattr(descriptor, name), name)
+        self.assertTrue(callable(Connection.writeSomeData))
+        self.assertTrue(hasattr(Connection, "TLS"))
+
+    async def connected(self) -> Any:
+        made: Deferred[Protocol] = Deferred()
+
+        class Made(Protocol):
+            def connectionMade(self) -> None:
+                made.callback(self)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Made), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        peer = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(peer.close)
+        protocol = await made
+        self.addCleanup(protocol.transport.loseConnection)
+        return protocol.transport, peer
+
+    async def test_straight_to_the_socket(self) -> None:
+        """Nothing waiting: the bytes are in the peer's queue when it returns, no writer registered."""
+        transport, peer = await self.connected()
+        self.assertTrue(sends_now(transport))
+        write_now(transport, b"hello")
+        self.assertEqual(readable_bytes(peer), 5)
+        self.assertNotIn(transport, reactor.getWriters())
+
+    async def test_behind_waiting_bytes(self) -> None:
+        """Bytes already buffered go first: the new ones join the buffer, in order."""
+        transport, peer = await self.connected()
+        transport.write(b"first ")
+        write_now(transport, b"second")
+        self.assertEqual(readable_bytes(peer), 0)
+        self.assertIn(transport, reactor.getWriters())
+        peer.settimeout(5)
+        received = b""
+        while len(received) < 12:
+            await deferLater(reactor, 0.01, lambda: None)
+            if readable_bytes(peer):
+                received += peer.recv(100)
+        self.assertEqual(received, b"first second")
+
+    async def test_more_than_the_socket_takes(self) -> None:
+        """A write larger than the socket's buffer: what is left is buffered and sent later, whole."""
+        transport, peer = await self.connected()
+        data = bytes(range(256)) * 40000  # 10 MB
+        write_now(transport, data)
+        self.assertIn(transport, reactor.getWriters())
+        peer.setblocking(False)
+        received = bytearray()
+        while len(received) < len(data):
+            await deferLater(reactor, 0.001, lambda: None)
+            try:
+                received += peer.recv(1 << 20)
+            except BlockingIOError:
+                pass
+        self.assertEqual(bytes(received), data)

@@ -1,0 +1,145 @@
+"""Tests for aws_localproxy.config.client_token: generating, storing and reading a client token file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.config import client_token
+from aws_localproxy.config.client_token import (
+    ClientTokenFileError,
+    generate_client_token,
+    is_valid_client_token,
+    load_or_create_client_token,
+    read_client_token,
+)
+
+
+class FormatTests(SynchronousTestCase):
+    def test_generated_tokens(self) -> None:
+        tokens = {generate_client_token() for _ in range(20)}
+        self.assertEqual(len(tokens), 20)
+        for token in tokens:
+            self.assertEqual(len(token), 64)
+            self.assertTrue(is_valid_client_token(token))
+            self.assertTrue(
+                set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+            )
+
+    def test_validity(self) -> None:
+        for good in ("a" * 32, "A-1" * 40 + "abcdefgh", "-" * 128):
+            self.assertTrue(is_valid_client_token(good), good)
+        for bad in (
+            "a" * 31,
+            "a" * 129,
+            "a" * 31 + "_",
+            "a" * 31 + " ",
+            "a" * 32 + "\n",
+            "",
+            "é" * 32,
+        ):
+            self.assertFalse(is_valid_client_token(bad), bad)
+
+
+class FileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "client-token")
+
+    def test_created_once_then_read(self) -> None:
+        with capturedLogs() as events:
+            token = load_or_create_client_token(self.path)
+        self.assertTrue(is_valid_client_token(token))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        with open(self.path) as f:
+            self.assertEqual(f.read(), token + "\n")
+        self.assertEqual(load_or_create_client_token(self.path), token)
+        self.assertEqual(os.listdir(self.directory), ["client-token"])
+        for event in events:
+            self.assertNotIn(token, repr(event))
+
+    def test_existing_token_is_used(self) -> None:
+        token = "x" * 40
+        with open(self.path, "w") as f:
+            f.write(f"  {token}\n")
+        os.chmod(self.path, 0o600)
+        self.assertEqual(load_or_create_client_token(self.path), token)
+
+    def test_missing_file_reads_as_none(self) -> None:
+        self.assertIsNone(read_client_token(self.path))
+
+    def test_invalid_file(self) -> None:
+        for content in (b"short\n", b"a" * 200, b"\xff" * 40, b""):
+            with open(self.path, "wb") as f:
+                f.write(content)
+            e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, self.path)
+            self.assertEqual(
+                str(e),
+                f"The client token file {self.path} does not hold a valid client token"
+                " (32 to 128 letters, digits and hyphens)",
+            )
+
+    def test_unreadable_file(self) -> None:
+        os.makedirs(self.path)  # a directory cannot be read as a file
+        e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, self.path)
+        self.assertTrue(
+            str(e).startswith(f"Cannot read the client token file {self.path}: "), str(e)
+        )
+
+    def test_cannot_create(self) -> None:
+        path = os.path.join(self.directory, "missing", "client-token")
+        e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, path)
+        self.assertTrue(str(e).startswith(f"Cannot create the client token file {path}: "), str(e))
+
+    def test_readable_by_others_warns(self) -> None:
+        with open(self.path, "w") as f:
+            f.write("y" * 40)
+        os.chmod(self.path, 0o644)
+        with capturedLogs() as events:
+            read_client_token(self.path)
+        self.assertEqual(
+            [e["log_format"] for e in events],
+            ["The client token file {path} can be read by other users"],
+        )
+
+    def test_lost_race_uses_the_winner(self) -> None:
+        """Another process stores its token between our read and our write: we use its token."""
+        winner = "w" * 40
+        real_link = os.link
+
+        def link_after_the_other_process(source: str, target: str) -> None:
+            with open(target, "w") as f:
+                f.write(winner)
+            real_link(source, target)
+
+        self.patch(os, "link", link_after_the_other_process)
+        self.assertEqual(load_or_create_client_token(self.path), winner)
+        self.assertEqual(os.listdir(self.directory), ["client-token"])
+
+    def test_without_hard_links(self) -> None:
+        def no_links(source: str, target: str) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        self.patch(os, "link", no_links)
+        token = load_or_create_client_token(self.path)
+        self.assertEqual(read_client_token(self.path), token)
+        self.assertEqual(os.listdir(self.directory), ["client-token"])
+
+    def test_uses_exclusive_creation(self) -> None:
+        flags_seen = []
+        real_open = os.open
+
+        def recording_open(path: str, flags: int, mode: int = 0o777) -> int:
+            flags_seen.append((flags, mode))
+            return real_open(path, flags, mode)
+
+        self.patch(client_token.os, "open", recording_open)
+        load_or_create_client_token(self.path)
+        ((flags, mode),) = flags_seen
+        self.assertEqual(flags & (os.O_CREAT | os.O_EXCL), os.O_CREAT | os.O_EXCL)
+        self.assertEqual(mode, 0o600)

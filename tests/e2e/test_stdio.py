@@ -1,0 +1,231 @@
+"""
+``--stdio`` as a real process: standard input and output are one tunnel
+connection, and ``ssh -o ProxyCommand=...`` reaches a local ``sshd`` through
+the local tunnel service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any, Sequence
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest
+
+from tests.support.e2e import (
+    Apps,
+    Collector,
+    E2ETestCase,
+    Echo,
+    SendAndClose,
+    pattern_chunk,
+    spawn_stdio,
+)
+from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child, wait_until
+
+
+class _StdioCase(E2ETestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def destination_for(self, protocol: Any, services: Sequence[str] = ("SSH1",)) -> Any:
+        """
+        A tunnel with C{services} and a destination proxy for it; without
+        services the destination maps its one endpoint the V1 way (``-d PORT``).
+        """
+        port = yield self.listen(protocol)
+        self.tunnel_id, source_token, _ = yield self.destination_to(port, services)
+        return source_token
+
+    def spawn_stdio(self, token: str, *args: str) -> ChildProcess:
+        process, self.stdio_transport = spawn_stdio(self, token, *args)
+        return process
+
+
+class StdioTests(_StdioCase):
+    @inlineCallbacks
+    def test_echo_then_eof_exits_zero(self) -> Any:
+        token = yield self.destination_for(Echo)
+        process = self.spawn_stdio(token, "SSH1")
+        self.stdio_transport.write(b"hello over stdio")
+        yield process.wait_for_stdout(16)
+        self.assertEqual(process.stdout, b"hello over stdio")
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertIn(b"Running AWS IoT Secure Tunneling Local Proxy", process.stderr)
+        self.assertNotIn(token.encode(), process.stderr)
+
+    @inlineCallbacks
+    def test_tunnel_without_services(self) -> Any:
+        """
+        Issue 18: on a tunnel opened without services (SERVICE_IDS with an
+        empty list) ``--stdio`` without a name is the tunnel's one unnamed
+        service; it used to exit 1 with ``The tunnel has several service ids ()``.
+        """
+        token = yield self.destination_for(Echo, services=())
+        process = self.spawn_stdio(token)
+        self.stdio_transport.write(b"no service ids")
+        yield process.wait_for_stdout(14)
+        self.assertEqual(process.stdout, b"no service ids")
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+
+    @inlineCallbacks
+    def test_tunnel_without_services_refuses_a_name(self) -> Any:
+        """A service ID named for a tunnel without any is a fatal error that says so."""
+        token = yield self.destination_for(Echo, services=())
+        process = self.spawn_stdio(token, "SSH1")
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(b"the tunnel has no service ids (leave SERVICE_ID out)", process.stderr)
+        self.assertEqual(process.stdout, b"")
+
+    @inlineCallbacks
+    def test_upload_then_eof_delivers_every_byte(self) -> Any:
+        """1 MiB on stdin, then EOF: the process exits 0 only after the service got all of it."""
+        apps = Apps(Collector)
+        token = yield self.destination_for(apps)
+        process = self.spawn_stdio(token)  # the tunnel's only service ID
+        data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
+        self.stdio_transport.write(data)
+        self.stdio_transport.closeStdin()
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        yield wait_until(lambda: bool(apps.made) and apps.made[0].lost)
+        received = bytes(apps.made[0].received)
+        self.assertEqual(len(received), len(data))
+        self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
+
+    @inlineCallbacks
+    def test_peer_reset_flushes_stdout_and_exits_zero(self) -> Any:
+        """The local service writes 1 MiB and closes: all of it reaches stdout, exit 0."""
+        data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
+        token = yield self.destination_for(lambda: SendAndClose(data))
+        process = self.spawn_stdio(token, "SSH1")
+        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual(len(process.stdout), len(data))
+        self.assertEqual(process.stdout, data)
+
+    @inlineCallbacks
+    def test_unknown_service_id_exits_one(self) -> Any:
+        token = yield self.destination_for(Echo)
+        process = self.spawn_stdio(token, "OTHER")
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(
+            b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1", process.stderr
+        )
+        self.assertEqual(process.stdout, b"")
+
+    @inlineCallbacks
+    def test_several_services_need_a_name(self) -> Any:
+        token = yield self.destination_for(Echo, ["SSH1", "WEB"])
+        process = self.spawn_stdio(token)
+        self.assertEqual((yield process.ended), 1)
+        self.assertIn(b"name one with --stdio SERVICE_ID", process.stderr)
+
+
+class SSHTests(_StdioCase):
+    """Real ssh with ``ProxyCommand='python -m aws_localproxy ... --stdio SSH1'`` to a real sshd."""
+
+    def setUp(self) -> Any:
+        for tool in ("/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")):
+            if not tool or not os.path.exists(tool):
+                raise SkipTest("OpenSSH (ssh, ssh-keygen, /usr/sbin/sshd) is not installed")
+        return super().setUp()
+
+    def start_sshd(self) -> tuple[int, str]:
+        """An sshd on 127.0.0.1 with its own host key, accepting a test key; (port, key path)."""
+        directory = tempfile.mkdtemp(prefix="lp-sshd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        host_key = os.path.join(directory, "host_key")
+        user_key = os.path.join(directory, "user_key")
+        for key in (host_key, user_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        authorized = os.path.join(directory, "authorized_keys")
+        shutil.copy(user_key + ".pub", authorized)
+        port = free_port()
+        config = os.path.join(directory, "sshd_config")
+        with open(config, "w") as f:
+            f.write(
+                f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {authorized}\nStrictModes no\nUsePAM no\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\nPidFile none\n"
+            )
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        log = open(os.path.join(directory, "sshd.log"), "wb")
+        self.addCleanup(log.close)
+        sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", config], stdout=log, stderr=subprocess.STDOUT
+        )
+        self.addCleanup(sshd.wait, 10)
+        self.addCleanup(sshd.terminate)
+        self.sshd_log = os.path.join(directory, "sshd.log")
+        return port, user_key
+
+    @inlineCallbacks
+    def sshd_listening(self, port: int) -> Any:
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        yield wait_until(listening, timeout=10)
+
+    @inlineCallbacks
+    def test_ssh_proxy_command(self) -> Any:
+        port, key = self.start_sshd()
+        yield self.sshd_listening(port)
+        token = yield self.destination_for_port(port)
+        service = self.tunnel_service
+        proxy_command = (
+            f"{sys.executable} -m aws_localproxy -e {service.endpoint} -c {service.capath} "
+            "--stdio SSH1"
+        )
+        process = ChildProcess()
+        argv = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            f"ProxyCommand={proxy_command}",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            key,
+            "root@dummy",
+            "echo ok",
+        ]
+        spawn_child(
+            self,
+            process,
+            argv,
+            child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
+            executable=shutil.which("ssh"),
+        )
+        code = yield process.ended
+        with open(self.sshd_log, "rb") as f:
+            sshd_output = f.read()
+        self.assertEqual(
+            (code, process.stdout),
+            (0, b"ok\n"),
+            f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd_output.decode()}",
+        )
+        self.assertNotIn(token.encode(), process.stderr)
+
+    @inlineCallbacks
+    def destination_for_port(self, port: int) -> Any:
+        _, source_token, _ = yield self.destination_to(port, ["SSH1"])
+        return source_token

@@ -1,0 +1,1037 @@
+"""
+Tests for L{aws_localproxy.protocol.tunnel}: sessions, SERVICE_IDS, dispatch rules.
+
+Conversations are scripted with fake peer and local objects that record
+every call: no sockets, no reactor.  The fakes are shared by the other
+C{tests.protocol.test_tunnel_*} modules.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, List, Mapping, Sequence
+
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.protocol.constants import (
+    SUBPROTOCOL_V1,
+    SUBPROTOCOL_V2,
+    SUBPROTOCOL_V3,
+    Mode,
+    PeerVersion,
+)
+from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError
+from aws_localproxy.protocol.interfaces import (
+    LocalConnection,
+    LocalSide,
+    Outbound,
+    TunnelConnection,
+)
+from aws_localproxy.protocol.scheduler import OutboundScheduler
+from aws_localproxy.protocol.service_ids import (
+    NO_PORT_MAPPING,
+    NO_SERVICE_IDS_TO_LOOK_UP,
+    NOT_ENOUGH_SERVICE_IDS,
+    WRONG_CONFIGURATION,
+)
+from aws_localproxy.protocol.service_state import UINT32_MAX, Connection
+from aws_localproxy.protocol.tunnel import Tunnel
+from aws_localproxy.protocol.wire import (
+    Limits,
+    Message,
+    control_message,
+    decode_all,
+    encode_message,
+)
+
+# -- fakes -----------------------------------------------------------------------
+
+
+class FakePeer:
+    """The peer: records every record a session sends (through an unpaced scheduler)."""
+
+    def __init__(self) -> None:
+        self.records: List[bytes] = []
+
+    def send_record(self, record: bytes) -> None:
+        self.records.append(record)
+
+    def messages(self) -> List[Message]:
+        """Every record decoded; each must hold exactly one message."""
+        out = []
+        for record in self.records:
+            decoded = decode_all(record)
+            assert len(decoded) == 1, "a record holds %d messages" % (len(decoded),)
+            out.append(decoded[0])
+        return out
+
+    def take(self) -> List[tuple]:
+        """The messages sent since the last call, as L{summary} tuples."""
+        result = [summary(m) for m in self.messages()]
+        self.records.clear()
+        return result
+
+
+def summary(message: Message) -> tuple:
+    """A message as (type name, serviceId, streamId, connectionId[, payload]) for comparisons."""
+    name = Message.Type.Name(message.type) if message.type <= 7 else message.type
+    if message.type == Message.DATA:
+        return (name, message.serviceId, message.streamId, message.connectionId, message.payload)
+    return (name, message.serviceId, message.streamId, message.connectionId)
+
+
+class FakeLocalConnection:
+    """A L{LocalConnection} that records what the tunnel wrote and whether it closed it."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.written: List[bytes] = []
+        self.close_calls = 0
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.written)
+
+    @property
+    def closed(self) -> bool:
+        return self.close_calls > 0
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+    reading_paused = False
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
+
+class FakeLocalSide:
+    """
+    A L{LocalSide}: records C{services_ready} calls and the destination's
+    connections (as (tunnel connection, local connection) pairs).
+    """
+
+    def __init__(self) -> None:
+        self.ready_calls: List[dict] = []
+        self.connections: List[tuple[TunnelConnection, FakeLocalConnection]] = []
+        self.fail_synchronously = False
+
+    def services_ready(self, endpoints: Mapping[str, str]) -> None:
+        self.ready_calls.append(dict(endpoints))
+
+    def connect(self, connection: TunnelConnection) -> LocalConnection:
+        local = FakeLocalConnection("%s/%d" % (connection.service_id, connection.connection_id))
+        self.connections.append((connection, local))
+        if self.fail_synchronously:
+            connection.connect_failed("refused")
+        return local
+
+    def connection(self, service_id: str, connection_id: int, index: int = -1):
+        """The latest (tunnel connection, local) pair for this service and id."""
+        matches = [
+            pair
+            for pair in self.connections
+            if pair[0].service_id == service_id and pair[0].connection_id == connection_id
+        ]
+        assert matches, "no connection %r/%d" % (service_id, connection_id)
+        return matches[index]
+
+
+class PeerTunnel(Tunnel):
+    """
+    A L{Tunnel} whose sessions send to a L{FakePeer} through a real scheduler
+    (unpaced and never paused, so every record goes out at once, in order).
+    """
+
+    def __init__(self, mode: Mode, peer: FakePeer, local: LocalSide, **kwargs) -> None:
+        # A source's streams are numbered 1, 2, ... here, unless a test says otherwise.
+        kwargs.setdefault("stream_id_start", lambda: 0)
+        super().__init__(mode, local, **kwargs)
+        self.peer = peer
+
+    def session_started(self, subprotocol: str, outbound: Outbound | None = None) -> None:
+        super().session_started(
+            subprotocol,
+            outbound
+            or OutboundScheduler(self.peer.send_record, max_payload=self.limits.max_payload_size),
+        )
+
+
+def make_tunnel(
+    mode: Mode,
+    service_map: Mapping[str, str],
+    peer_version: PeerVersion = PeerVersion.V3,
+    **kwargs,
+) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
+    peer = FakePeer()
+    local = FakeLocalSide()
+    # Scripted conversations check what the rules send; the destination's
+    # announcement of its version is tested on its own (tests.protocol.test_tunnel_peers).
+    kwargs.setdefault("announce_version", False)
+    tunnel = PeerTunnel(
+        mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
+    )
+    return tunnel, peer, local
+
+
+def ctl(
+    message_type: int,
+    service_id: str = "",
+    stream_id: int = 0,
+    connection_id: int = 0,
+    ignorable: bool = False,
+) -> bytes:
+    return control_message(
+        message_type,
+        stream_id=stream_id,
+        service_id=service_id,
+        connection_id=connection_id,
+        ignorable=ignorable,
+    )
+
+
+def service_ids(*ids: str) -> bytes:
+    return control_message(Message.SERVICE_IDS, available_service_ids=ids)
+
+
+def data(service_id: str, stream_id: int, connection_id: int, payload: bytes) -> bytes:
+    return encode_message(
+        Message(
+            type=Message.DATA,
+            serviceId=service_id,
+            streamId=stream_id,
+            connectionId=connection_id,
+            payload=payload,
+        )
+    )
+
+
+def started(
+    mode: Mode,
+    service_map: Mapping[str, str],
+    ids: Sequence[str] | None = None,
+    peer_version: PeerVersion = PeerVersion.V3,
+    *,
+    peer_shown: bool = True,
+    **kwargs,
+) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
+    """
+    A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys).
+
+    With C{peer_shown} (the default) a source's peer has already shown that it
+    speaks V3, as the tests of V3 rules assume; without, its V3 is only presumed
+    (what a session starts with: see L{shown_v3}).
+    """
+    tunnel, peer, local = make_tunnel(mode, service_map, peer_version, **kwargs)
+    tunnel.session_started(SUBPROTOCOL_V3)
+    tunnel.data_received(service_ids(*(list(service_map) if ids is None else ids)))
+    if peer_shown:
+        shown_v3(tunnel)
+    return tunnel, peer, local
+
+
+def shown_v3(tunnel: Tunnel) -> None:
+    """
+    The session's peer has shown that it speaks V3 (in a real session: a DATA
+    or ConnectionReset of the current stream with a connection ID).
+    """
+    session = tunnel._session
+    assert session is not None
+    if session.format.version is PeerVersion.V3:
+        session.format.known = True
+
+
+@contextmanager
+def logs() -> Iterator[List[tuple[LogLevel, str]]]:
+    """Capture log events as (level, text) pairs."""
+    captured: List[tuple[LogLevel, str]] = []
+    with capturedLogs() as events:
+        yield captured
+        captured.extend((event["log_level"], formatEvent(event)) for event in events)
+
+
+def texts(captured: List[tuple[LogLevel, str]], level: LogLevel | None = None) -> List[str]:
+    return [text for lvl, text in captured if level is None or lvl == level]
+
+
+SSH = {"ssh": "5555"}
+TWO = {"ssh": "5555", "web": "8080"}
+
+
+# -- tests -----------------------------------------------------------------------
+
+
+class FakesTests(SynchronousTestCase):
+    """The fakes implement the interfaces they stand for."""
+
+    def test_interfaces(self) -> None:
+        """FakePeer, FakeLocalSide and FakeLocalConnection satisfy the protocols."""
+        self.assertIsInstance(OutboundScheduler(FakePeer().send_record), Outbound)
+        self.assertIsInstance(FakeLocalSide(), LocalSide)
+        self.assertIsInstance(FakeLocalConnection(), LocalConnection)
+
+    def test_tunnel_connection(self) -> None:
+        """What the tunnel hands out is a TunnelConnection."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertIsInstance(connection, TunnelConnection)
+
+    def test_read_control_reaches_the_local_connection(self) -> None:
+        """The lane's pause and resume reach the local socket, and nothing once it is gone."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        socket = FakeLocalConnection()
+        connection = tunnel.local_connection_accepted("ssh", socket)
+        assert isinstance(connection, Connection)
+        connection.pause_reading()
+        self.assertTrue(socket.reading_paused)
+        connection.resume_reading()
+        self.assertFalse(socket.reading_paused)
+        connection.local = None
+        connection.pause_reading()
+        self.assertFalse(socket.reading_paused)
+
+
+class SessionTests(SynchronousTestCase):
+    """Session start, SERVICE_IDS and the ready state."""
+
+    def test_not_ready_before_service_ids(self) -> None:
+        """Until SERVICE_IDS arrives nothing is set up and a source refuses connections."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        self.assertFalse(tunnel.ready)
+        self.assertEqual(local.ready_calls, [])
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(peer.records, [])
+
+    def test_destination_refuses_local_connections(self) -> None:
+        """A destination never accepts local connections."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(peer.records, [])
+
+    def test_service_ids_ready(self) -> None:
+        """SERVICE_IDS matching the map makes the tunnel ready and tells the local side."""
+        tunnel, peer, local = started(Mode.SOURCE, TWO, ["web", "ssh"])
+        self.assertTrue(tunnel.ready)
+        self.assertEqual(tunnel.service_ids, ("web", "ssh"))
+        self.assertEqual(dict(tunnel.endpoints), TWO)
+        self.assertEqual(local.ready_calls, [TWO])
+        self.assertEqual(tunnel.mode, Mode.SOURCE)
+        self.assertEqual(tunnel.peer_version, PeerVersion.V3)
+
+    def test_before_start_ignored(self) -> None:
+        """Bytes outside a session are ignored."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.data_received(service_ids("ssh"))
+        self.assertFalse(tunnel.ready)
+
+    def test_bytes_after_service_ids_processed(self) -> None:
+        """P2 fix: messages in the same payload after SERVICE_IDS are handled at once."""
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(
+            service_ids("ssh") + ctl(Message.STREAM_START, "ssh", 1, 1) + data("ssh", 1, 1, b"hi")
+        )
+        _, conn = local.connection("ssh", 1)
+        self.assertEqual(conn.data, b"hi")
+
+    def test_split_messages(self) -> None:
+        """A message split across payloads is reassembled."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        record = service_ids("ssh")
+        for i in range(len(record)):
+            tunnel.data_received(record[i : i + 1])
+        self.assertTrue(tunnel.ready)
+
+    def test_parse_error_recoverable(self) -> None:
+        """Bytes that do not parse are a recoverable error with the reference's message."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, b"\x00\x02\xff\xff")
+        self.assertTrue(
+            str(error).startswith("Could not parse web socket binary frame into message: ")
+        )
+
+    def test_too_large_recoverable(self) -> None:
+        """A length prefix over the limit is a recoverable error."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH, limits=Limits(1000, 500))
+        tunnel.session_started(SUBPROTOCOL_V3)
+        self.assertRaises(RecoverableTunnelError, tunnel.data_received, b"\x04\x00")
+
+    def test_new_session_resets(self) -> None:
+        """
+        A new session waits for SERVICE_IDS again and restarts connection IDs;
+        a source's stream IDs go on from the last session's (issue 18: a
+        destination may still hold the old stream, and a repeated ID is taken
+        for it by the reference).
+        """
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        first = FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", first)
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.session_ended()
+        self.assertTrue(first.closed)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        self.assertFalse(tunnel.ready)
+        tunnel.data_received(service_ids("ssh"))
+        peer.records.clear()
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 1)])
+        self.assertEqual(len(local.ready_calls), 2)
+
+    def test_session_ended_closes_and_silences(self) -> None:
+        """After session_ended every local connection is closed and nothing is sent."""
+        tunnel, peer, local = started(Mode.SOURCE, TWO)
+        a, b = FakeLocalConnection(), FakeLocalConnection()
+        ca = tunnel.local_connection_accepted("ssh", a)
+        cb = tunnel.local_connection_accepted("web", b)
+        assert ca is not None and cb is not None
+        peer.records.clear()
+        tunnel.session_ended()
+        self.assertTrue(a.closed and b.closed)
+        self.assertFalse(tunnel.ready)
+        ca.data_received(b"late")
+        ca.connection_lost()
+        cb.connection_lost()
+        tunnel.data_received(data("ssh", 1, 1, b"x"))
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(peer.records, [])
+        self.assertEqual(a.written, [])
+        tunnel.session_ended()  # idempotent
+        self.assertEqual(a.close_calls, 1)
+
+    def test_session_started_twice(self) -> None:
+        """A session started without ending the previous one ends it first."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        a = FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", a)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        self.assertTrue(a.closed)
+        self.assertFalse(tunnel.ready)
+
+    def test_v2_subprotocol_keeps_format(self) -> None:
+        """A 2.0 subprotocol changes nothing by itself (the reference ignores its value)."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.session_started(SUBPROTOCOL_V2)
+        tunnel.data_received(service_ids("ssh"))
+        self.assertEqual(tunnel.peer_version, PeerVersion.V3)
+
+    def test_before_service_ids_ignored(self) -> None:
+        """P1 fix: control messages before SERVICE_IDS are ignored and reading goes on."""
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.SESSION_RESET)
+                + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+                + ctl(Message.CONNECTION_RESET, "ssh", 1, 2)
+                + ctl(Message.STREAM_RESET, "ssh", 1)
+                + ctl(0)
+                + ctl(42)
+                + data("ssh", 1, 1, b"x")
+                + service_ids("ssh")
+            )
+        self.assertTrue(tunnel.ready)
+        self.assertEqual(local.connections, [])
+        self.assertIn(
+            "Expect:Message_Type_SERVICE_IDS. Ignore message type: 4",
+            texts(captured, LogLevel.debug),
+        )
+
+    def test_stream_start_before_service_ids_destination(self) -> None:
+        """A destination given a StreamStart before SERVICE_IDS reconnects (reference)."""
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        error = self.assertRaises(
+            RecoverableTunnelError, tunnel.data_received, ctl(Message.STREAM_START, "ssh", 1, 1)
+        )
+        self.assertEqual(
+            str(error), "Receive stream start before receiving service ids. Cannot forward data."
+        )
+
+    def test_stream_start_before_service_ids_source(self) -> None:
+        """D8: a source ignores a StreamStart before SERVICE_IDS with a warning."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1) + service_ids("ssh"))
+        self.assertTrue(tunnel.ready)
+        self.assertTrue(texts(captured, LogLevel.warn))
+
+
+class ServiceIdsValidationTests(SynchronousTestCase):
+    """SERVICE_IDS against the configured mapping."""
+
+    def assertFatal(self, mode, service_map, ids, message, **kwargs) -> None:
+        tunnel, peer, local = make_tunnel(mode, service_map, **kwargs)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        error = self.assertRaises(FatalTunnelError, tunnel.data_received, service_ids(*ids))
+        self.assertEqual(str(error), message)
+        self.assertFalse(tunnel.ready)
+        self.assertEqual(local.ready_calls, [])
+
+    def test_wrong_id(self) -> None:
+        """A received ID that is not configured is fatal."""
+        self.assertFatal(Mode.SOURCE, SSH, ["rdp"], WRONG_CONFIGURATION)
+        self.assertEqual(
+            WRONG_CONFIGURATION,
+            "Wrong configurations detected in local proxy. "
+            "Please starts local proxy with right sets of service ids.",
+        )
+
+    def test_count_mismatch(self) -> None:
+        """More, or fewer, configured IDs than received is fatal."""
+        self.assertFatal(Mode.DESTINATION, TWO, ["ssh"], WRONG_CONFIGURATION)
+        self.assertFatal(Mode.DESTINATION, SSH, ["ssh", "web"], WRONG_CONFIGURATION)
+        self.assertFatal(Mode.SOURCE, SSH, [], WRONG_CONFIGURATION)
+
+    def test_duplicates(self) -> None:
+        """Duplicate received IDs are dropped with a warning before validation."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, TWO)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(service_ids("ssh", "web", "ssh"))
+        self.assertEqual(tunnel.service_ids, ("ssh", "web"))
+        self.assertIn("Duplicate service Id received, ignore: ssh", texts(captured, LogLevel.warn))
+
+    def test_v1_format_renamed(self) -> None:
+        """A V1-format map takes the single received ID, and says so."""
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, {"": "22"})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(service_ids("ssh"))
+        self.assertEqual(local.ready_calls, [{"ssh": "22"}])
+        self.assertEqual(tunnel.service_ids, ("ssh",))
+        info = texts(captured, LogLevel.info)
+        self.assertIn("Updated port mapping for v1 format: ", info)
+        self.assertIn("ssh = 22", info)
+
+    def test_v1_format_kept(self) -> None:
+        """With zero or several received IDs the V1-format map keeps the empty ID."""
+        for ids in ([], ["a", "b"]):
+            tunnel, peer, local = make_tunnel(Mode.SOURCE, {"": "5555"})
+            tunnel.session_started(SUBPROTOCOL_V3)
+            tunnel.data_received(service_ids(*ids))
+            self.assertEqual(local.ready_calls, [{"": "5555"}])
+
+    def test_empty_map_source(self) -> None:
+        """A source without any mapping listens on any port for every received ID."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(service_ids("a", "b"))
+        self.assertEqual(local.ready_calls, [{"a": "0", "b": "0"}])
+        self.assertEqual(
+            texts(captured, LogLevel.info),
+            [
+                "Use port mapping:",
+                "---------------------------------",
+                "a = 0",
+                "b = 0",
+                "---------------------------------",
+            ],
+        )
+
+    def test_no_service_ids_source(self) -> None:
+        """
+        Issue 18: SERVICE_IDS with an empty list (a tunnel opened without
+        services) is one service without an ID, as in a V1 session: the
+        source listens for it and its connections start streams under "".
+        """
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids())
+        self.assertEqual(local.ready_calls, [{"": "0"}])
+        self.assertEqual(tunnel.service_ids, ("",))
+        self.assertIsNotNone(tunnel.local_connection_accepted("", FakeLocalConnection()))
+        self.assertEqual(peer.take(), [("STREAM_START", "", 1, 1)])
+        v1, _, v1_local = make_tunnel(Mode.SOURCE, {})
+        v1.session_started(SUBPROTOCOL_V1)
+        self.assertEqual(v1_local.ready_calls, local.ready_calls)
+        # A service that names the one service "" instead of sending no ID: the same.
+        blank, _, blank_local = started(Mode.SOURCE, {}, [""])
+        self.assertEqual(blank_local.ready_calls, local.ready_calls)
+        self.assertEqual(blank.service_ids, ("",))
+
+    def test_no_service_ids_destination(self) -> None:
+        """A destination's one endpoint (-d PORT) serves a tunnel without service IDs."""
+        tunnel, peer, local = started(Mode.DESTINATION, {"": "22"}, [])
+        self.assertEqual(local.ready_calls, [{"": "22"}])
+        tunnel.data_received(ctl(Message.STREAM_START, "", 5, 1) + data("", 5, 1, b"hi"))
+        self.assertEqual(local.connection("", 1)[1].data, b"hi")
+
+    def test_no_service_ids_destination_lookup(self) -> None:
+        """Config files cannot name the unnamed service: fatal, and the log says what to do."""
+        with logs() as captured:
+            self.assertFatal(
+                Mode.DESTINATION,
+                {},
+                [],
+                NOT_ENOUGH_SERVICE_IDS,
+                lookup_endpoints=lambda ids: {"a": "22"},
+            )
+        self.assertIn(NO_SERVICE_IDS_TO_LOOK_UP, texts(captured, LogLevel.error))
+
+    def test_no_service_ids_late_set_up_again(self) -> None:
+        """
+        A later SERVICE_IDS sets a tunnel without service IDs up again, as it
+        does a tunnel with them (its empty service ID is not the unnamed
+        service's).
+        """
+        tunnel, peer, local = started(Mode.SOURCE, {}, [])
+        first = FakeLocalConnection()
+        tunnel.local_connection_accepted("", first)
+        tunnel.data_received(service_ids())
+        self.assertTrue(first.closed)
+        self.assertEqual(local.ready_calls, [{"": "0"}, {"": "0"}])
+
+    def test_empty_map_destination(self) -> None:
+        """A destination without any mapping or config files is fatal, even for no IDs."""
+        self.assertFatal(Mode.DESTINATION, {}, ["a"], NO_PORT_MAPPING)
+        self.assertFatal(Mode.DESTINATION, {}, [], NO_PORT_MAPPING)
+        self.assertEqual(
+            NO_PORT_MAPPING,
+            "No port mapping exists. Fail to start local proxy in destination mode.",
+        )
+
+    def test_lookup_destination(self) -> None:
+        """Config files are searched for the received IDs; a missing one is fatal."""
+        asked = []
+
+        def lookup(ids):
+            asked.append(list(ids))
+            return {"a": "22", "b": "host:80"}
+
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, {}, lookup_endpoints=lookup)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        with logs() as captured:
+            tunnel.data_received(service_ids("a", "b"))
+        self.assertEqual(asked, [["a", "b"]])
+        self.assertEqual(local.ready_calls, [{"a": "22", "b": "host:80"}])
+        self.assertIn("Scan configuration files to find the service ids", texts(captured))
+        self.assertFatal(
+            Mode.DESTINATION,
+            {},
+            ["a", "c"],
+            NOT_ENOUGH_SERVICE_IDS,
+            lookup_endpoints=lookup,
+        )
+        self.assertEqual(
+            NOT_ENOUGH_SERVICE_IDS,
+            "Not enough the service ids are found in the configuration files. Fail to start.",
+        )
+
+    def test_lookup_source(self) -> None:
+        """A source gives IDs missing from the config files port 0."""
+        tunnel, peer, local = make_tunnel(
+            Mode.SOURCE, {}, lookup_endpoints=lambda ids: {"a": "6000"}
+        )
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids("a", "b"))
+        self.assertEqual(local.ready_calls, [{"a": "6000", "b": "0"}])
+
+    def test_configured_map_ignores_lookup(self) -> None:
+        """With a -s/-d map the config files are not searched."""
+        tunnel, peer, local = make_tunnel(
+            Mode.SOURCE, SSH, lookup_endpoints=lambda ids: self.fail("looked up")
+        )
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids("ssh"))
+        self.assertEqual(local.ready_calls, [SSH])
+
+    def test_late_service_ids_resets(self) -> None:
+        """A second SERVICE_IDS (no service ID) sets the session up again, closing connections."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 3, 1))
+        _, conn = local.connection("ssh", 1)
+        tunnel.data_received(service_ids("ssh"))
+        self.assertTrue(conn.closed)
+        self.assertEqual(len(local.ready_calls), 2)
+        # The old stream is remembered: its data is stale, a new start works.
+        tunnel.data_received(data("ssh", 3, 1, b"late"))
+        self.assertEqual(conn.written, [])
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 4, 1))
+        self.assertEqual(len(local.connections), 2)
+
+    def test_late_service_ids_for_service_ignored(self) -> None:
+        """A SERVICE_IDS carrying an active service's ID is ignored with the reference's line."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        with logs() as captured:
+            tunnel.data_received(
+                control_message(
+                    Message.SERVICE_IDS, service_id="ssh", available_service_ids=["other"]
+                )
+            )
+        self.assertIn("Receive service Ids during data transfer. ignore", texts(captured))
+        self.assertFalse(local.connections[0][1].closed)
+        self.assertEqual(len(local.ready_calls), 1)
+
+    def test_late_service_ids_invalid_fatal(self) -> None:
+        """A later SERVICE_IDS that does not match is as fatal as the first."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        self.assertRaises(FatalTunnelError, tunnel.data_received, service_ids("other"))
+
+
+class UnknownServiceTests(SynchronousTestCase):
+    """Messages for service IDs this session does not have: warn, drop, never stall."""
+
+    def test_destination_stream_start_answered(self) -> None:
+        """
+        A V3 StreamStart for an unknown service is answered with a
+        ConnectionReset for the connection it names (issue 18: a V3 peer
+        takes a StreamReset without a connection ID for a V1/V2 message and
+        aws-c-iot drops its WebSocket for it).
+        """
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.STREAM_START, "ssh", 1, 1)
+            )
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "nope", 7, 1)])
+        self.assertTrue(texts(captured, LogLevel.warn))
+        self.assertEqual(len(local.connections), 1)
+
+    def test_destination_v2_stream_start_answered(self) -> None:
+        """A V2 StreamStart (no connection ID) for an unknown service gets a StreamReset."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+        tunnel, peer, local = started(Mode.DESTINATION, SSH, peer_version=PeerVersion.V2)
+        tunnel.data_received(ctl(Message.STREAM_START, "nope", 7, 1))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+
+    def test_destination_connection_start_answered(self) -> None:
+        """A ConnectionStart for an unknown service is answered with a ConnectionReset."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.CONNECTION_START, "nope", 7, 3))
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "nope", 7, 3)])
+
+    def test_others_dropped(self) -> None:
+        """Other messages for an unknown service are dropped and later ones still handled."""
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.CONNECTION_RESET, "nope", 1, 1)
+                + ctl(Message.STREAM_RESET, "nope", 1)
+                + data("nope", 1, 1, b"x")
+                + ctl(0, "nope")
+                + ctl(99, "nope")
+                + ctl(99, "nope", ignorable=True)
+                + ctl(Message.STREAM_START, "ssh", 1, 1)
+            )
+        self.assertEqual(peer.records, [])
+        self.assertEqual(len(local.connections), 1)
+        self.assertIn(
+            "No stream found for service id: nope. Ignore stream id: 1",
+            texts(captured, LogLevel.warn),
+        )
+
+    def test_connection_start_without_id_answered_with_stream_reset(self) -> None:
+        """A ConnectionStart for an unknown service without a connection ID: its stream is reset."""
+        tunnel, peer, _ = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.CONNECTION_START, "nope", 7))
+        self.assertEqual(peer.take(), [("STREAM_RESET", "nope", 7, 0)])
+
+    def test_reset_answer_named(self) -> None:
+        """The answer to a start for an unknown service is one warning naming type and ID."""
+        tunnel, _, _ = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "nope", 7, 1) + ctl(Message.CONNECTION_START, "nah", 7, 2)
+            )
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Received STREAM_START for unknown service id nope: resetting it",
+                "Received CONNECTION_START for unknown service id nah: resetting it",
+            ],
+        )
+
+    def test_source_does_not_answer_starts(self) -> None:
+        """A source never answers starts (it does not take them): it warns and sends nothing."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "nope", 7, 1)
+                + ctl(Message.CONNECTION_START, "nope", 7, 2)
+            )
+        self.assertEqual(peer.records, [])
+        self.assertEqual(
+            texts(captured, LogLevel.warn),
+            [
+                "Ignoring STREAM_START for unknown service id nope",
+                "Ignoring CONNECTION_START for unknown service id nope",
+            ],
+        )
+
+    def test_ignorable_only_at_debug(self) -> None:
+        """An ignorable message for an unknown service is logged at debug, any other one warns."""
+        tunnel, _, _ = started(Mode.DESTINATION, SSH)
+        with logs() as captured:
+            tunnel.data_received(ctl(99, "nope", ignorable=True))
+        self.assertEqual(texts(captured, LogLevel.warn), [])
+        self.assertIn(
+            "Ignoring TYPE_99 for unknown service id nope", texts(captured, LogLevel.debug)
+        )
+        with logs() as captured:
+            tunnel.data_received(ctl(99, "nope"))
+        self.assertEqual(
+            texts(captured, LogLevel.warn), ["Ignoring TYPE_99 for unknown service id nope"]
+        )
+
+    def test_zero_length_record(self) -> None:
+        """A zero-length record (UNKNOWN without service ID) is dropped after set-up."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.data_received(b"\x00\x00")
+        self.assertTrue(tunnel.ready)
+
+
+class SessionResetTests(SynchronousTestCase):
+    """SESSION_RESET closes everything, with or without a service ID."""
+
+    def test_source(self) -> None:
+        """Every connection of every service closes; the next ones start new streams."""
+        tunnel, peer, local = started(Mode.SOURCE, TWO)
+        a, b = FakeLocalConnection(), FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", a)
+        tunnel.local_connection_accepted("web", b)
+        peer.records.clear()
+        tunnel.data_received(ctl(Message.SESSION_RESET))
+        self.assertTrue(a.closed and b.closed)
+        self.assertEqual(peer.records, [])
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 2)])
+
+    def test_destination_with_service_id(self) -> None:
+        """A SessionReset naming one service still resets all of them."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1) + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        tunnel.data_received(ctl(Message.SESSION_RESET, "web"))
+        self.assertTrue(all(local.closed for _, local in local.connections))
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1))
+        self.assertEqual(len(local.connections), 3)
+
+
+class SessionStateTests(SynchronousTestCase):
+    """What is left, counted and sent once connections, streams and sessions end."""
+
+    def paused_source(self, peer_version: PeerVersion = PeerVersion.V3):
+        """A started source whose scheduler can be paused (the WebSocket buffer full)."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH, peer_version)
+        scheduler = OutboundScheduler(peer.send_record, max_payload=tunnel.limits.max_payload_size)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        return tunnel, peer, scheduler
+
+    def test_peer_reset_drops_what_was_queued(self) -> None:
+        """Bytes still queued for a connection the peer resets are dropped; only the answer goes."""
+        tunnel, peer, scheduler = self.paused_source()
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        peer.take()
+        scheduler.pauseProducing()
+        connection.data_received(b"never sent")
+        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 1))
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+
+    def test_v2_peer_reset_not_answered(self) -> None:
+        """Towards a V2 peer a stream reset closes the connection and nothing is answered."""
+        tunnel, peer, _ = self.paused_source(PeerVersion.V2)
+        local = FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", local)
+        peer.take()
+        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
+        self.assertTrue(local.closed)
+        self.assertEqual(peer.records, [])
+
+    def test_resets_counted(self) -> None:
+        """connections_reset counts the peer's connection and stream resets, not our own closes."""
+        tunnel, peer, local = started(Mode.SOURCE, SSH)
+        connections = [
+            tunnel.local_connection_accepted("ssh", FakeLocalConnection()) for _ in range(4)
+        ]
+        counters = tunnel.counters_for("ssh")
+        connections[0].connection_lost()
+        self.assertEqual(counters.connections_reset, 0)
+        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 2))
+        self.assertEqual(counters.connections_reset, 1)
+        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 2))
+        self.assertEqual(counters.connections_reset, 1)
+        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
+        self.assertEqual(counters.connections_reset, 3)
+
+    def test_our_stream_reset_not_counted(self) -> None:
+        """A stream we reset (V2 fall-back with several connections) is not a peer reset."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        for _ in range(2):
+            tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        with logs() as captured:
+            tunnel.data_received(data("ssh", 1, 0, b"v2 data"))
+        self.assertEqual(tunnel.counters_for("ssh").connections_reset, 0)
+        self.assertIn(("STREAM_RESET", "ssh", 1, 0), peer.take())
+        self.assertIn(
+            "The peer sent no connection ID while service id ssh has 2 connections: "
+            "V2 format cannot carry them, resetting the stream",
+            texts(captured, LogLevel.warn),
+        )
+
+    def test_connection_ids_skip_those_in_use(self) -> None:
+        """After wrapping past UINT32_MAX, IDs still held by open connections are skipped."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        first = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        second = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert first is not None and second is not None
+        tunnel._session.services["ssh"].last_connection_id = UINT32_MAX - 1  # type: ignore[union-attr]
+        ids = [
+            tunnel.local_connection_accepted("ssh", FakeLocalConnection()).connection_id  # type: ignore[union-attr]
+            for _ in range(2)
+        ]
+        self.assertEqual(ids, [UINT32_MAX, 3])
+
+    def test_nothing_after_the_session(self) -> None:
+        """Once the WebSocket is gone: not ready, nothing sent, a late accept is refused."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        local = FakeLocalConnection()
+        connection = tunnel.local_connection_accepted("ssh", local)
+        assert connection is not None
+        peer.take()
+        tunnel.session_ended()
+        self.assertTrue(local.closed)
+        self.assertFalse(tunnel.ready)
+        connection.data_received(b"late")
+        connection.connection_lost()
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(peer.records, [])
+
+
+class ServiceCounterTests(SynchronousTestCase):
+    """The per-service counters (what the metrics export) count each event once."""
+
+    def test_same_counters_across_sessions(self) -> None:
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        counters = tunnel.counters_for("ssh")
+        self.assertEqual(counters.service_id, "ssh")
+        self.assertIs(tunnel.counters_for("ssh"), counters)
+        tunnel.session_ended()
+        tunnel.session_started(SUBPROTOCOL_V3, OutboundScheduler(lambda record: None))
+        tunnel.data_received(service_ids("ssh"))
+        self.assertIs(tunnel.counters_for("ssh"), counters)
+
+    def test_refusals(self) -> None:
+        """A refusal for a known service counts once: not ready, or over the limit."""
+        tunnel, _, _ = started(Mode.SOURCE, SSH, max_active_connections=1)
+        counters = tunnel.counters_for("ssh")
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual((counters.connections_opened, counters.connections_refused), (1, 1))
+        tunnel.session_ended()
+        tunnel.session_started(SUBPROTOCOL_V3, OutboundScheduler(lambda record: None))
+        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
+        self.assertEqual(counters.connections_refused, 2)
+        # A service ID this tunnel never had gets no counters.
+        self.assertIsNone(tunnel.local_connection_accepted("rdp", FakeLocalConnection()))
+        self.assertNotIn("rdp", tunnel.counters)
+
+    def test_received_and_closed(self) -> None:
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        counters = tunnel.counters_for("ssh")
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        tunnel.data_received(data("ssh", 1, 1, b"abc") + data("ssh", 1, 1, b"defg"))
+        self.assertEqual((counters.messages_received, counters.bytes_received), (2, 7))
+        connection.connection_lost()
+        connection.connection_lost()
+        self.assertEqual(counters.connections_closed, 1)
+
+    def test_failed_connect_counted(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, SSH)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        connection, _ = local.connection("ssh", 1)
+        with logs() as captured:
+            connection.connect_failed("Connection refused")
+            connection.connect_failed("Connection refused")
+        self.assertEqual(tunnel.counters_for("ssh").connections_refused, 1)
+        self.assertIn(
+            "Could not connect service id ssh connection id 1: Connection refused",
+            texts(captured, LogLevel.debug),
+        )
+
+    def test_local_close_after_peer_reset(self) -> None:
+        """The local socket closing after the peer reset it sends nothing more, counts nothing."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 1))
+        peer.take()
+        connection.connection_lost()
+        self.assertEqual(peer.records, [])
+        self.assertEqual(tunnel.counters_for("ssh").connections_closed, 0)
+
+    def test_local_close_sends_queued_bytes_first(self) -> None:
+        """A local close with bytes still queued: the bytes go out, then the reset."""
+        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        shown_v3(tunnel)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        peer.take()
+        scheduler.pauseProducing()
+        connection.data_received(b"last words")
+        connection.connection_lost()
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [("DATA", "ssh", 1, 1, b"last words"), ("CONNECTION_RESET", "ssh", 1, 1)],
+        )
+
+
+class RenumberingTests(SynchronousTestCase):
+    def test_totals(self) -> None:
+        """The tunnel's own totals count every payload byte and message from the service."""
+        tunnel, _, _ = started(Mode.SOURCE, SSH)
+        before = (tunnel.bytes_received, tunnel.messages_received)
+        records = data("ssh", 1, 1, b"x") + ctl(Message.STREAM_RESET, "ssh", 1)
+        tunnel.data_received(records)
+        self.assertEqual(
+            (tunnel.bytes_received, tunnel.messages_received),
+            (before[0] + len(records), before[1] + 2),
+        )
+
+    def test_service_ids_again_keep_numbering(self) -> None:
+        """SERVICE_IDS again in a session: stream and connection IDs go on where they were."""
+        tunnel, peer, _ = started(Mode.SOURCE, SSH)
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
+        tunnel.data_received(service_ids("ssh"))
+        peer.take()
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 2, 3)])
+
+
+class PlainAttributesTests(SynchronousTestCase):
+    def test_no_setattr_hooks_on_the_data_path(self) -> None:
+        """
+        The tunnel and its session are attrs classes; their attributes are
+        assigned on every message, so attrs' per-assignment hooks are off.
+        """
+        from aws_localproxy.protocol.tunnel_session import TunnelSession
+
+        self.assertIs(Tunnel.__setattr__, object.__setattr__)
+        self.assertIs(TunnelSession.__setattr__, object.__setattr__)

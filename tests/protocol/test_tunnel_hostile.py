@@ -1,0 +1,659 @@
+"""
+Hostile and malformed input from the peer: the proxy never dies of it.
+
+Every malformed record the protocol's rules name either ends the session
+with a clear error (the connector closes the WebSocket, resets every local
+connection and reconnects under the retry rules) or is ignored where the
+rules say it is safe to ignore; in both cases no byte ever reaches a local
+connection it was not sent to.  The destination's
+C{tcp.max_active_connections} is checked exactly at the limit, with one
+reset per refused connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import List
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode, PeerVersion
+from aws_localproxy.protocol.errors import RecoverableTunnelError
+from aws_localproxy.protocol.wire import Limits, Message, control_message
+from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
+from tests.protocol.test_tunnel import (
+    TWO,
+    FakeLocalConnection,
+    FakeLocalSide,
+    FakePeer,
+    PeerTunnel,
+    ctl,
+    data,
+    logs,
+    service_ids,
+    started,
+    texts,
+)
+from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+
+
+def raw(message: Message) -> bytes:
+    """A record for C{message} without the encoder's checks (so it can break the limits)."""
+    body = message.SerializeToString()
+    return struct.pack(">H", len(body)) + body
+
+
+def raw_body(body: bytes) -> bytes:
+    return struct.pack(">H", len(body)) + body
+
+
+def _field_key(number: int, wire_type: int) -> bytes:
+    return bytes(((number << 3) | wire_type,))
+
+
+# Hand-made records the protobuf encoder would never produce.
+_INVALID_UTF8_SERVICE_ID = raw_body(
+    b"\x08\x01"  # type DATA
+    + b"\x10\x01"  # streamId 1
+    + b"\x22\x01x"  # payload "x"
+    + _field_key(5, 2)
+    + b"\x02\xff\xfe"  # serviceId: not UTF-8
+    + b"\x38\x01"  # connectionId 1
+)
+_TRUNCATED_VARINT = raw_body(b"\x08\x01\x10\xff\xff")
+_FIELD_NUMBER_ZERO = raw_body(b"\x00\x01")
+_LENGTH_PAST_RECORD = raw_body(b"\x08\x01\x22\x10abc")
+_DATA_WITH_EXTRA_FIELD = raw_body(
+    Message(
+        type=Message.DATA, streamId=1, serviceId="ssh", connectionId=1, payload=b"extra"
+    ).SerializeToString()
+    + _field_key(15, 0)
+    + b"\x01"
+)
+_HUGE_TYPE = raw_body(b"\x08\xff\xff\xff\xff\x07" + b"\x10\x01" + b"\x2a\x03ssh" + b"\x38\x01")
+
+PARSE = "Could not parse web socket binary frame into message: "
+
+#: (name, record, error text it ends the session with) for a destination in transfer.
+ENDS_SESSION: List[tuple[str, bytes, str]] = [
+    ("not protobuf", b"\x00\x03\xff\xff\xff", PARSE),
+    ("truncated varint", _TRUNCATED_VARINT, PARSE),
+    ("field number 0", _FIELD_NUMBER_ZERO, PARSE),
+    ("length past the record", _LENGTH_PAST_RECORD, PARSE),
+    ("service ID not UTF-8", _INVALID_UTF8_SERVICE_ID, PARSE),
+    (
+        "payload one byte over 63 KiB",
+        raw(
+            Message(
+                type=Message.DATA,
+                streamId=1,
+                serviceId="ssh",
+                connectionId=1,
+                payload=b"x" * 64513,
+            )
+        ),
+        PARSE + "payload of 64513 bytes exceeds the maximum of 64512",
+    ),
+    (
+        "unknown type, not ignorable",
+        ctl(42, "ssh", 1, 1),
+        "Unrecognized message type received during control message handling "
+        "during data transfer: 42",
+    ),
+    (
+        "largest enum value, not ignorable",
+        _HUGE_TYPE,
+        "Unrecognized message type received during control message handling "
+        "during data transfer: 2147483647",
+    ),
+    (
+        "type UNKNOWN (0), not ignorable",
+        ctl(Message.UNKNOWN, "ssh", 1, 1),
+        "Unexpected message type received during control message handling during data transfer: 0",
+    ),
+    (
+        "StreamStart with stream ID 0",
+        ctl(Message.STREAM_START, "ssh", 0, 9),
+        "No stream ID set for stream start message!",
+    ),
+    (
+        "ConnectionStart with stream ID 0",
+        ctl(Message.CONNECTION_START, "ssh", 0, 9),
+        "No stream ID set for connection start message!",
+    ),
+]
+
+#: (name, record) that the rules say may be ignored: a destination in transfer goes on.
+IGNORED: List[tuple[str, bytes]] = [
+    ("unknown type, ignorable", ctl(42, "ssh", 1, 1, ignorable=True)),
+    ("type UNKNOWN, ignorable", ctl(Message.UNKNOWN, "ssh", 1, 1, ignorable=True)),
+    ("DATA with stream ID 0", data("ssh", 0, 1, b"zero")),
+    ("DATA of a stale stream", data("ssh", 7, 1, b"stale")),
+    ("DATA of an unknown connection", data("ssh", 1, 99, b"nobody")),
+    ("DATA of an unknown connection, one live", data("web", 1, 99, b"nobody")),
+    ("DATA of an unknown service", data("rdp", 1, 1, b"nobody")),
+    ("StreamReset with stream ID 0", ctl(Message.STREAM_RESET, "ssh", 0)),
+    ("StreamReset of a stale stream", ctl(Message.STREAM_RESET, "ssh", 7)),
+    ("ConnectionReset with stream ID 0", ctl(Message.CONNECTION_RESET, "ssh", 0, 1)),
+    ("ConnectionReset of an unknown connection", ctl(Message.CONNECTION_RESET, "ssh", 1, 99)),
+    ("ConnectionReset of an unknown service", ctl(Message.CONNECTION_RESET, "rdp", 1, 1)),
+    ("ConnectionStart of a stale stream", ctl(Message.CONNECTION_START, "ssh", 7, 5)),
+    ("an empty record", b"\x00\x00"),
+    (
+        "a second SERVICE_IDS naming a service",
+        control_message(
+            Message.SERVICE_IDS, service_id="ssh", available_service_ids=["x", "y", "z"]
+        ),
+    ),
+]
+
+
+class TransferFixture:
+    """
+    A V3 destination with two services in transfer: ssh connections 1 and 2,
+    web connection 1, each sent a first line.  L{check_no_crosstalk} proves
+    every local connection holds only what was addressed to it.
+    """
+
+    def __init__(self, test: SynchronousTestCase, **kwargs) -> None:
+        self.test = test
+        self.tunnel, self.peer, self.local = started(Mode.DESTINATION, TWO, **kwargs)
+        self.tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.STREAM_START, "web", 1, 1)
+            + data("ssh", 1, 1, b"ssh-1;")
+            + data("ssh", 1, 2, b"ssh-2;")
+            + data("web", 1, 1, b"web-1;")
+        )
+        self.ssh1 = self.local.connection("ssh", 1)[1]
+        self.ssh2 = self.local.connection("ssh", 2)[1]
+        self.web1 = self.local.connection("web", 1)[1]
+        self.peer.records.clear()
+
+    def check_no_crosstalk(self, extra: bytes = b"") -> None:
+        self.test.assertEqual(self.ssh1.data, b"ssh-1;" + extra)
+        self.test.assertEqual(self.ssh2.data, b"ssh-2;")
+        self.test.assertEqual(self.web1.data, b"web-1;")
+
+    def all_closed_once(self) -> bool:
+        return all(c.close_calls == 1 for c in (self.ssh1, self.ssh2, self.web1))
+
+
+class MalformedEndsSessionTests(SynchronousTestCase):
+    """Each malformed record ends the session with its error line; locals close once."""
+
+    def test_each_ends_session(self) -> None:
+        for name, record, error_text in ENDS_SESSION:
+            fixture = TransferFixture(self)
+            # The bad record comes in the same payload as good DATA around it: what
+            # precedes is delivered, nothing after it is.
+            payload = data("ssh", 1, 1, b"before") + record + data("ssh", 1, 1, b"after")
+            error = self.assertRaises(RecoverableTunnelError, fixture.tunnel.data_received, payload)
+            self.assertTrue(str(error).startswith(error_text), "%s: %r" % (name, str(error)))
+            # What the connector does with a RecoverableTunnelError.
+            fixture.tunnel.session_ended()
+            if error_text.startswith(PARSE):
+                # The decoder fails on the whole payload: nothing of it is delivered.
+                fixture.check_no_crosstalk()
+            else:
+                fixture.check_no_crosstalk(b"before")
+            self.assertTrue(fixture.all_closed_once(), name)
+            self.assertFalse(fixture.tunnel.ready, name)
+
+    def test_same_in_split_frames(self) -> None:
+        """The bad record split byte by byte over WebSocket frames ends the session the same."""
+        for name, record, error_text in ENDS_SESSION:
+            fixture = TransferFixture(self)
+            raised = None
+            for i in range(len(record)):
+                try:
+                    fixture.tunnel.data_received(record[i : i + 1])
+                except RecoverableTunnelError as error:
+                    raised = error
+                    break
+            self.assertIsNotNone(raised, name)
+            self.assertTrue(str(raised).startswith(error_text), name)
+            fixture.tunnel.session_ended()
+            fixture.check_no_crosstalk()
+            self.assertTrue(fixture.all_closed_once(), name)
+
+    def test_over_length_prefix(self) -> None:
+        """A length prefix over message.max_size ends the session before its body arrives."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO, limits=Limits(1000, 500))
+        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, b"\x03\xe9")
+        self.assertIn("message length 1001 exceeds the maximum of 1000", str(error))
+
+    def test_length_prefix_at_limit(self) -> None:
+        """A record of exactly message.max_size is read (the bound is inclusive)."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO, limits=Limits(1000, 500))
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        body = Message(
+            type=Message.DATA, streamId=1, serviceId="ssh", connectionId=1, payload=b"p" * 500
+        ).SerializeToString()
+        # Pad with an ignorable unknown field up to exactly 1000 bytes.
+        pad = 1000 - len(body) - 3
+        body += _field_key(15, 2) + bytes((pad & 0x7F | 0x80, pad >> 7)) + b"\x00" * pad
+        self.assertEqual(len(body), 1000)
+        tunnel.data_received(raw_body(body))
+        self.assertEqual(local.connection("ssh", 1)[1].data, b"p" * 500)
+
+    def test_payload_at_limit(self) -> None:
+        """A payload of exactly 63 KiB is delivered whole."""
+        fixture = TransferFixture(self)
+        payload = b"y" * 64512
+        fixture.tunnel.data_received(data("ssh", 1, 1, payload))
+        fixture.check_no_crosstalk(payload)
+
+    def test_stream_start_before_service_ids(self) -> None:
+        """A destination's StreamStart before SERVICE_IDS ends the session."""
+        peer, local = FakePeer(), FakeLocalSide()
+        tunnel = PeerTunnel(Mode.DESTINATION, peer, local, service_map=TWO)
+        tunnel.session_started(SUBPROTOCOL_V3)
+        self.assertRaises(
+            RecoverableTunnelError, tunnel.data_received, ctl(Message.STREAM_START, "ssh", 1, 1)
+        )
+
+    def test_unknown_type_while_waiting(self) -> None:
+        """A non-ignorable unknown type for a service with no stream yet ends the session too."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        error = self.assertRaises(RecoverableTunnelError, tunnel.data_received, ctl(42, "ssh"))
+        self.assertEqual(
+            str(error),
+            "Unrecognized message type received while waiting for stream start: 42",
+        )
+
+    def test_source_unknown_type(self) -> None:
+        """A source in transfer ends the session for a non-ignorable unknown type."""
+        tunnel, peer, local = started(Mode.SOURCE, TWO)
+        mine = FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", mine)
+        error = self.assertRaises(
+            RecoverableTunnelError, tunnel.data_received, ctl(42, "ssh", 1, 1)
+        )
+        self.assertIn(": 42", str(error))
+        tunnel.session_ended()
+        self.assertEqual(mine.close_calls, 1)
+
+
+class MalformedIgnoredTests(SynchronousTestCase):
+    """Records the rules let a proxy ignore: nothing changes, the transfer goes on."""
+
+    def test_each_ignored(self) -> None:
+        for name, record in IGNORED:
+            fixture = TransferFixture(self)
+            fixture.tunnel.data_received(record + data("ssh", 1, 1, b"after"))
+            fixture.check_no_crosstalk(b"after")
+            for connection in (fixture.ssh1, fixture.ssh2, fixture.web1):
+                self.assertEqual(connection.close_calls, 0, name)
+            self.assertTrue(fixture.tunnel.ready, name)
+            self.assertEqual(len(fixture.local.connections), 3, name)
+
+    def test_extra_field_ignored(self) -> None:
+        """A field the schema does not have is skipped; the DATA is delivered to its connection."""
+        fixture = TransferFixture(self)
+        fixture.tunnel.data_received(_DATA_WITH_EXTRA_FIELD)
+        fixture.check_no_crosstalk(b"extra")
+
+    def test_starts_sent_to_a_source(self) -> None:
+        """StreamStart and ConnectionStart sent to a source are ignored with a warning."""
+        tunnel, peer, local = started(Mode.SOURCE, TWO)
+        mine = FakeLocalConnection()
+        tunnel.local_connection_accepted("ssh", mine)
+        peer.records.clear()
+        with logs() as captured:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 5, 1)
+                + ctl(Message.CONNECTION_START, "ssh", 1, 1)
+                + ctl(Message.CONNECTION_START, "ssh", 1, 7)
+                + data("ssh", 1, 1, b"mine")
+            )
+        self.assertEqual(mine.data, b"mine")
+        self.assertEqual(mine.close_calls, 0)
+        self.assertEqual(peer.records, [])
+        self.assertEqual(len(texts(captured, LogLevel.warn)), 3)
+
+    def test_v2_peer_data_reaches_only_connection(self) -> None:
+        """Toward a V2 peer (no connection IDs) DATA reaches the service's one connection only."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 0)
+            + ctl(Message.STREAM_START, "web", 1, 0)
+            + data("ssh", 1, 0, b"s")
+            + data("web", 1, 0, b"w")
+            + data("ssh", 1, 5, b"t")
+        )
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        self.assertEqual(local.connection("ssh", 0)[1].data, b"st")
+        self.assertEqual(local.connection("web", 0)[1].data, b"w")
+
+
+class DestinationMaxActiveTests(SynchronousTestCase):
+    """tcp.max_active_connections on a destination: exactly N open, a reset per refused one."""
+
+    def fill(self, limit: int, asked: int):
+        tunnel, peer, local = started(Mode.DESTINATION, TWO, max_active_connections=limit)
+        records = ctl(Message.STREAM_START, "ssh", 1, 1) + b"".join(
+            ctl(Message.CONNECTION_START, "ssh", 1, i) for i in range(2, asked + 1)
+        )
+        tunnel.data_received(records)
+        return tunnel, peer, local
+
+    def test_at_the_limit(self) -> None:
+        """N asks with a limit of N: N local connections, no reset."""
+        tunnel, peer, local = self.fill(3, 3)
+        self.assertEqual(len(local.connections), 3)
+        self.assertEqual(peer.take(), [])
+
+    def test_one_over(self) -> None:
+        """N+1 asks: N connections, one ConnectionReset for the refused one, warned once."""
+        with logs() as captured:
+            tunnel, peer, local = self.fill(3, 4)
+        self.assertEqual(len(local.connections), 3)
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 4)])
+        warnings = [t for t in texts(captured, LogLevel.warn) if "tcp.max_active_connections" in t]
+        self.assertEqual(len(warnings), 1)
+
+    def test_a_reset_per_refused(self) -> None:
+        """1,000 ConnectionStarts with the default limit: 128 open, 872 resets, one each."""
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + b"".join(ctl(Message.CONNECTION_START, "ssh", 1, i) for i in range(2, 1001))
+        )
+        self.assertEqual(len(local.connections), 128)
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, i) for i in range(129, 1001)])
+        # The other service has its own count.
+        tunnel.data_received(ctl(Message.STREAM_START, "web", 1, 1))
+        self.assertEqual(len(local.connections), 129)
+
+    def test_refused_connection_data_dropped(self) -> None:
+        """DATA for a refused connection ID reaches no connection."""
+        tunnel, peer, local = self.fill(1, 2)
+        tunnel.data_received(data("ssh", 1, 2, b"refused") + data("ssh", 1, 1, b"kept"))
+        self.assertEqual(len(local.connections), 1)
+        self.assertEqual(local.connection("ssh", 1)[1].data, b"kept")
+
+    def test_place_freed_by_reset(self) -> None:
+        """A ConnectionReset from the peer frees its place: the next ask is accepted."""
+        tunnel, peer, local = self.fill(2, 3)
+        peer.take()
+        tunnel.data_received(
+            ctl(Message.CONNECTION_RESET, "ssh", 1, 2) + ctl(Message.CONNECTION_START, "ssh", 1, 4)
+        )
+        self.assertEqual(len(local.connections), 3)
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 2)])
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 5))
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 5)])
+
+    def test_place_freed_by_local_close(self) -> None:
+        """A local connection that closes frees its place."""
+        tunnel, peer, local = self.fill(2, 2)
+        connection, _ = local.connection("ssh", 2)
+        connection.connection_lost()
+        peer.take()
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 3))
+        self.assertEqual(len(local.connections), 3)
+        self.assertEqual(peer.take(), [])
+
+    def test_place_freed_by_failed_connect(self) -> None:
+        """A connection whose local connect failed frees its place."""
+        tunnel, peer, local = self.fill(2, 2)
+        connection, _ = local.connection("ssh", 2)
+        connection.connect_failed("refused")
+        peer.take()
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 3))
+        self.assertEqual(peer.take(), [])
+        self.assertEqual(len(local.connections), 3)
+
+    def test_stream_reset_clears_count(self) -> None:
+        """After a StreamReset the full limit is available to the next stream."""
+        tunnel, peer, local = self.fill(2, 2)
+        tunnel.data_received(
+            ctl(Message.STREAM_RESET, "ssh", 1)
+            + ctl(Message.STREAM_START, "ssh", 2, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 2, 2)
+        )
+        self.assertEqual(len(local.connections), 4)
+        self.assertEqual(peer.take(), [])
+
+    def test_limit_one_refuses_connection_start(self) -> None:
+        """A limit of 1: the StreamStart's connection opens, every ConnectionStart is reset."""
+        tunnel, peer, local = self.fill(1, 3)
+        self.assertEqual(len(local.connections), 1)
+        self.assertEqual(
+            peer.take(),
+            [("CONNECTION_RESET", "ssh", 1, 2), ("CONNECTION_RESET", "ssh", 1, 3)],
+        )
+
+    def test_session_end_clears_count(self) -> None:
+        """A new session starts with no connections counted."""
+        tunnel, peer, local = self.fill(2, 2)
+        tunnel.session_ended()
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(
+            service_ids("ssh", "web")
+            + ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+        )
+        self.assertEqual(len(local.connections), 4)
+        self.assertEqual(peer.take(), [])
+
+
+class ConnectorRecoveryTests(SynchronousTestCase):
+    """A malformed record, through the connector: error line, locals reset, reconnect."""
+
+    def make(self, *, reconnect: bool = True, retry_count: int = 2):
+        self.clock = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.local = FakeLocalSide()
+        self.peer = FakePeer()
+        self.tunnel = PeerTunnel(Mode.DESTINATION, self.peer, self.local, service_map=TWO)
+        connector = scripted_connector(
+            self.clock,
+            self.endpoint,
+            self.tunnel,
+            RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
+            pacing=False,
+        )
+        self.codes: List[int] = []
+        connector.finished.addCallback(self.codes.append)
+        return connector
+
+    def open_session(self, connector: TunnelConnector, protocol: FakeProtocol) -> None:
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        connector.session_message(
+            protocol,  # type: ignore[arg-type]
+            service_ids("ssh", "web")
+            + ctl(Message.STREAM_START, "ssh", 1, 1)
+            + data("ssh", 1, 1, b"hello"),
+        )
+
+    def run_one(self, record: bytes, *, reconnect: bool = True) -> tuple:
+        first, second = FakeProtocol(), FakeProtocol()
+        connector = self.make(reconnect=reconnect)
+        self.endpoint.results = [first, second]
+        connector.start()
+        self.open_session(connector, first)
+        local = self.local.connection("ssh", 1)[1]
+        with logs() as captured:
+            connector.session_message(first, record)  # type: ignore[arg-type]
+            # Anything the dying session still receives is not processed.
+            connector.session_message(first, data("ssh", 1, 1, b"late"))  # type: ignore[arg-type]
+            connector.session_closed(first, closed())  # type: ignore[arg-type]
+        return connector, first, second, local, captured
+
+    def test_each_malformed_reconnects(self) -> None:
+        for name, record, error_text in ENDS_SESSION:
+            connector, first, second, local, captured = self.run_one(record)
+            self.assertEqual(first.dropped, [True], name)
+            self.assertEqual(local.data, b"hello", name)
+            self.assertEqual(local.close_calls, 1, name)
+            errors = texts(captured, LogLevel.error)
+            self.assertTrue(any(e.startswith(error_text) for e in errors), (name, errors))
+            self.assertIn("Error from io_ctx::run(): " + errors[0], errors)
+            # Reconnects at once with a fresh session.
+            self.assertEqual(self.endpoint.attempts, 2, name)
+            self.assertEqual(self.codes, [], name)
+            self.open_session(connector, second)
+            self.assertEqual(self.local.connection("ssh", 1)[1].data, b"hello", name)
+            self.assertEqual(connector.sessions, 2)
+
+    def test_without_reconnect_exits_one(self) -> None:
+        """websocket.reconnect_on_data_error false: the error line is critical, exit 1."""
+        connector, first, second, local, captured = self.run_one(
+            ctl(42, "ssh", 1, 1), reconnect=False
+        )
+        self.assertEqual(self.codes, [1])
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(local.close_calls, 1)
+        self.assertTrue(
+            any("Unrecognized message type" in t for t in texts(captured, LogLevel.critical))
+        )
+
+    def test_reconnect_follows_retry_rules(self) -> None:
+        """If the service is then unreachable, the reconnect is retried every retry_delay, N times."""
+        first = FakeProtocol()
+        connector = self.make(retry_count=2)
+        self.endpoint.results = [first]
+        connector.start()
+        self.open_session(connector, first)
+        connector.session_message(first, b"\x00\x03\xff\xff\xff")  # type: ignore[arg-type]
+        connector.session_closed(first, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.endpoint.attempts, 2)  # at once, refused
+        self.clock.advance(2.4)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.clock.advance(0.1)
+        self.assertEqual(self.endpoint.attempts, 3)
+        self.assertEqual(self.codes, [])
+        self.clock.advance(2.5)
+        # The reconnect after the error and two retries, then exit 1.
+        self.assertEqual(self.endpoint.attempts, 4)
+        self.assertEqual(self.codes, [1])
+        self.clock.advance(10)
+        self.assertEqual(self.endpoint.attempts, 4)
+
+    def test_repeated_bad_sessions_keep_reconnecting(self) -> None:
+        """A peer that breaks every session cannot stop the proxy: each session reconnects."""
+        protocols = [FakeProtocol() for _ in range(20)]
+        connector = self.make(retry_count=0)
+        self.endpoint.results = list(protocols)
+        connector.start()
+        for protocol in protocols[:-1]:
+            self.open_session(connector, protocol)
+            connector.session_message(protocol, ctl(42, "ssh", 1, 1))  # type: ignore[arg-type]
+            connector.session_closed(protocol, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.codes, [])
+        self.assertEqual(self.endpoint.attempts, 20)
+        self.assertEqual(len(self.local.connections), 19)
+        self.assertTrue(all(local.close_calls == 1 for _, local in self.local.connections))
+
+
+class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
+    """
+    A peer that stops sending connection IDs while a stream carries several
+    connections: V2 format cannot tell them apart, so that stream is reset
+    (after the bytes already read, in their own connections' records) rather
+    than its connections' DATA going out under one ID.
+    """
+
+    def test_source_stream_reset(self) -> None:
+        tunnel, peer, _ = started(Mode.SOURCE, TWO)
+        first, second, web = FakeLocalConnection(), FakeLocalConnection(), FakeLocalConnection()
+        c1 = tunnel.local_connection_accepted("ssh", first)
+        c2 = tunnel.local_connection_accepted("ssh", second)
+        cw = tunnel.local_connection_accepted("web", web)
+        assert c1 is not None and c2 is not None and cw is not None
+        peer.take()
+        # Held in their lanes (the WebSocket is busy) when the fall-back comes.
+        scheduler = tunnel._session.outbound
+        scheduler.pauseProducing()
+        c1.data_received(b"one")
+        c2.data_received(b"two")
+        with logs() as captured:
+            tunnel.data_received(data("web", 1, 0, b"v2 reply"))
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        self.assertEqual(web.data, b"v2 reply")
+        # ssh had two connections: its stream is reset, both closed.
+        self.assertEqual(first.close_calls, 1)
+        self.assertEqual(second.close_calls, 1)
+        self.assertEqual(web.close_calls, 0)
+        self.assertTrue(any("connection ID" in t for t in texts(captured, LogLevel.warn)), captured)
+        c1.data_received(b"late")
+        cw.data_received(b"web data")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"one"),
+                ("DATA", "ssh", 1, 2, b"two"),
+                ("STREAM_RESET", "ssh", 1, 0),
+                ("DATA", "web", 1, 0, b"web data"),
+            ],
+        )
+
+    def test_destination_stream_reset(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(
+            ctl(Message.STREAM_START, "ssh", 1, 1)
+            + ctl(Message.CONNECTION_START, "ssh", 1, 2)
+            + ctl(Message.STREAM_START, "web", 1, 1)
+        )
+        (c1, l1), (c2, l2), (cw, lw) = local.connections
+        peer.take()
+        scheduler = tunnel._session.outbound
+        scheduler.pauseProducing()
+        c1.data_received(b"one")
+        tunnel.data_received(data("web", 1, 0, b"w"))
+        self.assertEqual((l1.close_calls, l2.close_calls, lw.close_calls), (1, 1, 0))
+        self.assertEqual(lw.data, b"w")
+        cw.data_received(b"back")
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"one"),
+                ("STREAM_RESET", "ssh", 1, 0),
+                ("DATA", "web", 1, 0, b"back"),
+            ],
+        )
+
+    def test_connection_start_without_id_ignored(self) -> None:
+        """
+        A ConnectionStart with no connection ID names no connection (and a V2
+        peer sends none): it is ignored, not a second connection under ID 0.
+        """
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        with logs() as captured:
+            tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 1, 0))
+        self.assertEqual(len(local.connections), 1)
+        self.assertEqual(tunnel.peer_version, PeerVersion.V3)
+        self.assertTrue(texts(captured, LogLevel.warn))
+        tunnel.data_received(data("ssh", 1, 1, b"still"))
+        self.assertEqual(local.connections[0][1].data, b"still")
+        self.assertEqual(peer.take(), [])
+
+
+class FallbackThenConnectionStartTests(SynchronousTestCase):
+    """
+    Regression (found by the state machine): after a fall-back to V2, a
+    ConnectionStart opened a second connection of the stream beside the one
+    opened under a V3 connection ID, so the single-connection format had two.
+    """
+
+    def test_second_connection_resets_the_stream(self) -> None:
+        tunnel, peer, local = started(Mode.DESTINATION, TWO)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 3, 1))
+        tunnel.data_received(data("ssh", 3, 0, b"v2 data"))  # no connection ID: a V2 peer
+        self.assertEqual(tunnel.peer_version, PeerVersion.V2)
+        peer.take()
+        tunnel.data_received(ctl(Message.CONNECTION_START, "ssh", 3, 1))
+        self.assertEqual(len(local.connections), 1)
+        self.assertTrue(local.connection("ssh", 1)[1].closed)
+        self.assertEqual(peer.take(), [("STREAM_RESET", "ssh", 3, 0)])
+        session = tunnel._session
+        assert session is not None
+        self.assertEqual(session.services["ssh"].connections, {})

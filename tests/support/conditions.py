@@ -1,0 +1,44 @@
+"""
+Deferreds that wait for a condition: a test helper that imports nothing of
+this project, so that the foreign test peer (L{tests.support.foreignpeer}), written
+from the protocol guides, loads none of our proxy's code.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+from twisted.internet.defer import Deferred
+
+
+class Conditions:
+    """
+    Deferreds that fire once their condition holds, checked whenever their
+    owner (a child process, a test's peer) says its state changed: a test
+    waits for what it needs without sleeping or polling.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
+        """Fires once C{condition()} holds: now, or at a later L{check}."""
+        d: Deferred[None] = Deferred()
+        if condition():
+            d.callback(None)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def check(self) -> None:
+        """Fire the waiters whose condition holds now."""
+        for waiter in list(self._waiters):
+            if waiter[0]():
+                self._waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def fail_all(self, message: str) -> None:
+        """Fail every waiter left with an C{AssertionError} of C{message}: it will never hold."""
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            waiter.errback(AssertionError(message))

@@ -1,0 +1,351 @@
+"""
+Tests of aws_localproxy.upstream.tls_layer: the WebSocket's TLS layer, which
+encrypts a write and decrypts a read in one pass and sends in the same turn.
+
+It overrides private methods of Twisted's C{TLSMemoryBIOProtocol}, so these
+tests are also the guard against a Twisted release that changes them: the
+handshake, bytes both ways in memory and over real sockets on 127.0.0.1,
+back-pressure, the close after data, and a failed verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, List, Optional, cast
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.test.iosim import connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from aws_localproxy.tunnelservice.certs import (
+    server_tls_options,
+)
+from aws_localproxy.upstream import tls_layer
+from aws_localproxy.upstream.tls_layer import (
+    BatchingTLSFactory,
+    BatchingTLSTransport,
+    wrap_client_tls,
+)
+from aws_localproxy.upstream.tls_options import service_tls_options
+from tests.support.helpers import private_ca, readable_bytes, sleep
+
+reactor: Any = _reactor
+MIB = 1 << 20
+
+
+class Collector(Protocol):
+    """Keeps what arrives (and how many calls it took) and why the connection ended."""
+
+    def __init__(self, send_on_connect: bytes = b"", close_after_send: bool = False) -> None:
+        self.chunks: List[bytes] = []
+        self.lost: Optional[Failure] = None
+        self.ended: Deferred[None] = Deferred()
+        self._send_on_connect = send_on_connect
+        self._close_after_send = close_after_send
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self._send_on_connect:
+            self.transport.write(self._send_on_connect)
+        if self._close_after_send:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = reason
+        self.ended.callback(None)
+
+
+class TwistedInternalsTests(SynchronousTestCase):
+    def test_private_state_is_still_there(self) -> None:
+        """
+        What the transport uses of Twisted's TLS class exists: the methods it
+        overrides or calls, and the instance state it reads.
+        """
+        for name in (
+            "_write",
+            "_flushSendBIO",
+            "_flushReceiveBIO",
+            "_bufferedWrite",
+            "_shutdownTLS",
+            "_tlsShutdownFinished",
+        ):
+            self.assertTrue(callable(getattr(TLSMemoryBIOProtocol, name, None)), name)
+        files = private_ca(self)
+        factory = BatchingTLSFactory(
+            service_tls_options("localhost", files.capath), True, Factory.forProtocol(Protocol)
+        )
+        protocol = factory.buildProtocol(None)
+        self.assertIsInstance(protocol, BatchingTLSTransport)
+        client, _, pump = connectedServerAndClient(
+            lambda: TLSMemoryBIOFactory(
+                server_tls_options(files), False, Factory.forProtocol(Protocol)
+            ).buildProtocol(None),
+            lambda: protocol,
+        )
+        pump.flush()
+        for name in ("_tlsConnection", "_lostTLSConnection", "_aborted", "_producer"):
+            self.assertTrue(hasattr(protocol, name), name)
+        # ...and of pyOpenSSL's connection, for the direct calls.
+        if tls_layer.DIRECT:
+            self.assertIsNotNone(protocol._direct_ssl)
+            self.assertIs(protocol._send_bio, protocol._tlsConnection._from_ssl)
+
+
+class InMemoryTests(SynchronousTestCase):
+    """Through iosim: no socket, so no sending in the same turn, but the same TLS."""
+
+    def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
+        files = private_ca(self)
+        clock = Clock()
+        server_factory = TLSMemoryBIOFactory(
+            server_tls_options(files), False, Factory.forProtocol(lambda: server), clock=clock
+        )
+        client_factory = BatchingTLSFactory(
+            service_tls_options(hostname, files.capath),
+            True,
+            Factory.forProtocol(lambda: client),
+            clock=clock,
+        )
+        _, _, pump = connectedServerAndClient(
+            lambda: server_factory.buildProtocol(None),
+            lambda: client_factory.buildProtocol(None),
+            clock=clock,
+        )
+        pump.flush()
+        return pump
+
+    def test_bytes_both_ways(self) -> None:
+        """A megabyte each way arrives whole and in order; a close is clean on both sides."""
+        up = bytes(range(256)) * 4096
+        down = bytes(reversed(range(256))) * 4096
+        client, server = Collector(send_on_connect=up), Collector(send_on_connect=down)
+        pump = self.connect(client, server)
+        self.assertEqual(server.received, up)
+        self.assertEqual(client.received, down)
+        assert client.transport is not None
+        client.transport.loseConnection()
+        pump.flush()
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+        self.assertTrue(server.lost and server.lost.check(ConnectionDone))
+
+    def test_one_delivery_per_read(self) -> None:
+        """
+        Four TLS records that arrive together reach the protocol in one call
+        (Twisted's own layer makes one call per record).
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert server.transport is not None
+        server.transport.write(b"x" * (4 * 16384))
+        pump.flush()
+        self.assertEqual([len(chunk) for chunk in client.chunks], [4 * 16384])
+
+    def test_no_public_calls_on_the_direct_path(self) -> None:
+        """
+        Once connected, the direct path takes ciphertext out and records in
+        without pyOpenSSL's C{bio_read} and C{recv}, each of which raises an
+        exception every time there is nothing more (one per read and write).
+        Without the direct calls those are the path.
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert client.transport is not None and server.transport is not None
+        connection = cast(Any, client.transport)._tlsConnection
+        calls = {"recv": 0, "bio_read": 0}
+
+        def counted(name: str) -> Any:
+            method = getattr(connection, name)
+
+            def call(*args: Any) -> Any:
+                calls[name] += 1
+                return method(*args)
+
+            return call
+
+        for name in calls:
+            setattr(connection, name, counted(name))
+        client.transport.write(b"u" * 65536)
+        server.transport.write(b"d" * 65536)
+        pump.flush()
+        self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
+        if tls_layer.DIRECT:
+            self.assertEqual(calls, {"recv": 0, "bio_read": 0})
+        else:
+            self.assertGreater(min(calls.values()), 0)
+
+    def test_close_after_data(self) -> None:
+        """The peer writes and closes at once: every byte arrives before the clean end."""
+        data = b"y" * MIB
+        client, server = Collector(), Collector(send_on_connect=data, close_after_send=True)
+        self.connect(client, server)
+        self.assertEqual(client.received, data)
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+
+    def test_failed_verification(self) -> None:
+        """A certificate for another name: nothing is delivered and the connection fails."""
+        client, server = Collector(), Collector(send_on_connect=b"secret")
+        self.connect(client, server, hostname="other.example")
+        self.assertEqual(client.received, b"")
+        self.assertIsNotNone(client.lost)
+        self.assertFalse(client.lost and client.lost.check(ConnectionDone))
+
+
+@implementer(IPushProducer)
+class Pusher:
+    """Writes C{total} bytes of a known pattern as fast as it is allowed to."""
+
+    def __init__(self, transport: Any, total: int) -> None:
+        self.transport = transport
+        self.left = total
+        self.digest = hashlib.sha256()
+        self.paused = 0
+        self._running = False
+
+    def start(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self._running = False
+        self.paused += 1
+
+    def resumeProducing(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        while self._running and self.left:
+            piece = bytes([self.left % 251]) * min(self.left, 100_000)
+            self.left -= len(piece)
+            self.digest.update(piece)
+            self.transport.write(piece)
+        if not self.left:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def stopProducing(self) -> None:
+        self._running = False
+
+
+class SlowReader(Collector):
+    """Reads nothing for the first C{delay} seconds, then everything."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._delay = delay
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.pauseProducing()
+        reactor.callLater(self._delay, self.transport.resumeProducing)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+
+
+class RealSocketTests(TestCase):
+    """A Twisted TLS server on 127.0.0.1 and the batching client."""
+
+    def serve(self, protocol: Protocol) -> int:
+        files = private_ca(self)
+        self.capath = files.capath
+        factory = TLSMemoryBIOFactory(
+            server_tls_options(files), False, Factory.forProtocol(lambda: protocol)
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number: int = port.getHost().port
+        return number
+
+    async def connect(self, port: int, client: Protocol) -> Any:
+        endpoint = wrap_client_tls(
+            service_tls_options("localhost", self.capath),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        connected = await endpoint.connect(Factory.forProtocol(lambda: client))
+        self.assertIs(connected, client)
+        return client
+
+    async def test_write_reaches_the_socket_in_the_same_turn(self) -> None:
+        """
+        Once the handshake is done, a write is on the socket when C{write}
+        returns: the TCP transport is not left waiting for the next poll.
+        """
+        server = Collector()
+        port = self.serve(server)
+        client = await self.connect(port, Collector())
+        assert client.transport is not None
+        client.transport.write(b"ping")  # may still ride with the handshake's end
+        await sleep(0.05)
+        tcp = client.transport.transport
+        assert server.transport is not None
+        server_socket = server.transport.transport.getHandle()  # type: ignore[attr-defined]
+        self.assertEqual(readable_bytes(server_socket), 0)
+        client.transport.write(b"hello")
+        # On loopback a send() is in the peer's receive queue when it returns.
+        self.assertGreater(readable_bytes(server_socket), 0)
+        self.assertNotIn(tcp, reactor.getWriters())
+        await sleep(0.05)
+        self.assertEqual(server.received, b"pinghello")
+        client.transport.loseConnection()
+        await server.ended
+
+    async def test_push_into_a_stalled_reader(self) -> None:
+        """
+        16 MiB into a server that does not read for 0.3 s: the producer is
+        paused and resumed, and every byte arrives in order before the close.
+        """
+        server = SlowReader(0.3)
+        port = self.serve(server)
+        client = await self.connect(port, Collector())
+        pusher = Pusher(client.transport, 16 * MIB)
+        pusher.start()
+        await server.ended
+        self.assertEqual(server.size, 16 * MIB)
+        self.assertEqual(server.digest.hexdigest(), pusher.digest.hexdigest())
+        self.assertGreater(pusher.paused, 0)
+
+    async def test_download_then_close(self) -> None:
+        """The server sends 8 MiB and closes: all of it arrives, then a clean end."""
+        data = bytes(range(256)) * (8 * 4096)
+        port = self.serve(Collector(send_on_connect=data, close_after_send=True))
+        client = await self.connect(port, Collector())
+        await client.ended
+        self.assertEqual(hashlib.sha256(client.received).digest(), hashlib.sha256(data).digest())
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+
+
+class DirectCallsTests(SynchronousTestCase):
+    def test_direct_calls_are_used(self) -> None:
+        """With the pyOpenSSL CI installs, records go through the direct calls."""
+        self.assertTrue(tls_layer.DIRECT)
+
+
+class InMemoryWithoutDirectCallsTests(InMemoryTests):
+    """The same, through pyOpenSSL's public C{send}/C{recv} only (its internals gone)."""
+
+    def setUp(self) -> None:
+        self.patch(tls_layer, "DIRECT", False)
+
+
+class RealSocketWithoutDirectCallsTests(RealSocketTests):
+    def setUp(self) -> None:
+        self.patch(tls_layer, "DIRECT", False)
