@@ -22,7 +22,7 @@ service has at most one connection at a time (connection ID 0, never sent).
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -103,6 +103,39 @@ class Outbound(Protocol):
 
     def close(self) -> None:
         """The session is over."""
+
+
+@runtime_checkable
+class SessionLink(Protocol):
+    """
+    One session's WebSocket, as the tunnel drives it
+    (L{aws_localproxy.upstream.websocket.TunnelClientProtocol}).
+
+    When the WebSocket opens, the tunnel builds the session's outbound
+    scheduler around C{send_record} and C{send_ping}, and gives the link
+    the session with L{start_session}: from then on the link hands each
+    payload straight to the tunnel, and whoever connected it (the
+    connector) is out of the data path.
+    """
+
+    def send_record(self, record: bytes) -> None:
+        """Send C{record} (one or more whole records) as one binary WebSocket message."""
+
+    def send_ping(self, payload: bytes) -> None:
+        """Send a ping frame with C{payload} (the pacer's ack clock)."""
+
+    def start_session(self, receive: Callable[[bytes], None], outbound: Any, inbound: Any) -> None:
+        """
+        The session starts: hand every binary message from now on to
+        C{receive} (which raises a L{TunnelError
+        <aws_localproxy.protocol.errors.TunnelError>} when the session
+        cannot go on) and every pong to C{outbound.pong}; C{outbound} (the
+        session's L{OutboundScheduler
+        <aws_localproxy.protocol.scheduler.OutboundScheduler>}) produces
+        what is written, and C{inbound} (the tunnel's L{InboundFlow
+        <aws_localproxy.protocol.inbound_flow.InboundFlow>}) pauses reading
+        while a local connection is full.
+        """
 
 
 @runtime_checkable

@@ -35,6 +35,7 @@ stream's connections.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Deque, Hashable, Iterable, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -45,7 +46,7 @@ from aws_localproxy.protocol.interfaces import ReadControl
 from aws_localproxy.protocol.pacing import Pacer
 from aws_localproxy.protocol.wire import DataFields
 
-__all__ = ["Lane", "OutboundScheduler", "DEFAULT_LANE_LIMIT"]
+__all__ = ["Lane", "OutboundScheduler", "OutboundSettings", "DEFAULT_LANE_LIMIT"]
 
 #: Bytes a lane holds before its local socket stops being read
 #: (the reference's ``websocket.write_buffer_size`` default).
@@ -471,3 +472,40 @@ class OutboundScheduler:
         self._frame, self._frame_size = [], 0
         self._send(frame[0] if len(frame) == 1 else b"".join(frame))  # type: ignore[arg-type]
         self.bytes_sent += size
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """
+    How each session's L{OutboundScheduler} is built.  The wiring gives
+    them to the tunnel once; the tunnel builds one scheduler per session
+    (L{Tunnel.link_opened<aws_localproxy.protocol.tunnel.Tunnel.link_opened>}),
+    which lives and dies with its WebSocket.
+
+    @ivar clock: the reactor: the pacer's time and the stall timer.  Without
+        one there is no pacing (a test of ordering alone).
+    @ivar pacing: pace to what the service reads (L{Pacer}).
+    @ivar lane_limit: bytes a lane holds before its local socket stops being read.
+    @ivar frame_limit: records ready at the same time share a WebSocket frame
+        up to this size (0: a frame each).
+    """
+
+    clock: Optional[IReactorTime] = None
+    pacing: bool = True
+    lane_limit: int = DEFAULT_LANE_LIMIT
+    frame_limit: int = 0
+
+    def scheduler(
+        self, send: Callable[[bytes], None], send_ping: Callable[[bytes], None], max_payload: int
+    ) -> OutboundScheduler:
+        """A new session's scheduler, writing records with C{send} and pings with C{send_ping}."""
+        clock = self.clock
+        return OutboundScheduler(
+            send,
+            pacer=Pacer(clock.seconds) if self.pacing and clock is not None else None,
+            send_ping=send_ping,
+            lane_limit=self.lane_limit,
+            max_payload=max_payload,
+            frame_limit=self.frame_limit,
+            clock=clock,
+        )

@@ -28,14 +28,17 @@ from twisted.logger import Logger
 from aws_localproxy.protocol import destination_rules, source_rules
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, Mode, PeerVersion
 from aws_localproxy.protocol.errors import RecoverableTunnelError
+from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import (
     LocalConnection,
     LocalSide,
     Outbound,
+    SessionLink,
     TunnelConnection,
     Wait,
 )
 from aws_localproxy.protocol.peer_format import PeerFormat
+from aws_localproxy.protocol.scheduler import OutboundScheduler, OutboundSettings
 from aws_localproxy.protocol.service_ids import build_mapping, deduplicate
 from aws_localproxy.protocol.service_state import (
     Connection,
@@ -85,6 +88,10 @@ V1_PEER_SEVERAL_SERVICES = (
 
 def _no_wake() -> None:
     """The default of L{Tunnel.waiting_may_start}: nothing waits."""
+
+
+def _nobody_listens() -> None:
+    """The default of L{Tunnel.on_session_ready}: nobody is told."""
 
 
 def _copy(service_map: Mapping[str, str]) -> dict[str, str]:
@@ -173,6 +180,19 @@ class Tunnel:
     #: offers its waiting connections again (L{local_connection_offered}).
     waiting_may_start: Callable[[], None] = attrs.field(init=False, default=_no_wake)
     _decoder: MessageDecoder = attrs.field(init=False)
+    #: How each session's outbound scheduler is built (L{link_opened}).
+    outbound: OutboundSettings = attrs.field(kw_only=True, factory=OutboundSettings)
+    #: Back-pressure from the local connections to the WebSocket: the local
+    #: side reports full connections to it, each session's link is attached.
+    inbound: InboundFlow = attrs.field(kw_only=True, factory=InboundFlow)
+    #: Called once in each session, when it has its service IDs (at its start
+    #: for V1), after the payload that brought them is handled.
+    on_session_ready: Callable[[], None] = attrs.field(init=False, default=_nobody_listens)
+    #: The scheduler L{link_opened} built for the session now open.
+    _scheduler: Optional[OutboundScheduler] = attrs.field(init=False, default=None)
+    #: Records and their bytes written by the schedulers of sessions gone.
+    _records_sent_before: int = attrs.field(init=False, default=0)
+    _bytes_sent_before: int = attrs.field(init=False, default=0)
     #: Messages and WebSocket payload bytes received from the peer, for metrics.
     messages_received: int = attrs.field(init=False, default=0)
     bytes_received: int = attrs.field(init=False, default=0)
@@ -214,6 +234,50 @@ class Tunnel:
 
     # -- the WebSocket side ---------------------------------------------------
 
+    def link_opened(self, subprotocol: str, link: SessionLink) -> None:
+        """
+        A WebSocket session is open with C{subprotocol}: the session gets
+        its own outbound scheduler (built from L{outbound}, writing to
+        C{link}), C{link} hands each payload straight to L{data_received}
+        from now on, and the session starts (L{session_started}).
+        """
+        scheduler = self.outbound.scheduler(
+            link.send_record, link.send_ping, self.limits.max_payload_size
+        )
+        self._scheduler = scheduler
+        link.start_session(self.data_received, scheduler, self.inbound)
+        self.session_started(subprotocol, scheduler)
+
+    def link_closed(self) -> None:
+        """
+        The session's WebSocket is gone: its scheduler stops (its stall
+        timer too) and the session ends (L{session_ended}).
+        """
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            self._records_sent_before += scheduler.records_sent
+            self._bytes_sent_before += scheduler.bytes_sent
+            scheduler.close()
+        self.inbound.detach()
+        self.session_ended()
+
+    @property
+    def scheduler(self) -> Optional[OutboundScheduler]:
+        """The outbound scheduler of the session L{link_opened} started, while it is open."""
+        return self._scheduler
+
+    @property
+    def records_sent(self) -> int:
+        """Records written to the WebSocket over every session (each frame's, one by one)."""
+        scheduler = self._scheduler
+        return self._records_sent_before + (scheduler.records_sent if scheduler else 0)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Record bytes (length prefixes included) written to the WebSocket over every session."""
+        scheduler = self._scheduler
+        return self._bytes_sent_before + (scheduler.bytes_sent if scheduler else 0)
+
     def session_started(self, subprotocol: str, outbound: Outbound) -> None:
         """
         The WebSocket is open with C{subprotocol}; records go to C{outbound}.
@@ -242,6 +306,7 @@ class Tunnel:
         if version is PeerVersion.V1:
             self._set_up(session, list(self._configured) or [""])
             self._wake(session)
+            self._announce_ready(session)
         else:
             self.log.debug("Waiting for service ids...", trace=True)
 
@@ -269,12 +334,20 @@ class Tunnel:
             self._dispatch(session, message)
         if session.may_start:
             self._wake(session)
+        if session.newly_ready:
+            self._announce_ready(session)
 
     def _wake(self, session: TunnelSession) -> None:
         """Tell the I/O side that waiting connections may start (source), once per change."""
         session.may_start = False
         if self.mode is Mode.SOURCE and self._session is session and session.ready:
             self.waiting_may_start()
+
+    def _announce_ready(self, session: TunnelSession) -> None:
+        """The session got its service IDs: tell L{on_session_ready}, once a session."""
+        session.newly_ready = False
+        if self._session is session and session.ready:
+            self.on_session_ready()
 
     def session_ended(self) -> None:
         """
@@ -753,11 +826,7 @@ class Tunnel:
                     self._stream_ids[service_id] = self._stream_id_start()
                 service.stream_id = self._stream_ids[service_id]
             services[service_id] = service
-        session.services = services
-        session.service_ids = mapping.service_ids
-        session.endpoints = MappingProxyType(dict(mapping.endpoints))
-        session.ready = True
-        session.may_start = True
+        session.set_up(services, mapping.service_ids, MappingProxyType(dict(mapping.endpoints)))
         self._local.services_ready(session.endpoints)
         if self.mode is Mode.DESTINATION:
             self.log.debug("Waiting for stream start...", trace=True)

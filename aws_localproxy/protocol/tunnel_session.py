@@ -88,6 +88,9 @@ class TunnelSession:
     #: start (ready, the peer's version shown, a stream freed); the tunnel
     #: tells the I/O side once its current call is done.
     may_start: bool = attrs.field(init=False, default=False)
+    #: The session has just got its service IDs; the tunnel tells its listener
+    #: once the payload that brought them is handled.
+    newly_ready: bool = attrs.field(init=False, default=False)
     #: A V1 peer on a tunnel with several services was reported (once a session).
     v1_peer_reported: bool = attrs.field(init=False, default=False)
     #: The proxy is stopping: every connection was reset, none may start.
@@ -96,6 +99,27 @@ class TunnelSession:
     #: connection ID), that this session reset or answered: DATA for them that
     #: we cannot deliver is not answered (again).  Bounded, oldest out first.
     _resets_sent: dict[tuple[str, int, Optional[int]], None] = attrs.field(init=False, factory=dict)
+
+    # -- setting up ----------------------------------------------------------
+
+    def set_up(
+        self,
+        services: dict[str, Service],
+        service_ids: tuple[str, ...],
+        endpoints: Mapping[str, str],
+    ) -> None:
+        """
+        SERVICE_IDS were validated and mapped: these are the session's
+        services from now on (a later SERVICE_IDS replaces them), and
+        connections may start.
+        """
+        self.services = services
+        self.service_ids = service_ids
+        self.endpoints = endpoints
+        if not self.ready:
+            self.ready = True
+            self.newly_ready = True
+        self.may_start = True
 
     # -- sending -------------------------------------------------------------
 

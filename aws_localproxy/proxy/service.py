@@ -42,9 +42,10 @@ from aws_localproxy.local.destination import DEFAULT_DESTINATION_HOST, Destinati
 from aws_localproxy.local.source import SourceSide
 from aws_localproxy.local.stdio import StdioEnd, StdioSide
 from aws_localproxy.metrics.snapshot import TunnelMetrics, snapshot
-from aws_localproxy.protocol.constants import Mode
+from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, Mode
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
+from aws_localproxy.protocol.scheduler import OutboundSettings
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.proxy.outcome import Outcome
 from aws_localproxy.proxy.tunnel_events import ClosedTunnel, ConnectedTunnel
@@ -206,6 +207,13 @@ class LocalProxyService(Service):
             lookup_endpoints=_lookup(config),
             limits=settings.limits,
             max_active_connections=settings.tcp_max_active_connections,
+            # Each session's scheduler is built from these (one per WebSocket).
+            outbound=OutboundSettings(
+                clock=self._reactor,
+                lane_limit=settings.ws_write_buffer_size,
+                frame_limit=MAX_WEBSOCKET_FRAME_SIZE,
+            ),
+            inbound=self.inbound,
         )
         if self._source is not None:
             self._source.accept = self.tunnel.local_connection_offered
@@ -226,7 +234,6 @@ class LocalProxyService(Service):
                 self._reactor, config, connector, self.client_token
             ),
             self.tunnel,
-            self.inbound,
             display_url=display_url(config),
             retries=RetryPolicy(
                 retry_count=settings.ws_connect_retry_count,
@@ -235,7 +242,6 @@ class LocalProxyService(Service):
             ),
             on_ready=self._ready,
             on_closed=self._session_closed,
-            lane_limit=settings.ws_write_buffer_size,
         )
         self._connector.finished.addBoth(self._finished)
         self._connector.start()

@@ -32,11 +32,8 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, I
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE
-from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError
-from aws_localproxy.protocol.inbound_flow import InboundFlow
-from aws_localproxy.protocol.pacing import Pacer
-from aws_localproxy.protocol.scheduler import DEFAULT_LANE_LIMIT, OutboundScheduler
+from aws_localproxy.protocol.errors import FatalTunnelError, TunnelError
+from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.upstream.websocket import (
     CloseOutcome,
@@ -84,23 +81,17 @@ class TunnelConnector:
         endpoint: IStreamClientEndpoint,
         factory_builder: Callable[["TunnelConnector"], TunnelClientFactory],
         tunnel: Tunnel,
-        inbound: InboundFlow,
         *,
         display_url: str,
         retries: RetryPolicy,
         on_ready: Callable[[Tunnel], None] = lambda tunnel: None,
         on_closed: Callable[[CloseOutcome], None] = lambda outcome: None,
-        lane_limit: int = DEFAULT_LANE_LIMIT,
-        pacing: bool = True,
     ) -> None:
         self._reactor = reactor
         self._endpoint = endpoint
         self._factory = factory_builder(self)
         self._tunnel = tunnel
-        self._inbound = inbound
-        self._lane_limit = lane_limit
-        self._pacing = pacing
-        self._scheduler: Optional[OutboundScheduler] = None
+        tunnel.on_session_ready = self._session_ready
         self._display_url = display_url
         self._retries = retries
         self._on_ready = on_ready
@@ -117,8 +108,6 @@ class TunnelConnector:
         self.sessions = 0
         #: When the WebSocket last opened or closed (the reactor's clock), for metrics.
         self.state_changed_at = reactor.seconds()
-        self._records_sent_before = 0
-        self._bytes_sent_before = 0
 
     # -- control --------------------------------------------------------------------
 
@@ -147,7 +136,7 @@ class TunnelConnector:
         protocol = self._protocol
         if protocol is not None:
             if protocol.state == protocol.STATE_OPEN:
-                scheduler = self._scheduler
+                scheduler = self._tunnel.scheduler
                 if flush_timeout > 0 and scheduler is not None:
                     self._close_after_resets(protocol, scheduler, flush_timeout)
                 else:
@@ -252,19 +241,22 @@ class TunnelConnector:
     @property
     def session_up(self) -> bool:
         """A WebSocket session is open now."""
-        return self._scheduler is not None
+        return self._tunnel.scheduler is not None
 
     @property
     def records_sent(self) -> int:
         """Records written to the WebSocket over every session."""
-        scheduler = self._scheduler
-        return self._records_sent_before + (scheduler.records_sent if scheduler else 0)
+        return self._tunnel.records_sent
 
     @property
     def bytes_sent(self) -> int:
         """Record bytes (length prefixes included) written to the WebSocket over every session."""
-        scheduler = self._scheduler
-        return self._bytes_sent_before + (scheduler.bytes_sent if scheduler else 0)
+        return self._tunnel.bytes_sent
+
+    @property
+    def scheduler(self) -> Optional[OutboundScheduler]:
+        """The current session's outbound scheduler (the tunnel's)."""
+        return self._tunnel.scheduler
 
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self._failures = 0
@@ -272,71 +264,29 @@ class TunnelConnector:
         self.state_changed_at = self._reactor.seconds()
         self._session_error = None
         self._protocol = protocol
-        transport = protocol.transport
-        assert transport is not None
-        scheduler = OutboundScheduler(
-            protocol.send_record,
-            pacer=Pacer(self._reactor.seconds) if self._pacing else None,
-            send_ping=protocol.send_ping,
-            lane_limit=self._lane_limit,
-            max_payload=self._tunnel.limits.max_payload_size,
-            frame_limit=MAX_WEBSOCKET_FRAME_SIZE,
-            clock=self._reactor,
-        )
-        self._scheduler = scheduler
-        transport.registerProducer(scheduler, True)  # type: ignore[attr-defined]
-        self._inbound.attach(transport, scheduler, protocol)  # type: ignore[arg-type]
-        self._tunnel.session_started(subprotocol, scheduler)
-        self._check_ready()
+        # From here on the WebSocket hands its messages to the tunnel itself.
+        self._tunnel.link_opened(subprotocol, protocol)
 
-    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
-        scheduler = self._scheduler
-        if protocol is not self._protocol or scheduler is None:
-            return False
-        return scheduler.pong(payload)
-
-    @property
-    def scheduler(self) -> Optional[OutboundScheduler]:
-        """The current session's outbound scheduler."""
-        return self._scheduler
-
-    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
+    def session_failed(self, protocol: TunnelClientProtocol, error: TunnelError) -> None:
         if protocol is not self._protocol or self._session_error is not None:
             return
-        try:
-            self._tunnel.data_received(payload)
-        except (RecoverableTunnelError, FatalTunnelError) as error:
-            self._session_error = error
-            if isinstance(error, FatalTunnelError):
-                self.log.critical("{error}", error=str(error))
-            else:
-                self.log.error("{error}", error=str(error))
-            protocol.dropConnection(abort=True)
-            return
-        self._check_ready()
+        self._session_error = error
+        if isinstance(error, FatalTunnelError):
+            self.log.critical("{error}", error=str(error))
+        else:
+            self.log.error("{error}", error=str(error))
+        protocol.dropConnection(abort=True)
 
-    def _check_ready(self) -> None:
-        """Tell C{on_ready} once per session, when SERVICE_IDS has been applied."""
-        if self._tunnel.ready and self._ready_session != self.sessions:
-            self._ready_session = self.sessions
-            self._on_ready(self._tunnel)
-
-    _ready_session = 0
+    def _session_ready(self) -> None:
+        """The tunnel's session has its service IDs: tell C{on_ready} (once a session)."""
+        self._on_ready(self._tunnel)
 
     def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
         if protocol is self._protocol:
             self._protocol = None
         if outcome.was_open:
-            scheduler = self._scheduler
-            if scheduler is not None:
-                self._records_sent_before += scheduler.records_sent
-                self._bytes_sent_before += scheduler.bytes_sent
             self.state_changed_at = self._reactor.seconds()
-            self._scheduler = None
-            if scheduler is not None:
-                scheduler.close()  # its stall timer too, whatever the tunnel does
-            self._inbound.detach()
-            self._tunnel.session_ended()
+            self._tunnel.link_closed()
             try:
                 self._on_closed(outcome)
             except Exception:

@@ -10,8 +10,14 @@ the reference does (``access-token`` and ``client-token``
 headers, a ``User-Agent``, one ``Sec-WebSocket-Protocol`` value from the
 settings), accepts whichever of the three tunneling subprotocols the
 service picks (the reference does not check it) but insists that it
-picks one, and reports everything else to a L{SessionEvents} object: the
-connector, which owns the rules for what happens next.
+picks one, and reports how the session goes to a L{SessionEvents} object:
+the connector, which owns the rules for what happens next.
+
+Once the session is open the tunnel gives it its receiver and its outbound
+scheduler (L{TunnelClientProtocol.start_session}): each binary message goes
+straight to the tunnel, each pong of the pacer's pings straight to the
+scheduler, and the connector only hears of the session again if it fails or
+ends.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import random
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import autobahn
 import google.protobuf
@@ -45,6 +51,9 @@ from aws_localproxy.protocol.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOLS,
 )
+from aws_localproxy.protocol.errors import TunnelError
+from aws_localproxy.protocol.inbound_flow import InboundFlow
+from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.upstream.masking import mask_in_place
 from aws_localproxy.upstream.tls_layer import BatchingTLSTransport
 
@@ -105,16 +114,20 @@ class CloseOutcome:
 
 
 class SessionEvents(Protocol):
-    """What a L{TunnelClientProtocol} reports to (implemented by the connector)."""
+    """How a L{TunnelClientProtocol}'s session goes (implemented by the connector)."""
 
-    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None: ...
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
+        """The handshake succeeded with C{subprotocol}; the session is to start."""
 
-    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None: ...
+    def session_failed(self, protocol: TunnelClientProtocol, error: TunnelError) -> None:
+        """The tunnel could not take a message: the session cannot go on (nothing more is handed over)."""
 
-    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None: ...
+    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
+        """The WebSocket is gone (or never opened): how it ended."""
 
-    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
-        """A pong; C{True} if it answered one of the session's pacing pings."""
+
+def _no_session(payload: bytes) -> None:
+    """Where messages go while no session takes them: before it starts, after it failed."""
 
 
 #: Not the class's C{log}: Autobahn logs through that attribute, and its own
@@ -142,8 +155,12 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _not_reading = False
     #: The keep-alive's pong timeout ran out while we were not reading.
     _pong_timeout_deferred = False
+    #: The session's scheduler, once it started: where the pacer's pongs go.
+    _outbound: Optional[OutboundScheduler] = None
 
     def connectionMade(self) -> None:
+        #: Where each binary message goes: the tunnel, once the session starts.
+        self._receive: Callable[[bytes], None] = _no_session
         # Autobahn tries this itself, but before the factory's options reach
         # the protocol, so it silently does nothing.
         set_no_delay(self.transport)
@@ -197,9 +214,40 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         )
         self.factory.events.session_opened(self, self.websocket_protocol_in_use or "")
 
+    def start_session(
+        self,
+        receive: Callable[[bytes], None],
+        outbound: OutboundScheduler,
+        inbound: InboundFlow,
+    ) -> None:
+        """
+        The tunnel starts its session (L{SessionLink.start_session
+        <aws_localproxy.protocol.interfaces.SessionLink.start_session>}):
+        from now on every message goes to C{receive} and every pong to
+        C{outbound}, which is the producer of what this WebSocket writes;
+        C{inbound} stops reading it while a local connection is full.
+        """
+        self._receive = receive
+        self._outbound = outbound
+        transport: Any = self.transport
+        transport.registerProducer(outbound, True)
+        inbound.attach(transport, outbound, self)
+
+    def _deliver(self, payload: bytes) -> None:
+        """Hand one message to the session; a failure is the session's end."""
+        try:
+            self._receive(payload)
+        except TunnelError as error:
+            self._session_failed(error)
+
+    def _session_failed(self, error: TunnelError) -> None:
+        """The tunnel could not take a message: hand over nothing more, tell the connector."""
+        self._receive = _no_session
+        self.factory.events.session_failed(self, error)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         # Text frames carry bytes like binary ones (the reference treats them alike); no real peer sends them.
-        self.factory.events.session_message(self, payload)
+        self._deliver(payload)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if reason is not None and not self._was_open:
@@ -226,6 +274,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             http_status_line=status_line,
             transport_error=self._transport_error,
         )
+        self._receive = _no_session
+        self._outbound = None
         self.factory.events.session_closed(self, outcome)
 
     def dataReceived(self, data: bytes) -> None:
@@ -272,7 +322,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                 return b""
             data = b"".join(partial)
             self._partial = None
-        events = self.factory.events
+        receive = self._receive
         limit = self._fast_path_limit
         position, end, need = 0, len(data), 0
         while position < end:
@@ -300,8 +350,12 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             if stop > end:
                 need = stop - position
                 break
-            events.session_message(self, data[start:stop])
             position = stop
+            try:
+                receive(data[start:stop])
+            except TunnelError as error:
+                self._session_failed(error)
+                receive = _no_session
         if position and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
             # Data received is the peer alive, as Autobahn counts it for the
             # frames it parses itself: a session busy receiving (its pong
@@ -318,7 +372,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # Autobahn's own also fires an observer event (and builds a Deferred
         # chain) per message, which nothing here listens to.
         if not self.failedByMe:
-            self.factory.events.session_message(self, b"".join(self.message_data))
+            self._deliver(b"".join(self.message_data))
         self.message_data = None  # type: ignore[assignment]
 
     def send_record(self, record: bytes) -> None:
@@ -399,9 +453,13 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray
         # answers to its own keep-alive ping and warn about each.
-        if self.current_frame.opcode == 10 and self.control_frame_data is not None:
-            payload = b"".join(self.control_frame_data)
-            if self.factory.events.session_pong(self, payload):
+        outbound = self._outbound
+        if (
+            outbound is not None
+            and self.current_frame.opcode == 10
+            and self.control_frame_data is not None
+        ):
+            if outbound.pong(b"".join(self.control_frame_data)):
                 self.control_frame_data = None  # type: ignore[assignment]
                 return True
         return bool(super().processControlFrame())

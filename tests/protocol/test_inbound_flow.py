@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.inbound_flow import InboundFlow
+from aws_localproxy.protocol.scheduler import OutboundSettings
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import DataFields
 from aws_localproxy.upstream.connector import RetryPolicy
@@ -90,20 +91,25 @@ class InboundFlowTests(SynchronousTestCase):
 
 
 class SessionWiringTests(SynchronousTestCase):
-    """The connector tells each session's scheduler and WebSocket protocol when reading stops."""
+    """Each session's scheduler and WebSocket protocol hear when reading stops."""
 
     def test_pause_reaches_the_pacer_and_the_keepalive(self) -> None:
         clock = MemoryReactorClock()
         endpoint = FakeEndpoint()
         protocol = FakeProtocol()
         endpoint.results = [protocol]
-        tunnel = Tunnel(Mode.SOURCE, None, service_map={})  # type: ignore[arg-type]
+        tunnel = Tunnel(
+            Mode.SOURCE,
+            None,  # type: ignore[arg-type]
+            service_map={},
+            outbound=OutboundSettings(clock=clock),
+        )
         connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(-1, 1.0, True))
         connector.start()
         connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
         scheduler = connector.scheduler
         assert scheduler is not None and scheduler._pacer is not None
-        inbound = connector._inbound
+        inbound = tunnel.inbound
         inbound.blocked("a full local connection")
         self.assertTrue(scheduler._pacer.deaf)
         inbound.unblocked("a full local connection")
@@ -115,7 +121,12 @@ class SessionWiringTests(SynchronousTestCase):
         endpoint = FakeEndpoint()
         protocol = FakeProtocol()
         endpoint.results = [protocol]
-        tunnel = Tunnel(Mode.SOURCE, None, service_map={})  # type: ignore[arg-type]
+        tunnel = Tunnel(
+            Mode.SOURCE,
+            None,  # type: ignore[arg-type]
+            service_map={},
+            outbound=OutboundSettings(clock=clock),
+        )
         connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(0, 1.0, True))
         connector.start()
         connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]

@@ -238,14 +238,13 @@ class ConnectorStopTests(SynchronousTestCase):
             self.endpoint,
             self.tunnel,
             RetryPolicy(retry_count=-1, retry_delay=1.0, reconnect_on_data_error=True),
-            pacing=False,
         )
         self.protocol = FakeProtocol()
         self.endpoint.results = [self.protocol]
         self.connector.start()
         self.connector.session_opened(self.protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
         self.protocol.state = FakeProtocol.STATE_OPEN
-        self.connector.session_message(self.protocol, service_ids("ssh"))  # type: ignore[arg-type]
+        self.protocol.deliver(service_ids("ssh"))
         self.client = FakeLocalConnection()
         connection = self.tunnel.local_connection_accepted("ssh", self.client)
         assert connection is not None

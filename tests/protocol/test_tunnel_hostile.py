@@ -456,7 +456,6 @@ class ConnectorRecoveryTests(SynchronousTestCase):
             self.endpoint,
             self.tunnel,
             RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
-            pacing=False,
         )
         self.codes: List[int] = []
         connector.finished.addCallback(self.codes.append)
@@ -464,8 +463,7 @@ class ConnectorRecoveryTests(SynchronousTestCase):
 
     def open_session(self, connector: TunnelConnector, protocol: FakeProtocol) -> None:
         connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(
-            protocol,  # type: ignore[arg-type]
+        protocol.deliver(
             service_ids("ssh", "web")
             + ctl(Message.STREAM_START, "ssh", 1, 1)
             + data("ssh", 1, 1, b"hello"),
@@ -479,9 +477,9 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         self.open_session(connector, first)
         local = self.local.connection("ssh", 1)[1]
         with logs() as captured:
-            connector.session_message(first, record)  # type: ignore[arg-type]
+            first.deliver(record)
             # Anything the dying session still receives is not processed.
-            connector.session_message(first, data("ssh", 1, 1, b"late"))  # type: ignore[arg-type]
+            first.deliver(data("ssh", 1, 1, b"late"))
             connector.session_closed(first, closed())  # type: ignore[arg-type]
         return connector, first, second, local, captured
 
@@ -520,7 +518,7 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         self.endpoint.results = [first]
         connector.start()
         self.open_session(connector, first)
-        connector.session_message(first, b"\x00\x03\xff\xff\xff")  # type: ignore[arg-type]
+        first.deliver(b"\x00\x03\xff\xff\xff")
         connector.session_closed(first, closed())  # type: ignore[arg-type]
         self.assertEqual(self.endpoint.attempts, 2)  # at once, refused
         self.clock.advance(2.4)
@@ -543,7 +541,7 @@ class ConnectorRecoveryTests(SynchronousTestCase):
         connector.start()
         for protocol in protocols[:-1]:
             self.open_session(connector, protocol)
-            connector.session_message(protocol, ctl(42, "ssh", 1, 1))  # type: ignore[arg-type]
+            protocol.deliver(ctl(42, "ssh", 1, 1))
             connector.session_closed(protocol, closed())  # type: ignore[arg-type]
         self.assertEqual(self.codes, [])
         self.assertEqual(self.endpoint.attempts, 20)

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3
-from aws_localproxy.protocol.inbound_flow import InboundFlow
+from aws_localproxy.protocol.errors import TunnelError
 from aws_localproxy.protocol.wire import Message, decode_all
 from aws_localproxy.tunnelservice.certs import CertificateFiles, ensure_certificates
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
@@ -294,10 +294,17 @@ class FakePeer:
 
 
 class FakeProtocol:
-    """The WebSocket protocol as the connector sees it: records what it is asked to do."""
+    """
+    The WebSocket protocol as the connector and the tunnel see it: records
+    what it is asked to do; the test hands the session its messages with
+    L{deliver}, as the real protocol would.
+    """
 
     STATE_OPEN = 3
     STATE_CLOSED = 4
+
+    #: The connector's factory (its C{events}), set by L{FakeEndpoint}.
+    factory: Any = None
 
     def __init__(self) -> None:
         self.state = 1
@@ -308,6 +315,31 @@ class FakeProtocol:
         self.websocket_protocol_in_use = SUBPROTOCOL_V3
         #: What inbound flow control told it (True: the WebSocket is no longer read).
         self.reading_paused_calls: List[bool] = []
+        #: Where the session takes messages (the tunnel's), once it started.
+        self.receive: Optional[Callable[[bytes], None]] = None
+        #: The session's outbound scheduler, once it started.
+        self.outbound: Any = None
+
+    def start_session(self, receive: Callable[[bytes], None], outbound: Any, inbound: Any) -> None:
+        self.receive = receive
+        self.outbound = outbound
+        self.transport.registerProducer(outbound, True)
+        inbound.attach(self.transport, outbound, self)
+
+    def deliver(self, payload: bytes) -> None:
+        """
+        One message from the service, handed over as the real protocol does:
+        to the session's receiver; a L{TunnelError} is reported to the
+        connector and nothing more is handed over.
+        """
+        receive = self.receive
+        if receive is None:
+            return
+        try:
+            receive(payload)
+        except TunnelError as error:
+            self.receive = None
+            self.factory.events.session_failed(self, error)
 
     def dropConnection(self, abort: bool = False) -> None:
         self.dropped.append(abort)
@@ -337,6 +369,8 @@ class FakeEndpoint:
         result = self.results.pop(0) if self.results else ConnectionRefusedError()
         if isinstance(result, Exception):
             return fail(result)
+        if isinstance(result, FakeProtocol):
+            result.factory = factory
         return succeed(result)
 
 
@@ -357,13 +391,19 @@ def scripted_connector(
     return TunnelConnector(
         clock,
         endpoint,  # type: ignore[arg-type]
-        lambda connector: None,  # type: ignore[arg-type,return-value]
+        _ScriptedFactory,  # type: ignore[arg-type]
         tunnel,
-        InboundFlow(),
         display_url="wss://example.invalid:443",
         retries=retries,
         **options,
     )
+
+
+class _ScriptedFactory:
+    """What the connector's factory is to a L{FakeProtocol}: where it reports."""
+
+    def __init__(self, events: TunnelConnector) -> None:
+        self.events = events
 
 
 @inlineCallbacks

@@ -152,12 +152,12 @@ class ConnectorTests(SynchronousTestCase):
         self.endpoint.results = [first, second]
         connector.start()
         connector.session_opened(first, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(first, service_ids("ssh"))  # type: ignore[arg-type]
+        first.deliver(service_ids("ssh"))
         self.assertEqual(len(self.ready), 1)
         connector.session_closed(first, closed())  # type: ignore[arg-type]
         self.assertEqual(self.endpoint.attempts, 2)
         connector.session_opened(second, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(second, service_ids("ssh"))  # type: ignore[arg-type]
+        second.deliver(service_ids("ssh"))
         self.assertEqual(len(self.ready), 2)
         self.assertEqual(self.codes, [])
 
@@ -177,7 +177,7 @@ class ConnectorTests(SynchronousTestCase):
         self.endpoint.results = [first, second]
         connector.start()
         connector.session_opened(first, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(first, b"\x00\x03\xff\xff\xff")  # type: ignore[arg-type]
+        first.deliver(b"\x00\x03\xff\xff\xff")
         self.assertEqual(first.dropped, [True])
         connector.session_closed(first, closed())  # type: ignore[arg-type]
         self.assertEqual(self.endpoint.attempts, 2)
@@ -190,7 +190,7 @@ class ConnectorTests(SynchronousTestCase):
         self.endpoint.results = [protocol]
         connector.start()
         connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(protocol, service_ids("other"))  # type: ignore[arg-type]
+        protocol.deliver(service_ids("other"))
         self.assertEqual(protocol.dropped, [True])
         connector.session_closed(protocol, closed())  # type: ignore[arg-type]
         self.assertEqual(self.codes, [1])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import txaio
 from twisted.internet.address import IPv4Address
@@ -27,6 +27,8 @@ from aws_localproxy.protocol.constants import (
     SUBPROTOCOL_V2,
     SUBPROTOCOL_V3,
 )
+from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError, TunnelError
+from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.upstream.websocket import (
     MAX_INCOMING_MESSAGE,
     CloseOutcome,
@@ -41,25 +43,56 @@ CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+class NoPacer:
+    """
+    The outbound of a session in these tests: no pacer (every pong is the
+    keep-alive's), and nothing to produce.
+    """
+
+    def pong(self, payload: bytes) -> bool:
+        return False
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+    def reading_paused(self, paused: bool) -> None:
+        pass
+
+
 class RecordingEvents:
-    """A L{SessionEvents} that keeps what it is told."""
+    """
+    A L{SessionEvents} that keeps what it is told, and starts each session
+    as the tunnel does (L{TunnelClientProtocol.start_session}), with a
+    receiver that keeps every message.
+    """
 
     def __init__(self) -> None:
         self.opened: List[Tuple[TunnelClientProtocol, str]] = []
         self.messages: List[bytes] = []
+        self.failed: List[TunnelError] = []
         self.closed: List[CloseOutcome] = []
+        #: What the next session is started with (a test may replace them).
+        self.receive: Callable[[bytes], None] = self.message_received
+        self.outbound: NoPacer = NoPacer()
 
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self.opened.append((protocol, subprotocol))
+        protocol.start_session(self.receive, self.outbound, InboundFlow())  # type: ignore[arg-type]
 
-    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
+    def message_received(self, payload: bytes) -> None:
         self.messages.append(payload)
+
+    def session_failed(self, protocol: TunnelClientProtocol, error: TunnelError) -> None:
+        self.failed.append(error)
 
     def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
         self.closed.append(outcome)
-
-    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
-        return False  # no pacer here: every pong is the keep-alive's
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -313,6 +346,76 @@ class OpenSessionTests(WebSocketTestCase):
         protocol, _ = self.open()
         protocol.dataReceived(server_frame(0x2, b"\x00\x05hello") + server_frame(0x2, b"x" * 300))
         self.assertEqual(self.events.messages, [b"\x00\x05hello", b"x" * 300])
+
+    def test_messages_go_to_the_session_only_once_it_started(self) -> None:
+        """
+        The session starts (the tunnel gives it its receiver) when the
+        connector hears it opened; from then on every message goes straight
+        to that receiver.
+        """
+        received: List[bytes] = []
+        self.events.receive = received.append
+        protocol, _ = self.open()
+        protocol.dataReceived(server_frame(0x2, b"one") + server_frame(0x2, b"two"))
+        self.assertEqual(received, [b"one", b"two"])
+        self.assertEqual(self.events.messages, [])
+
+    def test_failure_ends_the_handover(self) -> None:
+        """
+        A message the tunnel cannot take fails the session: the connector
+        hears why, once, and nothing more reaches the tunnel -- not the rest
+        of the read, not a later read, not a message Autobahn assembled.
+        """
+        received: List[bytes] = []
+        error = RecoverableTunnelError("bad record")
+
+        def receive(payload: bytes) -> None:
+            received.append(payload)
+            if payload == b"bad":
+                raise error
+
+        self.events.receive = receive
+        protocol, _ = self.open()
+        protocol.dataReceived(
+            server_frame(0x2, b"ok") + server_frame(0x2, b"bad") + server_frame(0x2, b"same read")
+        )
+        protocol.dataReceived(server_frame(0x2, b"after"))
+        protocol.dataReceived(
+            struct.pack("!BB", 0x02, 3) + b"fra" + struct.pack("!BB", 0x80, 3) + b"gme"
+        )
+        self.assertEqual(received, [b"ok", b"bad"])
+        self.assertEqual(self.events.failed, [error])
+
+    def test_failure_of_an_assembled_message(self) -> None:
+        """The same for a message Autobahn's parser assembled (a fragmented one)."""
+        error = FatalTunnelError("wrong service ids")
+
+        def receive(payload: bytes) -> None:
+            raise error
+
+        self.events.receive = receive
+        protocol, _ = self.open()
+        protocol.dataReceived(
+            struct.pack("!BB", 0x02, 3) + b"fra" + struct.pack("!BB", 0x80, 3) + b"gme"
+        )
+        protocol.dataReceived(server_frame(0x2, b"after"))
+        self.assertEqual(self.events.failed, [error])
+
+    def test_pongs_go_to_the_session_scheduler(self) -> None:
+        """A pong goes straight to the session's scheduler; one it takes is not Autobahn's."""
+
+        class Pacing(NoPacer):
+            def __init__(self) -> None:
+                self.pongs: List[bytes] = []
+
+            def pong(self, payload: bytes) -> bool:
+                self.pongs.append(payload)
+                return payload == b"ours"
+
+        outbound = self.events.outbound = Pacing()
+        protocol, _ = self.open()
+        protocol.dataReceived(server_frame(0xA, b"ours") + server_frame(0xA, b"keepalive"))
+        self.assertEqual(outbound.pongs, [b"ours", b"keepalive"])
 
     def test_send_record_is_one_binary_message(self) -> None:
         protocol, transport = self.open()

@@ -40,10 +40,17 @@ DROP = b"drop now"
 class Events(RecordingEvents):
     """No pacer (every pong is Autobahn's, as in the plain client); DROP drops the connection."""
 
-    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
-        super().session_message(protocol, payload)
+    protocol: Optional[TunnelClientProtocol] = None
+
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
+        self.protocol = protocol
+        super().session_opened(protocol, subprotocol)
+
+    def message_received(self, payload: bytes) -> None:
+        super().message_received(payload)
         if payload == DROP:
-            protocol.dropConnection(abort=True)
+            assert self.protocol is not None
+            self.protocol.dropConnection(abort=True)
 
 
 class PlainAutobahnClient(WebSocketClientProtocol):
