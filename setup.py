@@ -113,6 +113,8 @@ setup(
         "service-identity>=24.1.0",
         "txaio>=23.1.1",
         "attrs>=23.1.0",
+        # The connector's state machine (TypeMachineBuilder; Twisted asks for the same).
+        "automat>=24.8.1",
         "hyperlink>=21.0.0",
         # The metrics endpoint (Prometheus text format).
         "prometheus_client>=0.17",

@@ -358,7 +358,11 @@ class FakeProtocol:
 
 
 class FakeEndpoint:
-    """Each connect() takes the next scripted result."""
+    """
+    Each connect() takes the next scripted result: an exception fails it, a
+    L{Deferred} is the attempt (still under way until the test fires it),
+    anything else is the connected protocol.
+    """
 
     def __init__(self) -> None:
         self.results: List[object] = []
@@ -369,6 +373,8 @@ class FakeEndpoint:
         result = self.results.pop(0) if self.results else ConnectionRefusedError()
         if isinstance(result, Exception):
             return fail(result)
+        if isinstance(result, Deferred):
+            return result
         if isinstance(result, FakeProtocol):
             result.factory = factory
         return succeed(result)
