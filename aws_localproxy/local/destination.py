@@ -152,10 +152,10 @@ class _PendingConnection(ForwardsReading):
         self._side.inbound.unblocked(self)
         if self._closed:
             protocol.close()
-        elif getattr(self._connection, "local", None) is self:
+        else:
             # From now on the tunnel writes to the socket's protocol itself:
             # no extra call per DATA record through this stand-in.
-            self._connection.local = protocol
+            self._connection.replace_local(self, protocol)
 
     # -- LocalConnection ------------------------------------------------------------
 

@@ -123,6 +123,9 @@ class _Waiting:
     def connect_failed(self, reason: str) -> None:
         pass
 
+    def replace_local(self, stand_in: LocalConnection, local: LocalConnection) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class _Listen:

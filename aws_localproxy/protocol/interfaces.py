@@ -190,6 +190,14 @@ class TunnelConnection(Protocol):
         (the I/O layer does the retries of ``tcp.connection_retry_count``).
         """
 
+    def replace_local(self, stand_in: LocalConnection, local: LocalConnection) -> None:
+        """
+        Destination only: the L{LocalConnection} that L{LocalSide.connect}
+        returned, C{stand_in} (it keeps what is written while connecting),
+        is connected: write to C{local}, the connected one, from now on --
+        unless the tunnel has let go of C{stand_in} meanwhile.
+        """
+
 
 @runtime_checkable
 class ConnectionEvents(Protocol):

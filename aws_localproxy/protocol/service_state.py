@@ -193,6 +193,15 @@ class Connection(ForwardsReading):
         if self.open:
             self._events.local_connect_failed(self, reason)
 
+    def replace_local(self, stand_in: LocalConnection, local: LocalConnection) -> None:
+        if self.local is stand_in:
+            self.local = local
+
+    def local_gone(self) -> None:
+        """The local socket is gone: the connection is closed, nothing is written to it any more."""
+        self.open = False
+        self.local = None
+
     # ReadControl, for the lane (the local socket's reading): from ForwardsReading.
 
     def close_local(self) -> None:

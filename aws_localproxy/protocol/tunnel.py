@@ -339,14 +339,12 @@ class Tunnel:
 
     def _wake(self, session: TunnelSession) -> None:
         """Tell the I/O side that waiting connections may start (source), once per change."""
-        session.may_start = False
-        if self.mode is Mode.SOURCE and self._session is session and session.ready:
+        if session.take_may_start() and self.mode is Mode.SOURCE and self._session is session:
             self.waiting_may_start()
 
     def _announce_ready(self, session: TunnelSession) -> None:
         """The session got its service IDs: tell L{on_session_ready}, once a session."""
-        session.newly_ready = False
-        if self._session is session and session.ready:
+        if session.take_newly_ready() and self._session is session:
             self.on_session_ready()
 
     def session_ended(self) -> None:
@@ -427,8 +425,7 @@ class Tunnel:
         session = self._session
         if session is None or not connection.open or connection.lane is None:
             return
-        connection.open = False
-        connection.local = None
+        connection.local_gone()
         connection.service.counters.connections_closed += 1
         self._reset_from_our_side(session, connection)
 
@@ -448,7 +445,7 @@ class Tunnel:
         session = self._session
         if session is None or not session.open or session.stopping:
             return
-        session.stopping = True
+        session.begin_stopping()
         count = 0
         for service in list(session.services.values()):
             ending = [c for c in service if c.open and c.lane is not None]
@@ -746,8 +743,7 @@ class Tunnel:
         at error level; a start is answered with a reset and a source ends the
         streams the message may be about, so no client waits for ever.
         """
-        if not session.v1_peer_reported:
-            session.v1_peer_reported = True
+        if session.first_v1_peer_report():
             self.log.error(V1_PEER_SEVERAL_SERVICES, service_ids=", ".join(session.service_ids))
         message_type = message.type
         if self.mode is Mode.DESTINATION:

@@ -121,6 +121,29 @@ class TunnelSession:
             self.newly_ready = True
         self.may_start = True
 
+    def take_may_start(self) -> bool:
+        """
+        The tunnel tells the I/O side now that waiting connections may start
+        (the mark is cleared); whether they can: the session is ready.
+        """
+        self.may_start = False
+        return self.ready
+
+    def take_newly_ready(self) -> bool:
+        """Whether the session has just got its service IDs, once (the tunnel tells its listener)."""
+        newly, self.newly_ready = self.newly_ready, False
+        return newly and self.ready
+
+    def first_v1_peer_report(self) -> bool:
+        """A V1 peer on a tunnel with several services: whether this is the session's first report."""
+        first = not self.v1_peer_reported
+        self.v1_peer_reported = True
+        return first
+
+    def begin_stopping(self) -> None:
+        """The proxy stops: every connection is being reset, and none may start from now on."""
+        self.stopping = True
+
     # -- sending -------------------------------------------------------------
 
     def control(

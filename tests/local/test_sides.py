@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.config.settings import LocalSockets
+from aws_localproxy.local.connection import LocalStreamProtocol
 from aws_localproxy.local.destination import DestinationSide
 from aws_localproxy.local.source import SourceSide
 from aws_localproxy.protocol.errors import FatalTunnelError
@@ -229,6 +230,26 @@ class DestinationSideTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         self.assertEqual(transport.value(), b"0123456789ab")
         self.assertFalse(side.inbound._blocked)
+
+    def test_connected_socket_replaces_the_stand_in(self) -> None:
+        """Once connected, the tunnel is told to write to the socket's protocol itself."""
+        side, reactor = self.make()
+        connection = RecordingTunnelConnection(destination=True)
+        pending = side.connect(connection)
+        self.assertEqual(connection.replaced, [])
+        reactor.tcpClients[0][2].buildProtocol(None).makeConnection(StringTransport())
+        local = getattr(pending, "local", None)
+        self.assertIsInstance(local, LocalStreamProtocol)
+        self.assertEqual(connection.replaced, [(pending, local)])
+
+    def test_closed_while_connecting_replaces_nothing(self) -> None:
+        """A connection the tunnel closed while it connected is flushed and closed, not handed over."""
+        side, reactor = self.make()
+        connection = RecordingTunnelConnection(destination=True)
+        pending = side.connect(connection)
+        pending.close()
+        reactor.tcpClients[0][2].buildProtocol(None).makeConnection(StringTransport())
+        self.assertEqual(connection.replaced, [])
 
     def test_reading_paused_while_connecting_and_after(self) -> None:
         """The lane's back-pressure reaches the socket, whether it came before the connect or after."""

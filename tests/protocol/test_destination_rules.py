@@ -14,6 +14,7 @@ from aws_localproxy.protocol.wire import Message
 from tests.protocol.test_tunnel import (
     SSH,
     TWO,
+    FakeLocalConnection,
     ctl,
     data,
     logs,
@@ -50,6 +51,21 @@ class DestinationV3Tests(SynchronousTestCase):
         connection.data_received(b"response")
         self.assertEqual(self.peer.take(), [("DATA", "ssh", 4, 1, b"response")])
         self.assertEqual(self.tunnel.peer_version, PeerVersion.V3)
+
+    def test_connected_local_replaces_its_stand_in(self) -> None:
+        """
+        The local side's stand-in (still connecting) is replaced by the
+        connected socket: DATA goes to the socket from then on.  A stand-in
+        the connection no longer holds replaces nothing.
+        """
+        self.tunnel.data_received(ctl(Message.STREAM_START, "ssh", 4, 1))
+        connection, stand_in = self.local.connection("ssh", 1)
+        connected, stranger = FakeLocalConnection("connected"), FakeLocalConnection("stranger")
+        connection.replace_local(stranger, FakeLocalConnection("other"))
+        self.tunnel.data_received(data("ssh", 4, 1, b"one"))
+        connection.replace_local(stand_in, connected)
+        self.tunnel.data_received(data("ssh", 4, 1, b"two"))
+        self.assertEqual((stand_in.data, connected.data), (b"one", b"two"))
 
     def test_connection_start(self) -> None:
         """ConnectionStart on the current stream opens another connection."""

@@ -227,6 +227,8 @@ class RecordingTunnelConnection:
         self.data: List[bytes] = []
         self.lost = 0
         self.failed: List[str] = []
+        #: (stand-in, connected) local connections the destination side swapped.
+        self.replaced: List[tuple] = []
         self._destination = destination
 
     def data_received(self, data: bytes) -> None:
@@ -239,6 +241,11 @@ class RecordingTunnelConnection:
         if not self._destination:
             raise AssertionError("a source's connection does not connect: " + reason)
         self.failed.append(reason)
+
+    def replace_local(self, stand_in: Any, local: Any) -> None:
+        if not self._destination:
+            raise AssertionError("a source's connection does not connect")
+        self.replaced.append((stand_in, local))
 
 
 # -- the local tunnel service without sockets -----------------------------------------
