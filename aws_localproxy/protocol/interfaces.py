@@ -89,7 +89,8 @@ class Outbound(Protocol):
     ) -> Any:
         """
         A lane for a new connection whose DATA records carry C{fields}, each
-        counted in C{counters.messages_sent} when given; C{tag} as for L{withdraw}.
+        counted in C{counters.messages_sent} (and its bytes in
+        C{counters.bytes_sent}) when given; C{tag} as for L{withdraw}.
         """
 
     def withdraw(self, tag: Hashable) -> None:

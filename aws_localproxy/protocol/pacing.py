@@ -86,6 +86,13 @@ class Pacer:
     #: interactive byte should not wait for a bulk connection's window.
     INTERACTIVE_CREDIT = 2 * 1024
 
+    #: What the scheduler reads for every record, kept up to date by the
+    #: pacer as its inputs change (plain attributes, not computed per read):
+    #: bytes the window has room for (L{window} - L{in_flight}; at most 0 when shut),
+    free: int
+    #: the round-robin quantum (about L{QUANTUM_TIME} of data at L{rate}).
+    quantum: int
+
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.sent = 0
@@ -98,13 +105,39 @@ class Pacer:
         self.last_rtt: Optional[float] = None
         self._rates: Deque[Tuple[float, float]] = deque()
         self._mark: Optional[Tuple[float, int]] = None
-        self.rate: Optional[float] = None
+        self.rate = None
         self.window = self.INITIAL_WINDOW
         #: Our side is not reading the WebSocket (inbound back-pressure): no
         #: pong can arrive, so the window must not wait for one.
         self.deaf = False
 
     # -- what the scheduler asks -------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """Bytes that may be unread by the service: its capacity plus L{TARGET_DELAY} of queue."""
+        return self._window
+
+    @window.setter
+    def window(self, window: int) -> None:
+        self._window = window
+        self.free = window - (self.sent - self.acked)
+        self._ping_spacing = max(self.MIN_PING_SPACING, window // 4)
+
+    @property
+    def rate(self) -> Optional[float]:
+        """The fastest rate the service was seen to read lately (bytes a second), if measured."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: Optional[float]) -> None:
+        self._rate = rate
+        if rate is None:
+            self.quantum = self.MAX_QUANTUM
+        else:
+            self.quantum = max(
+                self.MIN_QUANTUM, min(self.MAX_QUANTUM, int(rate * self.QUANTUM_TIME))
+            )
 
     @property
     def in_flight(self) -> int:
@@ -130,7 +163,7 @@ class Pacer:
         How many bytes a connection with C{queued} bytes waiting may send now
         (at least 1 means "send").
         """
-        free = self.window - self.in_flight
+        free = self.free
         if free > 0:
             return free
         # Bulk may overshoot the window by up to one quantum; a small write may go
@@ -141,22 +174,16 @@ class Pacer:
             return self.MAX_QUANTUM
         return 0
 
-    @property
-    def quantum(self) -> int:
-        """The round-robin quantum: about L{QUANTUM_TIME} of data at the measured rate."""
-        if self.rate is None:
-            return self.MAX_QUANTUM
-        return max(self.MIN_QUANTUM, min(self.MAX_QUANTUM, int(self.rate * self.QUANTUM_TIME)))
-
     def on_sent(self, count: int) -> Optional[bytes]:
         """
         C{count} bytes of records went to the WebSocket.  Returns a ping
         payload to send after them, when one is due.
         """
-        self.sent += count
-        if len(self._pings) >= self.MAX_OUTSTANDING_PINGS:
+        sent = self.sent = self.sent + count
+        self.free -= count
+        if sent - self._last_ping_at < self._ping_spacing:
             return None
-        if self.sent - self._last_ping_at < self.ping_spacing:
+        if len(self._pings) >= self.MAX_OUTSTANDING_PINGS:
             return None
         now = self._clock()
         if now - self._last_ping_time < self.MIN_PING_INTERVAL:
@@ -182,7 +209,8 @@ class Pacer:
 
     @property
     def ping_spacing(self) -> int:
-        return max(self.MIN_PING_SPACING, self.window // 4)
+        """Bytes sent between two pings, at least: a quarter of the window (L{MIN_PING_SPACING} or more)."""
+        return self._ping_spacing
 
     # -- feedback ---------------------------------------------------------------
 
@@ -202,6 +230,7 @@ class Pacer:
                 break
         if sent_at is None or seq <= self.acked:
             return
+        self.free += seq - self.acked
         self.acked = seq
         rtt = now - sent_at
         self.last_rtt = rtt
@@ -209,8 +238,9 @@ class Pacer:
             self.min_rtt = rtt
             self._min_rtt_at = now
         self._sample_rate(now, seq)
-        if self.rate is not None:
-            self.window = max(self.MIN_WINDOW, int(self.rate * (self.min_rtt + self.TARGET_DELAY)))
+        rate = self._rate
+        if rate is not None:
+            self.window = max(self.MIN_WINDOW, int(rate * (self.min_rtt + self.TARGET_DELAY)))
 
     def _sample_rate(self, now: float, acked: int) -> None:
         mark = self._mark

@@ -81,8 +81,9 @@ class Lane:
         self._scheduler = scheduler
         #: What L{OutboundScheduler.withdraw} knows the lane by (its stream), if anything.
         self.tag = tag
-        #: Where the DATA records made from this lane are counted (an object
-        #: with C{messages_sent}, e.g. the service's counters), if anywhere.
+        #: Where the bytes written to this lane and the DATA records made from
+        #: them are counted (an object with C{bytes_sent} and C{messages_sent},
+        #: e.g. the service's counters), if anywhere.
         self._counters = counters
         #: The connection's fixed DATA fields (replaced if the peer format changes).
         self.fields = fields
@@ -98,12 +99,20 @@ class Lane:
         """Bytes read from the local socket, to be sent in order."""
         if self.closing or not data:
             return
+        size = len(data)
+        if self._counters is not None:
+            self._counters.bytes_sent += size
         self._chunks.append(data)
-        self.queued += len(data)
-        if self.queued >= self._scheduler.lane_limit and not self._reading_paused:
+        queued = self.queued = self.queued + size
+        scheduler = self._scheduler
+        if queued >= scheduler.lane_limit and not self._reading_paused:
             self._reading_paused = True
             self._reader.pause_reading()
-        self._scheduler._wake(self)
+        # The scheduler's turn, without another call in between (see _wake).
+        if not self._in_ring and not scheduler._closed:
+            self._in_ring = True
+            scheduler._ring.append(self)
+        scheduler._pump()
 
     def finish(self, final: Optional[bytes]) -> None:
         """No more data: send C{final} (if any) after everything queued, then forget the lane."""
@@ -126,10 +135,13 @@ class Lane:
 
     def _next_record(self, limit: int) -> bytes:
         """One DATA record of at most C{limit} payload bytes from the front of the queue."""
-        return b"".join(self._next_parts(limit))
+        return b"".join(self._next_parts(limit)[0])
 
-    def _next_parts(self, limit: int) -> list[bytes | memoryview]:
-        """L{_next_record}'s pieces, unjoined (the scheduler joins a whole frame at once)."""
+    def _next_parts(self, limit: int) -> tuple[list[bytes | memoryview], int]:
+        """
+        L{_next_record}'s pieces, unjoined (the scheduler joins a whole frame
+        at once), and the record's size.
+        """
         if self._counters is not None:
             self._counters.messages_sent += 1
         chunks = self._chunks
@@ -139,8 +151,11 @@ class Lane:
             view = memoryview(first)
             chunks[0] = view[limit:]
             self.queued -= limit
-            return self.fields.parts((view[:limit],))
+            return self.fields.record_parts((view[:limit],), limit)
         chunks.popleft()
+        if not chunks:  # (the usual case: one read's bytes make the record)
+            self.queued -= size
+            return self.fields.record_parts((first,), size)
         parts = [first]
         total = size
         while chunks and total < limit:
@@ -155,7 +170,7 @@ class Lane:
                 chunks[0] = view[room:]
                 total = limit
         self.queued -= total
-        return self.fields.parts(parts)
+        return self.fields.record_parts(parts, total)
 
     def _sent_some(self) -> None:
         if self._reading_paused and self.queued <= self._scheduler.lane_limit // 2:
@@ -383,50 +398,67 @@ class OutboundScheduler:
             self._ring.remove(lane)
 
     def _pump(self) -> None:
+        """
+        Send what may be sent now: control records first, then one record
+        from each lane in turn, while the WebSocket takes them and the pacer
+        lets them go; then the frame being built.  Runs for every write of
+        a local connection, so it is written out as one loop.
+        """
         if self._pumping or self._paused or self._closed:
             return
         self._pumping = True
         try:
-            self._run()
-            self._flush()
+            controls, ring, pacer = self._controls, self._ring, self._pacer
+            max_payload = self._max_payload
+            while not self._paused and not self._closed:
+                if controls:
+                    record = controls.popleft()[0]
+                    self._emit([record], len(record))
+                    continue
+                if not ring:
+                    break
+                if pacer is None or pacer.free > 0:
+                    lane = ring.popleft()  # (an open window lets every lane send)
+                else:
+                    allowed = self._next_allowed(pacer)
+                    if allowed is None:
+                        self._window_shut(pacer)
+                        break
+                    lane = allowed
+                lane._in_ring = False
+                if not lane.queued:
+                    final = lane._take_final()
+                    if final is not None:
+                        self._emit([final], len(final))
+                    continue
+                limit = max_payload
+                if pacer is not None and pacer.quantum < limit:
+                    limit = pacer.quantum
+                parts, size = lane._next_parts(limit)
+                if lane.queued or lane.closing:
+                    lane._in_ring = True
+                    ring.append(lane)
+                self._emit(parts, size)
+                if lane._reading_paused:
+                    lane._sent_some()
+            if self._frame:
+                self._flush()
         finally:
             self._pumping = False
         if self._idle_waiters and self.idle:
             self._tell_idle()
 
-    def _run(self) -> None:
-        controls, ring, pacer = self._controls, self._ring, self._pacer
-        while not self._paused and not self._closed:
-            if controls:
-                self._emit(controls.popleft()[0])
-                continue
-            if not ring:
-                return
-            if pacer is None:
-                lane = ring.popleft()
-            else:
-                allowed = self._next_allowed(pacer)
-                if allowed is None:
-                    self._flush()
-                    ping = pacer.uncovered_ping()
-                    if ping is not None and self._send_ping is not None:
-                        self._send_ping(ping)
-                    self._arm_stall_timer(pacer)
-                    return
-                lane = allowed
-            lane._in_ring = False
-            if not lane.queued:
-                final = lane._take_final()
-                if final is not None:
-                    self._emit(final)
-                continue
-            limit = self._max_payload if pacer is None else min(self._max_payload, pacer.quantum)
-            parts = lane._next_parts(limit)
-            if lane.queued or lane.closing:
-                lane._in_ring = True
-                ring.append(lane)
-            self._emit_parts(parts)
-            lane._sent_some()
+    def _window_shut(self, pacer: Pacer) -> None:
+        """
+        The pacer lets no lane send: send the frame built so far, a ping for
+        the bytes no ping covers yet, and wake up when the pacer would call
+        the ping stalled.
+        """
+        self._flush()
+        ping = pacer.uncovered_ping()
+        if ping is not None and self._send_ping is not None:
+            self._send_ping(ping)
+        self._arm_stall_timer(pacer)
 
     def _next_allowed(self, pacer: Pacer) -> Optional[Lane]:
         """
@@ -440,19 +472,14 @@ class OutboundScheduler:
                 return lane
         return None
 
-    def _emit(self, record: bytes) -> None:
-        self._emit_parts([record])
-
-    def _emit_parts(self, parts: list[bytes | memoryview]) -> None:
+    def _emit(self, parts: list[bytes | memoryview], size: int) -> None:
         """
-        Add one record to the frame being built; send the frame first if it
-        would overflow.  The pacer counts the record at once (the window
-        must see bytes still in the frame), and a ping it asks for goes out
-        right after the frame that holds the bytes it covers.
+        Add one record (C{parts}, C{size} bytes in all) to the frame being
+        built; send the frame first if it would overflow.  The pacer counts
+        the record at once (the window must see bytes still in the frame),
+        and a ping it asks for goes out right after the frame that holds the
+        bytes it covers.
         """
-        size = 0
-        for part in parts:
-            size += len(part)
         if self._frame and self._frame_size + size > self._frame_limit:
             self._flush()
         self._frame.extend(parts)
@@ -466,11 +493,13 @@ class OutboundScheduler:
 
     def _flush(self) -> None:
         """Send the frame being built as one WebSocket message."""
-        if not self._frame:
+        frame = self._frame
+        if not frame:
             return
-        frame, size = self._frame, self._frame_size
+        size = self._frame_size
         self._frame, self._frame_size = [], 0
-        self._send(frame[0] if len(frame) == 1 else b"".join(frame))  # type: ignore[arg-type]
+        # (A frame of one record that is one bytes object is that object: join copies nothing.)
+        self._send(b"".join(frame))
         self.bytes_sent += size
 
 

@@ -158,7 +158,6 @@ class Connection(ForwardsReading):
         "local",
         "lane",
         "open",
-        "_counters",
     )
 
     def __init__(
@@ -170,7 +169,6 @@ class Connection(ForwardsReading):
     ) -> None:
         self._events = events
         self.service = service
-        self._counters = service.counters
         self.service_id = service.service_id
         self.connection_id = connection_id
         self.stream_id = stream_id
@@ -182,8 +180,7 @@ class Connection(ForwardsReading):
     def data_received(self, data: bytes) -> None:
         lane = self.lane
         if lane is not None:
-            self._counters.bytes_sent += len(data)
-            lane.write(data)
+            lane.write(data)  # (the lane counts the bytes, in the service's counters)
 
     def connection_lost(self) -> None:
         if self.open:

@@ -60,6 +60,7 @@ from aws_localproxy.protocol.wire import (
 __all__ = ["Tunnel"]
 
 _DATA = Message.DATA
+_V3 = PeerVersion.V3
 _STREAM_START = Message.STREAM_START
 _STREAM_RESET = Message.STREAM_RESET
 _SESSION_RESET = Message.SESSION_RESET
@@ -193,15 +194,22 @@ class Tunnel:
     #: Records and their bytes written by the schedulers of sessions gone.
     _records_sent_before: int = attrs.field(init=False, default=0)
     _bytes_sent_before: int = attrs.field(init=False, default=0)
-    #: Messages and WebSocket payload bytes received from the peer, for metrics.
-    messages_received: int = attrs.field(init=False, default=0)
-    bytes_received: int = attrs.field(init=False, default=0)
     #: Service ID -> what it carried, for the life of the tunnel (metrics).
     counters: dict[str, ServiceCounters] = attrs.field(init=False, factory=dict)
 
     @_decoder.default
     def _new_decoder(self) -> MessageDecoder:
         return MessageDecoder(self.limits)
+
+    @property
+    def messages_received(self) -> int:
+        """Messages received from the peer over every session, for metrics."""
+        return self._decoder.messages_decoded
+
+    @property
+    def bytes_received(self) -> int:
+        """WebSocket payload bytes received from the peer over every session, for metrics."""
+        return self._decoder.bytes_fed
 
     def counters_for(self, service_id: str) -> ServiceCounters:
         """The counters of one of this tunnel's own service IDs (created on first use)."""
@@ -291,7 +299,7 @@ class Tunnel:
         version = self._configured_version
         if subprotocol == SUBPROTOCOL_V1:
             version = PeerVersion.V1
-        self._decoder = MessageDecoder(self.limits)
+        self._decoder.reset()
         # A source's V3 is presumed until the peer shows it (-y V1/V2 force a format;
         # a destination follows the source's starts).
         presumed = self.mode is Mode.SOURCE and version is PeerVersion.V3
@@ -322,15 +330,38 @@ class Tunnel:
         session = self._session
         if session is None:
             return
-        self.bytes_received += len(payload)
         try:
             messages = self._decoder.feed(payload)
         except WireError as error:
             raise RecoverableTunnelError(PARSE_ERROR + str(error)) from error
-        self.messages_received += len(messages)
         for message in messages:
             if self._session is not session:
                 break
+            if message.type == _DATA:
+                # The common case, delivered here: DATA from a peer that showed
+                # it speaks V3, for an open connection of the current stream
+                # of one of our services -- exactly what _dispatch -> _on_data
+                # would do with it (the same counters, the same write).  Any
+                # other DATA (another format, an unknown service, a stale
+                # stream, no connection ID, no such connection) goes on to
+                # _dispatch, which knows every rule.
+                service = connection = None
+                peer = session.format
+                if peer.known and peer.version is _V3:
+                    service = session.services.get(message.serviceId)
+                stream_id, connection_id = message.streamId, message.connectionId
+                if service is not None and stream_id == service.stream_id and stream_id:
+                    connection = service.connections.get(connection_id) if connection_id else None
+                local = connection.local if connection is not None else None
+                if local is not None:
+                    assert service is not None
+                    counters = service.counters
+                    counters.messages_received += 1
+                    data = message.payload
+                    if data:
+                        counters.bytes_received += len(data)
+                        local.write(data)
+                    continue
             self._dispatch(session, message)
         if session.may_start:
             self._wake(session)

@@ -108,13 +108,23 @@ class MessageDecoder:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
+        self._max_message = limits.max_message_size
+        self._max_payload = limits.max_payload_size
         self._buffer = bytearray()
         self._failed: WireError | None = None
+        #: Bytes fed and messages decoded so far (over every L{reset}), for metrics.
+        self.bytes_fed = 0
+        self.messages_decoded = 0
 
     @property
     def pending_bytes(self) -> int:
         """How many bytes of an incomplete record are waiting for more input."""
         return len(self._buffer)
+
+    def reset(self) -> None:
+        """A new stream starts (a new session): nothing pending, nothing failed; the counts go on."""
+        self._buffer = bytearray()
+        self._failed = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> List[Message]:
         """
@@ -128,21 +138,43 @@ class MessageDecoder:
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
+        end = view.nbytes
+        self.bytes_fed += end
         messages: List[Message] = []
         try:
-            offset = self._complete_pending(view, messages)
+            offset = self._complete_pending(view, messages) if self._buffer else 0
             if offset < 0:
                 return messages
-            offset = self._parse_from(view, offset, messages)
+            # The records that lie whole in this input, parsed where they lie
+            # (the decoder's hot loop: no call but the parse per record).
+            max_message, max_payload = self._max_message, self._max_payload
+            while end - offset >= LENGTH_PREFIX_SIZE:
+                length = view[offset] << 8 | view[offset + 1]
+                if length > max_message:
+                    raise self._too_large(length)
+                start = offset + LENGTH_PREFIX_SIZE
+                stop = start + length
+                if stop > end:
+                    break
+                message = Message()
+                try:
+                    message.ParseFromString(view[start:stop])
+                except DecodeError as error:
+                    raise _malformed(length, error) from None
+                if length > max_payload:  # (else the payload cannot be over it)
+                    self._check_payload(message)
+                messages.append(message)
+                offset = stop
         except WireError as error:
             self._failed = error
             self._buffer = bytearray()
             view.release()
             raise
-        if offset < len(view):
+        if offset < end:
             # Only the start of one record is left: copy that, not the input.
             self._buffer = bytearray(view[offset:])
         view.release()
+        self.messages_decoded += len(messages)
         return messages
 
     def _complete_pending(self, view: memoryview, messages: List[Message]) -> int:
@@ -152,8 +184,6 @@ class MessageDecoder:
         not complete it (then everything is buffered).
         """
         buffer = self._buffer
-        if not buffer:
-            return 0
         offset = 0
         if len(buffer) < LENGTH_PREFIX_SIZE:
             offset = LENGTH_PREFIX_SIZE - len(buffer)
@@ -161,48 +191,39 @@ class MessageDecoder:
             if len(buffer) < LENGTH_PREFIX_SIZE:
                 return -1
         length: int = _PREFIX.unpack_from(buffer)[0]
-        self._check_length(length)
+        if length > self._max_message:
+            raise self._too_large(length)
         needed = LENGTH_PREFIX_SIZE + length - len(buffer)
         buffer += view[offset : offset + needed]
         if len(buffer) < LENGTH_PREFIX_SIZE + length:
             return -1
         record = memoryview(buffer)
         try:
-            messages.append(self._checked(_parse(record[LENGTH_PREFIX_SIZE:])))
+            message = _parse(record[LENGTH_PREFIX_SIZE:])
         finally:
             record.release()
+        self._check_payload(message)
+        messages.append(message)
         self._buffer = bytearray()
         return offset + needed
 
-    def _parse_from(self, view: memoryview, offset: int, messages: List[Message]) -> int:
-        """Parse every complete record of C{view} from C{offset}; return where they end."""
-        end = len(view)
-        append = messages.append
-        while end - offset >= LENGTH_PREFIX_SIZE:
-            (length,) = _PREFIX.unpack_from(view, offset)
-            self._check_length(length)
-            start = offset + LENGTH_PREFIX_SIZE
-            stop = start + length
-            if stop > end:
-                break
-            append(self._checked(_parse(view[start:stop])))
-            offset = stop
-        return offset
+    def _too_large(self, length: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            "message length %d exceeds the maximum of %d" % (length, self._max_message)
+        )
 
-    def _check_length(self, length: int) -> None:
-        if length > self._limits.max_message_size:
-            raise MessageTooLarge(
-                "message length %d exceeds the maximum of %d"
-                % (length, self._limits.max_message_size)
-            )
-
-    def _checked(self, message: Message) -> Message:
-        if len(message.payload) > self._limits.max_payload_size:
+    def _check_payload(self, message: Message) -> None:
+        if len(message.payload) > self._max_payload:
             raise PayloadTooLarge(
                 "payload of %d bytes exceeds the maximum of %d"
-                % (len(message.payload), self._limits.max_payload_size)
+                % (len(message.payload), self._max_payload)
             )
-        return message
+
+
+def _malformed(length: int, error: DecodeError) -> MalformedMessage:
+    return MalformedMessage(
+        "could not parse a %d-byte record as a tunnel message: %s" % (length, error)
+    )
 
 
 def _parse(record: memoryview) -> Message:
@@ -210,9 +231,7 @@ def _parse(record: memoryview) -> Message:
     try:
         message.ParseFromString(record)
     except DecodeError as error:
-        raise MalformedMessage(
-            "could not parse a %d-byte record as a tunnel message: %s" % (len(record), error)
-        ) from None
+        raise _malformed(len(record), error) from None
     return message
 
 
@@ -332,9 +351,32 @@ class DataFields:
         length = 0
         for chunk in chunks:
             length += len(chunk)
-        size_field = _varint(length)
-        size = self._fixed + len(size_field) + length
-        return [_PREFIX.pack(size), self._head, size_field, *chunks, self._tail]
+        return self.record_parts(chunks, length)[0]
+
+    def record_parts(
+        self, chunks: Sequence[bytes | memoryview], length: int
+    ) -> tuple[List[bytes | memoryview], int]:
+        """
+        The pieces of one record whose payload is C{chunks} (C{length} bytes in
+        all), unjoined -- its header (length prefix, fixed fields, payload
+        length), the chunks, its fixed tail -- and the record's size, prefix
+        included.  Called once per DATA record sent: the payload's length is
+        encoded here without a call for any payload the limits allow.
+        """
+        if length < 0x80:
+            size_field, width = bytes((length,)), 1
+        elif length < 0x4000:
+            size_field, width = bytes(((length & 0x7F) | 0x80, length >> 7)), 2
+        elif length < 0x200000:
+            high = ((length >> 7) & 0x7F) | 0x80
+            size_field, width = bytes(((length & 0x7F) | 0x80, high, length >> 14)), 3
+        else:
+            size_field = _varint(length)
+            width = len(size_field)
+        size = self._fixed + width + length
+        return [_PREFIX.pack(size) + self._head + size_field, *chunks, self._tail], (
+            LENGTH_PREFIX_SIZE + size
+        )
 
     def overhead(self, payload_length: int) -> int:
         """Bytes a record adds around a payload of C{payload_length}, prefix included."""

@@ -337,8 +337,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                 break
             length = second
             start = position + 2
-            extended = _EXTENDED_LENGTH.get(length)
-            if extended is not None:
+            if length >= 126:
+                extended = _EXTENDED_LENGTH[length]
                 start += extended.size
                 if end < start:
                     need = start - position
@@ -391,16 +391,16 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         length = len(record)
         mask = _MASK.pack(random.getrandbits(32))
         if length <= 125:
-            frame = bytearray((0x82, 0x80 | length))
+            frame, start = bytearray((0x82, 0x80 | length)), 6
         elif length <= 0xFFFF:
-            frame = bytearray(_SHORT.pack(0x82, 0x80 | 126, length))
+            frame, start = bytearray(_SHORT.pack(0x82, 0x80 | 126, length)), 8
         else:
-            frame = bytearray(_LONG.pack(0x82, 0x80 | 127, length))
-        start = len(frame) + 4
+            frame, start = bytearray(_LONG.pack(0x82, 0x80 | 127, length)), 14
         frame += mask
         frame += record
         mask_in_place(frame, start, mask)
-        self._write_frame(frame)
+        transport: Any = self.transport
+        transport.write(frame if self._takes_bytearrays else bytes(frame))
 
     def send_ping(self, payload: bytes) -> None:
         """A ping frame (the pacer's ack clock), written as directly as L{send_record}."""
