@@ -145,6 +145,16 @@ class Lane:
         if self._counters is not None:
             self._counters.messages_sent += 1
         chunks = self._chunks
+        queued = self.queued
+        if queued <= limit:
+            # Everything queued makes the record (usually one read's bytes).
+            self.queued = 0
+            first = chunks.popleft()
+            if not chunks:
+                return self.fields.record_parts((first,), queued)
+            parts = [first, *chunks]
+            chunks.clear()
+            return self.fields.record_parts(parts, queued)
         first = chunks[0]
         size = len(first)
         if size > limit:
@@ -153,9 +163,6 @@ class Lane:
             self.queued -= limit
             return self.fields.record_parts((view[:limit],), limit)
         chunks.popleft()
-        if not chunks:  # (the usual case: one read's bytes make the record)
-            self.queued -= size
-            return self.fields.record_parts((first,), size)
         parts = [first]
         total = size
         while chunks and total < limit:

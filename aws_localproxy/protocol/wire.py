@@ -141,10 +141,13 @@ class MessageDecoder:
         end = view.nbytes
         self.bytes_fed += end
         messages: List[Message] = []
+        count = offset = 0
         try:
-            offset = self._complete_pending(view, messages) if self._buffer else 0
-            if offset < 0:
-                return messages
+            if self._buffer:
+                offset = self._complete_pending(view, messages)
+                if offset < 0:
+                    return messages
+                count = 1
             # The records that lie whole in this input, parsed where they lie
             # (the decoder's hot loop: no call but the parse per record).
             max_message, max_payload = self._max_message, self._max_payload
@@ -164,6 +167,7 @@ class MessageDecoder:
                 if length > max_payload:  # (else the payload cannot be over it)
                     self._check_payload(message)
                 messages.append(message)
+                count += 1
                 offset = stop
         except WireError as error:
             self._failed = error
@@ -174,7 +178,7 @@ class MessageDecoder:
             # Only the start of one record is left: copy that, not the input.
             self._buffer = bytearray(view[offset:])
         view.release()
-        self.messages_decoded += len(messages)
+        self.messages_decoded += count
         return messages
 
     def _complete_pending(self, view: memoryview, messages: List[Message]) -> int:
@@ -326,7 +330,7 @@ class DataFields:
     serializes for the same fields.
     """
 
-    __slots__ = ("_head", "_tail", "_fixed")
+    __slots__ = ("_head", "_tail", "_fixed", "_last_length", "_last_header", "_last_size")
 
     def __init__(self, service_id: str, stream_id: int, connection_id: int) -> None:
         head = _TYPE_DATA
@@ -341,6 +345,12 @@ class DataFields:
         self._head = head + bytes((_KEY_PAYLOAD,))
         self._tail = tail
         self._fixed = len(self._head) + len(tail)
+        #: The header of the last record made, by payload length: a connection's
+        #: records often repeat a length (full quanta of a transfer, an echo's
+        #: replies), and then the header is not made again.
+        self._last_length = -1
+        self._last_header = b""
+        self._last_size = 0
 
     def record(self, *chunks: bytes | memoryview) -> bytes:
         """One DATA record whose payload is C{chunks} joined (the caller keeps it within limits)."""
@@ -363,20 +373,22 @@ class DataFields:
         included.  Called once per DATA record sent: the payload's length is
         encoded here without a call for any payload the limits allow.
         """
-        if length < 0x80:
-            size_field, width = bytes((length,)), 1
-        elif length < 0x4000:
-            size_field, width = bytes(((length & 0x7F) | 0x80, length >> 7)), 2
-        elif length < 0x200000:
-            high = ((length >> 7) & 0x7F) | 0x80
-            size_field, width = bytes(((length & 0x7F) | 0x80, high, length >> 14)), 3
-        else:
-            size_field = _varint(length)
-            width = len(size_field)
-        size = self._fixed + width + length
-        return [_PREFIX.pack(size) + self._head + size_field, *chunks, self._tail], (
-            LENGTH_PREFIX_SIZE + size
-        )
+        if length != self._last_length:
+            if length < 0x80:
+                size_field, width = bytes((length,)), 1
+            elif length < 0x4000:
+                size_field, width = bytes(((length & 0x7F) | 0x80, length >> 7)), 2
+            elif length < 0x200000:
+                high = ((length >> 7) & 0x7F) | 0x80
+                size_field, width = bytes(((length & 0x7F) | 0x80, high, length >> 14)), 3
+            else:
+                size_field = _varint(length)
+                width = len(size_field)
+            size = self._fixed + width + length
+            self._last_length = length
+            self._last_header = _PREFIX.pack(size) + self._head + size_field
+            self._last_size = LENGTH_PREFIX_SIZE + size
+        return [self._last_header, *chunks, self._tail], self._last_size
 
     def overhead(self, payload_length: int) -> int:
         """Bytes a record adds around a payload of C{payload_length}, prefix included."""
