@@ -294,25 +294,30 @@ class TunnelClientProtocol(WebSocketClientProtocol):
 
     def _binary_frames(self, data: bytes) -> bytes:
         """
-        Hand over each complete binary message in C{data}; return the bytes,
-        from the first frame of any other kind on, that Autobahn must parse.
+        Hand over each complete binary message in C{data}, and each pong of
+        the session's pacer; return the bytes, from the first frame of any
+        other kind on, that Autobahn must parse.
 
         Nearly every frame the service sends is one final, unmasked binary
-        frame holding records.  Autobahn's parser spends more per frame (a
-        header object, a masker, five callbacks, statistics) and per read
-        than the records cost to decode; this loop takes those frames whole
-        while Autobahn sits between messages, and gives it everything from
-        the first other frame (a ping, a close, a fragment, anything it must
-        judge) at a frame boundary, so its state is never split.
+        frame holding records, or the pong of a pacing ping.  Autobahn's
+        parser spends more per frame (a header object, a masker, five
+        callbacks, statistics) and per read than the records cost to decode;
+        this loop takes those frames whole while Autobahn sits between
+        messages, and gives it everything from the first other frame (a
+        ping, a close, a fragment, a keep-alive pong, anything it must judge)
+        at a frame boundary, so its state is never split.
 
         Only frames RFC 6455 allows, within this session's limits, are taken:
         first byte exactly FIN + binary (no reserved bit, so no extension and
         no fragment), no mask (a server never masks), a length in its
         shortest form and no larger than C{maxFramePayloadSize} (nor the
-        message bound).  Any other frame is Autobahn's, which fails the
-        session with its close code (1002, 1009) and logs why: the fast path
-        never accepts what Autobahn would refuse (the differential test in
-        tests/upstream/test_websocket_differential.py holds it to that).
+        message bound); or first byte exactly FIN + pong, no mask, at most
+        125 bytes (a control frame's bound), a payload the session's
+        scheduler takes as its pacer's.  Any other frame is Autobahn's,
+        which fails the session with its close code (1002, 1009) and logs
+        why: the fast path never accepts what Autobahn would refuse (the
+        differential test in tests/upstream/test_websocket_differential.py
+        holds it to that).
         """
         partial = self._partial
         if partial is not None:
@@ -322,7 +327,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                 return b""
             data = b"".join(partial)
             self._partial = None
-        receive = self._receive
+        receive, outbound = self._receive, self._outbound
         limit = self._fast_path_limit
         position, end, need = 0, len(data), 0
         while position < end:
@@ -332,8 +337,18 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             if left < 2:
                 need = 2
                 break
-            second = data[position + 1]
-            if data[position] != 0x82 or second & 0x80:
+            first, second = data[position], data[position + 1]
+            if first == 0x8A and second <= 125 and outbound is not None:
+                # A pong (unmasked, its length in 7 bits): the pacer's, or Autobahn's.
+                stop = position + 2 + second
+                if stop > end:
+                    need = stop - position
+                    break
+                if not outbound.pong(data[position + 2 : stop]):
+                    break  # the keep-alive's: Autobahn keeps its account of those
+                position = stop
+                continue
+            if first != 0x82 or second & 0x80:
                 break
             length = second
             start = position + 2

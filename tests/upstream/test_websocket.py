@@ -402,7 +402,10 @@ class OpenSessionTests(WebSocketTestCase):
         self.assertEqual(self.events.failed, [error])
 
     def test_pongs_go_to_the_session_scheduler(self) -> None:
-        """A pong goes straight to the session's scheduler; one it takes is not Autobahn's."""
+        """
+        A pong Autobahn parses (here between a message's fragments) goes to
+        the session's scheduler too; one it takes is not Autobahn's.
+        """
 
         class Pacing(NoPacer):
             def __init__(self) -> None:
@@ -414,8 +417,19 @@ class OpenSessionTests(WebSocketTestCase):
 
         outbound = self.events.outbound = Pacing()
         protocol, _ = self.open()
-        protocol.dataReceived(server_frame(0xA, b"ours") + server_frame(0xA, b"keepalive"))
+        autobahns: List[bytes] = []
+        protocol._onPong = autobahns.append  # type: ignore[method-assign]
+        protocol.dataReceived(
+            struct.pack("!BB", 0x02, 3)
+            + b"fra"
+            + server_frame(0xA, b"ours")
+            + server_frame(0xA, b"keepalive")
+            + struct.pack("!BB", 0x80, 3)
+            + b"gme"
+        )
         self.assertEqual(outbound.pongs, [b"ours", b"keepalive"])
+        self.assertEqual(autobahns, [b"keepalive"])
+        self.assertEqual(self.events.messages, [b"fragme"])
 
     def test_send_record_is_one_binary_message(self) -> None:
         protocol, transport = self.open()
@@ -663,6 +677,63 @@ class IncomingFrameTests(WebSocketTestCase):
         protocol.dataReceived(server_frame(0x2, b"d"))
         self.assertEqual(seen, [0x9, 0x2])
         self.assertEqual(self.events.messages, [b"a", b"b" * 1000, b"c", b"d"])
+
+    def test_pacer_pongs_skip_autobahns_parser(self) -> None:
+        """
+        A pong the session's pacer takes is taken in the fast path too, and
+        the binary frames after it with it; a pong it does not take (the
+        keep-alive's) is Autobahn's, with the rest of that read.
+        """
+
+        class Pacing(NoPacer):
+            def __init__(self) -> None:
+                self.pongs: List[bytes] = []
+
+            def pong(self, payload: bytes) -> bool:
+                self.pongs.append(payload)
+                return payload.startswith(b"lpq1")
+
+        outbound = self.events.outbound = Pacing()
+        protocol, _ = self.open()
+        seen: List[int] = []
+        original = protocol.onFrameBegin
+
+        def begin() -> None:
+            assert protocol.current_frame is not None
+            seen.append(protocol.current_frame.opcode)
+            original()
+
+        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol.dataReceived(
+            server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
+        )
+        self.assertEqual(seen, [])
+        protocol.dataReceived(server_frame(0xA, b"keepalive") + server_frame(0x2, b"c"))
+        self.assertEqual(seen, [0xA, 0x2])
+        self.assertEqual(self.events.messages, [b"a", b"b", b"c"])
+        # (The keep-alive's was offered to the scheduler first, then to Autobahn.)
+        self.assertEqual(outbound.pongs.count(b"lpq1 ours"), 1)
+        self.assertIn(b"keepalive", outbound.pongs)
+
+    def test_pacer_pong_split_over_reads(self) -> None:
+        """A pong cut between two reads is taken once it completes."""
+
+        class Pacing(NoPacer):
+            def __init__(self) -> None:
+                self.pongs: List[bytes] = []
+
+            def pong(self, payload: bytes) -> bool:
+                self.pongs.append(payload)
+                return True
+
+        outbound = self.events.outbound = Pacing()
+        protocol, _ = self.open()
+        stream = server_frame(0xA, b"lpq1 twelve!") + server_frame(0x2, b"after")
+        protocol.dataReceived(stream[:5])
+        self.assertEqual(outbound.pongs, [])
+        protocol.dataReceived(stream[5:])
+        self.assertEqual(outbound.pongs, [b"lpq1 twelve!"])
+        self.assertEqual(self.events.messages, [b"after"])
 
 
 class ReadingPausedTests(WebSocketTestCase):

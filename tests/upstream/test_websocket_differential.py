@@ -30,17 +30,39 @@ from twisted.internet.address import IPv4Address
 from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, SUBPROTOCOLS
 from aws_localproxy.upstream.websocket import TunnelClientProtocol
 from tests.support.helpers import TCPLikeTransport
-from tests.upstream.test_websocket import RecordingEvents, WebSocketTestCase, client_frames
+from tests.upstream.test_websocket import (
+    NoPacer,
+    RecordingEvents,
+    WebSocketTestCase,
+    client_frames,
+)
 
 #: A message on whose delivery the application drops the connection (both
 #: protocols), so that frames after it in the same read meet a closed session.
 DROP = b"drop now"
+#: How the pongs of the session's pacer start (L{PacerPongs}).
+PACER_MAGIC = b"lpq1"
+
+
+class PacerPongs(NoPacer):
+    """
+    A session's scheduler whose pacer takes the pongs that start with its
+    magic (as the real pacer's do); every other pong is Autobahn's, as in
+    the plain client, for which the pacer's are unsolicited pongs it ignores.
+    """
+
+    def pong(self, payload: bytes) -> bool:
+        return payload.startswith(PACER_MAGIC)
 
 
 class Events(RecordingEvents):
-    """No pacer (every pong is Autobahn's, as in the plain client); DROP drops the connection."""
+    """A pacer that takes its own pongs (L{PacerPongs}); DROP drops the connection."""
 
     protocol: Optional[TunnelClientProtocol] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outbound = PacerPongs()
 
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self.protocol = protocol
@@ -139,6 +161,7 @@ texts = st.one_of(
 control_frames = st.one_of(
     st.binary(max_size=125).map(lambda payload: frame(0x89, payload)),  # ping
     st.binary(max_size=125).map(lambda payload: frame(0x8A, payload)),  # pong
+    st.binary(max_size=121).map(lambda payload: frame(0x8A, PACER_MAGIC + payload)),  # pacer's
     st.tuples(st.sampled_from([1000, 1001, 1011, 4000]), st.binary(max_size=20)).map(
         lambda close: frame(0x88, struct.pack("!H", close[0]) + close[1])
     ),
