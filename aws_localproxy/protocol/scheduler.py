@@ -489,7 +489,7 @@ class OutboundScheduler:
         """
         if self._frame and self._frame_size + size > self._frame_limit:
             self._flush()
-        self._frame.extend(parts)
+        self._frame += parts
         self._frame_size += size
         self.records_sent += 1
         ping = self._pacer.on_sent(size) if self._pacer is not None else None

@@ -18,7 +18,7 @@ L{aws_localproxy.protocol.tunnel}.
 from __future__ import annotations
 
 import secrets
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from aws_localproxy.protocol.interfaces import (
     ConnectionEvents,
@@ -41,6 +41,10 @@ __all__ = [
 INT32_MAX = 2**31 - 1
 #: Connection IDs are protobuf uint32.
 UINT32_MAX = 2**32 - 1
+
+
+def _dropped(data: bytes) -> None:
+    """What a closed connection does with the bytes still read from its socket."""
 
 
 def next_id(current: int, maximum: int) -> int:
@@ -143,7 +147,9 @@ class Connection(ForwardsReading):
     The tunnel's end of one local connection (L{TunnelConnection}).
 
     Bytes read from the local socket go straight into the connection's
-    outbound L{lane<aws_localproxy.protocol.scheduler.Lane>}; the socket's end is
+    outbound L{lane<aws_localproxy.protocol.scheduler.Lane>}: while it has
+    one, C{data_received} I{is} the lane's C{write} (L{attach_lane}), so a
+    read costs the local side one call into the tunnel.  The socket's end is
     reported to the tunnel (L{ConnectionEvents}), which knows the rules.
     Once closed (by either side, or with the session) it ignores every
     further report, so each connection is reset at most once.
@@ -157,8 +163,13 @@ class Connection(ForwardsReading):
         "stream_id",
         "local",
         "lane",
+        "data_received",
         "open",
     )
+
+    #: Bytes read from the local socket, to be sent as DATA in order: the
+    #: lane's C{write} while there is a lane, else dropped.
+    data_received: Callable[[bytes], None]
 
     def __init__(
         self,
@@ -175,12 +186,19 @@ class Connection(ForwardsReading):
         self.local: LocalConnection | None = None
         #: Where its bytes go; C{None} once the connection is closed.
         self.lane: OutboundLane | None = None
+        self.data_received = _dropped
         self.open = True
 
-    def data_received(self, data: bytes) -> None:
-        lane = self.lane
-        if lane is not None:
-            lane.write(data)  # (the lane counts the bytes, in the service's counters)
+    def attach_lane(self, lane: OutboundLane) -> None:
+        """From now on the bytes read go to C{lane} (which counts them, in the service's counters)."""
+        self.lane = lane
+        self.data_received = lane.write
+
+    def detach_lane(self) -> OutboundLane | None:
+        """The connection is closed: the bytes read go nowhere any more.  Returns the lane it had."""
+        lane, self.lane = self.lane, None
+        self.data_received = _dropped
+        return lane
 
     def connection_lost(self) -> None:
         if self.open:

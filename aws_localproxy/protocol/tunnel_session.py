@@ -194,11 +194,13 @@ class TunnelSession:
     def open_connection(self, service: Service, connection_id: int) -> Connection:
         """A new connection of C{service}'s current stream, with its outbound lane."""
         connection = Connection(self._events, service, connection_id, service.stream_id)
-        connection.lane = self.outbound.open_lane(
-            self.format.data_fields(service.service_id, service.stream_id, connection_id),
-            connection,
-            service.counters,
-            (service.service_id, service.stream_id),
+        connection.attach_lane(
+            self.outbound.open_lane(
+                self.format.data_fields(service.service_id, service.stream_id, connection_id),
+                connection,
+                service.counters,
+                (service.service_id, service.stream_id),
+            )
         )
         service.connections[connection_id] = connection
         service.counters.connections_opened += 1
@@ -218,7 +220,7 @@ class TunnelSession:
             self.first_reset(
                 connection.service.service_id, connection.stream_id, connection.connection_id
             )
-        lane, connection.lane = connection.lane, None
+        lane = connection.detach_lane()
         if lane is not None:
             if peer_reset:
                 lane.abort(final)
@@ -271,9 +273,7 @@ class TunnelSession:
         connections = service.take_connections()
         if reset is None:
             service.counters.connections_reset += len(connections)
-        lanes = [c.lane for c in connections if c.lane is not None]
-        for connection in connections:
-            connection.lane = None
+        lanes = [lane for lane in (c.detach_lane() for c in connections) if lane is not None]
         if reset is not None:
             self.outbound.drain(lanes)
             self.send(reset, (service.service_id, named))
@@ -394,7 +394,7 @@ class TunnelSession:
         """Close every local connection (after flushing); nothing more is sent for them."""
         for service in self.services.values():
             for connection in service.take_connections():
-                connection.lane = None
+                connection.detach_lane()
                 connection.close_local()
 
     def end(self) -> None:

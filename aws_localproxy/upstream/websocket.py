@@ -22,8 +22,8 @@ ends.
 
 from __future__ import annotations
 
+import os
 import platform
-import random
 import struct
 import sys
 from dataclasses import dataclass
@@ -75,9 +75,11 @@ MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
 #: Unsent bytes the kernel may hold for the WebSocket (see L{set_not_sent_low_water}).
 NOTSENT_LOWAT = 128 * 1024
 
+#: Bytes of masking keys read from the system's random source at once (1024 keys).
+_MASK_POOL = 4096
+
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
-_MASK = struct.Struct("!I")
 #: A frame's 7-bit length 126 or 127: the real length follows, in 16 or 64 bits.
 _EXTENDED_LENGTH = {126: struct.Struct("!H"), 127: struct.Struct("!Q")}
 #: The smallest length each form may carry (RFC 6455 5.2: "the minimal number
@@ -157,6 +159,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _pong_timeout_deferred = False
     #: The session's scheduler, once it started: where the pacer's pongs go.
     _outbound: Optional[OutboundScheduler] = None
+    #: Masking keys not used yet, and where the next one starts (L{_next_mask}).
+    _masks = b""
+    _mask_at = _MASK_POOL
 
     def connectionMade(self) -> None:
         #: Where each binary message goes: the tunnel, once the session starts.
@@ -399,12 +404,17 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         general path asserts its arguments, updates statistics and builds
         debug-log arguments for every frame, a measurable share of the
         proxy's time at full speed.  The frame is built once and masked where it
-        lies (L{mask_in_place}, Autobahn's NVX code).
+        lies (L{mask_in_place}, Autobahn's NVX code), with the next of the
+        session's masking keys (L{_next_mask}, written out here).
         """
         if self.state != self.STATE_OPEN:
             return
         length = len(record)
-        mask = _MASK.pack(random.getrandbits(32))
+        at = self._mask_at
+        if at >= _MASK_POOL:
+            self._masks, at = os.urandom(_MASK_POOL), 0
+        mask = self._masks[at : at + 4]
+        self._mask_at = at + 4
         if length <= 125:
             frame, start = bytearray((0x82, 0x80 | length)), 6
         elif length <= 0xFFFF:
@@ -421,12 +431,24 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         """A ping frame (the pacer's ack clock), written as directly as L{send_record}."""
         if self.state != self.STATE_OPEN:
             return
-        mask = _MASK.pack(random.getrandbits(32))
+        mask = self._next_mask()
         frame = bytearray((0x89, 0x80 | len(payload)))
         frame += mask
         frame += payload
         mask_in_place(frame, 6, mask)
         self._write_frame(frame)
+
+    def _next_mask(self) -> bytes:
+        """
+        A frame's masking key: four bytes from the system's random source (RFC
+        6455 asks for a strong source of entropy), read L{_MASK_POOL} bytes at
+        a time rather than one call per frame.
+        """
+        at = self._mask_at
+        if at >= _MASK_POOL:
+            self._masks, at = os.urandom(_MASK_POOL), 0
+        self._mask_at = at + 4
+        return self._masks[at : at + 4]
 
     def _write_frame(self, frame: bytearray) -> None:
         transport: Any = self.transport

@@ -436,6 +436,26 @@ class OpenSessionTests(WebSocketTestCase):
         protocol.send_record(b"\x00\x03abc")
         self.assertEqual(client_frames(transport.value()), [(0x2, b"\x00\x03abc")])
 
+    def test_masking_keys(self) -> None:
+        """
+        Each frame has its own masking key, from the system's random source
+        read a thousand keys at a time: frames past the first read are
+        masked as well, and the keys are not reused (random keys may repeat
+        by chance, about once in two thousand runs of this test; not ten times).
+        """
+        protocol, transport = self.open()
+        for index in range(2100):
+            protocol.send_record(b"%d" % index)
+        data = transport.value()
+        self.assertEqual(
+            [payload for _, payload in client_frames(data)], [b"%d" % i for i in range(2100)]
+        )
+        keys, position = set(), 0
+        while position < len(data):
+            keys.add(data[position + 2 : position + 6])
+            position += 6 + (data[position + 1] & 0x7F)
+        self.assertGreater(len(keys), 2090)
+
     def test_send_record_before_open_is_dropped(self) -> None:
         """Nothing is written (and nothing raises) while the handshake is still running."""
         protocol, transport = self.connect()
