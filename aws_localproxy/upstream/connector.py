@@ -23,23 +23,21 @@ during the handshake (STYLE.md), so this is a loop of its own: a state
 machine (automat's, as Twisted's ``ClientService`` uses), whose states say
 where the connector is and whose transitions are the rules above.
 
-==================  ============================================================
-state               what the connector is doing
-==================  ============================================================
-idle                built, not started
-connecting          one attempt's TCP (web proxy, TLS) connect is under way
-handshaking         connected; the WebSocket upgrade is under way
-waiting_to_retry    an attempt failed; the next one is timed
-attempt_failed      an attempt failed; deciding: retry later, or give up
-session_up          the WebSocket is open; the tunnel has its session
-broken              the tunnel could not take a message; the WebSocket is dropped
-session_lost        an open session ended; deciding: reconnect, or give up
-failing             a fatal error; the WebSocket is dropped (exit 1)
-flushing            stopping; every connection was reset, the close frame
-                    follows once those resets are written (or their bound)
-closing             stopping; the close frame was sent (or the connection dropped)
-done                L{TunnelConnector.finished} fired with the exit code
-==================  ============================================================
+The states, and what the connector does in each:
+
+ - C{idle}: built, not started;
+ - C{connecting}: one attempt's TCP (web proxy, TLS) connect is under way;
+ - C{handshaking}: connected; the WebSocket upgrade is under way;
+ - C{attempt_failed}: an attempt failed; deciding: retry later, or give up;
+ - C{waiting_to_retry}: the next attempt is timed;
+ - C{session_up}: the WebSocket is open; the tunnel has its session;
+ - C{broken}: the tunnel could not take a message; the WebSocket is dropped;
+ - C{session_lost}: an open session ended; deciding: reconnect, or give up;
+ - C{failing}: a fatal error; the WebSocket is dropped (exit 1);
+ - C{flushing}: stopping; every connection was reset, and the close frame
+   follows once those resets are written (or at their bound);
+ - C{closing}: stopping; the close frame was sent (or the connection dropped);
+ - C{done}: L{TunnelConnector.finished} fired with the exit code.
 
 The two deciding states last no longer than the transition into them: its
 output decides and feeds the next input at once (automat runs it as soon as
