@@ -11,6 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, List, Mapping, Sequence
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -1035,3 +1037,89 @@ class PlainAttributesTests(SynchronousTestCase):
 
         self.assertIs(Tunnel.__setattr__, object.__setattr__)
         self.assertIs(TunnelSession.__setattr__, object.__setattr__)
+
+
+# One DATA message: service ID, stream ID, connection ID, payload.
+_DATA_FIELDS = st.tuples(
+    st.sampled_from(["ssh", "web", "other", ""]),
+    st.sampled_from([0, 4, 5, 7]),
+    st.sampled_from([0, 1, 2, 3]),
+    st.sampled_from([b"", b"x", b"yy"]),
+)
+
+
+class DataFastPathTests(SynchronousTestCase):
+    """
+    L{Tunnel.data_received} delivers the common DATA itself, without
+    C{_dispatch}: whatever DATA comes, in whatever order, it must do exactly
+    what C{_dispatch} does with it.  Two twin tunnels take the same
+    messages, one through C{data_received}, the other each decoded message
+    through C{_dispatch}, and must agree on everything after each one: the
+    bytes and closes of every local connection, what was sent to the peer,
+    the counters, the peer's format, the log.
+    """
+
+    def twin(self, mode: Mode, shown: bool) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
+        tunnel, peer, local = started(mode, TWO, peer_shown=shown)
+        if mode is Mode.DESTINATION:
+            tunnel.data_received(
+                ctl(Message.STREAM_START, "ssh", 4, 1)
+                + ctl(Message.CONNECTION_START, "ssh", 4, 2)
+                + ctl(Message.STREAM_START, "web", 7, 1)
+            )
+        else:
+            for service_id in ("ssh", "ssh", "web"):
+                tunnel.local_connection_accepted(service_id, FakeLocalConnection(service_id))
+        return tunnel, peer, local
+
+    def state(
+        self, tunnel: PeerTunnel, peer: FakePeer, local: FakeLocalSide, lines: List[str]
+    ) -> tuple:
+        session = tunnel._session
+        assert session is not None
+        connections = [
+            (service.service_id, c.connection_id, c.open, getattr(c.local, "written", None))
+            for service in session.services.values()
+            for c in service
+        ]
+        counters = [
+            (c.service_id, c.bytes_received, c.messages_received, c.connections_reset)
+            for c in tunnel.counters.values()
+        ]
+        return (
+            connections,
+            [(pair[1].written, pair[1].close_calls) for pair in local.connections],
+            list(peer.records),
+            counters,
+            (session.format.version, session.format.known),
+            list(lines),
+        )
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        mode=st.sampled_from([Mode.SOURCE, Mode.DESTINATION]),
+        shown=st.booleans(),
+        messages=st.lists(_DATA_FIELDS, min_size=1, max_size=6),
+    )
+    def test_same_as_dispatch(
+        self, mode: Mode, shown: bool, messages: List[tuple[str, int, int, bytes]]
+    ) -> None:
+        fast, fast_peer, fast_local = self.twin(mode, shown)
+        slow, slow_peer, slow_local = self.twin(mode, shown)
+        if mode is Mode.SOURCE:
+            # The source's connections: numbered 1, 2 (ssh) and 1 (web), stream 1 each.
+            messages = [(s, 1 if stream else 0, c, p) for s, stream, c, p in messages]
+        for service_id, stream_id, connection_id, payload in messages:
+            record = data(service_id, stream_id, connection_id, payload)
+            with logs() as fast_lines:
+                fast.data_received(record)
+            with logs() as slow_lines:
+                slow_session = slow._session
+                assert slow_session is not None
+                for message in decode_all(record):
+                    slow._dispatch(slow_session, message)
+            self.assertEqual(
+                self.state(fast, fast_peer, fast_local, texts(fast_lines)),
+                self.state(slow, slow_peer, slow_local, texts(slow_lines)),
+                (service_id, stream_id, connection_id, payload),
+            )
