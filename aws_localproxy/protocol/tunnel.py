@@ -10,6 +10,11 @@ L{LocalConnection}s and asks the L{LocalSide} to listen or connect.  It
 never sees a socket, a reactor or a clock, so tests script whole
 conversations with plain objects.
 
+When a WebSocket opens, the tunnel takes it over (L{Tunnel.link_opened}): it
+builds the session's scheduler from the settings it was given, and the
+WebSocket hands every payload straight to L{Tunnel.data_received}; the
+connector that opened it is out of the data path until it closes.
+
 This module is the dispatch: sessions, SERVICE_IDS, routing each message
 to its service and stream, and the resets every mode handles alike.  The
 rest is cut by job: L{aws_localproxy.protocol.peer_format} (V1/V2/V3 numbering),
@@ -624,6 +629,9 @@ class Tunnel:
         session.send(fields.record())
 
     def _on_data(self, session: TunnelSession, service: Service, message: Message) -> None:
+        # data_received delivers the common case itself, the same way: a change
+        # here is a change there (tests.protocol.test_tunnel.DataFastPathTests
+        # holds the two to each other).
         if not message.connectionId:
             session.fall_back_to_v2()
         elif not session.format.known:
