@@ -49,10 +49,10 @@ from aws_localproxy.config.local_endpoints import (
 )
 from aws_localproxy.config.settings import LocalSockets, Settings
 from aws_localproxy.local.connection import LocalStreamProtocol
+from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import LocalConnection, TunnelConnection, Wait
-from aws_localproxy.proxy.outcome import Outcome
 
 __all__ = ["SourceSide", "describe_address", "DEFAULT_HOLD_TIMEOUT"]
 

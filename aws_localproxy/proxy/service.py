@@ -39,6 +39,7 @@ from aws_localproxy.config.client_token import (
 )
 from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.local.destination import DEFAULT_DESTINATION_HOST, DestinationSide
+from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.local.source import SourceSide
 from aws_localproxy.local.stdio import StdioEnd, StdioSide
 from aws_localproxy.metrics.snapshot import TunnelMetrics, snapshot
@@ -46,7 +47,6 @@ from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.tunnel import Tunnel
-from aws_localproxy.proxy.outcome import Outcome
 from aws_localproxy.proxy.tunnel_events import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.upstream.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.upstream.link import display_url, tunnel_client_factory, websocket_endpoint
