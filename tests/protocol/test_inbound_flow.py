@@ -13,7 +13,7 @@ from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import DataFields
 from aws_localproxy.upstream.connector import RetryPolicy
-from tests.protocol.test_scheduler import Reader
+from tests.fakes.local import Reader
 from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
 
 

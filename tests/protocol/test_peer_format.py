@@ -6,27 +6,16 @@ destination tunnel talking to each other through an in-memory "service".
 
 from __future__ import annotations
 
-from typing import List
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.peer_format import PeerFormat
-from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import Message, decode_all
-from tests.protocol.test_tunnel import (
-    SSH,
-    FakeLocalConnection,
-    FakeLocalSide,
-    PeerTunnel,
-    ctl,
-    data,
-    make_tunnel,
-    service_ids,
-    shown_v3,
-    started,
-)
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import ctl, data, service_ids
+from tests.fakes.tunnel import SSH, PeerTunnel, make_tunnel, shown_v3, started
+from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
 
 
 class V1SessionTests(SynchronousTestCase):
@@ -115,54 +104,22 @@ class FallbackTests(SynchronousTestCase):
         self.assertEqual(tunnel.peer_version, PeerVersion.V3)
 
 
-class _Service:
-    """
-    The tunneling service in memory: what one side sends, the other receives,
-    cut into odd-sized payloads to exercise reassembly.
-    """
-
-    def __init__(self) -> None:
-        self.source_out: List[bytes] = []
-        self.destination_out: List[bytes] = []
-
-
-class _Pipe:
-    def __init__(self, out: List[bytes]) -> None:
-        self.out = out
-
-    def send_record(self, record: bytes) -> None:
-        self.out.append(record)
-
-
-def pump(source: Tunnel, destination: Tunnel, service: _Service) -> None:
-    """Deliver everything sent so far, in 7-byte payloads, until both sides are quiet."""
-    while service.source_out or service.destination_out:
-        for out, target in (
-            (service.source_out, destination),
-            (service.destination_out, source),
-        ):
-            stream = b"".join(out)
-            out.clear()
-            for i in range(0, len(stream), 7):
-                target.data_received(stream[i : i + 7])
-
-
 class ConversationTests(SynchronousTestCase):
     """A source and a destination tunnel relaying local connections to each other."""
 
     def pair(self, source_version: PeerVersion, destination_version: PeerVersion):
-        service = _Service()
+        service = MemoryTunnelingService()
         source_local, destination_local = FakeLocalSide(), FakeLocalSide()
         source = PeerTunnel(
             Mode.SOURCE,
-            _Pipe(service.source_out),  # type: ignore[arg-type]
+            MemoryPipe(service.source_out),  # type: ignore[arg-type]
             source_local,
             service_map={"ssh": "5555", "web": "8080"},
             peer_version=source_version,
         )
         destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(service.destination_out),  # type: ignore[arg-type]
+            MemoryPipe(service.destination_out),  # type: ignore[arg-type]
             destination_local,
             service_map={"ssh": "22", "web": "80"},
             peer_version=destination_version,

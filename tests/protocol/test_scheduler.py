@@ -19,19 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.protocol.pacing import Pacer
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.wire import DataFields, Message, control_message, decode_all
-
-
-class Reader:
-    def __init__(self) -> None:
-        self.paused = False
-        self.pauses = 0
-
-    def pause_reading(self) -> None:
-        self.paused = True
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        self.paused = False
+from tests.fakes.local import Reader
 
 
 class Wire:

@@ -26,21 +26,10 @@ from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.tunnel_session import RESETS_REMEMBERED
 from aws_localproxy.protocol.wire import Message
 from aws_localproxy.upstream.connector import RetryPolicy
-from tests.protocol.test_peer_format import _Pipe, _Service, pump
-from tests.protocol.test_tunnel import (
-    SSH,
-    TWO,
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    ctl,
-    data,
-    make_tunnel,
-    service_ids,
-    shown_v3,
-    started,
-)
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, PeerTunnel, make_tunnel, shown_v3, started
+from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
 from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
 
 
@@ -467,14 +456,14 @@ class RestartedPeerConversationTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.service = _Service()
+        self.service = MemoryTunnelingService()
 
     def destination(self) -> tuple[PeerTunnel, FakeLocalSide]:
         self.service.destination_out.clear()
         local = FakeLocalSide()
         destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(self.service.destination_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
             local,
             service_map={"ssh": "22"},
         )
@@ -486,7 +475,7 @@ class RestartedPeerConversationTests(SynchronousTestCase):
         self.service.source_out.clear()
         source = PeerTunnel(
             Mode.SOURCE,
-            _Pipe(self.service.source_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.source_out),  # type: ignore[arg-type]
             FakeLocalSide(),
             service_map={"ssh": "5555"},
             stream_id_start=start,
@@ -577,6 +566,6 @@ class RestartedPeerConversationTests(SynchronousTestCase):
 
 def _decoded(records: List[bytes]) -> List[tuple]:
     from aws_localproxy.protocol.wire import decode_all
-    from tests.protocol.test_tunnel import summary
+    from tests.fakes.peer import summary
 
     return [summary(message) for record in records for message in decode_all(record)]

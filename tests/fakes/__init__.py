@@ -1,0 +1,17 @@
+"""
+Test doubles shared by more than one test module, one module per thing they
+stand in for.  Each records what is done to it, so a test can check it; none
+opens a socket or runs a reactor.
+
+ - L{tests.fakes.peer}: the peer proxy as our tunnel's session sees it, and
+   the records it sends;
+ - L{tests.fakes.local}: the local side, a local connection, a socket's reading;
+ - L{tests.fakes.tunnel}: a real L{Tunnel} on those fakes, and the shortcuts
+   that script a conversation with it;
+ - L{tests.fakes.tunneling_service}: the tunneling service in memory, between
+   two real tunnels.
+
+A double that only one test module uses stays in that module; harness code
+(the machine, child processes, the end-to-end set-up, log capture) is in
+L{tests.support}.
+"""

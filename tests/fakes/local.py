@@ -1,0 +1,92 @@
+"""
+The local side as the protocol core sees it: L{FakeLocalSide} (a
+L{LocalSide}: the source's listeners, the destination's connector) and
+L{FakeLocalConnection} (a L{LocalConnection}: one local socket), both
+recording what the tunnel does to them; L{Reader}, the reading of one
+local socket as an outbound lane pauses and resumes it.
+"""
+
+from __future__ import annotations
+
+from typing import List, Mapping
+
+from aws_localproxy.protocol.interfaces import LocalConnection, TunnelConnection
+
+
+class FakeLocalConnection:
+    """A L{LocalConnection} that records what the tunnel wrote and whether it closed it."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.written: List[bytes] = []
+        self.close_calls = 0
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.written)
+
+    @property
+    def closed(self) -> bool:
+        return self.close_calls > 0
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+    reading_paused = False
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
+
+class FakeLocalSide:
+    """
+    A L{LocalSide}: records C{services_ready} calls and the destination's
+    connections (as (tunnel connection, local connection) pairs).
+    """
+
+    def __init__(self) -> None:
+        self.ready_calls: List[dict] = []
+        self.connections: List[tuple[TunnelConnection, FakeLocalConnection]] = []
+        self.fail_synchronously = False
+
+    def services_ready(self, endpoints: Mapping[str, str]) -> None:
+        self.ready_calls.append(dict(endpoints))
+
+    def connect(self, connection: TunnelConnection) -> LocalConnection:
+        local = FakeLocalConnection("%s/%d" % (connection.service_id, connection.connection_id))
+        self.connections.append((connection, local))
+        if self.fail_synchronously:
+            connection.connect_failed("refused")
+        return local
+
+    def connection(self, service_id: str, connection_id: int, index: int = -1):
+        """The latest (tunnel connection, local) pair for this service and id."""
+        matches = [
+            pair
+            for pair in self.connections
+            if pair[0].service_id == service_id and pair[0].connection_id == connection_id
+        ]
+        assert matches, "no connection %r/%d" % (service_id, connection_id)
+        return matches[index]
+
+
+class Reader:
+    """A L{ReadControl} (a local socket's reading): paused or not, and how often paused."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
