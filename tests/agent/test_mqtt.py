@@ -32,7 +32,7 @@ def publish_qos1(topic: str, payload: bytes, mid: int) -> bytes:
     return bytes([0x32, len(body)]) + body
 
 
-class FakeEndpoint:
+class StringTransportEndpoint:
     """Connects each protocol to a new StringTransport, or fails while C{refuse} is set."""
 
     def __init__(self) -> None:
@@ -58,7 +58,7 @@ class FakeEndpoint:
 class MqttClientTests(TestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.endpoint = FakeEndpoint()
+        self.endpoint = StringTransportEndpoint()
         self.messages: List[Tuple[str, bytes]] = []
         self.client = MqttClientService(
             self.clock,

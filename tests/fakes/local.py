@@ -90,3 +90,32 @@ class Reader:
 
     def resume_reading(self) -> None:
         self.paused = False
+
+
+class RecordingTunnelConnection:
+    """
+    A L{TunnelConnection} that records what the local side reports: the
+    bytes read, how many times the socket was lost and, for a destination,
+    why connecting failed (a source's connection never connects: a report
+    of a failed connect fails the test).
+    """
+
+    connection_id = 1
+
+    def __init__(self, service_id: str = "ssh", *, destination: bool = False) -> None:
+        self.service_id = service_id
+        self.data: List[bytes] = []
+        self.lost = 0
+        self.failed: List[str] = []
+        self._destination = destination
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def connection_lost(self) -> None:
+        self.lost += 1
+
+    def connect_failed(self, reason: str) -> None:
+        if not self._destination:
+            raise AssertionError("a source's connection does not connect: " + reason)
+        self.failed.append(reason)

@@ -15,7 +15,7 @@ from aws_localproxy.local.destination import DestinationSide
 from aws_localproxy.local.source import SourceSide
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
-from tests.support.helpers import RecordingTunnelConnection
+from tests.fakes.local import RecordingTunnelConnection
 
 
 class BadEndpointTests(SynchronousTestCase):

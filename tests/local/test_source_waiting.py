@@ -25,9 +25,11 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import LocalConnection, TunnelConnection, Wait
 from aws_localproxy.protocol.wire import MessageDecoder
+from tests.fakes.local import RecordingTunnelConnection
 from tests.fakes.peer import FakePeer, service_ids, summary
+from tests.fakes.transport import TCPLikeTransport
 from tests.fakes.tunnel import PeerTunnel
-from tests.support.helpers import RecordingTunnelConnection, TCPLikeTransport, wait_until
+from tests.support.helpers import wait_until
 from tests.support.logs import logs, texts
 
 NOT_YET = Wait("the tunnel is not ready (a test)")

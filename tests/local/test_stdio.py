@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from aws_localproxy.local.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
-from tests.support.helpers import RecordingTunnelConnection, sleep
+from tests.fakes.local import RecordingTunnelConnection
+from tests.support.helpers import sleep
 
 
 class ChooseTests(SynchronousTestCase):

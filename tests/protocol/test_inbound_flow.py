@@ -13,8 +13,10 @@ from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import DataFields
 from aws_localproxy.upstream.connector import RetryPolicy
+from tests.fakes.connector import scripted_connector
+from tests.fakes.endpoints import FakeEndpoint
 from tests.fakes.local import Reader
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.websocket import FakeProtocol, closed
 
 
 class Clock:

@@ -26,11 +26,13 @@ from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.tunnel_session import RESETS_REMEMBERED
 from aws_localproxy.protocol.wire import Message
 from aws_localproxy.upstream.connector import RetryPolicy
+from tests.fakes.connector import scripted_connector
+from tests.fakes.endpoints import FakeEndpoint
 from tests.fakes.local import FakeLocalConnection, FakeLocalSide
 from tests.fakes.peer import FakePeer, ctl, data, service_ids
 from tests.fakes.tunnel import SSH, TWO, PeerTunnel, make_tunnel, shown_v3, started
 from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.websocket import FakeProtocol, closed
 
 
 def paused_source(

@@ -23,10 +23,12 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.errors import RecoverableTunnelError
 from aws_localproxy.protocol.wire import Limits, Message, control_message
 from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
+from tests.fakes.connector import scripted_connector
+from tests.fakes.endpoints import FakeEndpoint
 from tests.fakes.local import FakeLocalConnection, FakeLocalSide
 from tests.fakes.peer import FakePeer, ctl, data, service_ids
 from tests.fakes.tunnel import TWO, PeerTunnel, started
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.websocket import FakeProtocol, closed
 from tests.support.logs import logs, texts
 
 

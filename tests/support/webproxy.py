@@ -26,7 +26,7 @@ from aws_localproxy.upstream.webproxy.errors import (
     ProxyTimeoutError,
     ProxyUnreachableError,
 )
-from tests.support.helpers import TCPLikeTransport
+from tests.fakes.transport import TCPLikeTransport
 
 #: The host every proxy endpoint test asks its proxy for (port 443).
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"

@@ -15,7 +15,9 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import Message, encode_message
 from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.connector import scripted_connector
+from tests.fakes.endpoints import FakeEndpoint
+from tests.fakes.websocket import FakeProtocol, closed
 
 
 class NullLocal:

@@ -34,7 +34,7 @@ from aws_localproxy.upstream.websocket import (
     TunnelClientProtocol,
     user_agent,
 )
-from tests.support.helpers import TCPLikeTransport
+from tests.fakes.transport import TCPLikeTransport
 
 ACCESS_TOKEN = "AQGAAXiv-access-token-for-the-tests"
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
