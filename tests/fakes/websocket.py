@@ -1,17 +1,19 @@
 """
-The WebSocket to the tunneling service, as the connector sees it:
-L{FakeProtocol} records what the connector asks of it, L{closed} says how a
-session ended.
+The boundary between the connector and the WebSocket to the tunneling
+service, from either side: L{FakeProtocol} is the WebSocket protocol as the
+connector sees it (it records what it is asked to do), L{RecordingEvents}
+the connector as the WebSocket protocol sees it (it records what it is
+told); L{closed} says how a session ended.
 """
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from twisted.internet.testing import StringTransport
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3
-from aws_localproxy.upstream.websocket import CloseOutcome
+from aws_localproxy.upstream.websocket import CloseOutcome, TunnelClientProtocol
 
 
 class FakeProtocol:
@@ -51,3 +53,24 @@ def closed(**kwargs: Any) -> CloseOutcome:
     values = dict(was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False)
     values.update(kwargs)
     return CloseOutcome(**values)
+
+
+class RecordingEvents:
+    """A L{SessionEvents} that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.opened: List[Tuple[TunnelClientProtocol, str]] = []
+        self.messages: List[bytes] = []
+        self.closed: List[CloseOutcome] = []
+
+    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
+        self.opened.append((protocol, subprotocol))
+
+    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
+        self.messages.append(payload)
+
+    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
+        self.closed.append(outcome)
+
+    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
+        return False  # no pacer here: every pong is the keep-alive's

@@ -9,17 +9,11 @@ every test points C{txaio.config.loop} at its own L{Clock}.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import struct
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
-import txaio
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.task import Clock
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
@@ -29,39 +23,12 @@ from aws_localproxy.protocol.constants import (
 )
 from aws_localproxy.upstream.websocket import (
     MAX_INCOMING_MESSAGE,
-    CloseOutcome,
-    TunnelClientFactory,
     TunnelClientProtocol,
     user_agent,
 )
-from tests.fakes.transport import TCPLikeTransport
+from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
 
-ACCESS_TOKEN = "AQGAAXiv-access-token-for-the-tests"
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
-WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class RecordingEvents:
-    """A L{SessionEvents} that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.opened: List[Tuple[TunnelClientProtocol, str]] = []
-        self.messages: List[bytes] = []
-        self.closed: List[CloseOutcome] = []
-
-    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
-        self.opened.append((protocol, subprotocol))
-
-    def session_message(self, protocol: TunnelClientProtocol, payload: bytes) -> None:
-        self.messages.append(payload)
-
-    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
-        self.closed.append(outcome)
-
-    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
-        return False  # no pacer here: every pong is the keep-alive's
-
-
 def server_frame(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final frame as the service sends it (payloads under 64 KiB)."""
     if len(payload) < 126:
@@ -69,88 +36,6 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBH", 0x80 | opcode, 126, len(payload))
     return header + payload
-
-
-def client_frames(data: bytes) -> List[Tuple[int, bytes]]:
-    """Split what the client wrote into (opcode, unmasked payload) pairs."""
-    frames = []
-    while data:
-        first, second = data[0], data[1]
-        assert second & 0x80, "client frames are masked"
-        length, offset = second & 0x7F, 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[2:10])
-            offset = 10
-        mask = data[offset : offset + 4]
-        body = data[offset + 4 : offset + 4 + length]
-        frames.append((first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(body))))
-        data = data[offset + 4 + length :]
-    return frames
-
-
-class WebSocketTestCase(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        config = txaio.config  # type: ignore[attr-defined]
-        previous = config.loop
-        config.loop = self.clock
-        self.addCleanup(setattr, config, "loop", previous)
-        self.events = RecordingEvents()
-
-    def connect(
-        self,
-        url: str = "wss://data.tunneling.iot.us-east-1.amazonaws.com/tunnel?local-proxy-mode=source",
-        client_token: Optional[str] = None,
-        subprotocol: str = SUBPROTOCOL_V3,
-    ) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
-        factory = TunnelClientFactory(
-            self.clock,
-            url=url,
-            display_url=url.split("?")[0],
-            events=self.events,
-            access_token=ACCESS_TOKEN,
-            client_token=client_token,
-            subprotocol=subprotocol,
-            ping_period=5.0,
-            pong_timeout=10.0,
-            open_handshake_timeout=30.0,
-        )
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 443))
-        assert isinstance(protocol, TunnelClientProtocol)
-        transport = TCPLikeTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def accept(self, protocol: TunnelClientProtocol, subprotocol: Optional[str]) -> bytes:
-        key = protocol.websocket_key
-        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
-        response = (
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            b"Upgrade: websocket\r\n"
-            b"Connection: upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
-        )
-        if subprotocol is not None:
-            response += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
-        return response + b"channel-id: 0a1b2c3d\r\n\r\n"
-
-    def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
-        protocol, transport = self.connect(**kwargs)
-        protocol.dataReceived(self.accept(protocol, SUBPROTOCOL_V3))
-        self.assertEqual(len(self.events.opened), 1)
-        transport.clear()
-        return protocol, transport
-
-    def lose(
-        self, protocol: TunnelClientProtocol, reason: Optional[Failure] = None
-    ) -> CloseOutcome:
-        """The TCP connection goes away; the one outcome reported for it."""
-        protocol.connectionLost(reason or Failure(ConnectionDone()))
-        self.assertEqual(len(self.events.closed), 1)
-        return self.events.closed[0]
 
 
 class UpgradeRequestTests(WebSocketTestCase):

@@ -30,7 +30,8 @@ from twisted.internet.address import IPv4Address
 from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, SUBPROTOCOLS
 from aws_localproxy.upstream.websocket import TunnelClientProtocol
 from tests.fakes.transport import TCPLikeTransport
-from tests.upstream.test_websocket import RecordingEvents, WebSocketTestCase, client_frames
+from tests.fakes.websocket import RecordingEvents
+from tests.support.websocket import WebSocketTestCase, client_frames
 
 #: A message on whose delivery the application drops the connection (both
 #: protocols), so that frames after it in the same read meet a closed session.
