@@ -17,7 +17,10 @@ opens a socket or runs a reactor.
  - L{tests.fakes.connector}: a real connector on those two;
  - L{tests.fakes.transport}: a string transport that behaves like TCP's;
  - L{tests.fakes.peer_link}: a proxy's WebSocket as our local tunnel
-   service's registry and relay see it.
+   service's registry and relay see it;
+ - L{tests.fakes.caller}: the protocol of whoever connects through an
+   endpoint under test (the web-proxy endpoints);
+ - L{tests.fakes.resolver}: a name resolver that records its lookups.
 
 A double that only one test module uses stays in that module; harness code
 (the machine, child processes, the end-to-end set-up, log capture) is in
