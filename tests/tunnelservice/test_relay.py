@@ -21,7 +21,9 @@ class RelayTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock, self.registry, self.relay = registry_and_relay(self)
 
-    def pair(self, client_token: str = CLIENT_TOKEN) -> Tuple[object, object, FakePeerLink, FakePeerLink]:
+    def pair(
+        self, client_token: str = CLIENT_TOKEN
+    ) -> Tuple[object, object, FakePeerLink, FakePeerLink]:
         tunnel = self.registry.open_tunnel(["ssh"])
         source_grant = self.registry.authorize(
             "source", [tunnel.slot(Mode.SOURCE).access_token], [client_token]

@@ -29,6 +29,8 @@ from aws_localproxy.upstream.websocket import (
 from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
 
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
+
+
 def server_frame(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final frame as the service sends it (payloads under 64 KiB)."""
     if len(payload) < 126:
