@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.upstream.webproxy.test_endpoint -*-
+# -*- test-case-name: tests.upstream.test_webproxy -*-
 """
 Reaching the tunnel service through a web proxy, as Twisted endpoints.
 
