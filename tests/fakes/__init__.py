@@ -5,6 +5,8 @@ opens a socket or runs a reactor.
 
  - L{tests.fakes.peer}: the peer proxy as our tunnel's session sees it, and
    the records it sends;
+ - L{tests.fakes.hostile_peer}: the malformed records a broken or hostile
+   peer sends, sorted by what the rules do with them;
  - L{tests.fakes.local}: the local side, a local connection, a socket's
    reading, and the tunnel's end of a connection as a local side sees it;
  - L{tests.fakes.tunnel}: a real L{Tunnel} on those fakes, and the shortcuts
