@@ -3,8 +3,9 @@ Hostile and malformed input from the peer: the proxy never dies of it.
 
 Every malformed record the protocol's rules name either ends the session
 with a clear error (the connector closes the WebSocket, resets every local
-connection and reconnects under the retry rules) or is ignored where the
-rules say it is safe to ignore; in both cases no byte ever reaches a local
+connection and reconnects under the retry rules: its part is
+L{tests.upstream.test_connector.ConnectorRecoveryTests}) or is ignored where
+the rules say it is safe to ignore; in both cases no byte ever reaches a local
 connection it was not sent to.  The destination's
 C{tcp.max_active_connections} is checked exactly at the limit, with one
 reset per refused connection.
@@ -12,18 +13,12 @@ reset per refused connection.
 
 from __future__ import annotations
 
-from typing import List
-
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.errors import RecoverableTunnelError
 from aws_localproxy.protocol.wire import Limits, Message
-from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
-from tests.fakes.connector import scripted_connector
-from tests.fakes.endpoints import FakeEndpoint
 from tests.fakes.hostile_peer import (
     DATA_WITH_EXTRA_FIELD,
     ENDS_SESSION,
@@ -35,7 +30,6 @@ from tests.fakes.hostile_peer import (
 from tests.fakes.local import FakeLocalConnection, FakeLocalSide
 from tests.fakes.peer import FakePeer, ctl, data, service_ids
 from tests.fakes.tunnel import TWO, PeerTunnel, started
-from tests.fakes.websocket import FakeProtocol, closed
 from tests.support.logs import logs, texts
 
 
@@ -329,115 +323,6 @@ class DestinationMaxActiveTests(SynchronousTestCase):
         )
         self.assertEqual(len(local.connections), 4)
         self.assertEqual(peer.take(), [])
-
-
-class ConnectorRecoveryTests(SynchronousTestCase):
-    """A malformed record, through the connector: error line, locals reset, reconnect."""
-
-    def make(self, *, reconnect: bool = True, retry_count: int = 2):
-        self.clock = MemoryReactorClock()
-        self.endpoint = FakeEndpoint()
-        self.local = FakeLocalSide()
-        self.peer = FakePeer()
-        self.tunnel = PeerTunnel(Mode.DESTINATION, self.peer, self.local, service_map=TWO)
-        connector = scripted_connector(
-            self.clock,
-            self.endpoint,
-            self.tunnel,
-            RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
-            pacing=False,
-        )
-        self.codes: List[int] = []
-        connector.finished.addCallback(self.codes.append)
-        return connector
-
-    def open_session(self, connector: TunnelConnector, protocol: FakeProtocol) -> None:
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        connector.session_message(
-            protocol,  # type: ignore[arg-type]
-            service_ids("ssh", "web")
-            + ctl(Message.STREAM_START, "ssh", 1, 1)
-            + data("ssh", 1, 1, b"hello"),
-        )
-
-    def run_one(self, record: bytes, *, reconnect: bool = True) -> tuple:
-        first, second = FakeProtocol(), FakeProtocol()
-        connector = self.make(reconnect=reconnect)
-        self.endpoint.results = [first, second]
-        connector.start()
-        self.open_session(connector, first)
-        local = self.local.connection("ssh", 1)[1]
-        with logs() as captured:
-            connector.session_message(first, record)  # type: ignore[arg-type]
-            # Anything the dying session still receives is not processed.
-            connector.session_message(first, data("ssh", 1, 1, b"late"))  # type: ignore[arg-type]
-            connector.session_closed(first, closed())  # type: ignore[arg-type]
-        return connector, first, second, local, captured
-
-    def test_each_malformed_reconnects(self) -> None:
-        for name, record, error_text in ENDS_SESSION:
-            connector, first, second, local, captured = self.run_one(record)
-            self.assertEqual(first.dropped, [True], name)
-            self.assertEqual(local.data, b"hello", name)
-            self.assertEqual(local.close_calls, 1, name)
-            errors = texts(captured, LogLevel.error)
-            self.assertTrue(any(e.startswith(error_text) for e in errors), (name, errors))
-            self.assertIn("Error from io_ctx::run(): " + errors[0], errors)
-            # Reconnects at once with a fresh session.
-            self.assertEqual(self.endpoint.attempts, 2, name)
-            self.assertEqual(self.codes, [], name)
-            self.open_session(connector, second)
-            self.assertEqual(self.local.connection("ssh", 1)[1].data, b"hello", name)
-            self.assertEqual(connector.sessions, 2)
-
-    def test_without_reconnect_exits_one(self) -> None:
-        """websocket.reconnect_on_data_error false: the error line is critical, exit 1."""
-        connector, first, second, local, captured = self.run_one(
-            ctl(42, "ssh", 1, 1), reconnect=False
-        )
-        self.assertEqual(self.codes, [1])
-        self.assertEqual(self.endpoint.attempts, 1)
-        self.assertEqual(local.close_calls, 1)
-        self.assertTrue(
-            any("Unrecognized message type" in t for t in texts(captured, LogLevel.critical))
-        )
-
-    def test_reconnect_follows_retry_rules(self) -> None:
-        """If the service is then unreachable, the reconnect is retried every retry_delay, N times."""
-        first = FakeProtocol()
-        connector = self.make(retry_count=2)
-        self.endpoint.results = [first]
-        connector.start()
-        self.open_session(connector, first)
-        connector.session_message(first, b"\x00\x03\xff\xff\xff")  # type: ignore[arg-type]
-        connector.session_closed(first, closed())  # type: ignore[arg-type]
-        self.assertEqual(self.endpoint.attempts, 2)  # at once, refused
-        self.clock.advance(2.4)
-        self.assertEqual(self.endpoint.attempts, 2)
-        self.clock.advance(0.1)
-        self.assertEqual(self.endpoint.attempts, 3)
-        self.assertEqual(self.codes, [])
-        self.clock.advance(2.5)
-        # The reconnect after the error and two retries, then exit 1.
-        self.assertEqual(self.endpoint.attempts, 4)
-        self.assertEqual(self.codes, [1])
-        self.clock.advance(10)
-        self.assertEqual(self.endpoint.attempts, 4)
-
-    def test_repeated_bad_sessions_keep_reconnecting(self) -> None:
-        """A peer that breaks every session cannot stop the proxy: each session reconnects."""
-        protocols = [FakeProtocol() for _ in range(20)]
-        connector = self.make(retry_count=0)
-        self.endpoint.results = list(protocols)
-        connector.start()
-        for protocol in protocols[:-1]:
-            self.open_session(connector, protocol)
-            connector.session_message(protocol, ctl(42, "ssh", 1, 1))  # type: ignore[arg-type]
-            connector.session_closed(protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(self.codes, [])
-        self.assertEqual(self.endpoint.attempts, 20)
-        self.assertEqual(len(self.local.connections), 19)
-        self.assertTrue(all(local.close_calls == 1 for _, local in self.local.connections))
 
 
 class FallbackWithSeveralConnectionsTests(SynchronousTestCase):
