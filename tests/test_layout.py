@@ -11,7 +11,10 @@ The tests mirror the package, and no test module leans on another.
  - No module under C{tests/} imports a test module (C{test_*}): what several
    test modules share lives in L{tests.fakes} (test doubles) or
    L{tests.support} (harness).  A test module that is also a library of
-   fakes runs its tests twice over and cannot be moved or split alone.
+   fakes cannot be moved or split alone, and its name no longer says what
+   it holds.
+ - Every C{test-case-name} header in the package names test modules that
+   exist (trial's C{--testmodule} and editors run the tests a header names).
 
 Each rule is checked on the real tree, and on a small tree made to break it,
 so that the check itself is shown to fail when it should.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from typing import Dict, Iterator, List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -131,6 +135,26 @@ def misnamed_test_modules(
     return sorted(found)
 
 
+_HEADER = re.compile(r"-\*- test-case-name: (?P<names>\S+) -\*-")
+
+
+def stale_test_case_names(root: str) -> List[str]:
+    """
+    The C{test-case-name} headers of C{root}/aws_localproxy that name a test
+    module C{root}/tests does not have, as "file: module".
+    """
+    found = []
+    for path in _python_files(os.path.join(root, "aws_localproxy")):
+        with open(path, encoding="utf-8") as f:
+            head = f.readline() + f.readline()
+        match = _HEADER.search(head)
+        for name in match["names"].split(",") if match else ():
+            target = os.path.join(root, *name.split(".")) + ".py"
+            if not name.startswith("tests.") or not os.path.isfile(target):
+                found.append(f"{os.path.relpath(path, root)}: {name}")
+    return sorted(found)
+
+
 class RealTreeTests(SynchronousTestCase):
     """The checks on this checkout."""
 
@@ -141,6 +165,10 @@ class RealTreeTests(SynchronousTestCase):
     def test_test_modules_named_for_their_module(self) -> None:
         """Each unit-test module under a layer is test_<module>[_<aspect>].py of that layer."""
         self.assertEqual(misnamed_test_modules(_TESTS, _PACKAGE), [])
+
+    def test_test_case_names_exist(self) -> None:
+        """Each module's test-case-name header names test modules that exist."""
+        self.assertEqual(stale_test_case_names(os.path.dirname(_TESTS)), [])
 
     def test_exceptions_still_exist(self) -> None:
         """An exception for a module that is gone or renamed is stale and must go."""
@@ -233,4 +261,25 @@ class CheckFailsTests(SynchronousTestCase):
                 },
             ),
             [],
+        )
+
+    def test_stale_test_case_name_found(self) -> None:
+        root = self.tree(
+            {
+                "aws_localproxy/__init__.py": "",
+                "aws_localproxy/local/__init__.py": "",
+                "aws_localproxy/local/source.py": (
+                    "# -*- test-case-name: tests.local.test_source,tests.local.test_sides -*-\n"
+                ),
+                "aws_localproxy/local/stdio.py": "# -*- test-case-name: tests.local.test_stdio -*-\n",
+                "aws_localproxy/local/other.py": '"""No header."""\n',
+                "tests/local/test_source.py": "",
+            }
+        )
+        self.assertEqual(
+            stale_test_case_names(root),
+            [
+                os.path.join("aws_localproxy", "local", "source.py") + ": tests.local.test_sides",
+                os.path.join("aws_localproxy", "local", "stdio.py") + ": tests.local.test_stdio",
+            ],
         )

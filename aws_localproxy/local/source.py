@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.local.test_sides -*-
+# -*- test-case-name: tests.local.test_source,tests.local.test_source_waiting -*-
 """
 The source's local side: one listener per service ID.
 
