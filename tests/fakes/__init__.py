@@ -24,7 +24,9 @@ opens a socket or runs a reactor.
    endpoint under test (the web-proxy endpoints);
  - L{tests.fakes.resolver}: a name resolver that records its lookups.
 
-A double that only one test module uses stays in that module; harness code
+A double that only one test module uses stays in that module (the
+connector's doubles are here for all of its test modules,
+C{tests/upstream/test_connector*.py}); harness code
 (the machine, child processes, the end-to-end set-up, log capture) is in
 L{tests.support}.
 """
