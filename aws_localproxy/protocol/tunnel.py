@@ -206,6 +206,19 @@ class Tunnel:
         return self._session.endpoints if self._session is not None else MappingProxyType({})
 
     @property
+    def active_connections(self) -> Mapping[str, int]:
+        """
+        Service ID -> connections open now, in the current session (empty
+        between sessions): the session's figure the metrics read.
+        """
+        session = self._session
+        if session is None:
+            return {}
+        return {
+            service_id: len(service.connections) for service_id, service in session.services.items()
+        }
+
+    @property
     def peer_version(self) -> PeerVersion:
         """The message format in use towards the peer; may fall back to V2 in a session."""
         if self._session is not None:

@@ -589,6 +589,22 @@ class ServiceCounterTests(SynchronousTestCase):
         tunnel.data_received(service_ids("ssh"))
         self.assertIs(tunnel.counters_for("ssh"), counters)
 
+    def test_active_connections(self) -> None:
+        """The connections open now, per service ID of the session; none between sessions."""
+        tunnel, _, _ = make_tunnel(Mode.SOURCE, {"ssh": "0", "rdp": "0"})
+        self.assertEqual(tunnel.active_connections, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids("ssh", "rdp"))
+        shown_v3(tunnel)
+        first = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(tunnel.active_connections, {"ssh": 2, "rdp": 0})
+        assert first is not None
+        first.connection_lost()
+        self.assertEqual(tunnel.active_connections, {"ssh": 1, "rdp": 0})
+        tunnel.session_ended()
+        self.assertEqual(tunnel.active_connections, {})
+
     def test_refusals(self) -> None:
         """A refusal for a known service counts once: not ready, or over the limit."""
         tunnel, _, _ = started(Mode.SOURCE, SSH, max_active_connections=1)
