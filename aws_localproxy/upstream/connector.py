@@ -266,6 +266,15 @@ class TunnelConnector:
         scheduler = self._scheduler
         return self._bytes_sent_before + (scheduler.bytes_sent if scheduler else 0)
 
+    @property
+    def last_ping_rtt(self) -> Optional[float]:
+        """
+        Seconds from the current session's latest answered pacing ping to its
+        pong, for metrics (C{None} between sessions and before the first pong).
+        """
+        scheduler = self._scheduler
+        return scheduler.last_rtt if scheduler is not None else None
+
     def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
         self._failures = 0
         self.sessions += 1

@@ -215,6 +215,28 @@ class ConnectorTests(SynchronousTestCase):
         connector.session_closed(protocol, closed(was_clean=True, code=1000))  # type: ignore[arg-type]
         self.assertEqual(self.codes, [0])
 
+    def test_last_ping_rtt(self) -> None:
+        """The current session's latest ping round trip; none between sessions."""
+        protocol = FakeProtocol()
+        pings: list = []
+        protocol.send_ping = pings.append  # type: ignore[method-assign]
+        connector = self.make()
+        self.endpoint.results = [protocol]
+        connector.start()
+        self.assertIsNone(connector.last_ping_rtt)
+        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        self.assertIsNone(connector.last_ping_rtt)
+        scheduler = connector.scheduler
+        assert scheduler is not None
+        while not pings:  # a ping follows every window's quarter sent
+            scheduler.control(b"x" * 4096)
+        (ping,) = pings
+        self.clock.advance(0.25)
+        self.assertTrue(connector.session_pong(protocol, ping))  # type: ignore[arg-type]
+        self.assertEqual(connector.last_ping_rtt, 0.25)
+        connector.session_closed(protocol, closed())  # type: ignore[arg-type]
+        self.assertIsNone(connector.last_ping_rtt)
+
     def test_stop_while_waiting_to_retry(self) -> None:
         connector = self.make()
         connector.start()
