@@ -269,7 +269,7 @@ class LocalProxyService(Service):
 
     def metrics(self) -> TunnelMetrics:
         """What the proxy carried so far and its state now (a frozen snapshot)."""
-        return snapshot(self)
+        return snapshot(self.config.mode, self.tunnel, self._connector, self.inbound)
 
     @property
     def metrics_registry(self) -> Any:
