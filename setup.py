@@ -126,12 +126,16 @@ setup(
             "boto3>=1.34",
             "awscli>=1.32",
             "grpcio-tools==1.85.1",
+            # tests/test_layers.py runs the import contracts (.importlinter).
+            "import-linter>=2.17,<3",
         ],
         # localtunnel --credentials: botocore's SigV4 signer checks the
         # management API's signatures. An extra, not a requirement: local
         # proxies on devices do not need botocore (over 30 MB installed).
         "tunnelservice": ["botocore>=1.34"],
-        "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0"],
+        # import-linter: the layers and import contracts of .importlinter
+        # (2.17: acyclic_siblings contracts, self-pairs skipped in forbidden ones).
+        "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "import-linter>=2.17,<3"],
         # tox -e apidocs: the API reference from the docstrings.
         "docs": ["pydoctor>=24.3"],
     },
