@@ -164,12 +164,19 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
+        # The tunnel and its local side need each other: the side is built
+        # first, with entry points that reach the tunnel built just after it.
+        # Nothing calls them before: a side listens (or opens stdio) only once
+        # the tunnel has its service IDs.
         if config.stdio:
             self._stdio = StdioSide(
                 self._reactor,
                 self.inbound,
                 service_id=config.stdio_service_id,
-                session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
+                accept=lambda service_id, local: tunnel.local_connection_accepted(
+                    service_id, local
+                ),
+                session_ready=lambda: tunnel.ready,
                 on_end=self._stdio_ended,
                 sockets=settings.local_sockets,
             )
@@ -179,6 +186,10 @@ class LocalProxyService(Service):
                 self._reactor,
                 self.inbound,
                 config.listen_address,
+                accept=lambda service_id, local: tunnel.local_connection_offered(service_id, local),
+                given_up=lambda service_id, wait: tunnel.local_connection_given_up(
+                    service_id, wait
+                ),
                 on_fatal=self._fatal,
                 server_endpoints=self._source_endpoints,
                 sockets=settings.local_sockets,
@@ -198,7 +209,7 @@ class LocalProxyService(Service):
                 sockets=settings.local_sockets,
             )
             local = self._destination
-        self.tunnel = Tunnel(
+        tunnel = self.tunnel = Tunnel(
             config.mode,
             local,
             service_map=self._service_map(),
@@ -208,11 +219,7 @@ class LocalProxyService(Service):
             max_active_connections=settings.tcp_max_active_connections,
         )
         if self._source is not None:
-            self._source.accept = self.tunnel.local_connection_offered
-            self._source.give_up = self.tunnel.local_connection_given_up
-            self.tunnel.waiting_may_start = self._source.offer_waiting
-        if self._stdio is not None:
-            self._stdio.accept = self.tunnel.local_connection_accepted
+            tunnel.waiting_may_start = self._source.offer_waiting
         try:
             endpoint = websocket_endpoint(self._reactor, config)
         except Exception as error:

@@ -3,7 +3,10 @@ The local side as the protocol core sees it: L{FakeLocalSide} (a
 L{LocalSide}: the source's listeners, the destination's connector) and
 L{FakeLocalConnection} (a L{LocalConnection}: one local socket), both
 recording what the tunnel does to them; L{Reader}, the reading of one
-local socket as an outbound lane pauses and resumes it.
+local socket as an outbound lane pauses and resumes it;
+L{RecordingTunnelConnection}, the tunnel's end of a connection as a local
+side sees it; L{refuse_every_connection} and L{ignore_given_up}, the
+tunnel's entry points of a local side whose test never reaches the tunnel.
 """
 
 from __future__ import annotations
@@ -119,3 +122,15 @@ class RecordingTunnelConnection:
         if not self._destination:
             raise AssertionError("a source's connection does not connect: " + reason)
         self.failed.append(reason)
+
+
+def refuse_every_connection(service_id: str, local: object) -> None:
+    """
+    The C{accept} of a local side whose test never reaches the tunnel: the
+    tunnel's answer C{None} refuses the connection.
+    """
+    return None
+
+
+def ignore_given_up(service_id: str, wait: object) -> None:
+    """The C{given_up} of a source side whose test does not look at refusals."""

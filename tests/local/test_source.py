@@ -4,7 +4,7 @@ L{aws_localproxy.local.source}: the source's listeners, on a MemoryReactorClock.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -14,13 +14,19 @@ from aws_localproxy.config.settings import LocalSockets
 from aws_localproxy.local.source import SourceSide
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
+from tests.fakes.local import ignore_given_up, refuse_every_connection
+
+#: A source side's tunnel and fatal errors, for tests that reach neither.
+UNWIRED: Dict[str, Any] = dict(
+    accept=refuse_every_connection, given_up=ignore_given_up, on_fatal=lambda error: None
+)
 
 
 class BadEndpointTests(SynchronousTestCase):
     """The endpoint grammar's errors reach the tunnel as fatal errors, word for word."""
 
     def test_source_listen_port(self) -> None:
-        side = SourceSide(MemoryReactorClock(), InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
+        side = SourceSide(MemoryReactorClock(), InboundFlow(), "127.0.0.1", **UNWIRED)
         for bad, message in (
             ("ssh", "Invalid listen port in port mapping: ssh"),
             ("70000", "Invalid listen port in port mapping: 70000"),
@@ -50,6 +56,8 @@ class SourceSideTests(SynchronousTestCase):
             reactor,
             InboundFlow(),
             "127.0.0.1",
+            accept=refuse_every_connection,
+            given_up=ignore_given_up,
             sockets=LocalSockets(retry_count=retries, retry_delay=1.0),
             on_fatal=self.fatal.append,
         )
@@ -80,7 +88,7 @@ class SourceSideTests(SynchronousTestCase):
             reactor,
             InboundFlow(),
             "127.0.0.1",
-            on_fatal=lambda e: None,
+            **UNWIRED,
             server_endpoints={"ssh": UNIXServerEndpoint(reactor, "/tmp/given.sock")},
         )
         side.services_ready({"ssh": "5555"})
@@ -130,7 +138,7 @@ class SourceStopTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred
 
         reactor = MemoryReactorClock()
-        side = SourceSide(reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
+        side = SourceSide(reactor, InboundFlow(), "127.0.0.1", **UNWIRED)
         side.services_ready({"ssh": "5555"})
         listening = side._ports["ssh"]
         stopped: Deferred[None] = Deferred()
