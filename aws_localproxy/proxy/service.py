@@ -38,10 +38,11 @@ from aws_localproxy.config.client_token import (
     load_or_create_client_token,
 )
 from aws_localproxy.config.proxy_config import ProxyConfig
-from aws_localproxy.local.destination import DEFAULT_DESTINATION_HOST, DestinationSide
+from aws_localproxy.local.build import LocalSides, build_local_side
+from aws_localproxy.local.destination import DestinationSide
 from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.local.source import SourceSide
-from aws_localproxy.local.stdio import StdioEnd, StdioSide
+from aws_localproxy.local.stdio import StdioEnd
 from aws_localproxy.metrics.snapshot import TunnelMetrics, snapshot
 from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.protocol.errors import FatalTunnelError
@@ -117,9 +118,7 @@ class LocalProxyService(Service):
         self._connected = Outcome[ConnectedTunnel]()
         self._finished_with = Outcome[int]()
         self._connector: Optional[TunnelConnector] = None
-        self._source: Optional[SourceSide] = None
-        self._destination: Optional[DestinationSide] = None
-        self._stdio: Optional[StdioSide] = None
+        self._local: Optional[LocalSides] = None
         self.tunnel: Optional[Tunnel] = None
         self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
@@ -164,51 +163,17 @@ class LocalProxyService(Service):
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
-        # The tunnel and its local side need each other: the side is built
-        # first, with entry points that reach the tunnel built just after it.
-        # Nothing calls them before: a side listens (or opens stdio) only once
-        # the tunnel has its service IDs.
-        if config.stdio:
-            self._stdio = StdioSide(
-                self._reactor,
-                self.inbound,
-                service_id=config.stdio_service_id,
-                accept=lambda service_id, local: tunnel.local_connection_accepted(
-                    service_id, local
-                ),
-                session_ready=lambda: tunnel.ready,
-                on_end=self._stdio_ended,
-                sockets=settings.local_sockets,
-            )
-            local: Any = self._stdio
-        elif config.mode is Mode.SOURCE:
-            self._source = SourceSide(
-                self._reactor,
-                self.inbound,
-                config.listen_address,
-                accept=lambda service_id, local: tunnel.local_connection_offered(service_id, local),
-                given_up=lambda service_id, wait: tunnel.local_connection_given_up(
-                    service_id, wait
-                ),
-                on_fatal=self._fatal,
-                server_endpoints=self._source_endpoints,
-                sockets=settings.local_sockets,
-                # A connection waits for a reconnect at least as long as one
-                # connect attempt may take, plus the delay before the next.
-                hold_timeout=(settings.ws_open_handshake_timeout_ms + settings.ws_retry_delay_ms)
-                / 1000,
-            )
-            local = self._source
-        else:
-            self._destination = DestinationSide(
-                self._reactor,
-                self.inbound,
-                default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
-                pending_limit=settings.tcp_write_buffer_size,
-                client_endpoints=self._destination_endpoints,
-                sockets=settings.local_sockets,
-            )
-            local = self._destination
+        # The side's entry points reach the tunnel built just after it.
+        local = self._local = build_local_side(
+            self._reactor,
+            config,
+            self.inbound,
+            lambda: tunnel,
+            on_fatal=self._fatal,
+            on_stdio_end=self._stdio_ended,
+            source_endpoints=self._source_endpoints,
+            destination_endpoints=self._destination_endpoints,
+        )
         tunnel = self.tunnel = Tunnel(
             config.mode,
             local,
@@ -218,8 +183,8 @@ class LocalProxyService(Service):
             limits=settings.limits,
             max_active_connections=settings.tcp_max_active_connections,
         )
-        if self._source is not None:
-            tunnel.waiting_may_start = self._source.offer_waiting
+        if isinstance(local, SourceSide):
+            tunnel.waiting_may_start = local.offer_waiting
         try:
             endpoint = websocket_endpoint(self._reactor, config)
         except Exception as error:
@@ -257,12 +222,8 @@ class LocalProxyService(Service):
             # its side even through a service that does not reset streams; the
             # session's end (when the WebSocket closes) ends the tunnel's.
             waits.append(self._connector.stop(STOP_FLUSH_TIMEOUT))
-        if self._source is not None:
-            waits.append(self._source.stop())
-        if self._destination is not None:
-            self._destination.stop()
-        if self._stdio is not None:
-            self._stdio.stop()
+        if self._local is not None:
+            waits.append(maybeDeferred(self._local.stop))
         if self._metrics_port is not None:
             waits.append(maybeDeferred(self._metrics_port.stopListening))
             self._metrics_port = None
@@ -337,6 +298,11 @@ class LocalProxyService(Service):
     def bound_ports(self) -> Mapping[str, int]:
         """Service ID -> port of every listener open now (source only)."""
         return self._source.bound_ports() if self._source is not None else {}
+
+    @property
+    def _source(self) -> Optional[SourceSide]:
+        """The local side, if it is a source's listeners."""
+        return self._local if isinstance(self._local, SourceSide) else None
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -469,10 +435,9 @@ class LocalProxyService(Service):
         if not isinstance(code, int):
             self.log.failure("The local proxy failed", code)
             code = EXIT_FAILURE
-        if self._source is not None:
-            self._source.stop()
-        if self._stdio is not None:
-            self._stdio.stop()
+        if self._local is not None and not isinstance(self._local, DestinationSide):
+            # (A destination's connects still under way end with the session.)
+            self._local.stop()
         self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
         self._finished_with.succeed(code)
         return None
