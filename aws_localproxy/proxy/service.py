@@ -32,11 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aws_localproxy.config.client_token import (
-    ClientTokenFileError,
-    generate_client_token,
-    load_or_create_client_token,
-)
+from aws_localproxy.config.client_token import ClientTokenFileError, client_token_for
 from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.local.build import LocalSides, build_local_side
 from aws_localproxy.local.destination import DestinationSide
@@ -158,7 +154,9 @@ class LocalProxyService(Service):
                 "Python and throughput will be about 100 times lower"
             )
         try:
-            self.client_token = self._resolve_client_token()
+            self.client_token = client_token_for(
+                config.client_token, config.client_token_file, self._on_secret
+            )
         except ClientTokenFileError as error:
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
@@ -305,26 +303,6 @@ class LocalProxyService(Service):
         return self._local if isinstance(self._local, SourceSide) else None
 
     # -- wiring -------------------------------------------------------------------------
-
-    def _resolve_client_token(self) -> str:
-        """
-        The client token of every connect: the configured one, else the one
-        kept in C{client_token_file} (created there now if needed), else a new
-        one for the life of this service.  The AWS tunneling service makes an
-        access token single-use unless its first connection carried a client
-        token, so without one the first reconnect would be refused.
-        """
-        config = self.config
-        if config.client_token:
-            return config.client_token
-        if config.client_token_file is not None:
-            token = load_or_create_client_token(config.client_token_file)
-        else:
-            token = generate_client_token()
-            self.log.debug("Generated a client token for this proxy's reconnects")
-        if self._on_secret is not None:
-            self._on_secret(token)
-        return token
 
     def _service_map(self) -> Mapping[str, str]:
         """The configured mapping plus the service IDs the application serves itself."""
