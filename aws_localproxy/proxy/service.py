@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.e2e.test_proxy -*-
 # mypy: disallow-untyped-calls=False
-# (this module subclasses Twisted's Service, whose methods have no annotations)
+# (this module subclasses Twisted's MultiService, whose methods have no annotations)
 """
 L{LocalProxyService}: one local proxy as a Twisted C{IService}.
 
@@ -17,20 +17,18 @@ together and owns nothing else::
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional
 
 from autobahn.websocket import USES_NVX
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IAddress,
-    IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from aws_localproxy.config.client_token import ClientTokenFileError, client_token_for
 from aws_localproxy.config.proxy_config import ProxyConfig
@@ -49,6 +47,9 @@ from aws_localproxy.upstream.connector import EXIT_FAILURE, RetryPolicy, TunnelC
 from aws_localproxy.upstream.link import display_url, tunnel_client_factory, websocket_endpoint
 from aws_localproxy.upstream.websocket import CloseOutcome
 
+if TYPE_CHECKING:
+    from aws_localproxy.metrics.prometheus import MetricsPageService
+
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
@@ -61,7 +62,7 @@ STDIO_FLUSH_TIMEOUT = 10.0
 STOP_FLUSH_TIMEOUT = 3.0
 
 
-class LocalProxyService(Service):
+class LocalProxyService(MultiService):
     """
     A source or destination local proxy, embeddable in any Twisted application.
 
@@ -74,6 +75,9 @@ class LocalProxyService(Service):
     endpoint (C{destination_endpoints}), or make a source's service ID accept
     on any server endpoint (C{source_endpoints}); those service IDs need no
     entry in C{config.service_map}.
+
+    With C{config.metrics_port}, the metrics page is a child service (named
+    C{"metrics"}), started once the proxy is connecting and stopped with it.
     """
 
     log = Logger()
@@ -105,6 +109,7 @@ class LocalProxyService(Service):
         @param on_closed: called with a L{ClosedTunnel} each time an open
             session ends.
         """
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -138,13 +143,25 @@ class LocalProxyService(Service):
         #: The client token sent on every connect (set by L{startService}).
         self.client_token: Optional[str] = None
         self._metrics_registry: Optional[Any] = None
-        self._metrics_port: Optional[IListeningPort] = None
-        self._metrics_listening = Outcome[IAddress]()
+        self._metrics_page: Optional[MetricsPageService] = None
+        if config.metrics_port is not None:
+            from aws_localproxy.metrics.prometheus import MetricsPageService
+
+            self._metrics_page = MetricsPageService(
+                reactor,
+                self.metrics_registry,
+                config.metrics_port,
+                config.metrics_address,
+                on_failure=self._fatal,
+            )
+            self._metrics_page.setServiceParent(self)
 
     # -- IService -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        # Service's, not MultiService's: the children (the metrics page)
+        # start at the end, once the proxy is wired and connecting.
+        Service.startService(self)
         config = self.config
         settings = config.settings
         self.log.info("Starting proxy in {mode} mode", mode=config.mode.value)
@@ -209,12 +226,12 @@ class LocalProxyService(Service):
         )
         self._connector.finished.addBoth(self._finished)
         self._connector.start()
-        if config.metrics_port is not None:
-            self._serve_metrics(config.metrics_port, config.metrics_address)
+        for child in self:
+            child.startService()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        waits: List[Deferred[Any]] = []
+        # MultiService's: not running any more, the children stopped.
+        waits: List[Deferred[Any]] = [super().stopService()]
         if self._connector is not None:
             # An open session resets every connection first, so the peer closes
             # its side even through a service that does not reset streams; the
@@ -222,9 +239,6 @@ class LocalProxyService(Service):
             waits.append(self._connector.stop(STOP_FLUSH_TIMEOUT))
         if self._local is not None:
             waits.append(maybeDeferred(self._local.stop))
-        if self._metrics_port is not None:
-            waits.append(maybeDeferred(self._metrics_port.stopListening))
-            self._metrics_port = None
         if self.tunnel is not None and (self._connector is None or not self._connector.session_up):
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
@@ -252,8 +266,13 @@ class LocalProxyService(Service):
 
     @property
     def metrics_address(self) -> Deferred[IAddress]:
-        """The address the metrics listener is bound to (fires once it listens)."""
-        return self._metrics_listening.wait()
+        """
+        The address the metrics listener is bound to (fires once it listens;
+        never without C{config.metrics_port}).
+        """
+        if self._metrics_page is None:
+            return Deferred()
+        return self._metrics_page.address
 
     @property
     def connected(self) -> Deferred[ConnectedTunnel]:
@@ -344,35 +363,6 @@ class LocalProxyService(Service):
             session=connector.sessions if connector is not None else 0,
         )
         self._on_closed(closed)
-
-    def _serve_metrics(self, port: int, address: str) -> None:
-        def listening(listening_port: IListeningPort) -> None:
-            if not self.running:
-                listening_port.stopListening()
-                return
-            self._metrics_port = listening_port
-            bound = listening_port.getHost()
-            host = getattr(bound, "host", address)
-            shown = f"[{host}]" if ":" in host else host
-            self.log.info(
-                "Serving metrics on http://{address}:{port}/metrics",
-                address=shown,
-                port=getattr(bound, "port", port),
-            )
-            self._metrics_listening.succeed(bound)
-
-        def failed(failure: Failure) -> None:
-            message = f"Cannot serve metrics on {address}:{port}: {failure.getErrorMessage()}"
-            self._metrics_listening.fail(failure)
-            self._fatal(FatalTunnelError(message))
-
-        try:
-            from aws_localproxy.metrics.prometheus import listen_metrics
-
-            d = listen_metrics(self._reactor, self.metrics_registry, port, address)
-        except OSError as error:
-            d = fail(error)
-        d.addCallbacks(listening, failed)
 
     def _stdio_ended(self, end: StdioEnd) -> None:
         # Not from inside the tunnel's own call that closed the connection.
