@@ -39,9 +39,9 @@ from aws_localproxy.local.source import SourceSide
 from aws_localproxy.local.stdio import StdioEnd
 from aws_localproxy.metrics.snapshot import TunnelMetrics, snapshot
 from aws_localproxy.protocol.constants import Mode
-from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.tunnel import Tunnel
+from aws_localproxy.proxy.stdio_exit import end_after_stdio
 from aws_localproxy.proxy.tunnel_events import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.upstream.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.upstream.link import display_url, tunnel_client_factory, websocket_endpoint
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
-#: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
-#: WebSocket before it closes it anyway.
-STDIO_FLUSH_TIMEOUT = 10.0
 #: Seconds a stopping proxy waits for the resets of its open connections (and
 #: the bytes queued before them) to be written to the WebSocket before it
 #: closes it anyway; Autobahn's close handshake (2 s) comes on top, so a stop
@@ -369,31 +366,8 @@ class LocalProxyService(MultiService):
         self._reactor.callLater(0, self._finish_stdio, end)
 
     def _finish_stdio(self, end: StdioEnd) -> None:
-        connector = self._connector
-        if connector is None:
-            return
-        if end.refused:
-            connector.fail(FatalTunnelError("The tunnel refused the --stdio connection"))
-        elif end.session_lost:
-            connector.fail(
-                FatalTunnelError("The tunnel's session ended while the --stdio connection was open")
-            )
-        else:
-            self.log.info("The --stdio connection ended: stopping")
-            self._stop_when_sent(self._reactor.seconds() + STDIO_FLUSH_TIMEOUT)
-
-    def _stop_when_sent(self, deadline: float) -> None:
-        """Close the WebSocket once every record queued for it was written (or at C{deadline})."""
-        connector = self._connector
-        if connector is None:
-            return
-        scheduler = connector.scheduler
-        if scheduler is not None and not scheduler.idle:
-            if self._reactor.seconds() < deadline:
-                self._reactor.callLater(0.01, self._stop_when_sent, deadline)
-                return
-            self.log.warn("Stopping with data for the tunnel still unsent")
-        connector.stop()
+        if self._connector is not None:
+            end_after_stdio(end, self._connector, self._reactor)
 
     def _fatal(self, error: BaseException) -> None:
         if self._connector is not None:
