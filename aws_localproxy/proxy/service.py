@@ -8,11 +8,17 @@ The console script, ``twistd localproxy`` and an application that embeds a
 proxy all build it from one validated L{ProxyConfig}.  It wires the layers
 together and owns nothing else::
 
-    local sockets  <->  SourceSide / DestinationSide  (+ InboundFlow)
+    local sockets  <->  SourceSide / DestinationSide / StdioSide  (+ InboundFlow)
                    <->  Tunnel                        (protocol rules, no I/O)
                    <->  TunnelClientProtocol          (Autobahn WebSocket)
                    <->  TunnelConnector               (connect, retry, reconnect)
                    <->  TLS  <->  web proxy or direct TCP
+
+What it wires comes from the layers below: the local side from
+L{aws_localproxy.local.build}, the client token from
+L{aws_localproxy.config.client_token}, the metrics page (a child service)
+from L{aws_localproxy.metrics.prometheus}, and how a ``--stdio`` proxy ends
+from L{aws_localproxy.proxy.stdio_exit}.
 """
 
 from __future__ import annotations
