@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.metrics.test_snapshot -*-
+# -*- test-case-name: tests.metrics.test_prometheus,tests.metrics.test_snapshot -*-
 # twisted.web and the endpoints are not annotated.
 # mypy: disallow-untyped-calls=False
 """
