@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional
 
-from autobahn.websocket import USES_NVX
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
@@ -51,6 +50,7 @@ from aws_localproxy.proxy.stdio_exit import end_after_stdio
 from aws_localproxy.proxy.tunnel_events import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.upstream.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.upstream.link import display_url, tunnel_client_factory, websocket_endpoint
+from aws_localproxy.upstream.masking import SLOW_MASKING_WARNING, masker_in_use
 from aws_localproxy.upstream.websocket import CloseOutcome
 
 if TYPE_CHECKING:
@@ -168,11 +168,11 @@ class LocalProxyService(MultiService):
         config = self.config
         settings = config.settings
         self.log.info("Starting proxy in {mode} mode", mode=config.mode.value)
-        if not USES_NVX:
-            self.log.warn(
-                "Autobahn's NVX acceleration is not active: WebSocket masking runs in pure "
-                "Python and throughput will be about 100 times lower"
-            )
+        # The masker the WebSocket will call, not Autobahn's USES_NVX (which
+        # an Autobahn without NVX masking does not even define).
+        if masker_in_use() != "nvx":
+            for line in SLOW_MASKING_WARNING:
+                self.log.warn("{line}", line=line)
         try:
             self.client_token = client_token_for(
                 config.client_token, config.client_token_file, self._on_secret

@@ -33,6 +33,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aws_localproxy._version import __version__
+from aws_localproxy.adapters.autobahn_private import (
+    fast_path,
+    keepalive_call_later,
+    parse_frames,
+    restart_keepalive,
+)
 from aws_localproxy.adapters.sockets import (
     set_no_delay,
     set_not_sent_low_water,
@@ -136,6 +142,10 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _partial_size = 0
     _partial_need = 0
     _transport_error = ""
+    #: Whether complete binary frames skip Autobahn's parser: Autobahn's
+    #: internals are what the fast path reads (set once connected, see
+    #: L{aws_localproxy.adapters.autobahn_private}); else Autobahn parses all.
+    _fast_path = False
     #: The largest frame the fast path takes (set when the options are known).
     _fast_path_limit = 0
     #: Inbound flow control is not reading the WebSocket (a local connection is full).
@@ -169,6 +179,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         )
         limits = [int(n) for n in options if n > 0]
         self._fast_path_limit = min(limits, default=MAX_INCOMING_MESSAGE)
+        self._fast_path = fast_path()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         factory = self.factory
@@ -229,6 +240,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self.factory.events.session_closed(self, outcome)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._fast_path:
+            super().dataReceived(data)
+            return
         # Autobahn's own builds the arguments of a debug line for every read,
         # whether debug logging is on or not.
         if self._partial is not None or (
@@ -240,7 +254,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             data = self._binary_frames(data)
             if not data:
                 return
-        self._dataReceived(data)
+        parse_frames(self, data)
 
     def _binary_frames(self, data: bytes) -> bytes:
         """
@@ -306,7 +320,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             # Data received is the peer alive, as Autobahn counts it for the
             # frames it parses itself: a session busy receiving (its pong
             # queued behind the data) must not be dropped for a late pong.
-            self._cancelAutoPingTimeoutCall()
+            restart_keepalive(self)
         if not need:
             return data[position:]
         self._partial = [data[position:]]
@@ -315,6 +329,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         return b""
 
     def onMessageEnd(self) -> None:
+        if not self._fast_path:
+            super().onMessageEnd()
+            return
         # Autobahn's own also fires an observer event (and builds a Deferred
         # chain) per message, which nothing here listens to.
         if not self.failedByMe:
@@ -384,7 +401,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             and self.autoPingTimeoutCall is None
             and self.autoPingPending is not None
         ):
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+            self.autoPingTimeoutCall = keepalive_call_later(self.factory)(
                 self.autoPingTimeout, self.onAutoPingTimeout
             )
 
@@ -399,12 +416,21 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     def processControlFrame(self) -> bool:
         # The pacer's pongs are ours: Autobahn would take them for stray
         # answers to its own keep-alive ping and warn about each.
-        if self.current_frame.opcode == 10 and self.control_frame_data is not None:
+        if (
+            self._fast_path
+            and self.current_frame.opcode == 10
+            and self.control_frame_data is not None
+        ):
             payload = b"".join(self.control_frame_data)
             if self.factory.events.session_pong(self, payload):
                 self.control_frame_data = None  # type: ignore[assignment]
                 return True
         return bool(super().processControlFrame())
+
+    def onPong(self, payload: bytes) -> None:
+        # Without the fast path every pong arrives here, the pacer's too.
+        if self._fast_path or not self.factory.events.session_pong(self, payload):
+            super().onPong(payload)
 
 
 class TunnelClientFactory(WebSocketClientFactory):

@@ -1,7 +1,10 @@
 """
 A real L{TunnelClientProtocol} on a string transport, with the tunneling
 service's side of the upgrade played by the test (L{WebSocketTestCase}), and
-what the client wrote read back as frames (L{client_frames}).
+what the client wrote read back as frames (L{client_frames}); the server's
+half of any WebSocket written out byte by byte (L{upgrade_response},
+L{server_frame}), for the tests that drive Autobahn's own client protocol
+too.
 """
 
 from __future__ import annotations
@@ -91,17 +94,9 @@ class WebSocketTestCase(SynchronousTestCase):
         return protocol, transport
 
     def accept(self, protocol: TunnelClientProtocol, subprotocol: Optional[str]) -> bytes:
-        key = protocol.websocket_key
-        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
-        response = (
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            b"Upgrade: websocket\r\n"
-            b"Connection: upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+        return upgrade_response(
+            protocol.websocket_key, subprotocol, extra_headers=b"channel-id: 0a1b2c3d\r\n"
         )
-        if subprotocol is not None:
-            response += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
-        return response + b"channel-id: 0a1b2c3d\r\n\r\n"
 
     def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
         protocol, transport = self.connect(**kwargs)
@@ -117,3 +112,32 @@ class WebSocketTestCase(SynchronousTestCase):
         protocol.connectionLost(reason or Failure(ConnectionDone()))
         self.assertEqual(len(self.events.closed), 1)
         return self.events.closed[0]
+
+
+def upgrade_response(
+    key: bytes, subprotocol: Optional[str] = None, *, extra_headers: bytes = b""
+) -> bytes:
+    """The server's 101 answer to an upgrade request whose C{Sec-WebSocket-Key} was C{key}."""
+    accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+    response = (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+    )
+    if subprotocol is not None:
+        response += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
+    return response + extra_headers + b"\r\n"
+
+
+def server_frame(opcode: int, payload: bytes, *, final: bool = True, first_bits: int = 0) -> bytes:
+    """
+    One unmasked frame (as a server sends it) in the shortest length form;
+    C{first_bits} are ORed into the first byte (a reserved bit, say).
+    """
+    first = (0x80 if final else 0) | first_bits | opcode
+    if len(payload) < 126:
+        return struct.pack("!BB", first, len(payload)) + payload
+    if len(payload) < 0x10000:
+        return struct.pack("!BBH", first, 126, len(payload)) + payload
+    return struct.pack("!BBQ", first, 127, len(payload)) + payload

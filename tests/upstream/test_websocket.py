@@ -10,11 +10,12 @@ every test points C{txaio.config.loop} at its own L{Clock}.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
+from aws_localproxy.adapters import autobahn_private
 from aws_localproxy.protocol.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOL_V1,
@@ -26,6 +27,9 @@ from aws_localproxy.upstream.websocket import (
     TunnelClientProtocol,
     user_agent,
 )
+from tests.fakes.transport import TCPLikeTransport
+from tests.fakes.websocket import RecordingEvents
+from tests.support.seams import adapter_warnings
 from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
 
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
@@ -489,3 +493,82 @@ class ReadingPausedTests(WebSocketTestCase):
         protocol.reading_paused(False)
         self.clock.pump([1.0] * 14)
         self.assertFalse(transport.disconnecting)
+
+
+class PacerEvents(RecordingEvents):
+    """Events whose pacer sent pings with the payload C{b"pace"}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pongs: List[bytes] = []
+
+    def session_pong(self, protocol: TunnelClientProtocol, payload: bytes) -> bool:
+        self.pongs.append(payload)
+        return payload == b"pace"
+
+
+class PacerPongTests(WebSocketTestCase):
+    """The pacer's pongs reach the session; other pongs are Autobahn's keep-alive's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events = PacerEvents()
+
+    def test_pacer_pong(self) -> None:
+        protocol, transport = self.open()
+        protocol.dataReceived(server_frame(0x2, b"one") + server_frame(0xA, b"pace"))
+        protocol.dataReceived(server_frame(0xA, b"other") + server_frame(0x2, b"two"))
+        self.assertEqual(self.events.pongs, [b"pace", b"other"])
+        self.assertEqual(self.events.messages, [b"one", b"two"])
+        self.assertFalse(transport.disconnecting)
+
+
+class WithoutFastPath(WebSocketTestCase):
+    """
+    Where Autobahn's parser internals moved (C{PARSER_SEAM} false), the
+    WebSocket takes no frame past Autobahn's parser: the same messages,
+    pongs, keep-alive and close, through Autobahn's public path, and a
+    warning once.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.warnings = adapter_warnings(self)
+        self.patch(autobahn_private, "PARSER_SEAM", False)
+
+    def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
+        protocol, transport = super().open(**kwargs)
+        self.assertFalse(protocol._fast_path)
+        self.assertEqual(len(self.warnings), 1)
+        return protocol, transport
+
+
+class OpenSessionWithoutFastPathTests(WithoutFastPath, OpenSessionTests):
+    pass
+
+
+class IncomingFramesWithoutFastPathTests(WithoutFastPath, IncomingFrameTests):
+    def test_binary_frames_skip_autobahns_parser(self) -> None:
+        """Without the fast path Autobahn parses every frame."""
+        protocol, _ = self.open()
+        seen: List[int] = []
+        original = protocol.onFrameBegin
+
+        def begin() -> None:
+            assert protocol.current_frame is not None
+            seen.append(protocol.current_frame.opcode)
+            original()
+
+        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x9, b"p"))
+        protocol.dataReceived(server_frame(0x2, b"b"))
+        self.assertEqual(seen, [0x2, 0x9, 0x2])
+        self.assertEqual(self.events.messages, [b"a", b"b"])
+
+
+class ReadingPausedWithoutFastPathTests(WithoutFastPath, ReadingPausedTests):
+    pass
+
+
+class PacerPongWithoutFastPathTests(WithoutFastPath, PacerPongTests):
+    pass
