@@ -19,6 +19,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, platformTrust
 from twisted.internet.task import deferLater
@@ -27,6 +28,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http import HTTPChannel
+from zope.interface import implementer
 
 from aws_localproxy.adapters import twisted_private
 from aws_localproxy.adapters.seams import code_uses
@@ -62,6 +64,23 @@ class Collector(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.lost = reason
+
+
+@implementer(IPushProducer)
+class _Producer:
+    """Records what it is asked."""
+
+    def __init__(self) -> None:
+        self.calls: List[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
 
 
 class TLSProtocolCanaryTests(SynchronousTestCase):
@@ -123,11 +142,21 @@ class TLSProtocolCanaryTests(SynchronousTestCase):
         )
 
     def test_buffered_write(self) -> None:
-        """C{_bufferedWrite} keeps bytes that are written once the next bytes arrive."""
+        """
+        C{_bufferedWrite} keeps bytes, and pauses the producer, until the
+        next bytes arrive: then they are written and the producer resumed.
+        """
         tls, _, server, pump = self.connected()
+        producer = _Producer()
+        tls.registerProducer(producer, True)
         tls_buffered_write(tls, b"kept")
         pump.flush()
         self.assertEqual(server.received, b"")
+        self.assertEqual(
+            producer.calls,
+            ["pause"],
+            "Twisted's TLSMemoryBIOProtocol._bufferedWrite no longer pauses the producer",
+        )
         assert server.transport is not None
         server.transport.write(b"wake up")
         pump.flush()
@@ -136,6 +165,7 @@ class TLSProtocolCanaryTests(SynchronousTestCase):
             b"kept",
             "Twisted's TLSMemoryBIOProtocol no longer writes what _bufferedWrite kept",
         )
+        self.assertEqual(producer.calls, ["pause", "resume"])
 
     def test_shutdown(self) -> None:
         """C{_shutdownTLS} then C{_tlsShutdownFinished(None)}: a clean end on both sides."""
