@@ -18,7 +18,8 @@ each; setup.py's ceiling on Twisted is the newest release it passed on):
      own public TLS protocol, what C{wrapClientTLS} builds, carries the
      WebSocket (slower per byte, never wrong); a warning, once.
   2. C{FileDescriptor}'s write buffer (C{twisted.internet.abstract}), for
-     L{write_now}: C{_tempDataLen} (bytes written and not yet joined into
+     L{write_now} (the TLS layer's ciphertext, the local connections'
+     writes): C{_tempDataLen} (bytes written and not yet joined into
      C{dataBuffer}) and C{_writeDisconnected}, to know that nothing is waiting
      before a write, so that it can go to the socket in this reactor turn.
      Gone (L{SENDS_NOW} false): L{sends_now} says no and C{transport.write}
