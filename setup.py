@@ -104,20 +104,22 @@ setup(
     include_package_data=False,
     zip_safe=False,
     install_requires=[
-        # The ceilings on Twisted, Autobahn and pyOpenSSL are the newest
-        # releases the canary tests of the adapters on their private parts
-        # (tests/adapters/) passed with, as are the floors; to raise one,
-        # run the canaries on the new release (docs/dependencies.md).
-        "twisted[tls]>=24.7.0,<=26.10.0",
+        # The ceilings on Twisted, Autobahn and pyOpenSSL stop below the next
+        # minor release after the newest one the canary tests of the adapters
+        # on their private parts (tests/adapters/) passed with, so that patch
+        # (security) releases of that line still install; the floors passed
+        # too. To raise one, run the canaries on the new release
+        # (docs/dependencies.md).
+        "twisted[tls]>=24.7.0,<26.11",
         # 24.4.2 masks in pure Python (NVX masking came with 25.9.1): the
         # proxy warns at start-up. Not raised: 25.9.1 and later have no
         # wheel for some device platforms and need a C compiler there.
-        "autobahn[twisted]>=24.4.2,<=26.11.1",
+        "autobahn[twisted]>=24.4.2,<26.12",
         # The committed gencode (scripts/regen-proto, grpcio-tools 1.85.1)
         # needs a runtime at least as new as protobuf 7.35.1.
         "protobuf>=7.35.1,<9",
         # pyOpenSSL pins cryptography, whose bindings the TLS layer calls.
-        "pyOpenSSL>=24.0.0,<=26.4.0",
+        "pyOpenSSL>=24.0.0,<26.5",
         "service-identity>=24.1.0",
         "txaio>=23.1.1",
         "attrs>=23.1.0",
