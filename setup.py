@@ -104,12 +104,22 @@ setup(
     include_package_data=False,
     zip_safe=False,
     install_requires=[
-        "twisted[tls]>=24.7.0",
-        "autobahn[twisted]>=24.4.2",
+        # The ceilings on Twisted, Autobahn and pyOpenSSL stop below the next
+        # minor release after the newest one the canary tests of the adapters
+        # on their private parts (tests/adapters/) passed with, so that patch
+        # (security) releases of that line still install; the floors passed
+        # too. To raise one, run the canaries on the new release
+        # (docs/dependencies.md).
+        "twisted[tls]>=24.7.0,<26.11",
+        # 24.4.2 masks in pure Python (NVX masking came with 25.9.1): the
+        # proxy warns at start-up. Not raised: 25.9.1 and later have no
+        # wheel for some device platforms and need a C compiler there.
+        "autobahn[twisted]>=24.4.2,<26.12",
         # The committed gencode (scripts/regen-proto, grpcio-tools 1.85.1)
         # needs a runtime at least as new as protobuf 7.35.1.
         "protobuf>=7.35.1,<9",
-        "pyOpenSSL>=24.0.0",
+        # pyOpenSSL pins cryptography, whose bindings the TLS layer calls.
+        "pyOpenSSL>=24.0.0,<26.5",
         "service-identity>=24.1.0",
         "txaio>=23.1.1",
         "attrs>=23.1.0",
@@ -119,7 +129,8 @@ setup(
         # The metrics endpoint (Prometheus text format).
         "prometheus_client>=0.17",
         # The device agent's MQTT (pure Python, no dependencies). Below 3: the
-        # agent hands paho its connection through Client._create_socket.
+        # agent hands paho its connection through Client._create_socket
+        # (aws_localproxy/adapters/paho_private.py; canaries pass on 2.0 to 2.2).
         "paho-mqtt>=2.0,<3",
     ],
     extras_require={
@@ -128,12 +139,16 @@ setup(
             "boto3>=1.34",
             "awscli>=1.32",
             "grpcio-tools==1.85.1",
+            # tests/test_layers.py runs the import contracts (.importlinter).
+            "import-linter>=2.17,<3",
         ],
         # localtunnel --credentials: botocore's SigV4 signer checks the
         # management API's signatures. An extra, not a requirement: local
         # proxies on devices do not need botocore (over 30 MB installed).
         "tunnelservice": ["botocore>=1.34"],
-        "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0"],
+        # import-linter: the layers and import contracts of .importlinter
+        # (2.17: acyclic_siblings contracts, self-pairs skipped in forbidden ones).
+        "lint": ["ruff>=0.6", "mypy>=1.10", "mypy-zope>=1.0", "import-linter>=2.17,<3"],
         # tox -e apidocs: the API reference from the docstrings.
         "docs": ["pydoctor>=24.3"],
     },

@@ -24,7 +24,9 @@ with atheris.instrument_imports():
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aws_localproxy.protocol.wire import Message  # noqa: E402
-from tests.protocol.test_tunnel import FakeLocalSide, FakePeer, PeerTunnel, ctl, service_ids  # noqa: E402
+from tests.fakes.local import FakeLocalSide  # noqa: E402
+from tests.fakes.peer import FakePeer, ctl, service_ids  # noqa: E402
+from tests.fakes.tunnel import PeerTunnel  # noqa: E402
 
 
 def payloads(data: bytes) -> list[bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import Any
 
 __all__ = [
     "set_no_delay",
@@ -14,8 +13,6 @@ __all__ = [
     "set_not_sent_low_water",
     "set_socket_buffers",
     "tcp_transport_of",
-    "sends_now",
-    "write_now",
     "TCP_NOTSENT_LOWAT",
 ]
 
@@ -113,44 +110,3 @@ def set_socket_buffers(transport: object, size: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def sends_now(transport: object) -> bool:
-    """Whether L{write_now} can send for C{transport}: a socket transport of the reactor's."""
-    from twisted.internet.abstract import FileDescriptor
-
-    return isinstance(transport, FileDescriptor)
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} to C{transport} (a L{sends_now} one), sending what the
-    socket takes now rather than on the next poll.
-
-    Twisted's socket transports only buffer in C{write} and send when the
-    reactor next finds the socket writable: one more turn of the reactor (a
-    poll, a registration and an unregistration) between a relay reading a
-    message and the message leaving, on every hop.  When nothing is waiting
-    in the transport's buffer, the bytes go straight to the socket through
-    the transport's own C{writeSomeData}; what the socket does not take, and
-    everything while bytes are waiting (their order), goes through C{write}
-    as usual, and so does everything on a transport that is closing or that
-    runs TLS itself.  An error from the socket is left to C{write}: the
-    bytes are buffered, and the reactor finds the error and disconnects.
-    The transport's buffer state is Twisted's (C{FileDescriptor}), checked
-    by C{tests/adapters/test_sockets.py}.
-    """
-    if (
-        not transport.dataBuffer
-        and not transport._tempDataLen
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not getattr(transport, "TLS", False)
-    ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)

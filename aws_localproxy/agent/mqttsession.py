@@ -17,8 +17,9 @@ disconnect) arrives on the reactor thread too.  paho starts no thread.
 
 The one seam into paho that is not public API is C{Client._create_socket}
 (present in paho-mqtt 2.0 to 2.2, what C{reconnect} calls to get its
-socket); setup.py pins paho-mqtt below 3 and the end-to-end tests fail if
-it moves.
+socket), overridden in L{aws_localproxy.adapters.paho_private}: setup.py
+pins paho-mqtt below 3, the adapter's canary fails if it moves, and a paho
+without it is refused (each attempt at a session logs why).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aws_localproxy.adapters.paho_private import HandedSocketClient, PahoSeamMissing
 from aws_localproxy.agent.broker import BrokerConfig
 
 __all__ = ["MqttSession", "SessionOwner"]
@@ -108,17 +110,6 @@ class _TransportSocket:
         return -1
 
 
-class _ReactorClient(paho.Client):
-    """paho's client, taking the socket it is given instead of connecting itself."""
-
-    transport_socket: Optional[_TransportSocket] = None
-
-    def _create_socket(self) -> Any:
-        if self.transport_socket is None:
-            raise ConnectionError("no connection to hand to paho")
-        return self.transport_socket
-
-
 class MqttSession(Protocol):
     """
     One MQTT session over one Twisted connection.
@@ -134,7 +125,7 @@ class MqttSession(Protocol):
     def __init__(self, owner: SessionOwner) -> None:
         self._owner = owner
         self._reactor = owner.reactor
-        self.client: Optional[_ReactorClient] = None
+        self.client: Optional[HandedSocketClient] = None
         self._socket: Optional[_TransportSocket] = None
         self._write_call: Optional[IDelayedCall] = None
         self._connack_deadline: Optional[IDelayedCall] = None
@@ -148,12 +139,17 @@ class MqttSession(Protocol):
     def connectionMade(self) -> None:
         owner = self._owner
         self._socket = _TransportSocket(self.transport)
-        client = _ReactorClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=owner.client_id,
-            clean_session=True,
-            protocol=paho.MQTTv311,
-        )
+        try:
+            client = HandedSocketClient(
+                CallbackAPIVersion.VERSION2,
+                client_id=owner.client_id,
+                clean_session=True,
+                protocol=paho.MQTTv311,
+            )
+        except PahoSeamMissing as error:  # this paho cannot be handed our connection
+            self.log.error("Could not start an MQTT session: {error}", error=str(error))
+            self._abort()
+            return
         client.transport_socket = self._socket
         client.suppress_exceptions = True
         client.on_connect = self._on_connect

@@ -26,6 +26,12 @@ from aws_localproxy.config.config_dir import (
 from aws_localproxy.config.option_sources import ENV_ACCESS_TOKEN, where
 from aws_localproxy.config.port_mapping import check_service_id, parse_port_mapping
 from aws_localproxy.config.proxy_config import ProxyConfig
+from aws_localproxy.config.proxy_url import (
+    ProxyURLError,
+    no_proxy_from_environment,
+    parse_proxy_url,
+    proxy_from_environment,
+)
 from aws_localproxy.config.regions import (
     EndpointError,
     ServiceEndpoint,
@@ -52,12 +58,6 @@ from aws_localproxy.config.validation import (
 )
 from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.protocol.service_ids import NO_PORT_MAPPING
-from aws_localproxy.upstream.webproxy import (
-    ProxyURLError,
-    no_proxy_from_environment,
-    parse_proxy_url,
-    proxy_from_environment,
-)
 
 __all__ = ["build_config", "K_WARNING"]
 

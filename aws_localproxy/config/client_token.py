@@ -18,6 +18,7 @@ import re
 import secrets
 import stat
 import string
+from typing import Callable, Optional
 
 from twisted.logger import Logger
 
@@ -27,6 +28,7 @@ __all__ = [
     "is_valid_client_token",
     "read_client_token",
     "load_or_create_client_token",
+    "client_token_for",
 ]
 
 log = Logger()
@@ -139,4 +141,33 @@ def load_or_create_client_token(path: str) -> str:
             f"Cannot create the client token file {path}: {e.strerror or e}"
         ) from None
     log.info("Stored a new client token in {path}", path=path)
+    return token
+
+
+def client_token_for(
+    configured: Optional[str],
+    token_file: Optional[str],
+    on_secret: Optional[Callable[[str], None]] = None,
+) -> str:
+    """
+    The client token of a proxy's every connect: C{configured} if given,
+    else the one kept in C{token_file} (created there now if needed), else
+    a new one for the life of the proxy.  The AWS tunneling service makes an
+    access token single-use unless its first connection carried a client
+    token, so without one the first reconnect would be refused.
+
+    @param on_secret: called with a token that did not come from the
+        configuration (read from the file, or made up) before it is used:
+        the console script redacts it from the log.
+    @raise ClientTokenFileError: C{token_file} cannot be read or created.
+    """
+    if configured:
+        return configured
+    if token_file is not None:
+        token = load_or_create_client_token(token_file)
+    else:
+        token = generate_client_token()
+        log.debug("Generated a client token for this proxy's reconnects")
+    if on_secret is not None:
+        on_secret(token)
     return token

@@ -31,7 +31,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, FrozenSet, List, Optional, Set, Tuple
 
-from twisted.internet import endpoints as _twisted_endpoints
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ServerEndpoint,
@@ -46,6 +45,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
+
+from aws_localproxy.adapters.twisted_private import builtin_endpoint_types
 
 # Twisted's endpoint constructors and string parsers are not annotated; these
 # are their types as used here.
@@ -105,10 +106,7 @@ def server_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``serverFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
 
-    builtin = getattr(
-        _twisted_endpoints, "_serverParsers", {"tcp": None, "unix": None, "ssl": None}
-    )
-    names = {str(name).lower() for name in builtin}
+    names = set(builtin_endpoint_types("server"))
     names.update(str(p.prefix).lower() for p in getPlugins(IStreamServerEndpointStringParser))
     return frozenset(names)
 
@@ -118,10 +116,7 @@ def client_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``clientFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
 
-    builtin = getattr(
-        _twisted_endpoints, "_clientParsers", {"TCP": None, "UNIX": None, "SSL": None}
-    )
-    names = {str(name).lower() for name in builtin}
+    names = set(builtin_endpoint_types("client"))
     names.update(
         str(p.prefix).lower() for p in getPlugins(IStreamClientEndpointStringParserWithReactor)
     )

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.cli.test_options -*-
+# -*- test-case-name: tests.config.test_regions -*-
 """
 Where the tunnelling service is: ``-r region`` or ``-e host[:port]`` to a host and port.
 

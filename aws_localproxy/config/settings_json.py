@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.config.test_settings -*-
+# -*- test-case-name: tests.config.test_settings_json -*-
 """
 The settings document of ``--settings-json`` and ``--export-default-settings``.
 

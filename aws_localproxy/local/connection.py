@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aws_localproxy.adapters.sockets import sends_now, set_no_delay, write_now
+from aws_localproxy.adapters.sockets import set_no_delay
+from aws_localproxy.adapters.twisted_private import sends_now, write_now
 from aws_localproxy.config.settings import LocalSockets
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import TunnelConnection

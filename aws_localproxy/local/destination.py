@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.local.test_sides -*-
+# -*- test-case-name: tests.local.test_destination -*-
 """
 The destination's local side: a TCP (or Unix socket) client per connection.
 

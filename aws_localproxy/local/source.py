@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.local.test_sides -*-
+# -*- test-case-name: tests.local.test_source,tests.local.test_source_waiting -*-
 """
 The source's local side: one listener per service ID.
 
@@ -49,10 +49,10 @@ from aws_localproxy.config.local_endpoints import (
 )
 from aws_localproxy.config.settings import LocalSockets, Settings
 from aws_localproxy.local.connection import LocalStreamProtocol
+from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import LocalConnection, TunnelConnection, Wait
-from aws_localproxy.proxy.outcome import Outcome
 
 __all__ = ["SourceSide", "describe_address", "DEFAULT_HOLD_TIMEOUT"]
 
@@ -149,12 +149,18 @@ class SourceSide:
         inbound: InboundFlow,
         bind_address: str,
         *,
+        accept: Accept,
+        given_up: Callable[[str, Wait], None],
         on_fatal: Callable[[BaseException], None],
         sockets: LocalSockets = LocalSockets(),
         server_endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
     ) -> None:
         """
+        @param accept: the tunnel's answer to a new local connection, and to
+            one that waited (C{Tunnel.local_connection_offered}).
+        @param given_up: told when a waiting connection is refused
+            (C{Tunnel.local_connection_given_up}).
         @param sockets: backlog and read size of every local connection, and
             how binding a listener is retried.
         @param server_endpoints: service ID -> the endpoint to listen on,
@@ -169,10 +175,8 @@ class SourceSide:
         self._on_fatal = on_fatal
         self._server_endpoints = dict(server_endpoints or {})
         self.hold_timeout = hold_timeout
-        #: The tunnel's answer to a new local connection (L{Tunnel.local_connection_offered}).
-        self.accept: Accept = lambda service_id, local: None
-        #: Told when a waiting connection is refused (L{Tunnel.local_connection_given_up}).
-        self.give_up: Callable[[str, Wait], None] = lambda service_id, wait: None
+        self._accept = accept
+        self._given_up = given_up
         self._waiting: List[_Waiting] = []
         self._offering = False
         self._offer_again = False
@@ -184,7 +188,7 @@ class SourceSide:
 
     def offer(self, service_id: str, protocol: LocalStreamProtocol) -> None:
         """A listener of C{service_id} accepted C{protocol}: start, hold or refuse it."""
-        answer = self.accept(service_id, protocol)
+        answer = self._accept(service_id, protocol)
         if isinstance(answer, Wait):
             self._hold(service_id, protocol, answer)
         elif answer is None:
@@ -212,7 +216,7 @@ class SourceSide:
     def _hold(self, service_id: str, protocol: LocalStreamProtocol, wait: Wait) -> None:
         """Keep C{protocol} unread until the tunnel can start it, for C{hold_timeout} at most."""
         if self._stopped:
-            self.give_up(service_id, _STOPPING)
+            self._given_up(service_id, _STOPPING)
             protocol.refuse()
             return
         waiting = _Waiting(self, service_id, protocol)
@@ -250,7 +254,7 @@ class SourceSide:
 
     def _offer_one(self, waiting: _Waiting) -> None:
         protocol = waiting.protocol
-        answer = self.accept(waiting.service_id, protocol)
+        answer = self._accept(waiting.service_id, protocol)
         if isinstance(answer, Wait):
             waiting.wait = answer
             return
@@ -279,7 +283,7 @@ class SourceSide:
     def _give_up(self, waiting: _Waiting, wait: Wait) -> None:
         """Refuse a waiting connection for C{wait}'s reason (the tunnel logs and counts it)."""
         self._forget(waiting)
-        self.give_up(waiting.service_id, wait)
+        self._given_up(waiting.service_id, wait)
         waiting.protocol.refuse()
 
     def _forget(self, waiting: _Waiting) -> None:

@@ -149,12 +149,18 @@ class StdioSide:
         inbound: InboundFlow,
         *,
         service_id: Optional[str],
+        accept: Accept,
         session_ready: Callable[[], bool],
         on_end: Callable[[StdioEnd], None],
         sockets: LocalSockets = LocalSockets(),
         standard_io: Optional[Callable[..., Any]] = None,
     ) -> None:
         """
+        @param accept: the tunnel's answer to the connection, which cannot
+            wait (C{Tunnel.local_connection_accepted}): its end, or C{None}
+            to refuse it.
+        @param session_ready: whether the tunnel has its service IDs now
+            (the connection's end then says whether the session went first).
         @param sockets: the connection's backlog and read size (it never retries).
         @param standard_io: builds the transport from a protocol (default
             C{twisted.internet.stdio.StandardIO}; tests pass their own).
@@ -166,7 +172,7 @@ class StdioSide:
         self.on_end = on_end
         self._sockets = sockets
         self._standard_io = standard_io
-        self.accept: Accept = lambda service_id, local: None
+        self._accept = accept
         self.service_id: Optional[str] = None
         self.protocol: Optional[StdioConnection] = None
         self._transport: Any = None
@@ -193,7 +199,7 @@ class StdioSide:
 
     def _made(self, protocol: LocalStreamProtocol) -> None:
         assert self.service_id is not None
-        connection = self.accept(self.service_id, protocol)
+        connection = self._accept(self.service_id, protocol)
         if connection is None:
             protocol.refuse()
             return

@@ -1,9 +1,9 @@
-# -*- test-case-name: tests.metrics.test_snapshot -*-
+# -*- test-case-name: tests.metrics.test_prometheus,tests.metrics.test_snapshot -*-
 # twisted.web and the endpoints are not annotated.
 # mypy: disallow-untyped-calls=False
 """
 The metrics as Prometheus sees them: a collector per proxy and the page
-``--metrics-port`` serves.
+``--metrics-port`` serves, as a child service of its proxy.
 
 Kept apart from L{aws_localproxy.metrics.snapshot} (the counters and their snapshot)
 so that a proxy which exports nothing never imports C{prometheus_client} or
@@ -17,16 +17,27 @@ from typing import Any, Callable, Iterator, Optional
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from twisted.internet.defer import Deferred
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from aws_localproxy.config.local_endpoints import resolve_bind_address
+from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.metrics.snapshot import TunnelMetrics
+from aws_localproxy.protocol.errors import FatalTunnelError
 
-__all__ = ["ProxyCollector", "registry_for", "MetricsPage", "listen_metrics"]
+__all__ = [
+    "ProxyCollector",
+    "registry_for",
+    "MetricsPage",
+    "listen_metrics",
+    "MetricsPageService",
+]
 
 _SERVICE_COUNTERS = (
     (
@@ -218,3 +229,79 @@ def listen_metrics(
         endpoint = TCP4ServerEndpoint(reactor, port, interface=address)
     listening: Deferred[IListeningPort] = endpoint.listen(site)
     return listening
+
+
+class MetricsPageService(Service):
+    """
+    The page ``--metrics-port`` serves, as a child service of its proxy: it
+    listens while the proxy runs, and a port it cannot listen on ends the
+    proxy.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        registry: CollectorRegistry,
+        port: int,
+        address: str,
+        *,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        """
+        @param registry: what the page serves (the proxy's own registry).
+        @param port: the TCP port to listen on (0: one the system picks).
+        @param address: the address to listen on (a name is resolved).
+        @param on_failure: told why the page cannot be served; the proxy ends.
+        """
+        self.name = "metrics"
+        self._reactor = reactor
+        self._registry = registry
+        self._port_number = port
+        self._address = address
+        self._on_failure = on_failure
+        self._listening: Optional[IListeningPort] = None
+        self._bound = Outcome[IAddress]()
+
+    @property
+    def address(self) -> Deferred[IAddress]:
+        """The address the page is served on (fires once it listens; fails if it cannot)."""
+        return self._bound.wait()
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            d = listen_metrics(self._reactor, self._registry, self._port_number, self._address)
+        except OSError as error:
+            d = fail(error)
+        d.addCallbacks(self._listening_on, self._cannot_listen)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        stopped = listening.stopListening() if listening is not None else None
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
+
+    def _listening_on(self, listening: IListeningPort) -> None:
+        if not self.running:
+            listening.stopListening()
+            return
+        self._listening = listening
+        bound = listening.getHost()
+        host = getattr(bound, "host", self._address)
+        shown = f"[{host}]" if ":" in host else host
+        self.log.info(
+            "Serving metrics on http://{address}:{port}/metrics",
+            address=shown,
+            port=getattr(bound, "port", self._port_number),
+        )
+        self._bound.succeed(bound)
+
+    def _cannot_listen(self, failure: Failure) -> None:
+        message = (
+            f"Cannot serve metrics on {self._address}:{self._port_number}: "
+            f"{failure.getErrorMessage()}"
+        )
+        self._bound.fail(failure)
+        self._on_failure(FatalTunnelError(message))

@@ -1,6 +1,4 @@
 # -*- test-case-name: tests.metrics.test_snapshot -*-
-# mypy: disallow-untyped-calls=False
-# (this module calls twisted.web and endpoint APIs that have no annotations)
 """
 What a running local proxy is doing, as numbers: a plain snapshot and a
 Prometheus scrape.
@@ -8,11 +6,16 @@ Prometheus scrape.
 Counting costs the data path next to nothing: plain int attributes bumped
 where the bytes pass (L{aws_localproxy.protocol.service_state.ServiceCounters} per service
 ID, the tunnel's and the connector's own totals).  Everything else happens
-at scrape time: L{snapshot} reads those attributes into frozen values, and
-L{ProxyCollector} turns a snapshot into metric families.  Each
-L{LocalProxyService} has its own C{CollectorRegistry} (never
-C{prometheus_client}'s global one), so any number of tunnels can live in one
-process, each scraped on its own.
+at scrape time: L{snapshot} reads those figures into frozen values, and
+L{aws_localproxy.metrics.prometheus.ProxyCollector} turns a snapshot into
+metric families.  Each L{aws_localproxy.proxy.service.LocalProxyService}
+has its own C{CollectorRegistry} (never C{prometheus_client}'s global one),
+so any number of tunnels can live in one process, each scraped on its own.
+
+The metrics sit above the tunnel and the link and below the proxy: they
+read the objects they are handed through their public, read-only figures
+(L{TunnelFigures}, L{LinkFigures}, L{PauseFigures}), never a private
+attribute, and never the proxy that hands them over.
 
 No label carries a token or the host of a credential: the labels are the
 proxy's mode and the service ID.
@@ -21,16 +24,81 @@ proxy's mode and the service ID.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Mapping, Optional, Protocol
 
-if TYPE_CHECKING:
-    from aws_localproxy.proxy.service import LocalProxyService
+from aws_localproxy.protocol.constants import Mode
+from aws_localproxy.protocol.service_state import ServiceCounters
 
 __all__ = [
     "ServiceMetrics",
     "TunnelMetrics",
+    "TunnelFigures",
+    "LinkFigures",
+    "PauseFigures",
     "snapshot",
 ]
+
+
+class TunnelFigures(Protocol):
+    """
+    What the metrics read from the tunnel (L{aws_localproxy.protocol.tunnel.Tunnel}):
+    public, read-only figures only.
+    """
+
+    @property
+    def counters(self) -> Mapping[str, ServiceCounters]:
+        """Service ID -> what it carried, for the life of the tunnel."""
+
+    @property
+    def active_connections(self) -> Mapping[str, int]:
+        """Service ID -> connections open now (the current session's)."""
+
+    @property
+    def bytes_received(self) -> int:
+        """WebSocket payload bytes received."""
+
+    @property
+    def messages_received(self) -> int:
+        """Tunnel messages received."""
+
+    @property
+    def session_up(self) -> bool:
+        """A WebSocket session is open now."""
+
+    @property
+    def bytes_sent(self) -> int:
+        """Record bytes written to the WebSocket over every session."""
+
+    @property
+    def records_sent(self) -> int:
+        """Records written to the WebSocket over every session."""
+
+    @property
+    def last_ping_rtt(self) -> Optional[float]:
+        """The latest ping's round trip, in seconds."""
+
+
+class LinkFigures(Protocol):
+    """
+    What the metrics read from the link to the service
+    (L{aws_localproxy.upstream.connector.TunnelConnector}): public, read-only
+    figures only.
+    """
+
+    @property
+    def sessions(self) -> int:
+        """WebSocket sessions opened so far."""
+
+    @property
+    def state_changed_at(self) -> float:
+        """When the WebSocket last opened or closed (the reactor's clock)."""
+
+
+class PauseFigures(Protocol):
+    """What the metrics read from inbound flow control (L{aws_localproxy.protocol.inbound_flow.InboundFlow})."""
+
+    def paused_seconds_now(self) -> float:
+        """Seconds the WebSocket was not read, a pause under way counted up to now."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +155,20 @@ class TunnelMetrics:
     services: Mapping[str, ServiceMetrics] = field(default_factory=dict)
 
 
-def snapshot(proxy: LocalProxyService) -> TunnelMetrics:
-    """The numbers of C{proxy} now (cheap: reads attributes, copies nothing big)."""
-    tunnel = proxy.tunnel
-    connector = proxy._connector
-    active: dict[str, int] = {}
+def snapshot(
+    mode: Mode,
+    tunnel: Optional[TunnelFigures],
+    link: Optional[LinkFigures],
+    inbound: PauseFigures,
+) -> TunnelMetrics:
+    """
+    The numbers of one proxy now (cheap: reads figures, copies nothing big).
+
+    C{tunnel} and C{link} are C{None} before the proxy has built them.
+    """
     services: dict[str, ServiceMetrics] = {}
     if tunnel is not None:
-        session = tunnel._session
-        if session is not None:
-            for service_id, service in session.services.items():
-                active[service_id] = len(service.connections)
+        active = tunnel.active_connections
         for service_id, c in tunnel.counters.items():
             services[service_id] = ServiceMetrics(
                 service_id=service_id,
@@ -111,27 +182,18 @@ def snapshot(proxy: LocalProxyService) -> TunnelMetrics:
                 connections_reset=c.connections_reset,
                 connections_closed=c.connections_closed,
             )
-    sessions = connector.sessions if connector is not None else 0
+    sessions = link.sessions if link is not None else 0
     return TunnelMetrics(
-        mode=proxy.config.mode.value,
-        session_up=connector.session_up if connector is not None else False,
-        last_state_change=connector.state_changed_at if connector is not None else 0.0,
+        mode=mode.value,
+        session_up=tunnel.session_up if tunnel is not None else False,
+        last_state_change=link.state_changed_at if link is not None else 0.0,
         sessions=sessions,
         reconnects=max(0, sessions - 1),
-        bytes_sent=connector.bytes_sent if connector is not None else 0,
+        bytes_sent=tunnel.bytes_sent if tunnel is not None else 0,
         bytes_received=tunnel.bytes_received if tunnel is not None else 0,
-        messages_sent=connector.records_sent if connector is not None else 0,
+        messages_sent=tunnel.records_sent if tunnel is not None else 0,
         messages_received=tunnel.messages_received if tunnel is not None else 0,
-        last_ping_rtt=_last_rtt(connector),
-        paused_seconds=_paused_seconds(proxy),
+        last_ping_rtt=tunnel.last_ping_rtt if tunnel is not None else None,
+        paused_seconds=inbound.paused_seconds_now(),
         services=services,
     )
-
-
-def _last_rtt(connector: Any) -> Optional[float]:
-    scheduler = connector.scheduler if connector is not None else None
-    return None if scheduler is None else scheduler.last_rtt
-
-
-def _paused_seconds(proxy: LocalProxyService) -> float:
-    return proxy.inbound.paused_seconds_now()

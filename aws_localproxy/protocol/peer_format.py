@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.protocol.test_peer_format -*-
+# -*- test-case-name: tests.protocol.test_peer_format,tests.protocol.test_tunnel_versions -*-
 """
 The peer's message format: how V1, V2 and V3 peers number things.
 

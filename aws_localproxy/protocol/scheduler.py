@@ -130,6 +130,8 @@ class Lane:
         self.closing = True
         if final is not None:
             self._scheduler.control(final, self.tag)
+        else:
+            self._scheduler._tell_if_idle()
 
     # -- for the scheduler ---------------------------------------------------------
 
@@ -271,6 +273,7 @@ class OutboundScheduler:
                 lane.queued = 0
                 lane._final = None
                 self._drop(lane)
+        self._tell_if_idle()
 
     def drain(self, lanes: Iterable[Lane]) -> None:
         """
@@ -313,6 +316,11 @@ class OutboundScheduler:
         """A waiter was cancelled (e.g. its timeout passed)."""
         if waiter in self._idle_waiters:
             self._idle_waiters.remove(waiter)
+
+    def _tell_if_idle(self) -> None:
+        """Records were dropped, not written: if they were the last, say so now."""
+        if self._idle_waiters and self.idle:
+            self._tell_idle()
 
     def _tell_idle(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []

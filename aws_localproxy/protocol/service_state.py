@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.protocol.test_tunnel -*-
+# -*- test-case-name: tests.protocol.test_service_state,tests.protocol.test_tunnel -*-
 """
 The tunnel's bookkeeping: per service, its stream; per stream, its connections.
 

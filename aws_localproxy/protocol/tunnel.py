@@ -239,6 +239,19 @@ class Tunnel:
         return self._session.endpoints if self._session is not None else MappingProxyType({})
 
     @property
+    def active_connections(self) -> Mapping[str, int]:
+        """
+        Service ID -> connections open now, in the current session (empty
+        between sessions): the session's figure the metrics read.
+        """
+        session = self._session
+        if session is None:
+            return {}
+        return {
+            service_id: len(service.connections) for service_id, service in session.services.items()
+        }
+
+    @property
     def peer_version(self) -> PeerVersion:
         """The message format in use towards the peer; may fall back to V2 in a session."""
         if self._session is not None:
@@ -278,6 +291,20 @@ class Tunnel:
     def scheduler(self) -> Optional[OutboundScheduler]:
         """The outbound scheduler of the session L{link_opened} started, while it is open."""
         return self._scheduler
+
+    @property
+    def session_up(self) -> bool:
+        """A WebSocket session is open now (from L{link_opened} to L{link_closed})."""
+        return self._scheduler is not None
+
+    @property
+    def last_ping_rtt(self) -> Optional[float]:
+        """
+        Seconds from the current session's latest answered pacing ping to its
+        pong, for metrics (C{None} between sessions and before the first pong).
+        """
+        scheduler = self._scheduler
+        return scheduler.last_rtt if scheduler is not None else None
 
     @property
     def records_sent(self) -> int:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.protocol.test_tunnel -*-
+# -*- test-case-name: tests.protocol.test_tunnel_session,tests.protocol.test_tunnel -*-
 """
 One session's state: its services, streams and connections, and the few
 operations every rule is made of.

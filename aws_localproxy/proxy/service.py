@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.e2e.test_proxy -*-
 # mypy: disallow-untyped-calls=False
-# (this module subclasses Twisted's Service, whose methods have no annotations)
+# (this module subclasses Twisted's MultiService, whose methods have no annotations)
 """
 L{LocalProxyService}: one local proxy as a Twisted C{IService}.
 
@@ -8,56 +8,57 @@ The console script, ``twistd localproxy`` and an application that embeds a
 proxy all build it from one validated L{ProxyConfig}.  It wires the layers
 together and owns nothing else::
 
-    local sockets  <->  SourceSide / DestinationSide  (+ InboundFlow)
+    local sockets  <->  SourceSide / DestinationSide / StdioSide  (+ InboundFlow)
                    <->  Tunnel                        (protocol rules, no I/O)
                    <->  TunnelClientProtocol          (Autobahn WebSocket)
                    <->  TunnelConnector               (connect, retry, reconnect)
                    <->  TLS  <->  web proxy or direct TCP
+
+What it wires comes from the layers below: the local side from
+L{aws_localproxy.local.build}, the client token from
+L{aws_localproxy.config.client_token}, the metrics page (a child service)
+from L{aws_localproxy.metrics.prometheus}, and how a ``--stdio`` proxy ends
+from L{aws_localproxy.proxy.stdio_exit}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional
 
-from autobahn.websocket import USES_NVX
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IAddress,
-    IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from aws_localproxy.config.client_token import (
-    ClientTokenFileError,
-    generate_client_token,
-    load_or_create_client_token,
-)
+from aws_localproxy.config.client_token import ClientTokenFileError, client_token_for
 from aws_localproxy.config.proxy_config import ProxyConfig
-from aws_localproxy.local.destination import DEFAULT_DESTINATION_HOST, DestinationSide
+from aws_localproxy.local.build import LocalSides, build_local_side
+from aws_localproxy.local.destination import DestinationSide
+from aws_localproxy.local.outcome import Outcome
 from aws_localproxy.local.source import SourceSide
-from aws_localproxy.local.stdio import StdioEnd, StdioSide
+from aws_localproxy.local.stdio import StdioEnd
 from aws_localproxy.metrics.snapshot import TunnelMetrics, snapshot
 from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, Mode
-from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.scheduler import OutboundSettings
 from aws_localproxy.protocol.tunnel import Tunnel
-from aws_localproxy.proxy.outcome import Outcome
+from aws_localproxy.proxy.stdio_exit import end_after_stdio
 from aws_localproxy.proxy.tunnel_events import ClosedTunnel, ConnectedTunnel
 from aws_localproxy.upstream.connector import EXIT_FAILURE, RetryPolicy, TunnelConnector
 from aws_localproxy.upstream.link import display_url, tunnel_client_factory, websocket_endpoint
+from aws_localproxy.upstream.masking import SLOW_MASKING_WARNING, masker_in_use
 from aws_localproxy.upstream.websocket import CloseOutcome
+
+if TYPE_CHECKING:
+    from aws_localproxy.metrics.prometheus import MetricsPageService
 
 __all__ = ["LocalProxyService", "ConnectedTunnel", "ClosedTunnel", "run_proxy"]
 
-#: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
-#: WebSocket before it closes it anyway.
-STDIO_FLUSH_TIMEOUT = 10.0
 #: Seconds a stopping proxy waits for the resets of its open connections (and
 #: the bytes queued before them) to be written to the WebSocket before it
 #: closes it anyway; Autobahn's close handshake (2 s) comes on top, so a stop
@@ -65,7 +66,7 @@ STDIO_FLUSH_TIMEOUT = 10.0
 STOP_FLUSH_TIMEOUT = 3.0
 
 
-class LocalProxyService(Service):
+class LocalProxyService(MultiService):
     """
     A source or destination local proxy, embeddable in any Twisted application.
 
@@ -78,6 +79,9 @@ class LocalProxyService(Service):
     endpoint (C{destination_endpoints}), or make a source's service ID accept
     on any server endpoint (C{source_endpoints}); those service IDs need no
     entry in C{config.service_map}.
+
+    With C{config.metrics_port}, the metrics page is a child service (named
+    C{"metrics"}), started once the proxy is connecting and stopped with it.
     """
 
     log = Logger()
@@ -109,6 +113,7 @@ class LocalProxyService(Service):
         @param on_closed: called with a L{ClosedTunnel} each time an open
             session ends.
         """
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -118,9 +123,7 @@ class LocalProxyService(Service):
         self._connected = Outcome[ConnectedTunnel]()
         self._finished_with = Outcome[int]()
         self._connector: Optional[TunnelConnector] = None
-        self._source: Optional[SourceSide] = None
-        self._destination: Optional[DestinationSide] = None
-        self._stdio: Optional[StdioSide] = None
+        self._local: Optional[LocalSides] = None
         self.tunnel: Optional[Tunnel] = None
         self.inbound = InboundFlow(reactor.seconds)
         self._subprotocol = ""
@@ -144,62 +147,53 @@ class LocalProxyService(Service):
         #: The client token sent on every connect (set by L{startService}).
         self.client_token: Optional[str] = None
         self._metrics_registry: Optional[Any] = None
-        self._metrics_port: Optional[IListeningPort] = None
-        self._metrics_listening = Outcome[IAddress]()
+        self._metrics_page: Optional[MetricsPageService] = None
+        if config.metrics_port is not None:
+            from aws_localproxy.metrics.prometheus import MetricsPageService
+
+            self._metrics_page = MetricsPageService(
+                reactor,
+                self.metrics_registry,
+                config.metrics_port,
+                config.metrics_address,
+                on_failure=self._fatal,
+            )
+            self._metrics_page.setServiceParent(self)
 
     # -- IService -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        # Service's, not MultiService's: the children (the metrics page)
+        # start at the end, once the proxy is wired and connecting.
+        Service.startService(self)
         config = self.config
         settings = config.settings
         self.log.info("Starting proxy in {mode} mode", mode=config.mode.value)
-        if not USES_NVX:
-            self.log.warn(
-                "Autobahn's NVX acceleration is not active: WebSocket masking runs in pure "
-                "Python and throughput will be about 100 times lower"
-            )
+        # The masker the WebSocket will call, not Autobahn's USES_NVX (which
+        # an Autobahn without NVX masking does not even define).
+        if masker_in_use() != "nvx":
+            for line in SLOW_MASKING_WARNING:
+                self.log.warn("{line}", line=line)
         try:
-            self.client_token = self._resolve_client_token()
+            self.client_token = client_token_for(
+                config.client_token, config.client_token_file, self._on_secret
+            )
         except ClientTokenFileError as error:
             self.log.critical("{error}", error=str(error))
             self._finished(EXIT_FAILURE)
             return
-        if config.stdio:
-            self._stdio = StdioSide(
-                self._reactor,
-                self.inbound,
-                service_id=config.stdio_service_id,
-                session_ready=lambda: self.tunnel is not None and self.tunnel.ready,
-                on_end=self._stdio_ended,
-                sockets=settings.local_sockets,
-            )
-            local: Any = self._stdio
-        elif config.mode is Mode.SOURCE:
-            self._source = SourceSide(
-                self._reactor,
-                self.inbound,
-                config.listen_address,
-                on_fatal=self._fatal,
-                server_endpoints=self._source_endpoints,
-                sockets=settings.local_sockets,
-                # A connection waits for a reconnect at least as long as one
-                # connect attempt may take, plus the delay before the next.
-                hold_timeout=(settings.ws_open_handshake_timeout_ms + settings.ws_retry_delay_ms)
-                / 1000,
-            )
-            local = self._source
-        else:
-            self._destination = DestinationSide(
-                self._reactor,
-                self.inbound,
-                default_host=config.bind_address or DEFAULT_DESTINATION_HOST,
-                pending_limit=settings.tcp_write_buffer_size,
-                client_endpoints=self._destination_endpoints,
-                sockets=settings.local_sockets,
-            )
-            local = self._destination
-        self.tunnel = Tunnel(
+        # The side's entry points reach the tunnel built just after it.
+        local = self._local = build_local_side(
+            self._reactor,
+            config,
+            self.inbound,
+            lambda: tunnel,
+            on_fatal=self._fatal,
+            on_stdio_end=self._stdio_ended,
+            source_endpoints=self._source_endpoints,
+            destination_endpoints=self._destination_endpoints,
+        )
+        tunnel = self.tunnel = Tunnel(
             config.mode,
             local,
             service_map=self._service_map(),
@@ -215,12 +209,8 @@ class LocalProxyService(Service):
             ),
             inbound=self.inbound,
         )
-        if self._source is not None:
-            self._source.accept = self.tunnel.local_connection_offered
-            self._source.give_up = self.tunnel.local_connection_given_up
-            self.tunnel.waiting_may_start = self._source.offer_waiting
-        if self._stdio is not None:
-            self._stdio.accept = self.tunnel.local_connection_accepted
+        if isinstance(local, SourceSide):
+            tunnel.waiting_may_start = local.offer_waiting
         try:
             endpoint = websocket_endpoint(self._reactor, config)
         except Exception as error:
@@ -245,27 +235,20 @@ class LocalProxyService(Service):
         )
         self._connector.finished.addBoth(self._finished)
         self._connector.start()
-        if config.metrics_port is not None:
-            self._serve_metrics(config.metrics_port, config.metrics_address)
+        for child in self:
+            child.startService()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        waits: List[Deferred[Any]] = []
+        # MultiService's: not running any more, the children stopped.
+        waits: List[Deferred[Any]] = [super().stopService()]
         if self._connector is not None:
             # An open session resets every connection first, so the peer closes
             # its side even through a service that does not reset streams; the
             # session's end (when the WebSocket closes) ends the tunnel's.
             waits.append(self._connector.stop(STOP_FLUSH_TIMEOUT))
-        if self._source is not None:
-            waits.append(self._source.stop())
-        if self._destination is not None:
-            self._destination.stop()
-        if self._stdio is not None:
-            self._stdio.stop()
-        if self._metrics_port is not None:
-            waits.append(maybeDeferred(self._metrics_port.stopListening))
-            self._metrics_port = None
-        if self.tunnel is not None and (self._connector is None or not self._connector.session_up):
+        if self._local is not None:
+            waits.append(maybeDeferred(self._local.stop))
+        if self.tunnel is not None and not self.tunnel.session_up:
             self.tunnel.session_ended()
         from twisted.internet.defer import gatherResults
 
@@ -275,7 +258,7 @@ class LocalProxyService(Service):
 
     def metrics(self) -> TunnelMetrics:
         """What the proxy carried so far and its state now (a frozen snapshot)."""
-        return snapshot(self)
+        return snapshot(self.config.mode, self.tunnel, self._connector, self.inbound)
 
     @property
     def metrics_registry(self) -> Any:
@@ -292,8 +275,13 @@ class LocalProxyService(Service):
 
     @property
     def metrics_address(self) -> Deferred[IAddress]:
-        """The address the metrics listener is bound to (fires once it listens)."""
-        return self._metrics_listening.wait()
+        """
+        The address the metrics listener is bound to (fires once it listens;
+        never without C{config.metrics_port}).
+        """
+        if self._metrics_page is None:
+            return Deferred()
+        return self._metrics_page.address
 
     @property
     def connected(self) -> Deferred[ConnectedTunnel]:
@@ -337,27 +325,12 @@ class LocalProxyService(Service):
         """Service ID -> port of every listener open now (source only)."""
         return self._source.bound_ports() if self._source is not None else {}
 
-    # -- wiring -------------------------------------------------------------------------
+    @property
+    def _source(self) -> Optional[SourceSide]:
+        """The local side, if it is a source's listeners."""
+        return self._local if isinstance(self._local, SourceSide) else None
 
-    def _resolve_client_token(self) -> str:
-        """
-        The client token of every connect: the configured one, else the one
-        kept in C{client_token_file} (created there now if needed), else a new
-        one for the life of this service.  The AWS tunneling service makes an
-        access token single-use unless its first connection carried a client
-        token, so without one the first reconnect would be refused.
-        """
-        config = self.config
-        if config.client_token:
-            return config.client_token
-        if config.client_token_file is not None:
-            token = load_or_create_client_token(config.client_token_file)
-        else:
-            token = generate_client_token()
-            self.log.debug("Generated a client token for this proxy's reconnects")
-        if self._on_secret is not None:
-            self._on_secret(token)
-        return token
+    # -- wiring -------------------------------------------------------------------------
 
     def _service_map(self) -> Mapping[str, str]:
         """The configured mapping plus the service IDs the application serves itself."""
@@ -400,65 +373,13 @@ class LocalProxyService(Service):
         )
         self._on_closed(closed)
 
-    def _serve_metrics(self, port: int, address: str) -> None:
-        def listening(listening_port: IListeningPort) -> None:
-            if not self.running:
-                listening_port.stopListening()
-                return
-            self._metrics_port = listening_port
-            bound = listening_port.getHost()
-            host = getattr(bound, "host", address)
-            shown = f"[{host}]" if ":" in host else host
-            self.log.info(
-                "Serving metrics on http://{address}:{port}/metrics",
-                address=shown,
-                port=getattr(bound, "port", port),
-            )
-            self._metrics_listening.succeed(bound)
-
-        def failed(failure: Failure) -> None:
-            message = f"Cannot serve metrics on {address}:{port}: {failure.getErrorMessage()}"
-            self._metrics_listening.fail(failure)
-            self._fatal(FatalTunnelError(message))
-
-        try:
-            from aws_localproxy.metrics.prometheus import listen_metrics
-
-            d = listen_metrics(self._reactor, self.metrics_registry, port, address)
-        except OSError as error:
-            d = fail(error)
-        d.addCallbacks(listening, failed)
-
     def _stdio_ended(self, end: StdioEnd) -> None:
         # Not from inside the tunnel's own call that closed the connection.
         self._reactor.callLater(0, self._finish_stdio, end)
 
     def _finish_stdio(self, end: StdioEnd) -> None:
-        connector = self._connector
-        if connector is None:
-            return
-        if end.refused:
-            connector.fail(FatalTunnelError("The tunnel refused the --stdio connection"))
-        elif end.session_lost:
-            connector.fail(
-                FatalTunnelError("The tunnel's session ended while the --stdio connection was open")
-            )
-        else:
-            self.log.info("The --stdio connection ended: stopping")
-            self._stop_when_sent(self._reactor.seconds() + STDIO_FLUSH_TIMEOUT)
-
-    def _stop_when_sent(self, deadline: float) -> None:
-        """Close the WebSocket once every record queued for it was written (or at C{deadline})."""
-        connector = self._connector
-        if connector is None:
-            return
-        scheduler = connector.scheduler
-        if scheduler is not None and not scheduler.idle:
-            if self._reactor.seconds() < deadline:
-                self._reactor.callLater(0.01, self._stop_when_sent, deadline)
-                return
-            self.log.warn("Stopping with data for the tunnel still unsent")
-        connector.stop()
+        if self._connector is not None and self.tunnel is not None:
+            end_after_stdio(end, self.tunnel.scheduler, self._connector, self._reactor)
 
     def _fatal(self, error: BaseException) -> None:
         if self._connector is not None:
@@ -468,10 +389,9 @@ class LocalProxyService(Service):
         if not isinstance(code, int):
             self.log.failure("The local proxy failed", code)
             code = EXIT_FAILURE
-        if self._source is not None:
-            self._source.stop()
-        if self._stdio is not None:
-            self._stdio.stop()
+        if self._local is not None and not isinstance(self._local, DestinationSide):
+            # (A destination's connects still under way end with the session.)
+            self._local.stop()
         self._connected.fail(RuntimeError(f"the local proxy ended (exit code {code})"))
         self._finished_with.succeed(code)
         return None

@@ -31,6 +31,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from aws_localproxy.adapters.twisted_private import received_header_size
+
 #: The longest request line, and request head, accepted.
 MAX_HEAD = 16 * 1024
 #: The largest management API request body accepted.
@@ -109,8 +111,10 @@ class LimitedChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         if self.refused:
             return
-        # twisted.web answers an over-long head with a bare 400.
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+        # twisted.web answers an over-long head with a bare 400 (and still
+        # does where its count of the head is gone: then None here).
+        received = received_header_size(self)
+        if received is not None and received + len(line) > self.totalHeadersSize:
             self.refuse(431)
             return
         super().lineReceived(line)

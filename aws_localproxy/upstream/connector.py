@@ -57,7 +57,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aws_localproxy.protocol.errors import FatalTunnelError, TunnelError
-from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.upstream.websocket import (
     CloseOutcome,
@@ -184,28 +183,6 @@ class TunnelConnector:
     def protocol(self) -> Optional[TunnelClientProtocol]:
         """The current session's protocol, if a connection exists."""
         return self._protocol
-
-    # -- what the tunnel's session shows ----------------------------------------------------
-
-    @property
-    def session_up(self) -> bool:
-        """A WebSocket session is open now."""
-        return self._tunnel.scheduler is not None
-
-    @property
-    def records_sent(self) -> int:
-        """Records written to the WebSocket over every session."""
-        return self._tunnel.records_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Record bytes (length prefixes included) written to the WebSocket over every session."""
-        return self._tunnel.bytes_sent
-
-    @property
-    def scheduler(self) -> Optional[OutboundScheduler]:
-        """The current session's outbound scheduler (the tunnel's)."""
-        return self._tunnel.scheduler
 
     # -- SessionEvents: what the WebSocket reports ------------------------------------------
 

@@ -8,38 +8,43 @@ buffer, masks it and copies it out again, and is built anew for each frame;
 for the tunnel's large frames those two copies and the object cost as much
 as the masking.  Here the frame is built once, as a C{bytearray}, and its
 payload is masked where it lies by the same NVX routine.  Where Autobahn was
-installed without NVX, its own masker does the work (slowly, as it would).
+installed without NVX (or its NVX fails the check of
+L{aws_localproxy.adapters.autobahn_private}), its own pure-Python masker
+does the work, at about 10 MB/s, and L{masker_in_use} says so: the proxy
+logs L{SLOW_MASKING_WARNING} at start-up.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional
 
-from autobahn.websocket import xormasker as _xormasker
+from aws_localproxy.adapters.autobahn_private import NVX_MASKER, NvxMasker, python_masker
 
-__all__ = ["mask_in_place", "NVX"]
+__all__ = ["mask_in_place", "masker_in_use", "SLOW_MASKING_WARNING"]
+
+#: The masker L{mask_in_place} calls (C{None}: Autobahn's pure-Python one).
+_nvx: Optional[NvxMasker] = NVX_MASKER
+
+#: Logged line by line at warning level when the proxy starts with
+#: pure-Python masking (L{masker_in_use}), boxed as the C{-k} warning is: nothing else tells an operator
+#: why uploads crawl.
+SLOW_MASKING_WARNING = (
+    "**********************************************************************",
+    "* PERFORMANCE WARNING: WebSocket frames are masked in pure Python    *",
+    "* (Autobahn's compiled NVX masker is not available): uploads through *",
+    "* this proxy will run at about 10 MB/s. To get NVX, install          *",
+    "* autobahn>=25.9.1 from a binary wheel, or from source with a C      *",
+    "* compiler and AUTOBAHN_USE_NVX unset.                               *",
+    "**********************************************************************",
+)
 
 
-def _load_nvx() -> Optional[Any]:
-    """Autobahn's compiled NVX masker module, if Autobahn was built with it."""
-    try:
-        return importlib.import_module("_nvx_xormasker")
-    except ImportError:  # pragma: no cover - depends on how Autobahn was built
-        return None
-
-
-_nvx = _load_nvx()
-_ffi: Optional[Any] = _nvx.ffi if _nvx is not None else None
-_lib: Optional[Any] = _nvx.lib if _nvx is not None else None
-
-#: Whether frames are masked by Autobahn's NVX code (else by its pure-Python masker).
-NVX = _lib is not None
-
-#: Autobahn's NVX implementation number for its SIMD (SSE2) path, the one it uses itself.
-_NVX_SIMD = 2
-
-_create_xor_masker: Any = _xormasker.create_xor_masker  # type: ignore[attr-defined]
+def masker_in_use() -> str:
+    """
+    The masker L{mask_in_place} calls: C{"nvx"} (Autobahn's compiled one) or
+    C{"python"} (its pure-Python one); what the proxy checks at start-up.
+    """
+    return "python" if _nvx is None else "nvx"
 
 
 def mask_in_place(frame: bytearray, offset: int, mask: bytes) -> None:
@@ -47,12 +52,14 @@ def mask_in_place(frame: bytearray, offset: int, mask: bytes) -> None:
     length = len(frame) - offset
     if length <= 0:
         return
-    if _lib is None or _ffi is None:
-        frame[offset:] = _create_xor_masker(mask, length).process(bytes(frame[offset:]))
+    nvx: Any = _nvx
+    if nvx is None:
+        frame[offset:] = python_masker(mask, length).process(bytes(frame[offset:]))
         return
-    masker = _lib.nvx_xormask_new(_ffi.from_buffer("uint8_t[]", mask))
+    # nvx_xormask_new already picks NVX's best implementation (SSE2 where the
+    # CPU has it): the canary in tests/adapters checks it still does.
+    masker = nvx.new(nvx.from_buffer("uint8_t[]", mask))
     try:
-        _lib.nvx_xormask_set_impl(masker, _NVX_SIMD)
-        _lib.nvx_xormask_process(masker, _ffi.from_buffer("uint8_t[]", frame) + offset, length)
+        nvx.process(masker, nvx.from_buffer("uint8_t[]", frame) + offset, length)
     finally:
-        _lib.nvx_xormask_free(masker)
+        nvx.free(masker)

@@ -31,21 +31,25 @@ OpenSSL through pyOpenSSL's own bindings rather than through its
 C{send}/C{recv}, whose argument checks, buffer allocation and error
 translation cost more than the record; the public methods still handle
 every case the direct calls stop at (a renegotiation, the peer's close, an
-error), and are the whole path where those bindings are missing
-(L{DIRECT}).
+error), and are the whole path for a connection whose handles are not what
+the direct calls take (L{openssl_private.direct_handles}).
 
 It subclasses Twisted's class and overrides the three private methods where
-those bytes move, using Twisted's private state of the TLS connection:
-C{tests/upstream/test_tls_layer.py} runs it through handshakes, both directions,
-back-pressure, close and failed verification, so a Twisted release that
-changes those internals fails the suite rather than the tunnel.
+those bytes move, using Twisted's private state of the TLS connection.  Both
+dependencies' private parts are named, checked and resolved once in their
+adapters, L{aws_localproxy.adapters.twisted_private} and
+L{aws_localproxy.adapters.openssl_private}: where Twisted's internals are
+gone, L{wrap_client_tls} builds Twisted's own TLS protocol instead, and
+where pyOpenSSL's are, the public methods carry every record.  Their canary
+tests (tests/adapters/) and C{tests/upstream/test_tls_layer.py} (handshakes,
+both directions, back-pressure, close, failed verification) fail when a
+release changes them.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, cast
 
-from OpenSSL import SSL as _pyopenssl
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -58,14 +62,29 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aws_localproxy.adapters.sockets import sends_now, write_now
+from aws_localproxy.adapters.openssl_private import (
+    WANT_READ,
+    BIO_read,
+    SSL_get_error,
+    SSL_read,
+    SSL_write,
+    direct_handles,
+    from_buffer,
+)
+from aws_localproxy.adapters.twisted_private import (
+    batching_tls,
+    sends_now,
+    tls_buffered_write,
+    tls_shutdown,
+    tls_shutdown_finished,
+    write_now,
+)
 
 __all__ = [
     "BatchingTLSTransport",
     "BatchingTLSFactory",
     "BatchingTLSEndpoint",
     "wrap_client_tls",
-    "DIRECT",
 ]
 
 #: The most plaintext one TLS record carries.
@@ -75,24 +94,6 @@ RECORD_SIZE = 16384
 #: frame the scheduler builds (131,076 bytes of records and a header), so one
 #: read normally empties it.
 SEND_BIO_READ = 1 << 18
-
-
-#: pyOpenSSL's OpenSSL bindings, for the two calls of the hot loops (see
-#: L{BatchingTLSTransport}); without them every record goes through
-#: pyOpenSSL's public methods.
-_lib: Any = getattr(_pyopenssl, "_lib", None)
-_ffi: Any = getattr(_pyopenssl, "_ffi", None)
-
-#: Whether records are encrypted and decrypted, and the ciphertext taken out
-#: of the send BIO, by direct calls (else by pyOpenSSL's C{send}/C{recv}/
-#: C{bio_read}, one Python call chain per record, and an exception each time a
-#: BIO or the decrypted records run dry).
-DIRECT = _ffi is not None and all(
-    hasattr(_lib, name) for name in ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read")
-)
-
-#: What C{SSL_get_error} says when a read stopped for want of more bytes.
-_WANT_READ: int = getattr(_lib, "SSL_ERROR_WANT_READ", 2)
 
 #: Where a read's records are decrypted before one copy hands them on; one
 #: for the process: the reactor decrypts one read at a time and the bytes are
@@ -127,17 +128,15 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
     def makeConnection(self, transport: Any) -> None:
         twisted_tls: Any = TLSMemoryBIOProtocol  # untyped
         twisted_tls.makeConnection(self, transport)
-        if DIRECT:
-            self._direct_ssl = getattr(self._tlsConnection, "_ssl", None)
-            self._send_bio = getattr(self._tlsConnection, "_from_ssl", None)
-            if self._send_bio is None:
-                self._direct_ssl = None
+        # Once per connection: the handles, if they are what the direct calls take.
+        handles = direct_handles(self._tlsConnection)
+        if handles is not None:
+            self._direct_ssl, self._send_bio = handles
         self._sends_now = sends_now(transport)
 
     def _write(self, data: bytes) -> None:
         if self._lostTLSConnection:
             return
-        tls: Any = self  # Twisted's TLS internals, untyped
         connection = self._tlsConnection
         view = memoryview(data)
         total, done = len(view), 0
@@ -145,9 +144,9 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         if ssl is not None:
             # OpenSSL writes one record per call (pyOpenSSL turns on partial
             # writes): the loop that runs once per record is this one.
-            with _ffi.from_buffer(view) as pointer:
+            with from_buffer(view) as pointer:
                 while done < total:
-                    written = _lib.SSL_write(ssl, pointer + done, total - done)
+                    written = SSL_write(ssl, pointer + done, total - done)
                     if written <= 0:
                         break
                     done += written
@@ -160,9 +159,9 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         except WantReadError:
             # Only during a renegotiation: Twisted's buffer takes the rest and
             # writes it when the handshake needs no more bytes.
-            tls._bufferedWrite(bytes(view[done:]))
+            tls_buffered_write(self, bytes(view[done:]))
         except Error:
-            tls._tlsShutdownFinished(_current_failure())
+            tls_shutdown_finished(self, _current_failure())
             return
         self._flushSendBIO()
 
@@ -182,7 +181,6 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
             transport.write(ciphertext)
 
     def _flushReceiveBIO(self) -> None:
-        tls: Any = self  # Twisted's TLS internals, untyped
         connection = self._tlsConnection
         pieces: list[bytes] = []
         ended: Any = None
@@ -209,10 +207,10 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
             tls_wrapper.dataReceived(self, pieces[0] if len(pieces) == 1 else b"".join(pieces))
         # Twisted's handling of the end, after the bytes before it.
         if ended is True:
-            tls._shutdownTLS()
-            tls._tlsShutdownFinished(None)
+            tls_shutdown(self)
+            tls_shutdown_finished(self, None)
         elif ended is not None:
-            tls._tlsShutdownFinished(ended)
+            tls_shutdown_finished(self, ended)
         self._flushSendBIO()
 
 
@@ -225,16 +223,16 @@ def _decrypt_all(ssl: Any, pieces: list[bytes]) -> bool:
     """
     buffer = _DECRYPTED
     size, filled = len(buffer), 0
-    with _ffi.from_buffer(buffer) as pointer:
+    with from_buffer(buffer) as pointer:
         while True:
-            count = _lib.SSL_read(ssl, pointer + filled, size - filled)
+            count = SSL_read(ssl, pointer + filled, size - filled)
             if count <= 0:
                 break
             filled += count
             if filled == size:
                 pieces.append(bytes(buffer))
                 filled = 0
-    wants_more: bool = _lib.SSL_get_error(ssl, count) == _WANT_READ
+    wants_more: bool = SSL_get_error(ssl, count) == WANT_READ
     if filled:
         with memoryview(buffer) as view:
             pieces.append(bytes(view[:filled]))
@@ -260,9 +258,9 @@ def _drain_bio(bio: Any) -> list[bytes]:
     pieces = []
     buffer = _CIPHERTEXT
     size = len(buffer)
-    with _ffi.from_buffer(buffer) as pointer, memoryview(buffer) as view:
+    with from_buffer(buffer) as pointer, memoryview(buffer) as view:
         while True:
-            count = _lib.BIO_read(bio, pointer, size)
+            count = BIO_read(bio, pointer, size)
             if count <= 0:  # empty: a memory BIO has no other way to fail a read
                 break
             pieces.append(bytes(view[:count]))
@@ -288,7 +286,9 @@ class BatchingTLSEndpoint:
         self.wrapped = wrapped
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        tls_factory = BatchingTLSFactory(self.creator, True, factory)
+        # Twisted's own TLS where its internals moved (warned once).
+        tls_class = BatchingTLSFactory if batching_tls() else TLSMemoryBIOFactory
+        tls_factory = tls_class(self.creator, True, factory)
         return self.wrapped.connect(tls_factory).addCallback(_application_protocol)
 
 

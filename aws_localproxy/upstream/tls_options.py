@@ -16,13 +16,13 @@ import functools
 from typing import Optional
 
 from OpenSSL import SSL
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from aws_localproxy.adapters.sockets import ip_address_of
+from aws_localproxy.adapters.twisted_private import IOpenSSLTrustRoot, TrustRoot
 
 __all__ = [
     "CAPathTrustRoot",
@@ -41,14 +41,13 @@ NO_VERIFY_WARNING = (
 )
 
 
-@implementer(IOpenSSLTrustRoot)
-class CAPathTrustRoot:
+class CAPathTrustRoot(TrustRoot):
     """The platform's default CAs, plus every certificate of an OpenSSL hashed directory."""
 
     def __init__(self, capath: Optional[str]) -> None:
         self.capath = capath
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:
+    def add_cas_to(self, context: SSL.Context) -> None:
         context.set_default_verify_paths()
         if self.capath:
             context.load_verify_locations(None, self.capath)

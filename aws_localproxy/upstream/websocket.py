@@ -39,6 +39,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aws_localproxy._version import __version__
+from aws_localproxy.adapters.autobahn_private import (
+    fast_path,
+    keepalive_call_later,
+    parse_frames,
+    restart_keepalive,
+)
 from aws_localproxy.adapters.sockets import (
     set_no_delay,
     set_not_sent_low_water,
@@ -151,6 +157,10 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _partial_size = 0
     _partial_need = 0
     _transport_error = ""
+    #: Whether complete binary frames skip Autobahn's parser: Autobahn's
+    #: internals are what the fast path reads (set once connected, see
+    #: L{aws_localproxy.adapters.autobahn_private}); else Autobahn parses all.
+    _fast_path = False
     #: The largest frame the fast path takes (set when the options are known).
     _fast_path_limit = 0
     #: Inbound flow control is not reading the WebSocket (a local connection is full).
@@ -159,6 +169,8 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     _pong_timeout_deferred = False
     #: The session's scheduler, once it started: where the pacer's pongs go.
     _outbound: Optional[OutboundScheduler] = None
+    #: L{_binary_frames} left Autobahn a pong the scheduler did not take.
+    _pong_refused = False
     #: Masking keys not used yet, and where the next one starts (L{_next_mask}).
     _masks = b""
     _mask_at = _MASK_POOL
@@ -191,6 +203,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         )
         limits = [int(n) for n in options if n > 0]
         self._fast_path_limit = min(limits, default=MAX_INCOMING_MESSAGE)
+        self._fast_path = fast_path()
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         factory = self.factory
@@ -284,6 +297,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         self.factory.events.session_closed(self, outcome)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._fast_path:
+            super().dataReceived(data)
+            return
         # Autobahn's own builds the arguments of a debug line for every read,
         # whether debug logging is on or not.
         if self._partial is not None or (
@@ -295,7 +311,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             data = self._binary_frames(data)
             if not data:
                 return
-        self._dataReceived(data)
+        parse_frames(self, data)
 
     def _binary_frames(self, data: bytes) -> bytes:
         """
@@ -350,7 +366,10 @@ class TunnelClientProtocol(WebSocketClientProtocol):
                     need = stop - position
                     break
                 if not outbound.pong(data[position + 2 : stop]):
-                    break  # the keep-alive's: Autobahn keeps its account of those
+                    # The keep-alive's: Autobahn keeps its account of those,
+                    # and parses this pong next (not offered again).
+                    self._pong_refused = True
+                    break
                 position = stop
                 continue
             if first != 0x82 or second & 0x80:
@@ -380,7 +399,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             # Data received is the peer alive, as Autobahn counts it for the
             # frames it parses itself: a session busy receiving (its pong
             # queued behind the data) must not be dropped for a late pong.
-            self._cancelAutoPingTimeoutCall()
+            restart_keepalive(self)
         if not need:
             return data[position:]
         self._partial = [data[position:]]
@@ -389,6 +408,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         return b""
 
     def onMessageEnd(self) -> None:
+        if not self._fast_path:
+            super().onMessageEnd()
+            return
         # Autobahn's own also fires an observer event (and builds a Deferred
         # chain) per message, which nothing here listens to.
         if not self.failedByMe:
@@ -475,7 +497,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             and self.autoPingTimeoutCall is None
             and self.autoPingPending is not None
         ):
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+            self.autoPingTimeoutCall = keepalive_call_later(self.factory)(
                 self.autoPingTimeout, self.onAutoPingTimeout
             )
 
@@ -492,14 +514,23 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         # answers to its own keep-alive ping and warn about each.
         outbound = self._outbound
         if (
-            outbound is not None
+            self._fast_path
+            and outbound is not None
             and self.current_frame.opcode == 10
             and self.control_frame_data is not None
         ):
-            if outbound.pong(b"".join(self.control_frame_data)):
+            if self._pong_refused:
+                self._pong_refused = False  # the session's outbound said no already
+            elif outbound.pong(b"".join(self.control_frame_data)):
                 self.control_frame_data = None  # type: ignore[assignment]
                 return True
         return bool(super().processControlFrame())
+
+    def onPong(self, payload: bytes) -> None:
+        # Without the fast path every pong arrives here, the pacer's too.
+        outbound = self._outbound
+        if self._fast_path or outbound is None or not outbound.pong(payload):
+            super().onPong(payload)
 
 
 class TunnelClientFactory(WebSocketClientFactory):

@@ -10,25 +10,16 @@ import ipaddress
 import socket
 from typing import Any, List, Optional
 
-from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.adapters.sockets import (
     TCP_NOTSENT_LOWAT,
     ip_address_of,
-    sends_now,
     set_no_delay,
     set_not_sent_low_water,
     set_socket_buffers,
-    write_now,
 )
-from tests.support.helpers import readable_bytes
-
-reactor: Any = _reactor
 
 
 class _Transport:
@@ -120,78 +111,3 @@ class SocketOptionTests(SynchronousTestCase):
         self.assertFalse(set_socket_buffers(transport, 65536))
         if TCP_NOTSENT_LOWAT is not None:
             self.assertFalse(set_not_sent_low_water(transport))
-
-
-class WriteNowTests(TestCase):
-    """L{write_now} on a real TCP transport on 127.0.0.1."""
-
-    def test_twisted_state_it_reads(self) -> None:
-        """The buffer state L{write_now} checks is still Twisted's."""
-        from twisted.internet.abstract import FileDescriptor
-        from twisted.internet.tcp import Connection
-
-        descriptor = FileDescriptor()
-        for name in (
-            "dataBuffer",
-            "_tempDataLen",
-            "_writeDisconnected",
-            "connected",
-            "disconnecting",
-        ):
-            self.assertTrue(hasattr(descriptor, name), name)
-        self.assertTrue(callable(Connection.writeSomeData))
-        self.assertTrue(hasattr(Connection, "TLS"))
-
-    async def connected(self) -> Any:
-        made: Deferred[Protocol] = Deferred()
-
-        class Made(Protocol):
-            def connectionMade(self) -> None:
-                made.callback(self)
-
-        port = reactor.listenTCP(0, Factory.forProtocol(Made), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        peer = socket.create_connection(("127.0.0.1", port.getHost().port))
-        self.addCleanup(peer.close)
-        protocol = await made
-        self.addCleanup(protocol.transport.loseConnection)
-        return protocol.transport, peer
-
-    async def test_straight_to_the_socket(self) -> None:
-        """Nothing waiting: the bytes are in the peer's queue when it returns, no writer registered."""
-        transport, peer = await self.connected()
-        self.assertTrue(sends_now(transport))
-        write_now(transport, b"hello")
-        self.assertEqual(readable_bytes(peer), 5)
-        self.assertNotIn(transport, reactor.getWriters())
-
-    async def test_behind_waiting_bytes(self) -> None:
-        """Bytes already buffered go first: the new ones join the buffer, in order."""
-        transport, peer = await self.connected()
-        transport.write(b"first ")
-        write_now(transport, b"second")
-        self.assertEqual(readable_bytes(peer), 0)
-        self.assertIn(transport, reactor.getWriters())
-        peer.settimeout(5)
-        received = b""
-        while len(received) < 12:
-            await deferLater(reactor, 0.01, lambda: None)
-            if readable_bytes(peer):
-                received += peer.recv(100)
-        self.assertEqual(received, b"first second")
-
-    async def test_more_than_the_socket_takes(self) -> None:
-        """A write larger than the socket's buffer: what is left is buffered and sent later, whole."""
-        transport, peer = await self.connected()
-        data = bytes(range(256)) * 40000  # 10 MB
-        write_now(transport, data)
-        self.assertIn(transport, reactor.getWriters())
-        peer.setblocking(False)
-        received = bytearray()
-        while len(received) < len(data):
-            await deferLater(reactor, 0.001, lambda: None)
-            try:
-                received += peer.recv(1 << 20)
-            except BlockingIOError:
-                pass
-        self.assertEqual(bytes(received), data)

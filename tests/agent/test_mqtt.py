@@ -12,11 +12,14 @@ from typing import Any, List, Tuple
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from aws_localproxy.adapters import paho_private
 from aws_localproxy.agent.broker import parse_broker_url
 from aws_localproxy.agent.mqtt import MqttClientService
+from aws_localproxy.agent.mqttsession import MqttSession
 
 CONNACK_OK = b"\x20\x02\x00\x00"
 CONNACK_NOT_AUTHORIZED = b"\x20\x02\x00\x05"
@@ -32,7 +35,7 @@ def publish_qos1(topic: str, payload: bytes, mid: int) -> bytes:
     return bytes([0x32, len(body)]) + body
 
 
-class FakeEndpoint:
+class StringTransportEndpoint:
     """Connects each protocol to a new StringTransport, or fails while C{refuse} is set."""
 
     def __init__(self) -> None:
@@ -58,7 +61,7 @@ class FakeEndpoint:
 class MqttClientTests(TestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.endpoint = FakeEndpoint()
+        self.endpoint = StringTransportEndpoint()
         self.messages: List[Tuple[str, bytes]] = []
         self.client = MqttClientService(
             self.clock,
@@ -157,6 +160,21 @@ class MqttClientTests(TestCase):
         self.assertEqual(self.client.sessions, 0)
         self.clock.advance(1.0)
         self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_paho_without_the_seam_is_refused(self) -> None:
+        """
+        A paho whose reconnect no longer takes our socket is never asked to
+        connect (it would connect by itself, blocking): each attempt logs
+        why and drops the connection.
+        """
+        self.patch(paho_private, "HANDS_SOCKET", False)
+        errors: List[str] = []
+        self.patch(MqttSession, "log", Logger(observer=lambda e: errors.append(e["error"])))
+        self.client.startService()
+        self.assertEqual(self.written(), b"")
+        self.assertTrue(self.endpoint.transports[-1].disconnecting)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("Client._create_socket", errors[0])
 
     def test_no_connack_aborts(self) -> None:
         self.client.startService()

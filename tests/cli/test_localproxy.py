@@ -16,7 +16,7 @@ from aws_localproxy.cli import log_setup
 from aws_localproxy.cli.options import TRY_HELP, banner
 from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.protocol.constants import Mode
-from tests.config.test_settings import REFERENCE_DOCUMENT
+from tests.support.reference_settings import REFERENCE_DOCUMENT
 
 TOKEN = "cli-token-" + "x" * 30
 

@@ -1,4 +1,7 @@
-"""Tests for aws_localproxy.config.client_token: generating, storing and reading a client token file."""
+"""
+Tests for aws_localproxy.config.client_token: generating, storing and
+reading a client token file, and which token a proxy uses.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.config import client_token
 from aws_localproxy.config.client_token import (
     ClientTokenFileError,
+    client_token_for,
     generate_client_token,
     is_valid_client_token,
     load_or_create_client_token,
@@ -143,3 +147,43 @@ class FileTests(SynchronousTestCase):
         ((flags, mode),) = flags_seen
         self.assertEqual(flags & (os.O_CREAT | os.O_EXCL), os.O_CREAT | os.O_EXCL)
         self.assertEqual(mode, 0o600)
+
+
+class ClientTokenForTests(SynchronousTestCase):
+    """The token of a proxy's connects: configured, else from its file, else made up."""
+
+    def setUp(self) -> None:
+        self.secrets: list = []
+
+    def test_configured(self) -> None:
+        """A configured token is used as it is, and is no secret of ours to tell."""
+        token = "c" * 40
+        path = os.path.join(self.mktemp(), "never-created")
+        self.assertEqual(client_token_for(token, path, self.secrets.append), token)
+        self.assertEqual(self.secrets, [])
+        self.assertFalse(os.path.exists(path))
+
+    def test_from_the_file(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "client-token")
+        token = client_token_for(None, path, self.secrets.append)
+        self.assertEqual(read_client_token(path), token)
+        self.assertEqual(client_token_for("", path, self.secrets.append), token)
+        self.assertEqual(self.secrets, [token, token])
+
+    def test_made_up(self) -> None:
+        with capturedLogs() as events:
+            token = client_token_for(None, None, self.secrets.append)
+        self.assertTrue(is_valid_client_token(token))
+        self.assertEqual(self.secrets, [token])
+        self.assertNotEqual(client_token_for(None, None), token)
+        self.assertEqual(
+            [event["log_format"] for event in events],
+            ["Generated a client token for this proxy's reconnects"],
+        )
+
+    def test_file_error(self) -> None:
+        path = os.path.join(self.mktemp(), "missing-directory", "client-token")
+        self.assertRaises(ClientTokenFileError, client_token_for, None, path, self.secrets.append)
+        self.assertEqual(self.secrets, [])

@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from aws_localproxy.config.settings import LocalSockets
 from aws_localproxy.local.connection import LocalStreamProtocol
 from aws_localproxy.protocol.inbound_flow import InboundFlow
-from tests.support.helpers import RecordingTunnelConnection, readable_bytes
+from tests.fakes.local import RecordingTunnelConnection
+from tests.support.helpers import readable_bytes
 
 reactor: Any = _reactor
 

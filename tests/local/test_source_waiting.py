@@ -25,8 +25,12 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import LocalConnection, TunnelConnection, Wait
 from aws_localproxy.protocol.wire import MessageDecoder
-from tests.protocol.test_tunnel import FakePeer, PeerTunnel, logs, service_ids, summary, texts
-from tests.support.helpers import RecordingTunnelConnection, TCPLikeTransport, wait_until
+from tests.fakes.local import RecordingTunnelConnection
+from tests.fakes.peer import FakePeer, service_ids, summary
+from tests.fakes.transport import TCPLikeTransport
+from tests.fakes.tunnel import PeerTunnel
+from tests.support.helpers import wait_until
+from tests.support.logs import logs, texts
 
 NOT_YET = Wait("the tunnel is not ready (a test)")
 
@@ -39,10 +43,13 @@ class Scripted:
     def __init__(self) -> None:
         self.answer: Answer = NOT_YET
         self.asked: List[str] = []
+        #: The local connections offered, in order.
+        self.offered: List[LocalConnection] = []
         self.given_up: List[Tuple[str, str]] = []
 
     def accept(self, service_id: str, local: LocalConnection) -> Answer:
         self.asked.append(service_id)
+        self.offered.append(local)
         return self.answer
 
     def give_up(self, service_id: str, wait: Wait) -> None:
@@ -54,10 +61,15 @@ class HoldingTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.side = SourceSide(self.reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
         self.tunnel = Scripted()
-        self.side.accept = self.tunnel.accept
-        self.side.give_up = self.tunnel.give_up
+        self.side = SourceSide(
+            self.reactor,
+            InboundFlow(),
+            "127.0.0.1",
+            accept=self.tunnel.accept,
+            given_up=self.tunnel.give_up,
+            on_fatal=lambda e: None,
+        )
         self.side.services_ready({"ssh": "5555"})
         self.factory = self.reactor.tcpServers[0][1]
 
@@ -93,15 +105,11 @@ class HoldingTests(SynchronousTestCase):
         """Waiting connections are offered again oldest first."""
         first, _ = self.client()
         second, _ = self.client()
-        started: List[LocalConnection] = []
-
-        def accept(service_id: str, local: LocalConnection) -> Answer:
-            started.append(local)
-            return RecordingTunnelConnection()
-
-        self.side.accept = accept
+        del self.tunnel.offered[:]
+        self.tunnel.answer = RecordingTunnelConnection()
         self.side.offer_waiting()
-        self.assertEqual(started, [first, second])
+        self.assertEqual(self.tunnel.offered, [first, second])
+        self.assertEqual(self.side.waiting, 0)
 
     def test_refused_after_the_bound(self) -> None:
         """After C{hold_timeout} the connection is refused, with a line that says why."""
@@ -157,11 +165,16 @@ class HoldingTests(SynchronousTestCase):
 
 def wired(reactor: object) -> Tuple[SourceSide, PeerTunnel, FakePeer]:
     """A source side and a tunnel, wired as L{LocalProxyService} wires them."""
-    side = SourceSide(reactor, InboundFlow(), "127.0.0.1", on_fatal=lambda e: None)
+    side = SourceSide(
+        reactor,
+        InboundFlow(),
+        "127.0.0.1",
+        accept=lambda service_id, local: tunnel.local_connection_offered(service_id, local),
+        given_up=lambda service_id, wait: tunnel.local_connection_given_up(service_id, wait),
+        on_fatal=lambda e: None,
+    )
     peer = FakePeer()
     tunnel = PeerTunnel(Mode.SOURCE, peer, side, service_map={"ssh": "0"})
-    side.accept = tunnel.local_connection_offered
-    side.give_up = tunnel.local_connection_given_up
     tunnel.waiting_may_start = side.offer_waiting
     return side, tunnel, peer
 

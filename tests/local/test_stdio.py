@@ -6,7 +6,7 @@ output (here: pipes, with Twisted's real C{StandardIO}) as a local connection.
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from aws_localproxy.local.stdio import StdioConnection, StdioEnd, StdioSide, choose_service_id
 from aws_localproxy.protocol.errors import FatalTunnelError
 from aws_localproxy.protocol.inbound_flow import InboundFlow
-from tests.support.helpers import RecordingTunnelConnection, sleep
+from aws_localproxy.protocol.interfaces import LocalConnection
+from tests.fakes.local import RecordingTunnelConnection
+from tests.support.helpers import sleep
 
 
 class ChooseTests(SynchronousTestCase):
@@ -52,12 +54,21 @@ class ChooseTests(SynchronousTestCase):
 
 
 class SideTests(SynchronousTestCase):
-    def side(self, built: List[Any]) -> StdioSide:
-        """A side without a chosen service ID; the protocols it opens go to C{built}."""
+    def side(self, built: List[Any], accepted: Optional[List[str]] = None) -> StdioSide:
+        """
+        A side without a chosen service ID; the protocols it opens go to
+        C{built}, the service IDs its tunnel is asked to accept to C{accepted}.
+        """
+
+        def accept(service_id: str, local: LocalConnection) -> None:
+            if accepted is not None:
+                accepted.append(service_id)
+
         return StdioSide(
             None,
             InboundFlow(),
             service_id=None,
+            accept=accept,
             session_ready=lambda: True,
             on_end=lambda end: None,
             standard_io=lambda protocol, reactor: built.append(protocol),
@@ -65,9 +76,8 @@ class SideTests(SynchronousTestCase):
 
     def test_opened_once_for_the_chosen_service(self) -> None:
         built: List[Any] = []
-        accepted: List[Any] = []
-        side = self.side(built)
-        side.accept = lambda sid, local: accepted.append(sid)  # type: ignore[assignment,func-returns-value]
+        accepted: List[str] = []
+        side = self.side(built, accepted)
         side.services_ready({"SSH1": "0"})
         side.services_ready({"SSH1": "0"})  # a later session
         self.assertEqual(len(built), 1)

@@ -1,20 +1,24 @@
 """
-Metrics end to end: two proxies in one process, each with its own registry
-and HTTP listener, scraped after a known transfer and parsed with
+L{aws_localproxy.metrics.snapshot}: the snapshot read from plain figures,
+then metrics end to end: two proxies in one process, each with its own
+registry and HTTP listener, scraped after a known transfer and parsed with
 prometheus_client's own text parser.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Dict, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 
-from aws_localproxy.metrics.snapshot import ServiceMetrics
+from aws_localproxy.metrics.snapshot import ServiceMetrics, snapshot
 from aws_localproxy.protocol.constants import Mode
+from aws_localproxy.protocol.service_state import ServiceCounters
 from tests.support.e2e import TEST_SETTINGS, E2ETestCase, Echo, new_client_token
 from tests.support.helpers import wait_until
 
@@ -27,6 +31,56 @@ def parse(text: str) -> Samples:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+class Paused:
+    def paused_seconds_now(self) -> float:
+        return 1.5
+
+
+class SnapshotTests(SynchronousTestCase):
+    """The snapshot is made of the figures it is handed, and of nothing else."""
+
+    def test_nothing_built_yet(self) -> None:
+        metrics = snapshot(Mode.SOURCE, None, None, Paused())
+        self.assertEqual(
+            (metrics.mode, metrics.session_up, metrics.sessions, metrics.reconnects),
+            ("source", False, 0, 0),
+        )
+        self.assertEqual((metrics.bytes_sent, metrics.bytes_received), (0, 0))
+        self.assertIsNone(metrics.last_ping_rtt)
+        self.assertEqual(metrics.paused_seconds, 1.5)
+        self.assertEqual(metrics.services, {})
+
+    def test_figures(self) -> None:
+        ssh = ServiceCounters("ssh")
+        ssh.bytes_sent, ssh.bytes_received, ssh.messages_sent = 10, 20, 3
+        ssh.messages_received, ssh.connections_opened, ssh.connections_refused = 4, 5, 1
+        ssh.connections_reset, ssh.connections_closed = 2, 1
+        rdp = ServiceCounters("rdp")
+        tunnel = SimpleNamespace(
+            counters={"ssh": ssh, "rdp": rdp},
+            active_connections={"ssh": 2},
+            bytes_received=700,
+            messages_received=9,
+            session_up=True,
+            bytes_sent=800,
+            records_sent=11,
+            last_ping_rtt=0.02,
+        )
+        link = SimpleNamespace(sessions=3, state_changed_at=1234.5)
+        metrics = snapshot(Mode.DESTINATION, tunnel, link, Paused())  # type: ignore[arg-type]
+        self.assertEqual(metrics.mode, "destination")
+        self.assertEqual((metrics.sessions, metrics.reconnects, metrics.session_up), (3, 2, True))
+        self.assertEqual(metrics.last_state_change, 1234.5)
+        self.assertEqual((metrics.bytes_sent, metrics.messages_sent), (800, 11))
+        self.assertEqual((metrics.bytes_received, metrics.messages_received), (700, 9))
+        self.assertEqual(metrics.last_ping_rtt, 0.02)
+        self.assertEqual(
+            metrics.services["ssh"],
+            ServiceMetrics("ssh", 10, 20, 3, 4, 5, 2, 1, 2, 1),
+        )
+        self.assertEqual(metrics.services["rdp"].connections_active, 0)
 
 
 class MetricsTests(E2ETestCase):

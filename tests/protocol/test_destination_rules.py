@@ -11,18 +11,10 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mo
 from aws_localproxy.protocol.errors import RecoverableTunnelError
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.wire import Message
-from tests.protocol.test_tunnel import (
-    SSH,
-    TWO,
-    FakeLocalConnection,
-    ctl,
-    data,
-    logs,
-    make_tunnel,
-    service_ids,
-    started,
-    texts,
-)
+from tests.fakes.local import FakeLocalConnection
+from tests.fakes.peer import ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, make_tunnel, started
+from tests.support.logs import logs, texts
 
 
 class DestinationV3Tests(SynchronousTestCase):

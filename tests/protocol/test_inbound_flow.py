@@ -5,17 +5,10 @@ only past its bound, and it resumes when every full one has drained.
 
 from __future__ import annotations
 
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.inbound_flow import InboundFlow
-from aws_localproxy.protocol.scheduler import OutboundSettings
-from aws_localproxy.protocol.tunnel import Tunnel
-from aws_localproxy.protocol.wire import DataFields
-from aws_localproxy.upstream.connector import RetryPolicy
-from tests.protocol.test_scheduler import Reader
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
 
 
 class Clock:
@@ -88,52 +81,3 @@ class InboundFlowTests(SynchronousTestCase):
         self.flow.detach()
         self.flow.blocked("c")
         self.assertEqual(heard, [True, False])
-
-
-class SessionWiringTests(SynchronousTestCase):
-    """Each session's scheduler and WebSocket protocol hear when reading stops."""
-
-    def test_pause_reaches_the_pacer_and_the_keepalive(self) -> None:
-        clock = MemoryReactorClock()
-        endpoint = FakeEndpoint()
-        protocol = FakeProtocol()
-        endpoint.results = [protocol]
-        tunnel = Tunnel(
-            Mode.SOURCE,
-            None,  # type: ignore[arg-type]
-            service_map={},
-            outbound=OutboundSettings(clock=clock),
-        )
-        connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(-1, 1.0, True))
-        connector.start()
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        scheduler = connector.scheduler
-        assert scheduler is not None and scheduler._pacer is not None
-        inbound = tunnel.inbound
-        inbound.blocked("a full local connection")
-        self.assertTrue(scheduler._pacer.deaf)
-        inbound.unblocked("a full local connection")
-        self.assertFalse(scheduler._pacer.deaf)
-        self.assertEqual(protocol.reading_paused_calls, [True, False])
-
-    def test_session_end_cancels_the_stall_timer(self) -> None:
-        clock = MemoryReactorClock()
-        endpoint = FakeEndpoint()
-        protocol = FakeProtocol()
-        endpoint.results = [protocol]
-        tunnel = Tunnel(
-            Mode.SOURCE,
-            None,  # type: ignore[arg-type]
-            service_map={},
-            outbound=OutboundSettings(clock=clock),
-        )
-        connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(0, 1.0, True))
-        connector.start()
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        scheduler = connector.scheduler
-        assert scheduler is not None
-        lane = scheduler.open_lane(DataFields("", 1, 1), Reader())
-        lane.write(b"B" * (4 * 1024 * 1024))
-        self.assertEqual(len(clock.getDelayedCalls()), 1)  # the stall timer
-        connector.session_closed(protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(clock.getDelayedCalls(), [])

@@ -19,19 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.protocol.pacing import Pacer
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.wire import DataFields, Message, control_message, decode_all
-
-
-class Reader:
-    def __init__(self) -> None:
-        self.paused = False
-        self.pauses = 0
-
-    def pause_reading(self) -> None:
-        self.paused = True
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        self.paused = False
+from tests.fakes.local import Reader
 
 
 class Wire:
@@ -206,6 +194,63 @@ class OrderingTests(SynchronousTestCase):
         lane.write(b"late")
         self.scheduler.control(reset(1))
         self.assertEqual(self.wire.records, [])
+
+
+class IdleTests(SynchronousTestCase):
+    """C{when_idle}: the event that everything queued has been written (or the session is over)."""
+
+    def setUp(self) -> None:
+        self.wire = Wire()
+        self.scheduler = OutboundScheduler(self.wire.send, max_payload=1000)
+
+    def test_at_once_when_nothing_is_queued(self) -> None:
+        self.successResultOf(self.scheduler.when_idle())
+
+    def test_after_the_last_record(self) -> None:
+        self.scheduler.pauseProducing()
+        lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"a" * 2500)
+        lane.finish(reset(1))
+        idle = self.scheduler.when_idle()
+        self.assertNoResult(idle)
+        self.scheduler.resumeProducing()
+        self.successResultOf(idle)
+        self.assertEqual(self.wire.messages()[-1].type, Message.CONNECTION_RESET)
+
+    def test_when_the_session_ends(self) -> None:
+        self.scheduler.pauseProducing()
+        self.scheduler.control(reset(1))
+        idle = self.scheduler.when_idle()
+        self.scheduler.close()
+        self.successResultOf(idle)
+        self.successResultOf(self.scheduler.when_idle())
+
+    def test_cancelled_waiter_forgotten(self) -> None:
+        self.scheduler.pauseProducing()
+        self.scheduler.control(reset(1))
+        idle = self.scheduler.when_idle()
+        idle.cancel()
+        self.failureResultOf(idle)
+        self.scheduler.resumeProducing()
+
+    def test_when_withdraw_leaves_nothing(self) -> None:
+        """Records dropped by C{withdraw} were the last: the waiters hear it then, not later."""
+        self.scheduler.pauseProducing()
+        self.scheduler.control(reset(1), "old")
+        idle = self.scheduler.when_idle()
+        self.scheduler.withdraw("other")
+        self.assertNoResult(idle)
+        self.scheduler.withdraw("old")
+        self.successResultOf(idle)
+
+    def test_when_an_abort_leaves_nothing(self) -> None:
+        """A lane aborted without a record to send was the last: the waiters hear it then."""
+        self.scheduler.pauseProducing()
+        lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"dropped")
+        idle = self.scheduler.when_idle()
+        lane.abort(None)
+        self.successResultOf(idle)
 
 
 class FrameTests(SynchronousTestCase):

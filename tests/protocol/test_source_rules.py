@@ -12,19 +12,10 @@ from aws_localproxy.protocol.errors import RecoverableTunnelError
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.service_state import INT32_MAX
 from aws_localproxy.protocol.wire import Limits, Message
-from tests.protocol.test_tunnel import (
-    SSH,
-    TWO,
-    FakeLocalConnection,
-    ctl,
-    data,
-    logs,
-    make_tunnel,
-    service_ids,
-    shown_v3,
-    started,
-    texts,
-)
+from tests.fakes.local import FakeLocalConnection
+from tests.fakes.peer import ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, make_tunnel, shown_v3, started
+from tests.support.logs import logs, texts
 
 
 class SourceV3Tests(SynchronousTestCase):

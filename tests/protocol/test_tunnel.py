@@ -2,18 +2,16 @@
 Tests for L{aws_localproxy.protocol.tunnel}: sessions, SERVICE_IDS, dispatch rules.
 
 Conversations are scripted with fake peer and local objects that record
-every call: no sockets, no reactor.  The fakes are shared by the other
-C{tests.protocol.test_tunnel_*} modules.
+every call (L{tests.fakes}): no sockets, no reactor.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, List, Mapping, Sequence
+from typing import List
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import (
@@ -25,9 +23,6 @@ from aws_localproxy.protocol.constants import (
 )
 from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.protocol.interfaces import (
-    LocalConnection,
-    LocalSide,
-    Outbound,
     TunnelConnection,
 )
 from aws_localproxy.protocol.scheduler import OutboundScheduler
@@ -37,268 +32,27 @@ from aws_localproxy.protocol.service_ids import (
     NOT_ENOUGH_SERVICE_IDS,
     WRONG_CONFIGURATION,
 )
-from aws_localproxy.protocol.service_state import UINT32_MAX, Connection
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import (
     Limits,
     Message,
     control_message,
     decode_all,
-    encode_message,
 )
-
-# -- fakes -----------------------------------------------------------------------
-
-
-class FakePeer:
-    """The peer: records every record a session sends (through an unpaced scheduler)."""
-
-    def __init__(self) -> None:
-        self.records: List[bytes] = []
-
-    def send_record(self, record: bytes) -> None:
-        self.records.append(record)
-
-    def messages(self) -> List[Message]:
-        """Every record decoded; each must hold exactly one message."""
-        out = []
-        for record in self.records:
-            decoded = decode_all(record)
-            assert len(decoded) == 1, "a record holds %d messages" % (len(decoded),)
-            out.append(decoded[0])
-        return out
-
-    def take(self) -> List[tuple]:
-        """The messages sent since the last call, as L{summary} tuples."""
-        result = [summary(m) for m in self.messages()]
-        self.records.clear()
-        return result
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, PeerTunnel, make_tunnel, shown_v3, started
+from tests.support.logs import logs, texts
 
 
-def summary(message: Message) -> tuple:
-    """A message as (type name, serviceId, streamId, connectionId[, payload]) for comparisons."""
-    name = Message.Type.Name(message.type) if message.type <= 7 else message.type
-    if message.type == Message.DATA:
-        return (name, message.serviceId, message.streamId, message.connectionId, message.payload)
-    return (name, message.serviceId, message.streamId, message.connectionId)
-
-
-class FakeLocalConnection:
-    """A L{LocalConnection} that records what the tunnel wrote and whether it closed it."""
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-        self.written: List[bytes] = []
-        self.close_calls = 0
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.written)
-
-    @property
-    def closed(self) -> bool:
-        return self.close_calls > 0
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.close_calls += 1
-
-    reading_paused = False
-
-    def pause_reading(self) -> None:
-        self.reading_paused = True
-
-    def resume_reading(self) -> None:
-        self.reading_paused = False
-
-
-class FakeLocalSide:
-    """
-    A L{LocalSide}: records C{services_ready} calls and the destination's
-    connections (as (tunnel connection, local connection) pairs).
-    """
-
-    def __init__(self) -> None:
-        self.ready_calls: List[dict] = []
-        self.connections: List[tuple[TunnelConnection, FakeLocalConnection]] = []
-        self.fail_synchronously = False
-
-    def services_ready(self, endpoints: Mapping[str, str]) -> None:
-        self.ready_calls.append(dict(endpoints))
-
-    def connect(self, connection: TunnelConnection) -> LocalConnection:
-        local = FakeLocalConnection("%s/%d" % (connection.service_id, connection.connection_id))
-        self.connections.append((connection, local))
-        if self.fail_synchronously:
-            connection.connect_failed("refused")
-        return local
-
-    def connection(self, service_id: str, connection_id: int, index: int = -1):
-        """The latest (tunnel connection, local) pair for this service and id."""
-        matches = [
-            pair
-            for pair in self.connections
-            if pair[0].service_id == service_id and pair[0].connection_id == connection_id
-        ]
-        assert matches, "no connection %r/%d" % (service_id, connection_id)
-        return matches[index]
-
-
-class PeerTunnel(Tunnel):
-    """
-    A L{Tunnel} whose sessions send to a L{FakePeer} through a real scheduler
-    (unpaced and never paused, so every record goes out at once, in order).
-    """
-
-    def __init__(self, mode: Mode, peer: FakePeer, local: LocalSide, **kwargs) -> None:
-        # A source's streams are numbered 1, 2, ... here, unless a test says otherwise.
-        kwargs.setdefault("stream_id_start", lambda: 0)
-        super().__init__(mode, local, **kwargs)
-        self.peer = peer
-
-    def session_started(self, subprotocol: str, outbound: Outbound | None = None) -> None:
-        super().session_started(
-            subprotocol,
-            outbound
-            or OutboundScheduler(self.peer.send_record, max_payload=self.limits.max_payload_size),
-        )
-
-
-def make_tunnel(
-    mode: Mode,
-    service_map: Mapping[str, str],
-    peer_version: PeerVersion = PeerVersion.V3,
-    **kwargs,
-) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
-    peer = FakePeer()
-    local = FakeLocalSide()
-    # Scripted conversations check what the rules send; the destination's
-    # announcement of its version is tested on its own (tests.protocol.test_tunnel_peers).
-    kwargs.setdefault("announce_version", False)
-    tunnel = PeerTunnel(
-        mode, peer, local, service_map=service_map, peer_version=peer_version, **kwargs
-    )
-    return tunnel, peer, local
-
-
-def ctl(
-    message_type: int,
-    service_id: str = "",
-    stream_id: int = 0,
-    connection_id: int = 0,
-    ignorable: bool = False,
-) -> bytes:
-    return control_message(
-        message_type,
-        stream_id=stream_id,
-        service_id=service_id,
-        connection_id=connection_id,
-        ignorable=ignorable,
-    )
-
-
-def service_ids(*ids: str) -> bytes:
-    return control_message(Message.SERVICE_IDS, available_service_ids=ids)
-
-
-def data(service_id: str, stream_id: int, connection_id: int, payload: bytes) -> bytes:
-    return encode_message(
-        Message(
-            type=Message.DATA,
-            serviceId=service_id,
-            streamId=stream_id,
-            connectionId=connection_id,
-            payload=payload,
-        )
-    )
-
-
-def started(
-    mode: Mode,
-    service_map: Mapping[str, str],
-    ids: Sequence[str] | None = None,
-    peer_version: PeerVersion = PeerVersion.V3,
-    *,
-    peer_shown: bool = True,
-    **kwargs,
-) -> tuple[PeerTunnel, FakePeer, FakeLocalSide]:
-    """
-    A tunnel in a V3 session that has received SERVICE_IDS C{ids} (default: the map's keys).
-
-    With C{peer_shown} (the default) a source's peer has already shown that it
-    speaks V3, as the tests of V3 rules assume; without, its V3 is only presumed
-    (what a session starts with: see L{shown_v3}).
-    """
-    tunnel, peer, local = make_tunnel(mode, service_map, peer_version, **kwargs)
-    tunnel.session_started(SUBPROTOCOL_V3)
-    tunnel.data_received(service_ids(*(list(service_map) if ids is None else ids)))
-    if peer_shown:
-        shown_v3(tunnel)
-    return tunnel, peer, local
-
-
-def shown_v3(tunnel: Tunnel) -> None:
-    """
-    The session's peer has shown that it speaks V3 (in a real session: a DATA
-    or ConnectionReset of the current stream with a connection ID).
-    """
-    session = tunnel._session
-    assert session is not None
-    if session.format.version is PeerVersion.V3:
-        session.format.known = True
-
-
-@contextmanager
-def logs() -> Iterator[List[tuple[LogLevel, str]]]:
-    """Capture log events as (level, text) pairs."""
-    captured: List[tuple[LogLevel, str]] = []
-    with capturedLogs() as events:
-        yield captured
-        captured.extend((event["log_level"], formatEvent(event)) for event in events)
-
-
-def texts(captured: List[tuple[LogLevel, str]], level: LogLevel | None = None) -> List[str]:
-    return [text for lvl, text in captured if level is None or lvl == level]
-
-
-SSH = {"ssh": "5555"}
-TWO = {"ssh": "5555", "web": "8080"}
-
-
-# -- tests -----------------------------------------------------------------------
-
-
-class FakesTests(SynchronousTestCase):
-    """The fakes implement the interfaces they stand for."""
-
-    def test_interfaces(self) -> None:
-        """FakePeer, FakeLocalSide and FakeLocalConnection satisfy the protocols."""
-        self.assertIsInstance(OutboundScheduler(FakePeer().send_record), Outbound)
-        self.assertIsInstance(FakeLocalSide(), LocalSide)
-        self.assertIsInstance(FakeLocalConnection(), LocalConnection)
+class TunnelConnectionTests(SynchronousTestCase):
+    """What the tunnel hands a local side for each connection."""
 
     def test_tunnel_connection(self) -> None:
         """What the tunnel hands out is a TunnelConnection."""
         tunnel, peer, local = started(Mode.SOURCE, SSH)
         connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
         self.assertIsInstance(connection, TunnelConnection)
-
-    def test_read_control_reaches_the_local_connection(self) -> None:
-        """The lane's pause and resume reach the local socket, and nothing once it is gone."""
-        tunnel, peer, local = started(Mode.SOURCE, SSH)
-        socket = FakeLocalConnection()
-        connection = tunnel.local_connection_accepted("ssh", socket)
-        assert isinstance(connection, Connection)
-        connection.pause_reading()
-        self.assertTrue(socket.reading_paused)
-        connection.resume_reading()
-        self.assertFalse(socket.reading_paused)
-        connection.local = None
-        connection.pause_reading()
-        self.assertFalse(socket.reading_paused)
 
 
 class SessionTests(SynchronousTestCase):
@@ -827,99 +581,6 @@ class SessionResetTests(SynchronousTestCase):
         self.assertEqual(len(local.connections), 3)
 
 
-class SessionStateTests(SynchronousTestCase):
-    """What is left, counted and sent once connections, streams and sessions end."""
-
-    def paused_source(self, peer_version: PeerVersion = PeerVersion.V3):
-        """A started source whose scheduler can be paused (the WebSocket buffer full)."""
-        tunnel, peer, local = make_tunnel(Mode.SOURCE, SSH, peer_version)
-        scheduler = OutboundScheduler(peer.send_record, max_payload=tunnel.limits.max_payload_size)
-        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
-        tunnel.data_received(service_ids("ssh"))
-        return tunnel, peer, scheduler
-
-    def test_peer_reset_drops_what_was_queued(self) -> None:
-        """Bytes still queued for a connection the peer resets are dropped; only the answer goes."""
-        tunnel, peer, scheduler = self.paused_source()
-        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        assert connection is not None
-        peer.take()
-        scheduler.pauseProducing()
-        connection.data_received(b"never sent")
-        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 1))
-        scheduler.resumeProducing()
-        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
-
-    def test_v2_peer_reset_not_answered(self) -> None:
-        """Towards a V2 peer a stream reset closes the connection and nothing is answered."""
-        tunnel, peer, _ = self.paused_source(PeerVersion.V2)
-        local = FakeLocalConnection()
-        tunnel.local_connection_accepted("ssh", local)
-        peer.take()
-        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
-        self.assertTrue(local.closed)
-        self.assertEqual(peer.records, [])
-
-    def test_resets_counted(self) -> None:
-        """connections_reset counts the peer's connection and stream resets, not our own closes."""
-        tunnel, peer, local = started(Mode.SOURCE, SSH)
-        connections = [
-            tunnel.local_connection_accepted("ssh", FakeLocalConnection()) for _ in range(4)
-        ]
-        counters = tunnel.counters_for("ssh")
-        connections[0].connection_lost()
-        self.assertEqual(counters.connections_reset, 0)
-        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 2))
-        self.assertEqual(counters.connections_reset, 1)
-        tunnel.data_received(ctl(Message.CONNECTION_RESET, "ssh", 1, 2))
-        self.assertEqual(counters.connections_reset, 1)
-        tunnel.data_received(ctl(Message.STREAM_RESET, "ssh", 1))
-        self.assertEqual(counters.connections_reset, 3)
-
-    def test_our_stream_reset_not_counted(self) -> None:
-        """A stream we reset (V2 fall-back with several connections) is not a peer reset."""
-        tunnel, peer, _ = started(Mode.SOURCE, SSH)
-        for _ in range(2):
-            tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        with logs() as captured:
-            tunnel.data_received(data("ssh", 1, 0, b"v2 data"))
-        self.assertEqual(tunnel.counters_for("ssh").connections_reset, 0)
-        self.assertIn(("STREAM_RESET", "ssh", 1, 0), peer.take())
-        self.assertIn(
-            "The peer sent no connection ID while service id ssh has 2 connections: "
-            "V2 format cannot carry them, resetting the stream",
-            texts(captured, LogLevel.warn),
-        )
-
-    def test_connection_ids_skip_those_in_use(self) -> None:
-        """After wrapping past UINT32_MAX, IDs still held by open connections are skipped."""
-        tunnel, peer, _ = started(Mode.SOURCE, SSH)
-        first = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        second = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
-        assert first is not None and second is not None
-        tunnel._session.services["ssh"].last_connection_id = UINT32_MAX - 1  # type: ignore[union-attr]
-        ids = [
-            tunnel.local_connection_accepted("ssh", FakeLocalConnection()).connection_id  # type: ignore[union-attr]
-            for _ in range(2)
-        ]
-        self.assertEqual(ids, [UINT32_MAX, 3])
-
-    def test_nothing_after_the_session(self) -> None:
-        """Once the WebSocket is gone: not ready, nothing sent, a late accept is refused."""
-        tunnel, peer, _ = started(Mode.SOURCE, SSH)
-        local = FakeLocalConnection()
-        connection = tunnel.local_connection_accepted("ssh", local)
-        assert connection is not None
-        peer.take()
-        tunnel.session_ended()
-        self.assertTrue(local.closed)
-        self.assertFalse(tunnel.ready)
-        connection.data_received(b"late")
-        connection.connection_lost()
-        self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
-        self.assertEqual(peer.records, [])
-
-
 class ServiceCounterTests(SynchronousTestCase):
     """The per-service counters (what the metrics export) count each event once."""
 
@@ -932,6 +593,22 @@ class ServiceCounterTests(SynchronousTestCase):
         tunnel.session_started(SUBPROTOCOL_V3, OutboundScheduler(lambda record: None))
         tunnel.data_received(service_ids("ssh"))
         self.assertIs(tunnel.counters_for("ssh"), counters)
+
+    def test_active_connections(self) -> None:
+        """The connections open now, per service ID of the session; none between sessions."""
+        tunnel, _, _ = make_tunnel(Mode.SOURCE, {"ssh": "0", "rdp": "0"})
+        self.assertEqual(tunnel.active_connections, {})
+        tunnel.session_started(SUBPROTOCOL_V3)
+        tunnel.data_received(service_ids("ssh", "rdp"))
+        shown_v3(tunnel)
+        first = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        self.assertEqual(tunnel.active_connections, {"ssh": 2, "rdp": 0})
+        assert first is not None
+        first.connection_lost()
+        self.assertEqual(tunnel.active_connections, {"ssh": 1, "rdp": 0})
+        tunnel.session_ended()
+        self.assertEqual(tunnel.active_connections, {})
 
     def test_refusals(self) -> None:
         """A refusal for a known service counts once: not ready, or over the limit."""

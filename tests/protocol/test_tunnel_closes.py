@@ -17,31 +17,16 @@ from __future__ import annotations
 
 from typing import Callable, List
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.scheduler import OutboundScheduler
-from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.tunnel_session import RESETS_REMEMBERED
 from aws_localproxy.protocol.wire import Message
-from aws_localproxy.upstream.connector import RetryPolicy
-from tests.protocol.test_peer_format import _Pipe, _Service, pump
-from tests.protocol.test_tunnel import (
-    SSH,
-    TWO,
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    ctl,
-    data,
-    make_tunnel,
-    service_ids,
-    shown_v3,
-    started,
-)
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, PeerTunnel, make_tunnel, shown_v3, started
+from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
 
 
 def paused_source(
@@ -226,84 +211,6 @@ class StopResetsTests(SynchronousTestCase):
         self.assertEqual(peer.take(), [])
 
 
-class ConnectorStopTests(SynchronousTestCase):
-    """C{TunnelConnector.stop(flush_timeout)}: the close frame waits for the resets, boundedly."""
-
-    def setUp(self) -> None:
-        self.clock = MemoryReactorClock()
-        self.endpoint = FakeEndpoint()
-        self.tunnel = Tunnel(Mode.SOURCE, FakeLocalSide(), service_map=SSH)
-        self.connector = scripted_connector(
-            self.clock,
-            self.endpoint,
-            self.tunnel,
-            RetryPolicy(retry_count=-1, retry_delay=1.0, reconnect_on_data_error=True),
-        )
-        self.protocol = FakeProtocol()
-        self.endpoint.results = [self.protocol]
-        self.connector.start()
-        self.connector.session_opened(self.protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        self.protocol.state = FakeProtocol.STATE_OPEN
-        self.protocol.deliver(service_ids("ssh"))
-        self.client = FakeLocalConnection()
-        connection = self.tunnel.local_connection_accepted("ssh", self.client)
-        assert connection is not None
-        self.connection = connection
-        self.protocol.sent.clear()
-
-    def sent(self) -> List[int]:
-        from aws_localproxy.protocol.wire import decode_all
-
-        return [message.type for record in self.protocol.sent for message in decode_all(record)]
-
-    def test_close_after_the_resets(self) -> None:
-        """The close frame goes once the reset is written, after the bytes before it."""
-        scheduler = self.connector.scheduler
-        assert scheduler is not None
-        scheduler.pauseProducing()  # the WebSocket's buffer is full
-        self.connection.data_received(b"x" * 10)
-        self.connector.stop(3.0)
-        self.assertEqual(self.protocol.closed_with, [])
-        self.assertTrue(self.client.closed)
-        scheduler.resumeProducing()
-        self.assertEqual(self.sent(), [Message.DATA, Message.STREAM_RESET])
-        self.assertEqual(self.protocol.closed_with, [(1000, "local proxy stopping")])
-        self.connector.session_closed(self.protocol, closed(was_clean=True, code=1000))  # type: ignore[arg-type]
-        self.assertEqual(self.connector.finished.result, 0)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-
-    def test_bounded_on_a_dead_websocket(self) -> None:
-        """A WebSocket that takes nothing more: the close frame goes after the bound anyway."""
-        scheduler = self.connector.scheduler
-        assert scheduler is not None
-        scheduler.pauseProducing()
-        self.connection.data_received(b"x" * 10)
-        self.connector.stop(3.0)
-        self.clock.advance(2.9)
-        self.connector.stop()  # a second signal, or a --stdio end: still waits
-        self.assertEqual(self.protocol.closed_with, [])
-        self.assertEqual(self.protocol.dropped, [])
-        self.clock.advance(0.2)
-        self.assertEqual(self.protocol.closed_with, [(1000, "local proxy stopping")])
-        self.connector.session_closed(self.protocol, closed(was_clean=False))  # type: ignore[arg-type]
-        self.assertEqual(self.connector.finished.result, 0)
-        scheduler.resumeProducing()  # nothing is sent after the session's end
-        self.assertEqual(self.sent(), [])
-
-    def test_session_lost_while_flushing(self) -> None:
-        """The WebSocket drops while the resets wait: no close frame, the stop completes."""
-        scheduler = self.connector.scheduler
-        assert scheduler is not None
-        scheduler.pauseProducing()
-        self.connection.data_received(b"x")
-        finished = self.connector.stop(3.0)
-        self.protocol.state = FakeProtocol.STATE_CLOSED
-        self.connector.session_closed(self.protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(self.protocol.closed_with, [])
-        self.assertEqual(self.successResultOf(finished), 0)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-
-
 class UndeliverableDataTests(SynchronousTestCase):
     """DATA that no connection of the session can take is answered once, or not at all."""
 
@@ -466,14 +373,14 @@ class RestartedPeerConversationTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.service = _Service()
+        self.service = MemoryTunnelingService()
 
     def destination(self) -> tuple[PeerTunnel, FakeLocalSide]:
         self.service.destination_out.clear()
         local = FakeLocalSide()
         destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(self.service.destination_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
             local,
             service_map={"ssh": "22"},
         )
@@ -485,7 +392,7 @@ class RestartedPeerConversationTests(SynchronousTestCase):
         self.service.source_out.clear()
         source = PeerTunnel(
             Mode.SOURCE,
-            _Pipe(self.service.source_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.source_out),  # type: ignore[arg-type]
             FakeLocalSide(),
             service_map={"ssh": "5555"},
             stream_id_start=start,
@@ -576,6 +483,6 @@ class RestartedPeerConversationTests(SynchronousTestCase):
 
 def _decoded(records: List[bytes]) -> List[tuple]:
     from aws_localproxy.protocol.wire import decode_all
-    from tests.protocol.test_tunnel import summary
+    from tests.fakes.peer import summary
 
     return [summary(message) for record in records for message in decode_all(record)]

@@ -44,13 +44,9 @@ from aws_localproxy.protocol.constants import (
 from aws_localproxy.protocol.errors import TunnelError
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.wire import Message, control_message, decode_all
-from tests.protocol.test_tunnel import (
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    data,
-)
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, data
+from tests.fakes.tunnel import PeerTunnel
 
 settings.register_profile(
     "ci",

@@ -3,8 +3,9 @@ Hostile and malformed input from the peer: the proxy never dies of it.
 
 Every malformed record the protocol's rules name either ends the session
 with a clear error (the connector closes the WebSocket, resets every local
-connection and reconnects under the retry rules) or is ignored where the
-rules say it is safe to ignore; in both cases no byte ever reaches a local
+connection and reconnects under the retry rules: its part is
+L{tests.upstream.test_connector.ConnectorRecoveryTests}) or is ignored where
+the rules say it is safe to ignore; in both cases no byte ever reaches a local
 connection it was not sent to.  The destination's
 C{tcp.max_active_connections} is checked exactly at the limit, with one
 reset per refused connection.
@@ -12,142 +13,24 @@ reset per refused connection.
 
 from __future__ import annotations
 
-import struct
-from typing import List
-
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.errors import RecoverableTunnelError
-from aws_localproxy.protocol.wire import Limits, Message, control_message
-from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
-from tests.protocol.test_tunnel import (
-    TWO,
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    ctl,
-    data,
-    logs,
-    service_ids,
-    started,
-    texts,
+from aws_localproxy.protocol.wire import Limits, Message
+from tests.fakes.hostile_peer import (
+    DATA_WITH_EXTRA_FIELD,
+    ENDS_SESSION,
+    IGNORED,
+    PARSE,
+    field_key,
+    raw_body,
 )
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
-
-
-def raw(message: Message) -> bytes:
-    """A record for C{message} without the encoder's checks (so it can break the limits)."""
-    body = message.SerializeToString()
-    return struct.pack(">H", len(body)) + body
-
-
-def raw_body(body: bytes) -> bytes:
-    return struct.pack(">H", len(body)) + body
-
-
-def _field_key(number: int, wire_type: int) -> bytes:
-    return bytes(((number << 3) | wire_type,))
-
-
-# Hand-made records the protobuf encoder would never produce.
-_INVALID_UTF8_SERVICE_ID = raw_body(
-    b"\x08\x01"  # type DATA
-    + b"\x10\x01"  # streamId 1
-    + b"\x22\x01x"  # payload "x"
-    + _field_key(5, 2)
-    + b"\x02\xff\xfe"  # serviceId: not UTF-8
-    + b"\x38\x01"  # connectionId 1
-)
-_TRUNCATED_VARINT = raw_body(b"\x08\x01\x10\xff\xff")
-_FIELD_NUMBER_ZERO = raw_body(b"\x00\x01")
-_LENGTH_PAST_RECORD = raw_body(b"\x08\x01\x22\x10abc")
-_DATA_WITH_EXTRA_FIELD = raw_body(
-    Message(
-        type=Message.DATA, streamId=1, serviceId="ssh", connectionId=1, payload=b"extra"
-    ).SerializeToString()
-    + _field_key(15, 0)
-    + b"\x01"
-)
-_HUGE_TYPE = raw_body(b"\x08\xff\xff\xff\xff\x07" + b"\x10\x01" + b"\x2a\x03ssh" + b"\x38\x01")
-
-PARSE = "Could not parse web socket binary frame into message: "
-
-#: (name, record, error text it ends the session with) for a destination in transfer.
-ENDS_SESSION: List[tuple[str, bytes, str]] = [
-    ("not protobuf", b"\x00\x03\xff\xff\xff", PARSE),
-    ("truncated varint", _TRUNCATED_VARINT, PARSE),
-    ("field number 0", _FIELD_NUMBER_ZERO, PARSE),
-    ("length past the record", _LENGTH_PAST_RECORD, PARSE),
-    ("service ID not UTF-8", _INVALID_UTF8_SERVICE_ID, PARSE),
-    (
-        "payload one byte over 63 KiB",
-        raw(
-            Message(
-                type=Message.DATA,
-                streamId=1,
-                serviceId="ssh",
-                connectionId=1,
-                payload=b"x" * 64513,
-            )
-        ),
-        PARSE + "payload of 64513 bytes exceeds the maximum of 64512",
-    ),
-    (
-        "unknown type, not ignorable",
-        ctl(42, "ssh", 1, 1),
-        "Unrecognized message type received during control message handling "
-        "during data transfer: 42",
-    ),
-    (
-        "largest enum value, not ignorable",
-        _HUGE_TYPE,
-        "Unrecognized message type received during control message handling "
-        "during data transfer: 2147483647",
-    ),
-    (
-        "type UNKNOWN (0), not ignorable",
-        ctl(Message.UNKNOWN, "ssh", 1, 1),
-        "Unexpected message type received during control message handling during data transfer: 0",
-    ),
-    (
-        "StreamStart with stream ID 0",
-        ctl(Message.STREAM_START, "ssh", 0, 9),
-        "No stream ID set for stream start message!",
-    ),
-    (
-        "ConnectionStart with stream ID 0",
-        ctl(Message.CONNECTION_START, "ssh", 0, 9),
-        "No stream ID set for connection start message!",
-    ),
-]
-
-#: (name, record) that the rules say may be ignored: a destination in transfer goes on.
-IGNORED: List[tuple[str, bytes]] = [
-    ("unknown type, ignorable", ctl(42, "ssh", 1, 1, ignorable=True)),
-    ("type UNKNOWN, ignorable", ctl(Message.UNKNOWN, "ssh", 1, 1, ignorable=True)),
-    ("DATA with stream ID 0", data("ssh", 0, 1, b"zero")),
-    ("DATA of a stale stream", data("ssh", 7, 1, b"stale")),
-    ("DATA of an unknown connection", data("ssh", 1, 99, b"nobody")),
-    ("DATA of an unknown connection, one live", data("web", 1, 99, b"nobody")),
-    ("DATA of an unknown service", data("rdp", 1, 1, b"nobody")),
-    ("StreamReset with stream ID 0", ctl(Message.STREAM_RESET, "ssh", 0)),
-    ("StreamReset of a stale stream", ctl(Message.STREAM_RESET, "ssh", 7)),
-    ("ConnectionReset with stream ID 0", ctl(Message.CONNECTION_RESET, "ssh", 0, 1)),
-    ("ConnectionReset of an unknown connection", ctl(Message.CONNECTION_RESET, "ssh", 1, 99)),
-    ("ConnectionReset of an unknown service", ctl(Message.CONNECTION_RESET, "rdp", 1, 1)),
-    ("ConnectionStart of a stale stream", ctl(Message.CONNECTION_START, "ssh", 7, 5)),
-    ("an empty record", b"\x00\x00"),
-    (
-        "a second SERVICE_IDS naming a service",
-        control_message(
-            Message.SERVICE_IDS, service_id="ssh", available_service_ids=["x", "y", "z"]
-        ),
-    ),
-]
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids
+from tests.fakes.tunnel import TWO, PeerTunnel, started
+from tests.support.logs import logs, texts
 
 
 class TransferFixture:
@@ -235,7 +118,7 @@ class MalformedEndsSessionTests(SynchronousTestCase):
         ).SerializeToString()
         # Pad with an ignorable unknown field up to exactly 1000 bytes.
         pad = 1000 - len(body) - 3
-        body += _field_key(15, 2) + bytes((pad & 0x7F | 0x80, pad >> 7)) + b"\x00" * pad
+        body += field_key(15, 2) + bytes((pad & 0x7F | 0x80, pad >> 7)) + b"\x00" * pad
         self.assertEqual(len(body), 1000)
         tunnel.data_received(raw_body(body))
         self.assertEqual(local.connection("ssh", 1)[1].data, b"p" * 500)
@@ -294,7 +177,7 @@ class MalformedIgnoredTests(SynchronousTestCase):
     def test_extra_field_ignored(self) -> None:
         """A field the schema does not have is skipped; the DATA is delivered to its connection."""
         fixture = TransferFixture(self)
-        fixture.tunnel.data_received(_DATA_WITH_EXTRA_FIELD)
+        fixture.tunnel.data_received(DATA_WITH_EXTRA_FIELD)
         fixture.check_no_crosstalk(b"extra")
 
     def test_starts_sent_to_a_source(self) -> None:
@@ -440,113 +323,6 @@ class DestinationMaxActiveTests(SynchronousTestCase):
         )
         self.assertEqual(len(local.connections), 4)
         self.assertEqual(peer.take(), [])
-
-
-class ConnectorRecoveryTests(SynchronousTestCase):
-    """A malformed record, through the connector: error line, locals reset, reconnect."""
-
-    def make(self, *, reconnect: bool = True, retry_count: int = 2):
-        self.clock = MemoryReactorClock()
-        self.endpoint = FakeEndpoint()
-        self.local = FakeLocalSide()
-        self.peer = FakePeer()
-        self.tunnel = PeerTunnel(Mode.DESTINATION, self.peer, self.local, service_map=TWO)
-        connector = scripted_connector(
-            self.clock,
-            self.endpoint,
-            self.tunnel,
-            RetryPolicy(retry_count, 2.5, reconnect_on_data_error=reconnect),
-        )
-        self.codes: List[int] = []
-        connector.finished.addCallback(self.codes.append)
-        return connector
-
-    def open_session(self, connector: TunnelConnector, protocol: FakeProtocol) -> None:
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        protocol.deliver(
-            service_ids("ssh", "web")
-            + ctl(Message.STREAM_START, "ssh", 1, 1)
-            + data("ssh", 1, 1, b"hello"),
-        )
-
-    def run_one(self, record: bytes, *, reconnect: bool = True) -> tuple:
-        first, second = FakeProtocol(), FakeProtocol()
-        connector = self.make(reconnect=reconnect)
-        self.endpoint.results = [first, second]
-        connector.start()
-        self.open_session(connector, first)
-        local = self.local.connection("ssh", 1)[1]
-        with logs() as captured:
-            first.deliver(record)
-            # Anything the dying session still receives is not processed.
-            first.deliver(data("ssh", 1, 1, b"late"))
-            connector.session_closed(first, closed())  # type: ignore[arg-type]
-        return connector, first, second, local, captured
-
-    def test_each_malformed_reconnects(self) -> None:
-        for name, record, error_text in ENDS_SESSION:
-            connector, first, second, local, captured = self.run_one(record)
-            self.assertEqual(first.dropped, [True], name)
-            self.assertEqual(local.data, b"hello", name)
-            self.assertEqual(local.close_calls, 1, name)
-            errors = texts(captured, LogLevel.error)
-            self.assertTrue(any(e.startswith(error_text) for e in errors), (name, errors))
-            self.assertIn("Error from io_ctx::run(): " + errors[0], errors)
-            # Reconnects at once with a fresh session.
-            self.assertEqual(self.endpoint.attempts, 2, name)
-            self.assertEqual(self.codes, [], name)
-            self.open_session(connector, second)
-            self.assertEqual(self.local.connection("ssh", 1)[1].data, b"hello", name)
-            self.assertEqual(connector.sessions, 2)
-
-    def test_without_reconnect_exits_one(self) -> None:
-        """websocket.reconnect_on_data_error false: the error line is critical, exit 1."""
-        connector, first, second, local, captured = self.run_one(
-            ctl(42, "ssh", 1, 1), reconnect=False
-        )
-        self.assertEqual(self.codes, [1])
-        self.assertEqual(self.endpoint.attempts, 1)
-        self.assertEqual(local.close_calls, 1)
-        self.assertTrue(
-            any("Unrecognized message type" in t for t in texts(captured, LogLevel.critical))
-        )
-
-    def test_reconnect_follows_retry_rules(self) -> None:
-        """If the service is then unreachable, the reconnect is retried every retry_delay, N times."""
-        first = FakeProtocol()
-        connector = self.make(retry_count=2)
-        self.endpoint.results = [first]
-        connector.start()
-        self.open_session(connector, first)
-        first.deliver(b"\x00\x03\xff\xff\xff")
-        connector.session_closed(first, closed())  # type: ignore[arg-type]
-        self.assertEqual(self.endpoint.attempts, 2)  # at once, refused
-        self.clock.advance(2.4)
-        self.assertEqual(self.endpoint.attempts, 2)
-        self.clock.advance(0.1)
-        self.assertEqual(self.endpoint.attempts, 3)
-        self.assertEqual(self.codes, [])
-        self.clock.advance(2.5)
-        # The reconnect after the error and two retries, then exit 1.
-        self.assertEqual(self.endpoint.attempts, 4)
-        self.assertEqual(self.codes, [1])
-        self.clock.advance(10)
-        self.assertEqual(self.endpoint.attempts, 4)
-
-    def test_repeated_bad_sessions_keep_reconnecting(self) -> None:
-        """A peer that breaks every session cannot stop the proxy: each session reconnects."""
-        protocols = [FakeProtocol() for _ in range(20)]
-        connector = self.make(retry_count=0)
-        self.endpoint.results = list(protocols)
-        connector.start()
-        for protocol in protocols[:-1]:
-            self.open_session(connector, protocol)
-            protocol.deliver(ctl(42, "ssh", 1, 1))
-            connector.session_closed(protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(self.codes, [])
-        self.assertEqual(self.endpoint.attempts, 20)
-        self.assertEqual(len(self.local.connections), 19)
-        self.assertTrue(all(local.close_calls == 1 for _, local in self.local.connections))
 
 
 class FallbackWithSeveralConnectionsTests(SynchronousTestCase):

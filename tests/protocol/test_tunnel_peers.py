@@ -25,19 +25,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode, PeerVersion
 from aws_localproxy.protocol.interfaces import TunnelConnection, Wait
 from aws_localproxy.protocol.wire import Message, MessageDecoder, control_message, encode_message
-from tests.protocol.test_tunnel import (
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    ctl,
-    data,
-    logs,
-    make_tunnel,
-    service_ids,
-    summary,
-    texts,
-)
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids, summary
+from tests.fakes.tunnel import PeerTunnel, make_tunnel
+from tests.support.logs import logs, texts
 
 # -- the peer -----------------------------------------------------------------------
 

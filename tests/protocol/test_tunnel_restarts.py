@@ -22,18 +22,10 @@ from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.service_state import INT32_MAX
 from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import Message
-from tests.protocol.test_peer_format import _Pipe, _Service, pump
-from tests.protocol.test_tunnel import (
-    SSH,
-    TWO,
-    FakeLocalConnection,
-    FakeLocalSide,
-    FakePeer,
-    PeerTunnel,
-    ctl,
-    data,
-    service_ids,
-)
+from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.peer import FakePeer, ctl, data, service_ids
+from tests.fakes.tunnel import SSH, TWO, PeerTunnel
+from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
 
 
 def real_source(service_map=SSH) -> tuple[Tunnel, FakePeer]:
@@ -124,11 +116,11 @@ class RestartTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.service = _Service()
+        self.service = MemoryTunnelingService()
         self.destination_local = FakeLocalSide()
         self.destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(self.service.destination_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
             self.destination_local,
             service_map={"ssh": "22"},
         )
@@ -145,7 +137,7 @@ class RestartTests(SynchronousTestCase):
         self.service.source_out.clear()
         source = PeerTunnel(
             Mode.SOURCE,
-            _Pipe(self.service.source_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.source_out),  # type: ignore[arg-type]
             FakeLocalSide(),
             service_map={"ssh": "5555"},
             peer_version=version,
@@ -196,7 +188,7 @@ class RestartTests(SynchronousTestCase):
         """The same with a V1 source (no service ID; the destination's V1 mapping)."""
         self.destination = PeerTunnel(
             Mode.DESTINATION,
-            _Pipe(self.service.destination_out),  # type: ignore[arg-type]
+            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
             self.destination_local,
             service_map={"": "22"},
         )

@@ -1,13 +1,12 @@
 """
-Helpers that test modules of several layers share, by what they stand in for:
+Harness that test modules of several layers share:
 
  - the machine: a free port, waiting on the reactor, child processes;
- - the local side: a TCP-like transport, a recording L{TunnelConnection};
- - the local tunnel service without sockets: its registry, relay and a peer;
- - the connector over a scripted WebSocket.
+ - the local tunnel service: its registry and relay on a clock, a client.
 
 What belongs to one kind of test stays in its own support module
-(C{e2e_support}, C{webproxy_support}, C{agent_support}, C{proxies}).
+(L{tests.support.e2e}, L{tests.support.webproxy}, L{tests.support.agent},
+L{tests.support.proxies}); the test doubles are in L{tests.fakes}.
 """
 
 from __future__ import annotations
@@ -19,29 +18,22 @@ import socket
 import struct
 import tempfile
 import termios
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import (
-    ConnectionRefusedError,
     ProcessDone,
     ProcessExitedAlready,
     ProcessTerminated,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.protocol.constants import SUBPROTOCOL_V3
-from aws_localproxy.protocol.errors import TunnelError
-from aws_localproxy.protocol.wire import Message, decode_all
 from aws_localproxy.tunnelservice.certs import CertificateFiles, ensure_certificates
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
-from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
-from aws_localproxy.upstream.websocket import CloseOutcome
 from tests.support.conditions import Conditions
 
 # -- the machine ----------------------------------------------------------------------
@@ -197,58 +189,7 @@ def spawn_child(
     return transport
 
 
-# -- the local side -------------------------------------------------------------------
-
-
-class TCPLikeTransport(StringTransport):
-    """
-    A StringTransport whose C{unregisterProducer} accepts having no producer,
-    as Twisted's TCP and TLS transports do (Autobahn and the web proxy
-    endpoints unregister unconditionally when they drop a connection).
-    """
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
-
-
-class RecordingTunnelConnection:
-    """
-    A L{TunnelConnection} that records what the local side reports: the
-    bytes read, how many times the socket was lost and, for a destination,
-    why connecting failed (a source's connection never connects: a report
-    of a failed connect fails the test).
-    """
-
-    connection_id = 1
-
-    def __init__(self, service_id: str = "ssh", *, destination: bool = False) -> None:
-        self.service_id = service_id
-        self.data: List[bytes] = []
-        self.lost = 0
-        self.failed: List[str] = []
-        #: (stand-in, connected) local connections the destination side swapped.
-        self.replaced: List[tuple] = []
-        self._destination = destination
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost += 1
-
-    def connect_failed(self, reason: str) -> None:
-        if not self._destination:
-            raise AssertionError("a source's connection does not connect: " + reason)
-        self.failed.append(reason)
-
-    def replace_local(self, stand_in: Any, local: Any) -> None:
-        if not self._destination:
-            raise AssertionError("a source's connection does not connect")
-        self.replaced.append((stand_in, local))
-
-
-# -- the local tunnel service without sockets -----------------------------------------
+# -- the local tunnel service --------------------------------------------------------
 
 #: A client token for the source's handshakes.
 CLIENT_TOKEN = "c" * 32
@@ -266,157 +207,6 @@ def registry_and_relay(
     registry = TunnelRegistry(clock)
     test.addCleanup(registry.stop)
     return clock, registry, Relay(clock, registry.state_changed)
-
-
-class FakePeer:
-    """A L{PeerLink} that records what the registry and the relay do to it."""
-
-    def __init__(self, subprotocol: str = SUBPROTOCOL_V3) -> None:
-        self.subprotocol = subprotocol
-        self.sent: List[bytes] = []
-        self.closed: List[Tuple[int, str]] = []
-        self.aborted = False
-        self.paused: Set[str] = set()
-
-    def send_frames(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed.append((code, reason))
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def pause_reading(self, reason: str) -> None:
-        self.paused.add(reason)
-
-    def resume_reading(self, reason: str) -> None:
-        self.paused.discard(reason)
-
-    def messages(self) -> List[Message]:
-        return decode_all(b"".join(self.sent))
-
-
-# -- the connector over a scripted WebSocket ----------------------------------------
-
-
-class FakeProtocol:
-    """
-    The WebSocket protocol as the connector and the tunnel see it: records
-    what it is asked to do; the test hands the session its messages with
-    L{deliver}, as the real protocol would.
-    """
-
-    STATE_OPEN = 3
-    STATE_CLOSED = 4
-
-    #: The connector's factory (its C{events}), set by L{FakeEndpoint}.
-    factory: Any = None
-
-    def __init__(self) -> None:
-        self.state = 1
-        self.transport = StringTransport()
-        self.dropped: List[bool] = []
-        self.closed_with: List[tuple] = []
-        self.sent: List[bytes] = []
-        self.websocket_protocol_in_use = SUBPROTOCOL_V3
-        #: What inbound flow control told it (True: the WebSocket is no longer read).
-        self.reading_paused_calls: List[bool] = []
-        #: Where the session takes messages (the tunnel's), once it started.
-        self.receive: Optional[Callable[[bytes], None]] = None
-        #: The session's outbound scheduler, once it started.
-        self.outbound: Any = None
-
-    def start_session(self, receive: Callable[[bytes], None], outbound: Any, inbound: Any) -> None:
-        self.receive = receive
-        self.outbound = outbound
-        self.transport.registerProducer(outbound, True)
-        inbound.attach(self.transport, outbound, self)
-
-    def deliver(self, payload: bytes) -> None:
-        """
-        One message from the service, handed over as the real protocol does:
-        to the session's receiver; a L{TunnelError} is reported to the
-        connector and nothing more is handed over.
-        """
-        receive = self.receive
-        if receive is None:
-            return
-        try:
-            receive(payload)
-        except TunnelError as error:
-            self.receive = None
-            self.factory.events.session_failed(self, error)
-
-    def dropConnection(self, abort: bool = False) -> None:
-        self.dropped.append(abort)
-
-    def sendClose(self, code: int, reason: str) -> None:
-        self.closed_with.append((code, reason))
-
-    def send_record(self, record: bytes) -> None:
-        self.sent.append(record)
-
-    def send_ping(self, payload: bytes) -> None:
-        pass
-
-    def reading_paused(self, paused: bool) -> None:
-        self.reading_paused_calls.append(paused)
-
-
-class FakeEndpoint:
-    """
-    Each connect() takes the next scripted result: an exception fails it, a
-    L{Deferred} is the attempt (still under way until the test fires it),
-    anything else is the connected protocol.
-    """
-
-    def __init__(self) -> None:
-        self.results: List[object] = []
-        self.attempts = 0
-
-    def connect(self, factory: object) -> Deferred:
-        self.attempts += 1
-        result = self.results.pop(0) if self.results else ConnectionRefusedError()
-        if isinstance(result, Exception):
-            return fail(result)
-        if isinstance(result, Deferred):
-            return result
-        if isinstance(result, FakeProtocol):
-            result.factory = factory
-        return succeed(result)
-
-
-def closed(**kwargs: Any) -> CloseOutcome:
-    """How a session ended: an unclean drop of an open WebSocket unless C{kwargs} say otherwise."""
-    values = dict(was_open=True, was_clean=False, code=1006, reason="", closed_by_service=False)
-    values.update(kwargs)
-    return CloseOutcome(**values)
-
-
-def scripted_connector(
-    clock: Any, endpoint: FakeEndpoint, tunnel: Any, retries: RetryPolicy, **options: Any
-) -> TunnelConnector:
-    """
-    A L{TunnelConnector} for C{tunnel} over C{endpoint}'s scripted attempts,
-    on C{clock}; the test plays the WebSocket's events to it.
-    """
-    return TunnelConnector(
-        clock,
-        endpoint,  # type: ignore[arg-type]
-        _ScriptedFactory,  # type: ignore[arg-type]
-        tunnel,
-        display_url="wss://example.invalid:443",
-        retries=retries,
-        **options,
-    )
-
-
-class _ScriptedFactory:
-    """What the connector's factory is to a L{FakeProtocol}: where it reports."""
-
-    def __init__(self, events: TunnelConnector) -> None:
-        self.events = events
 
 
 @inlineCallbacks

@@ -1,32 +1,33 @@
 """
 What the unit tests of the two web-proxy endpoints (HTTP CONNECT and SOCKS5)
-share: the caller's protocol that records what it was given, and the tests of everything around the negotiation (lost connections,
-timeouts, cancellation, connect and factory errors, closing), run against
-each endpoint by mixing L{EndpointFailureTests} into its test case.
+share: a harness that plays the proxy (L{ProxyHarness}), and the tests of
+everything around the negotiation (lost connections, timeouts,
+cancellation, connect and factory errors, closing), run against each
+endpoint by mixing L{EndpointFailureTests} into its test case.  The
+caller's protocols and the resolver are in L{tests.fakes}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IHostnameResolver, IPushProducer, IResolutionReceiver
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from aws_localproxy.upstream.webproxy.errors import (
     ProxyConnectionLost,
     ProxyTimeoutError,
     ProxyUnreachableError,
 )
-from tests.support.helpers import TCPLikeTransport
+from tests.fakes.caller import ProducingRecorder, RecorderFactory
+from tests.fakes.transport import TCPLikeTransport
 
 #: The host every proxy endpoint test asks its proxy for (port 443).
 SERVICE = "data.tunneling.iot.us-east-1.amazonaws.com"
@@ -96,106 +97,6 @@ class Harness(TypingProtocol):
     def connect(self, factory: Optional[Factory] = None) -> Deferred[Any]: ...
 
     def accept(self) -> Protocol: ...
-
-
-class Recorder(Protocol):
-    """The caller's protocol: remembers what it was given, what arrived and how it ended."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.lost: list[Failure] = []
-        self.made_with: object = None
-
-    def makeConnection(self, transport: object) -> None:
-        self.made_with = transport
-        Protocol.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost.append(reason)
-
-
-class RecorderFactory(Factory):
-    """Builds L{Recorder}s and keeps the address of each."""
-
-    protocol = Recorder
-
-    def __init__(self) -> None:
-        self.addresses: list[object] = []
-
-    def buildProtocol(self, addr: object) -> Protocol | None:  # type: ignore[override]
-        self.addresses.append(addr)
-        return Factory.buildProtocol(self, addr)  # type: ignore[arg-type]
-
-
-@implementer(IHostnameResolver)
-class RecordingResolver:
-    """
-    Records each name lookup as (name, port).  With C{addresses} (name ->
-    IP text) it answers at once from them (no address for another name);
-    without, the lookup waits until the test calls L{complete}.
-    """
-
-    def __init__(self, addresses: Optional[Mapping[str, str]] = None) -> None:
-        self.lookups: list[tuple[str, int]] = []
-        self._addresses = addresses
-        self._receivers: list[IResolutionReceiver] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: object = None,
-        transportSemantics: str = "TCP",
-    ) -> IResolutionReceiver:
-        self.lookups.append((hostName, portNumber))
-        self._receivers.append(resolutionReceiver)
-        if self._addresses is not None:
-            address = self._addresses.get(hostName)
-            kind = IPv6Address if address is not None and ":" in address else IPv4Address
-            self.complete(*([kind("TCP", address, portNumber)] if address is not None else []))
-        return resolutionReceiver
-
-    def complete(self, *addresses: object) -> None:
-        """The latest lookup resolves to C{addresses} (none: the name has no address)."""
-        receiver = self._receivers[-1]
-        receiver.resolutionBegan(None)  # type: ignore[arg-type]
-        for address in addresses:
-            receiver.addressResolved(address)  # type: ignore[arg-type]
-        receiver.resolutionComplete()
-
-
-@implementer(IPushProducer)
-class PausedProducer:
-    """A streaming producer that the caller's protocol registered and paused."""
-
-    def __init__(self) -> None:
-        self.paused = True
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class ProducingRecorder(Protocol):
-    """
-    A caller's protocol without half-close that registers a streaming
-    producer on its transport and pauses it, as a relay does when its peer
-    is slow.
-    """
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.producer = PausedProducer()
-        self.transport.registerProducer(self.producer, True)  # type: ignore[attr-defined]
 
 
 class EndpointFailureTests:

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from aws_localproxy.protocol.wire import Message, control_message, encode_data
+from aws_localproxy.tunnelservice import frontdoor
 from aws_localproxy.tunnelservice.frontdoor import MAX_BODY, MAX_HEAD
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from tests.support import tunnelclient
@@ -116,6 +117,14 @@ class HeadAndBodyTests(FrontDoorTestCase):
         headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"x" * 1000) for i in range(20))
         client = yield self.answer(b"GET /tunnel HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
         self.assertEqual(client.status, 431)
+
+    @inlineCallbacks
+    def test_long_head_without_twisteds_count(self) -> Any:
+        """Where Twisted no longer counts the head for us, twisted.web's own limit answers."""
+        self.patch(frontdoor, "received_header_size", lambda channel: None)
+        headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"x" * 1000) for i in range(20))
+        client = yield self.answer(b"GET /tunnel HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertEqual(client.status, 400)
 
     @inlineCallbacks
     def test_garbage(self) -> Any:

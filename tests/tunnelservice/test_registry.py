@@ -17,7 +17,8 @@ from aws_localproxy.tunnelservice.handshake import HandshakeRejected
 from aws_localproxy.tunnelservice.model import InvalidTunnel, TunnelNotFound, token_digest
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.store import SQLiteTunnelStore
-from tests.support.helpers import CLIENT_TOKEN, FakePeer, registry_and_relay
+from tests.fakes.peer_link import FakePeerLink
+from tests.support.helpers import CLIENT_TOKEN, registry_and_relay
 
 
 class RegistryTests(unittest.TestCase):
@@ -27,7 +28,7 @@ class RegistryTests(unittest.TestCase):
     def test_expiry(self) -> None:
         """After maxLifetimeTimeoutMinutes the tunnel closes both WebSockets."""
         tunnel = self.registry.open_tunnel(["ssh"], max_lifetime_minutes=2)
-        peer = FakePeer()
+        peer = FakePeerLink()
         grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
         self.relay.attach(grant, peer)
         self.clock.advance(119)
@@ -74,7 +75,7 @@ class RegistryTests(unittest.TestCase):
     def test_rotate_frees_the_slot(self) -> None:
         tunnel = self.registry.open_tunnel(["ssh"])
         old_token = tunnel.slot(Mode.SOURCE).access_token
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(self.registry.authorize("source", [old_token], []), peer)
         self.registry.rotate(tunnel.tunnel_id, [Mode.SOURCE])
         self.assertEqual(peer.closed, [(1000, "Access token rotated")])
@@ -275,7 +276,7 @@ class StateWaiterTests(unittest.TestCase):
             lambda _: fired.append("destination up")
         )
         grant = self.registry.authorize("source", [self.tunnel.slot(Mode.SOURCE).access_token], [])
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(grant, peer)
         self.assertEqual(fired, ["source up"])
         self.registry.wait_for_state(tunnel_id, Mode.SOURCE, "DISCONNECTED").addCallback(
@@ -290,7 +291,7 @@ class StateWaiterTests(unittest.TestCase):
 
     def test_closing_fires_disconnected(self) -> None:
         grant = self.registry.authorize("source", [self.tunnel.slot(Mode.SOURCE).access_token], [])
-        self.relay.attach(grant, FakePeer())
+        self.relay.attach(grant, FakePeerLink())
         down = self.registry.wait_for_state(self.tunnel.tunnel_id, Mode.SOURCE, "DISCONNECTED")
         self.registry.close_tunnel(self.tunnel.tunnel_id)
         self.assertTrue(down.called)
@@ -318,7 +319,7 @@ class RotateTests(unittest.TestCase):
     def test_only_the_named_slots(self) -> None:
         """The other slot keeps its token, client token and connection."""
         destination = self.token(Mode.DESTINATION)
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(
             self.registry.authorize("destination", [destination], [CLIENT_TOKEN]), peer
         )
@@ -337,7 +338,7 @@ class RotateTests(unittest.TestCase):
 
     def test_timestamps_and_lifetime(self) -> None:
         """lastUpdatedAt of the tunnel (and of a slot whose peer it closed) is now; the expiry stays."""
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(self.registry.authorize("source", [self.token(Mode.SOURCE)], []), peer)
         self.clock.advance(10)
         self.registry.rotate(self.tunnel.tunnel_id, [Mode.SOURCE, Mode.DESTINATION])
@@ -401,7 +402,7 @@ class CloseTunnelTests(unittest.TestCase):
         return error.status, error.reason
 
     def test_peers_closed_with_reason(self) -> None:
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(self.registry.authorize("source", [self.source_token], []), peer)
         self.tunnel.active_streams["ssh"] = 1
         self.clock.advance(5)
@@ -429,7 +430,7 @@ class CloseTunnelTests(unittest.TestCase):
 
     def test_twice(self) -> None:
         """Closing a closed tunnel changes nothing and closes no peer again."""
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(self.registry.authorize("source", [self.source_token], []), peer)
         self.registry.close_tunnel(self.tunnel.tunnel_id)
         self.clock.advance(5)

@@ -13,14 +13,17 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, Mode
 from aws_localproxy.protocol.wire import Message, encode_message
 from aws_localproxy.tunnelservice.apishapes import tunnel_shape
 from aws_localproxy.tunnelservice.handshake import Grant
-from tests.support.helpers import CLIENT_TOKEN, FakePeer, registry_and_relay
+from tests.fakes.peer_link import FakePeerLink
+from tests.support.helpers import CLIENT_TOKEN, registry_and_relay
 
 
 class RelayTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock, self.registry, self.relay = registry_and_relay(self)
 
-    def pair(self, client_token: str = CLIENT_TOKEN) -> Tuple[object, object, FakePeer, FakePeer]:
+    def pair(
+        self, client_token: str = CLIENT_TOKEN
+    ) -> Tuple[object, object, FakePeerLink, FakePeerLink]:
         tunnel = self.registry.open_tunnel(["ssh"])
         source_grant = self.registry.authorize(
             "source", [tunnel.slot(Mode.SOURCE).access_token], [client_token]
@@ -28,7 +31,7 @@ class RelayTests(unittest.TestCase):
         destination_grant = self.registry.authorize(
             "destination", [tunnel.slot(Mode.DESTINATION).access_token], []
         )
-        source, destination = FakePeer(), FakePeer()
+        source, destination = FakePeerLink(), FakePeerLink()
         self.relay.attach(source_grant, source)
         self.relay.attach(destination_grant, destination)
         return source_grant, destination_grant, source, destination
@@ -36,7 +39,7 @@ class RelayTests(unittest.TestCase):
     def test_replacement(self) -> None:
         tunnel = self.registry.open_tunnel(["ssh"])
         token = tunnel.slot(Mode.SOURCE).access_token
-        old, new, destination = FakePeer(), FakePeer(), FakePeer()
+        old, new, destination = FakePeerLink(), FakePeerLink(), FakePeerLink()
         self.relay.attach(self.registry.authorize("source", [token], [CLIENT_TOKEN]), old)
         self.relay.attach(
             self.registry.authorize(
@@ -85,7 +88,7 @@ class RelayTests(unittest.TestCase):
     def test_v1_gets_no_service_ids(self) -> None:
         tunnel = self.registry.open_tunnel(["ssh"])
         grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
-        peer = FakePeer(SUBPROTOCOL_V1)
+        peer = FakePeerLink(SUBPROTOCOL_V1)
         self.relay.attach(grant, peer)
         self.assertEqual(peer.sent, [])
 
@@ -93,7 +96,7 @@ class RelayTests(unittest.TestCase):
         tunnel = self.registry.open_tunnel(["ssh"])
         grant = self.registry.authorize("source", [tunnel.slot(Mode.SOURCE).access_token], [])
         self.registry.close_tunnel(tunnel.tunnel_id)
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.assertFalse(self.relay.attach(grant, peer))
         self.assertEqual(peer.closed, [(1000, "Tunnel is closed")])
 
@@ -101,7 +104,7 @@ class RelayTests(unittest.TestCase):
         source_grant, destination_grant, source, destination = self.pair()
         self.assertIs(self.relay.other_peer(source_grant, source), destination)
         self.assertIs(self.relay.other_peer(destination_grant, destination), source)
-        self.assertIsNone(self.relay.other_peer(source_grant, FakePeer()))
+        self.assertIsNone(self.relay.other_peer(source_grant, FakePeerLink()))
 
     def test_back_pressure(self) -> None:
         """A full peer pauses the other one until it drains."""
@@ -116,7 +119,7 @@ class RelayTests(unittest.TestCase):
         source_grant, destination_grant, source, destination = self.pair()
         self.relay.send_buffer_full(destination_grant, destination)
         again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
-        new_source = FakePeer()
+        new_source = FakePeerLink()
         self.relay.attach(again, new_source)
         self.assertTrue(new_source.paused)
 
@@ -131,7 +134,7 @@ class RelayTests(unittest.TestCase):
         self.relay.send_buffer_full(source_grant, source)
         self.assertTrue(destination.paused)
         again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
-        self.relay.attach(again, FakePeer())
+        self.relay.attach(again, FakePeerLink())
         self.assertFalse(destination.paused)
         # The old connection's buffer filling again changes nothing.
         self.relay.send_buffer_drained(source_grant, source)
@@ -143,7 +146,7 @@ class RelayTests(unittest.TestCase):
         source_grant, destination_grant, source, destination = self.pair()
         self.relay.send_buffer_full(source_grant, source)
         again = self.registry.authorize("source", [source_grant.slot.access_token], [CLIENT_TOKEN])
-        new_source = FakePeer()
+        new_source = FakePeerLink()
         self.relay.attach(again, new_source)
         self.relay.send_buffer_full(again, new_source)
         self.relay.detach(source_grant, source)
@@ -180,7 +183,7 @@ class RelayStateTests(unittest.TestCase):
     def test_timestamps(self) -> None:
         """Attach and detach stamp the slot and the tunnel with the time."""
         grant = self.grant(Mode.SOURCE)
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.clock.advance(5)
         self.assertTrue(self.relay.attach(grant, peer))
         shape = tunnel_shape(self.tunnel)
@@ -198,7 +201,7 @@ class RelayStateTests(unittest.TestCase):
 
     def test_service_ids_sent(self) -> None:
         """A V2/V3 peer is told the tunnel's services on attach."""
-        peer = FakePeer()
+        peer = FakePeerLink()
         self.relay.attach(self.grant(Mode.DESTINATION), peer)
         (message,) = peer.messages()
         self.assertEqual(
@@ -208,7 +211,7 @@ class RelayStateTests(unittest.TestCase):
 
     def test_replacement_resets_every_stream(self) -> None:
         """A replaced source's streams are all reset towards the destination, each whole."""
-        source, destination = FakePeer(), FakePeer()
+        source, destination = FakePeerLink(), FakePeerLink()
         grant = self.grant(Mode.SOURCE)
         self.relay.attach(grant, source)
         self.relay.attach(self.grant(Mode.DESTINATION, "e" * 32), destination)
@@ -218,7 +221,7 @@ class RelayStateTests(unittest.TestCase):
         ]
         self.relay.relay(grant, b"", starts)
         destination.sent.clear()
-        self.relay.attach(self.grant(Mode.SOURCE), FakePeer())
+        self.relay.attach(self.grant(Mode.SOURCE), FakePeerLink())
         self.assertEqual(
             sorted((m.type, m.serviceId, m.streamId) for m in destination.messages()),
             [(Message.STREAM_RESET, "ssh", 3), (Message.STREAM_RESET, "web", 8)],
@@ -228,12 +231,12 @@ class RelayStateTests(unittest.TestCase):
         """Connects, replacements, disconnects and violations are each one line."""
         tunnel_id = self.tunnel.tunnel_id
         grant = self.grant(Mode.SOURCE)
-        old, new = FakePeer(), FakePeer()
+        old, new = FakePeerLink(), FakePeerLink()
         with capturedLogs() as events:
             self.relay.attach(grant, old)
             self.relay.attach(self.grant(Mode.SOURCE), new)
             self.relay.detach(grant, new)
-            destination = FakePeer()
+            destination = FakePeerLink()
             destination_grant = self.grant(Mode.DESTINATION, "e" * 32)
             self.relay.attach(destination_grant, destination)
             self.relay.violation(destination_grant, destination, 1008, "bad record")
@@ -264,7 +267,7 @@ class BackPressureCycleTests(unittest.TestCase):
         self.destination_grant = self.registry.authorize(
             "destination", [self.tokens[Mode.DESTINATION]], ["e" * 32]
         )
-        self.source, self.destination = FakePeer(), FakePeer()
+        self.source, self.destination = FakePeerLink(), FakePeerLink()
         self.relay.attach(self.source_grant, self.source)
         self.relay.attach(self.destination_grant, self.destination)
 
@@ -285,7 +288,7 @@ class BackPressureCycleTests(unittest.TestCase):
     def test_new_peer_behind_a_full_one_resumes_when_it_drains(self) -> None:
         self.relay.send_buffer_full(self.destination_grant, self.destination)
         again = self.registry.authorize("source", [self.tokens[Mode.SOURCE]], [CLIENT_TOKEN])
-        new_source = FakePeer()
+        new_source = FakePeerLink()
         self.relay.attach(again, new_source)
         self.assertTrue(new_source.paused)
         self.relay.send_buffer_drained(self.destination_grant, self.destination)

@@ -27,7 +27,9 @@ from aws_localproxy.protocol.tunnel import Tunnel
 from aws_localproxy.protocol.wire import Message, control_message
 from aws_localproxy.upstream.connector import RetryPolicy, TunnelConnector
 from aws_localproxy.upstream.websocket import CloseOutcome
-from tests.support.helpers import FakeEndpoint, FakeProtocol, closed, scripted_connector
+from tests.fakes.connector import scripted_connector
+from tests.fakes.endpoints import FakeEndpoint
+from tests.fakes.websocket import FakeProtocol, closed
 
 RETRY_DELAY = 2.0
 SERVICE_IDS = control_message(Message.SERVICE_IDS, available_service_ids=["ssh"])
@@ -304,7 +306,7 @@ class HandshakingTests(Lifecycle):
         protocol = self.handshaking()
         self.clock.advance(5)
         self.connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        self.assertTrue(self.connector.session_up)
+        self.assertTrue(self.tunnel.session_up)
         self.assertEqual((self.connector.sessions, self.connector.state_changed_at), (1, 5))
         self.assertIsNotNone(protocol.receive)
         protocol.deliver(SERVICE_IDS)
@@ -487,7 +489,7 @@ class SessionUpTests(Lifecycle):
         self.assertIn(
             (LogLevel.info, "Web socket close received. Code: 1000; Reason: expired"), lines
         )
-        self.assertFalse(self.connector.session_up)
+        self.assertFalse(self.tunnel.session_up)
         self.assertEqual(len(self.closes), 1)
 
     def test_session_lost_reconnects_at_once(self) -> None:

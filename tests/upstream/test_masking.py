@@ -29,13 +29,21 @@ class MaskInPlaceTests(SynchronousTestCase):
 
     def test_nvx(self) -> None:
         """With Autobahn's NVX code (what CI installs): the RFC's masking, the header untouched."""
-        self.assertTrue(masking.NVX, "Autobahn was installed without NVX")
+        self.assertEqual(masking.masker_in_use(), "nvx", "Autobahn was installed without NVX")
         self.check()
 
     def test_without_nvx(self) -> None:
-        """Autobahn's pure-Python masker gives the same bytes."""
-        self.patch(masking, "_lib", None)
+        """Autobahn's pure-Python masker gives the same bytes, and says it is the one in use."""
+        self.patch(masking, "_nvx", None)
+        self.assertEqual(masking.masker_in_use(), "python")
         self.check()
+
+    def test_warning_is_boxed(self) -> None:
+        """The start-up warning is a box of equal lines, as the C{-k} warning is."""
+        lines = masking.SLOW_MASKING_WARNING
+        self.assertEqual({len(line) for line in lines}, {len(lines[0])})
+        self.assertEqual(lines[0], lines[-1])
+        self.assertIn("10 MB/s", " ".join(lines))
 
     def test_masking_twice_restores(self) -> None:
         payload, mask = os.urandom(70000), os.urandom(4)

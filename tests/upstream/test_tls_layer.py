@@ -2,10 +2,14 @@
 Tests of aws_localproxy.upstream.tls_layer: the WebSocket's TLS layer, which
 encrypts a write and decrypts a read in one pass and sends in the same turn.
 
-It overrides private methods of Twisted's C{TLSMemoryBIOProtocol}, so these
-tests are also the guard against a Twisted release that changes them: the
-handshake, bytes both ways in memory and over real sockets on 127.0.0.1,
-back-pressure, the close after data, and a failed verification.
+It overrides private methods of Twisted's C{TLSMemoryBIOProtocol} and calls
+OpenSSL through pyOpenSSL's private bindings, so these tests are also a
+guard (with the canaries of tests/adapters/) against a release that changes
+them: the handshake, bytes both ways in memory and over real sockets on
+127.0.0.1, back-pressure, the close after data, and a failed verification;
+and the same again where those private parts are gone or not what they were
+(pyOpenSSL's bindings missing, a connection whose C{_ssl} is not an
+C{SSL *}, Twisted's TLS internals moved).
 """
 
 from __future__ import annotations
@@ -13,23 +17,22 @@ from __future__ import annotations
 import hashlib
 from typing import Any, List, Optional, cast
 
+from OpenSSL import SSL
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from aws_localproxy.adapters import openssl_private, twisted_private
 from aws_localproxy.tunnelservice.certs import (
     server_tls_options,
 )
-from aws_localproxy.upstream import tls_layer
 from aws_localproxy.upstream.tls_layer import (
     BatchingTLSFactory,
     BatchingTLSTransport,
@@ -37,6 +40,8 @@ from aws_localproxy.upstream.tls_layer import (
 )
 from aws_localproxy.upstream.tls_options import service_tls_options
 from tests.support.helpers import private_ca, readable_bytes, sleep
+from tests.support.seams import adapter_warnings
+from tests.support.tls import connect_in_memory
 
 reactor: Any = _reactor
 MIB = 1 << 20
@@ -71,64 +76,24 @@ class Collector(Protocol):
         self.ended.callback(None)
 
 
-class TwistedInternalsTests(SynchronousTestCase):
-    def test_private_state_is_still_there(self) -> None:
-        """
-        What the transport uses of Twisted's TLS class exists: the methods it
-        overrides or calls, and the instance state it reads.
-        """
-        for name in (
-            "_write",
-            "_flushSendBIO",
-            "_flushReceiveBIO",
-            "_bufferedWrite",
-            "_shutdownTLS",
-            "_tlsShutdownFinished",
-        ):
-            self.assertTrue(callable(getattr(TLSMemoryBIOProtocol, name, None)), name)
-        files = private_ca(self)
-        factory = BatchingTLSFactory(
-            service_tls_options("localhost", files.capath), True, Factory.forProtocol(Protocol)
-        )
-        protocol = factory.buildProtocol(None)
+class DirectHandlesTests(SynchronousTestCase):
+    def test_the_connection_handles_are_used(self) -> None:
+        """Once connected, the transport calls OpenSSL with its connection's own handles."""
+        client = Collector()
+        connect_in_memory(self, client, Collector(), client_factory=BatchingTLSFactory)
+        protocol: Any = client.transport
         self.assertIsInstance(protocol, BatchingTLSTransport)
-        client, _, pump = connectedServerAndClient(
-            lambda: TLSMemoryBIOFactory(
-                server_tls_options(files), False, Factory.forProtocol(Protocol)
-            ).buildProtocol(None),
-            lambda: protocol,
-        )
-        pump.flush()
-        for name in ("_tlsConnection", "_lostTLSConnection", "_aborted", "_producer"):
-            self.assertTrue(hasattr(protocol, name), name)
-        # ...and of pyOpenSSL's connection, for the direct calls.
-        if tls_layer.DIRECT:
-            self.assertIsNotNone(protocol._direct_ssl)
-            self.assertIs(protocol._send_bio, protocol._tlsConnection._from_ssl)
+        self.assertIs(protocol._direct_ssl, protocol._tlsConnection._ssl)
+        self.assertIs(protocol._send_bio, protocol._tlsConnection._from_ssl)
 
 
 class InMemoryTests(SynchronousTestCase):
     """Through iosim: no socket, so no sending in the same turn, but the same TLS."""
 
     def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
-        files = private_ca(self)
-        clock = Clock()
-        server_factory = TLSMemoryBIOFactory(
-            server_tls_options(files), False, Factory.forProtocol(lambda: server), clock=clock
+        return connect_in_memory(
+            self, client, server, client_factory=BatchingTLSFactory, hostname=hostname
         )
-        client_factory = BatchingTLSFactory(
-            service_tls_options(hostname, files.capath),
-            True,
-            Factory.forProtocol(lambda: client),
-            clock=clock,
-        )
-        _, _, pump = connectedServerAndClient(
-            lambda: server_factory.buildProtocol(None),
-            lambda: client_factory.buildProtocol(None),
-            clock=clock,
-        )
-        pump.flush()
-        return pump
 
     def test_bytes_both_ways(self) -> None:
         """A megabyte each way arrives whole and in order; a close is clean on both sides."""
@@ -184,7 +149,7 @@ class InMemoryTests(SynchronousTestCase):
         server.transport.write(b"d" * 65536)
         pump.flush()
         self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
-        if tls_layer.DIRECT:
+        if cast(Any, client.transport)._direct_ssl is not None:
             self.assertEqual(calls, {"recv": 0, "bio_read": 0})
         else:
             self.assertGreater(min(calls.values()), 0)
@@ -336,16 +301,116 @@ class RealSocketTests(TestCase):
 class DirectCallsTests(SynchronousTestCase):
     def test_direct_calls_are_used(self) -> None:
         """With the pyOpenSSL CI installs, records go through the direct calls."""
-        self.assertTrue(tls_layer.DIRECT)
+        self.assertTrue(openssl_private.DIRECT)
 
 
 class InMemoryWithoutDirectCallsTests(InMemoryTests):
     """The same, through pyOpenSSL's public C{send}/C{recv} only (its internals gone)."""
 
     def setUp(self) -> None:
-        self.patch(tls_layer, "DIRECT", False)
+        self.patch(openssl_private, "DIRECT", False)
 
 
 class RealSocketWithoutDirectCallsTests(RealSocketTests):
     def setUp(self) -> None:
-        self.patch(tls_layer, "DIRECT", False)
+        self.patch(openssl_private, "DIRECT", False)
+
+
+class _ForeignHandles:
+    """
+    A pyOpenSSL connection as a later pyOpenSSL might keep it: every public
+    method works, but C{_ssl} is not an C{SSL *} (here a plain object).
+    """
+
+    def __init__(self, connection: SSL.Connection) -> None:
+        self._connection = connection
+        self._ssl = object()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ForeignHandlesCreator:
+    """Client TLS options whose connections have L{_ForeignHandles}."""
+
+    def __init__(self, creator: Any) -> None:
+        self._creator = creator
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> Any:
+        return _ForeignHandles(self._creator.clientConnectionForTLS(tls_protocol))
+
+
+class InMemoryWithForeignHandlesTests(InMemoryTests):
+    """
+    The same, with connections whose C{_ssl} is not an C{SSL *}: each
+    connection takes pyOpenSSL's public methods (the direct calls would
+    raise on every write), and the proxy says so once.
+    """
+
+    def setUp(self) -> None:
+        self.warnings = adapter_warnings(self)
+
+    def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
+        pump = connect_in_memory(
+            self,
+            client,
+            server,
+            client_factory=BatchingTLSFactory,
+            hostname=hostname,
+            wrap_creator=_ForeignHandlesCreator,
+        )
+        protocol: Any = client.transport
+        if protocol is not None:
+            self.assertIsNone(protocol._direct_ssl)
+            self.assertEqual(len(self.warnings), 1)
+            self.assertIn("not an SSL *", self.warnings[0])
+        return pump
+
+
+class RealSocketWithForeignHandlesTests(RealSocketTests):
+    """The real-socket tests with connections whose C{_ssl} is not an C{SSL *}."""
+
+    async def connect(self, port: int, client: Protocol) -> Any:
+        endpoint = wrap_client_tls(
+            _ForeignHandlesCreator(service_tls_options("localhost", self.capath)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        connected = await endpoint.connect(Factory.forProtocol(lambda: client))
+        self.assertIs(connected, client)
+        protocol: Any = client.transport
+        self.assertIsInstance(protocol, BatchingTLSTransport)
+        self.assertIsNone(protocol._direct_ssl)
+        return client
+
+
+class RealSocketWithTwistedTLSTests(RealSocketTests):
+    """
+    Where Twisted's TLS internals moved (C{TLS_SEAM} false), the endpoint
+    builds Twisted's own TLS protocol: the same bytes arrive, the proxy says
+    why once.
+    """
+
+    def setUp(self) -> None:
+        self.warnings = adapter_warnings(self)
+        self.patch(twisted_private, "TLS_SEAM", False)
+
+    async def connect(self, port: int, client: Protocol) -> Any:
+        await super().connect(port, client)
+        self.assertIsInstance(client.transport, TLSMemoryBIOProtocol)
+        self.assertNotIsInstance(client.transport, BatchingTLSTransport)
+        self.assertEqual(len(self.warnings), 1)
+        self.assertIn("Twisted's own TLS", self.warnings[0])
+        return client
+
+    async def test_write_reaches_the_socket_in_the_same_turn(self) -> None:
+        """Twisted's own TLS sends on a later turn: here only that the bytes arrive."""
+        server = Collector()
+        port = self.serve(server)
+        client = await self.connect(port, Collector())
+        assert client.transport is not None
+        client.transport.write(b"ping")
+        client.transport.write(b"hello")
+        client.transport.loseConnection()
+        await server.ended
+        self.assertEqual(server.received, b"pinghello")

@@ -9,90 +9,32 @@ every test points C{txaio.config.loop} at its own L{Clock}.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import struct
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-import txaio
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.task import Clock
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
+from aws_localproxy.adapters import autobahn_private
 from aws_localproxy.protocol.constants import (
     MAX_WEBSOCKET_FRAME_SIZE,
     SUBPROTOCOL_V1,
     SUBPROTOCOL_V2,
     SUBPROTOCOL_V3,
 )
-from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError, TunnelError
-from aws_localproxy.protocol.inbound_flow import InboundFlow
+from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.upstream.websocket import (
     MAX_INCOMING_MESSAGE,
-    CloseOutcome,
-    TunnelClientFactory,
     TunnelClientProtocol,
     user_agent,
 )
-from tests.support.helpers import TCPLikeTransport
+from tests.fakes.transport import TCPLikeTransport
+from tests.fakes.websocket import NoPacer, RecordingEvents
+from tests.support.seams import adapter_warnings
+from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
 
-ACCESS_TOKEN = "AQGAAXiv-access-token-for-the-tests"
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
-WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class NoPacer:
-    """
-    The outbound of a session in these tests: no pacer (every pong is the
-    keep-alive's), and nothing to produce.
-    """
-
-    def pong(self, payload: bytes) -> bool:
-        return False
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-    def reading_paused(self, paused: bool) -> None:
-        pass
-
-
-class RecordingEvents:
-    """
-    A L{SessionEvents} that keeps what it is told, and starts each session
-    as the tunnel does (L{TunnelClientProtocol.start_session}), with a
-    receiver that keeps every message.
-    """
-
-    def __init__(self) -> None:
-        self.opened: List[Tuple[TunnelClientProtocol, str]] = []
-        self.messages: List[bytes] = []
-        self.failed: List[TunnelError] = []
-        self.closed: List[CloseOutcome] = []
-        #: What the next session is started with (a test may replace them).
-        self.receive: Callable[[bytes], None] = self.message_received
-        self.outbound: NoPacer = NoPacer()
-
-    def session_opened(self, protocol: TunnelClientProtocol, subprotocol: str) -> None:
-        self.opened.append((protocol, subprotocol))
-        protocol.start_session(self.receive, self.outbound, InboundFlow())  # type: ignore[arg-type]
-
-    def message_received(self, payload: bytes) -> None:
-        self.messages.append(payload)
-
-    def session_failed(self, protocol: TunnelClientProtocol, error: TunnelError) -> None:
-        self.failed.append(error)
-
-    def session_closed(self, protocol: TunnelClientProtocol, outcome: CloseOutcome) -> None:
-        self.closed.append(outcome)
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -102,88 +44,6 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBH", 0x80 | opcode, 126, len(payload))
     return header + payload
-
-
-def client_frames(data: bytes) -> List[Tuple[int, bytes]]:
-    """Split what the client wrote into (opcode, unmasked payload) pairs."""
-    frames = []
-    while data:
-        first, second = data[0], data[1]
-        assert second & 0x80, "client frames are masked"
-        length, offset = second & 0x7F, 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[2:10])
-            offset = 10
-        mask = data[offset : offset + 4]
-        body = data[offset + 4 : offset + 4 + length]
-        frames.append((first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(body))))
-        data = data[offset + 4 + length :]
-    return frames
-
-
-class WebSocketTestCase(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        config = txaio.config  # type: ignore[attr-defined]
-        previous = config.loop
-        config.loop = self.clock
-        self.addCleanup(setattr, config, "loop", previous)
-        self.events = RecordingEvents()
-
-    def connect(
-        self,
-        url: str = "wss://data.tunneling.iot.us-east-1.amazonaws.com/tunnel?local-proxy-mode=source",
-        client_token: Optional[str] = None,
-        subprotocol: str = SUBPROTOCOL_V3,
-    ) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
-        factory = TunnelClientFactory(
-            self.clock,
-            url=url,
-            display_url=url.split("?")[0],
-            events=self.events,
-            access_token=ACCESS_TOKEN,
-            client_token=client_token,
-            subprotocol=subprotocol,
-            ping_period=5.0,
-            pong_timeout=10.0,
-            open_handshake_timeout=30.0,
-        )
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 443))
-        assert isinstance(protocol, TunnelClientProtocol)
-        transport = TCPLikeTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def accept(self, protocol: TunnelClientProtocol, subprotocol: Optional[str]) -> bytes:
-        key = protocol.websocket_key
-        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
-        response = (
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            b"Upgrade: websocket\r\n"
-            b"Connection: upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
-        )
-        if subprotocol is not None:
-            response += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
-        return response + b"channel-id: 0a1b2c3d\r\n\r\n"
-
-    def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
-        protocol, transport = self.connect(**kwargs)
-        protocol.dataReceived(self.accept(protocol, SUBPROTOCOL_V3))
-        self.assertEqual(len(self.events.opened), 1)
-        transport.clear()
-        return protocol, transport
-
-    def lose(
-        self, protocol: TunnelClientProtocol, reason: Optional[Failure] = None
-    ) -> CloseOutcome:
-        """The TCP connection goes away; the one outcome reported for it."""
-        protocol.connectionLost(reason or Failure(ConnectionDone()))
-        self.assertEqual(len(self.events.closed), 1)
-        return self.events.closed[0]
 
 
 class UpgradeRequestTests(WebSocketTestCase):
@@ -796,3 +656,152 @@ class ReadingPausedTests(WebSocketTestCase):
         protocol.reading_paused(False)
         self.clock.pump([1.0] * 14)
         self.assertFalse(transport.disconnecting)
+
+
+class PacePongs(NoPacer):
+    """A session's outbound whose pacer sent pings with the payload C{b"pace"}."""
+
+    def __init__(self) -> None:
+        self.pongs: List[bytes] = []
+
+    def pong(self, payload: bytes) -> bool:
+        self.pongs.append(payload)
+        return payload == b"pace"
+
+
+class PacerEvents(RecordingEvents):
+    """Events that start each session with a L{PacePongs} outbound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pacer = self.outbound = PacePongs()
+
+
+class PacerPongTests(WebSocketTestCase):
+    """The pacer's pongs reach the session; other pongs are Autobahn's keep-alive's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events = PacerEvents()
+
+    def test_pacer_pong(self) -> None:
+        protocol, transport = self.open()
+        protocol.dataReceived(server_frame(0x2, b"one") + server_frame(0xA, b"pace"))
+        protocol.dataReceived(server_frame(0xA, b"other") + server_frame(0x2, b"two"))
+        self.assertEqual(self.events.pacer.pongs, [b"pace", b"other"])
+        self.assertEqual(self.events.messages, [b"one", b"two"])
+        self.assertFalse(transport.disconnecting)
+
+
+class WithoutFastPath(WebSocketTestCase):
+    """
+    Where Autobahn's parser internals moved (C{PARSER_SEAM} false), the
+    WebSocket takes no frame past Autobahn's parser: the same messages,
+    pongs, keep-alive and close, through Autobahn's public path, and a
+    warning once.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.warnings = adapter_warnings(self)
+        self.patch(autobahn_private, "PARSER_SEAM", False)
+
+    def open(self, **kwargs: str) -> Tuple[TunnelClientProtocol, TCPLikeTransport]:
+        protocol, transport = super().open(**kwargs)
+        self.assertFalse(protocol._fast_path)
+        self.assertEqual(len(self.warnings), 1)
+        return protocol, transport
+
+
+class OpenSessionWithoutFastPathTests(WithoutFastPath, OpenSessionTests):
+    def test_pongs_go_to_the_session_scheduler(self) -> None:
+        """
+        Without the fast path every pong reaches the session's scheduler
+        through Autobahn's public C{onPong}; one it takes is not passed on.
+        """
+
+        class Pacing(NoPacer):
+            def __init__(self) -> None:
+                self.pongs: List[bytes] = []
+
+            def pong(self, payload: bytes) -> bool:
+                self.pongs.append(payload)
+                return payload == b"ours"
+
+        autobahns: List[bytes] = []
+        self.patch(
+            WebSocketClientProtocol, "onPong", lambda protocol, payload: autobahns.append(payload)
+        )
+        outbound = self.events.outbound = Pacing()
+        protocol, _ = self.open()
+        protocol.dataReceived(
+            struct.pack("!BB", 0x02, 3)
+            + b"fra"
+            + server_frame(0xA, b"ours")
+            + server_frame(0xA, b"keepalive")
+            + struct.pack("!BB", 0x80, 3)
+            + b"gme"
+        )
+        self.assertEqual(outbound.pongs, [b"ours", b"keepalive"])
+        self.assertEqual(autobahns, [b"keepalive"])
+        self.assertEqual(self.events.messages, [b"fragme"])
+
+
+class IncomingFramesWithoutFastPathTests(WithoutFastPath, IncomingFrameTests):
+    def test_binary_frames_skip_autobahns_parser(self) -> None:
+        """Without the fast path Autobahn parses every frame."""
+        protocol, _ = self.open()
+        seen: List[int] = []
+        original = protocol.onFrameBegin
+
+        def begin() -> None:
+            assert protocol.current_frame is not None
+            seen.append(protocol.current_frame.opcode)
+            original()
+
+        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x9, b"p"))
+        protocol.dataReceived(server_frame(0x2, b"b"))
+        self.assertEqual(seen, [0x2, 0x9, 0x2])
+        self.assertEqual(self.events.messages, [b"a", b"b"])
+
+    def test_pacer_pongs_skip_autobahns_parser(self) -> None:
+        """
+        Without the fast path Autobahn parses the pacer's pongs too; each
+        pong is offered to the session's scheduler once.
+        """
+
+        class Pacing(NoPacer):
+            def __init__(self) -> None:
+                self.pongs: List[bytes] = []
+
+            def pong(self, payload: bytes) -> bool:
+                self.pongs.append(payload)
+                return payload.startswith(b"lpq1")
+
+        outbound = self.events.outbound = Pacing()
+        protocol, _ = self.open()
+        seen: List[int] = []
+        original = protocol.onFrameBegin
+
+        def begin() -> None:
+            assert protocol.current_frame is not None
+            seen.append(protocol.current_frame.opcode)
+            original()
+
+        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol.dataReceived(
+            server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
+        )
+        protocol.dataReceived(server_frame(0xA, b"keepalive") + server_frame(0x2, b"c"))
+        self.assertEqual(seen, [0x2, 0xA, 0x2, 0xA, 0x2])
+        self.assertEqual(self.events.messages, [b"a", b"b", b"c"])
+        self.assertEqual(outbound.pongs, [b"lpq1 ours", b"keepalive"])
+
+
+class ReadingPausedWithoutFastPathTests(WithoutFastPath, ReadingPausedTests):
+    pass
+
+
+class PacerPongWithoutFastPathTests(WithoutFastPath, PacerPongTests):
+    pass

@@ -29,13 +29,9 @@ from twisted.internet.address import IPv4Address
 
 from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, SUBPROTOCOLS
 from aws_localproxy.upstream.websocket import TunnelClientProtocol
-from tests.support.helpers import TCPLikeTransport
-from tests.upstream.test_websocket import (
-    NoPacer,
-    RecordingEvents,
-    WebSocketTestCase,
-    client_frames,
-)
+from tests.fakes.transport import TCPLikeTransport
+from tests.fakes.websocket import NoPacer, RecordingEvents
+from tests.support.websocket import WebSocketTestCase, client_frames
 
 #: A message on whose delivery the application drops the connection (both
 #: protocols), so that frames after it in the same read meet a closed session.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.upstream.webproxy.test_endpoint -*-
+# -*- test-case-name: tests.upstream.test_webproxy -*-
 """
 Reaching the tunnel service through a web proxy, as Twisted endpoints.
 
@@ -16,7 +16,6 @@ service's ``host:port``, direct or through the proxy.
 
 from __future__ import annotations
 
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
@@ -26,6 +25,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.ssl import TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 
+from aws_localproxy.adapters.twisted_private import IOpenSSLTrustRoot
 from aws_localproxy.config.proxy_url import (
     ProxyURL,
     ProxyURLError,

@@ -40,12 +40,8 @@ from aws_localproxy.upstream.webproxy.httpconnect import (
     HTTPConnectEndpoint,
     connect_request,
 )
-from tests.support.webproxy import (
-    SERVICE,
-    EndpointFailureTests,
-    ProxyHarness,
-    Recorder,
-)
+from tests.fakes.caller import Recorder
+from tests.support.webproxy import SERVICE, EndpointFailureTests, ProxyHarness
 
 PASSWORD = "s3cr3t:p@ss"
 

@@ -31,8 +31,9 @@ from aws_localproxy.upstream.webproxy.errors import (
     WebProxyError,
 )
 from aws_localproxy.upstream.webproxy.socks import REPLY_MESSAGES, SOCKS5Endpoint
-from tests.support.helpers import TCPLikeTransport
-from tests.support.webproxy import SERVICE, EndpointFailureTests, ProxyHarness, RecordingResolver
+from tests.fakes.resolver import RecordingResolver
+from tests.fakes.transport import TCPLikeTransport
+from tests.support.webproxy import SERVICE, EndpointFailureTests, ProxyHarness
 
 SUCCESS_V4 = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x1f\x90"  # bound to 10.0.0.1:8080
 

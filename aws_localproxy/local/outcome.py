@@ -1,4 +1,9 @@
-"""A result that happens once and that any number of callers can wait for."""
+"""
+A result that happens once and that any number of callers can wait for.
+
+It lives with the local sides, the lowest layer that waits on one (a
+source's listening addresses, its stop); the proxy above uses it from here.
+"""
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ from aws_localproxy.upstream.webproxy import (
     proxy_tls_options,
     service_endpoint,
 )
-from tests.support.webproxy import RecordingResolver, taken
+from tests.fakes.resolver import RecordingResolver
+from tests.support.webproxy import taken
 
 SERVICE = "data.tunneling.iot.eu-west-1.amazonaws.com"
 ADDRESSES = {
