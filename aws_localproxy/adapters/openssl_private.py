@@ -9,17 +9,18 @@ ceiling on pyOpenSSL is the newest release it passed on):
 
   1. The OpenSSL bindings pyOpenSSL itself calls, C{OpenSSL.SSL._lib} and
      C{OpenSSL.SSL._ffi} (cryptography's cffi bindings), for the loops of
-     L{aws_localproxy.upstream.tls_layer} that run once per TLS record:
-     L{SSL_write}, L{SSL_read}, L{SSL_get_error} and L{BIO_read} (with
-     L{from_buffer} to hand them a buffer without a copy).  pyOpenSSL's
-     public C{send}/C{recv}/C{bio_read} check their arguments, allocate a
-     buffer and translate errors for every record, and raise an exception
-     each time a BIO runs dry: more Python than the record costs to encrypt.
-     Gone (L{DIRECT} false): every record goes through those public
-     methods; a warning, once.
-  2. A connection's own handles, C{Connection._ssl} (its C{SSL *}) and
-     C{Connection._from_ssl} (its send memory BIO, a C{BIO *}): the first
-     argument of those calls.  L{direct_handles} checks both once per
+     L{aws_localproxy.upstream.tls_layer} that run once per TLS record or
+     per read: L{SSL_write}, L{SSL_read}, L{SSL_get_error}, L{BIO_read} and
+     L{BIO_write} (with L{from_buffer} to hand them a buffer without a
+     copy).  pyOpenSSL's public C{send}/C{recv}/C{bio_read}/C{bio_write}
+     check their arguments, make a buffer pointer and translate errors for
+     every call, and raise an exception each time a BIO runs dry: more
+     Python than the record costs to encrypt.  Gone (L{DIRECT} false):
+     every record goes through those public methods; a warning, once.
+  2. A connection's own handles, C{Connection._ssl} (its C{SSL *}),
+     C{Connection._from_ssl} (its send memory BIO, a C{BIO *}) and
+     C{Connection._into_ssl} (its receive memory BIO, a C{BIO *}): the first
+     argument of those calls.  L{direct_handles} checks all three once per
      connection against cffi's own types (C{ffi.typeof}): if a pyOpenSSL
      kept anything else there, the connection takes the public methods
      rather than having every write raise; a warning, once.
@@ -30,7 +31,7 @@ themselves, with no layer in between.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 from OpenSSL import SSL as _pyopenssl
 
@@ -42,8 +43,10 @@ __all__ = [
     "SSL_read",
     "SSL_get_error",
     "BIO_read",
+    "BIO_write",
     "WANT_READ",
     "from_buffer",
+    "DirectHandles",
     "direct_handles",
 ]
 
@@ -55,6 +58,10 @@ SSL_write: Any = getattr(_lib, "SSL_write", None)
 SSL_read: Any = getattr(_lib, "SSL_read", None)
 SSL_get_error: Any = getattr(_lib, "SSL_get_error", None)
 BIO_read: Any = getattr(_lib, "BIO_read", None)
+#: C{BIO_write(bio, data, length)}: the read's ciphertext into the receive
+#: BIO.  cffi passes a C{bytes} object to its C{void *} argument as a
+#: pointer to the bytes themselves (no copy, no pointer object to make).
+BIO_write: Any = getattr(_lib, "BIO_write", None)
 #: C{ffi.from_buffer}: a C pointer into a Python buffer, no copy.
 from_buffer: Any = getattr(_ffi, "from_buffer", None)
 
@@ -75,7 +82,7 @@ _BIO_POINTER = _pointer_type("BIO *")
 
 #: Whether the bindings have every function and type the direct calls need.
 DIRECT: bool = (
-    None not in (SSL_write, SSL_read, SSL_get_error, BIO_read, from_buffer)
+    None not in (SSL_write, SSL_read, SSL_get_error, BIO_read, BIO_write, from_buffer)
     and _SSL_POINTER is not None
     and _BIO_POINTER is not None
 )
@@ -97,12 +104,23 @@ def _describe(handle: object) -> str:
         return type(handle).__name__
 
 
-def direct_handles(connection: object) -> Optional[Tuple[Any, Any]]:
+class DirectHandles(NamedTuple):
+    """A pyOpenSSL connection's OpenSSL handles, checked (L{direct_handles})."""
+
+    #: Its C{SSL *} (C{Connection._ssl}).
+    ssl: Any
+    #: Its send memory BIO, where OpenSSL puts ciphertext (C{Connection._from_ssl}).
+    send_bio: Any
+    #: Its receive memory BIO, where the peer's ciphertext goes (C{Connection._into_ssl}).
+    receive_bio: Any
+
+
+def direct_handles(connection: object) -> Optional[DirectHandles]:
     """
-    The C{SSL *} and send C{BIO *} of C{connection} (a pyOpenSSL
-    C{Connection}) for the direct calls, or C{None}: then its records go
-    through pyOpenSSL's public methods (warned once).  Asked once per
-    connection.
+    The C{SSL *} and the send and receive C{BIO *}s of C{connection} (a
+    pyOpenSSL C{Connection}) for the direct calls, or C{None}: then its
+    records go through pyOpenSSL's public methods (warned once).  Asked
+    once per connection.
     """
     if not DIRECT:
         warn_once(
@@ -114,12 +132,17 @@ def direct_handles(connection: object) -> Optional[Tuple[Any, Any]]:
         return None
     ssl = getattr(connection, "_ssl", None)
     send_bio = getattr(connection, "_from_ssl", None)
-    if _is_a(ssl, _SSL_POINTER) and _is_a(send_bio, _BIO_POINTER):
-        return ssl, send_bio
+    receive_bio = getattr(connection, "_into_ssl", None)
+    if (
+        _is_a(ssl, _SSL_POINTER)
+        and _is_a(send_bio, _BIO_POINTER)
+        and _is_a(receive_bio, _BIO_POINTER)
+    ):
+        return DirectHandles(ssl, send_bio, receive_bio)
     warn_once(
         "pyopenssl-handles",
-        "This pyOpenSSL's Connection._ssl / _from_ssl are not an SSL * and a BIO * "
-        f"({_describe(ssl)}, {_describe(send_bio)}): TLS records go through "
-        "pyOpenSSL's public methods (more time per byte)",
+        "This pyOpenSSL's Connection._ssl / _from_ssl / _into_ssl are not an SSL * and "
+        f"two BIO * ({_describe(ssl)}, {_describe(send_bio)}, {_describe(receive_bio)}): "
+        "TLS records go through pyOpenSSL's public methods (more time per byte)",
     )
     return None

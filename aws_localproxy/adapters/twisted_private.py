@@ -16,7 +16,13 @@ each; setup.py's ceiling on Twisted is the newest release it passed on):
      that one WebSocket frame is one encryption pass and one socket write
      rather than one per 16 KiB record.  Gone (L{TLS_SEAM} false): Twisted's
      own public TLS protocol, what C{wrapClientTLS} builds, carries the
-     WebSocket (slower per byte, never wrong); a warning, once.
+     WebSocket (slower per byte, never wrong); a warning, once.  Its
+     C{dataReceived} is overridden too, once the handshake is done, to put
+     a read's ciphertext into the receive BIO itself
+     (L{TLS_RECEIVE_STATE}: C{_handshakeDone}, C{_appSendBuffer}, the
+     conditions of Twisted's own on which it only writes to the BIO and
+     decrypts).  Gone (L{TLS_RECEIVE_SEAM} false): Twisted's
+     C{dataReceived} takes every read; a warning, once.
   2. C{FileDescriptor}'s write buffer (C{twisted.internet.abstract}), for
      L{write_now} (the TLS layer's ciphertext, the local connections'
      writes): C{_tempDataLen} (bytes written and not yet joined into
@@ -75,6 +81,9 @@ __all__ = [
     "TLS_STATE",
     "TLS_SEAM",
     "batching_tls",
+    "TLS_RECEIVE_STATE",
+    "TLS_RECEIVE_SEAM",
+    "direct_tls_receive",
     "tls_buffered_write",
     "tls_shutdown",
     "tls_shutdown_finished",
@@ -132,6 +141,39 @@ def batching_tls() -> bool:
         "This Twisted's TLS protocol no longer has the internals the batching TLS layer "
         f"overrides ({', '.join((*TLS_HOOKS, *TLS_STATE))}): the WebSocket runs over "
         "Twisted's own TLS instead (the same bytes, more time per byte)",
+    )
+    return False
+
+
+#: The state Twisted's C{TLSMemoryBIOProtocol.dataReceived} reads to decide
+#: whether a read only goes into the receive BIO and is decrypted (the
+#: handshake is done, no write waits for it) -- what the batching TLS
+#: transport's C{dataReceived} reads to do that itself.
+TLS_RECEIVE_STATE = ("_handshakeDone", "_appSendBuffer")
+
+#: Whether Twisted's C{dataReceived} still writes the read to the receive BIO
+#: (C{bio_write}) and decrypts it (C{_flushReceiveBIO}) once the state above
+#: says so, the handshake flag still a class attribute.
+TLS_RECEIVE_SEAM: bool = (
+    TLS_SEAM
+    and code_uses(_TLS, "dataReceived", "bio_write", "_flushReceiveBIO", *TLS_RECEIVE_STATE)
+    and isinstance(getattr(_TLS, "_handshakeDone", None), bool)
+)
+
+
+def direct_tls_receive() -> bool:
+    """
+    Whether the batching TLS transport may write a read into the receive
+    BIO itself (L{TLS_RECEIVE_SEAM}); warns once when it may not.  Asked
+    once per connection.
+    """
+    if TLS_RECEIVE_SEAM:
+        return True
+    warn_once(
+        "twisted-tls-receive",
+        "This Twisted's TLS protocol no longer receives as the batching TLS layer's reads "
+        f"assume (dataReceived: bio_write, _flushReceiveBIO, {', '.join(TLS_RECEIVE_STATE)}): "
+        "every read goes through Twisted's dataReceived (more time per read)",
     )
     return False
 

@@ -15,7 +15,7 @@ proxy spends per byte, and the extra turns are a large part of an
 interactive round trip.
 
 L{BatchingTLSTransport} keeps Twisted's TLS state machine (handshake,
-verification, shutdown, producers) and changes the three places where bytes
+verification, shutdown, producers) and changes the places where bytes
 move:
 
   - a write encrypts every record of the data and takes all the ciphertext
@@ -24,18 +24,24 @@ move:
     it (L{write_now}), so a write reaches the kernel in the same turn; what
     the socket does not take stays in Twisted's buffer, sent when it is
     writable, as before;
+  - once the handshake is done, a read's ciphertext goes into the receive
+    BIO in one call to OpenSSL;
   - a read decrypts every complete record and delivers them in one call.
 
-The loops that run once per record (C{SSL_write}, C{SSL_read}) call
-OpenSSL through pyOpenSSL's own bindings rather than through its
-C{send}/C{recv}, whose argument checks, buffer allocation and error
-translation cost more than the record; the public methods still handle
-every case the direct calls stop at (a renegotiation, the peer's close, an
-error), and are the whole path for a connection whose handles are not what
-the direct calls take (L{openssl_private.direct_handles}).
+The calls that run once per record or per read (C{SSL_write}, C{SSL_read},
+C{BIO_read}, C{BIO_write}) call OpenSSL through pyOpenSSL's own bindings
+rather than through its C{send}/C{recv}/C{bio_read}/C{bio_write}, whose
+argument checks, buffer pointers and error translation cost more than a
+small record; the ciphertext and decrypted bytes pass through two buffers of
+the process, each with one C pointer made once (see L{_DECRYPTED}).  The
+public methods still handle every case the direct calls stop at (a
+renegotiation, the peer's close, an error), and are the whole path for a
+connection whose handles are not what the direct calls take
+(L{openssl_private.direct_handles}).
 
-It subclasses Twisted's class and overrides the three private methods where
-those bytes move, using Twisted's private state of the TLS connection.  Both
+It subclasses Twisted's class and overrides the private methods where
+those bytes move (and C{dataReceived}), using Twisted's private state of the
+TLS connection.  Both
 dependencies' private parts are named, checked and resolved once in their
 adapters, L{aws_localproxy.adapters.twisted_private} and
 L{aws_localproxy.adapters.openssl_private}: where Twisted's internals are
@@ -57,7 +63,6 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
 )
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -65,6 +70,7 @@ from zope.interface import implementer
 from aws_localproxy.adapters.openssl_private import (
     WANT_READ,
     BIO_read,
+    BIO_write,
     SSL_get_error,
     SSL_read,
     SSL_write,
@@ -73,6 +79,7 @@ from aws_localproxy.adapters.openssl_private import (
 )
 from aws_localproxy.adapters.twisted_private import (
     batching_tls,
+    direct_tls_receive,
     sends_now,
     tls_buffered_write,
     tls_shutdown,
@@ -95,15 +102,30 @@ RECORD_SIZE = 16384
 #: read normally empties it.
 SEND_BIO_READ = 1 << 18
 
-#: Where a read's records are decrypted before one copy hands them on; one
-#: for the process: the reactor decrypts one read at a time and the bytes are
-#: copied out before anything else runs.
+#: Where a read's records are decrypted before one copy hands them on, and
+#: where the send BIO's ciphertext is read before one copy hands it on: one
+#: of each for the process, each with its C pointer made once (C{None}
+#: without pyOpenSSL's bindings, whose connections never take the direct
+#: calls).
+#:
+#: No two connections, nor two calls of one, can use a buffer at once: every
+#: TLS transport runs in the reactor's thread, one callback at a time, and
+#: each buffer has one user, which fills it and copies the bytes out before
+#: it returns (L{_decrypt_all} for L{_DECRYPTED}, L{_drain_bio} for
+#: L{_CIPHERTEXT}).  While one fills its buffer, only OpenSSL runs: a memory
+#: BIO's C{BIO_read} calls back into nothing, and the only Python that
+#: C{SSL_read} can call back is pyOpenSSL's info and verification callbacks
+#: (a handshake's, or a TLS 1.3 ticket's), which may write -- reach
+#: L{_drain_bio}, the other buffer -- but never decrypt.  The pointers stay
+#: valid while the buffers live (for the process); while a pointer exists
+#: its C{bytearray} cannot be resized.
 _DECRYPTED = bytearray(1 << 18)
-
-
-#: Where the send BIO's ciphertext is read before one copy hands it on (as
-#: L{_DECRYPTED}, one for the process).
 _CIPHERTEXT = bytearray(SEND_BIO_READ)
+_DECRYPTED_AT: Any = from_buffer(_DECRYPTED) if from_buffer is not None else None
+_CIPHERTEXT_AT: Any = from_buffer(_CIPHERTEXT) if from_buffer is not None else None
+_DECRYPTED_VIEW = memoryview(_DECRYPTED)
+_DECRYPTED_SIZE = len(_DECRYPTED)
+_CIPHERTEXT_VIEW = memoryview(_CIPHERTEXT)
 
 
 #: The exception being handled, as a Failure (Twisted's constructor is untyped).
@@ -123,6 +145,9 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
     #: The connection's send BIO (C{BIO *}, where OpenSSL puts ciphertext), with
     #: the direct calls.
     _send_bio: Any = None
+    #: The connection's receive BIO (C{BIO *}, where a read's ciphertext goes),
+    #: with the direct calls and Twisted's receiving as L{dataReceived} assumes.
+    _receive_bio: Any = None
     _sends_now = False
 
     def makeConnection(self, transport: Any) -> None:
@@ -131,8 +156,30 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
         # Once per connection: the handles, if they are what the direct calls take.
         handles = direct_handles(self._tlsConnection)
         if handles is not None:
-            self._direct_ssl, self._send_bio = handles
+            self._direct_ssl, self._send_bio = handles.ssl, handles.send_bio
+            if direct_tls_receive():
+                self._receive_bio = handles.receive_bio
         self._sends_now = sends_now(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Twisted's writes the read into the receive BIO through pyOpenSSL's
+        # bio_write (argument checks, a buffer pointer), then, once the
+        # handshake is done and no write waits for it, only decrypts: that
+        # common case in one call to OpenSSL, everything else Twisted's.
+        bio = self._receive_bio
+        if bio is None or not self._handshakeDone or self._appSendBuffer or type(data) is not bytes:
+            twisted_tls: Any = TLSMemoryBIOProtocol  # untyped
+            twisted_tls.dataReceived(self, data)
+            return
+        size = len(data)
+        written = BIO_write(bio, data, size)
+        if written != size:
+            # A memory BIO takes all or fails (out of memory): pyOpenSSL's
+            # bio_write, through Twisted's, takes the rest or raises what it means.
+            twisted_tls = TLSMemoryBIOProtocol
+            twisted_tls.dataReceived(self, data[max(written, 0) :])
+            return
+        self._flushReceiveBIO()
 
     def _write(self, data: bytes) -> None:
         if self._lostTLSConnection:
@@ -203,8 +250,8 @@ class BatchingTLSTransport(TLSMemoryBIOProtocol):
                 ended = _current_failure()
                 break
         if pieces and not self._aborted:
-            tls_wrapper: Any = ProtocolWrapper
-            tls_wrapper.dataReceived(self, pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            # (What Twisted's C{ProtocolWrapper.dataReceived} does, without the call.)
+            self.wrappedProtocol.dataReceived(pieces[0] if len(pieces) == 1 else b"".join(pieces))
         # Twisted's handling of the end, after the bytes before it.
         if ended is True:
             tls_shutdown(self)
@@ -221,21 +268,18 @@ def _decrypt_all(ssl: Any, pieces: list[bytes]) -> bool:
     stopped only for want of more bytes (anything else: the caller asks
     pyOpenSSL, which says what it is).
     """
-    buffer = _DECRYPTED
-    size, filled = len(buffer), 0
-    with from_buffer(buffer) as pointer:
-        while True:
-            count = SSL_read(ssl, pointer + filled, size - filled)
-            if count <= 0:
-                break
-            filled += count
-            if filled == size:
-                pieces.append(bytes(buffer))
-                filled = 0
+    pointer, size, filled = _DECRYPTED_AT, _DECRYPTED_SIZE, 0
+    while True:
+        count = SSL_read(ssl, pointer + filled, size - filled)
+        if count <= 0:
+            break
+        filled += count
+        if filled == size:
+            pieces.append(bytes(_DECRYPTED))
+            filled = 0
     wants_more: bool = SSL_get_error(ssl, count) == WANT_READ
     if filled:
-        with memoryview(buffer) as view:
-            pieces.append(bytes(view[:filled]))
+        pieces.append(bytes(_DECRYPTED_VIEW[:filled]))
     return wants_more
 
 
@@ -256,16 +300,13 @@ def _read_send_bio(connection: Any) -> list[bytes]:
 def _drain_bio(bio: Any) -> list[bytes]:
     """The ciphertext in the memory BIO C{bio}, read into L{_CIPHERTEXT} and copied out."""
     pieces = []
-    buffer = _CIPHERTEXT
-    size = len(buffer)
-    with from_buffer(buffer) as pointer, memoryview(buffer) as view:
-        while True:
-            count = BIO_read(bio, pointer, size)
-            if count <= 0:  # empty: a memory BIO has no other way to fail a read
-                break
-            pieces.append(bytes(view[:count]))
-            if count < size:
-                break
+    while True:
+        count = BIO_read(bio, _CIPHERTEXT_AT, SEND_BIO_READ)
+        if count <= 0:  # empty: a memory BIO has no other way to fail a read
+            break
+        pieces.append(bytes(_CIPHERTEXT_VIEW[:count]))
+        if count < SEND_BIO_READ:
+            break
     return pieces
 
 

@@ -16,6 +16,7 @@ from aws_localproxy.adapters import openssl_private
 from aws_localproxy.adapters.openssl_private import (
     WANT_READ,
     BIO_read,
+    BIO_write,
     SSL_get_error,
     SSL_read,
     SSL_write,
@@ -30,8 +31,15 @@ ffi: Any = getattr(SSL, "_ffi", None)
 
 class BindingsCanaryTests(SynchronousTestCase):
     def test_bindings_are_there(self) -> None:
-        """OpenSSL.SSL._lib and _ffi have the four calls and the type names the direct path takes."""
-        for name in ("SSL_write", "SSL_read", "SSL_get_error", "BIO_read", "SSL_ERROR_WANT_READ"):
+        """OpenSSL.SSL._lib and _ffi have the five calls and the type names the direct path takes."""
+        for name in (
+            "SSL_write",
+            "SSL_read",
+            "SSL_get_error",
+            "BIO_read",
+            "BIO_write",
+            "SSL_ERROR_WANT_READ",
+        ):
             self.assertTrue(
                 hasattr(getattr(SSL, "_lib", None), name),
                 f"pyOpenSSL's private OpenSSL.SSL._lib has no {name} any more",
@@ -46,6 +54,7 @@ class BindingsCanaryTests(SynchronousTestCase):
             (SSL_read, "int(*)(SSL *, void *, int)"),
             (SSL_get_error, "int(*)(SSL *, int)"),
             (BIO_read, "int(*)(BIO *, void *, int)"),
+            (BIO_write, "int(*)(BIO *, void *, int)"),
         ):
             self.assertEqual(
                 ffi.typeof(function),
@@ -68,10 +77,49 @@ class BindingsCanaryTests(SynchronousTestCase):
             "SSL_get_error no longer answers SSL_ERROR_WANT_READ for an empty read",
         )
 
+    def test_bytes_for_a_void_pointer(self) -> None:
+        """
+        cffi hands a C{bytes} object to C{BIO_write}'s C{void *} as a pointer
+        to its bytes (what the TLS layer's reads pass it), and refuses
+        anything that could change under it.
+        """
+        handles = direct_handles(SSL.Connection(SSL.Context(SSL.TLS_METHOD), None))
+        assert handles is not None
+        bio = handles.receive_bio  # a memory BIO, read back here
+        self.assertEqual(BIO_write(bio, b"ciphertext", 10), 10)
+        out = bytearray(20)
+        with from_buffer(out) as pointer:
+            self.assertEqual(BIO_read(bio, pointer, 20), 10)
+        self.assertEqual(bytes(out[:10]), b"ciphertext")
+        for mutable in (bytearray(b"x"), memoryview(b"x")):
+            self.assertRaises(TypeError, BIO_write, bio, mutable, 1)
+
+    def test_pointer_kept(self) -> None:
+        """
+        A pointer made once into a C{bytearray} (the TLS layer keeps one per
+        buffer for the process) sees every later read into it, and the
+        buffer cannot be resized while it exists.
+        """
+        client, server = pyopenssl_pair(self)
+        handles = direct_handles(client)
+        assert handles is not None
+        buffer = bytearray(64)
+        pointer = from_buffer(buffer)
+        for message in (b"first", b"second"):
+            server.send(message)
+            move_bytes(server, client)
+            count = SSL_read(handles.ssl, pointer, len(buffer))
+            self.assertEqual(bytes(buffer[:count]), message)
+        with self.assertRaises(BufferError):
+            buffer.extend(b"more")
+
 
 class HandlesCanaryTests(SynchronousTestCase):
     def test_connection_handles(self) -> None:
-        """C{Connection._ssl} is an C{SSL *} and C{Connection._from_ssl} a C{BIO *}."""
+        """
+        C{Connection._ssl} is an C{SSL *}, C{Connection._from_ssl} and
+        C{Connection._into_ssl} each a C{BIO *}.
+        """
         connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
         self.assertEqual(
             ffi.typeof(getattr(connection, "_ssl", None)),
@@ -84,14 +132,21 @@ class HandlesCanaryTests(SynchronousTestCase):
             "pyOpenSSL's private Connection._from_ssl is no longer a BIO *",
         )
         self.assertEqual(
-            direct_handles(connection), (connection._ssl, connection._from_ssl)
+            ffi.typeof(getattr(connection, "_into_ssl", None)),
+            ffi.typeof("BIO *"),
+            "pyOpenSSL's private Connection._into_ssl is no longer a BIO *",
+        )
+        self.assertEqual(
+            direct_handles(connection),
+            (connection._ssl, connection._from_ssl, connection._into_ssl),
         )
 
     def test_records_both_ways(self) -> None:
         """
         What the loops rely on: C{SSL_write} on C{_ssl} encrypts, the
-        ciphertext is in C{_from_ssl} (C{BIO_read}), and the peer's
-        C{SSL_read} decrypts it; and the other way.
+        ciphertext is in C{_from_ssl} (C{BIO_read}), and written into the
+        peer's C{_into_ssl} (C{BIO_write}) the peer's C{SSL_read} decrypts
+        it; and the other way.
         """
         client, server = pyopenssl_pair(self)
         client_handles, server_handles = direct_handles(client), direct_handles(server)
@@ -109,7 +164,10 @@ class HandlesCanaryTests(SynchronousTestCase):
         self.assertGreater(
             count, len(message), "no ciphertext in Connection._from_ssl after SSL_write"
         )
-        server.bio_write(bytes(ciphertext[:count]))
+        # Into the peer's receive BIO, as the TLS layer's reads put it.
+        self.assertEqual(
+            BIO_write(server_handles.receive_bio, bytes(ciphertext[:count]), count), count
+        )
         received = bytearray(len(message))
         done = 0
         with from_buffer(received) as pointer:
@@ -128,7 +186,7 @@ class HandlesCanaryTests(SynchronousTestCase):
 
 
 class HandleCheckTests(SynchronousTestCase):
-    """L{direct_handles}: anything but an C{SSL *} and a C{BIO *} takes the public path, once warned."""
+    """L{direct_handles}: anything but an C{SSL *} and two C{BIO *} takes the public path, once warned."""
 
     def test_not_a_cffi_object(self) -> None:
         warnings = adapter_warnings(self)
@@ -163,6 +221,18 @@ class HandleCheckTests(SynchronousTestCase):
             _ssl = connection._ssl
 
         self.assertIsNone(direct_handles(Future()))
+
+    def test_no_receive_bio(self) -> None:
+        warnings = adapter_warnings(self)
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+
+        class Future:
+            _ssl = connection._ssl
+            _from_ssl = connection._from_ssl
+            _into_ssl = None
+
+        self.assertIsNone(direct_handles(Future()))
+        self.assertIn("_into_ssl", warnings[0])
 
     def test_without_bindings(self) -> None:
         warnings = adapter_warnings(self)

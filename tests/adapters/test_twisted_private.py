@@ -34,10 +34,12 @@ from aws_localproxy.adapters import twisted_private
 from aws_localproxy.adapters.seams import code_uses
 from aws_localproxy.adapters.twisted_private import (
     TLS_HOOKS,
+    TLS_RECEIVE_STATE,
     IOpenSSLTrustRoot,
     TrustRoot,
     batching_tls,
     builtin_endpoint_types,
+    direct_tls_receive,
     received_header_size,
     sends_now,
     tls_buffered_write,
@@ -112,9 +114,7 @@ class TLSProtocolCanaryTests(SynchronousTestCase):
             ("_shutdownTLS", tls_shutdown),
             ("_tlsShutdownFinished", tls_shutdown_finished),
         ):
-            self.assertTrue(
-                callable(step), f"Twisted's TLSMemoryBIOProtocol.{name} is gone"
-            )
+            self.assertTrue(callable(step), f"Twisted's TLSMemoryBIOProtocol.{name} is gone")
 
     def test_state(self) -> None:
         """C{_tlsConnection} is the pyOpenSSL connection; the two flags mean lost and aborted."""
@@ -192,6 +192,74 @@ class TLSProtocolCanaryTests(SynchronousTestCase):
         self.assertFalse(batching_tls())
         self.assertEqual(len(warnings), 1)
         self.assertIn("_flushReceiveBIO", warnings[0])
+
+
+class _EarlyWriter(Collector):
+    """
+    Has a write wait for the TLS handshake as soon as it is connected (as a
+    renegotiation makes one wait), and notes the TLS state then.
+    """
+
+    def connectionMade(self) -> None:
+        tls: Any = self.transport
+        tls_buffered_write(tls, b"early")
+        self.state_then = (
+            getattr(tls, "_handshakeDone", None),
+            list(getattr(tls, "_appSendBuffer", None) or ()),
+        )
+
+
+class TLSReceiveCanaryTests(SynchronousTestCase):
+    """
+    What the batching TLS transport's C{dataReceived} assumes of Twisted's:
+    it only writes a read into the receive BIO and decrypts it once
+    C{_handshakeDone} is true and C{_appSendBuffer} (writes waiting for the
+    handshake) is empty.
+    """
+
+    def test_code(self) -> None:
+        self.assertTrue(
+            code_uses(
+                TLSMemoryBIOProtocol,
+                "dataReceived",
+                "bio_write",
+                "_flushReceiveBIO",
+                *TLS_RECEIVE_STATE,
+            ),
+            "Twisted's TLSMemoryBIOProtocol.dataReceived no longer reads "
+            f"{', '.join(TLS_RECEIVE_STATE)} nor calls bio_write and _flushReceiveBIO",
+        )
+        self.assertIs(getattr(TLSMemoryBIOProtocol, "_handshakeDone", None), False)
+        self.assertTrue(
+            twisted_private.TLS_RECEIVE_SEAM, "twisted_private.TLS_RECEIVE_SEAM is false"
+        )
+
+    def test_state(self) -> None:
+        """
+        Before the handshake: not done, a waiting write in C{_appSendBuffer};
+        after it (the reads of the handshake through C{dataReceived}): done,
+        the write sent, nothing waits.
+        """
+        client, server = _EarlyWriter(), Collector()
+        connect_in_memory(self, client, server)
+        self.assertEqual(
+            client.state_then,
+            (False, [b"early"]),
+            "Twisted's TLSMemoryBIOProtocol no longer keeps a waiting write in "
+            "_appSendBuffer, with _handshakeDone false before the handshake",
+        )
+        tls: Any = client.transport
+        self.assertEqual((tls._handshakeDone, tls._appSendBuffer), (True, []))
+        self.assertEqual(server.received, b"early")
+
+    def test_fallback_warns_once(self) -> None:
+        warnings = adapter_warnings(self)
+        self.assertTrue(direct_tls_receive())
+        self.patch(twisted_private, "TLS_RECEIVE_SEAM", False)
+        self.assertFalse(direct_tls_receive())
+        self.assertFalse(direct_tls_receive())
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("_handshakeDone", warnings[0])
 
 
 class _RecordingDescriptor(FileDescriptor):
@@ -376,9 +444,7 @@ class EndpointParsersCanaryTests(SynchronousTestCase):
                 parsers, dict, f"twisted.internet.endpoints._{side}Parsers is gone"
             )
             self.assertTrue({"tcp", "unix", "ssl"} <= builtin_endpoint_types(side), side)
-            self.assertEqual(
-                builtin_endpoint_types(side), {str(name).lower() for name in parsers}
-            )
+            self.assertEqual(builtin_endpoint_types(side), {str(name).lower() for name in parsers})
 
     def test_fallback_warns_once(self) -> None:
         warnings = adapter_warnings(self)

@@ -33,6 +33,7 @@ from aws_localproxy.adapters import openssl_private, twisted_private
 from aws_localproxy.tunnelservice.certs import (
     server_tls_options,
 )
+from aws_localproxy.upstream import tls_layer
 from aws_localproxy.upstream.tls_layer import (
     BatchingTLSFactory,
     BatchingTLSTransport,
@@ -85,6 +86,7 @@ class DirectHandlesTests(SynchronousTestCase):
         self.assertIsInstance(protocol, BatchingTLSTransport)
         self.assertIs(protocol._direct_ssl, protocol._tlsConnection._ssl)
         self.assertIs(protocol._send_bio, protocol._tlsConnection._from_ssl)
+        self.assertIs(protocol._receive_bio, protocol._tlsConnection._into_ssl)
 
 
 class InMemoryTests(SynchronousTestCase):
@@ -125,14 +127,15 @@ class InMemoryTests(SynchronousTestCase):
         """
         Once connected, the direct path takes ciphertext out and records in
         without pyOpenSSL's C{bio_read} and C{recv}, each of which raises an
-        exception every time there is nothing more (one per read and write).
-        Without the direct calls those are the path.
+        exception every time there is nothing more (one per read and write),
+        and puts a read's ciphertext in without its C{bio_write}.  Without
+        the direct calls those are the path.
         """
         client, server = Collector(), Collector()
         pump = self.connect(client, server)
         assert client.transport is not None and server.transport is not None
         connection = cast(Any, client.transport)._tlsConnection
-        calls = {"recv": 0, "bio_read": 0}
+        calls = {"recv": 0, "bio_read": 0, "bio_write": 0}
 
         def counted(name: str) -> Any:
             method = getattr(connection, name)
@@ -150,7 +153,7 @@ class InMemoryTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
         if cast(Any, client.transport)._direct_ssl is not None:
-            self.assertEqual(calls, {"recv": 0, "bio_read": 0})
+            self.assertEqual(calls, {"recv": 0, "bio_read": 0, "bio_write": 0})
         else:
             self.assertGreater(min(calls.values()), 0)
 
@@ -314,6 +317,141 @@ class InMemoryWithoutDirectCallsTests(InMemoryTests):
 class RealSocketWithoutDirectCallsTests(RealSocketTests):
     def setUp(self) -> None:
         self.patch(openssl_private, "DIRECT", False)
+
+
+class InMemoryWithoutDirectReceiveTests(InMemoryTests):
+    """
+    The same where Twisted's C{dataReceived} no longer receives as the
+    direct reads assume (C{TLS_RECEIVE_SEAM} false): every read goes through
+    it, the rest stays direct, and the proxy says so once.
+    """
+
+    def setUp(self) -> None:
+        self.warnings = adapter_warnings(self)
+        self.patch(twisted_private, "TLS_RECEIVE_SEAM", False)
+
+    def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
+        pump = super().connect(client, server, hostname)
+        protocol: Any = client.transport
+        if protocol is not None:
+            self.assertIsNone(protocol._receive_bio)
+            self.assertIsNotNone(protocol._direct_ssl)
+            self.assertEqual(len(self.warnings), 1)
+            self.assertIn("dataReceived", self.warnings[0])
+        return pump
+
+    def test_no_public_calls_on_the_direct_path(self) -> None:
+        """Only C{bio_write} is pyOpenSSL's: C{recv} and C{bio_read} stay direct."""
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert client.transport is not None and server.transport is not None
+        connection = cast(Any, client.transport)._tlsConnection
+        calls: List[str] = []
+        for name in ("recv", "bio_read", "bio_write"):
+            method = getattr(connection, name)
+            setattr(connection, name, lambda *args, m=method, n=name: calls.append(n) or m(*args))
+        client.transport.write(b"u" * 65536)
+        server.transport.write(b"d" * 65536)
+        pump.flush()
+        self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
+        self.assertEqual(set(calls), {"bio_write"})
+
+
+class DirectReceiveTests(SynchronousTestCase):
+    """
+    A read's ciphertext goes into the receive BIO in one direct call once
+    the handshake is done; what that call does not take, and a read that is
+    not C{bytes}, go through Twisted's C{dataReceived} (pyOpenSSL's
+    C{bio_write}), and every byte arrives, in order.
+    """
+
+    def connect(self) -> tuple[Collector, Collector, Any, List[str]]:
+        client, server = Collector(), Collector()
+        pump = connect_in_memory(self, client, server, client_factory=BatchingTLSFactory)
+        protocol: Any = client.transport
+        self.assertIsNotNone(protocol._receive_bio)
+        connection = protocol._tlsConnection
+        public: List[str] = []
+        method = connection.bio_write
+        connection.bio_write = lambda data: public.append(bytes(data)) or method(data)
+        return client, server, pump, public
+
+    def test_direct(self) -> None:
+        client, server, pump, public = self.connect()
+        assert server.transport is not None
+        server.transport.write(b"d" * 1000)
+        pump.flush()
+        self.assertEqual((client.received, public), (b"d" * 1000, []))
+
+    def test_failed_write_takes_the_public_path(self) -> None:
+        """A BIO write that fails (never, for a memory BIO, short of memory) is pyOpenSSL's to judge."""
+        attempts: List[int] = []
+
+        def failing(bio: Any, data: bytes, size: int) -> int:
+            attempts.append(size)
+            return -1
+
+        client, server, pump, public = self.connect()
+        self.patch(tls_layer, "BIO_write", failing)
+        assert server.transport is not None
+        server.transport.write(b"d" * 1000)
+        pump.flush()
+        self.assertEqual(client.received, b"d" * 1000)
+        self.assertTrue(attempts)
+        self.assertEqual([len(data) for data in public], attempts)
+
+    def test_partial_write(self) -> None:
+        """What a direct write did not take follows through the public path, after it."""
+        real = tls_layer.BIO_write
+
+        def partial(bio: Any, data: bytes, size: int) -> int:
+            half = size // 2
+            return int(real(bio, data[:half], half))
+
+        client, server, pump, public = self.connect()
+        self.patch(tls_layer, "BIO_write", partial)
+        assert server.transport is not None
+        message = bytes(range(256)) * 40
+        server.transport.write(message)
+        pump.flush()
+        self.assertEqual(client.received, message)
+        self.assertTrue(public)
+
+    def test_one_pointer_per_buffer(self) -> None:
+        """
+        The buffers reads are decrypted into and ciphertext is read into
+        have their C pointers made once for the process: a read, and a
+        write's ciphertext, make none; a write makes one, into its own data.
+        """
+        client, server, pump, public = self.connect()
+        made: List[object] = []
+        real = tls_layer.from_buffer
+
+        def counted(buffer: Any) -> Any:
+            made.append(buffer)
+            return real(buffer)
+
+        self.patch(tls_layer, "from_buffer", counted)
+        assert client.transport is not None and server.transport is not None
+        server.transport.write(b"d" * 70000)
+        pump.flush()
+        self.assertEqual((len(client.received), made), (70000, []))
+        client.transport.write(b"u" * 100)
+        pump.flush()
+        self.assertEqual(server.received, b"u" * 100)
+        self.assertEqual(len(made), 1)
+
+    def test_not_bytes(self) -> None:
+        """A read handed over as something else than C{bytes} is Twisted's."""
+        client, server, pump, public = self.connect()
+        protocol: Any = client.transport
+        read = protocol.dataReceived
+        protocol.dataReceived = lambda data: read(memoryview(data))
+        assert server.transport is not None
+        server.transport.write(b"d" * 100)
+        pump.flush()
+        self.assertEqual(client.received, b"d" * 100)
+        self.assertTrue(public)
 
 
 class _ForeignHandles:
