@@ -12,6 +12,11 @@ installed without NVX (or its NVX fails the check of
 L{aws_localproxy.adapters.autobahn_private}), its own pure-Python masker
 does the work, at about 10 MB/s, and L{masker_in_use} says so: the proxy
 logs L{SLOW_MASKING_WARNING} at start-up.
+
+A small frame (an interactive session's keystrokes and echoes, at most
+L{SMALL_PAYLOAD} bytes) is masked with one XOR of two Python integers
+instead: making, running and freeing an NVX masker is five calls into C
+for a few bytes of work, where the integers take three.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from typing import Any, Optional
 
 from aws_localproxy.adapters.autobahn_private import NVX_MASKER, NvxMasker, python_masker
 
-__all__ = ["mask_in_place", "masker_in_use", "SLOW_MASKING_WARNING"]
+__all__ = ["mask_in_place", "masker_in_use", "SLOW_MASKING_WARNING", "SMALL_PAYLOAD"]
+
+#: Payloads up to this size are masked as Python integers (see the module
+#: docstring); larger ones by the masker.
+SMALL_PAYLOAD = 512
 
 #: The masker L{mask_in_place} calls (C{None}: Autobahn's pure-Python one).
 _nvx: Optional[NvxMasker] = NVX_MASKER
@@ -50,7 +59,14 @@ def masker_in_use() -> str:
 def mask_in_place(frame: bytearray, offset: int, mask: bytes) -> None:
     """XOR C{frame[offset:]} with the 4-byte C{mask}, repeated from its first byte."""
     length = len(frame) - offset
-    if length <= 0:
+    if length <= SMALL_PAYLOAD:
+        if length > 0:
+            # Byte i of the payload meets byte i of the repeated mask: as
+            # little-endian integers, one XOR masks them all.
+            keys = mask * ((length >> 2) + 1)
+            frame[offset:] = (
+                int.from_bytes(frame[offset:], "little") ^ int.from_bytes(keys[:length], "little")
+            ).to_bytes(length, "little")
         return
     nvx: Any = _nvx
     if nvx is None:
