@@ -334,6 +334,40 @@ class UndeliverableDataTests(SynchronousTestCase):
             peer.take(), [("STREAM_RESET", "ssh", 4242, 1), ("STREAM_RESET", "ssh", 4243, 1)]
         )
 
+    def test_source_answer_goes_before_its_own_stream_of_that_id(self) -> None:
+        """
+        A source answers DATA of a stream it has not started with that
+        stream's StreamReset; when its next stream takes the same ID (here:
+        its first, stream 1), the answer, queued first, goes out before the
+        new StreamStart even while the WebSocket transport is full.  Records
+        arrive in order (V3 guide: "delivered reliably and in order"), so the
+        peer applies the reset to its own stream 1 or ignores it, never to
+        the stream that starts after it.  The new connection's bytes and its
+        own reset follow (a StreamReset naming it: the peer has not shown its
+        version yet).  The state machine's model once took the answer for the
+        new connection's reset.
+        """
+        tunnel, peer, _ = make_tunnel(Mode.SOURCE, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        scheduler.pauseProducing()
+        tunnel.data_received(data("ssh", 1, 1, b"not ours"))
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        connection.data_received(b"new")
+        connection.connection_lost()
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("STREAM_RESET", "ssh", 1, 1),
+                ("STREAM_START", "ssh", 1, 1),
+                ("DATA", "ssh", 1, 1, b"new"),
+                ("STREAM_RESET", "ssh", 1, 1),
+            ],
+        )
+
     def test_source_v2_current_stream_without_connection(self) -> None:
         """V2 format: DATA of the current stream after its connection is gone (reconnect): a StreamReset."""
         tunnel, peer, _ = started(Mode.SOURCE, SSH, peer_version=PeerVersion.V2)
