@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.protocol.constants import (
     SUBPROTOCOL_V1,
@@ -497,3 +497,49 @@ class TunnelFuzzTests(TestCase):
     def test_state_machine(self) -> None:
         case = TunnelMachine.TestCase("runTest")
         case.runTest()
+
+
+class FoundExampleTests(SynchronousTestCase):
+    """
+    Examples the state machine found, replayed step by step through the
+    same machine, so that they run in every CI run whatever Hypothesis draws.
+    """
+
+    def replay(self, machine: TunnelMachine, *steps: tuple) -> None:
+        """Run each (rule, arguments) step, then the invariants, as Hypothesis does; then tear down."""
+        for name, arguments in steps:
+            getattr(machine, name)(**arguments)
+            machine.tables_hold_only_open_connections()
+            machine.closed_at_most_once()
+        machine.teardown()
+
+    def test_source_reset_queued_before_a_later_stream_of_its_id(self) -> None:
+        """
+        Source, V3: while the WebSocket transport is full, the peer sends DATA
+        for web's stream 1, which the source has not started: it is answered
+        with that stream's StreamReset.  Then a local connection of web
+        starts web's first stream, stream 1 too (the machine numbers streams
+        from 1), reads a token and closes.  Sent in order: StreamReset,
+        StreamStart, DATA, the connection's reset.  The first reset precedes
+        the connection's start, so it cannot be the connection's; the model
+        took it for it and reported "DATA of L0 after its reset".
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=128,
+                ),
+            ),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            # (type, service ID, stream: the current (none, so 1), connection: a new one, ...)
+            ("peer_sends", dict(specs=[(Message.DATA, "web", 3, 3, 1, 1)], cuts=[])),
+            ("local_accepts", dict(service="web")),
+            ("local_reads", dict(index=0, count=1)),
+            ("local_closes", dict(index=0)),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )
