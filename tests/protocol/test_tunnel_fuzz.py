@@ -14,7 +14,9 @@ resumed).  Whatever happens:
    service, stream and connection (or the only connection, where a V2 peer
    sends none), whole and in order; DATA for a live connection is delivered;
  - every byte a local connection reads goes out in its own connection's DATA
-   records, in order, never after that connection's reset;
+   records, in order, never before that connection's start nor after its
+   reset (a reset sent before a connection started is an older one's, as
+   records reach the peer in order);
  - the tunnel's tables hold only open connections, never more than
    C{tcp.max_active_connections} per service; every local connection is
    closed exactly once by the end.
@@ -106,8 +108,12 @@ class TrackedLocal(FakeLocalConnection):
         self.outbound_written = 0  # tokens written by the local application
         self.outbound_sent: List[int] = []  # token seqs seen in the peer's records
         self.reset_seen = False
-        #: Where in the sent records this connection began (set by the machine).
-        self.born_at = 0
+        #: Where in the sent records this connection began: for a destination's,
+        #: where the records stood when the peer's start arrived (L{TunnelMachine.new_local});
+        #: for a source's, the position of its own StreamStart or ConnectionStart
+        #: (L{TunnelMachine.check_outbound}), which may go out well after the
+        #: accept, behind records queued earlier.  C{None} until then.
+        self.born_at: Optional[int] = None
         #: The local application closed it (reported with connection_lost).
         self.lost = False
 
@@ -404,7 +410,9 @@ class TunnelMachine(RuleBasedStateMachine):
         )
         for position, record in enumerate(self.peer.records, self.records_checked):
             (message,) = decode_all(record)
-            if message.type == Message.DATA and not message.payload:
+            if message.type in _STARTS:
+                self.source_connection_born(message, position, v1)
+            elif message.type == Message.DATA and not message.payload:
                 # A destination's announcement that it speaks V3: no bytes to own.
                 assert self.mode is Mode.DESTINATION and message.connectionId, message
             elif message.type == Message.DATA:
@@ -412,6 +420,7 @@ class TunnelMachine(RuleBasedStateMachine):
                 for index, seq in _OUTBOUND.findall(message.payload):
                     local = by_index[int(index)]
                     owners.add(local)
+                    assert local.born_at is not None, "DATA of %s before its start" % (local.name,)
                     assert not local.reset_seen, "DATA of %s after its reset" % (local.name,)
                     expected = len(local.outbound_sent)
                     assert int(seq) == expected, "%s: token %s, expected %d" % (
@@ -438,23 +447,54 @@ class TunnelMachine(RuleBasedStateMachine):
                     connection = local.tunnel_connection
                     if connection is None or connection.open or local.reset_seen:
                         continue
-                    if local.born_at > position:
-                        continue  # a later connection that reuses the IDs
-                    if (
-                        message.streamId == connection.stream_id
-                        # Only V1 messages carry no service ID; in V2/V3 an empty one
-                        # names an unknown service (a start the tunnel refused).
-                        and message.serviceId == ("" if v1 else connection.service_id)
-                        and (
-                            message.type == Message.STREAM_RESET
-                            or message.connectionId in (0, connection.connection_id)
-                        )
+                    if local.born_at is None or local.born_at > position:
+                        # Not started yet (a source's start still queued), or a later
+                        # connection that reuses the IDs: a reset sent before a
+                        # connection's start is about an older one (records reach
+                        # the peer in order), however the IDs look.
+                        continue
+                    if self.names(message, connection, v1) and (
+                        message.type == Message.STREAM_RESET
+                        or message.connectionId in (0, connection.connection_id)
                     ):
                         local.reset_seen = True
                         if single:
                             break
         self.records_checked += len(self.peer.records)
         self.peer.records.clear()
+
+    @staticmethod
+    def names(message: Message, connection, v1: bool) -> bool:
+        """Whether a record's service and stream IDs are C{connection}'s."""
+        return (
+            message.streamId == connection.stream_id
+            # Only V1 messages carry no service ID; in V2/V3 an empty one
+            # names an unknown service (a start the tunnel refused).
+            and message.serviceId == ("" if v1 else connection.service_id)
+        )
+
+    def source_connection_born(self, message: Message, position: int, v1: bool) -> None:
+        """
+        A source sent a StreamStart or ConnectionStart at C{position}: the
+        birth of the accepted connection it starts (a source does not
+        repeat a service's stream and connection IDs in a tunnel's life).
+        Only from there on can a reset with its IDs be its own: until then
+        the scheduler may still send records queued before the accept, such
+        as the answer to the peer's DATA of a stream the source had not
+        started yet, which names the stream ID the source then takes.
+        """
+        assert self.mode is Mode.SOURCE, message
+        for local in self.locals:
+            connection = local.tunnel_connection
+            if (
+                local.born_at is None
+                and connection is not None
+                and self.names(message, connection, v1)
+                and message.connectionId in (0, connection.connection_id)
+            ):
+                local.born_at = position
+                return
+        raise AssertionError("a start of no accepted connection: %r" % (message,))
 
     @invariant()
     def tables_hold_only_open_connections(self) -> None:
