@@ -583,3 +583,41 @@ class FoundExampleTests(SynchronousTestCase):
             ("local_closes", dict(index=0)),
             ("scheduler_pauses_or_resumes", dict(pause=False)),
         )
+
+    def test_late_service_ids_with_bytes_queued(self) -> None:
+        """
+        Source, V3: a connection's token is queued (the WebSocket transport
+        is full) when the peer sends SERVICE_IDS again, which closes every
+        connection, and DATA for that connection, which is answered with
+        its ConnectionReset.  The queued token must not follow that reset
+        ("DATA of L0 after its reset"; the unit tests are
+        tests.protocol.test_tunnel_session.CloseAllTests).
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=1,
+                ),
+            ),
+            ("local_accepts", dict(service="ssh")),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            ("local_reads", dict(index=0, count=1)),
+            # SERVICE_IDS with the right IDs, then DATA of ssh's current stream
+            # for its live connection (resolved before the SERVICE_IDS is handled).
+            (
+                "peer_sends",
+                dict(
+                    specs=[
+                        (Message.SERVICE_IDS, "ssh", 3, 3, 1, 1),
+                        (Message.DATA, "ssh", 3, 3, 1, 1),
+                    ],
+                    cuts=[],
+                ),
+            ),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )
