@@ -621,3 +621,35 @@ class FoundExampleTests(SynchronousTestCase):
             ),
             ("scheduler_pauses_or_resumes", dict(pause=False)),
         )
+
+    def test_stream_reset_answer_with_bytes_queued(self) -> None:
+        """
+        Source, V3: a connection's token is queued (the WebSocket transport
+        is full), the peer shows V3, the connection closes (its reset is
+        queued after the token), and the peer sends DATA of the stream
+        without a connection ID (a V2 peer), answered with the stream's
+        StreamReset.  The token must not follow that reset ("DATA of L0
+        after its reset"; the unit tests are in
+        tests.protocol.test_tunnel_closes.UndeliverableDataTests).
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=1,
+                ),
+            ),
+            ("local_accepts", dict(service="ssh")),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            ("local_reads", dict(index=0, count=1)),
+            # DATA of the current stream for the live connection (shows V3).
+            ("peer_sends", dict(specs=[(Message.DATA, "ssh", 3, 3, 1, 1)], cuts=[])),
+            ("local_closes", dict(index=0)),
+            # DATA of the current stream with connection ID 0.
+            ("peer_sends", dict(specs=[(Message.DATA, "ssh", 3, 0, 1, 1)], cuts=[])),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )
