@@ -755,6 +755,14 @@ class Tunnel:
             connection_id=connection_id,
             type_name=type_name(reset),
         )
+        if reset == _STREAM_RESET:
+            # It ends every connection of that stream at the peer, also ours that
+            # are closing with bytes still queued (their lanes are in no table
+            # any more): like every reset we send, it goes after the bytes
+            # already read, not ahead of them as a plain control record would.
+            # (A ConnectionReset is not answered for a closing connection: its
+            # own reset is remembered, see first_reset.)
+            session.outbound.drain(())
         session.send(
             control_message(
                 reset,

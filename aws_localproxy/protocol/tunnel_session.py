@@ -391,10 +391,24 @@ class TunnelSession:
     # -- the end -------------------------------------------------------------
 
     def close_all(self) -> None:
-        """Close every local connection (after flushing); nothing more is sent for them."""
+        """
+        Close every local connection (after flushing what it was sent);
+        nothing more is sent for them.
+
+        While the session goes on (a second SERVICE_IDS sets it up again)
+        what they read and is still queued is dropped with their lanes: left
+        in the scheduler it would go out later, after the ConnectionReset
+        with which a source answers the peer's DATA for a connection it no
+        longer has (control records go first), or under the IDs of a stream
+        the peer starts again (a restarted source), where it would reach
+        the new connection.  When the WebSocket is gone (L{end}) the
+        scheduler is closed and holds nothing any more.
+        """
         for service in self.services.values():
             for connection in service.take_connections():
-                connection.detach_lane()
+                lane = connection.detach_lane()
+                if lane is not None and self.open:
+                    lane.abort(None)
                 connection.close_local()
 
     def end(self) -> None:

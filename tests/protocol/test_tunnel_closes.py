@@ -334,6 +334,99 @@ class UndeliverableDataTests(SynchronousTestCase):
             peer.take(), [("STREAM_RESET", "ssh", 4242, 1), ("STREAM_RESET", "ssh", 4243, 1)]
         )
 
+    def test_source_answer_goes_before_its_own_stream_of_that_id(self) -> None:
+        """
+        A source answers DATA of a stream it has not started with that
+        stream's StreamReset; when its next stream takes the same ID (here:
+        its first, stream 1), the answer, queued first, goes out before the
+        new StreamStart even while the WebSocket transport is full.  Records
+        arrive in order (V3 guide: "delivered reliably and in order"), so the
+        peer applies the reset to its own stream 1 or ignores it, never to
+        the stream that starts after it.  The new connection's bytes and its
+        own reset follow (a StreamReset naming it: the peer has not shown its
+        version yet).  The state machine's model once took the answer for the
+        new connection's reset.
+        """
+        tunnel, peer, _ = make_tunnel(Mode.SOURCE, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        scheduler.pauseProducing()
+        tunnel.data_received(data("ssh", 1, 1, b"not ours"))
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        connection.data_received(b"new")
+        connection.connection_lost()
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("STREAM_RESET", "ssh", 1, 1),
+                ("STREAM_START", "ssh", 1, 1),
+                ("DATA", "ssh", 1, 1, b"new"),
+                ("STREAM_RESET", "ssh", 1, 1),
+            ],
+        )
+
+    def test_source_stream_reset_answer_after_the_closing_connections_bytes(self) -> None:
+        """
+        Regression (found by the state machine, tests.protocol.test_tunnel_fuzz,
+        "DATA of L0 after its reset"): a V3 source's connection closes with
+        bytes still queued (the WebSocket transport is full), so its lane
+        holds them and its ConnectionReset; then the peer falls back to V2
+        with DATA of the stream without a connection ID, which no connection
+        takes and is answered with a StreamReset of the stream.  That reset
+        ends the closing connection at the peer too: like every reset of
+        ours it goes after the bytes already read (failed before: it went
+        first, as a control record, and the connection's last bytes followed
+        it, to be dropped by the peer as stale).
+        """
+        tunnel, peer, scheduler = paused_source(SSH)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        peer.take()
+        scheduler.pauseProducing()
+        connection.data_received(b"last words")
+        connection.connection_lost()
+        tunnel.data_received(data("ssh", 1, 0, b"from a V2 peer"))
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"last words"),
+                ("CONNECTION_RESET", "ssh", 1, 1),
+                ("STREAM_RESET", "ssh", 1, 0),
+            ],
+        )
+
+    def test_destination_old_stream_reset_answer_after_its_closing_connections_bytes(
+        self,
+    ) -> None:
+        """
+        The same at a destination: a connection of stream 1 closes with bytes
+        queued, the source starts stream 2, and DATA of stream 1 still in
+        flight is answered with stream 1's StreamReset, after the closed
+        connection's last bytes and ConnectionReset.
+        """
+        tunnel, peer, local = make_tunnel(Mode.DESTINATION, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh") + ctl(Message.STREAM_START, "ssh", 1, 1))
+        old, _ = local.connection("ssh", 1)
+        scheduler.pauseProducing()
+        old.data_received(b"last words")
+        old.connection_lost()
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 2, 1) + data("ssh", 1, 1, b"late"))
+        scheduler.resumeProducing()
+        self.assertEqual(
+            peer.take(),
+            [
+                ("DATA", "ssh", 1, 1, b"last words"),
+                ("CONNECTION_RESET", "ssh", 1, 1),
+                ("STREAM_RESET", "ssh", 1, 1),
+            ],
+        )
+
     def test_source_v2_current_stream_without_connection(self) -> None:
         """V2 format: DATA of the current stream after its connection is gone (reconnect): a StreamReset."""
         tunnel, peer, _ = started(Mode.SOURCE, SSH, peer_version=PeerVersion.V2)

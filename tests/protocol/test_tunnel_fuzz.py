@@ -14,7 +14,9 @@ resumed).  Whatever happens:
    service, stream and connection (or the only connection, where a V2 peer
    sends none), whole and in order; DATA for a live connection is delivered;
  - every byte a local connection reads goes out in its own connection's DATA
-   records, in order, never after that connection's reset;
+   records, in order, never before that connection's start nor after its
+   reset (a reset sent before a connection started is an older one's, as
+   records reach the peer in order);
  - the tunnel's tables hold only open connections, never more than
    C{tcp.max_active_connections} per service; every local connection is
    closed exactly once by the end.
@@ -32,7 +34,7 @@ from typing import Dict, List, Optional
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aws_localproxy.protocol.constants import (
     SUBPROTOCOL_V1,
@@ -106,8 +108,12 @@ class TrackedLocal(FakeLocalConnection):
         self.outbound_written = 0  # tokens written by the local application
         self.outbound_sent: List[int] = []  # token seqs seen in the peer's records
         self.reset_seen = False
-        #: Where in the sent records this connection began (set by the machine).
-        self.born_at = 0
+        #: Where in the sent records this connection began: for a destination's,
+        #: where the records stood when the peer's start arrived (L{TunnelMachine.new_local});
+        #: for a source's, the position of its own StreamStart or ConnectionStart
+        #: (L{TunnelMachine.check_outbound}), which may go out well after the
+        #: accept, behind records queued earlier.  C{None} until then.
+        self.born_at: Optional[int] = None
         #: The local application closed it (reported with connection_lost).
         self.lost = False
 
@@ -404,7 +410,9 @@ class TunnelMachine(RuleBasedStateMachine):
         )
         for position, record in enumerate(self.peer.records, self.records_checked):
             (message,) = decode_all(record)
-            if message.type == Message.DATA and not message.payload:
+            if message.type in _STARTS:
+                self.source_connection_born(message, position, v1)
+            elif message.type == Message.DATA and not message.payload:
                 # A destination's announcement that it speaks V3: no bytes to own.
                 assert self.mode is Mode.DESTINATION and message.connectionId, message
             elif message.type == Message.DATA:
@@ -412,6 +420,7 @@ class TunnelMachine(RuleBasedStateMachine):
                 for index, seq in _OUTBOUND.findall(message.payload):
                     local = by_index[int(index)]
                     owners.add(local)
+                    assert local.born_at is not None, "DATA of %s before its start" % (local.name,)
                     assert not local.reset_seen, "DATA of %s after its reset" % (local.name,)
                     expected = len(local.outbound_sent)
                     assert int(seq) == expected, "%s: token %s, expected %d" % (
@@ -438,23 +447,54 @@ class TunnelMachine(RuleBasedStateMachine):
                     connection = local.tunnel_connection
                     if connection is None or connection.open or local.reset_seen:
                         continue
-                    if local.born_at > position:
-                        continue  # a later connection that reuses the IDs
-                    if (
-                        message.streamId == connection.stream_id
-                        # Only V1 messages carry no service ID; in V2/V3 an empty one
-                        # names an unknown service (a start the tunnel refused).
-                        and message.serviceId == ("" if v1 else connection.service_id)
-                        and (
-                            message.type == Message.STREAM_RESET
-                            or message.connectionId in (0, connection.connection_id)
-                        )
+                    if local.born_at is None or local.born_at > position:
+                        # Not started yet (a source's start still queued), or a later
+                        # connection that reuses the IDs: a reset sent before a
+                        # connection's start is about an older one (records reach
+                        # the peer in order), however the IDs look.
+                        continue
+                    if self.names(message, connection, v1) and (
+                        message.type == Message.STREAM_RESET
+                        or message.connectionId in (0, connection.connection_id)
                     ):
                         local.reset_seen = True
                         if single:
                             break
         self.records_checked += len(self.peer.records)
         self.peer.records.clear()
+
+    @staticmethod
+    def names(message: Message, connection, v1: bool) -> bool:
+        """Whether a record's service and stream IDs are C{connection}'s."""
+        return (
+            message.streamId == connection.stream_id
+            # Only V1 messages carry no service ID; in V2/V3 an empty one
+            # names an unknown service (a start the tunnel refused).
+            and message.serviceId == ("" if v1 else connection.service_id)
+        )
+
+    def source_connection_born(self, message: Message, position: int, v1: bool) -> None:
+        """
+        A source sent a StreamStart or ConnectionStart at C{position}: the
+        birth of the accepted connection it starts (a source does not
+        repeat a service's stream and connection IDs in a tunnel's life).
+        Only from there on can a reset with its IDs be its own: until then
+        the scheduler may still send records queued before the accept, such
+        as the answer to the peer's DATA of a stream the source had not
+        started yet, which names the stream ID the source then takes.
+        """
+        assert self.mode is Mode.SOURCE, message
+        for local in self.locals:
+            connection = local.tunnel_connection
+            if (
+                local.born_at is None
+                and connection is not None
+                and self.names(message, connection, v1)
+                and message.connectionId in (0, connection.connection_id)
+            ):
+                local.born_at = position
+                return
+        raise AssertionError("a start of no accepted connection: %r" % (message,))
 
     @invariant()
     def tables_hold_only_open_connections(self) -> None:
@@ -497,3 +537,119 @@ class TunnelFuzzTests(TestCase):
     def test_state_machine(self) -> None:
         case = TunnelMachine.TestCase("runTest")
         case.runTest()
+
+
+class FoundExampleTests(SynchronousTestCase):
+    """
+    Examples the state machine found, replayed step by step through the
+    same machine, so that they run in every CI run whatever Hypothesis draws.
+    """
+
+    def replay(self, machine: TunnelMachine, *steps: tuple) -> None:
+        """Run each (rule, arguments) step, then the invariants, as Hypothesis does; then tear down."""
+        for name, arguments in steps:
+            getattr(machine, name)(**arguments)
+            machine.tables_hold_only_open_connections()
+            machine.closed_at_most_once()
+        machine.teardown()
+
+    def test_source_reset_queued_before_a_later_stream_of_its_id(self) -> None:
+        """
+        Source, V3: while the WebSocket transport is full, the peer sends DATA
+        for web's stream 1, which the source has not started: it is answered
+        with that stream's StreamReset.  Then a local connection of web
+        starts web's first stream, stream 1 too (the machine numbers streams
+        from 1), reads a token and closes.  Sent in order: StreamReset,
+        StreamStart, DATA, the connection's reset.  The first reset precedes
+        the connection's start, so it cannot be the connection's; the model
+        took it for it and reported "DATA of L0 after its reset".
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=128,
+                ),
+            ),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            # (type, service ID, stream: the current (none, so 1), connection: a new one, ...)
+            ("peer_sends", dict(specs=[(Message.DATA, "web", 3, 3, 1, 1)], cuts=[])),
+            ("local_accepts", dict(service="web")),
+            ("local_reads", dict(index=0, count=1)),
+            ("local_closes", dict(index=0)),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )
+
+    def test_late_service_ids_with_bytes_queued(self) -> None:
+        """
+        Source, V3: a connection's token is queued (the WebSocket transport
+        is full) when the peer sends SERVICE_IDS again, which closes every
+        connection, and DATA for that connection, which is answered with
+        its ConnectionReset.  The queued token must not follow that reset
+        ("DATA of L0 after its reset"; the unit tests are
+        tests.protocol.test_tunnel_session.CloseAllTests).
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=1,
+                ),
+            ),
+            ("local_accepts", dict(service="ssh")),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            ("local_reads", dict(index=0, count=1)),
+            # SERVICE_IDS with the right IDs, then DATA of ssh's current stream
+            # for its live connection (resolved before the SERVICE_IDS is handled).
+            (
+                "peer_sends",
+                dict(
+                    specs=[
+                        (Message.SERVICE_IDS, "ssh", 3, 3, 1, 1),
+                        (Message.DATA, "ssh", 3, 3, 1, 1),
+                    ],
+                    cuts=[],
+                ),
+            ),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )
+
+    def test_stream_reset_answer_with_bytes_queued(self) -> None:
+        """
+        Source, V3: a connection's token is queued (the WebSocket transport
+        is full), the peer shows V3, the connection closes (its reset is
+        queued after the token), and the peer sends DATA of the stream
+        without a connection ID (a V2 peer), answered with the stream's
+        StreamReset.  The token must not follow that reset ("DATA of L0
+        after its reset"; the unit tests are in
+        tests.protocol.test_tunnel_closes.UndeliverableDataTests).
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=1,
+                ),
+            ),
+            ("local_accepts", dict(service="ssh")),
+            ("scheduler_pauses_or_resumes", dict(pause=True)),
+            ("local_reads", dict(index=0, count=1)),
+            # DATA of the current stream for the live connection (shows V3).
+            ("peer_sends", dict(specs=[(Message.DATA, "ssh", 3, 3, 1, 1)], cuts=[])),
+            ("local_closes", dict(index=0)),
+            # DATA of the current stream with connection ID 0.
+            ("peer_sends", dict(specs=[(Message.DATA, "ssh", 3, 0, 1, 1)], cuts=[])),
+            ("scheduler_pauses_or_resumes", dict(pause=False)),
+        )

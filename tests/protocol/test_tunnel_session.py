@@ -112,3 +112,56 @@ class SessionStateTests(SynchronousTestCase):
         connection.connection_lost()
         self.assertIsNone(tunnel.local_connection_accepted("ssh", FakeLocalConnection()))
         self.assertEqual(peer.records, [])
+
+
+class CloseAllTests(SynchronousTestCase):
+    """
+    C{TunnelSession.close_all} while the session goes on.  Regression (found
+    by the state machine, tests.protocol.test_tunnel_fuzz, "DATA of L0 after
+    its reset"): a second SERVICE_IDS closes every connection while bytes
+    they read are still queued (the WebSocket transport is full).  Those
+    bytes are not sent afterwards: the session no longer has the
+    connections, so they would follow the connection's reset or reach a new
+    connection that takes the same IDs.
+    """
+
+    def paused_session(self, mode: Mode):
+        """A tunnel in a V3 session with its service IDs, on a scheduler a test can pause."""
+        tunnel, peer, local = make_tunnel(mode, SSH)
+        scheduler = OutboundScheduler(peer.send_record)
+        tunnel.session_started(SUBPROTOCOL_V3, scheduler)
+        tunnel.data_received(service_ids("ssh"))
+        return tunnel, peer, local, scheduler
+
+    def test_late_service_ids_source(self) -> None:
+        """
+        A source: the peer's DATA for the closed connection is answered with
+        its ConnectionReset, a control record, which goes first: the queued
+        bytes would follow their connection's reset.
+        """
+        tunnel, peer, _, scheduler = self.paused_session(Mode.SOURCE)
+        connection = tunnel.local_connection_accepted("ssh", FakeLocalConnection())
+        assert connection is not None
+        self.assertEqual(peer.take(), [("STREAM_START", "ssh", 1, 1)])
+        scheduler.pauseProducing()
+        connection.data_received(b"queued")
+        tunnel.data_received(service_ids("ssh") + data("ssh", 1, 1, b"in flight"))
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [("CONNECTION_RESET", "ssh", 1, 1)])
+        self.assertTrue(scheduler.idle)
+
+    def test_late_service_ids_destination(self) -> None:
+        """
+        The same at a destination, whose source then starts its stream again
+        under the same IDs (a restarted source counting from 1): the closed
+        connection's queued bytes would reach the new connection.
+        """
+        tunnel, peer, local, scheduler = self.paused_session(Mode.DESTINATION)
+        tunnel.data_received(ctl(Message.STREAM_START, "ssh", 1, 1))
+        old, _ = local.connection("ssh", 1)
+        scheduler.pauseProducing()
+        old.data_received(b"for the old client")
+        tunnel.data_received(service_ids("ssh") + ctl(Message.STREAM_START, "ssh", 1, 1))
+        scheduler.resumeProducing()
+        self.assertEqual(peer.take(), [])
+        self.assertEqual(len(local.connections), 2)
