@@ -48,7 +48,7 @@ C{tests/upstream/test_connector_states.py}.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, cast
+from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar, cast, runtime_checkable
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, TimeoutError
@@ -169,10 +169,7 @@ class TunnelConnector:
         stop.  Autobahn's close handshake timeout then bounds the rest.  A
         second stop while the resets are written waits for them too.
         """
-        if flush_timeout > 0:
-            self._machine.stop_after_resets(flush_timeout)
-        else:
-            self._machine.stop()
+        self._machine.stop(flush_timeout)
         return self.finished
 
     def fail(self, error: BaseException) -> None:
@@ -335,6 +332,17 @@ class TunnelConnector:
         sent.addErrback(timed_out)
         sent.addCallback(lambda _: self._machine.resets_sent())
 
+    def _close_at_once(self) -> None:
+        """
+        A stop without a flush: nothing is reset, so flushing ends in the same
+        step (C{resets_sent}, whose output sends the close frame); a WebSocket
+        that is not open is dropped first.
+        """
+        protocol = self._protocol
+        if protocol is not None and protocol.state != protocol.STATE_OPEN:
+            protocol.dropConnection(abort=True)
+        self._machine.resets_sent()
+
     def _finish(self, code: int) -> None:
         self.finished.callback(code)
 
@@ -348,8 +356,7 @@ class _Inputs(Protocol):
     """
 
     def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def stop_after_resets(self, timeout: float) -> None: ...
+    def stop(self, flush_timeout: float) -> None: ...
     def fail(self, error: BaseException) -> None: ...
     def retry_due(self) -> None: ...
     def resets_sent(self) -> None: ...
@@ -366,6 +373,38 @@ class _Inputs(Protocol):
     def retry_later(self) -> None: ...
     def reconnect(self) -> None: ...
     def give_up(self) -> None: ...
+
+
+_Output = TypeVar("_Output", bound=Callable[..., Any])
+
+
+@runtime_checkable
+class _Pending(Protocol):
+    """
+    What C{connecting} and C{waiting_to_retry} hold, and a stop or a fatal
+    error cancels: the attempt's Deferred, or the retry's timer.
+    """
+
+    def cancel(self) -> None: ...
+
+
+def _upon_each(
+    states: Sequence[Any], inputs: Sequence[Callable[..., None]], target: Any = None
+) -> Callable[[_Output], _Output]:
+    """
+    Register one output for every input of C{inputs} in every state of
+    C{states}, leading to C{target} (or staying put when it is None): the
+    transitions that share an output, written once as a row of the table.
+    """
+
+    def register(output: _Output) -> _Output:
+        for state in states:
+            for upon in inputs:
+                transition = state.upon(upon)
+                (transition.loop() if target is None else transition.to(target))(output)
+        return output
+
+    return register
 
 
 def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
@@ -399,21 +438,12 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
 
     idle.upon(In.start).to(connecting).returns(None)
 
-    @idle.upon(In.stop).to(done)
-    @attempt_failed.upon(In.stop).to(done)
-    @session_lost.upon(In.stop).to(done)
-    def stopped(machine: _Inputs, core: TunnelConnector) -> None:
+    @_upon_each((idle, attempt_failed, session_lost), (In.stop,), done)
+    def stopped(machine: _Inputs, core: TunnelConnector, flush_timeout: float) -> None:
+        # (No session: nothing to reset.)
         core._finish(EXIT_OK)
 
-    @idle.upon(In.stop_after_resets).to(done)
-    @attempt_failed.upon(In.stop_after_resets).to(done)
-    @session_lost.upon(In.stop_after_resets).to(done)
-    def stopped_without_session(machine: _Inputs, core: TunnelConnector, timeout: float) -> None:
-        core._finish(EXIT_OK)
-
-    @idle.upon(In.fail).to(done)
-    @attempt_failed.upon(In.fail).to(done)
-    @session_lost.upon(In.fail).to(done)
+    @_upon_each((idle, attempt_failed, session_lost), (In.fail,), done)
     def failed(machine: _Inputs, core: TunnelConnector, error: BaseException) -> None:
         core.log.critical("{error}", error=str(error))
         core._finish(EXIT_FAILURE)
@@ -441,32 +471,19 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
         )
         core._count_failure()
 
-    @connecting.upon(In.stop).to(done)
-    def stopped_connecting(
-        machine: _Inputs, core: TunnelConnector, attempt: Deferred[TunnelClientProtocol]
+    @_upon_each((connecting, waiting_to_retry), (In.stop,), done)
+    def stopped_while_pending(
+        machine: _Inputs, core: TunnelConnector, pending: _Pending, flush_timeout: float
     ) -> None:
-        attempt.cancel()
+        pending.cancel()
         core._finish(EXIT_OK)
 
-    @connecting.upon(In.stop_after_resets).to(done)
-    def stopped_connecting_with_resets(
-        machine: _Inputs,
-        core: TunnelConnector,
-        attempt: Deferred[TunnelClientProtocol],
-        timeout: float,
-    ) -> None:
-        attempt.cancel()
-        core._finish(EXIT_OK)
-
-    @connecting.upon(In.fail).to(done)
-    def failed_connecting(
-        machine: _Inputs,
-        core: TunnelConnector,
-        attempt: Deferred[TunnelClientProtocol],
-        error: BaseException,
+    @_upon_each((connecting, waiting_to_retry), (In.fail,), done)
+    def failed_while_pending(
+        machine: _Inputs, core: TunnelConnector, pending: _Pending, error: BaseException
     ) -> None:
         core.log.critical("{error}", error=str(error))
-        attempt.cancel()
+        pending.cancel()
         core._finish(EXIT_FAILURE)
 
     @handshaking.upon(In.session_opened).to(session_up)
@@ -489,13 +506,8 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
         core._finish(EXIT_FAILURE)
 
     @handshaking.upon(In.stop).to(closing)
-    def stopped_handshaking(machine: _Inputs, core: TunnelConnector) -> None:
-        core._drop()
-
-    @handshaking.upon(In.stop_after_resets).to(closing)
-    def stopped_handshaking_with_resets(
-        machine: _Inputs, core: TunnelConnector, timeout: float
-    ) -> None:
+    def stopped_handshaking(machine: _Inputs, core: TunnelConnector, flush_timeout: float) -> None:
+        # (No session yet: nothing to reset.)
         core._drop()
 
     attempt_failed.upon(In.retry_later).to(waiting_to_retry).returns(None)
@@ -507,26 +519,6 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
 
     waiting_to_retry.upon(In.retry_due, nodata=True).to(connecting).returns(None)
 
-    @waiting_to_retry.upon(In.stop).to(done)
-    def stopped_waiting(machine: _Inputs, core: TunnelConnector, retry: IDelayedCall) -> None:
-        retry.cancel()
-        core._finish(EXIT_OK)
-
-    @waiting_to_retry.upon(In.stop_after_resets).to(done)
-    def stopped_waiting_with_resets(
-        machine: _Inputs, core: TunnelConnector, retry: IDelayedCall, timeout: float
-    ) -> None:
-        retry.cancel()
-        core._finish(EXIT_OK)
-
-    @waiting_to_retry.upon(In.fail).to(done)
-    def failed_waiting(
-        machine: _Inputs, core: TunnelConnector, retry: IDelayedCall, error: BaseException
-    ) -> None:
-        core.log.critical("{error}", error=str(error))
-        retry.cancel()
-        core._finish(EXIT_FAILURE)
-
     # -- an open session ----------------------------------------------------------------
 
     @session_up.upon(In.session_failed).to(broken)
@@ -534,10 +526,7 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
         core.log.error("{error}", error=str(error))
         core._drop()
 
-    @handshaking.upon(In.fail).to(failing)
-    @session_up.upon(In.fail).to(failing)
-    @flushing.upon(In.fail).to(failing)
-    @closing.upon(In.fail).to(failing)
+    @_upon_each((handshaking, session_up, flushing, closing), (In.fail,), failing)
     @failing.upon(In.fail).loop()
     def fatal(machine: _Inputs, core: TunnelConnector, error: BaseException) -> None:
         core.log.critical("{error}", error=str(error))
@@ -574,29 +563,30 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
 
     # -- stopping -------------------------------------------------------------------------
 
-    @session_up.upon(In.stop).to(closing)
+    @session_up.upon(In.stop).to(flushing)
+    def flush(machine: _Inputs, core: TunnelConnector, flush_timeout: float) -> None:
+        if flush_timeout > 0:
+            core._flush_then_close(flush_timeout)
+        else:
+            core._close_at_once()
+
     @closing.upon(In.stop).loop()
-    def close(machine: _Inputs, core: TunnelConnector) -> None:
+    def close_again(machine: _Inputs, core: TunnelConnector, flush_timeout: float) -> None:
         core._close()
-
-    @closing.upon(In.stop_after_resets).loop()
-    def close_again(machine: _Inputs, core: TunnelConnector, timeout: float) -> None:
-        core._close()
-
-    @session_up.upon(In.stop_after_resets).to(flushing)
-    def flush(machine: _Inputs, core: TunnelConnector, timeout: float) -> None:
-        core._flush_then_close(timeout)
 
     @flushing.upon(In.resets_sent).to(closing)
     def resets_sent(machine: _Inputs, core: TunnelConnector) -> None:
         core._close_if_open()
 
     @failing.upon(In.stop).loop()
-    def drop(machine: _Inputs, core: TunnelConnector) -> None:
+    def drop(machine: _Inputs, core: TunnelConnector, flush_timeout: float) -> None:
         core._drop()
 
     @broken.upon(In.stop).to(closing)
-    def drop_broken(machine: _Inputs, core: TunnelConnector, broken_by: TunnelError) -> None:
+    def drop_broken(
+        machine: _Inputs, core: TunnelConnector, broken_by: TunnelError, flush_timeout: float
+    ) -> None:
+        # (Nothing is left to reset: the session is being dropped already.)
         core._drop()
 
     @closing.upon(In.session_opened).loop()
@@ -607,36 +597,22 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
         # (The upgrade completed as the attempt was being dropped.)
         core._drop()
 
-    @failing.upon(In.stop_after_resets).loop()
-    def drop_with_resets(machine: _Inputs, core: TunnelConnector, timeout: float) -> None:
-        core._drop()
-
-    @broken.upon(In.stop_after_resets).to(closing)
-    def drop_broken_with_resets(
-        machine: _Inputs, core: TunnelConnector, broken_by: TunnelError, timeout: float
-    ) -> None:
-        # (Nothing is left to reset: the session is being dropped already.)
-        core._drop()
-
     @flushing.upon(In.session_failed).to(closing)
     @closing.upon(In.session_failed).loop()
     def failed_while_stopping(machine: _Inputs, core: TunnelConnector, error: TunnelError) -> None:
         core.log.error("{error}", error=str(error))
         core._drop()
 
-    @flushing.upon(In.service_closed).to(done)
-    @flushing.upon(In.session_lost).to(done)
-    @closing.upon(In.service_closed).to(done)
-    @closing.upon(In.session_lost).to(done)
-    @closing.upon(In.handshake_failed).to(done)
-    @closing.upon(In.upgrade_refused).to(done)
+    @_upon_each((flushing, closing), (In.service_closed, In.session_lost), done)
+    @_upon_each((closing,), (In.handshake_failed, In.upgrade_refused), done)
     def stopped_session(machine: _Inputs, core: TunnelConnector, outcome: CloseOutcome) -> None:
         core._finish(EXIT_OK)
 
-    @failing.upon(In.service_closed).to(done)
-    @failing.upon(In.session_lost).to(done)
-    @failing.upon(In.handshake_failed).to(done)
-    @failing.upon(In.upgrade_refused).to(done)
+    @_upon_each(
+        (failing,),
+        (In.service_closed, In.session_lost, In.handshake_failed, In.upgrade_refused),
+        done,
+    )
     def failed_session(machine: _Inputs, core: TunnelConnector, outcome: CloseOutcome) -> None:
         core._finish(EXIT_FAILURE)
 
@@ -645,7 +621,6 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
     # A second stop while the resets are written waits for them too; a message
     # the tunnel fails after the first failure is not handed over (nor reported).
     flushing.upon(In.stop).loop().returns(None)
-    flushing.upon(In.stop_after_resets).loop().returns(None)
     broken.upon(In.session_failed).loop().returns(None)
     failing.upon(In.session_failed).loop().returns(None)
     # The resets were written after the WebSocket closed, or the stop dropped it.
@@ -664,7 +639,6 @@ def _build_lifecycle() -> Callable[[TunnelConnector], _Inputs]:
         In.give_up,
     ):
         done.upon(ignored).loop().returns(None)
-    done.upon(In.stop_after_resets).loop().returns(None)
 
     @done.upon(In.fail).loop()
     def logged(machine: _Inputs, core: TunnelConnector, error: BaseException) -> None:
