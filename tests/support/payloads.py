@@ -34,6 +34,25 @@ def unique_payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+#: The block size of L{unique_stream}: each block is seeded by its index.
+STREAM_BLOCK = 65536
+
+
+def unique_stream(offset: int, length: int, seed: int = 0) -> bytes:
+    """
+    The C{length} bytes at C{offset} of an endless stream in which no block
+    repeats: 64 KiB blocks of L{unique_payload}, each seeded by its index
+    (and C{seed}), so a sender and a checker can each cut any part of a
+    stream of gigabytes without holding it, and get the same bytes.
+    """
+    out = bytearray()
+    while len(out) < length:
+        block, start = divmod(offset + len(out), STREAM_BLOCK)
+        data = unique_payload(STREAM_BLOCK, seed=seed * (1 << 40) + block)
+        out += data[start : start + length - len(out)]
+    return bytes(out)
+
+
 def digest(data: bytes) -> str:
     """The sha256 of C{data} in hex: what a test compares instead of the bytes."""
     return hashlib.sha256(data).hexdigest()

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.payloads import assert_same_bytes, describe_difference, unique_payload
+from tests.support.payloads import (
+    STREAM_BLOCK,
+    assert_same_bytes,
+    describe_difference,
+    unique_payload,
+    unique_stream,
+)
 
 RECORD = 16384
 
@@ -85,3 +91,19 @@ class DescribeDifferenceTests(SynchronousTestCase):
             self.failureException, assert_same_bytes, self, corrupted, self.sent
         )
         self.assertEqual(str(error), describe_difference(corrupted, self.sent))
+
+
+class UniqueStreamTests(SynchronousTestCase):
+    def test_any_cut_is_the_same_stream(self) -> None:
+        """Cuts at any offsets, across blocks, put together are the stream cut whole."""
+        whole = unique_stream(0, 3 * STREAM_BLOCK + 100)
+        cuts = [0, 1, 1000, STREAM_BLOCK - 1, STREAM_BLOCK + 7, 2 * STREAM_BLOCK, len(whole)]
+        pieces = [unique_stream(a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        assert_same_bytes(self, b"".join(pieces), whole)
+
+    def test_blocks_differ(self) -> None:
+        """No block repeats another, nor the stream of another seed."""
+        whole = unique_stream(0, 4 * STREAM_BLOCK)
+        blocks = {whole[i : i + 8] for i in range(0, len(whole), 8)}
+        self.assertEqual(len(blocks), len(whole) // 8)
+        self.assertNotEqual(unique_stream(0, 64, seed=1), whole[:64])
