@@ -23,6 +23,7 @@ from aws_localproxy.adapters.openssl_private import (
     direct_handles,
     from_buffer,
 )
+from tests.support.payloads import assert_same_bytes, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.tls import move_bytes, pyopenssl_pair
 
@@ -151,7 +152,7 @@ class HandlesCanaryTests(SynchronousTestCase):
         client, server = pyopenssl_pair(self)
         client_handles, server_handles = direct_handles(client), direct_handles(server)
         assert client_handles is not None and server_handles is not None
-        message = bytes(range(256)) * 200  # more than three records
+        message = unique_payload(256 * 200)  # more than three records, none like another
         written = 0
         with from_buffer(message) as pointer:
             while written < len(message):
@@ -175,7 +176,7 @@ class HandlesCanaryTests(SynchronousTestCase):
                 count = SSL_read(server_handles[0], pointer + done, len(message) - done)
                 self.assertGreater(count, 0, "SSL_read on Connection._ssl decrypted nothing")
                 done += count
-        self.assertEqual(bytes(received), message)
+        assert_same_bytes(self, bytes(received), message)
         # Back, through the public methods, read by the direct calls.
         server.send(b"answer")
         move_bytes(server, client)

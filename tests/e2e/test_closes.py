@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory
 
 from tests.support.e2e import Apps, Client, Collector, E2ETestCase, SendAndClose, Sender, pattern
 from tests.support.helpers import open_fds, sleep, wait_until
+from tests.support.payloads import assert_same_bytes
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
 #: machines are slower and shared, so the assertion leaves room).
@@ -98,7 +99,7 @@ class CloseTests(E2ETestCase):
             app.transport.resumeProducing()
             data, _ = yield app.closed
             self.assertEqual(len(data), size)
-            self.assertEqual(data, pattern(size))
+            assert_same_bytes(self, data, pattern(size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks
@@ -118,7 +119,7 @@ class CloseTests(E2ETestCase):
         client.transport.resumeProducing()
         data = yield client.closed
         self.assertEqual(len(data), size)
-        self.assertEqual(data, pattern(size))
+        assert_same_bytes(self, data, pattern(size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks
@@ -173,7 +174,7 @@ class CloseTests(E2ETestCase):
                 clients.append(client)
         results = yield gatherResults([c.closed for c in clients])
         for data in results:
-            self.assertEqual(data, pattern(Reply.size))
+            assert_same_bytes(self, data, pattern(Reply.size))
         yield self.assert_no_fd_left()
 
     @inlineCallbacks

@@ -47,6 +47,7 @@ from tests.support.e2e import (
 )
 from tests.support.faultrelay import FaultRelay
 from tests.support.helpers import ChildProcess, free_port, open_fds, wait_until
+from tests.support.payloads import assert_same_bytes
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
 #: (Tighter pong timeouts flap on a loaded 2-core machine.)
@@ -193,7 +194,7 @@ class DroppedWebSocketTests(E2ETestCase):
         yield wait_until(lambda: app.lost, timeout=30)
         received = bytes(app.received)
         self.assertLess(len(received), Big.size, "the drop came after the end")
-        self.assertEqual(received, pattern(len(received)), "corrupted or reordered")
+        assert_same_bytes(self, received, pattern(len(received)))
         yield wait_until(lambda: sessions(self.source) >= 2, timeout=10)
         yield self._echo_after()
         yield self.assert_nothing_left()
@@ -239,7 +240,7 @@ class DroppedWebSocketTests(E2ETestCase):
         self.relay.drop()
         received = yield client.closed
         self.assertLess(len(received), Big.size)
-        self.assertEqual(received, pattern(len(received)), "corrupted or reordered")
+        assert_same_bytes(self, received, pattern(len(received)))
         yield wait_until(lambda: sessions(self.destination) >= 2, timeout=10)
         again = Client()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.source_port).connect(

@@ -36,6 +36,7 @@ from aws_localproxy.protocol.wire import (
 from aws_localproxy.tunnelservice.certs import server_tls_options
 from tests.support.e2e import E2ETestCase, errors_logged, pattern
 from tests.support.helpers import private_ca, wait_until
+from tests.support.payloads import assert_same_bytes
 
 #: The service ID of the scripted tunnel's one service.
 SERVICE = "ssh"
@@ -198,7 +199,7 @@ class FrameRuleTests(E2ETestCase):
         payload = join_records(encode_data(SERVICE, stream_id, connection_id, data))
         session.write_raw(binary_frame(payload))
         received = yield client.wait_for(len(data))
-        self.assertEqual(received, data)
+        assert_same_bytes(self, received, data)
         self.assertFalse(session.closed.called)
         self.assertEqual(len(self.factory.sessions), 1)
 

@@ -21,6 +21,7 @@ from aws_localproxy.local.connection import LocalStreamProtocol
 from aws_localproxy.protocol.inbound_flow import InboundFlow
 from tests.fakes.local import RecordingTunnelConnection
 from tests.support.helpers import readable_bytes
+from tests.support.payloads import unique_payload
 
 reactor: Any = _reactor
 
@@ -87,10 +88,13 @@ class BacklogTests(SynchronousTestCase):
 
     def test_past_the_bound_pauses_websocket(self) -> None:
         self.protocol.pauseProducing()
-        self.protocol.write(b"x" * 60)
+        first, second = unique_payload(60, seed=1), unique_payload(40, seed=2)
+        self.protocol.write(first)
         self.protocol.pauseProducing()  # Twisted says it again on every write while full
-        self.protocol.write(b"x" * 40)
+        self.protocol.write(second)
         self.assertEqual(self.websocket.producerState, "paused")
+        # Held back from the tunnel, not from the socket: every byte, in order.
+        self.assertEqual(self.transport.value(), first + second)
         self.protocol.resumeProducing()  # drained
         self.assertEqual(self.websocket.producerState, "producing")
 

@@ -19,6 +19,7 @@ from aws_localproxy.protocol.inbound_flow import InboundFlow
 from aws_localproxy.protocol.interfaces import LocalConnection
 from tests.fakes.local import RecordingTunnelConnection
 from tests.support.helpers import sleep
+from tests.support.payloads import assert_same_bytes, unique_payload
 
 
 class ChooseTests(SynchronousTestCase):
@@ -112,7 +113,7 @@ class PipeTests(TestCase):
         protocol.tunnel_connection = connection
         StandardIO(protocol, stdin=stdin_read, stdout=stdout_write, reactor=reactor)
         os.write(stdin_write, b"from stdin")
-        data = b"y" * (1 << 20)
+        data = unique_payload(1 << 20)
         protocol.write(data)  # far more than a pipe holds
         os.close(stdin_write)
         received = bytearray()
@@ -127,7 +128,7 @@ class PipeTests(TestCase):
                 break
             yield sleep(0.002)
         os.close(stdout_read)
-        self.assertEqual(len(received), len(data))
+        assert_same_bytes(self, bytes(received), data)
         self.assertEqual(b"".join(connection.data), b"from stdin")
         self.assertEqual(connection.lost, 1)
         self.assertEqual(len(ends), 1)

@@ -20,6 +20,12 @@ from aws_localproxy.protocol.pacing import Pacer
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.wire import DataFields, Message, control_message, decode_all
 from tests.fakes.local import Reader
+from tests.support.payloads import assert_same_bytes, unique_payload
+
+#: What the lanes write: no block repeats, so a record sent twice, dropped,
+#: or sent out of order changes the bytes that arrive.
+BULK = unique_payload(Pacer.INITIAL_WINDOW * 3 + 64512 * 5, seed=1)
+OTHER = unique_payload(64 * 1024, seed=2)
 
 
 class Wire:
@@ -76,7 +82,7 @@ class OrderingTests(SynchronousTestCase):
     def test_reset_follows_the_last_byte(self) -> None:
         lane = self.lane(1)
         self.scheduler.pauseProducing()
-        lane.write(b"a" * 2500)
+        lane.write(BULK[:2500])
         lane.finish(reset(1))
         lane.write(b"after close is dropped")
         self.scheduler.resumeProducing()
@@ -84,7 +90,7 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual(
             [m.type for m in messages], [Message.DATA] * 3 + [Message.CONNECTION_RESET]
         )
-        self.assertEqual(b"".join(m.payload for m in messages), b"a" * 2500)
+        assert_same_bytes(self, b"".join(m.payload for m in messages), BULK[:2500])
 
     def test_abort_drops_queued_and_sends_at_once(self) -> None:
         lane = self.lane(1)
@@ -131,26 +137,30 @@ class OrderingTests(SynchronousTestCase):
     def test_drain_puts_lanes_before_the_stream_reset(self) -> None:
         one, two = self.lane(1), self.lane(2)
         self.scheduler.pauseProducing()
-        one.write(b"1" * 1500)
-        two.write(b"2" * 10)
+        one.write(BULK[:1500])
+        two.write(OTHER[:10])
         self.scheduler.drain([one, two])
         self.scheduler.control(control_message(Message.STREAM_RESET, stream_id=1, service_id="s"))
         self.scheduler.resumeProducing()
         messages = self.wire.messages()
         self.assertEqual(messages[-1].type, Message.STREAM_RESET)
-        self.assertEqual(b"".join(m.payload for m in messages if m.connectionId == 1), b"1" * 1500)
-        self.assertEqual(b"".join(m.payload for m in messages if m.connectionId == 2), b"2" * 10)
+        one_bytes = b"".join(m.payload for m in messages if m.connectionId == 1)
+        assert_same_bytes(self, one_bytes, BULK[:1500])
+        self.assertEqual(b"".join(m.payload for m in messages if m.connectionId == 2), OTHER[:10])
 
     def test_round_robin_one_quantum_each(self) -> None:
         """A busy lane's backlog never delays another lane by more than one quantum."""
         bulk, echo = self.lane(1), self.lane(2)
         self.scheduler.pauseProducing()
-        bulk.write(b"B" * 5000)
-        echo.write(b"e" * 64)
+        bulk.write(BULK[:5000])
+        echo.write(OTHER[:64])
         self.scheduler.resumeProducing()
-        order = [(m.connectionId, len(m.payload)) for m in self.wire.messages()]
+        messages = self.wire.messages()
+        order = [(m.connectionId, len(m.payload)) for m in messages]
         self.assertEqual(order[:2], [(1, 1000), (2, 64)])
-        self.assertEqual(sum(n for cid, n in order if cid == 1), 5000)
+        bulk_bytes = b"".join(m.payload for m in messages if m.connectionId == 1)
+        assert_same_bytes(self, bulk_bytes, BULK[:5000])
+        self.assertEqual([m.payload for m in messages if m.connectionId == 2], [OTHER[:64]])
 
     def test_interactive_bytes_interleave_with_bulk(self) -> None:
         """While the WebSocket is full, echoes queue in their own lane and go out next turn."""
@@ -264,8 +274,8 @@ class FrameTests(SynchronousTestCase):
         one = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
         two = self.scheduler.open_lane(DataFields("s", 1, 2), Reader())
         self.scheduler.pauseProducing()
-        one.write(b"a" * 10)
-        two.write(b"b" * 10)
+        one.write(BULK[:10])
+        two.write(OTHER[:10])
         self.scheduler.control(reset(3))
         self.scheduler.resumeProducing()
         (frame,) = self.frames
@@ -273,17 +283,17 @@ class FrameTests(SynchronousTestCase):
         self.assertEqual(
             [m.type for m in messages], [Message.CONNECTION_RESET, Message.DATA, Message.DATA]
         )
-        self.assertEqual([m.payload for m in messages[1:]], [b"a" * 10, b"b" * 10])
+        self.assertEqual([m.payload for m in messages[1:]], [BULK[:10], OTHER[:10]])
 
     def test_two_full_records_per_frame_never_more(self) -> None:
         lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
         self.scheduler.pauseProducing()
-        lane.write(b"x" * (64512 * 5))
+        lane.write(BULK[: 64512 * 5])
         self.scheduler.resumeProducing()
         self.assertTrue(all(len(f) <= 131076 for f in self.frames))
         self.assertEqual([len(decode_all(f)) for f in self.frames], [2, 2, 1])
         payload = b"".join(m.payload for f in self.frames for m in decode_all(f))
-        self.assertEqual(payload, b"x" * (64512 * 5))
+        assert_same_bytes(self, payload, BULK[: 64512 * 5])
 
     def test_a_lone_small_write_goes_at_once(self) -> None:
         lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
@@ -321,9 +331,9 @@ class PacedTests(SynchronousTestCase):
         echo = self.scheduler.open_lane(DataFields("s", 1, 2), Reader())
         bulk.write(b"B" * (Pacer.INITIAL_WINDOW * 2))
         self.wire.messages()
-        echo.write(b"e" * 64)
+        echo.write(OTHER[:64])
         (message,) = self.wire.messages()
-        self.assertEqual((message.connectionId, message.payload), (2, b"e" * 64))
+        self.assertEqual((message.connectionId, message.payload), (2, OTHER[:64]))
 
     def test_blocked_scheduler_has_every_byte_covered_by_a_ping(self) -> None:
         """
@@ -385,18 +395,21 @@ class StallTimerTests(SynchronousTestCase):
         self.lane = self.scheduler.open_lane(DataFields("s", 1, 1), Reader())
 
     def sent(self) -> int:
-        return sum(len(m.payload) for m in self.wire.messages())
+        return len(self.sent_bytes())
+
+    def sent_bytes(self) -> bytes:
+        return b"".join(m.payload for m in self.wire.messages())
 
     def test_lane_drains_after_the_stall_bound_without_a_pong(self) -> None:
         """Window shut, no pong ever: after STALL the lane drains with no other event."""
         total = Pacer.INITIAL_WINDOW * 3
-        self.lane.write(b"B" * total)
-        first = self.sent()
-        self.assertLess(first, total)  # the window stopped it
+        self.lane.write(BULK[:total])
+        first = self.sent_bytes()
+        self.assertLess(len(first), total)  # the window stopped it
         self.clock.advance(Pacer.STALL / 2)
         self.assertEqual(self.sent(), 0)  # not before the bound
         self.clock.advance(Pacer.STALL / 2)
-        self.assertEqual(first + self.sent(), total)
+        assert_same_bytes(self, first + self.sent_bytes(), BULK[:total])
         self.assertEqual(self.lane.queued, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

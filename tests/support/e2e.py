@@ -29,6 +29,7 @@ from aws_localproxy.config.settings import Settings
 from aws_localproxy.protocol.constants import Mode, PeerVersion
 from aws_localproxy.proxy.service import LocalProxyService
 from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child, wait_until
+from tests.support.payloads import unique_stream
 
 #: Fast retries, so failure paths finish in well under a second.
 TEST_SETTINGS = Settings(
@@ -99,9 +100,12 @@ class Sender(Protocol):
 
 
 def pattern_chunk(offset: int, length: int) -> bytes:
-    """Deterministic, non-repeating-looking bytes at C{offset}."""
-    block = hashlib.sha256(str(offset // 65536).encode()).digest() * 2048
-    return block[:length]
+    """
+    The C{length} bytes at C{offset} of the transfer pattern, in which no
+    block repeats (a TLS record or WebSocket frame sent twice, dropped or
+    reordered changes the bytes): L{tests.support.payloads.unique_stream}.
+    """
+    return unique_stream(offset, length)
 
 
 def pattern(size: int) -> bytes:

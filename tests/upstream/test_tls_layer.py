@@ -41,11 +41,16 @@ from aws_localproxy.upstream.tls_layer import (
 )
 from aws_localproxy.upstream.tls_options import service_tls_options
 from tests.support.helpers import private_ca, readable_bytes, sleep
+from tests.support.payloads import assert_same_bytes, digest, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.tls import connect_in_memory
 
 reactor: Any = _reactor
 MIB = 1 << 20
+#: What the client sends and what the server sends: no block repeats, so a
+#: TLS record duplicated, dropped or reordered changes what arrives.
+UP = unique_payload(16 * MIB, seed=1)
+DOWN = unique_payload(8 * MIB, seed=2)
 
 
 class Collector(Protocol):
@@ -99,12 +104,11 @@ class InMemoryTests(SynchronousTestCase):
 
     def test_bytes_both_ways(self) -> None:
         """A megabyte each way arrives whole and in order; a close is clean on both sides."""
-        up = bytes(range(256)) * 4096
-        down = bytes(reversed(range(256))) * 4096
+        up, down = UP[:MIB], DOWN[:MIB]
         client, server = Collector(send_on_connect=up), Collector(send_on_connect=down)
         pump = self.connect(client, server)
-        self.assertEqual(server.received, up)
-        self.assertEqual(client.received, down)
+        assert_same_bytes(self, server.received, up)
+        assert_same_bytes(self, client.received, down)
         assert client.transport is not None
         client.transport.loseConnection()
         pump.flush()
@@ -119,9 +123,10 @@ class InMemoryTests(SynchronousTestCase):
         client, server = Collector(), Collector()
         pump = self.connect(client, server)
         assert server.transport is not None
-        server.transport.write(b"x" * (4 * 16384))
+        server.transport.write(DOWN[: 4 * 16384])
         pump.flush()
         self.assertEqual([len(chunk) for chunk in client.chunks], [4 * 16384])
+        assert_same_bytes(self, client.received, DOWN[: 4 * 16384])
 
     def test_no_public_calls_on_the_direct_path(self) -> None:
         """
@@ -148,10 +153,11 @@ class InMemoryTests(SynchronousTestCase):
 
         for name in calls:
             setattr(connection, name, counted(name))
-        client.transport.write(b"u" * 65536)
-        server.transport.write(b"d" * 65536)
+        client.transport.write(UP[:65536])
+        server.transport.write(DOWN[:65536])
         pump.flush()
-        self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
+        assert_same_bytes(self, server.received, UP[:65536])
+        assert_same_bytes(self, client.received, DOWN[:65536])
         if cast(Any, client.transport)._direct_ssl is not None:
             self.assertEqual(calls, {"recv": 0, "bio_read": 0, "bio_write": 0})
         else:
@@ -159,10 +165,10 @@ class InMemoryTests(SynchronousTestCase):
 
     def test_close_after_data(self) -> None:
         """The peer writes and closes at once: every byte arrives before the clean end."""
-        data = b"y" * MIB
+        data = DOWN[:MIB]
         client, server = Collector(), Collector(send_on_connect=data, close_after_send=True)
         self.connect(client, server)
-        self.assertEqual(client.received, data)
+        assert_same_bytes(self, client.received, data)
         self.assertTrue(client.lost and client.lost.check(ConnectionDone))
 
     def test_failed_verification(self) -> None:
@@ -176,11 +182,12 @@ class InMemoryTests(SynchronousTestCase):
 
 @implementer(IPushProducer)
 class Pusher:
-    """Writes C{total} bytes of a known pattern as fast as it is allowed to."""
+    """Writes the first C{total} bytes of L{UP} as fast as it is allowed to."""
 
     def __init__(self, transport: Any, total: int) -> None:
         self.transport = transport
         self.left = total
+        self.sent = 0
         self.digest = hashlib.sha256()
         self.paused = 0
         self._running = False
@@ -198,8 +205,9 @@ class Pusher:
             return
         self._running = True
         while self._running and self.left:
-            piece = bytes([self.left % 251]) * min(self.left, 100_000)
+            piece = UP[self.sent : self.sent + min(self.left, 100_000)]
             self.left -= len(piece)
+            self.sent += len(piece)
             self.digest.update(piece)
             self.transport.write(piece)
         if not self.left:
@@ -289,15 +297,16 @@ class RealSocketTests(TestCase):
         await server.ended
         self.assertEqual(server.size, 16 * MIB)
         self.assertEqual(server.digest.hexdigest(), pusher.digest.hexdigest())
+        self.assertEqual(server.digest.hexdigest(), digest(UP[: 16 * MIB]))
         self.assertGreater(pusher.paused, 0)
 
     async def test_download_then_close(self) -> None:
         """The server sends 8 MiB and closes: all of it arrives, then a clean end."""
-        data = bytes(range(256)) * (8 * 4096)
+        data = DOWN[: 8 * MIB]
         port = self.serve(Collector(send_on_connect=data, close_after_send=True))
         client = await self.connect(port, Collector())
         await client.ended
-        self.assertEqual(hashlib.sha256(client.received).digest(), hashlib.sha256(data).digest())
+        assert_same_bytes(self, client.received, data)
         self.assertTrue(client.lost and client.lost.check(ConnectionDone))
 
 
@@ -350,10 +359,11 @@ class InMemoryWithoutDirectReceiveTests(InMemoryTests):
         for name in ("recv", "bio_read", "bio_write"):
             method = getattr(connection, name)
             setattr(connection, name, lambda *args, m=method, n=name: calls.append(n) or m(*args))
-        client.transport.write(b"u" * 65536)
-        server.transport.write(b"d" * 65536)
+        client.transport.write(UP[:65536])
+        server.transport.write(DOWN[:65536])
         pump.flush()
-        self.assertEqual((len(server.received), len(client.received)), (65536, 65536))
+        assert_same_bytes(self, server.received, UP[:65536])
+        assert_same_bytes(self, client.received, DOWN[:65536])
         self.assertEqual(set(calls), {"bio_write"})
 
 
@@ -379,9 +389,9 @@ class DirectReceiveTests(SynchronousTestCase):
     def test_direct(self) -> None:
         client, server, pump, public = self.connect()
         assert server.transport is not None
-        server.transport.write(b"d" * 1000)
+        server.transport.write(DOWN[:1000])
         pump.flush()
-        self.assertEqual((client.received, public), (b"d" * 1000, []))
+        self.assertEqual((client.received, public), (DOWN[:1000], []))
 
     def test_failed_write_takes_the_public_path(self) -> None:
         """A BIO write that fails (never, for a memory BIO, short of memory) is pyOpenSSL's to judge."""
@@ -394,9 +404,9 @@ class DirectReceiveTests(SynchronousTestCase):
         client, server, pump, public = self.connect()
         self.patch(tls_layer, "BIO_write", failing)
         assert server.transport is not None
-        server.transport.write(b"d" * 1000)
+        server.transport.write(DOWN[:1000])
         pump.flush()
-        self.assertEqual(client.received, b"d" * 1000)
+        self.assertEqual(client.received, DOWN[:1000])
         self.assertTrue(attempts)
         self.assertEqual([len(data) for data in public], attempts)
 
@@ -411,10 +421,10 @@ class DirectReceiveTests(SynchronousTestCase):
         client, server, pump, public = self.connect()
         self.patch(tls_layer, "BIO_write", partial)
         assert server.transport is not None
-        message = bytes(range(256)) * 40
+        message = DOWN[:10240]
         server.transport.write(message)
         pump.flush()
-        self.assertEqual(client.received, message)
+        assert_same_bytes(self, client.received, message)
         self.assertTrue(public)
 
     def test_one_pointer_per_buffer(self) -> None:
@@ -433,12 +443,13 @@ class DirectReceiveTests(SynchronousTestCase):
 
         self.patch(tls_layer, "from_buffer", counted)
         assert client.transport is not None and server.transport is not None
-        server.transport.write(b"d" * 70000)
+        server.transport.write(DOWN[:70000])
         pump.flush()
-        self.assertEqual((len(client.received), made), (70000, []))
-        client.transport.write(b"u" * 100)
+        self.assertEqual(made, [])
+        assert_same_bytes(self, client.received, DOWN[:70000])
+        client.transport.write(UP[:100])
         pump.flush()
-        self.assertEqual(server.received, b"u" * 100)
+        self.assertEqual(server.received, UP[:100])
         self.assertEqual(len(made), 1)
 
     def test_not_bytes(self) -> None:
@@ -448,9 +459,9 @@ class DirectReceiveTests(SynchronousTestCase):
         read = protocol.dataReceived
         protocol.dataReceived = lambda data: read(memoryview(data))
         assert server.transport is not None
-        server.transport.write(b"d" * 100)
+        server.transport.write(DOWN[:100])
         pump.flush()
-        self.assertEqual(client.received, b"d" * 100)
+        self.assertEqual(client.received, DOWN[:100])
         self.assertTrue(public)
 
 

@@ -31,10 +31,15 @@ from aws_localproxy.upstream.websocket import (
 )
 from tests.fakes.transport import TCPLikeTransport
 from tests.fakes.websocket import NoPacer, RecordingEvents
+from tests.support.payloads import digest, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
 
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
+#: Message payloads in which no block repeats (slices of one for several
+#: messages of a test), so a frame's bytes taken twice, or from the wrong
+#: place in a read, change a message.
+PAYLOAD = unique_payload(MAX_WEBSOCKET_FRAME_SIZE + 1, seed=21)
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -204,8 +209,10 @@ class OpenSessionTests(WebSocketTestCase):
     def test_messages_reach_the_events(self) -> None:
         """Each binary message from the service is handed over whole."""
         protocol, _ = self.open()
-        protocol.dataReceived(server_frame(0x2, b"\x00\x05hello") + server_frame(0x2, b"x" * 300))
-        self.assertEqual(self.events.messages, [b"\x00\x05hello", b"x" * 300])
+        protocol.dataReceived(
+            server_frame(0x2, b"\x00\x05hello") + server_frame(0x2, PAYLOAD[:300])
+        )
+        self.assertEqual(self.events.messages, [b"\x00\x05hello", PAYLOAD[:300]])
 
     def test_messages_go_to_the_session_only_once_it_started(self) -> None:
         """
@@ -394,13 +401,13 @@ class OpenSessionTests(WebSocketTestCase):
         """Bytes of a frame still incomplete are not yet a frame (Autobahn counts whole frames)."""
         protocol, transport = self.open()
         self.clock.advance(5.5)  # the keep-alive ping is out; its timeout runs
-        frame = server_frame(0x2, b"x" * 1000)
+        frame = server_frame(0x2, PAYLOAD[:1000])
         protocol.dataReceived(frame[:500])
         self.clock.advance(9)
         protocol.dataReceived(frame[500:])
         self.clock.advance(9)
         self.assertFalse(transport.disconnecting)
-        self.assertEqual(self.events.messages, [b"x" * 1000])
+        self.assertEqual(self.events.messages, [PAYLOAD[:1000]])
 
 
 def long_frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
@@ -417,7 +424,7 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_every_split(self) -> None:
         """The stream cut at every byte: the same messages, in order, none early."""
-        messages = [b"\x00\x01a", b"b" * 200, b"c" * 70000, b""]
+        messages = [b"\x00\x01a", PAYLOAD[:200], PAYLOAD[200:70200], b""]
         stream = (
             server_frame(0x2, messages[0])
             + server_frame(0x2, messages[1])
@@ -430,16 +437,20 @@ class IncomingFrameTests(WebSocketTestCase):
             protocol.dataReceived(stream[:cut])
             delivered = len(self.events.messages)
             protocol.dataReceived(stream[cut:])
-            self.assertEqual(self.events.messages, messages, cut)
+            self.assertEqual(
+                [digest(message) for message in self.events.messages],
+                [digest(message) for message in messages],
+                cut,
+            )
             self.assertLessEqual(delivered, 4)
             self.events.opened.clear()
 
     def test_byte_by_byte(self) -> None:
         protocol, _ = self.open()
-        stream = server_frame(0x2, b"x" * 300) + server_frame(0x2, b"y" * 5)
+        stream = server_frame(0x2, PAYLOAD[:300]) + server_frame(0x2, PAYLOAD[300:305])
         for index in range(len(stream)):
             protocol.dataReceived(stream[index : index + 1])
-        self.assertEqual(self.events.messages, [b"x" * 300, b"y" * 5])
+        self.assertEqual(self.events.messages, [PAYLOAD[:300], PAYLOAD[300:305]])
 
     def test_ping_between_messages(self) -> None:
         """A ping in the middle is Autobahn's: answered, and the messages around it kept in order."""
@@ -512,8 +523,9 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_frame_at_the_frame_limit_is_taken(self) -> None:
         protocol, transport = self.open()
-        protocol.dataReceived(long_frame(0x2, b"z" * MAX_WEBSOCKET_FRAME_SIZE))
-        self.assertEqual(self.events.messages, [b"z" * MAX_WEBSOCKET_FRAME_SIZE])
+        message = PAYLOAD[:MAX_WEBSOCKET_FRAME_SIZE]
+        protocol.dataReceived(long_frame(0x2, message))
+        self.assertEqual([digest(m) for m in self.events.messages], [digest(message)])
         self.assertFalse(transport.disconnecting)
 
     def test_non_minimal_lengths_are_refused_with_1002(self) -> None:
@@ -550,13 +562,13 @@ class IncomingFrameTests(WebSocketTestCase):
             original()
 
         protocol.onFrameBegin = begin  # type: ignore[method-assign]
-        protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x2, b"b" * 1000))
+        protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x2, PAYLOAD[:1000]))
         self.assertEqual(seen, [])
         protocol.dataReceived(server_frame(0x9, b"p") + server_frame(0x2, b"c"))
         self.assertEqual(seen, [0x9, 0x2])
         protocol.dataReceived(server_frame(0x2, b"d"))
         self.assertEqual(seen, [0x9, 0x2])
-        self.assertEqual(self.events.messages, [b"a", b"b" * 1000, b"c", b"d"])
+        self.assertEqual(self.events.messages, [b"a", PAYLOAD[:1000], b"c", b"d"])
 
     def test_pacer_pongs_skip_autobahns_parser(self) -> None:
         """

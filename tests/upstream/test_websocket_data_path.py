@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.protocol.wire import Message
 from tests.support.loopback import Loopback, count_calls
+from tests.support.payloads import unique_payload
 
 #: At most this many of the project's frames on the stack at the write, each
 #: way (in memory; on a socket one more): "about ten" with the socket's.
@@ -33,7 +34,7 @@ MOST_FRAMES = 9
 INBOUND_CALLS = 10
 OUTBOUND_CALLS = 13
 
-PAYLOAD = b"y" * 64
+PAYLOAD = unique_payload(64, seed=1)
 
 
 class DataPathTests(SynchronousTestCase):
@@ -41,7 +42,7 @@ class DataPathTests(SynchronousTestCase):
         self.loop = Loopback(self)
         # One record each way first: the connection's stream starts, and the
         # peer shows it speaks V3 (what a session does once).
-        self.loop.local.dataReceived(b"x" * 64)
+        self.loop.local.dataReceived(unique_payload(64, seed=2))
         self.loop.flush()
         self.loop.deliver_to_source(self.loop.service_sends(self.loop.data_from_peer(b"w")))
         self.loop.tls_writes.clear()

@@ -31,6 +31,7 @@ from aws_localproxy.protocol.constants import MAX_WEBSOCKET_FRAME_SIZE, SUBPROTO
 from aws_localproxy.upstream.websocket import TunnelClientProtocol
 from tests.fakes.transport import TCPLikeTransport
 from tests.fakes.websocket import NoPacer, RecordingEvents
+from tests.support.payloads import unique_payload
 from tests.support.websocket import WebSocketTestCase, client_frames
 
 #: A message on whose delivery the application drops the connection (both
@@ -133,7 +134,8 @@ def frame(first: int, payload: bytes, form: Optional[int] = None) -> bytes:
 
 
 def payload_of(size: int, seed: int) -> bytes:
-    return bytes((seed + index) & 0xFF for index in range(min(size, 256))) * (size // 256 + 1)
+    """C{size} bytes in which no block repeats (a frame misread shows), the same for a seed."""
+    return unique_payload(size, seed)
 
 
 @st.composite
