@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, runtime_checkable
 
+from twisted.internet.defer import Deferred
+
 
 @runtime_checkable
 class ReadControl(Protocol):
@@ -101,6 +103,12 @@ class Outbound(Protocol):
 
     def drain(self, lanes: Iterable[Any]) -> None:
         """Send what C{lanes} hold before the next control record (stream resets)."""
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        A Deferred that fires once everything queued has been written (or
+        dropped), or the session is over: what a stop waits for.
+        """
 
     def close(self) -> None:
         """The session is over."""

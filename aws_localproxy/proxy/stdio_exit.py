@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aws_localproxy.local.stdio import StdioEnd
 from aws_localproxy.protocol.errors import FatalTunnelError
+from aws_localproxy.protocol.interfaces import Outbound
 
 __all__ = ["STDIO_FLUSH_TIMEOUT", "end_after_stdio"]
 
@@ -31,13 +32,6 @@ log = Logger()
 #: Seconds a ``--stdio`` proxy waits for its last bytes to be written to the
 #: WebSocket before it closes it anyway.
 STDIO_FLUSH_TIMEOUT = 10.0
-
-
-class Outbound(Protocol):
-    """The session's outbound queue, as far as the end needs it."""
-
-    def when_idle(self) -> Deferred[None]:
-        """Fires once everything queued is written, or the session is over."""
 
 
 class Link(Protocol):
