@@ -83,6 +83,19 @@ def frames_autobahn_begins(protocol: TunnelClientProtocol) -> List[int]:
     return seen
 
 
+def open_with_lpq1_pacer(
+    case: WebSocketTestCase,
+) -> Tuple[TunnelClientProtocol, RecordingPacer, List[int]]:
+    """
+    Open C{case}'s session with a pacer that takes the pongs starting
+    C{b"lpq1"}: the protocol, the pacer and the opcodes Autobahn's parser
+    begins (L{frames_autobahn_begins}).
+    """
+    outbound = case.events.outbound = RecordingPacer(lambda payload: payload.startswith(b"lpq1"))
+    protocol, _ = case.open()
+    return protocol, outbound, frames_autobahn_begins(protocol)
+
+
 #: A message in two fragments with two pongs between them: C{b"ours"} (the
 #: pacer's) and C{b"keepalive"} (Autobahn's).
 FRAGMENTS_AROUND_PONGS = (
@@ -317,7 +330,6 @@ class OpenSessionTests(WebSocketTestCase):
         A pong Autobahn parses (here between a message's fragments) goes to
         the session's scheduler too; one it takes is not Autobahn's.
         """
-
         outbound = self.events.outbound = RecordingPacer(lambda payload: payload == b"ours")
         protocol, _ = self.open()
         autobahns: List[bytes] = []
@@ -597,12 +609,7 @@ class IncomingFrameTests(WebSocketTestCase):
         the binary frames after it with it; a pong it does not take (the
         keep-alive's) is Autobahn's, with the rest of that read.
         """
-
-        outbound = self.events.outbound = RecordingPacer(
-            lambda payload: payload.startswith(b"lpq1")
-        )
-        protocol, _ = self.open()
-        seen = frames_autobahn_begins(protocol)
+        protocol, outbound, seen = open_with_lpq1_pacer(self)
         protocol.dataReceived(
             server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
         )
@@ -616,7 +623,6 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_pacer_pong_split_over_reads(self) -> None:
         """A pong cut between two reads is taken once it completes."""
-
         outbound = self.events.outbound = RecordingPacer(lambda payload: True)
         protocol, _ = self.open()
         stream = server_frame(0xA, b"lpq1 twelve!") + server_frame(0x2, b"after")
@@ -722,7 +728,6 @@ class OpenSessionWithoutFastPathTests(WithoutFastPath, OpenSessionTests):
         Without the fast path every pong reaches the session's scheduler
         through Autobahn's public C{onPong}; one it takes is not passed on.
         """
-
         autobahns: List[bytes] = []
         self.patch(
             WebSocketClientProtocol, "onPong", lambda protocol, payload: autobahns.append(payload)
@@ -750,12 +755,7 @@ class IncomingFramesWithoutFastPathTests(WithoutFastPath, IncomingFrameTests):
         Without the fast path Autobahn parses the pacer's pongs too; each
         pong is offered to the session's scheduler once.
         """
-
-        outbound = self.events.outbound = RecordingPacer(
-            lambda payload: payload.startswith(b"lpq1")
-        )
-        protocol, _ = self.open()
-        seen = frames_autobahn_begins(protocol)
+        protocol, outbound, seen = open_with_lpq1_pacer(self)
         protocol.dataReceived(
             server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
         )
