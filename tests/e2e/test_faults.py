@@ -541,13 +541,18 @@ class DestinationFaultTests(ProcessTestCase):
         second_port = yield self.listen(lambda: Counted(second_apps))
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(["ssh"])
         client_token = new_client_token()
-        first = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{first_port}"},
-            client_token=client_token,
-            settings=RETRY_SETTINGS,
-        )
+
+        def destination(app_port: int) -> LocalProxyService:
+            """A destination (the same client token) to the application on C{app_port}."""
+            return self.proxy(
+                Mode.DESTINATION,
+                destination_token,
+                {"ssh": f"127.0.0.1:{app_port}"},
+                client_token=client_token,
+                settings=RETRY_SETTINGS,
+            )
+
+        first = destination(first_port)
         yield first.connected
         source = self.proxy(
             Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=RETRY_SETTINGS
@@ -557,13 +562,7 @@ class DestinationFaultTests(ProcessTestCase):
         clients = yield self.open_clients(port, 3)
         self.assertEqual(len(first_apps), 3)
 
-        second = self.proxy(
-            Mode.DESTINATION,
-            destination_token,
-            {"ssh": f"127.0.0.1:{second_port}"},
-            client_token=client_token,
-            settings=RETRY_SETTINGS,
-        )
+        second = destination(second_port)
         yield second.connected
         for i, client in enumerate(clients):
             received = yield client.closed

@@ -99,6 +99,23 @@ class WebProxyE2ETestCase(E2ETestCase):
         return port
 
     @inlineCallbacks
+    def source_exit_code(self, web_proxy: str, retry_count: int) -> Any:
+        """
+        The exit code of a source of a new tunnel that reaches the service
+        only through ``web_proxy``, retrying the WebSocket ``retry_count`` times.
+        """
+        _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
+        source = self.local_proxy(
+            Mode.SOURCE,
+            source_token,
+            {},
+            web_proxy=web_proxy,
+            settings=with_settings(ws_connect_retry_count=retry_count),
+        )
+        code = yield source.when_finished
+        return code
+
+    @inlineCallbacks
     def assert_data_intact(self, source_port: int) -> Any:
         client = yield self.connect(source_port)
         client.transport.write(PAYLOAD)
@@ -197,15 +214,7 @@ class HTTPConnectE2ETests(WebProxyE2ETestCase):
         port = yield self.proxied_pair(f"http://tunneluser:s3cret@127.0.0.1:{daemon.port}")
         yield self.assert_data_intact(port)
         self.assertEqual(daemon.log().count(f"CONNECT {self.service_authority} HTTP/1.1"), 2)
-        _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
-        refused = self.local_proxy(
-            Mode.SOURCE,
-            source_token,
-            {},
-            web_proxy=f"http://127.0.0.1:{daemon.port}",
-            settings=with_settings(ws_connect_retry_count=0),
-        )
-        code = yield refused.when_finished
+        code = yield self.source_exit_code(f"http://127.0.0.1:{daemon.port}", retry_count=0)
         self.assertEqual(code, 1)
         self.assertTrue(
             any("The web proxy requires authentication: 407" in line for line in self.logged())
@@ -216,15 +225,9 @@ class HTTPConnectFailureE2ETests(WebProxyE2ETestCase):
     @inlineCallbacks
     def run_refused(self, proxy: ConnectProxyFactory, url_auth: str = "") -> Any:
         proxy_port = yield self.listen_proxy(proxy)
-        _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
-        local = self.local_proxy(
-            Mode.SOURCE,
-            source_token,
-            {},
-            web_proxy=f"http://{url_auth}127.0.0.1:{proxy_port}",
-            settings=with_settings(ws_connect_retry_count=1),
+        code = yield self.source_exit_code(
+            f"http://{url_auth}127.0.0.1:{proxy_port}", retry_count=1
         )
-        code = yield local.when_finished
         return code
 
     @inlineCallbacks
@@ -313,15 +316,9 @@ class SOCKS5E2ETests(WebProxyE2ETestCase):
         """Rejected SOCKS5 credentials: clear message, retries, exit 1."""
         proxy = SOCKS5ProxyFactory(reactor, credentials=("u", "right"))
         proxy_port = yield self.listen_proxy(proxy)
-        _, source_token, _ = self.tunnel_service.open_tunnel(["ssh"])
-        local = self.local_proxy(
-            Mode.SOURCE,
-            source_token,
-            {},
-            web_proxy=f"socks5://u:wrong@127.0.0.1:{proxy_port}",
-            settings=with_settings(ws_connect_retry_count=1),
+        code = yield self.source_exit_code(
+            f"socks5://u:wrong@127.0.0.1:{proxy_port}", retry_count=1
         )
-        code = yield local.when_finished
         self.assertEqual(code, 1)
         self.assertEqual(proxy.logins, ["u", "u"])
         self.assertIn(

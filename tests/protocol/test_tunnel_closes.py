@@ -15,7 +15,7 @@ Scripted at the L{Tunnel} level, without I/O.
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -23,10 +23,15 @@ from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mo
 from aws_localproxy.protocol.scheduler import OutboundScheduler
 from aws_localproxy.protocol.tunnel_session import RESETS_REMEMBERED
 from aws_localproxy.protocol.wire import Message
-from tests.fakes.local import FakeLocalConnection, FakeLocalSide
+from tests.fakes.local import FakeLocalConnection
 from tests.fakes.peer import FakePeer, ctl, data, service_ids
 from tests.fakes.tunnel import SSH, TWO, PeerTunnel, make_tunnel, shown_v3, started
-from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
+from tests.fakes.tunneling_service import (
+    MemoryTunnelingService,
+    join_destination,
+    join_source,
+    pump,
+)
 
 
 def paused_source(
@@ -468,32 +473,6 @@ class RestartedPeerConversationTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.service = MemoryTunnelingService()
 
-    def destination(self) -> tuple[PeerTunnel, FakeLocalSide]:
-        self.service.destination_out.clear()
-        local = FakeLocalSide()
-        destination = PeerTunnel(
-            Mode.DESTINATION,
-            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
-            local,
-            service_map={"ssh": "22"},
-        )
-        destination.session_started(SUBPROTOCOL_V3)
-        destination.data_received(service_ids("ssh"))
-        return destination, local
-
-    def source(self, start: Callable[[], int]) -> PeerTunnel:
-        self.service.source_out.clear()
-        source = PeerTunnel(
-            Mode.SOURCE,
-            MemoryPipe(self.service.source_out),  # type: ignore[arg-type]
-            FakeLocalSide(),
-            service_map={"ssh": "5555"},
-            stream_id_start=start,
-        )
-        source.session_started(SUBPROTOCOL_V3)
-        source.data_received(service_ids("ssh"))
-        return source
-
     def test_restarted_destination_closes_the_old_clients(self) -> None:
         """
         The destination restarts; the source's clients of the old stream
@@ -501,8 +480,8 @@ class RestartedPeerConversationTests(SynchronousTestCase):
         the source's next stream works.  Failed before: their bytes were
         dropped and the clients hung.
         """
-        source = self.source(lambda: 0)
-        destination, _ = self.destination()
+        source = join_source(self.service, lambda: 0)
+        destination, _ = join_destination(self.service)
         clients = [FakeLocalConnection() for _ in range(2)]
         ends = []
         for client in clients:  # the second once the destination showed it speaks V3
@@ -510,7 +489,7 @@ class RestartedPeerConversationTests(SynchronousTestCase):
             pump(source, destination, self.service)
         self.assertNotIn(None, ends)
         destination.session_ended()  # the old destination process is gone
-        destination, local = self.destination()
+        destination, local = join_destination(self.service)
         assert ends[0] is not None
         ends[0].data_received(b"anyone there?")
         pump(source, destination, self.service)
@@ -530,12 +509,12 @@ class RestartedPeerConversationTests(SynchronousTestCase):
         connection's next bytes reach it and are answered, so the destination
         closes the application connection.  Failed before: it stayed open.
         """
-        old = self.source(lambda: 0)
-        destination, local = self.destination()
+        old = join_source(self.service, lambda: 0)
+        destination, local = join_destination(self.service)
         old.local_connection_accepted("ssh", FakeLocalConnection())
         pump(old, destination, self.service)
         old.session_ended()  # SIGKILL: nothing sent
-        new = self.source(lambda: 5000)
+        new = join_source(self.service, lambda: 5000)
         app_end, app = local.connections[0]
         app_end.data_received(b"prompt> ")
         pump(new, destination, self.service)
@@ -547,15 +526,15 @@ class RestartedPeerConversationTests(SynchronousTestCase):
         stream: its stream-ID check drops it, the new stream goes on.  Here
         the old DATA reaches the new source after its StreamStart.
         """
-        destination, local = self.destination()
-        old = self.source(lambda: 0)
+        destination, local = join_destination(self.service)
+        old = join_source(self.service, lambda: 0)
         old.local_connection_accepted("ssh", FakeLocalConnection())
         pump(old, destination, self.service)
         local.connections[0][0].data_received(b"late")
         in_flight = list(self.service.destination_out)
         self.service.destination_out.clear()
         old.session_ended()
-        new = self.source(lambda: 5000)
+        new = join_source(self.service, lambda: 5000)
         client = FakeLocalConnection()
         new.local_connection_accepted("ssh", client)
         pump(new, destination, self.service)

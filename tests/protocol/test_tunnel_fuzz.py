@@ -539,6 +539,15 @@ class TunnelFuzzTests(TestCase):
         case.runTest()
 
 
+#: Steps after which ssh's one local connection has a token queued behind a
+#: full WebSocket transport (the scheduler is paused).
+SSH_TOKEN_QUEUED = (
+    ("local_accepts", dict(service="ssh")),
+    ("scheduler_pauses_or_resumes", dict(pause=True)),
+    ("local_reads", dict(index=0, count=1)),
+)
+
+
 class FoundExampleTests(SynchronousTestCase):
     """
     Examples the state machine found, replayed step by step through the
@@ -553,6 +562,25 @@ class FoundExampleTests(SynchronousTestCase):
             machine.closed_at_most_once()
         machine.teardown()
 
+    def replay_on_a_v3_source(self, max_active: int, *steps: tuple) -> None:
+        """
+        L{replay} on a new machine set up as a source whose subprotocol and
+        peer are both V3, with at most C{max_active} local connections.
+        """
+        self.replay(
+            TunnelMachine(),
+            (
+                "set_up",
+                dict(
+                    mode=Mode.SOURCE,
+                    subprotocol=SUBPROTOCOL_V3,
+                    version=PeerVersion.V3,
+                    max_active=max_active,
+                ),
+            ),
+            *steps,
+        )
+
     def test_source_reset_queued_before_a_later_stream_of_its_id(self) -> None:
         """
         Source, V3: while the WebSocket transport is full, the peer sends DATA
@@ -564,17 +592,8 @@ class FoundExampleTests(SynchronousTestCase):
         the connection's start, so it cannot be the connection's; the model
         took it for it and reported "DATA of L0 after its reset".
         """
-        self.replay(
-            TunnelMachine(),
-            (
-                "set_up",
-                dict(
-                    mode=Mode.SOURCE,
-                    subprotocol=SUBPROTOCOL_V3,
-                    version=PeerVersion.V3,
-                    max_active=128,
-                ),
-            ),
+        self.replay_on_a_v3_source(
+            128,
             ("scheduler_pauses_or_resumes", dict(pause=True)),
             # (type, service ID, stream: the current (none, so 1), connection: a new one, ...)
             ("peer_sends", dict(specs=[(Message.DATA, "web", 3, 3, 1, 1)], cuts=[])),
@@ -593,20 +612,9 @@ class FoundExampleTests(SynchronousTestCase):
         ("DATA of L0 after its reset"; the unit tests are
         tests.protocol.test_tunnel_session.CloseAllTests).
         """
-        self.replay(
-            TunnelMachine(),
-            (
-                "set_up",
-                dict(
-                    mode=Mode.SOURCE,
-                    subprotocol=SUBPROTOCOL_V3,
-                    version=PeerVersion.V3,
-                    max_active=1,
-                ),
-            ),
-            ("local_accepts", dict(service="ssh")),
-            ("scheduler_pauses_or_resumes", dict(pause=True)),
-            ("local_reads", dict(index=0, count=1)),
+        self.replay_on_a_v3_source(
+            1,
+            *SSH_TOKEN_QUEUED,
             # SERVICE_IDS with the right IDs, then DATA of ssh's current stream
             # for its live connection (resolved before the SERVICE_IDS is handled).
             (
@@ -632,20 +640,9 @@ class FoundExampleTests(SynchronousTestCase):
         after its reset"; the unit tests are in
         tests.protocol.test_tunnel_closes.UndeliverableDataTests).
         """
-        self.replay(
-            TunnelMachine(),
-            (
-                "set_up",
-                dict(
-                    mode=Mode.SOURCE,
-                    subprotocol=SUBPROTOCOL_V3,
-                    version=PeerVersion.V3,
-                    max_active=1,
-                ),
-            ),
-            ("local_accepts", dict(service="ssh")),
-            ("scheduler_pauses_or_resumes", dict(pause=True)),
-            ("local_reads", dict(index=0, count=1)),
+        self.replay_on_a_v3_source(
+            1,
+            *SSH_TOKEN_QUEUED,
             # DATA of the current stream for the live connection (shows V3).
             ("peer_sends", dict(specs=[(Message.DATA, "ssh", 3, 3, 1, 1)], cuts=[])),
             ("local_closes", dict(index=0)),

@@ -25,7 +25,13 @@ from aws_localproxy.protocol.wire import Message
 from tests.fakes.local import FakeLocalConnection, FakeLocalSide
 from tests.fakes.peer import FakePeer, ctl, data, service_ids
 from tests.fakes.tunnel import SSH, TWO, PeerTunnel
-from tests.fakes.tunneling_service import MemoryPipe, MemoryTunnelingService, pump
+from tests.fakes.tunneling_service import (
+    MemoryPipe,
+    MemoryTunnelingService,
+    join_destination,
+    join_source,
+    pump,
+)
 
 
 def real_source(service_map=SSH) -> tuple[Tunnel, FakePeer]:
@@ -117,35 +123,7 @@ class RestartTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.service = MemoryTunnelingService()
-        self.destination_local = FakeLocalSide()
-        self.destination = PeerTunnel(
-            Mode.DESTINATION,
-            MemoryPipe(self.service.destination_out),  # type: ignore[arg-type]
-            self.destination_local,
-            service_map={"ssh": "22"},
-        )
-        self.destination.session_started(SUBPROTOCOL_V3)
-        self.destination.data_received(service_ids("ssh"))
-
-    def source(
-        self,
-        start: Callable[[], int],
-        version: PeerVersion = PeerVersion.V3,
-        subprotocol: str = SUBPROTOCOL_V3,
-    ) -> PeerTunnel:
-        """A new source process joining the destination's session."""
-        self.service.source_out.clear()
-        source = PeerTunnel(
-            Mode.SOURCE,
-            MemoryPipe(self.service.source_out),  # type: ignore[arg-type]
-            FakeLocalSide(),
-            service_map={"ssh": "5555"},
-            peer_version=version,
-            stream_id_start=start,
-        )
-        source.session_started(subprotocol)
-        source.data_received(service_ids("ssh"))
-        return source
+        self.destination, self.destination_local = join_destination(self.service)
 
     def echo_through(self, source: PeerTunnel, text: bytes) -> FakeLocalConnection:
         """A client of C{source} sends C{text}; the application answers; returns the client."""
@@ -162,11 +140,11 @@ class RestartTests(SynchronousTestCase):
         return client
 
     def restart(self, first: Callable[[], int], second: Callable[[], int], **kwargs) -> None:
-        old = self.source(first, **kwargs)
+        old = join_source(self.service, first, **kwargs)
         self.echo_through(old, b"one")
         old_server = self.destination_local.connections[-1][1]
         old.session_ended()  # SIGTERM: nothing reaches the destination
-        new = self.source(second, **kwargs)
+        new = join_source(self.service, second, **kwargs)
         self.echo_through(new, b"two")
         self.assertEqual(old_server.data, b"one")
         self.assertTrue(old_server.closed)
@@ -205,14 +183,14 @@ class RestartTests(SynchronousTestCase):
         source process after its StreamStart; under a new stream ID they are
         stale and dropped instead of reaching the new client.
         """
-        old = self.source(lambda: 0)
+        old = join_source(self.service, lambda: 0)
         self.echo_through(old, b"one")
         old_server = self.destination_local.connections[-1][0]
         old.session_ended()
         old_server.data_received(b"late bytes for the old client")
         in_flight = list(self.service.destination_out)
         self.service.destination_out.clear()
-        new = self.source(lambda: 1000)
+        new = join_source(self.service, lambda: 1000)
         client = FakeLocalConnection()
         new.local_connection_accepted("ssh", client)
         for record in in_flight:
@@ -227,10 +205,10 @@ class RestartTests(SynchronousTestCase):
 
     def test_data_of_the_new_stream_before_the_old_closes(self) -> None:
         """The new client's bytes, in the same payload as its StreamStart, reach only the new connection."""
-        old = self.source(lambda: 0)
+        old = join_source(self.service, lambda: 0)
         self.echo_through(old, b"one")
         old.session_ended()
-        new = self.source(lambda: 0)
+        new = join_source(self.service, lambda: 0)
         client = FakeLocalConnection()
         connection = new.local_connection_accepted("ssh", client)
         assert connection is not None

@@ -439,47 +439,44 @@ class ConnectorRecoveryTests(SynchronousTestCase):
 class SessionWiringTests(SynchronousTestCase):
     """Each session's scheduler and WebSocket protocol hear when reading stops."""
 
-    def test_pause_reaches_the_pacer_and_the_keepalive(self) -> None:
-        clock = MemoryReactorClock()
-        endpoint = FakeEndpoint()
-        protocol = FakeProtocol()
-        endpoint.results = [protocol]
-        tunnel = Tunnel(
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.protocol = FakeProtocol()
+        self.endpoint.results = [self.protocol]
+        self.tunnel = Tunnel(
             Mode.SOURCE,
             None,  # type: ignore[arg-type]
             service_map={},
-            outbound=OutboundSettings(clock=clock),
+            outbound=OutboundSettings(clock=self.clock),
         )
-        connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(-1, 1.0, True))
+
+    def open_session(self, *, retry_count: int) -> TunnelConnector:
+        """A source's connector on L{protocol}, started, its session open."""
+        connector = scripted_connector(
+            self.clock, self.endpoint, self.tunnel, RetryPolicy(retry_count, 1.0, True)
+        )
         connector.start()
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        scheduler = tunnel.scheduler
+        connector.session_opened(self.protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+        return connector
+
+    def test_pause_reaches_the_pacer_and_the_keepalive(self) -> None:
+        self.open_session(retry_count=-1)
+        scheduler = self.tunnel.scheduler
         assert scheduler is not None and scheduler._pacer is not None
-        inbound = tunnel.inbound
+        inbound = self.tunnel.inbound
         inbound.blocked("a full local connection")
         self.assertTrue(scheduler._pacer.deaf)
         inbound.unblocked("a full local connection")
         self.assertFalse(scheduler._pacer.deaf)
-        self.assertEqual(protocol.reading_paused_calls, [True, False])
+        self.assertEqual(self.protocol.reading_paused_calls, [True, False])
 
     def test_session_end_cancels_the_stall_timer(self) -> None:
-        clock = MemoryReactorClock()
-        endpoint = FakeEndpoint()
-        protocol = FakeProtocol()
-        endpoint.results = [protocol]
-        tunnel = Tunnel(
-            Mode.SOURCE,
-            None,  # type: ignore[arg-type]
-            service_map={},
-            outbound=OutboundSettings(clock=clock),
-        )
-        connector = scripted_connector(clock, endpoint, tunnel, RetryPolicy(0, 1.0, True))
-        connector.start()
-        connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
-        scheduler = tunnel.scheduler
+        connector = self.open_session(retry_count=0)
+        scheduler = self.tunnel.scheduler
         assert scheduler is not None
         lane = scheduler.open_lane(DataFields("", 1, 1), Reader())
         lane.write(b"B" * (4 * 1024 * 1024))
-        self.assertEqual(len(clock.getDelayedCalls()), 1)  # the stall timer
-        connector.session_closed(protocol, closed())  # type: ignore[arg-type]
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the stall timer
+        connector.session_closed(self.protocol, closed())  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -10,7 +10,7 @@ every test points C{txaio.config.loop} at its own L{Clock}.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.error import ConnectionLost
@@ -49,6 +49,63 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBH", 0x80 | opcode, 126, len(payload))
     return header + payload
+
+
+class RecordingPacer(NoPacer):
+    """
+    A session's outbound that records every pong offered to its pacer and
+    takes those C{takes} says its pacer pinged for.
+    """
+
+    def __init__(self, takes: Callable[[bytes], bool]) -> None:
+        self.pongs: List[bytes] = []
+        self.takes = takes
+
+    def pong(self, payload: bytes) -> bool:
+        self.pongs.append(payload)
+        return self.takes(payload)
+
+
+def frames_autobahn_begins(protocol: TunnelClientProtocol) -> List[int]:
+    """
+    The opcodes of the frames Autobahn's parser begins on C{protocol} from now
+    on (those the fast path takes never reach it), in order.
+    """
+    seen: List[int] = []
+    original = protocol.onFrameBegin
+
+    def begin() -> None:
+        assert protocol.current_frame is not None
+        seen.append(protocol.current_frame.opcode)
+        original()
+
+    protocol.onFrameBegin = begin  # type: ignore[method-assign]
+    return seen
+
+
+def open_with_lpq1_pacer(
+    case: WebSocketTestCase,
+) -> Tuple[TunnelClientProtocol, RecordingPacer, List[int]]:
+    """
+    Open C{case}'s session with a pacer that takes the pongs starting
+    C{b"lpq1"}: the protocol, the pacer and the opcodes Autobahn's parser
+    begins (L{frames_autobahn_begins}).
+    """
+    outbound = case.events.outbound = RecordingPacer(lambda payload: payload.startswith(b"lpq1"))
+    protocol, _ = case.open()
+    return protocol, outbound, frames_autobahn_begins(protocol)
+
+
+#: A message in two fragments with two pongs between them: C{b"ours"} (the
+#: pacer's) and C{b"keepalive"} (Autobahn's).
+FRAGMENTS_AROUND_PONGS = (
+    struct.pack("!BB", 0x02, 3)
+    + b"fra"
+    + server_frame(0xA, b"ours")
+    + server_frame(0xA, b"keepalive")
+    + struct.pack("!BB", 0x80, 3)
+    + b"gme"
+)
 
 
 class UpgradeRequestTests(WebSocketTestCase):
@@ -273,27 +330,11 @@ class OpenSessionTests(WebSocketTestCase):
         A pong Autobahn parses (here between a message's fragments) goes to
         the session's scheduler too; one it takes is not Autobahn's.
         """
-
-        class Pacing(NoPacer):
-            def __init__(self) -> None:
-                self.pongs: List[bytes] = []
-
-            def pong(self, payload: bytes) -> bool:
-                self.pongs.append(payload)
-                return payload == b"ours"
-
-        outbound = self.events.outbound = Pacing()
+        outbound = self.events.outbound = RecordingPacer(lambda payload: payload == b"ours")
         protocol, _ = self.open()
         autobahns: List[bytes] = []
         protocol._onPong = autobahns.append  # type: ignore[method-assign]
-        protocol.dataReceived(
-            struct.pack("!BB", 0x02, 3)
-            + b"fra"
-            + server_frame(0xA, b"ours")
-            + server_frame(0xA, b"keepalive")
-            + struct.pack("!BB", 0x80, 3)
-            + b"gme"
-        )
+        protocol.dataReceived(FRAGMENTS_AROUND_PONGS)
         self.assertEqual(outbound.pongs, [b"ours", b"keepalive"])
         self.assertEqual(autobahns, [b"keepalive"])
         self.assertEqual(self.events.messages, [b"fragme"])
@@ -553,15 +594,7 @@ class IncomingFrameTests(WebSocketTestCase):
         the rest of that read, and the next read is taken again.
         """
         protocol, _ = self.open()
-        seen: List[int] = []
-        original = protocol.onFrameBegin
-
-        def begin() -> None:
-            assert protocol.current_frame is not None
-            seen.append(protocol.current_frame.opcode)
-            original()
-
-        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        seen = frames_autobahn_begins(protocol)
         protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x2, PAYLOAD[:1000]))
         self.assertEqual(seen, [])
         protocol.dataReceived(server_frame(0x9, b"p") + server_frame(0x2, b"c"))
@@ -576,26 +609,7 @@ class IncomingFrameTests(WebSocketTestCase):
         the binary frames after it with it; a pong it does not take (the
         keep-alive's) is Autobahn's, with the rest of that read.
         """
-
-        class Pacing(NoPacer):
-            def __init__(self) -> None:
-                self.pongs: List[bytes] = []
-
-            def pong(self, payload: bytes) -> bool:
-                self.pongs.append(payload)
-                return payload.startswith(b"lpq1")
-
-        outbound = self.events.outbound = Pacing()
-        protocol, _ = self.open()
-        seen: List[int] = []
-        original = protocol.onFrameBegin
-
-        def begin() -> None:
-            assert protocol.current_frame is not None
-            seen.append(protocol.current_frame.opcode)
-            original()
-
-        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol, outbound, seen = open_with_lpq1_pacer(self)
         protocol.dataReceived(
             server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
         )
@@ -609,16 +623,7 @@ class IncomingFrameTests(WebSocketTestCase):
 
     def test_pacer_pong_split_over_reads(self) -> None:
         """A pong cut between two reads is taken once it completes."""
-
-        class Pacing(NoPacer):
-            def __init__(self) -> None:
-                self.pongs: List[bytes] = []
-
-            def pong(self, payload: bytes) -> bool:
-                self.pongs.append(payload)
-                return True
-
-        outbound = self.events.outbound = Pacing()
+        outbound = self.events.outbound = RecordingPacer(lambda payload: True)
         protocol, _ = self.open()
         stream = server_frame(0xA, b"lpq1 twelve!") + server_frame(0x2, b"after")
         protocol.dataReceived(stream[:5])
@@ -670,23 +675,15 @@ class ReadingPausedTests(WebSocketTestCase):
         self.assertFalse(transport.disconnecting)
 
 
-class PacePongs(NoPacer):
-    """A session's outbound whose pacer sent pings with the payload C{b"pace"}."""
-
-    def __init__(self) -> None:
-        self.pongs: List[bytes] = []
-
-    def pong(self, payload: bytes) -> bool:
-        self.pongs.append(payload)
-        return payload == b"pace"
-
-
 class PacerEvents(RecordingEvents):
-    """Events that start each session with a L{PacePongs} outbound."""
+    """
+    Events that start each session with an outbound whose pacer sent pings
+    with the payload C{b"pace"}.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.pacer = self.outbound = PacePongs()
+        self.pacer = self.outbound = RecordingPacer(lambda payload: payload == b"pace")
 
 
 class PacerPongTests(WebSocketTestCase):
@@ -731,29 +728,13 @@ class OpenSessionWithoutFastPathTests(WithoutFastPath, OpenSessionTests):
         Without the fast path every pong reaches the session's scheduler
         through Autobahn's public C{onPong}; one it takes is not passed on.
         """
-
-        class Pacing(NoPacer):
-            def __init__(self) -> None:
-                self.pongs: List[bytes] = []
-
-            def pong(self, payload: bytes) -> bool:
-                self.pongs.append(payload)
-                return payload == b"ours"
-
         autobahns: List[bytes] = []
         self.patch(
             WebSocketClientProtocol, "onPong", lambda protocol, payload: autobahns.append(payload)
         )
-        outbound = self.events.outbound = Pacing()
+        outbound = self.events.outbound = RecordingPacer(lambda payload: payload == b"ours")
         protocol, _ = self.open()
-        protocol.dataReceived(
-            struct.pack("!BB", 0x02, 3)
-            + b"fra"
-            + server_frame(0xA, b"ours")
-            + server_frame(0xA, b"keepalive")
-            + struct.pack("!BB", 0x80, 3)
-            + b"gme"
-        )
+        protocol.dataReceived(FRAGMENTS_AROUND_PONGS)
         self.assertEqual(outbound.pongs, [b"ours", b"keepalive"])
         self.assertEqual(autobahns, [b"keepalive"])
         self.assertEqual(self.events.messages, [b"fragme"])
@@ -763,15 +744,7 @@ class IncomingFramesWithoutFastPathTests(WithoutFastPath, IncomingFrameTests):
     def test_binary_frames_skip_autobahns_parser(self) -> None:
         """Without the fast path Autobahn parses every frame."""
         protocol, _ = self.open()
-        seen: List[int] = []
-        original = protocol.onFrameBegin
-
-        def begin() -> None:
-            assert protocol.current_frame is not None
-            seen.append(protocol.current_frame.opcode)
-            original()
-
-        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        seen = frames_autobahn_begins(protocol)
         protocol.dataReceived(server_frame(0x2, b"a") + server_frame(0x9, b"p"))
         protocol.dataReceived(server_frame(0x2, b"b"))
         self.assertEqual(seen, [0x2, 0x9, 0x2])
@@ -782,26 +755,7 @@ class IncomingFramesWithoutFastPathTests(WithoutFastPath, IncomingFrameTests):
         Without the fast path Autobahn parses the pacer's pongs too; each
         pong is offered to the session's scheduler once.
         """
-
-        class Pacing(NoPacer):
-            def __init__(self) -> None:
-                self.pongs: List[bytes] = []
-
-            def pong(self, payload: bytes) -> bool:
-                self.pongs.append(payload)
-                return payload.startswith(b"lpq1")
-
-        outbound = self.events.outbound = Pacing()
-        protocol, _ = self.open()
-        seen: List[int] = []
-        original = protocol.onFrameBegin
-
-        def begin() -> None:
-            assert protocol.current_frame is not None
-            seen.append(protocol.current_frame.opcode)
-            original()
-
-        protocol.onFrameBegin = begin  # type: ignore[method-assign]
+        protocol, outbound, seen = open_with_lpq1_pacer(self)
         protocol.dataReceived(
             server_frame(0x2, b"a") + server_frame(0xA, b"lpq1 ours") + server_frame(0x2, b"b")
         )
