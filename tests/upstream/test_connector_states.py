@@ -20,7 +20,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.protocol.constants import SUBPROTOCOL_V3, Mode
+from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V3, Mode
 from aws_localproxy.protocol.errors import FatalTunnelError, RecoverableTunnelError
 from aws_localproxy.protocol.scheduler import OutboundSettings
 from aws_localproxy.protocol.tunnel import Tunnel
@@ -51,8 +51,11 @@ class QuietLocal:
 class Lifecycle(SynchronousTestCase):
     """Builds a connector and walks it into each state."""
 
-    def make(self, retry_count: int = -1, reconnect: bool = True) -> TunnelConnector:
+    def make(
+        self, retry_count: int = -1, reconnect: bool = True, at: float = 0.0
+    ) -> TunnelConnector:
         self.clock = MemoryReactorClock()
+        self.clock.advance(at)
         self.endpoint = FakeEndpoint()
         self.tunnel = Tunnel(
             Mode.SOURCE,
@@ -198,6 +201,15 @@ class _Local:
 
 
 class IdleTests(Lifecycle):
+    def test_built(self) -> None:
+        """
+        The metrics' figures of a proxy not connected yet: no WebSocket, no
+        session, its state since the connector was built.
+        """
+        self.make(at=7.5)
+        self.assertEqual((self.connector.sessions, self.connector.state_changed_at), (0, 7.5))
+        self.assertIsNone(self.connector.protocol)
+
     def test_start_connects(self) -> None:
         self.make()
         with logged() as lines:
@@ -238,6 +250,7 @@ class ConnectingTests(Lifecycle):
     def test_dialed(self) -> None:
         """Connected: the WebSocket handshake runs; nothing is decided yet."""
         attempt = self.connecting()
+        self.assertIsNone(self.connector.protocol)
         protocol = FakeProtocol()
         attempt.callback(protocol)
         self.assertIs(self.connector.protocol, protocol)
@@ -249,7 +262,8 @@ class ConnectingTests(Lifecycle):
         with logged() as lines:
             attempt.errback(ConnectionRefusedError("refused"))
         self.assertIn((LogLevel.error, "Could not connect to proxy server: refused"), lines)
-        self.assertTimers(1)
+        (retry,) = self.clock.getDelayedCalls()
+        self.assertEqual(retry.getTime(), RETRY_DELAY)
         self.clock.advance(RETRY_DELAY - 0.1)
         self.assertEqual(self.endpoint.attempts, 1)
         self.clock.advance(0.1)
@@ -294,7 +308,9 @@ class ConnectingTests(Lifecycle):
         did: exit 0).
         """
         self.connecting()
-        self.connector.fail(FatalTunnelError("Cannot serve metrics"))
+        with logged() as lines:
+            self.connector.fail(FatalTunnelError("Cannot serve metrics"))
+        self.assertEqual(lines, [(LogLevel.critical, "Cannot serve metrics")])
         self.assertEqual(self.codes, [1])
         self.assertEqual(self.cancelled, [True])
         self.assertTimers(0)
@@ -344,6 +360,28 @@ class HandshakingTests(Lifecycle):
         self.assertIn(
             (LogLevel.error, "Could not establish the WebSocket connection: timed out"), lines
         )
+
+    def test_which_refusals_are_final(self) -> None:
+        """
+        Every 5xx (the service is unwell) is retried, and so is a 101
+        without a subprotocol; any other status, 4xx or not, ends the proxy.
+        """
+        for status, final in [(101, False), (499, True), (500, False), (599, False), (600, True)]:
+            protocol = self.handshaking()
+            self.lose(protocol, was_open=False, http_status=status, http_status_line=f"{status} X")
+            self.clock.advance(RETRY_DELAY)
+            self.assertEqual(
+                (self.codes, self.endpoint.attempts), ([1], 1) if final else ([], 2), status
+            )
+
+    def test_v1_session_is_ready_at_once(self) -> None:
+        """
+        The subprotocol the service chose reaches the tunnel: a V1 service
+        sends no SERVICE_IDS, so a V1 session is ready as it opens.
+        """
+        protocol = self.handshaking()
+        self.connector.session_opened(protocol, SUBPROTOCOL_V1)  # type: ignore[arg-type]
+        self.assertEqual(self.ready, [self.tunnel])
 
     def test_handshake_failed_for_the_last_time(self) -> None:
         protocol = self.handshaking(retry_count=0)
@@ -473,6 +511,21 @@ class SessionUpTests(Lifecycle):
         self.lose(protocol)
         self.assertEqual((self.codes, self.endpoint.attempts), ([1], 1))
 
+    def test_fatal_report_is_logged_as_it_came(self) -> None:
+        """The WebSocket reports a fatal error: its words are the critical line, exit 1."""
+        protocol = self.session_up()
+        with logged() as lines:
+            self.connector.session_failed(
+                protocol,  # type: ignore[arg-type]
+                FatalTunnelError("Service id ssh is not in the configuration"),
+            )
+        self.assertEqual(
+            (lines, protocol.dropped),
+            ([(LogLevel.critical, "Service id ssh is not in the configuration")], [True]),
+        )
+        self.lose(protocol)
+        self.assertEqual(self.codes, [1])
+
     def test_fail(self) -> None:
         protocol = self.session_up()
         self.connector.fail(FatalTunnelError("cannot listen"))
@@ -483,14 +536,36 @@ class SessionUpTests(Lifecycle):
 
     def test_service_closed(self) -> None:
         protocol = self.session_up()
+        self.clock.advance(12.0)
+        outcome = closed(was_clean=True, code=1000, reason="expired", closed_by_service=True)
         with logged() as lines:
-            self.lose(protocol, was_clean=True, code=1000, reason="expired", closed_by_service=True)
+            protocol.state = FakeProtocol.STATE_CLOSED
+            self.connector.session_closed(protocol, outcome)  # type: ignore[arg-type]
         self.assertEqual(self.codes, [0])
         self.assertIn(
             (LogLevel.info, "Web socket close received. Code: 1000; Reason: expired"), lines
         )
         self.assertFalse(self.tunnel.session_up)
-        self.assertEqual(len(self.closes), 1)
+        self.assertEqual(self.closes, [outcome])
+        self.assertEqual(self.connector.state_changed_at, 12.0)
+
+    def test_closed_hook_failure(self) -> None:
+        """
+        An application's hook that raises as the session ends is logged; the
+        connector goes on with its rules (here: reconnect).
+        """
+        protocol = self.session_up()
+
+        def hook(outcome: CloseOutcome) -> None:
+            raise ValueError("the application's bug")
+
+        self.connector._on_closed = hook
+        with logged() as lines:
+            self.lose(protocol)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(lines[0][:1], (LogLevel.critical,))
+        self.assertEqual(lines[0][1].splitlines()[0], "The session-closed hook failed")
+        self.assertEqual((self.endpoint.attempts, self.codes), (2, []))
 
     def test_session_lost_reconnects_at_once(self) -> None:
         protocol = self.session_up()
@@ -543,6 +618,41 @@ class SessionUpTests(Lifecycle):
         self.assertTrue(local.closed)
         self.assertEqual(protocol.closed_with, [STOPPING])
 
+    def test_stop_without_resets_closes_at_once(self) -> None:
+        """
+        stop() without a flush time (the end of --stdio, after its own wait):
+        the close frame goes now, behind nothing; no connection is reset.
+        """
+        protocol = self.session_up()
+        local = _Local()
+        connection = self.tunnel.local_connection_accepted("ssh", local)
+        assert connection is not None and self.tunnel.scheduler is not None
+        self.tunnel.scheduler.pauseProducing()  # the WebSocket's buffer is full
+        connection.data_received(b"x")
+        self.connector.stop()
+        self.assertEqual((protocol.closed_with, protocol.dropped), ([STOPPING], []))
+        self.assertFalse(local.closed)
+        self.assertTimers(0)
+
+    def test_stop_while_the_service_closes(self) -> None:
+        """
+        The service's close frame came (the WebSocket is closing, its end not
+        yet reported): a stop, with or without flush time, drops the
+        connection at once instead of resetting into a closing WebSocket.
+        """
+        for flush in (0.0, 3.0):
+            protocol = self.session_up()
+            local = _Local()
+            self.tunnel.local_connection_accepted("ssh", local)
+            protocol.sent.clear()  # the connection's start
+            protocol.state = 2  # Autobahn's CLOSING
+            self.connector.stop(flush)
+            self.assertEqual((protocol.dropped, protocol.closed_with), ([True], []), flush)
+            self.assertEqual(protocol.sent, [], flush)
+            self.assertFalse(local.closed, flush)
+            self.lose(protocol, was_clean=True, code=1000, closed_by_service=True)
+            self.assertEqual(self.codes, [0], flush)
+
     def test_stop_from_the_closed_hook(self) -> None:
         """An application that stops the proxy as its session ends: no reconnect, exit 0."""
         protocol = self.session_up()
@@ -594,7 +704,9 @@ class BrokenTests(Lifecycle):
 
     def test_fail(self) -> None:
         protocol = self.broken()
-        self.connector.fail(FatalTunnelError("cannot listen"))
+        with logged() as lines:
+            self.connector.fail(FatalTunnelError("cannot listen"))
+        self.assertEqual(lines, [(LogLevel.critical, "cannot listen")])
         self.lose(protocol)
         self.assertEqual((self.codes, self.endpoint.attempts), ([1], 1))
 
@@ -613,7 +725,65 @@ class BrokenTests(Lifecycle):
 
 
 class SessionLostTests(Lifecycle):
-    """What arrives while a lost session is being decided on."""
+    """What arrives while a lost session is being decided on, or while it reconnects."""
+
+    def test_stop_during_the_reconnect_attempt(self) -> None:
+        """A stop racing the reconnect: the attempt is cancelled, exit 0, nothing more."""
+        protocol = self.session_up()
+        cancelled: List[bool] = []
+        self.endpoint.results = [Deferred(lambda _: cancelled.append(True))]
+        self.lose(protocol)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.connector.stop(3.0)
+        self.assertEqual((cancelled, self.codes), ([True], [0]))
+        self.clock.advance(10 * RETRY_DELAY)
+        self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_stop_during_the_reconnect_upgrade(self) -> None:
+        """The reconnect's upgrade is under way: it is dropped; its end is the exit, 0."""
+        protocol = self.session_up()
+        second = FakeProtocol()
+        self.endpoint.results = [second]
+        self.lose(protocol)
+        self.connector.stop(3.0)
+        self.assertEqual((second.dropped, second.closed_with, self.codes), ([True], [], []))
+        self.lose(second, was_open=False, transport_error="aborted")
+        self.assertEqual((self.codes, self.endpoint.attempts), ([0], 2))
+        self.assertEqual(len(self.closes), 1)
+
+    def test_stop_while_the_reconnect_waits_to_retry(self) -> None:
+        """The reconnect was refused; the stop comes before the retry: exit 0, no retry."""
+        protocol = self.session_up()
+        self.lose(protocol)  # the reconnect is refused (nothing scripted)
+        self.assertTimers(1)
+        self.connector.stop(3.0)
+        self.assertEqual(self.codes, [0])
+        self.assertTimers(0)
+        self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_every_outage_gets_every_retry(self) -> None:
+        """
+        websocket.connect_retry_count counts per outage: after each session
+        that opened, the next outage gets all of its retries again, whether
+        its attempts are refused or their upgrade fails.
+        """
+        self.make(retry_count=2)
+        self.connector.start()  # refused
+        self.clock.advance(RETRY_DELAY)  # the first retry: refused
+        for outage in range(4):
+            protocol = FakeProtocol()
+            self.endpoint.results = [protocol]
+            self.clock.advance(RETRY_DELAY)  # the last retry works
+            self.connector.session_opened(protocol, SUBPROTOCOL_V3)  # type: ignore[arg-type]
+            self.lose(protocol)  # the reconnect: refused
+            failing = FakeProtocol()
+            self.endpoint.results = [failing]
+            self.clock.advance(RETRY_DELAY)  # the first retry: its upgrade fails
+            self.lose(failing, was_open=False, http_status=503, http_status_line="503 X")
+            self.assertEqual(self.codes, [], outage)
+        self.assertEqual(self.endpoint.attempts, 2 + 4 * 3)
+        self.clock.advance(RETRY_DELAY)  # the last retry: refused
+        self.assertEqual((self.codes, self.endpoint.attempts), ([1], 2 + 4 * 3 + 1))
 
     def test_stop(self) -> None:
         protocol = self.session_up()
@@ -690,7 +860,13 @@ class FlushingTests(Lifecycle):
         with logged() as lines:
             self.clock.advance(3.0)
         self.assertEqual(protocol.closed_with, [STOPPING])
-        self.assertTrue([text for level, text in lines if level == LogLevel.warn])
+        self.assertEqual(
+            [text for level, text in lines if level >= LogLevel.warn],
+            [
+                "Stopping: the last resets and 1 bytes for the tunnel were not all sent "
+                "within 3.0 s; closing the web socket anyway"
+            ],
+        )
 
     def test_lost(self) -> None:
         protocol = self.flushing()
