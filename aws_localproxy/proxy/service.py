@@ -126,7 +126,6 @@ class LocalProxyService(MultiService):
         self._local: Optional[LocalSides] = None
         self.tunnel: Optional[Tunnel] = None
         self.inbound = InboundFlow(reactor.seconds)
-        self._subprotocol = ""
         self._on_secret = on_secret
         self._on_connected = on_connected
         self._on_closed = on_closed

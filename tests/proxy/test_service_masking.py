@@ -10,7 +10,7 @@ from typing import Any, List
 
 import autobahn.websocket
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.config.proxy_config import ProxyConfig
@@ -30,11 +30,7 @@ class SlowMaskingWarningTests(SynchronousTestCase):
         )
         proxy.startService()
         proxy.stopService()
-        return [
-            event["line"]
-            for event in events
-            if event["log_level"] is LogLevel.warn and "line" in event
-        ]
+        return [formatEvent(event) for event in events if event["log_level"] is LogLevel.warn]
 
     def test_python_masking_is_announced(self) -> None:
         """
