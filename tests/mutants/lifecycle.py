@@ -434,7 +434,77 @@ STATE_TABLE: Tuple[Mutant, ...] = (
 
 
 #: The CI sample: mutants of the issue's clusters that the new tests kill.
-MUTANTS: Tuple[Mutant, ...] = ()
+MUTANTS: Tuple[Mutant, ...] = (
+    Mutant(
+        name="connector-fatal-during-stop-exits-zero",
+        path=CONNECTOR,
+        find="    @_upon_each((handshaking, session_up, flushing, closing), (In.fail,), failing)",
+        replace="    @_upon_each((handshaking, session_up), (In.fail,), failing)\n"
+        "    @_upon_each((flushing, closing), (In.fail,), closing)",
+        tests=("tests.upstream.test_connector_states",),
+        why="a fatal error while the proxy stops (a port in use, a bad SERVICE_IDS) exits 0",
+    ),
+    Mutant(
+        name="connector-retries-not-reset-by-a-session",
+        path=CONNECTOR,
+        find="        self._failures = 0\n        self.sessions += 1",
+        replace="        self.sessions += 1",
+        tests=("tests.upstream.test_connector_states",),
+        why="after a session that worked, the next outage gets only the retries left over",
+    ),
+    Mutant(
+        name="connector-stop-leaves-the-reconnect-running",
+        path=CONNECTOR,
+        find="        pending.cancel()\n        core._finish(EXIT_OK)",
+        replace="        core._finish(EXIT_OK)",
+        tests=("tests.upstream.test_connector_states",),
+        why="a stop racing a reconnect: the proxy exits 0 but its attempt or retry goes on",
+    ),
+    Mutant(
+        name="connector-5xx-boundary",
+        path=CONNECTOR,
+        find="not 500 <= status <= 599",
+        replace="not 500 < status <= 599",
+        tests=("tests.upstream.test_connector_states",),
+        why="a 500 from the service ends the proxy instead of being retried",
+    ),
+    Mutant(
+        name="connector-flush-warning-counts-after-the-resets",
+        path=CONNECTOR,
+        find="                count=queued,",
+        replace="                count=scheduler.queued,",
+        tests=("tests.upstream.test_connector_states",),
+        why="the warning of an unfinished stop always says 0 bytes were left unsent",
+    ),
+    Mutant(
+        name="stdio-websocket-drop-exits-zero",
+        path=STDIO_EXIT,
+        find="    if end.session_lost:\n"
+        "        link.fail(\n"
+        '            FatalTunnelError("The tunnel\'s session ended while the --stdio connection was open")\n'
+        "        )\n"
+        "        return\n",
+        replace="",
+        tests=("tests.proxy.test_service_lifecycle",),
+        why="ssh -o ProxyCommand sees exit 0 when the WebSocket dropped mid-connection",
+    ),
+    Mutant(
+        name="service-stop-without-resets",
+        path=SERVICE,
+        find="waits.append(self._connector.stop(STOP_FLUSH_TIMEOUT))",
+        replace="waits.append(self._connector.stop())",
+        tests=("tests.proxy.test_service_lifecycle",),
+        why="a stopped proxy closes its WebSocket without resetting its connections",
+    ),
+    Mutant(
+        name="link-k-ignored-for-the-service",
+        path="aws_localproxy/upstream/link.py",
+        find="service_tls_options(config.endpoint_host, config.capath, config.verify_tls)",
+        replace="service_tls_options(config.endpoint_host, config.capath)",
+        tests=("tests.upstream.test_link",),
+        why="-k no longer turns off the service certificate's check",
+    ),
+)
 
 
 def main() -> int:
