@@ -917,6 +917,8 @@ class MetricsTests(SynchronousTestCase):
         transport = StringTransport()
         channel.makeConnection(transport)
         channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        # (Its idle timer runs on the global reactor: closing the connection cancels it.)
+        channel.connectionLost(Failure(ConnectionDone()))
         page = transport.value().decode()
         self.assertTrue(page.startswith("HTTP/1.1 200 OK\r\n"), page)
         self.assertIn('\nlocalproxy_session_up{mode="source"} 1.0\n', page)

@@ -76,7 +76,9 @@ class StdioExitTests(SynchronousTestCase):
         self.scheduler.pauseProducing()
         self.scheduler.control(b"never written")
         with capturedLogs() as events:
-            end_after_stdio(StdioEnd(session_lost=False), self.link.scheduler, self.link, self.clock)
+            end_after_stdio(
+                StdioEnd(session_lost=False), self.link.scheduler, self.link, self.clock
+            )
             self.clock.advance(STDIO_FLUSH_TIMEOUT - 0.001)
             self.assertEqual(self.link.stops, [])
             self.clock.advance(0.001)
@@ -111,7 +113,9 @@ class StdioExitTests(SynchronousTestCase):
 
     def test_refused_or_session_lost(self) -> None:
         """A refused connection, or one whose session went first, ends the proxy with an error."""
-        end_after_stdio(StdioEnd(session_lost=False, refused=True), self.link.scheduler, self.link, self.clock)
+        end_after_stdio(
+            StdioEnd(session_lost=False, refused=True), self.link.scheduler, self.link, self.clock
+        )
         end_after_stdio(StdioEnd(session_lost=True), self.link.scheduler, self.link, self.clock)
         self.assertEqual(
             [str(error) for error in self.link.failures],
