@@ -50,7 +50,9 @@ def describe_peer(transport: object) -> str:
         return "unknown"
     host = getattr(address, "host", None)
     if host is None:
-        return str(getattr(address, "name", address))
+        # Twisted keeps a Unix socket's path as bytes: log it as the path.
+        name = getattr(address, "name", address)
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return f"{host}:{address.port}"
 
 
