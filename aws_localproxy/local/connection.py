@@ -130,8 +130,8 @@ class LocalStreamProtocol(Protocol):
             self._backlog = 0
 
     def resumeProducing(self) -> None:
+        # The backlog is counted from zero again at the next pause.
         self._write_paused = False
-        self._backlog = 0
         self.inbound.unblocked(self)
 
     def stopProducing(self) -> None:
