@@ -71,6 +71,11 @@ class DescribePeerTests(SynchronousTestCase):
         transport = StringTransport(peerAddress=UNIXAddress("/run/app.sock"))
         self.assertEqual(describe_peer(transport), "/run/app.sock")
 
+    def test_unix_path_not_utf8(self) -> None:
+        """A path that is not UTF-8 is still named, its odd bytes replaced."""
+        transport = StringTransport(peerAddress=UNIXAddress(b"/run/\xff.sock"))
+        self.assertEqual(describe_peer(transport), "/run/\ufffd.sock")
+
     def test_neither(self) -> None:
         self.assertEqual(describe_peer(_NoAddress()), "a pipe")
 
@@ -243,6 +248,6 @@ class RealSocketTests(TestCase):
                     return True
                 received.extend(data)
 
-        await wait_until(drain, timeout=20, step=0.01)
+        await wait_until(drain, timeout=10, step=0.01)
         assert_same_bytes(self, bytes(received), b"".join(chunks))
         self.assertFalse(flow.websocket_paused)
