@@ -9,7 +9,9 @@ it accepts (what the tunnel is offered, what it logs, what a held one keeps).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import signal
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -127,6 +129,25 @@ class _Refusal(Exception):
 
 class _Silent(Exception):
     pass
+
+
+@contextmanager
+def bounded(seconds: float = 5.0) -> Iterator[None]:
+    """
+    Fail what runs inside after C{seconds}: a call that loops for ever
+    without calling out (offering no connection) fails instead of hanging.
+    """
+
+    def expired(signum: int, frame: Any) -> None:
+        raise AssertionError(f"still running after {seconds:g} s: an endless loop")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Tunnel:
@@ -479,7 +500,7 @@ class AcceptTests(Harness):
         side = self.side()
         side.services_ready({"ssh": "unix:/tmp/x.sock"})
         self.client()
-        with logs() as captured:
+        with logs() as captured, bounded():
             side.offer_waiting()
         self.assertEqual(
             texts(captured, LogLevel.info),
@@ -506,6 +527,11 @@ class HoldTests(Harness):
         self.side_ = self.side()
         self.side_.services_ready({"ssh": "5555"})
 
+    def offer_waiting(self) -> None:
+        """The tunnel says connections may start (bounded: a pass that never ends fails)."""
+        with bounded():
+            self.side_.offer_waiting()
+
     def test_bytes_delivered_while_held_go_first(self) -> None:
         """A transport that delivers although paused: those bytes reach the tunnel first."""
         connection = RecordingTunnelConnection()
@@ -514,7 +540,7 @@ class HoldTests(Harness):
         early = [unique_payload(50, seed=1), unique_payload(50, seed=2)]
         for data in early:
             protocol.dataReceived(data)
-        self.side_.offer_waiting()
+        self.offer_waiting()
         later = unique_payload(50, seed=3)
         protocol.dataReceived(later)
         self.assertEqual(connection.data, early + [later])
@@ -523,7 +549,7 @@ class HoldTests(Harness):
         """Refused after the bound: with the reason the tunnel gave last."""
         self.tunnel.answers = [Wait("first reason"), Wait("second reason")]
         self.client()
-        self.side_.offer_waiting()
+        self.offer_waiting()
         self.reactor.advance(self.side_.hold_timeout)
         ((service_id, reason),) = self.tunnel.given_up
         self.assertTrue(reason.startswith("second reason, still after 32.5 s"), reason)
@@ -532,8 +558,8 @@ class HoldTests(Harness):
         """A connection that keeps waiting is asked about once per offer, not in a loop."""
         self.tunnel.answers = [Wait("not yet")]
         self.client()
-        self.side_.offer_waiting()
-        self.side_.offer_waiting()
+        self.offer_waiting()
+        self.offer_waiting()
         self.assertEqual(len(self.tunnel.offered), 3)
 
     def test_started_once_when_the_start_says_more_may_start(self) -> None:
@@ -548,7 +574,7 @@ class HoldTests(Harness):
         del self.tunnel.offered[:]
         self.tunnel.answers = [RecordingTunnelConnection(), RecordingTunnelConnection()]
         self.tunnel.on_accept = self.side_.offer_waiting
-        self.side_.offer_waiting()
+        self.offer_waiting()
         self.assertEqual(self.tunnel.offered, [("ssh", first), ("ssh", second)])
         self.assertEqual(self.side_.waiting, 0)
 
