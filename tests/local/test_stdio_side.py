@@ -144,7 +144,9 @@ class StdioTests(SynchronousTestCase):
     def lost(self, transport: StringTransport) -> None:
         """Standard input and output are closed (the transport tells its protocol)."""
         (protocol,) = [
-            p for t, p in zip(self.stdio.transports, self.stdio.protocols) if t is transport
+            p
+            for t, p in zip(self.stdio.transports, self.stdio.protocols, strict=True)
+            if t is transport
         ]
         protocol.connectionLost(Failure(ConnectionDone()))
 
