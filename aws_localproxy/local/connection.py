@@ -50,7 +50,9 @@ def describe_peer(transport: object) -> str:
         return "unknown"
     host = getattr(address, "host", None)
     if host is None:
-        return str(getattr(address, "name", address))
+        # Twisted keeps a Unix socket's path as bytes: log it as the path.
+        name = getattr(address, "name", address)
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return f"{host}:{address.port}"
 
 
@@ -128,8 +130,8 @@ class LocalStreamProtocol(Protocol):
             self._backlog = 0
 
     def resumeProducing(self) -> None:
+        # The backlog is counted from zero again at the next pause.
         self._write_paused = False
-        self._backlog = 0
         self.inbound.unblocked(self)
 
     def stopProducing(self) -> None:

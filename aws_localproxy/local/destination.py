@@ -79,7 +79,12 @@ class _PendingConnection(ForwardsReading):
         d = Deferred.fromCoroutine(self._connect_with_retries())
         self._attempt = d
         d.addErrback(_ignore_cancelled)
-        d.addBoth(lambda _: self._side.connecting.discard(self))
+        d.addBoth(self._done)
+
+    def _done(self, result: object) -> object:
+        """No longer connecting; an error other than a cancel goes on, to be logged."""
+        self._side.connecting.discard(self)
+        return result
 
     async def _connect_with_retries(self) -> None:
         side = self._side

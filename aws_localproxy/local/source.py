@@ -377,6 +377,10 @@ class SourceSide:
                     _ServiceFactory(self, service_id)
                 )
                 return listening
+            except CancelledError:
+                # The proxy stopped while an endpoint was still binding: no
+                # error of the listen's own to log.
+                raise
             except Exception as error:
                 attempts += 1
                 reason = getattr(error, "message", None) or str(error) or type(error).__name__

@@ -9,7 +9,7 @@ import errno
 import os
 import stat
 
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from aws_localproxy.config import client_token
@@ -58,6 +58,9 @@ class FileTests(SynchronousTestCase):
     def test_created_once_then_read(self) -> None:
         with capturedLogs() as events:
             token = load_or_create_client_token(self.path)
+        self.assertEqual(
+            [formatEvent(e) for e in events], [f"Stored a new client token in {self.path}"]
+        )
         self.assertTrue(is_valid_client_token(token))
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
         with open(self.path) as f:
@@ -91,14 +94,71 @@ class FileTests(SynchronousTestCase):
     def test_unreadable_file(self) -> None:
         os.makedirs(self.path)  # a directory cannot be read as a file
         e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, self.path)
-        self.assertTrue(
-            str(e).startswith(f"Cannot read the client token file {self.path}: "), str(e)
+        self.assertEqual(
+            str(e), f"Cannot read the client token file {self.path}: {os.strerror(errno.EISDIR)}"
         )
 
     def test_cannot_create(self) -> None:
         path = os.path.join(self.directory, "missing", "client-token")
         e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, path)
-        self.assertTrue(str(e).startswith(f"Cannot create the client token file {path}: "), str(e))
+        self.assertEqual(
+            str(e), f"Cannot create the client token file {path}: {os.strerror(errno.ENOENT)}"
+        )
+
+    def test_only_the_first_4_kib_read(self) -> None:
+        """A token file is read 4 KiB at most: what follows (here: garbage) is never looked at."""
+        token = "k" * 40
+        with open(self.path, "w") as f:
+            f.write(token + " " * (4096 - len(token)) + "not part of the token")
+        self.assertEqual(read_client_token(self.path), token)
+
+    def test_relative_path_in_the_working_directory(self) -> None:
+        """C{--client-token-file client-token}: created in the working directory, then read."""
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.directory)
+        token = load_or_create_client_token("client-token")
+        self.assertEqual(read_client_token(os.path.abspath("client-token")), token)
+        self.assertEqual(os.listdir("."), ["client-token"])
+
+    def test_temporary_file_beside_the_token_file(self) -> None:
+        """
+        The new file is written beside its final name (not in the working
+        directory), so the link that puts it there never crosses file systems.
+        """
+        linked = []
+        real_link = os.link
+
+        def recording_link(source: str, target: str) -> None:
+            linked.append(os.path.dirname(source))
+            real_link(source, target)
+
+        self.patch(os, "link", recording_link)
+        load_or_create_client_token(self.path)
+        self.assertEqual(linked, [self.directory])
+
+    def test_existing_file_in_a_directory_not_writable(self) -> None:
+        """An existing token is only read: nothing is created, so a read-only directory is fine."""
+        token = "r" * 40
+        with open(self.path, "w") as f:
+            f.write(token)
+        os.chmod(self.path, 0o600)
+
+        def no_creation(*args: object) -> int:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        self.patch(client_token.os, "open", no_creation)
+        self.assertEqual(load_or_create_client_token(self.path), token)
+
+    def test_vanished_while_created(self) -> None:
+        """Another process's file was there at the link and gone at the read: said so."""
+
+        def exists_then_gone(source: str, target: str) -> None:
+            raise FileExistsError(errno.EEXIST, "File exists")
+
+        self.patch(os, "link", exists_then_gone)
+        e = self.assertRaises(ClientTokenFileError, load_or_create_client_token, self.path)
+        self.assertEqual(str(e), f"The client token file {self.path} vanished while it was created")
+        self.assertEqual(os.listdir(self.directory), [])
 
     def test_readable_by_others_warns(self) -> None:
         with open(self.path, "w") as f:
