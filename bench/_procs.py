@@ -227,14 +227,42 @@ def _wait_for_json(path: str, process: Process, timeout: float = TIMEOUT) -> Dic
 
 
 class Implementation:
-    """How to start a local proxy of one implementation: this project's, or the reference."""
+    """
+    How to start a local proxy of one implementation: this project's from a
+    checkout (``python -m aws_localproxy``), a binary that takes the same
+    options (the reference, or this project built as one executable).
 
-    def __init__(self, name: str, binary: Optional[str] = None) -> None:
+    @param checkout: the source tree a Python implementation runs from
+        (default: this checkout), first on its C{PYTHONPATH}.
+    """
+
+    def __init__(self, name: str, binary: Optional[str] = None, checkout: Optional[str] = None) -> None:
         self.name = name
         self.binary = binary  # None: this project's ``python -m aws_localproxy``
+        self.checkout = checkout
 
     def __repr__(self) -> str:
         return f"<Implementation {self.name}>"
+
+    def command(self, service: TunnelServiceProcess, mode_args: Sequence[str], verbosity: int = 4) -> List[str]:
+        common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
+        if self.binary is None:
+            return [sys.executable, "-m", "aws_localproxy", *common]
+        return [self.binary, *common]
+
+    def environment(self, extra: Mapping[str, str]) -> Dict[str, str]:
+        """The child's whole environment: C{extra} added, the checkout first on C{PYTHONPATH}."""
+        env = child_env(extra)
+        if self.checkout is not None:
+            env["PYTHONPATH"] = self.checkout + os.pathsep + env["PYTHONPATH"]
+        return env
+
+    def workdir(self) -> Optional[str]:
+        """
+        A binary reads ./config in its working directory: it gets an empty
+        one.  The Python implementation runs where the bench runs.
+        """
+        return None if self.binary is None else tempfile.mkdtemp(prefix="localproxy-bin-")
 
     def start(
         self,
@@ -244,13 +272,10 @@ class Implementation:
         mode_args: Sequence[str],
         verbosity: int = 4,
     ) -> Process:
-        common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": token}
-        if self.binary is None:
-            return Process(label, [sys.executable, "-m", "aws_localproxy", *common], env=env)
-        # The reference reads ./config in its working directory: give it an empty one.
-        cwd = tempfile.mkdtemp(prefix="localproxy-ref-")
-        return Process(label, [self.binary, *common], env=env, cwd=cwd)
+        if self.checkout is not None:
+            env["PYTHONPATH"] = self.environment({})["PYTHONPATH"]
+        return Process(label, self.command(service, mode_args, verbosity), env=env, cwd=self.workdir())
 
 
 def source_args(ports: Mapping[str, int]) -> List[str]:
