@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -234,12 +235,23 @@ class Implementation:
 
     @param checkout: the source tree a Python implementation runs from
         (default: this checkout), first on its C{PYTHONPATH}.
+    @param python: the interpreter of a Python implementation (default:
+        the bench's own), e.g. that of a virtualenv where only the project
+        was installed with pip, whose packages it then uses.
     """
 
-    def __init__(self, name: str, binary: Optional[str] = None, checkout: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        binary: Optional[str] = None,
+        checkout: Optional[str] = None,
+        python: Optional[str] = None,
+    ) -> None:
         self.name = name
         self.binary = binary  # None: this project's ``python -m aws_localproxy``
         self.checkout = checkout
+        self.python = python or sys.executable
+        self._workdir: Optional[str] = None
 
     def __repr__(self) -> str:
         return f"<Implementation {self.name}>"
@@ -247,7 +259,7 @@ class Implementation:
     def command(self, service: TunnelServiceProcess, mode_args: Sequence[str], verbosity: int = 4) -> List[str]:
         common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
         if self.binary is None:
-            return [sys.executable, "-m", "aws_localproxy", *common]
+            return [self.python, "-m", "aws_localproxy", *common]
         return [self.binary, *common]
 
     def environment(self, extra: Mapping[str, str]) -> Dict[str, str]:
@@ -257,12 +269,20 @@ class Implementation:
             env["PYTHONPATH"] = self.checkout + os.pathsep + env["PYTHONPATH"]
         return env
 
-    def workdir(self) -> Optional[str]:
+    def workdir(self) -> str:
         """
-        A binary reads ./config in its working directory: it gets an empty
-        one.  The Python implementation runs where the bench runs.
+        An empty working directory of its own: a binary reads ./config there,
+        and ``python -m``/``-c`` put it first on C{sys.path}, where a
+        checkout would shadow the one on C{PYTHONPATH}.
         """
-        return None if self.binary is None else tempfile.mkdtemp(prefix="localproxy-bin-")
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix=f"localproxy-{self.name}-")
+        return self._workdir
+
+    def remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def start(
         self,

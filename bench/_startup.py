@@ -12,7 +12,10 @@ moment before it is spawned:
    64 bytes, until the 64 bytes come back through the tunnel.
 
 One connection for both, so the probe is the user's first connection and no
-extra connection is opened and dropped during start-up.  With ``--stdio``
+extra connection is opened and dropped during start-up.  At each of those
+moments the source's CPU time so far is read too (every thread's, in
+nanoseconds, from ``/proc/PID/task/*/schedstat``): on a shared machine the
+wall-clock figures move with the load, the CPU a start-up costs far less.  With ``--stdio``
 there is no port: the same header and 64 bytes go to the source's standard
 input at once and the time is until they come back on its standard output
 (what ``ssh -o ProxyCommand='localproxy --stdio ...'`` waits for).
@@ -45,10 +48,40 @@ _REQUEST = HEADER.pack(b"E", 0) + ECHO_PAYLOAD
 
 @dataclass
 class StartupTimes:
-    """Seconds from spawning the source; C{listening} is C{None} for a stdio source."""
+    """
+    Seconds from spawning the source, and the CPU seconds it had used by
+    then; C{listening} is C{None} for a stdio source.
+    """
 
     listening: Optional[float]
     echoed: float
+    cpu_listening: Optional[float] = None
+    cpu_echoed: Optional[float] = None
+
+
+def cpu_so_far(pid: int) -> float:
+    """
+    The CPU seconds of every live thread of C{pid} and of its live
+    descendants (a one-file executable runs the program in a child of its
+    unpacking process); what has ended is not counted.
+    """
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            tids = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue  # ended
+        for tid in tids:
+            try:
+                with open(f"/proc/{current}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError, IndexError):
+                pass  # the thread ended while being read
+    return total / 1e9
 
 
 def first_connection(port: int, source: Process) -> Tuple[socket.socket, float]:
@@ -80,11 +113,11 @@ def echo_once(conn: socket.socket) -> None:
 
 
 def start_destination(
-    service: TunnelServiceProcess, tcp_port: int, label: str = "startup"
+    impl: Implementation, service: TunnelServiceProcess, tcp_port: int, label: str = "startup"
 ) -> Tuple[Dict[str, str], Process]:
-    """A fresh tunnel with one service ID (``bulk``) and this checkout's destination, connected."""
+    """A fresh tunnel with one service ID (``bulk``) and a destination of C{impl}, connected."""
     opened = service.open_tunnel(["bulk"])
-    destination = Implementation("py").start(
+    destination = impl.start(
         f"{label}/destination", service, opened["destinationAccessToken"],
         destination_args({"bulk": tcp_port}),
     )
@@ -106,12 +139,14 @@ def measure_listening(
     source = impl.start(f"{label}/source", service, token, [*source_args({"bulk": port}), *extra_args])
     try:
         conn, listening = first_connection(port, source)
+        cpu_listening = cpu_so_far(source.pid)
         with conn:
             echo_once(conn)
             echoed = time.perf_counter()
+            cpu_echoed = cpu_so_far(source.pid)
     finally:
         source.stop()
-    return StartupTimes(listening - source.started, echoed - source.started)
+    return StartupTimes(listening - source.started, echoed - source.started, cpu_listening, cpu_echoed)
 
 
 def measure_stdio(impl: Implementation, service: TunnelServiceProcess, token: str) -> StartupTimes:
@@ -137,6 +172,7 @@ def measure_stdio(impl: Implementation, service: TunnelServiceProcess, token: st
                 raise RuntimeError(f"the --stdio source ended before its echo (exit code {proc.poll()})")
             received += chunk
         echoed = time.perf_counter()
+        cpu_echoed = cpu_so_far(proc.pid)
     finally:
         proc.stdin.close()
         try:
@@ -147,17 +183,20 @@ def measure_stdio(impl: Implementation, service: TunnelServiceProcess, token: st
         proc.stdout.close()
     if received != ECHO_PAYLOAD:
         raise RuntimeError("the --stdio source's echo came back different")
-    return StartupTimes(None, echoed - started)
+    return StartupTimes(None, echoed - started, None, cpu_echoed)
 
 
-def spawn_to_exit(args: Sequence[str], env: Dict[str, str]) -> float:
-    """Seconds from spawning C{args} to its exit (it must exit 0)."""
+def spawn_to_exit(args: Sequence[str], env: Dict[str, str], cwd: str) -> Tuple[float, float]:
+    """Seconds from spawning C{args} in C{cwd} to its exit (it must exit 0), and the CPU seconds it used."""
     started = time.perf_counter()
-    code = subprocess.run(list(args), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=TIMEOUT).returncode
-    if code != 0:
-        raise RuntimeError(f"{' '.join(args)} exited with {code}")
-    return time.perf_counter() - started
+    proc = subprocess.Popen(list(args), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited with {proc.returncode}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def median_and_spread(values: List[float]) -> str:

@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,11 +72,26 @@ from _startup import (  # noqa: E402
     start_destination,
 )
 
-#: What any run of this project imports whatever it does, beyond the interpreter.
+#: What every run of this project imports, whatever it does: Twisted's reactor,
+#: pyOpenSSL with Twisted's TLS and endpoints, Autobahn's WebSocket, the protobuf
+#: runtime.  Nothing of this project's own.
 FLOOR_IMPORTS = (
-    "from twisted.internet import reactor; import twisted.internet.ssl, twisted.internet.endpoints, "
-    "twisted.protocols.tls, autobahn.twisted.websocket, google.protobuf.message"
+    "from twisted.internet import reactor\n"
+    "import twisted.internet.ssl, twisted.internet.endpoints, twisted.protocols.tls, autobahn.twisted.websocket\n"
+    "from google.protobuf import descriptor_pool, symbol_database\n"
+    "from google.protobuf.internal import builder\n"
 )
+#: The same, trimmed as the console script trims it (aws_localproxy/adapters/startup.py,
+#: written out here so that every checkout compared runs the same code): http.cookiejar
+#: lazy, Autobahn without its own NVX classes.
+TRIMMED_FLOOR_IMPORTS = (
+    "import http, importlib.util, os, sys\n"
+    "spec = importlib.util.find_spec('http.cookiejar')\n"
+    "spec.loader = importlib.util.LazyLoader(spec.loader)\n"
+    "sys.modules[spec.name] = http.cookiejar = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(http.cookiejar)\n"
+    "os.environ.setdefault('AUTOBAHN_USE_NVX', '0')\n"
+) + FLOOR_IMPORTS
 
 
 def say(text: str) -> None:
@@ -86,14 +102,16 @@ class StartupBench:
     def __init__(self, args: argparse.Namespace, workdir: str) -> None:
         self.args = args
         self.workdir = workdir
-        self.impls: Dict[str, Implementation] = {"py": Implementation("py")}
+        self.impls: Dict[str, Implementation] = {"py": Implementation("py", python=args.python)}
         for spec in args.compare:
             label, _, checkout = spec.partition("=")
-            self.impls[label] = Implementation(label, checkout=os.path.abspath(checkout))
+            self.impls[label] = Implementation(label, checkout=os.path.abspath(checkout), python=args.python)
         if args.executable:
             self.impls["exe"] = Implementation("exe", args.executable)
         if args.reference:
             self.impls["ref"] = Implementation("ref", args.reference)
+        #: The destination of every run: this checkout, with the bench's interpreter.
+        self.destination = Implementation("destination")
         #: figure -> label -> seconds, one per run
         self.values: Dict[str, Dict[str, List[float]]] = {}
         self.notes: List[str] = []
@@ -102,6 +120,13 @@ class StartupBench:
         self.values.setdefault(figure, {}).setdefault(label, []).append(seconds)
 
     def start(self) -> None:
+        # As pip leaves an install: every module compiled.  (Without this, a
+        # checkout whose bytecode was never written, or an environment with
+        # PYTHONDONTWRITEBYTECODE, compiles each module at every start.)
+        for impl in self.impls.values():
+            if impl.binary is None:
+                tree = os.path.join(impl.checkout or ROOT, "aws_localproxy")
+                subprocess.run([impl.python, "-m", "compileall", "-q", tree], check=True)
         self.tcp = Process("tcpservice", [sys.executable, os.path.join(BENCH_DIR, "_tcpservice.py")])
         self.tcp_port = int(self.tcp.wait_for_line("PORT").split()[1])
         self.service = TunnelServiceProcess("localtunnel", self.workdir)
@@ -109,11 +134,13 @@ class StartupBench:
     def stop(self) -> None:
         self.service.stop()
         self.tcp.stop()
+        for impl in [*self.impls.values(), self.destination]:
+            impl.remove_workdir()
 
     # -- one measurement ----------------------------------------------------------------------
 
     def listening(self, label: str, record: bool = True) -> None:
-        opened, destination = start_destination(self.service, self.tcp_port, label)
+        opened, destination = start_destination(self.destination, self.service, self.tcp_port, label)
         try:
             times = measure_listening(self.impls[label], self.service, opened["sourceAccessToken"], label)
         finally:
@@ -123,9 +150,12 @@ class StartupBench:
             assert times.listening is not None
             self.add("spawn -> listening", label, times.listening)
             self.add("spawn -> first echo", label, times.echoed)
+            if times.cpu_listening is not None and times.cpu_echoed is not None:
+                self.add("CPU to listening", label, times.cpu_listening)
+                self.add("CPU to first echo", label, times.cpu_echoed)
 
     def stdio(self, label: str, record: bool = True) -> None:
-        opened, destination = start_destination(self.service, self.tcp_port, label)
+        opened, destination = start_destination(self.destination, self.service, self.tcp_port, label)
         try:
             times: StartupTimes = measure_stdio(self.impls[label], self.service, opened["sourceAccessToken"])
         finally:
@@ -133,18 +163,22 @@ class StartupBench:
             self.service.close_tunnel(opened["tunnelId"])
         if record:
             self.add("--stdio: spawn -> first echo", label, times.echoed)
+            if times.cpu_echoed is not None:
+                self.add("--stdio: CPU to first echo", label, times.cpu_echoed)
 
     def floors(self, label: str, record: bool = True) -> None:
         impl = self.impls[label]
         env = impl.environment({})
         for figure, code in (
-            ("floor: python -c pass", "pass"),
-            ("floor: reactor, TLS, WebSocket imports", FLOOR_IMPORTS),
+            ("python -c pass", "pass"),
+            ("floor: reactor, TLS, WebSocket, protobuf imports", FLOOR_IMPORTS),
+            ("floor, trimmed as the console script trims it", TRIMMED_FLOOR_IMPORTS),
             ("import aws_localproxy.cli.localproxy", "import aws_localproxy.cli.localproxy"),
         ):
-            seconds = spawn_to_exit([sys.executable, "-c", code], env)
+            seconds, cpu = spawn_to_exit([impl.python, "-c", code], env, impl.workdir())
             if record:
-                self.add(figure, label, seconds)
+                self.add(f"spawn -> exit: {figure}", label, seconds)
+                self.add(f"CPU: {figure}", label, cpu)
 
     def steps(self) -> List[Tuple[str, Callable[[str, bool], None]]]:
         """(label, measurement) for every pair measured in one run."""
@@ -204,7 +238,7 @@ class StartupBench:
 
     def trace(self) -> None:
         """One ``-v 6`` source under ``-X importtime``: when each log line came, the costliest imports."""
-        opened, destination = start_destination(self.service, self.tcp_port, "trace")
+        opened, destination = start_destination(self.destination, self.service, self.tcp_port, "trace")
         port = free_port()
         impl = self.impls["py"]
         args = impl.command(self.service, [*source_args({"bulk": port})], verbosity=6)
@@ -213,7 +247,7 @@ class StartupBench:
         wall = time.time()
         try:
             source = Process("trace/source", args, env={"AWSIOT_TUNNEL_ACCESS_TOKEN": opened["sourceAccessToken"]},
-                             keep_lines=5000)
+                             cwd=impl.workdir(), keep_lines=5000)
             started = source.started
             conn, listening = first_connection(port, source)
             with conn:
@@ -250,6 +284,9 @@ class StartupBench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="measured runs (default 15)")
+    parser.add_argument("--python", metavar="PATH",
+                        help="the interpreter of the Python rows (default: this one), e.g. a virtualenv's "
+                        "where the project was installed with pip")
     parser.add_argument("--executable", metavar="PATH", help="this project built as one executable")
     parser.add_argument("--reference", metavar="PATH", help="the C++ reference localproxy binary")
     parser.add_argument("--compare", metavar="LABEL=CHECKOUT", action="append", default=[],
@@ -266,7 +303,7 @@ def main() -> int:
         label, equals, checkout = spec.partition("=")
         if not equals or label in ("py", "exe", "ref") or not os.path.isdir(os.path.join(checkout, "aws_localproxy")):
             parser.error(f"--compare {spec}: want LABEL=CHECKOUT, a new label and a tree with aws_localproxy/")
-    say(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+    say(f"python {sys.version.split()[0]} ({args.python or sys.executable}), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
         f"this checkout: {ROOT}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="localproxy-bench-") as workdir:

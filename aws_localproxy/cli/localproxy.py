@@ -18,6 +18,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional
 from twisted.logger import Logger
 from twisted.python import usage
 
+from aws_localproxy.adapters.startup import autobahn_nvx_wrappers_off
 from aws_localproxy.cli import log_setup
 from aws_localproxy.cli.console import console_main
 from aws_localproxy.cli.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
@@ -53,10 +54,15 @@ def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None)
     Run the proxy until it stops; raises C{SystemExit} with its exit code.
     C{on_secret} hears of the secrets the proxy makes up (a generated client
     token), to redact them from the log like the configured ones.
+
+    The proxy, and with it the reactor, TLS and Autobahn, is imported here,
+    once the command line asked for a run (without Autobahn's own NVX
+    classes, which the proxy does not use: L{autobahn_nvx_wrappers_off}).
     """
     from twisted.internet import task
 
-    from aws_localproxy.proxy.service import run_proxy
+    with autobahn_nvx_wrappers_off():
+        from aws_localproxy.proxy.service import run_proxy
 
     task.react(lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with))
 

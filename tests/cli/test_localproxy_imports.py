@@ -40,7 +40,8 @@ def dump(event):
     modules = dict(sys.modules)
     lazy = [name for name, module in modules.items() if type(module) is importlib.util._LazyModule]
     with open(path + ".new", "w") as f:
-        json.dump({"modules": sorted(modules), "lazy": lazy}, f)
+        json.dump({"modules": sorted(modules), "lazy": lazy,
+                   "switch": os.environ.get("AUTOBAHN_USE_NVX")}, f)
     os.replace(path + ".new", path)
 
 globalLogPublisher.addObserver(dump)
@@ -65,6 +66,10 @@ NEVER_ON_A_PLAIN_RUN = (
     "http.cookiejar",
     "urllib.request",
     "http.client",
+    # Autobahn's own NVX classes, and the C parser their declarations need:
+    # the proxy masks with Autobahn's compiled NVX module directly.
+    "autobahn.nvx",
+    "pycparser",
     # Other programs of the project.
     "aws_localproxy.tunnelservice",
     "aws_localproxy.agent",
@@ -81,6 +86,8 @@ class ImportedModules:
 
     def __init__(self, data: Dict[str, List[str]]) -> None:
         self.lazy: Set[str] = set(data["lazy"])
+        #: AUTOBAHN_USE_NVX in the proxy's environment once it ran.
+        self.switch = data["switch"]
         #: Imported and run (a lazy module that was never used is not).
         self.loaded: Set[str] = set(data["modules"]) - self.lazy
 
@@ -119,6 +126,8 @@ class ConsoleScriptImportTests(ProcessTestCase):
 
     def assert_plain(self, modules: ImportedModules) -> None:
         self.assertEqual(modules.loaded_of(NEVER_ON_A_PLAIN_RUN), [])
+        # Autobahn's switch was set for its import only: nothing the proxy starts inherits it.
+        self.assertIsNone(modules.switch)
         # What every run needs is there: the dump saw the whole start-up.
         self.assertEqual(
             modules.loaded_of(["autobahn", "OpenSSL", "twisted.internet.reactor"]),
@@ -178,6 +187,17 @@ class ConsoleScriptImportTests(ProcessTestCase):
         self.transport.closeStdin()
         yield process.ended
         self.assert_plain(self.modules())
+
+    @inlineCallbacks
+    def test_autobahn_nvx_switch_set_by_the_user(self) -> Any:
+        """``AUTOBAHN_USE_NVX=1`` is obeyed: Autobahn's own NVX classes, and pycparser for them."""
+        modules = yield self.run_source(
+            "-s", f"ssh={free_port()}", "-b", "127.0.0.1", env={"AUTOBAHN_USE_NVX": "1"}
+        )
+        self.assertEqual(
+            modules.loaded_of(["autobahn.nvx", "pycparser"]), ["autobahn.nvx", "pycparser"]
+        )
+        self.assertEqual(modules.switch, "1")
 
     @inlineCallbacks
     def test_metrics_port(self) -> Any:

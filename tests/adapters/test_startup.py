@@ -1,13 +1,16 @@
 """
-Tests of aws_localproxy.adapters.lazy_stdlib: the standard-library modules
-Twisted imports and a proxy never uses are imported lazily.
+Tests of aws_localproxy.adapters.startup: what the console scripts leave out
+of their dependencies' start-up.
 
-The canary runs in a fresh interpreter (this one imported Twisted long ago):
-after L{defer_unused_stdlib}, Twisted's compat module imports without
-running C{http.cookiejar} (so without C{urllib.request}), and the module is
-whole the moment it is used.  If a Twisted release stops importing it, the
-canary still passes (nothing to defer); if Python's import system stops
-honouring the lazy module, it fails.
+The canaries run in a fresh interpreter (this one imported Twisted and
+Autobahn long ago).  After L{defer_unused_stdlib}, Twisted's compat module
+imports without running C{http.cookiejar} (so without C{urllib.request}),
+and the module is whole the moment it is used: if a Twisted release stops
+importing it, the canary still passes (nothing to defer); if Python's import
+system stops honouring the lazy module, it fails.  Within
+L{autobahn_nvx_wrappers_off}, Autobahn imports without pycparser, its own
+maskers are its Python ones and still mask as RFC 6455 says, and the
+proxy's masker is still NVX; a switch the user set is obeyed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import json
+import os
 import subprocess
 import sys
 import types
@@ -22,12 +26,17 @@ from typing import Any, Optional, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aws_localproxy.adapters.lazy_stdlib import DEFERRED, defer_unused_stdlib
+from aws_localproxy.adapters.startup import (
+    AUTOBAHN_NVX_SWITCH,
+    DEFERRED,
+    autobahn_nvx_wrappers_off,
+    defer_unused_stdlib,
+)
 from tests.support.helpers import child_environ
 
 CANARY = """
 import json, sys
-from aws_localproxy.adapters.lazy_stdlib import defer_unused_stdlib
+from aws_localproxy.adapters.startup import defer_unused_stdlib
 made_lazy = defer_unused_stdlib()
 import twisted.python.compat
 before = sorted(m for m in ("http.cookiejar", "urllib.request", "http.client") if m in sys.modules)
@@ -45,17 +54,43 @@ print(json.dumps({
 """
 
 
+AUTOBAHN_CANARY = """
+import json, os, sys
+from aws_localproxy.adapters.startup import autobahn_nvx_wrappers_off
+with autobahn_nvx_wrappers_off() as off:
+    import autobahn.websocket
+    from autobahn.websocket.xormasker import create_xor_masker
+switch_after = os.environ.get("AUTOBAHN_USE_NVX")
+from aws_localproxy.upstream.masking import masker_in_use
+mask, sample = b"\\x01\\x80\\x7f\\xfe", bytes(range(200))
+masked = create_xor_masker(mask, len(sample)).process(sample)
+print(json.dumps({
+    "off": off,
+    "autobahn_uses_nvx": autobahn.websocket.USES_NVX,
+    "pycparser": "pycparser" in sys.modules,
+    "switch_after": switch_after,
+    "masks": masked == bytes(b ^ mask[i % 4] for i, b in enumerate(sample)),
+    "proxy_masker": masker_in_use(),
+}))
+"""
+
+
+def _run_fresh(code: str, **environ: str) -> Any:
+    """What C{code}, run in a new interpreter with C{environ} added, printed as JSON."""
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_environ(environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return json.loads(output)
+
+
 class FreshInterpreterTests(SynchronousTestCase):
     def test_twisted_compat_does_not_run_cookiejar(self) -> None:
-        output = subprocess.run(
-            [sys.executable, "-c", CANARY],
-            env=child_environ(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-        seen = json.loads(output)
+        seen = _run_fresh(CANARY)
         self.assertEqual(seen["made_lazy"], ["http.cookiejar"])
         # Imported (Twisted's compat holds it), not run: nothing it imports is there.
         self.assertEqual(seen["in_sys_modules"], ["http.cookiejar"])
@@ -64,6 +99,29 @@ class FreshInterpreterTests(SynchronousTestCase):
         self.assertEqual(seen["type_after_use"], "module")
         self.assertEqual(seen["jar"], "http.cookiejar.CookieJar")
         self.assertTrue(seen["urllib_request_after_use"])
+
+    def test_autobahn_without_its_nvx_classes(self) -> None:
+        seen = _run_fresh(AUTOBAHN_CANARY)
+        self.assertEqual(
+            seen,
+            {
+                "off": True,
+                "autobahn_uses_nvx": False,
+                "pycparser": False,
+                "switch_after": None,
+                "masks": True,
+                "proxy_masker": "nvx",
+            },
+        )
+
+    def test_autobahn_switch_set_by_the_user(self) -> None:
+        """The user's C{AUTOBAHN_USE_NVX=1} wins: Autobahn's NVX classes, and pycparser with them."""
+        seen = _run_fresh(AUTOBAHN_CANARY, AUTOBAHN_USE_NVX="1")
+        self.assertEqual(
+            (seen["off"], seen["autobahn_uses_nvx"], seen["pycparser"], seen["switch_after"]),
+            (False, True, True, "1"),
+        )
+        self.assertTrue(seen["masks"])
 
 
 class _EagerOnlyLoader(importlib.abc.Loader):
@@ -85,6 +143,14 @@ class _EagerOnlyFinder(importlib.abc.MetaPathFinder):
 
 
 class LeftAloneTests(SynchronousTestCase):
+    def test_autobahn_imported_already(self) -> None:
+        """Here Autobahn came first: the switch is not set, and nothing changes."""
+        import autobahn.websocket  # noqa: F401 - what this test is about
+
+        with autobahn_nvx_wrappers_off() as off:
+            self.assertNotIn(AUTOBAHN_NVX_SWITCH, os.environ)
+        self.assertFalse(off)
+
     def test_already_imported(self) -> None:
         """What this process imported already (Twisted's cookiejar) stays as it is."""
         for name in DEFERRED:
