@@ -83,9 +83,10 @@ FLOOR_IMPORTS = (
 )
 #: The same, trimmed as the console script trims it (aws_localproxy/adapters/startup.py,
 #: written out here so that every checkout compared runs the same code): http.cookiejar
-#: lazy, Autobahn without its own NVX classes.
+#: lazy, Autobahn without its own NVX classes, the garbage collector paused.
 TRIMMED_FLOOR_IMPORTS = (
-    "import http, importlib.util, os, sys\n"
+    "import gc, http, importlib.util, os, sys\n"
+    "gc.disable()\n"
     "spec = importlib.util.find_spec('http.cookiejar')\n"
     "spec.loader = importlib.util.LazyLoader(spec.loader)\n"
     "sys.modules[spec.name] = http.cookiejar = importlib.util.module_from_spec(spec)\n"
@@ -169,12 +170,14 @@ class StartupBench:
     def floors(self, label: str, record: bool = True) -> None:
         impl = self.impls[label]
         env = impl.environment({})
+        # Each ends with os._exit: the figure is the imports, not the interpreter's tear-down.
         for figure, code in (
             ("python -c pass", "pass"),
             ("floor: reactor, TLS, WebSocket, protobuf imports", FLOOR_IMPORTS),
             ("floor, trimmed as the console script trims it", TRIMMED_FLOOR_IMPORTS),
             ("import aws_localproxy.cli.localproxy", "import aws_localproxy.cli.localproxy"),
         ):
+            code += "\nimport os; os._exit(0)"
             seconds, cpu = spawn_to_exit([impl.python, "-c", code], env, impl.workdir())
             if record:
                 self.add(f"spawn -> exit: {figure}", label, seconds)

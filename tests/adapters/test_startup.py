@@ -10,7 +10,9 @@ importing it, the canary still passes (nothing to defer); if Python's import
 system stops honouring the lazy module, it fails.  Within
 L{autobahn_nvx_wrappers_off}, Autobahn imports without pycparser, its own
 maskers are its Python ones and still mask as RFC 6455 says, and the
-proxy's masker is still NVX; a switch the user set is obeyed.
+proxy's masker is still NVX; a switch the user set is obeyed.  Within
+L{collector_paused} the collector is off; after it, it is on again and what
+was there is frozen, unless it was off to begin with.
 """
 
 from __future__ import annotations
@@ -75,10 +77,26 @@ print(json.dumps({
 """
 
 
-def _run_fresh(code: str, **environ: str) -> Any:
+COLLECTOR_CANARY = """
+import gc, json, sys
+from aws_localproxy.adapters.startup import collector_paused
+if sys.argv[1] == "off":
+    gc.disable()
+with collector_paused() as paused:
+    inside = gc.isenabled()
+print(json.dumps({
+    "paused": paused,
+    "inside": inside,
+    "after": gc.isenabled(),
+    "frozen": gc.get_freeze_count() > 0,
+}))
+"""
+
+
+def _run_fresh(code: str, *args: str, **environ: str) -> Any:
     """What C{code}, run in a new interpreter with C{environ} added, printed as JSON."""
     output = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         env=child_environ(environ),
         capture_output=True,
         text=True,
@@ -122,6 +140,19 @@ class FreshInterpreterTests(SynchronousTestCase):
             (False, True, True, "1"),
         )
         self.assertTrue(seen["masks"])
+
+    def test_collector_paused_then_frozen(self) -> None:
+        self.assertEqual(
+            _run_fresh(COLLECTOR_CANARY, "on"),
+            {"paused": True, "inside": False, "after": True, "frozen": True},
+        )
+
+    def test_collector_off_already(self) -> None:
+        """A collector someone turned off stays off, and nothing is frozen."""
+        self.assertEqual(
+            _run_fresh(COLLECTOR_CANARY, "off"),
+            {"paused": False, "inside": False, "after": False, "frozen": False},
+        )
 
 
 class _EagerOnlyLoader(importlib.abc.Loader):

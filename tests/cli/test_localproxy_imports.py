@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, cast
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase
 
+from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.protocol.constants import Mode
 from tests.support.e2e import Echo, ProcessTestCase, endpoint_args
 from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child
@@ -30,7 +32,7 @@ from tests.support.payloads import assert_same_bytes, unique_payload
 #: does, then an observer that writes every imported module's name (and which
 #: of them are still lazy, not run yet) to the file named in the environment.
 CHILD = """
-import importlib.util, json, os, sys
+import gc, importlib.util, json, os, sys
 from aws_localproxy.cli.localproxy import main
 from twisted.logger import globalLogPublisher
 
@@ -41,7 +43,8 @@ def dump(event):
     lazy = [name for name, module in modules.items() if type(module) is importlib.util._LazyModule]
     with open(path + ".new", "w") as f:
         json.dump({"modules": sorted(modules), "lazy": lazy,
-                   "switch": os.environ.get("AUTOBAHN_USE_NVX")}, f)
+                   "switch": os.environ.get("AUTOBAHN_USE_NVX"),
+                   "collector": [gc.isenabled(), gc.get_freeze_count()]}, f)
     os.replace(path + ".new", path)
 
 globalLogPublisher.addObserver(dump)
@@ -88,6 +91,8 @@ class ImportedModules:
         self.lazy: Set[str] = set(data["lazy"])
         #: AUTOBAHN_USE_NVX in the proxy's environment once it ran.
         self.switch = data["switch"]
+        #: Whether the garbage collector runs, and how many objects are frozen.
+        self.collector_on, self.frozen = data["collector"]
         #: Imported and run (a lazy module that was never used is not).
         self.loaded: Set[str] = set(data["modules"]) - self.lazy
 
@@ -128,6 +133,9 @@ class ConsoleScriptImportTests(ProcessTestCase):
         self.assertEqual(modules.loaded_of(NEVER_ON_A_PLAIN_RUN), [])
         # Autobahn's switch was set for its import only: nothing the proxy starts inherits it.
         self.assertIsNone(modules.switch)
+        # The collector was paused for the imports only, and their objects frozen.
+        self.assertTrue(modules.collector_on)
+        self.assertGreater(modules.frozen, 10000)
         # What every run needs is there: the dump saw the whole start-up.
         self.assertEqual(
             modules.loaded_of(["autobahn", "OpenSSL", "twisted.internet.reactor"]),
@@ -282,3 +290,28 @@ class OptionsOnlyImportTests(ProcessTestCase):
             ]
             self.assertEqual([m for m in heavy if m in modules], [], action)
             self.assertIn("aws_localproxy.cli.options", modules)
+
+
+class ImportedAlreadyTests(SynchronousTestCase):
+    """
+    Where the proxy was imported before the console script's run (an
+    application, these tests), the run leaves the process as it is: the
+    collector is not paused nor anything frozen, Autobahn's switch not set.
+    """
+
+    def test_run_changes_nothing(self) -> None:
+        import gc
+
+        from twisted.internet import task
+
+        from aws_localproxy.cli import localproxy
+        from aws_localproxy.proxy import service  # noqa: F401 - imported already, the point
+
+        ran: List[Any] = []
+        self.patch(task, "react", ran.append)
+        frozen = gc.get_freeze_count()
+        localproxy._run(cast(ProxyConfig, None))
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(gc.get_freeze_count(), frozen)
+        self.assertTrue(gc.isenabled())
+        self.assertNotIn("AUTOBAHN_USE_NVX", os.environ)
