@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,16 @@ class Process(demo.Process):
         super().__init__(
             name, args, echo=False, cwd=cwd, keep_lines=keep_lines, environ=child_env(env)
         )
+
+
+def compile_tree(python: str, checkout: str = ROOT) -> None:
+    """
+    Compile the package of C{checkout} with C{python}, as pip leaves an
+    install: where the bytecode was never written (or a module changed, or
+    the environment says PYTHONDONTWRITEBYTECODE), every start of a proxy
+    would compile its modules again, and a start-up figure would measure that.
+    """
+    subprocess.run([python, "-m", "compileall", "-q", os.path.join(checkout, "aws_localproxy")], check=True)
 
 
 # -- /proc ---------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Start-up benchmark: how long a new local proxy takes to serve.
 
 Run from the project root:
 
-    python bench/bench_startup.py [--runs 15] [--executable PATH] [--reference PATH]
-                                  [--compare LABEL=CHECKOUT ...] [--trace] [--json FILE]
+    python bench/bench_startup.py [--runs 15] [--python PATH] [--executable PATH]
+                                  [--reference PATH] [--compare LABEL=CHECKOUT ...]
+                                  [--trace [--trace-imports FILE]] [--json FILE]
 
 A source is started for every ssh command when the proxy is an ssh
 ``ProxyCommand``, so its start-up is paid each time.  For each
@@ -13,27 +14,36 @@ implementation, every run spawns a new source on a fresh tunnel whose
 destination (this checkout's) is already connected, through the local
 tunnel service, and times from the spawn to its port accepting and to the
 first echo through the tunnel (bench/_startup.py); this project's CLIs also
-run as ``--stdio`` sources, timed to the first echo on standard output.  The
-rows:
+run as ``--stdio`` sources, timed to the first echo on standard output.
+Beside each wall-clock figure, the CPU time the source had used by then:
+on a shared machine the first moves with the load, the second far less.
+The columns:
 
- - ``py``: this checkout as pip installs it, ``python -m aws_localproxy``;
- - ``exe``: this project as one executable (``--executable``, e.g. the
-   PyInstaller build of scripts/);
- - ``ref``: the C++ reference (``--reference``);
- - one row per ``--compare LABEL=CHECKOUT``: another source tree of this
+ - ``py``: this checkout, ``python -m aws_localproxy``, with the
+   dependencies of ``--python`` (default: the bench's interpreter; give a
+   virtualenv's where only the project was installed with pip for the
+   pip-install figure, without the test and lint tools);
+ - one column per ``--compare LABEL=CHECKOUT``: another source tree of this
    project (e.g. ``before=/tmp/main`` from ``git archive``), for a
-   before/after in one run.
+   before/after in one run;
+ - ``exe``: this project as one executable (``--executable``, e.g. the
+   PyInstaller build of scripts/build-executable; its ``localproxy`` link);
+ - ``ref``: the C++ reference (``--reference``).
 
-The floors, spawn to exit of the same interpreter: ``python -c pass``, the
-imports of a run that nothing of this project can avoid (Twisted's reactor,
-pyOpenSSL with Twisted's TLS, Autobahn's WebSocket, protobuf), and
-``import aws_localproxy.cli.localproxy``.  ``--trace`` runs one more source
-at ``-v 6`` with Python's ``-X importtime`` and prints when each log line
-came (ms after the spawn) and the costliest imports.
+The floors, spawn to the end of the imports (``os._exit`` then, so no
+tear-down) with the same interpreter: ``python -c pass``; the imports every
+run needs and nothing of this project can avoid (Twisted's reactor,
+pyOpenSSL with Twisted's TLS and endpoints, Autobahn's WebSocket, the
+protobuf runtime), as they are and trimmed as the console script trims them
+(aws_localproxy/adapters/startup.py); ``import aws_localproxy.cli.localproxy``
+(what ``--help`` costs).  ``--trace`` runs one more source at ``-v 6`` under
+Python's ``-X importtime`` and prints when each log line came (ms after the
+spawn) and the costliest imports.
 
+Every Python tree measured is compiled first, as pip leaves an install.
 The implementations take turns within each run in a rotating order (the
 machine is shared and its speed drifts); one warm-up run first fills the
-bytecode and page caches.  Printed: median (min-max) in milliseconds.
+page cache.  Printed: median (min-max) in milliseconds.
 """
 
 from __future__ import annotations
@@ -42,7 +52,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +66,7 @@ from _procs import (  # noqa: E402
     Implementation,
     Process,
     TunnelServiceProcess,
+    compile_tree,
     free_port,
     source_args,
 )
@@ -121,13 +131,9 @@ class StartupBench:
         self.values.setdefault(figure, {}).setdefault(label, []).append(seconds)
 
     def start(self) -> None:
-        # As pip leaves an install: every module compiled.  (Without this, a
-        # checkout whose bytecode was never written, or an environment with
-        # PYTHONDONTWRITEBYTECODE, compiles each module at every start.)
-        for impl in self.impls.values():
+        for impl in [*self.impls.values(), self.destination]:
             if impl.binary is None:
-                tree = os.path.join(impl.checkout or ROOT, "aws_localproxy")
-                subprocess.run([impl.python, "-m", "compileall", "-q", tree], check=True)
+                compile_tree(impl.python, impl.checkout or ROOT)
         self.tcp = Process("tcpservice", [sys.executable, os.path.join(BENCH_DIR, "_tcpservice.py")])
         self.tcp_port = int(self.tcp.wait_for_line("PORT").split()[1])
         self.service = TunnelServiceProcess("localtunnel", self.workdir)

@@ -46,6 +46,7 @@ from _procs import (  # noqa: E402
     Process,
     ProxyPair,
     TunnelServiceProcess,
+    compile_tree,
     reset_peak_rss,
     rss_kib,
     status_kib,
@@ -159,6 +160,7 @@ class Bench:
         return process
 
     def start(self) -> None:
+        compile_tree(sys.executable)
         self.tcp = self.spawn("tcpservice", [sys.executable, os.path.join(BENCH_DIR, "_tcpservice.py")])
         self.tcp_port = int(self.tcp.wait_for_line("PORT").split()[1])
         self.services: Dict[str, TunnelServiceProcess] = {}
