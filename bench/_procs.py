@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +56,16 @@ class Process(demo.Process):
         super().__init__(
             name, args, echo=False, cwd=cwd, keep_lines=keep_lines, environ=child_env(env)
         )
+
+
+def compile_tree(python: str, checkout: str = ROOT) -> None:
+    """
+    Compile the package of C{checkout} with C{python}, as pip leaves an
+    install: where the bytecode was never written (or a module changed, or
+    the environment says PYTHONDONTWRITEBYTECODE), every start of a proxy
+    would compile its modules again, and a start-up figure would measure that.
+    """
+    subprocess.run([python, "-m", "compileall", "-q", os.path.join(checkout, "aws_localproxy")], check=True)
 
 
 # -- /proc ---------------------------------------------------------------------------------
@@ -227,14 +239,61 @@ def _wait_for_json(path: str, process: Process, timeout: float = TIMEOUT) -> Dic
 
 
 class Implementation:
-    """How to start a local proxy of one implementation: this project's, or the reference."""
+    """
+    How to start a local proxy of one implementation: this project's from a
+    checkout (``python -m aws_localproxy``), a binary that takes the same
+    options (the reference, or this project built as one executable).
 
-    def __init__(self, name: str, binary: Optional[str] = None) -> None:
+    @param checkout: the source tree a Python implementation runs from
+        (default: this checkout), first on its C{PYTHONPATH}.
+    @param python: the interpreter of a Python implementation (default:
+        the bench's own), e.g. that of a virtualenv where only the project
+        was installed with pip, whose packages it then uses.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        binary: Optional[str] = None,
+        checkout: Optional[str] = None,
+        python: Optional[str] = None,
+    ) -> None:
         self.name = name
         self.binary = binary  # None: this project's ``python -m aws_localproxy``
+        self.checkout = checkout
+        self.python = python or sys.executable
+        self._workdir: Optional[str] = None
 
     def __repr__(self) -> str:
         return f"<Implementation {self.name}>"
+
+    def command(self, service: TunnelServiceProcess, mode_args: Sequence[str], verbosity: int = 4) -> List[str]:
+        common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
+        if self.binary is None:
+            return [self.python, "-m", "aws_localproxy", *common]
+        return [self.binary, *common]
+
+    def environment(self, extra: Mapping[str, str]) -> Dict[str, str]:
+        """The child's whole environment: C{extra} added, the checkout first on C{PYTHONPATH}."""
+        env = child_env(extra)
+        if self.checkout is not None:
+            env["PYTHONPATH"] = self.checkout + os.pathsep + env["PYTHONPATH"]
+        return env
+
+    def workdir(self) -> str:
+        """
+        An empty working directory of its own: a binary reads ./config there,
+        and ``python -m``/``-c`` put it first on C{sys.path}, where a
+        checkout would shadow the one on C{PYTHONPATH}.
+        """
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix=f"localproxy-{self.name}-")
+        return self._workdir
+
+    def remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def start(
         self,
@@ -244,13 +303,10 @@ class Implementation:
         mode_args: Sequence[str],
         verbosity: int = 4,
     ) -> Process:
-        common = ["-e", service.endpoint, "-c", service.capath, "-v", str(verbosity), *mode_args]
         env = {"AWSIOT_TUNNEL_ACCESS_TOKEN": token}
-        if self.binary is None:
-            return Process(label, [sys.executable, "-m", "aws_localproxy", *common], env=env)
-        # The reference reads ./config in its working directory: give it an empty one.
-        cwd = tempfile.mkdtemp(prefix="localproxy-ref-")
-        return Process(label, [self.binary, *common], env=env, cwd=cwd)
+        if self.checkout is not None:
+            env["PYTHONPATH"] = self.environment({})["PYTHONPATH"]
+        return Process(label, self.command(service, mode_args, verbosity), env=env, cwd=self.workdir())
 
 
 def source_args(ports: Mapping[str, int]) -> List[str]:

@@ -4,7 +4,7 @@ End-to-end benchmark: this project's proxies against the ceiling and the C++ ref
 
 Run from the project root:
 
-    python bench/bench_tunnel.py [--reference PATH] [--quick] [--only NAMES] [--json FILE]
+    python bench/bench_tunnel.py [--reference PATH] [--executable PATH] [--quick] [--only NAMES] [--json FILE]
 
 Everything runs on 127.0.0.1, as separate processes started here: the
 local tunnel service (``localtunnel``; a second one with
@@ -12,8 +12,10 @@ local tunnel service (``localtunnel``; a second one with
 application behind the destination, ``_tcpservice.py``), this project's
 proxies (``python -m aws_localproxy``, TLS verified with ``-c``) and, with
 ``--reference``, the reference binary, as source and destination through
-the same local tunnel service, and in the mixed pairs.  The ceiling is raw
-loopback TCP and a bare Autobahn TLS WebSocket pipe (``_wspipe.py``).
+the same local tunnel service, and in the mixed pairs.  With
+``--executable``, this project built as one executable is measured too, in
+the start-up figures only.  The ceiling is raw loopback TCP and a bare
+Autobahn TLS WebSocket pipe (``_wspipe.py``).
 
 Each measurement is repeated for ``--rounds`` rounds (3; 1 with
 ``--quick``, which also uses smaller sizes), the implementations
@@ -44,14 +46,13 @@ from _procs import (  # noqa: E402
     Process,
     ProxyPair,
     TunnelServiceProcess,
-    free_port,
+    compile_tree,
     reset_peak_rss,
     rss_kib,
-    source_args,
     status_kib,
-    wait_accepting,
 )
 from _report import Metric, Results, summary, table  # noqa: E402
+from _startup import measure_listening, start_destination  # noqa: E402
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -133,6 +134,7 @@ class Bench:
         self.cleanups: List[Callable[[], None]] = []
         self.py = Implementation("py")
         self.ref = Implementation("ref", args.reference) if args.reference else None
+        self.exe = Implementation("exe", args.executable) if args.executable else None
         #: label -> (source implementation, destination implementation)
         self.kinds: Dict[str, Tuple[Implementation, Implementation]] = {"py": (self.py, self.py)}
         if self.ref is not None:
@@ -140,6 +142,10 @@ class Bench:
             if not args.no_mixed:
                 self.kinds["py>ref"] = (self.py, self.ref)
                 self.kinds["ref>py"] = (self.ref, self.py)
+        #: label -> (source, destination) of the start-up figures: the main pairs and the executable.
+        self.startup_kinds = {label: self.kinds[label] for label in ("py", "ref") if label in self.kinds}
+        if self.exe is not None:
+            self.startup_kinds["exe"] = (self.exe, self.exe)
         self.pairs: Dict[Tuple[str, str], ProxyPair] = {}
         self.idle_rss: Dict[str, Tuple[int, int]] = {}
         self.notes: List[str] = []
@@ -154,6 +160,7 @@ class Bench:
         return process
 
     def start(self) -> None:
+        compile_tree(sys.executable)
         self.tcp = self.spawn("tcpservice", [sys.executable, os.path.join(BENCH_DIR, "_tcpservice.py")])
         self.tcp_port = int(self.tcp.wait_for_line("PORT").split()[1])
         self.services: Dict[str, TunnelServiceProcess] = {}
@@ -224,6 +231,9 @@ class Bench:
                 say(f"(clean-up: {error})")
         for process in self.processes:
             process.stop()
+        for impl in (self.py, self.ref, self.exe):
+            if impl is not None:
+                impl.remove_workdir()
 
     def order(self, labels: Sequence[str], round_no: int) -> List[str]:
         labels = list(labels)
@@ -444,40 +454,21 @@ class Bench:
             + ("" if drained else "; NOT DRAINED afterwards"))
 
     def startup(self, label: str) -> None:
-        """Spawn a source on a tunnel whose destination is connected; time until it serves."""
-        src_impl, dst_impl = self.kinds[label]
+        """Spawn a source on a tunnel whose destination is connected; time until it serves (bench/_startup.py)."""
+        src_impl, dst_impl = self.startup_kinds[label]
         service = self.services["open"]
-        # A fresh tunnel each time: the service takes a token once, as AWS does.
-        opened = service.open_tunnel(["bulk"])
-        destination = dst_impl.start(f"{label}/startup-destination", service,
-                                     opened["destinationAccessToken"],
-                                     ["-d", f"bulk=127.0.0.1:{self.tcp_port}"])
+        opened, destination = start_destination(dst_impl, service, self.tcp_port, f"{label}/startup")
         self.processes.append(destination)
-        service.wait_connected(opened["tunnelId"], "destination")
-        port = free_port()
-        source = src_impl.start(f"{label}/startup-source", service, opened["sourceAccessToken"],
-                                source_args({"bulk": port}))
         try:
-            listening = wait_accepting(port, process=source) - source.started
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    echo = Echo(port, timeout=5)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or not source.alive():
-                        raise
-                    time.sleep(0.01)
-            echoed = time.perf_counter() - source.started
-            echo.close()
+            times = measure_listening(src_impl, service, opened["sourceAccessToken"], f"{label}/startup")
         finally:
-            source.stop()
             destination.stop()
             service.close_tunnel(opened["tunnelId"])
-        self.results.add(START_LISTEN, label, listening * 1000)
-        self.results.add(START_ECHO, label, echoed * 1000)
-        say(f"  {label:7} start-up: listening after {listening * 1000:.0f} ms, "
-            f"first echo after {echoed * 1000:.0f} ms")
+        assert times.listening is not None
+        self.results.add(START_LISTEN, label, times.listening * 1000)
+        self.results.add(START_ECHO, label, times.echoed * 1000)
+        say(f"  {label:7} start-up: listening after {times.listening * 1000:.0f} ms, "
+            f"first echo after {times.echoed * 1000:.0f} ms")
 
     # -- memory -------------------------------------------------------------------------------
 
@@ -558,7 +549,7 @@ class Bench:
                 ("fairness", main_labels, lambda label: self.fairness(label, "open")),
                 ("capped", main_labels, lambda label: self.fairness(label, "capped")),
                 ("stall", main_labels, self.stall),
-                ("startup", main_labels, self.startup),
+                ("startup", list(self.startup_kinds), self.startup),
             ):
                 if group not in self.groups:
                     continue
@@ -581,7 +572,7 @@ class Bench:
                 self.timings["memory"] = time.monotonic() - started
 
     def report(self) -> None:
-        labels = ["tcp", "ws", "py"] + (["ref"] if self.ref else [])
+        labels = ["tcp", "ws", "py"] + (["ref"] if self.ref else []) + (["exe"] if self.exe else [])
         say("\n== summary: median (min-max) over %d round(s); taken on a shared machine" % self.rounds)
         say("   tcp = raw loopback TCP, ws = one bare Autobahn TLS WebSocket hop (the ceiling), "
             "py = this project, ref = the C++ reference")
@@ -605,14 +596,17 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", metavar="PATH", help="the C++ reference localproxy binary")
+    parser.add_argument("--executable", metavar="PATH",
+                        help="this project built as one executable (start-up figures only)")
     parser.add_argument("--quick", action="store_true", help="one round, small sizes")
     parser.add_argument("--only", metavar="NAMES", help="comma-separated: " + ",".join(GROUPS))
     parser.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
     parser.add_argument("--no-mixed", action="store_true", help="skip the mixed py/ref pairs")
     parser.add_argument("--json", metavar="FILE", help="also write every per-round value here")
     args = parser.parse_args()
-    if args.reference and not os.access(args.reference, os.X_OK):
-        parser.error(f"--reference {args.reference}: not an executable file")
+    for option, path in (("--reference", args.reference), ("--executable", args.executable)):
+        if path and not os.access(path, os.X_OK):
+            parser.error(f"{option} {path}: not an executable file")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="localproxy-bench-") as workdir:
         bench = Bench(args, workdir)

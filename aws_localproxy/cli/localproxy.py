@@ -13,11 +13,13 @@ a ``fatal`` log line; exit code 0 for ``--help``, ``--version`` and
 
 from __future__ import annotations
 
+import sys
 from typing import IO, Any, Callable, List, Mapping, Optional
 
 from twisted.logger import Logger
 from twisted.python import usage
 
+from aws_localproxy.adapters.startup import autobahn_nvx_wrappers_off, collector_paused
 from aws_localproxy.cli import log_setup
 from aws_localproxy.cli.console import console_main
 from aws_localproxy.cli.options import TRY_HELP, ConfigurationError, LocalProxyOptions, banner
@@ -27,6 +29,9 @@ from aws_localproxy.config.settings_json import export_default_settings
 __all__ = ["main"]
 
 log = Logger()
+
+#: The module L{_run} imports the proxy from.
+_PROXY_MODULE = "aws_localproxy.proxy.service"
 
 #: Replaced in tests; see L{log_setup.start_logging}.
 start_logging: Callable[..., Optional[log_setup.LineFormatObserver]] = log_setup.start_logging
@@ -53,10 +58,24 @@ def _run(config: ProxyConfig, on_secret: Optional[Callable[[str], None]] = None)
     Run the proxy until it stops; raises C{SystemExit} with its exit code.
     C{on_secret} hears of the secrets the proxy makes up (a generated client
     token), to redact them from the log like the configured ones.
+
+    The proxy, and with it the reactor, TLS and Autobahn, is imported here,
+    once the command line asked for a run, trimmed as
+    L{aws_localproxy.adapters.startup} says: without Autobahn's own NVX
+    classes, and without the garbage collector going over the imports.  Not
+    where the proxy was imported already (an application, the tests): there
+    the trims would change the process for nothing.
     """
     from twisted.internet import task
 
-    from aws_localproxy.proxy.service import run_proxy
+    if _PROXY_MODULE in sys.modules:
+        from aws_localproxy.proxy.service import run_proxy
+    else:
+        with collector_paused(), autobahn_nvx_wrappers_off():
+            # The reactor too, as react would install it just after.
+            from twisted.internet import reactor  # noqa: F401
+
+            from aws_localproxy.proxy.service import run_proxy
 
     task.react(lambda reactor: run_proxy(reactor, config, on_secret).addCallback(_exit_with))
 

@@ -31,14 +31,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, FrozenSet, List, Optional, Set, Tuple
 
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    UNIXClientEndpoint,
-    clientFromString,
-    serverFromString,
-)
 from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
@@ -46,15 +38,35 @@ from twisted.internet.interfaces import (
     IStreamServerEndpointStringParser,
 )
 
-from aws_localproxy.adapters.twisted_private import builtin_endpoint_types
+# Twisted's endpoints module (and with it Twisted's TLS) is imported when an
+# endpoint is built or a description checked, not with this module: the
+# command line is parsed, and --help, --version or a mistake answered,
+# without it.  Its constructors and string parsers are not annotated; the
+# wrappers below give them the types used here.
 
-# Twisted's endpoint constructors and string parsers are not annotated; these
-# are their types as used here.
-_server_from_string: Callable[[Any, str], IStreamServerEndpoint] = serverFromString
-_client_from_string: Callable[[Any, str], IStreamClientEndpoint] = clientFromString
-_tcp4_server: Callable[..., IStreamServerEndpoint] = TCP4ServerEndpoint
-_tcp6_server: Callable[..., IStreamServerEndpoint] = TCP6ServerEndpoint
-_unix_client: Callable[..., IStreamClientEndpoint] = UNIXClientEndpoint
+
+def _server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
+    from twisted.internet.endpoints import serverFromString
+
+    parse: Callable[[Any, str], IStreamServerEndpoint] = serverFromString
+    return parse(reactor, description)
+
+
+def _client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
+    from twisted.internet.endpoints import clientFromString
+
+    parse: Callable[[Any, str], IStreamClientEndpoint] = clientFromString
+    return parse(reactor, description)
+
+
+def _tcp_server(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
+    """Twisted's TCP server endpoint on C{interface}, IPv6 when it is an IPv6 address."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+    endpoint_type: Callable[..., IStreamServerEndpoint] = (
+        TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+    )
+    return endpoint_type(reactor, port, interface=interface)
 
 
 def _memory_reactor() -> Any:
@@ -106,6 +118,8 @@ def server_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``serverFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
 
+    from aws_localproxy.adapters.twisted_private import builtin_endpoint_types
+
     names = set(builtin_endpoint_types("server"))
     names.update(str(p.prefix).lower() for p in getPlugins(IStreamServerEndpointStringParser))
     return frozenset(names)
@@ -115,6 +129,8 @@ def server_endpoint_types() -> FrozenSet[str]:
 def client_endpoint_types() -> FrozenSet[str]:
     """The endpoint type names ``clientFromString`` knows: Twisted's built-in ones and the installed plugins'."""
     from twisted.plugin import getPlugins
+
+    from aws_localproxy.adapters.twisted_private import builtin_endpoint_types
 
     names = set(builtin_endpoint_types("client"))
     names.update(
@@ -225,10 +241,7 @@ class SourceEndpoint:
         """
         if self.description is None:
             assert self.port is not None
-            address = resolve_bind_address(bind_address)
-            if ":" in address:
-                return _tcp6_server(reactor, self.port, interface=address)
-            return _tcp4_server(reactor, self.port, interface=address)
+            return _tcp_server(reactor, self.port, resolve_bind_address(bind_address))
         return _server_from_string(reactor, self._with_interface(bind_address))
 
     def _with_interface(self, bind_address: str) -> str:
@@ -334,8 +347,11 @@ class DestinationEndpoint:
         """
         if self.description is not None:
             return _client_from_string(reactor, self.description)
+        from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+
         if self.path is not None:
-            return _unix_client(reactor, self.path, timeout=timeout)
+            unix_client: Callable[..., IStreamClientEndpoint] = UNIXClientEndpoint
+            return unix_client(reactor, self.path, timeout=timeout)
         assert self.host is not None and self.port is not None
         return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
 

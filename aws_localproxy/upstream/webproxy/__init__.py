@@ -12,9 +12,16 @@ Layering (the caller adds the top layer)::
 ``service_endpoint`` is the one call the runtime needs: it reads the proxy
 configuration (raw URL, ``NO_PROXY``) and returns a plain stream to the
 service's ``host:port``, direct or through the proxy.
+
+The two proxy protocols (L{httpconnect}, L{socks}) are imported when a
+proxy is used (or their endpoint classes are asked for): a proxy run
+without one, the usual case, does not load them at start-up.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -37,8 +44,10 @@ from aws_localproxy.config.proxy_url import (
 from aws_localproxy.upstream.tls_options import UnverifiedClientTLS
 from aws_localproxy.upstream.webproxy import errors
 from aws_localproxy.upstream.webproxy.errors import *  # noqa: F403 (the package's errors, re-exported below)
-from aws_localproxy.upstream.webproxy.httpconnect import HTTPConnectEndpoint
-from aws_localproxy.upstream.webproxy.socks import SOCKS5Endpoint
+
+if TYPE_CHECKING:
+    from aws_localproxy.upstream.webproxy.httpconnect import HTTPConnectEndpoint
+    from aws_localproxy.upstream.webproxy.socks import SOCKS5Endpoint
 
 __all__ = [
     "HTTPConnectEndpoint",
@@ -57,6 +66,21 @@ __all__ = [
 __all__ += errors.__all__
 
 log = Logger()
+
+#: The endpoint classes imported on first use, and their modules.
+_LAZY = {
+    "HTTPConnectEndpoint": "aws_localproxy.upstream.webproxy.httpconnect",
+    "SOCKS5Endpoint": "aws_localproxy.upstream.webproxy.socks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def proxy_tls_options(
@@ -102,6 +126,9 @@ def proxied_endpoint(
     CAs, see ``proxy_tls_options``). ``timeout`` bounds the TCP connect to
     the proxy, and, separately, the whole tunnel setup.
     """
+    from aws_localproxy.upstream.webproxy.httpconnect import HTTPConnectEndpoint
+    from aws_localproxy.upstream.webproxy.socks import SOCKS5Endpoint
+
     to_proxy: IStreamClientEndpoint = HostnameEndpoint(
         reactor, proxy.host, proxy.port, timeout=timeout
     )
