@@ -7,16 +7,11 @@ the local tunnel service.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 from typing import Any, Sequence
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest
 
 from tests.support.e2e import (
     Apps,
@@ -27,7 +22,8 @@ from tests.support.e2e import (
     pattern_chunk,
     spawn_stdio,
 )
-from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child, wait_until
+from tests.support.helpers import ChildProcess, child_environ, spawn_child, wait_until
+from tests.support.sshd import require_openssh, ssh_argv, sshd_listening, start_sshd
 
 
 class _StdioCase(E2ETestCase):
@@ -132,96 +128,32 @@ class SSHTests(_StdioCase):
     """Real ssh with ``ProxyCommand='python -m aws_localproxy ... --stdio SSH1'`` to a real sshd."""
 
     def setUp(self) -> Any:
-        for tool in ("/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")):
-            if not tool or not os.path.exists(tool):
-                raise SkipTest("OpenSSH (ssh, ssh-keygen, /usr/sbin/sshd) is not installed")
+        require_openssh()
         return super().setUp()
-
-    def start_sshd(self) -> tuple[int, str]:
-        """An sshd on 127.0.0.1 with its own host key, accepting a test key; (port, key path)."""
-        directory = tempfile.mkdtemp(prefix="lp-sshd-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        host_key = os.path.join(directory, "host_key")
-        user_key = os.path.join(directory, "user_key")
-        for key in (host_key, user_key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-        authorized = os.path.join(directory, "authorized_keys")
-        shutil.copy(user_key + ".pub", authorized)
-        port = free_port()
-        config = os.path.join(directory, "sshd_config")
-        with open(config, "w") as f:
-            f.write(
-                f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\n"
-                f"AuthorizedKeysFile {authorized}\nStrictModes no\nUsePAM no\n"
-                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                "PermitRootLogin prohibit-password\nPidFile none\n"
-            )
-        if os.geteuid() == 0:
-            os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-        log = open(os.path.join(directory, "sshd.log"), "wb")
-        self.addCleanup(log.close)
-        sshd = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-e", "-f", config], stdout=log, stderr=subprocess.STDOUT
-        )
-        self.addCleanup(sshd.wait, 10)
-        self.addCleanup(sshd.terminate)
-        self.sshd_log = os.path.join(directory, "sshd.log")
-        return port, user_key
-
-    @inlineCallbacks
-    def sshd_listening(self, port: int) -> Any:
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        yield wait_until(listening, timeout=10)
 
     @inlineCallbacks
     def test_ssh_proxy_command(self) -> Any:
-        port, key = self.start_sshd()
-        yield self.sshd_listening(port)
-        token = yield self.destination_for_port(port)
+        sshd = start_sshd(self)
+        yield sshd_listening(sshd.port)
+        token = yield self.destination_for_port(sshd.port)
         service = self.tunnel_service
         proxy_command = (
             f"{sys.executable} -m aws_localproxy -e {service.endpoint} -c {service.capath} "
             "--stdio SSH1"
         )
         process = ChildProcess()
-        argv = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            f"ProxyCommand={proxy_command}",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-            key,
-            "root@dummy",
-            "echo ok",
-        ]
         spawn_child(
             self,
             process,
-            argv,
+            ssh_argv(proxy_command, sshd.user_key, "echo ok"),
             child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
             executable=shutil.which("ssh"),
         )
         code = yield process.ended
-        with open(self.sshd_log, "rb") as f:
-            sshd_output = f.read()
         self.assertEqual(
             (code, process.stdout),
             (0, b"ok\n"),
-            f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd_output.decode()}",
+            f"ssh stderr:\n{process.stderr.decode()}\nsshd:\n{sshd.log_text()}",
         )
         self.assertNotIn(token.encode(), process.stderr)
 
