@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,34 +22,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from aws_localproxy.protocol.pacing import Pacer
 from aws_localproxy.protocol.scheduler import OutboundScheduler, OutboundSettings
 from aws_localproxy.protocol.wire import DataFields, decode_all
+from tests.fakes.clock import SpinGuardClock
 from tests.fakes.local import Reader
 from tests.support.payloads import assert_same_bytes, unique_payload
 
 FRAME_LIMIT = 131076
-
-
-class SpinGuardClock(Clock):
-    """
-    A clock that fails a test whose code keeps re-arming a timer with no
-    delay: on a reactor that is a busy loop, and on L{Clock.advance} a hang.
-    """
-
-    SPIN = 100
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._instant: Optional[float] = None
-        self._spins = 0
-
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        if delay <= 0:
-            now = self.seconds()
-            if now != self._instant:
-                self._instant, self._spins = now, 0
-            self._spins += 1
-            if self._spins > self.SPIN:
-                raise AssertionError("a timer re-armed %d times at %r" % (self._spins, now))
-        return super().callLater(delay, f, *args, **kw)
 
 
 class Link:
@@ -232,6 +209,14 @@ class SettingsTests(SynchronousTestCase):
         frames: List[bytes] = []
         pings: List[bytes] = []
         return settings.scheduler(frames.append, pings.append, max_payload), frames, pings
+
+    def test_pings_go_to_the_session(self) -> None:
+        """With a clock the session is paced: its pings go to the C{send_ping} given."""
+        scheduler, frames, pings = self.build(OutboundSettings(clock=Clock()), 64512)
+        lane = scheduler.open_lane(DataFields("s", 1, 1), Reader())
+        lane.write(b"x" * Pacer.INITIAL_WINDOW)
+        self.assertTrue(pings)
+        self.assertTrue(all(Pacer.is_ours(p) for p in pings))
 
     def test_paced_with_a_clock(self) -> None:
         clock = SpinGuardClock()
