@@ -11,7 +11,10 @@ a stream's records that are withdrawn go, every one of them.
 
 from __future__ import annotations
 
-from typing import Any, List
+import signal
+import threading
+from types import FrameType
+from typing import Any, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,9 +33,22 @@ def reset(connection_id: int) -> bytes:
 
 
 class LaneTestCase(SynchronousTestCase):
+    #: Each test cuts a few kilobytes in well under a millisecond: one still
+    #: running after this long is in a loop that never ends (a record that
+    #: never fills), and fails instead of hanging the run.
+    DEADLINE = 2.0
+
     def setUp(self) -> None:
+        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGALRM, self._overdue)
+            self.addCleanup(signal.signal, signal.SIGALRM, previous)
+            signal.setitimer(signal.ITIMER_REAL, self.DEADLINE)
+            self.addCleanup(signal.setitimer, signal.ITIMER_REAL, 0)
         self.frames: List[bytes] = []
         self.scheduler = OutboundScheduler(self.frames.append, max_payload=QUANTUM)
+
+    def _overdue(self, signum: int, frame: Optional[FrameType]) -> None:
+        raise AssertionError("still running after %s s: a loop that does not end" % self.DEADLINE)
 
     def lane(self, connection_id: int, tag: Any = None) -> Any:
         return self.scheduler.open_lane(DataFields("s", 1, connection_id), Reader(), tag=tag)
