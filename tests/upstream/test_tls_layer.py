@@ -335,6 +335,9 @@ class SlowReader(Collector):
 class RealSocketTests(TestCase):
     """A Twisted TLS server on 127.0.0.1 and the batching client."""
 
+    #: A connection that never ends fails the test in seconds, not in trial's two minutes.
+    timeout = 30
+
     def serve(self, protocol: Protocol) -> int:
         files = private_ca(self)
         self.capath = files.capath

@@ -34,7 +34,7 @@ from aws_localproxy.upstream.websocket import (
 )
 from tests.fakes.websocket import NoPacer, RecordingEvents
 from tests.support.logs import logs, texts
-from tests.support.payloads import unique_payload
+from tests.support.payloads import digest, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.websocket import (
     WebSocketTestCase,
@@ -114,7 +114,10 @@ class OutgoingFrameTests(SessionTestCase):
         for record in records:
             protocol.send_record(record)
         data = transport.value()
-        self.assertEqual(client_frames(data), [(0x2, record) for record in records])
+        self.assertEqual(
+            [(opcode, digest(payload)) for opcode, payload in client_frames(data)],
+            [(0x2, digest(record)) for record in records],
+        )
         # The headers byte for byte: FIN + binary, mask bit + the shortest length form.
         position = 0
         for record in records:
@@ -158,7 +161,15 @@ class OutgoingFrameTests(SessionTestCase):
             protocol.send_record(record)
             expected += [(0x9, ping), (0x2, record)]
         data = transport.value()
-        self.assertEqual(client_frames(data), expected)
+        frames = client_frames(data)
+        if frames != expected:
+            pairs = zip(frames, expected, strict=False)
+            shorter = min(len(frames), len(expected))
+            at = next((i for i, (got, wanted) in enumerate(pairs) if got != wanted), shorter)
+            self.fail(
+                f"{len(frames)} frames, {len(expected)} expected; frame {at} is "
+                f"{frames[at : at + 1]!r}, expected {expected[at : at + 1]!r}"
+            )
         keys, position = set(), 0
         while position < len(data):
             keys.add(data[position + 2 : position + 6])

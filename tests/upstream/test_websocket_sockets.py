@@ -118,6 +118,9 @@ class Events(RecordingEvents):
 class RealSocketTests(TestCase):
     """A WebSocket session over plain TCP to an L{UpgradeServer} on 127.0.0.1."""
 
+    #: A connection that never ends fails the test in seconds, not in trial's two minutes.
+    timeout = 30
+
     scheme = "ws"
 
     def serve(self, server: UpgradeServer) -> int:
