@@ -15,7 +15,6 @@ C{SSL *}, Twisted's TLS internals moved).
 from __future__ import annotations
 
 import hashlib
-import signal
 from typing import Any, List, Optional, cast
 
 from OpenSSL import SSL
@@ -41,7 +40,7 @@ from aws_localproxy.upstream.tls_layer import (
     wrap_client_tls,
 )
 from aws_localproxy.upstream.tls_options import service_tls_options
-from tests.support.helpers import private_ca, readable_bytes, sleep
+from tests.support.helpers import fail_if_still_running, private_ca, readable_bytes, sleep
 from tests.support.payloads import assert_same_bytes, digest, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.tls import connect_in_memory
@@ -84,22 +83,6 @@ class Collector(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.lost = reason
         self.ended.callback(None)
-
-
-def fail_if_still_running(test: SynchronousTestCase, seconds: float = 10.0) -> None:
-    """
-    Fail C{test} if it is still running after C{seconds} (these tests take
-    a fraction of a second in memory): a read or write that loops forever
-    fails the test in seconds rather than hanging the run.
-    """
-
-    def expired(signum: int, frame: Any) -> None:
-        raise test.failureException(f"still running after {seconds} s: a loop that never ends")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    test.addCleanup(signal.signal, signal.SIGALRM, previous)
-    test.addCleanup(signal.setitimer, signal.ITIMER_REAL, 0)
 
 
 class DirectHandlesTests(SynchronousTestCase):
@@ -339,6 +322,8 @@ class RealSocketTests(TestCase):
     timeout = 30
 
     def serve(self, protocol: Protocol) -> int:
+        # A read that loops forever in the reactor never lets trial's timeout fire.
+        fail_if_still_running(self, 45.0)
         files = private_ca(self)
         self.capath = files.capath
         factory = TLSMemoryBIOFactory(

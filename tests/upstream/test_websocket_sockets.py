@@ -36,7 +36,7 @@ from aws_localproxy.upstream.websocket import (
     TunnelClientProtocol,
 )
 from tests.fakes.websocket import NoPacer, RecordingEvents
-from tests.support.helpers import private_ca, sleep
+from tests.support.helpers import fail_if_still_running, private_ca, sleep
 from tests.support.payloads import digest, unique_payload
 from tests.support.websocket import ACCESS_TOKEN, client_frames, server_frame, upgrade_response
 
@@ -138,6 +138,8 @@ class RealSocketTests(TestCase):
         read_buffer_size: Optional[int] = None,
         socket_buffer_size: Optional[int] = None,
     ) -> tuple[TunnelClientProtocol, UpgradeServer, Events]:
+        # A read that loops forever in the reactor never lets trial's timeout fire.
+        fail_if_still_running(self, 45.0)
         server, events = UpgradeServer(), Events()
         port = self.serve(server)
         url = f"{self.scheme}://localhost:{port}/tunnel?local-proxy-mode=source"
