@@ -410,7 +410,7 @@ class WriteNowTests(TestCase):
     """L{write_now} on a real TCP transport on 127.0.0.1."""
 
     #: A connection that never ends fails the test in seconds, not in trial's two minutes.
-    timeout = 30
+    timeout = 20
 
     def test_twisted_state_it_reads(self) -> None:
         """The buffer state L{write_now} checks is still Twisted's."""

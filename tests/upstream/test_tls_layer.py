@@ -319,11 +319,11 @@ class RealSocketTests(TestCase):
     """A Twisted TLS server on 127.0.0.1 and the batching client."""
 
     #: A connection that never ends fails the test in seconds, not in trial's two minutes.
-    timeout = 30
+    timeout = 20
 
     def serve(self, protocol: Protocol) -> int:
         # A read that loops forever in the reactor never lets trial's timeout fire.
-        fail_if_still_running(self, 45.0)
+        fail_if_still_running(self, 25.0)
         files = private_ca(self)
         self.capath = files.capath
         factory = TLSMemoryBIOFactory(

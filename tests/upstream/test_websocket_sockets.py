@@ -119,7 +119,7 @@ class RealSocketTests(TestCase):
     """A WebSocket session over plain TCP to an L{UpgradeServer} on 127.0.0.1."""
 
     #: A connection that never ends fails the test in seconds, not in trial's two minutes.
-    timeout = 30
+    timeout = 20
 
     scheme = "ws"
 
@@ -139,7 +139,7 @@ class RealSocketTests(TestCase):
         socket_buffer_size: Optional[int] = None,
     ) -> tuple[TunnelClientProtocol, UpgradeServer, Events]:
         # A read that loops forever in the reactor never lets trial's timeout fire.
-        fail_if_still_running(self, 45.0)
+        fail_if_still_running(self, 25.0)
         server, events = UpgradeServer(), Events()
         port = self.serve(server)
         url = f"{self.scheme}://localhost:{port}/tunnel?local-proxy-mode=source"
