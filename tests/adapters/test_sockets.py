@@ -10,15 +10,18 @@ import ipaddress
 import socket
 from typing import Any, List, Optional
 
-from twisted.internet.testing import StringTransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from aws_localproxy.adapters import sockets
 from aws_localproxy.adapters.sockets import (
     TCP_NOTSENT_LOWAT,
     ip_address_of,
     set_no_delay,
     set_not_sent_low_water,
     set_socket_buffers,
+    tcp_transport_of,
 )
 
 
@@ -51,7 +54,7 @@ class IPLiteralTests(SynchronousTestCase):
         self.assertEqual(ip_address_of("fe80::1%eth0"), ipaddress.ip_address("fe80::1"))
 
     def test_names(self) -> None:
-        for name in ("localhost", "example.com", "", "1.2.3"):
+        for name in ("localhost", "example.com", "", "1.2.3", "X1.2.3.4", "[X::1]"):
             self.assertIsNone(ip_address_of(name), name)
 
 
@@ -98,6 +101,22 @@ class SocketOptionTests(SynchronousTestCase):
             self.assertFalse(set_not_sent_low_water(transport))
             self.assertFalse(set_socket_buffers(transport, 65536))
 
+    def test_handle_that_is_no_socket_over_nothing(self) -> None:
+        """A transport whose handle is not a socket and that has nothing under it."""
+
+        class Alone:
+            def getHandle(self) -> object:
+                return object()
+
+        self.assertFalse(set_not_sent_low_water(Alone()))
+        self.assertFalse(set_socket_buffers(Alone(), 65536))
+
+    def test_system_without_not_sent_low_water(self) -> None:
+        """Where the system has no TCP_NOTSENT_LOWAT, nothing is set and the caller hears so."""
+        sock = self.tcp_socket()
+        self.patch(sockets, "TCP_NOTSENT_LOWAT", None)
+        self.assertFalse(set_not_sent_low_water(_Transport(sock), 16384))
+
     def test_datagram_socket_is_not_tcp(self) -> None:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(udp.close)
@@ -111,3 +130,34 @@ class SocketOptionTests(SynchronousTestCase):
         self.assertFalse(set_socket_buffers(transport, 65536))
         if TCP_NOTSENT_LOWAT is not None:
             self.assertFalse(set_not_sent_low_water(transport))
+
+
+class _Descriptor(FileDescriptor):
+    """A transport of the reactor's kind (what Twisted's TCP transports are)."""
+
+    def __init__(self) -> None:
+        super().__init__(reactor=MemoryReactor())
+
+
+class _Layer:
+    """A layer over C{transport}, as TLS is over TCP."""
+
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+
+
+class TCPTransportTests(SynchronousTestCase):
+    def test_the_transport_itself(self) -> None:
+        tcp = _Descriptor()
+        self.assertIs(tcp_transport_of(tcp), tcp)
+
+    def test_through_layers(self) -> None:
+        """Through TLS, and TLS over a web proxy's TLS: the TCP transport at the bottom."""
+        tcp = _Descriptor()
+        self.assertIs(tcp_transport_of(_Layer(tcp)), tcp)
+        self.assertIs(tcp_transport_of(_Layer(_Layer(tcp))), tcp)
+
+    def test_none(self) -> None:
+        """Transports with no TCP transport under them: a test's, a layer over nothing."""
+        for transport in (StringTransport(), object(), _Layer(None), _Layer(StringTransport())):
+            self.assertIsNone(tcp_transport_of(transport), transport)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import struct
 import tempfile
@@ -77,6 +78,24 @@ def sleep(seconds: float, clock: Any = None) -> Deferred[None]:
     if clock is None:
         from twisted.internet import reactor as clock
     return deferLater(clock, seconds, lambda: None)
+
+
+def fail_if_still_running(test: SynchronousTestCase, seconds: float = 10.0) -> None:
+    """
+    Fail C{test} if it is still running after C{seconds}: code that loops
+    forever (in a test, or in the reactor, where trial's own timeout cannot
+    fire) fails the test in seconds rather than hanging the run.  The alarm
+    repeats every second after that, for a loop entered again on the way
+    out (a connection's C{connectionLost} reading what is left).
+    """
+
+    def expired(signum: int, frame: Any) -> None:
+        raise test.failureException(f"still running after {seconds} s: a loop that never ends")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    test.addCleanup(signal.signal, signal.SIGALRM, previous)
+    test.addCleanup(signal.setitimer, signal.ITIMER_REAL, 0)
 
 
 @inlineCallbacks

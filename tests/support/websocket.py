@@ -4,7 +4,7 @@ service's side of the upgrade played by the test (L{WebSocketTestCase}), and
 what the client wrote read back as frames (L{client_frames}); the server's
 half of any WebSocket written out byte by byte (L{upgrade_response},
 L{server_frame}), for the tests that drive Autobahn's own client protocol
-too.
+too; which frames reach Autobahn's parser (L{frames_autobahn_begins}).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import txaio
 from twisted.internet.address import IPv4Address
@@ -69,6 +69,9 @@ class WebSocketTestCase(SynchronousTestCase):
         self.addCleanup(setattr, config, "loop", previous)
         self.events = RecordingEvents()
 
+    #: Autobahn protocol options set on each factory after ours (a test's other limits).
+    protocol_options: Mapping[str, object] = {}
+
     def connect(
         self,
         url: str = "wss://data.tunneling.iot.us-east-1.amazonaws.com/tunnel?local-proxy-mode=source",
@@ -87,6 +90,8 @@ class WebSocketTestCase(SynchronousTestCase):
             pong_timeout=10.0,
             open_handshake_timeout=30.0,
         )
+        if self.protocol_options:
+            factory.setProtocolOptions(**self.protocol_options)
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 443))
         assert isinstance(protocol, TunnelClientProtocol)
         transport = TCPLikeTransport()
@@ -141,3 +146,20 @@ def server_frame(opcode: int, payload: bytes, *, final: bool = True, first_bits:
     if len(payload) < 0x10000:
         return struct.pack("!BBH", first, 126, len(payload)) + payload
     return struct.pack("!BBQ", first, 127, len(payload)) + payload
+
+
+def frames_autobahn_begins(protocol: TunnelClientProtocol) -> List[int]:
+    """
+    The opcodes of the frames Autobahn's parser begins on C{protocol} from now
+    on (those the fast path takes never reach it), in order.
+    """
+    seen: List[int] = []
+    original = protocol.onFrameBegin
+
+    def begin() -> None:
+        assert protocol.current_frame is not None
+        seen.append(protocol.current_frame.opcode)
+        original()
+
+    protocol.onFrameBegin = begin  # type: ignore[method-assign]
+    return seen

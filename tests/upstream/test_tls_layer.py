@@ -40,13 +40,16 @@ from aws_localproxy.upstream.tls_layer import (
     wrap_client_tls,
 )
 from aws_localproxy.upstream.tls_options import service_tls_options
-from tests.support.helpers import private_ca, readable_bytes, sleep
+from tests.support.helpers import fail_if_still_running, private_ca, readable_bytes, sleep
 from tests.support.payloads import assert_same_bytes, digest, unique_payload
 from tests.support.seams import adapter_warnings
 from tests.support.tls import connect_in_memory
 
 reactor: Any = _reactor
 MIB = 1 << 20
+#: The most plaintext one TLS record carries, and what one read of the send BIO takes.
+RECORD = tls_layer.RECORD_SIZE
+READ = tls_layer.SEND_BIO_READ
 #: What the client sends and what the server sends: no block repeats, so a
 #: TLS record duplicated, dropped or reordered changes what arrives.
 UP = unique_payload(16 * MIB, seed=1)
@@ -98,6 +101,7 @@ class InMemoryTests(SynchronousTestCase):
     """Through iosim: no socket, so no sending in the same turn, but the same TLS."""
 
     def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
+        fail_if_still_running(self)
         return connect_in_memory(
             self, client, server, client_factory=BatchingTLSFactory, hostname=hostname
         )
@@ -164,12 +168,86 @@ class InMemoryTests(SynchronousTestCase):
             self.assertGreater(min(calls.values()), 0)
 
     def test_close_after_data(self) -> None:
-        """The peer writes and closes at once: every byte arrives before the clean end."""
+        """
+        The peer writes and closes at once: every byte arrives before the
+        clean end, and the peer's close_notify is answered with ours, so the
+        peer sees a clean end too (not a connection cut without one).
+        """
         data = DOWN[:MIB]
         client, server = Collector(), Collector(send_on_connect=data, close_after_send=True)
         self.connect(client, server)
         assert_same_bytes(self, client.received, data)
-        self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone), client.lost)
+        self.assertTrue(server.lost and server.lost.check(ConnectionDone), server.lost)
+
+    def test_writes_around_the_send_bio_read(self) -> None:
+        """
+        Writes whose ciphertext is one byte short of, exactly, or one byte
+        over what one read of the send BIO takes (and twice that): every
+        byte arrives, in order, whatever number of reads it took.
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert client.transport is not None
+        # What one full record costs in ciphertext on this connection.
+        client.transport.write(UP[:RECORD])
+        record = len(b"".join(pump.clientIO.stream))
+        overhead = record - RECORD
+        pump.flush()
+        sent = UP[:RECORD]
+        tried = 0
+        for target in (READ - 1, READ, READ + 1, 2 * READ, 2 * READ + 1):
+            full, rest = divmod(target, record)
+            if 0 < rest <= overhead:
+                continue  # no write has exactly that much ciphertext
+            tried += 1
+            size = full * RECORD + (rest - overhead if rest else 0)
+            data = UP[len(sent) : len(sent) + size]
+            client.transport.write(data)
+            self.assertEqual(len(b"".join(pump.clientIO.stream)), target)
+            pump.flush()
+            sent += data
+            assert_same_bytes(self, server.received, sent)
+        self.assertGreaterEqual(tried, 4)
+
+    def test_records_of_every_small_size(self) -> None:
+        """
+        Records of 1 to 40 bytes, then records of 1,000 bytes past the end of
+        the buffer a read is decrypted into, all arriving in one read: every
+        byte arrives, in order.
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert server.transport is not None
+        sizes = list(range(1, 41)) + [1000] * 300
+        position = 0
+        for size in sizes:
+            server.transport.write(DOWN[position : position + size])
+            pump.clock.advance(0)  # (Twisted's TLS sends a turn's writes as one record)
+            position += size
+        pump.flush()
+        assert_same_bytes(self, client.received, DOWN[:position])
+
+    def test_bad_record_after_data(self) -> None:
+        """
+        A read holding records and then a record that does not decrypt: the
+        records before it are delivered, then the connection ends with
+        OpenSSL's error (not as a clean close, and not silently going on).
+        """
+        client, server = Collector(), Collector()
+        pump = self.connect(client, server)
+        assert server.transport is not None
+        server.transport.write(DOWN[:5000])
+        pump.clock.advance(0)
+        server.transport.write(DOWN[5000:6000])
+        pump.clock.advance(0)
+        ciphertext = bytearray(pump.serverIO.getOutBuffer())
+        ciphertext[-1] ^= 0xFF  # the last record's authentication tag
+        pump.client.dataReceived(bytes(ciphertext))
+        pump.flush()
+        assert_same_bytes(self, client.received, DOWN[:5000])
+        self.assertIsNotNone(client.lost)
+        self.assertTrue(client.lost and client.lost.check(SSL.Error), client.lost)
 
     def test_failed_verification(self) -> None:
         """A certificate for another name: nothing is delivered and the connection fails."""
@@ -240,7 +318,12 @@ class SlowReader(Collector):
 class RealSocketTests(TestCase):
     """A Twisted TLS server on 127.0.0.1 and the batching client."""
 
+    #: A connection that never ends fails the test in seconds, not in trial's two minutes.
+    timeout = 20
+
     def serve(self, protocol: Protocol) -> int:
+        # A read that loops forever in the reactor never lets trial's timeout fire.
+        fail_if_still_running(self, 25.0)
         files = private_ca(self)
         self.capath = files.capath
         factory = TLSMemoryBIOFactory(
@@ -301,13 +384,55 @@ class RealSocketTests(TestCase):
         self.assertGreater(pusher.paused, 0)
 
     async def test_download_then_close(self) -> None:
-        """The server sends 8 MiB and closes: all of it arrives, then a clean end."""
+        """
+        The server sends 8 MiB and closes: all of it arrives, then a clean
+        end; the client answers the server's close_notify, so the server's
+        end is clean too.
+        """
         data = DOWN[: 8 * MIB]
-        port = self.serve(Collector(send_on_connect=data, close_after_send=True))
+        server = Collector(send_on_connect=data, close_after_send=True)
+        port = self.serve(server)
         client = await self.connect(port, Collector())
         await client.ended
+        await server.ended
         assert_same_bytes(self, client.received, data)
-        self.assertTrue(client.lost and client.lost.check(ConnectionDone))
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone), client.lost)
+        self.assertTrue(server.lost and server.lost.check(ConnectionDone), server.lost)
+
+    async def test_own_close_after_a_silent_handshake(self) -> None:
+        """
+        The server speaks first and the client has written nothing when the
+        handshake ends: the client's close is still a clean TLS close, not
+        an abort (as for a connection whose handshake never finished).
+        """
+        server = Collector(send_on_connect=b"hello")
+        port = self.serve(server)
+        client = await self.connect(port, Collector())
+        while client.received != b"hello":
+            await sleep(0.01)
+        assert client.transport is not None
+        client.transport.loseConnection()
+        await client.ended
+        await server.ended
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone), client.lost)
+        self.assertTrue(server.lost and server.lost.check(ConnectionDone), server.lost)
+
+    async def test_own_close_is_clean(self) -> None:
+        """
+        The client closes after the handshake: a TLS close (close_notify,
+        then the TCP close), clean on both ends -- not an abort.
+        """
+        server = Collector()
+        port = self.serve(server)
+        client = await self.connect(port, Collector())
+        assert client.transport is not None
+        client.transport.write(b"bye")
+        client.transport.loseConnection()
+        await client.ended
+        await server.ended
+        self.assertEqual(server.received, b"bye")
+        self.assertTrue(client.lost and client.lost.check(ConnectionDone), client.lost)
+        self.assertTrue(server.lost and server.lost.check(ConnectionDone), server.lost)
 
 
 class DirectCallsTests(SynchronousTestCase):
@@ -376,6 +501,7 @@ class DirectReceiveTests(SynchronousTestCase):
     """
 
     def connect(self) -> tuple[Collector, Collector, Any, List[str]]:
+        fail_if_still_running(self)
         client, server = Collector(), Collector()
         pump = connect_in_memory(self, client, server, client_factory=BatchingTLSFactory)
         protocol: Any = client.transport
@@ -388,6 +514,24 @@ class DirectReceiveTests(SynchronousTestCase):
 
     def test_direct(self) -> None:
         client, server, pump, public = self.connect()
+        assert server.transport is not None
+        server.transport.write(DOWN[:1000])
+        pump.flush()
+        self.assertEqual((client.received, public), (DOWN[:1000], []))
+
+    def test_direct_after_a_write_that_waited_for_the_handshake(self) -> None:
+        """
+        A write made during the handshake waits for it (Twisted's
+        C{dataReceived} takes the handshake's reads); once it is done, reads
+        go direct again.
+        """
+        client, server = Collector(send_on_connect=b"early"), Collector()
+        pump = connect_in_memory(self, client, server, client_factory=BatchingTLSFactory)
+        self.assertEqual(server.received, b"early")
+        connection = cast(Any, client.transport)._tlsConnection
+        public: List[bytes] = []
+        method = connection.bio_write
+        connection.bio_write = lambda data: public.append(bytes(data)) or method(data)
         assert server.transport is not None
         server.transport.write(DOWN[:1000])
         pump.flush()
@@ -465,6 +609,61 @@ class DirectReceiveTests(SynchronousTestCase):
         self.assertTrue(public)
 
 
+class DirectWriteTests(SynchronousTestCase):
+    """
+    A write goes through OpenSSL's C{SSL_write} directly; where that stops
+    (OpenSSL refuses, or wants something done first), pyOpenSSL's C{send}
+    takes the rest and says what it means: the same bytes arrive, or the
+    connection ends with OpenSSL's error, as through Twisted's own TLS.
+    """
+
+    def connect(self) -> tuple[Collector, Collector, Any]:
+        fail_if_still_running(self)
+        client, server = Collector(), Collector()
+        pump = connect_in_memory(self, client, server, client_factory=BatchingTLSFactory)
+        self.assertIsNotNone(cast(Any, client.transport)._direct_ssl)
+        return client, server, pump
+
+    def test_refused_direct_write(self) -> None:
+        """C{SSL_write} returning 0 (refused): the public path writes it all, once."""
+        calls: List[int] = []
+
+        def refusing(ssl: Any, pointer: Any, size: int) -> int:
+            calls.append(size)
+            if len(calls) > 100:
+                raise AssertionError("SSL_write called again and again after it refused")
+            return 0
+
+        client, server, pump = self.connect()
+        self.patch(tls_layer, "SSL_write", refusing)
+        assert client.transport is not None
+        client.transport.write(UP[:50000])
+        pump.flush()
+        assert_same_bytes(self, server.received, UP[:50000])
+        self.assertEqual(calls, [50000])
+
+    def test_failed_write_ends_the_connection(self) -> None:
+        """
+        A write OpenSSL fails: the connection ends with that error, which
+        the application sees (as Twisted's own TLS reports it), not as a
+        clean close.
+        """
+        error = SSL.Error([("SSL routines", "", "a write that cannot be done")])
+
+        def failing(data: Any) -> int:
+            raise error
+
+        client, server, pump = self.connect()
+        self.patch(tls_layer, "SSL_write", lambda ssl, pointer, size: -1)
+        protocol: Any = client.transport
+        protocol._tlsConnection.send = failing
+        protocol.write(b"never")
+        pump.flush()
+        self.assertTrue(client.lost and client.lost.value is error, client.lost)
+        self.assertIsNotNone(server.lost)
+        self.assertEqual(server.received, b"")
+
+
 class _ForeignHandles:
     """
     A pyOpenSSL connection as a later pyOpenSSL might keep it: every public
@@ -501,6 +700,7 @@ class InMemoryWithForeignHandlesTests(InMemoryTests):
         self.warnings = adapter_warnings(self)
 
     def connect(self, client: Collector, server: Collector, hostname: str = "localhost") -> Any:
+        fail_if_still_running(self)
         pump = connect_in_memory(
             self,
             client,

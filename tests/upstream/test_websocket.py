@@ -33,7 +33,12 @@ from tests.fakes.transport import TCPLikeTransport
 from tests.fakes.websocket import NoPacer, RecordingEvents
 from tests.support.payloads import digest, unique_payload
 from tests.support.seams import adapter_warnings
-from tests.support.websocket import ACCESS_TOKEN, WebSocketTestCase, client_frames
+from tests.support.websocket import (
+    ACCESS_TOKEN,
+    WebSocketTestCase,
+    client_frames,
+    frames_autobahn_begins,
+)
 
 CLIENT_TOKEN = "b0a9b1c5-1b3b-4e3a-9a8e-client-token-0001"
 #: Message payloads in which no block repeats (slices of one for several
@@ -64,23 +69,6 @@ class RecordingPacer(NoPacer):
     def pong(self, payload: bytes) -> bool:
         self.pongs.append(payload)
         return self.takes(payload)
-
-
-def frames_autobahn_begins(protocol: TunnelClientProtocol) -> List[int]:
-    """
-    The opcodes of the frames Autobahn's parser begins on C{protocol} from now
-    on (those the fast path takes never reach it), in order.
-    """
-    seen: List[int] = []
-    original = protocol.onFrameBegin
-
-    def begin() -> None:
-        assert protocol.current_frame is not None
-        seen.append(protocol.current_frame.opcode)
-        original()
-
-    protocol.onFrameBegin = begin  # type: ignore[method-assign]
-    return seen
 
 
 def open_with_lpq1_pacer(
