@@ -305,6 +305,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30, help="imports shown by --trace (default 30)")
     parser.add_argument("--json", metavar="FILE", help="also write every value (seconds) here")
     args = parser.parse_args()
+    # Each child runs in a directory of its own: a relative path would name nothing there.
+    args.executable = args.executable and os.path.abspath(args.executable)
+    args.reference = args.reference and os.path.abspath(args.reference)
     for option, path in (("--executable", args.executable), ("--reference", args.reference)):
         if path and not os.access(path, os.X_OK):
             parser.error(f"{option} {path}: not an executable file")
