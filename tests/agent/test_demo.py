@@ -11,13 +11,12 @@ import os
 import sys
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from tests.support.agent import mosquitto_missing
-from tests.support.helpers import PROJECT_ROOT
+from tests.support.deadlines import START, scaled
+from tests.support.helpers import PROJECT_ROOT, run_child
 
 DEMO = os.path.join(PROJECT_ROOT, "examples", "agent_demo.py")
 
@@ -26,7 +25,7 @@ class AgentDemoTests(TestCase):
     if mosquitto_missing:
         skip = mosquitto_missing
 
-    timeout = 90
+    timeout = scaled(90)
 
     @inlineCallbacks
     def test_demo(self) -> Any:
@@ -34,9 +33,10 @@ class AgentDemoTests(TestCase):
         env = dict(os.environ, AGENT_DEMO_DIR=directory, AGENT_DEMO_VERBOSITY="6")
         bin_dir = os.path.dirname(sys.executable)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        out, err, code = yield getProcessOutputAndValue(
-            sys.executable, [DEMO], env=env, reactor=reactor
-        )
+        # The demo runs a broker, a tunnel service, an agent and a source:
+        # a few seconds; it is killed, and the test fails with its output,
+        # if it has not ended within the deadline.
+        code, out, err = yield run_child([sys.executable, DEMO], env, START * 2, name="the demo")
         text = out.decode(errors="replace") + err.decode(errors="replace")
         self.assertEqual(code, 0, text)
         self.assertIn("demo: OK, 100000 bytes went through the tunnel and back", text)

@@ -23,8 +23,9 @@ from aws_localproxy.tunnelservice.model import CONNECTED
 from aws_localproxy.tunnelservice.notify import TunnelNotifier
 from aws_localproxy.tunnelservice.server import start_tunnel_service
 from tests.support.agent import Mosquitto, issue_client_certificate, mosquitto_missing
+from tests.support.deadlines import EVENT, scaled
 from tests.support.e2e import E2ETestCase, Echo, aws_cli, boto3_missing, tunneling_client
-from tests.support.helpers import sleep, wait_until
+from tests.support.helpers import sleep
 
 
 def fast_backoff(failures: int) -> float:
@@ -39,19 +40,24 @@ class AgentE2ETestCase(E2ETestCase):
     elif boto3_missing:
         skip = boto3_missing
 
-    timeout = 60
+    timeout = scaled(60)
     tls_broker = False
     thing_name = "dev1"
 
     @inlineCallbacks
     def setUp(self) -> Any:
+        self.keep_log()
         self.events: List[Dict[str, Any]] = []
         self.sources: Dict[str, Any] = {}
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.cert_dir = os.path.abspath(self.mktemp())
-        self.tunnel_service = yield start_tunnel_service(
-            reactor, self.cert_dir, notify=lambda *args: self.notifier.notify(*args)
+        self.tunnel_service = yield self.within(
+            start_tunnel_service(
+                reactor, self.cert_dir, notify=lambda *args: self.notifier.notify(*args)
+            ),
+            EVENT,
+            "the local tunnel service did not start",
         )
         self.addCleanup(self.tunnel_service.stop)
         self.broker = Mosquitto(
@@ -117,7 +123,9 @@ class AgentE2ETestCase(E2ETestCase):
         agent.startService()
         self.addCleanup(agent.stopService)
         if wait:
-            yield agent.mqtt.when_ready()
+            yield self.within(
+                agent.mqtt.when_ready(), EVENT, "the agent's MQTT session did not start"
+            )
         return agent
 
     def open_tunnel(self, services: Sequence[str], thing_name: Optional[str] = None) -> Any:
@@ -141,15 +149,15 @@ class AgentE2ETestCase(E2ETestCase):
     def opened_and_connected(self, services: Sequence[str] = ("SSH",)) -> Any:
         """Open a tunnel for the thing and wait until the agent's destination is connected."""
         tunnel_id, source_token = yield self.open_tunnel(services)
-        yield self.tunnel_service.wait_for_state(tunnel_id, Mode.DESTINATION, CONNECTED)
+        yield self.service_state(tunnel_id, Mode.DESTINATION, CONNECTED)
         return tunnel_id, source_token
 
     @inlineCallbacks
     def echo_through(self, source_token: str, service_id: str = "SSH", payload: bytes = b"") -> Any:
         """Start a source with C{source_token}; send bytes through C{service_id}; returns the echo."""
         source = self.proxy(Mode.SOURCE, source_token, {})
-        yield source.connected
-        port = yield source.listening_port(service_id)
+        yield self.connected(source)
+        port = yield self.listening(source, service_id)
         client = yield self.connect(port)
         payload = payload or os.urandom(50_000)
         client.transport.write(payload)
@@ -182,7 +190,7 @@ class AgentFlowTests(AgentE2ETestCase):
     def echo_through_second_service(self, source_token: str) -> Any:
         # The source from echo_through is still connected; connect to its WEB port.
         source = self.proxies_for(source_token)
-        port = yield source.listening_port("WEB")
+        port = yield self.listening(source, "WEB")
         client = yield self.connect(port)
         client.transport.write(b"web bytes")
         echoed = yield client.wait_for(9)
@@ -201,13 +209,17 @@ class AgentFlowTests(AgentE2ETestCase):
             yield self.echo_through(source_token)
         numbers = [t.number for t in self.agent.tunnels.tunnels]
         yield self.close_tunnel(opened[1][0])
-        yield wait_until(lambda: len(self.agent.tunnels.tunnels) == 2)
+        yield self.until(
+            lambda: len(self.agent.tunnels.tunnels) == 2,
+            "the agent did not end the closed tunnel's destination",
+            state=lambda: f"{len(self.agent.tunnels.tunnels)} tunnel(s) open",
+        )
         self.assertEqual([n for n, _ in self.agent.tunnels.ended], [numbers[1]])
         self.assertEqual([t.number for t in self.agent.tunnels.tunnels], [numbers[0], numbers[2]])
         # The other two still carry bytes, over the sources already connected.
         for index in (0, 2):
             source = self.proxies_for(opened[index][1])
-            port = yield source.listening_port("SSH")
+            port = yield self.listening(source, "SSH")
             client = yield self.connect(port)
             client.transport.write(b"still here")
             self.assertEqual((yield client.wait_for(10)), b"still here")
@@ -238,7 +250,7 @@ class AgentFlowTests(AgentE2ETestCase):
             self.notifier.mqtt.publish(topic, payload)
         # Then a good one, so we know the bad ones were all seen first.
         self.notifier.mqtt.publish(topic, message())
-        yield self.tunnel_service.wait_for_state(tunnel_id, Mode.DESTINATION, CONNECTED)
+        yield self.service_state(tunnel_id, Mode.DESTINATION, CONNECTED)
         self.assertEqual(len(self.agent.tunnels.tunnels), 1)
         text = self.log_text()
         self.assertIn("Ignored a malformed tunnel notification: the notification is not JSON", text)
@@ -260,23 +272,32 @@ class AgentFlowTests(AgentE2ETestCase):
         sessions = self.agent.mqtt.sessions
         yield self.broker.restart()
         # The open tunnel never needed the broker.
-        port = yield source.listening_port("SSH")
+        port = yield self.listening(source, "SSH")
         client = yield self.connect(port)
         client.transport.write(b"during the restart")
         self.assertEqual((yield client.wait_for(18)), b"during the restart")
-        yield wait_until(lambda: self.agent.mqtt.sessions > sessions and self.agent.mqtt.is_ready)
-        yield wait_until(lambda: self.notifier.mqtt.is_ready)
+        yield self.until(
+            lambda: self.agent.mqtt.sessions > sessions and self.agent.mqtt.is_ready,
+            "the agent did not get a new MQTT session after the broker's restart",
+        )
+        yield self.until(
+            lambda: self.notifier.mqtt.is_ready,
+            "the tunnel service's notifier did not reconnect to the broker",
+        )
         _, second_token = yield self.opened_and_connected()
         yield self.echo_through(second_token)
         self.assertEqual(len(self.agent.tunnels.tunnels), 2)
 
     @inlineCallbacks
     def test_max_tunnels(self) -> Any:
-        yield self.agent.stopService()
+        yield self.within(self.agent.stopService(), EVENT, "the agent did not stop")
         self.agent = yield self.start_agent("--max-tunnels", "1")
         yield self.opened_and_connected()
         tunnel_id, _ = yield self.open_tunnel(["SSH"])
-        yield wait_until(lambda: "the most allowed (--max-tunnels)" in self.log_text())
+        yield self.until(
+            lambda: "the most allowed (--max-tunnels)" in self.log_text(),
+            "the agent did not log that it refused a tunnel over --max-tunnels",
+        )
         self.assertEqual(len(self.agent.tunnels.tunnels), 1)
         self.assertEqual(
             self.tunnel_service.connection_state(tunnel_id, Mode.DESTINATION), "DISCONNECTED"
@@ -291,7 +312,7 @@ class AgentFlowTests(AgentE2ETestCase):
             "--destination-config",
             f"thingName={self.thing_name},services=SSH",
         )
-        yield self.tunnel_service.wait_for_state(opened["tunnelId"], Mode.DESTINATION, CONNECTED)
+        yield self.service_state(opened["tunnelId"], Mode.DESTINATION, CONNECTED)
         yield self.echo_through(opened["sourceAccessToken"])
 
 
@@ -324,6 +345,9 @@ class AgentTLSBrokerTests(AgentE2ETestCase):
         agent = make_agent(reactor, options.agent, backoff=fast_backoff)
         agent.startService()
         self.addCleanup(agent.stopService)
-        yield wait_until(lambda: "No connection to the MQTT broker" in self.log_text())
+        yield self.until(
+            lambda: "No connection to the MQTT broker" in self.log_text(),
+            "the agent without a client certificate did not log that it has no broker",
+        )
         yield sleep(0.3)
         self.assertEqual(agent.mqtt.sessions, 0)

@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.config.client_token import is_valid_client_token, read_client_token
 from aws_localproxy.protocol.constants import Mode
+from tests.support.deadlines import scaled
 from tests.support.e2e import E2ETestCase, Echo, ProcessTestCase, spawn
 
 
@@ -61,11 +62,11 @@ class ReconnectTests(E2ETestCase):
         proxy = self.proxy(
             Mode.DESTINATION, destination_token, {"ssh": "22"}, client_token_file=path
         )
-        self.assertEqual((yield proxy.when_finished), 1)
+        self.assertEqual((yield self.finished(proxy)), 1)
 
 
 class RestartTests(ProcessTestCase):
-    timeout = 60
+    timeout = scaled(60)
 
     @inlineCallbacks
     def start_destination(self, token: str, echo_port: int, *extra: str) -> Any:
@@ -80,8 +81,8 @@ class RestartTests(ProcessTestCase):
     @inlineCallbacks
     def kill(self, process: Any, tunnel_id: str) -> Any:
         os.kill(process.transport.pid, signal.SIGKILL)
-        yield process.ended
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "DISCONNECTED")
+        yield process.when_ended()
+        yield self.service_state(tunnel_id, "destination", "DISCONNECTED")
 
     @inlineCallbacks
     def test_restart_rejoins_with_token_file(self) -> Any:
@@ -94,13 +95,13 @@ class RestartTests(ProcessTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         yield self.kill(first, tunnel_id)
         second = yield self.start_destination(token, echo_port, "--client-token-file", path)
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        yield self.service_state(tunnel_id, "destination", "CONNECTED")
         self.assertEqual(read_client_token(path), stored)
         for process in (first, second):
             self.assertNotIn(stored.encode(), process.output)
             self.assertNotIn(token.encode(), process.output)
         self.tunnel_service.close_tunnel(tunnel_id)
-        self.assertEqual((yield second.ended), 0, second.output.decode())
+        self.assertEqual((yield second.when_ended()), 0, second.output.decode())
 
     @inlineCallbacks
     def test_restart_without_token_file_is_refused(self) -> Any:
@@ -114,7 +115,7 @@ class RestartTests(ProcessTestCase):
             self.proxy_args("-d", f"ssh=127.0.0.1:{echo_port}"),
             {"AWSIOT_TUNNEL_ACCESS_TOKEN": token},
         )
-        self.assertEqual((yield second.ended), 1)
+        self.assertEqual((yield second.when_ended()), 1)
         self.assertIn(b"rejected web socket upgrade request: (HTTP/1.1 403", second.output)
 
     @inlineCallbacks
@@ -123,11 +124,11 @@ class RestartTests(ProcessTestCase):
         echo_port = yield self.listen(Echo)
         tunnel_id, _, token = self.tunnel_service.open_tunnel(["ssh"])
         process = yield self.start_destination(token, echo_port)
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        yield self.service_state(tunnel_id, "destination", "CONNECTED")
         slot = self.tunnel_service.registry.get(tunnel_id).slot(Mode.DESTINATION)
         generated = slot.client_token
         self.assertTrue(generated and is_valid_client_token(generated))
         self.tunnel_service.close_tunnel(tunnel_id)
-        self.assertEqual((yield process.ended), 0)
+        self.assertEqual((yield process.when_ended()), 0)
         self.assertNotIn(generated.encode(), process.output)
         self.assertNotIn(token.encode(), process.output)

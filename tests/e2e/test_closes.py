@@ -14,13 +14,20 @@ import os
 import time
 from typing import Any, List
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, inlineCallbacks
 
-from tests.support.e2e import Apps, Client, Collector, E2ETestCase, SendAndClose, Sender, pattern
-from tests.support.helpers import open_fds, sleep, wait_until
+from tests.support.deadlines import EVENT, deadline, scaled, transfer
+from tests.support.e2e import (
+    Apps,
+    Client,
+    Collector,
+    E2ETestCase,
+    SendAndClose,
+    Sender,
+    all_of,
+    pattern,
+)
+from tests.support.helpers import open_fds, sleep
 from tests.support.payloads import assert_same_bytes
 
 #: What this suite holds a close to on loopback (the target is 100 ms; CI
@@ -29,7 +36,7 @@ CLOSE_BOUND = 2.0
 
 
 class CloseTests(E2ETestCase):
-    timeout = 120
+    timeout = scaled(120)
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -40,7 +47,11 @@ class CloseTests(E2ETestCase):
     def assert_no_fd_left(self) -> Any:
         """Every local socket of the test is gone (the proxies and service stay up)."""
         before = self.fds_before + self.baseline_extra
-        yield wait_until(lambda: open_fds() <= before, timeout=5)
+        yield self.until(
+            lambda: open_fds() <= before,
+            "the test's sockets were not all closed",
+            state=lambda: f"{open_fds()} file descriptors open, {before} expected",
+        )
 
     baseline_extra = 0
 
@@ -61,11 +72,9 @@ class CloseTests(E2ETestCase):
         ports = yield self.pair(apps)
         payload = os.urandom(1024)
         sent_at = time.monotonic()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", ports["ssh"]).connect(
-            Factory.forProtocol(lambda: SendAndClose(payload))
-        )
-        yield wait_until(lambda: bool(apps.made))
-        data, closed_at = yield apps.made[0].closed
+        yield self.connect_as(ports["ssh"], lambda: SendAndClose(payload))
+        yield self.until(lambda: bool(apps.made), "the destination did not connect the application")
+        data, closed_at = yield apps.made[0].when_closed()
         self.assertEqual(data, payload)
         self.assertLess(closed_at - sent_at, CLOSE_BOUND)
         yield self.assert_no_fd_left()
@@ -90,14 +99,17 @@ class CloseTests(E2ETestCase):
                     done.callback(None)
 
             Push.size = size
-            yield TCP4ClientEndpoint(reactor, "127.0.0.1", ports["ssh"]).connect(
-                Factory.forProtocol(Push)
+            yield self.connect_as(ports["ssh"], Push)
+            yield deadline(
+                client_done,
+                transfer(size),
+                f"the client pushing {size:,} bytes did not finish and close",
+                apps.summary,
             )
-            yield client_done
             yield sleep(0.3)  # the reset has reached the destination, if it could
             app = apps.made[-1]
             app.transport.resumeProducing()
-            data, _ = yield app.closed
+            data, _ = yield app.when_closed(transfer(size))
             self.assertEqual(len(data), size)
             assert_same_bytes(self, data, pattern(size))
         yield self.assert_no_fd_left()
@@ -114,10 +126,9 @@ class CloseTests(E2ETestCase):
         ports = yield self.pair(Big)
         client = yield self.connect(ports["ssh"])
         client.transport.pauseProducing()  # the client reads late: the source is back-pressured
-        yield wait_until(lambda: True)
         yield sleep(0.5)
         client.transport.resumeProducing()
-        data = yield client.closed
+        data = yield client.when_closed(transfer(size))
         self.assertEqual(len(data), size)
         assert_same_bytes(self, data, pattern(size))
         yield self.assert_no_fd_left()
@@ -133,11 +144,13 @@ class CloseTests(E2ETestCase):
         ports = yield self.pair(apps)
         count = 1000
         for i in range(count):
-            yield TCP4ClientEndpoint(reactor, "127.0.0.1", ports["ssh"]).connect(
-                Factory.forProtocol(lambda i=i: SendAndClose(b"cmd %d\n" % i))
-            )
-        yield wait_until(lambda: len(apps.made) == count, timeout=60)
-        results = yield gatherResults([app.closed for app in apps.made])
+            yield self.connect_as(ports["ssh"], lambda i=i: SendAndClose(b"cmd %d\n" % i))
+        yield self.until(
+            lambda: len(apps.made) == count,
+            f"the destination did not connect the application {count} times",
+            EVENT * 3,
+        )
+        results = yield all_of([app.when_closed() for app in apps.made])
         lines = sorted(data for data, _ in results)
         self.assertEqual(lines, sorted(b"cmd %d\n" % i for i in range(count)))
         yield self.assert_no_fd_left()
@@ -172,7 +185,9 @@ class CloseTests(E2ETestCase):
                 client = yield self.connect(ports[service_id])
                 client.transport.write(pattern(request))
                 clients.append(client)
-        results = yield gatherResults([c.closed for c in clients])
+        # Six transfers at once each way.
+        within = transfer(6 * (request + Reply.size))
+        results = yield all_of([c.when_closed(within) for c in clients])
         for data in results:
             assert_same_bytes(self, data, pattern(Reply.size))
         yield self.assert_no_fd_left()
@@ -191,10 +206,13 @@ class CloseTests(E2ETestCase):
             client = yield self.connect(ports["ssh"])
             client.transport.write(b"hello %d" % i)
             clients.append(client)
-        yield wait_until(lambda: len(apps.made) == 3 and all(a.received for a in apps.made))
+        yield self.until(
+            lambda: len(apps.made) == 3 and all(a.received for a in apps.made),
+            "the three clients' bytes did not reach three applications",
+        )
         self.tunnel_service.close_tunnel(self.tunnel_id)
-        results = yield gatherResults([app.closed for app in apps.made])
+        results = yield all_of([app.when_closed() for app in apps.made])
         self.assertEqual(sorted(data for data, _ in results), [b"hello 0", b"hello 1", b"hello 2"])
-        yield gatherResults([c.closed for c in clients])
-        code = yield self.destination.when_finished
+        yield all_of([c.when_closed() for c in clients])
+        code = yield self.finished(self.destination)
         self.assertEqual(code, 0)

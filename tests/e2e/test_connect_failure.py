@@ -13,13 +13,12 @@ from __future__ import annotations
 from typing import Any, List
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 
 from aws_localproxy.protocol.constants import Mode
 from tests.support.e2e import E2ETestCase, Echo, new_client_token, with_settings
-from tests.support.helpers import wait_until
 
 
 class FirstConnectHeld:
@@ -64,30 +63,26 @@ class ConnectFailureTests(E2ETestCase):
             settings=settings,
             service_options={"destination_endpoints": {"ssh": endpoint}},
         )
-        yield destination.connected
+        yield self.connected(destination)
         source = self.proxy(
             Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=settings
         )
-        yield source.connected
-        web = yield source.listening_port("web")
+        yield self.connected(source)
+        web = yield self.listening(source, "web")
         yield self.assert_echoes(web, b"the peer speaks V3")
-        port = yield source.listening_port("ssh")
+        port = yield self.listening(source, "ssh")
         a = yield self.connect(port)
         a.transport.write(b"for a")
-        yield wait_until(lambda: endpoint.attempts)
+        yield self.until(
+            lambda: endpoint.attempts, "the destination did not try to connect client A's"
+        )
         b = yield self.assert_echoes(port, b"for b")
         self.assertEqual(len(endpoint.attempts), 2)
         endpoint.first.errback(ConnectionRefusedError("held, then refused"))
-        try:
-            yield a.closed.addTimeout(10, reactor)
-        except TimeoutError:
-            self.fail("client A was not closed after its connect failed")
+        yield a.when_closed()  # (after its connect failed)
         self.assertEqual(a.value(), b"")
         b.transport.write(b" still")
-        try:
-            received = yield b.wait_for(len(b"for b still")).addTimeout(10, reactor)
-        except TimeoutError:
-            self.fail("client B no longer echoes")
+        received = yield b.wait_for(len(b"for b still"))
         self.assertEqual(received, b"for b still")
         self.assertFalse(b.closed.called, "client B was closed with A")
         # The stream lives on: a new client starts a connection on it and echoes.

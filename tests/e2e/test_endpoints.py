@@ -17,6 +17,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 
 from aws_localproxy.protocol.constants import Mode
+from tests.support.deadlines import EVENT, deadline
 from tests.support.e2e import Client, E2ETestCase, Echo, _close_client, new_client_token
 
 
@@ -29,8 +30,12 @@ class EndpointTests(E2ETestCase):
 
     @inlineCallbacks
     def connect_unix(self, path: str) -> Any:
-        client = Client()
-        yield UNIXClientEndpoint(reactor, path).connect(Factory.forProtocol(lambda: client))
+        client = Client(f"the client of {path}")
+        yield deadline(
+            UNIXClientEndpoint(reactor, path).connect(Factory.forProtocol(lambda: client)),
+            EVENT,
+            f"{client.name} did not connect",
+        )
         self.addCleanup(_close_client, client)
         return client
 
@@ -43,11 +48,11 @@ class EndpointTests(E2ETestCase):
         self.destination = self.proxy(
             Mode.DESTINATION, destination_token, destination_map, client_token=new_client_token()
         )
-        yield self.destination.connected
+        yield self.connected(self.destination)
         self.source = self.proxy(
             Mode.SOURCE, source_token, source_map, client_token=new_client_token()
         )
-        yield self.source.connected
+        yield self.connected(self.source)
 
     @inlineCallbacks
     def test_unix_socket_both_ends(self) -> Any:
@@ -58,7 +63,11 @@ class EndpointTests(E2ETestCase):
         port = yield UNIXServerEndpoint(reactor, service_path).listen(Factory.forProtocol(Echo))
         self.addCleanup(port.stopListening)
         yield self.pair({"SSH1": f"unix:{source_path}"}, {"SSH1": f"unix:{service_path}"})
-        address = yield self.source._source.listening_address("SSH1")
+        address = yield self.within(
+            self.source._source.listening_address("SSH1"),
+            EVENT,
+            "the source did not listen for SSH1",
+        )
         self.assertEqual(address.name, source_path.encode())
         self.assertEqual(self.source.bound_ports(), {})
         client = yield self.connect_unix(source_path)
@@ -74,7 +83,7 @@ class EndpointTests(E2ETestCase):
         port = yield UNIXServerEndpoint(reactor, service_path).listen(Factory.forProtocol(Echo))
         self.addCleanup(port.stopListening)
         yield self.pair({"SSH1": "0"}, {"SSH1": service_path})
-        listening = yield self.source.listening_port("SSH1")
+        listening = yield self.listening(self.source, "SSH1")
         yield self.assert_echoes(listening, b"path")
 
     @inlineCallbacks
@@ -87,7 +96,7 @@ class EndpointTests(E2ETestCase):
         yield self.pair(
             {"WEB": "tcp:0:interface=127.0.0.1"}, {"WEB": f"tcp:host=127.0.0.1:port={echo_port}"}
         )
-        port = yield self.source.listening_port("WEB")
+        port = yield self.listening(self.source, "WEB")
         self.assertNotEqual(port, 0)
         client = yield self.assert_echoes(port, b"described")
         yield self.drop_and_reconnect(client)
@@ -99,7 +108,7 @@ class EndpointTests(E2ETestCase):
         """A destination description that cannot connect: exit 1 once SERVICE_IDS names it."""
         _, _, destination_token = self.tunnel_service.open_tunnel(["WEB"])
         proxy = self.proxy(Mode.DESTINATION, destination_token, {"WEB": "tcp:host=127.0.0.1"})
-        code = yield proxy.when_finished
+        code = yield self.finished(proxy)
         self.assertEqual(code, 1)
 
 

@@ -19,10 +19,10 @@ import os
 import signal
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import TimeoutError, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.protocol.constants import Mode
+from tests.support.deadlines import EVENT, scaled
 from tests.support.e2e import (
     NO_RESETS,
     Apps,
@@ -30,24 +30,19 @@ from tests.support.e2e import (
     ProcessTestCase,
     new_client_token,
 )
-from tests.support.helpers import wait_until
 
 #: Seconds a close may take to arrive here (it takes milliseconds; without
 #: the fix it never arrives).
-CLOSE_WAIT = 10
+CLOSE_WAIT = EVENT
 
 
 class EveryCloseTests(ProcessTestCase):
-    timeout = 60
+    timeout = scaled(60)
     tunnel_service_options = NO_RESETS
 
-    @inlineCallbacks
-    def closed(self, client: Any, what: str) -> Any:
-        try:
-            received = yield client.closed.addTimeout(CLOSE_WAIT, reactor)
-        except TimeoutError:
-            self.fail(f"{what} was not closed within {CLOSE_WAIT} s")
-        return received
+    def closed(self, client: Any) -> Any:
+        """C{client}'s close (what it received), within L{CLOSE_WAIT} seconds."""
+        return client.when_closed(CLOSE_WAIT)
 
     @inlineCallbacks
     def test_stopping_source_tells_the_destination(self) -> Any:
@@ -61,10 +56,10 @@ class EveryCloseTests(ProcessTestCase):
         run = yield self.source_child_through_echo(apps, b"before the stop")
         source = run.process
         os.kill(source.transport.pid, signal.SIGTERM)
-        self.assertEqual((yield source.ended), 0, source.output.decode())
-        yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
+        self.assertEqual((yield source.when_ended()), 0, source.output.decode())
+        yield apps.made[0].when_closed(CLOSE_WAIT)
         self.assertEqual(bytes(apps.made[0].received), b"before the stop")
-        yield self.closed(run.client, "the source's client")
+        yield self.closed(run.client)
         self.assertIn(b"resetting 1 open connection", source.output)
         self.assertEqual(run.destination._connector.sessions, 1)
         self.assertEqual(self.tunnel_service.violations, [])
@@ -81,9 +76,9 @@ class EveryCloseTests(ProcessTestCase):
         ports = yield self.tunnel_pair({"ssh": echo_port})
         first = yield self.echo_within(ports["ssh"], b"one")
         second = yield self.echo_within(ports["ssh"], b"two")
-        yield self.destination.stopService()
-        self.assertEqual((yield self.closed(first, "the first client")), b"one")
-        self.assertEqual((yield self.closed(second, "the second client")), b"two")
+        yield self.within(self.destination.stopService(), EVENT, "the destination did not stop")
+        self.assertEqual((yield self.closed(first)), b"one")
+        self.assertEqual((yield self.closed(second)), b"two")
         self.assertEqual(self.source._connector.sessions, 1)
         self.assertTrue(self.source.running)
 
@@ -104,20 +99,20 @@ class EveryCloseTests(ProcessTestCase):
         args = ("-d", f"ssh=127.0.0.1:{echo_port}")
         first = self.spawn_proxy(destination_token, token_file, *args)
         yield first.wait_for("Successfully established websocket connection")
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        yield self.service_state(tunnel_id, "destination", "CONNECTED")
         source = self.proxy(Mode.SOURCE, source_token, {}, client_token=new_client_token())
-        yield source.connected
-        port = yield source.listening_port("ssh")
+        yield self.connected(source)
+        port = yield self.listening(source, "ssh")
         clients = [(yield self.echo_within(port, b"one")), (yield self.echo_within(port, b"two"))]
         os.kill(first.transport.pid, signal.SIGKILL)
-        yield first.ended
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "DISCONNECTED")
+        yield first.when_ended()
+        yield self.service_state(tunnel_id, "destination", "DISCONNECTED")
         second = self.spawn_proxy(destination_token, token_file, *args)
         yield second.wait_for("Successfully established websocket connection")
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        yield self.service_state(tunnel_id, "destination", "CONNECTED")
         clients[0].transport.write(b"anyone there?")
-        self.assertEqual((yield self.closed(clients[0], "the first client")), b"one")
-        self.assertEqual((yield self.closed(clients[1], "the second client")), b"two")
+        self.assertEqual((yield self.closed(clients[0])), b"one")
+        self.assertEqual((yield self.closed(clients[1])), b"two")
         yield self.echo_within(port, b"three")
         self.assertIn(b"answering with a STREAM_RESET", second.output)
         self.assertEqual(source._connector.sessions, 1)
@@ -134,10 +129,10 @@ class EveryCloseTests(ProcessTestCase):
         apps = Apps(EchoingCollector)
         run = yield self.source_child_through_echo(apps, b"before the restart")
         os.kill(run.process.transport.pid, signal.SIGKILL)
-        yield run.process.ended
-        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        yield run.process.when_ended()
+        yield self.service_state(run.tunnel_id, "source", "DISCONNECTED")
         second = yield self.start_source(run.source_token, run.port, run.token_file)
         apps.made[0].transport.write(b"prompt> ")
-        yield wait_until(lambda: apps.made[0].lost, timeout=CLOSE_WAIT)
+        yield apps.made[0].when_closed(CLOSE_WAIT)
         self.assertEqual(run.destination._connector.sessions, 1)
         self.assertFalse(second.exited)

@@ -30,6 +30,7 @@ from twisted.trial.unittest import TestCase
 from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.proxy.service import LocalProxyService
+from tests.support.deadlines import EVENT, START, deadline, scaled, transfer
 from tests.support.e2e import (
     Apps,
     Client,
@@ -38,9 +39,12 @@ from tests.support.e2e import (
     Echo,
     ProcessTestCase,
     Sender,
+    _close_client,
     listen,
     new_client_token,
     pattern,
+    proxy_name,
+    proxy_state,
     spawn,
     table_size,
     with_settings,
@@ -95,22 +99,32 @@ def sessions(proxy: LocalProxyService) -> int:
 
 
 @inlineCallbacks
-def echo_works(test: TestCase, port: int, payload: bytes = b"ping after the fault") -> Any:
-    client = Client()
-    yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-        Factory.forProtocol(lambda: client)
+def connect_client(test: TestCase, port: int, name: str) -> Any:
+    """A L{Client} called C{name} connected to C{port} (closed after the test), with a deadline."""
+    client = Client(name)
+    yield deadline(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(lambda: client)),
+        EVENT,
+        f"{name} did not connect to port {port}",
     )
+    test.addCleanup(_close_client, client)
+    return client
+
+
+@inlineCallbacks
+def echo_works(test: TestCase, port: int, payload: bytes = b"ping after the fault") -> Any:
+    client = yield connect_client(test, port, "the client after the fault")
     client.transport.write(payload)
     got = yield client.wait_for(len(payload))
     test.assertEqual(got, payload)
     client.transport.loseConnection()
-    yield client.closed
+    yield client.when_closed()
 
 
 class DroppedWebSocketTests(E2ETestCase):
     """The WebSocket of one proxy dropped mid-transfer (the relay aborts it)."""
 
-    timeout = 60
+    timeout = scaled(60)
 
     @inlineCallbacks
     def set_up_pair(self, relay_side: Mode, app_factory: Any) -> Any:
@@ -135,7 +149,7 @@ class DroppedWebSocketTests(E2ETestCase):
             client_token=new_client_token(),
             settings=RETRY_SETTINGS,
         )
-        yield self.destination.connected
+        yield self.connected(self.destination)
         self.source = start_proxy(
             self,
             Mode.SOURCE,
@@ -147,8 +161,8 @@ class DroppedWebSocketTests(E2ETestCase):
             client_token=new_client_token(),
             settings=RETRY_SETTINGS,
         )
-        yield self.source.connected
-        self.source_port = yield self.source.listening_port("ssh")
+        yield self.connected(self.source)
+        self.source_port = yield self.listening(self.source, "ssh")
         # Everything the test keeps is open now: both WebSockets (through the
         # relay for one side), the listeners and the service.
         self.fds_before = open_fds()
@@ -156,11 +170,18 @@ class DroppedWebSocketTests(E2ETestCase):
     @inlineCallbacks
     def assert_nothing_left(self) -> Any:
         """Both tables empty and the process back to the fds it had before the fault."""
-        yield wait_until(
+        yield self.until(
             lambda: table_size(self.source) == 0 and table_size(self.destination) == 0,
-            timeout=20,
+            "the proxies' connection tables did not empty",
+            EVENT * 2,
+            lambda: f"{proxy_state(self.source)}; {proxy_state(self.destination)}",
         )
-        yield wait_until(lambda: open_fds() <= self.fds_before, timeout=20)
+        yield self.until(
+            lambda: open_fds() <= self.fds_before,
+            "the test's sockets were not all closed",
+            EVENT * 2,
+            lambda: f"{open_fds()} file descriptors open, {self.fds_before} expected",
+        )
 
     @inlineCallbacks
     def test_source_websocket_dropped_while_sending(self) -> Any:
@@ -184,35 +205,42 @@ class DroppedWebSocketTests(E2ETestCase):
             sender.closed = True
 
         sender.connectionLost = lost  # type: ignore[method-assign]
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.source_port).connect(
-            Factory.forProtocol(lambda: sender)
+        yield self.connect_as(self.source_port, lambda: sender)
+        yield self.until(
+            lambda: apps.made and len(apps.made[0].received) > 256 * 1024,
+            "256 KiB of the client's stream did not reach the application",
+            state=apps.summary,
         )
-        yield wait_until(lambda: apps.made and len(apps.made[0].received) > 256 * 1024)
         self.relay.drop()
         app = apps.made[0]
-        yield wait_until(lambda: sender.closed, timeout=10)
-        yield wait_until(lambda: app.lost, timeout=30)
+        yield self.until(
+            lambda: sender.closed, "the client was not closed after the source's WebSocket dropped"
+        )
+        yield app.when_closed(transfer(Big.size))
         received = bytes(app.received)
         self.assertLess(len(received), Big.size, "the drop came after the end")
         assert_same_bytes(self, received, pattern(len(received)))
-        yield wait_until(lambda: sessions(self.source) >= 2, timeout=10)
+        yield self.until(
+            lambda: sessions(self.source) >= 2,
+            "the source did not reconnect",
+            state=lambda: proxy_state(self.source),
+        )
         yield self._echo_after()
         yield self.assert_nothing_left()
 
     @inlineCallbacks
     def _echo_after(self) -> Any:
         # The application here is a Collector: a new connection's bytes arrive whole.
-        client = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.source_port).connect(
-            Factory.forProtocol(lambda: client)
-        )
+        client = yield self.connect(self.source_port)
         client.transport.write(b"after the fault")
         # Reached the application through the new session.
-        yield wait_until(
-            lambda: any(bytes(a.received) == b"after the fault" for a in self._apps_made())
+        yield self.until(
+            lambda: any(bytes(a.received) == b"after the fault" for a in self._apps_made()),
+            "the bytes of a new connection did not reach an application",
+            state=self._apps.summary,
         )
         client.transport.loseConnection()
-        yield client.closed
+        yield client.when_closed()
 
     def _apps_made(self) -> list:
         return list(self._apps.made)
@@ -231,25 +259,23 @@ class DroppedWebSocketTests(E2ETestCase):
 
         senders = Apps(Big)
         yield self.set_up_pair(Mode.DESTINATION, senders)
-        client = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.source_port).connect(
-            Factory.forProtocol(lambda: client)
-        )
+        client = yield self.connect(self.source_port)
         client.transport.write(b"go")
         yield client.wait_for(256 * 1024)
         self.relay.drop()
-        received = yield client.closed
+        received = yield client.when_closed(transfer(Big.size))
         self.assertLess(len(received), Big.size)
         assert_same_bytes(self, received, pattern(len(received)))
-        yield wait_until(lambda: sessions(self.destination) >= 2, timeout=10)
-        again = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.source_port).connect(
-            Factory.forProtocol(lambda: again)
+        yield self.until(
+            lambda: sessions(self.destination) >= 2,
+            "the destination did not reconnect",
+            state=lambda: proxy_state(self.destination),
         )
+        again = yield self.connect(self.source_port)
         first = yield again.wait_for(1024)
         self.assertEqual(first[:1024], pattern(1024))
         again.transport.abortConnection()
-        yield again.closed
+        yield again.when_closed()
         yield self.assert_nothing_left()
 
 
@@ -283,7 +309,15 @@ class ServiceProcess:
                 ready,
             ],
         )
-        yield wait_until(lambda: os.path.exists(ready), timeout=20)
+        process = self.process
+        yield wait_until(
+            lambda: os.path.exists(ready) or process.exited,
+            START,
+            what="the tunnel service process did not write its ready file",
+            state=process.output_tail,
+        )
+        if process.exited:
+            raise AssertionError("the tunnel service did not start: " + process.output_tail())
         with open(ready) as f:
             self.info = json.load(f)
 
@@ -296,7 +330,7 @@ class ServiceProcess:
     def kill(self) -> Any:
         assert self.process is not None
         os.kill(self.pid, signal.SIGKILL)
-        yield self.process.ended
+        yield self.process.when_ended(EVENT)
 
     def open_tunnel(self) -> tuple:
         context = ssl.create_default_context(cafile=self.info["ca_file"])
@@ -316,7 +350,7 @@ class ServiceProcess:
 class ServiceFaultTests(TestCase):
     """The local tunnel service as a real process, frozen, killed and late."""
 
-    timeout = 90
+    timeout = scaled(90)
 
     def mktemp_dir(self) -> str:
         path = self.mktemp()
@@ -370,9 +404,19 @@ class ServiceFaultTests(TestCase):
                 and self.source.tunnel.ready
                 and self.destination.tunnel.ready
             ),
-            timeout=30,
+            EVENT * 3,
+            what=f"the proxies did not both have session {at_least} with service IDs",
+            state=lambda: (
+                f"{proxy_state(self.source)}; {proxy_state(self.destination)}; "
+                + self.service.process.output_tail()
+            ),  # type: ignore[union-attr]
         )
-        port = yield self.source.listening_port("ssh")
+        port = yield deadline(
+            self.source.listening_port("ssh"),
+            EVENT,
+            f"{proxy_name(self.source)} did not listen",
+            lambda: proxy_state(self.source),
+        )
         return port
 
     @inlineCallbacks
@@ -386,15 +430,12 @@ class ServiceFaultTests(TestCase):
         yield self.set_up()
         self.start_proxies()
         port = yield self.both_connected(1)
-        open_client = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-            Factory.forProtocol(lambda: open_client)
-        )
+        open_client = yield connect_client(self, port, "the open client")
         open_client.transport.write(b"before")
         yield open_client.wait_for(6)
         os.kill(self.service.pid, signal.SIGSTOP)
         try:
-            received = yield open_client.closed
+            received = yield open_client.when_closed()
             self.assertEqual(received, b"before")
         finally:
             os.kill(self.service.pid, signal.SIGCONT)
@@ -458,7 +499,7 @@ class DestinationFaultTests(ProcessTestCase):
     the same client token, or another destination takes its slot.
     """
 
-    timeout = 90
+    timeout = scaled(90)
 
     @inlineCallbacks
     def open_clients(self, port: int, count: int) -> Any:
@@ -496,33 +537,41 @@ class DestinationFaultTests(ProcessTestCase):
         token_file = os.path.join(os.path.abspath(self.mktemp_dir()), "client-token")
         first = self.spawn_destination(destination_token, token_file, echo_port)
         yield first.wait_for("Successfully established websocket connection")
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "CONNECTED")
+        yield self.service_state(tunnel_id, "destination", "CONNECTED")
         with open(token_file) as f:
             client_token = f.read().strip()
         source = self.proxy(
             Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=RETRY_SETTINGS
         )
-        yield source.connected
-        port = yield source.listening_port("ssh")
+        yield self.connected(source)
+        port = yield self.listening(source, "ssh")
         fds_before = open_fds()
 
         clients = yield self.open_clients(port, 3)
         os.kill(first.transport.pid, signal.SIGKILL)
-        code = yield first.ended
+        code = yield first.when_ended()
         self.assertEqual(code, -signal.SIGKILL)
-        yield self.tunnel_service.wait_for_state(tunnel_id, "destination", "DISCONNECTED")
+        yield self.service_state(tunnel_id, "destination", "DISCONNECTED")
 
         second = self.spawn_destination(destination_token, token_file, echo_port)
         yield second.wait_for("Successfully established websocket connection")
         with open(token_file) as f:
             self.assertEqual(f.read().strip(), client_token)
         for i, client in enumerate(clients):
-            received = yield client.closed
+            received = yield client.when_closed()
             self.assertEqual(received, b"open %d" % (i,))
         yield echo_works(self, port)
         self.assertEqual(sessions(source), 1, "the source's own session was not disturbed")
-        yield wait_until(lambda: table_size(source) == 0, timeout=10)
-        yield wait_until(lambda: open_fds() <= fds_before, timeout=10)
+        yield self.until(
+            lambda: table_size(source) == 0,
+            "the source's connection table did not empty",
+            state=lambda: proxy_state(source),
+        )
+        yield self.until(
+            lambda: open_fds() <= fds_before,
+            "the test's sockets were not all closed",
+            state=lambda: f"{open_fds()} file descriptors open, {fds_before} expected",
+        )
         self.assertNotIn(client_token.encode(), first.output + second.output)
 
     @inlineCallbacks
@@ -553,28 +602,36 @@ class DestinationFaultTests(ProcessTestCase):
             )
 
         first = destination(first_port)
-        yield first.connected
+        yield self.connected(first)
         source = self.proxy(
             Mode.SOURCE, source_token, {}, client_token=new_client_token(), settings=RETRY_SETTINGS
         )
-        yield source.connected
-        port = yield source.listening_port("ssh")
+        yield self.connected(source)
+        port = yield self.listening(source, "ssh")
         clients = yield self.open_clients(port, 3)
         self.assertEqual(len(first_apps), 3)
 
         second = destination(second_port)
-        yield second.connected
+        yield self.connected(second)
         for i, client in enumerate(clients):
-            received = yield client.closed
+            received = yield client.when_closed()
             self.assertEqual(received, b"open %d" % (i,))
-        yield wait_until(lambda: all(app.lost for app in first_apps), timeout=10)
-        code = yield first.when_finished
+        yield self.until(
+            lambda: all(app.lost for app in first_apps),
+            "the first destination's application connections were not all closed",
+            state=lambda: f"{sum(app.lost for app in first_apps)} of {len(first_apps)} closed",
+        )
+        code = yield self.finished(first)
         self.assertEqual(code, 0)
 
         more = yield self.open_clients(port, 2)
         self.assertEqual((len(first_apps), len(second_apps)), (3, 2))
         for client in more:
             client.transport.loseConnection()
-            yield client.closed
-        yield wait_until(lambda: table_size(source) == 0 and table_size(second) == 0, timeout=10)
+            yield client.when_closed()
+        yield self.until(
+            lambda: table_size(source) == 0 and table_size(second) == 0,
+            "the connection tables did not empty",
+            state=lambda: f"{proxy_state(source)}; {proxy_state(second)}",
+        )
         self.assertEqual(self.tunnel_service.violations, [])

@@ -14,21 +14,23 @@ import hashlib
 import os
 import signal
 import socket
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, TimeoutError, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
 from aws_localproxy.protocol.constants import Mode
 from aws_localproxy.protocol.wire import Message
+from tests.support.deadlines import EVENT, RATE, branch, scaled, transfer
 from tests.support.e2e import (
     NO_RESETS,
     Apps,
     Collector,
     Echo,
     ProcessTestCase,
+    all_of,
     errors_logged,
     new_client_token,
     pattern,
@@ -37,10 +39,7 @@ from tests.support.e2e import (
     table_size,
 )
 from tests.support.foreignpeer import ForeignPeer
-from tests.support.helpers import free_port, wait_until
-
-#: Seconds an echo may take (each takes a few): a stalled one fails before the test's timeout.
-ECHO_DEADLINE = 20
+from tests.support.helpers import free_port
 
 #: The AWS service's documented cap, bytes per second per direction.
 AWS_BANDWIDTH = 800_000
@@ -49,8 +48,11 @@ AWS_BANDWIDTH = 800_000
 class ForeignTestCase(ProcessTestCase):
     """A tunnel service without resets on re-attach (and the class's other options) per test."""
 
-    timeout = 60
+    timeout = scaled(60)
     tunnel_service_options: Dict[str, Any] = NO_RESETS
+    #: Bytes per second an echo is granted each way (L{transfer}): 20 MB
+    #: take about 20 s at most (a few idle); a stalled echo fails then.
+    echo_rate: float = RATE
 
     def open(self, services: List[str]) -> tuple[str, str]:
         tunnel_id, source_token, destination_token = self.tunnel_service.open_tunnel(services)
@@ -68,21 +70,24 @@ class ForeignTestCase(ProcessTestCase):
     def our_source(self, token: str, service_map: Dict[str, str], **kwargs: Any) -> Any:
         """Our source; fires with its listening ports by service ID."""
         self.source = self.proxy(Mode.SOURCE, token, service_map, **kwargs)
-        connected = yield self.source.connected
+        connected = yield self.connected(self.source)
         ports = {}
         for service_id in connected.service_ids or ("",):
-            ports[service_id] = yield self.source.listening_port(service_id)
+            ports[service_id] = yield self.listening(self.source, service_id)
         return ports
 
     @inlineCallbacks
     def our_destination(self, token: str, service_map: Dict[str, str], **kwargs: Any) -> Any:
         self.destination = self.proxy(Mode.DESTINATION, token, service_map, **kwargs)
-        yield self.destination.connected
+        yield self.connected(self.destination)
 
     @inlineCallbacks
-    def echo_through(self, port: int, size: int, chunk: int = 65536) -> Any:
+    def echo_through(
+        self, port: int, size: int, chunk: int = 65536, rate: Optional[float] = None
+    ) -> Any:
         """
-        Send C{size} pattern bytes to C{port} and read the echo; the client
+        Send C{size} pattern bytes to C{port} and read the echo within
+        L{transfer} of C{size} at C{rate} (default L{echo_rate}); the client
         closes after it got everything, and the test checks every byte and
         that the echo application's connection closes too.
         """
@@ -92,21 +97,19 @@ class ForeignTestCase(ProcessTestCase):
         client = yield self.connect(port)
         for start in range(0, size, chunk):
             client.transport.write(data[start : start + chunk])
-        try:
-            received = yield client.wait_for(size).addTimeout(ECHO_DEADLINE, reactor)
-        except TimeoutError:
-            self.fail(
-                "The echo stalled: %d of %d bytes back after %d s"
-                % (client.size, size, ECHO_DEADLINE)
-            )
+        received = yield client.wait_for(size, transfer(size, rate or self.echo_rate))
         self.assertEqual(len(received), size)
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
         self.assertGreater(
             len(apps.made), before, "the echo came from an application connection made before"
         )
         client.transport.loseConnection()
-        yield client.closed
-        yield wait_until(lambda: all(_lost(app) for app in apps.made[before:]))
+        yield client.when_closed()
+        yield self.until(
+            lambda: all(_lost(app) for app in apps.made[before:]),
+            f"the echo application's connection of {client.name} was not closed",
+            state=apps.summary,
+        )
         return client
 
     def echo_port(self) -> Any:
@@ -202,6 +205,7 @@ class CappedBulkTests(BulkTests):
     tunnel_service_options = {**NO_RESETS, "bandwidth_limit": AWS_BANDWIDTH}
     size = 4 * 1000 * 1000
     v2_size = 1000 * 1000
+    echo_rate = AWS_BANDWIDTH / 2
 
 
 class CoalescedBulkTests(BulkTests):
@@ -245,7 +249,7 @@ class RestartTests(ForeignTestCase):
         """A client that got its first echo and stays connected."""
         client = yield self.connect(port)
         client.transport.write(b"before the restart")
-        received = yield client.wait_for(18).addTimeout(ECHO_DEADLINE, reactor)
+        received = yield client.wait_for(18)
         self.assertEqual(received, b"before the restart")
         return client
 
@@ -261,8 +265,8 @@ class RestartTests(ForeignTestCase):
         port = yield first.listen("SSH1")
         client = yield self.open_echo(port)
         yield first.stop()
-        yield client.closed
-        yield self.tunnel_service.wait_for_state(self.tunnel_id, "source", "DISCONNECTED")
+        yield client.when_closed()
+        yield self.service_state(self.tunnel_id, "source", "DISCONNECTED")
         again = yield self.foreign("source", source_token, client_token=client_token)
         port = yield again.listen("SSH1")
         yield self.echo_through(port, 100_000)
@@ -282,9 +286,9 @@ class RestartTests(ForeignTestCase):
         yield first.wait_for("Listening for new connection on port")
         client = yield self.open_echo(port)
         os.kill(first.transport.pid, signal.SIGTERM)
-        yield first.ended
-        yield client.closed
-        yield self.tunnel_service.wait_for_state(self.tunnel_id, "source", "DISCONNECTED")
+        yield first.when_ended()
+        yield client.when_closed()
+        yield self.service_state(self.tunnel_id, "source", "DISCONNECTED")
         second = spawn(self, args, env)
         yield second.wait_for("Listening for new connection on port")
         yield self.echo_through(port, 100_000)
@@ -297,7 +301,10 @@ class RestartTests(ForeignTestCase):
             [len(b"before the restart"), 100_000],
             "the bytes after the restart went to the application connection from before",
         )
-        return wait_until(lambda: _lost(self.apps.made[0]))
+        return self.until(
+            lambda: _lost(self.apps.made[0]),
+            "the application connection from before the restart was not closed",
+        )
 
     @inlineCallbacks
     def test_our_source_restarts(self) -> Any:
@@ -306,9 +313,9 @@ class RestartTests(ForeignTestCase):
         client_token = new_client_token()
         ports = yield self.our_source(source_token, {}, client_token=client_token)
         client = yield self.open_echo(ports["SSH1"])
-        yield self.source.stopService()
-        yield client.closed
-        yield self.tunnel_service.wait_for_state(self.tunnel_id, "source", "DISCONNECTED")
+        yield self.within(self.source.stopService(), EVENT, "the source did not stop")
+        yield client.when_closed()
+        yield self.service_state(self.tunnel_id, "source", "DISCONNECTED")
         ports = yield self.our_source(source_token, {}, client_token=client_token)
         yield self.echo_through(ports["SSH1"], 100_000)
         yield self.assert_new_application_connection()
@@ -336,15 +343,12 @@ class ReconnectTests(ForeignTestCase):
         self.tunnel_service.drop_connections(self.tunnel_id, "source")
         client = yield self.connect(ports["SSH1"])
         client.transport.write(b"sent during the reconnect")
-        try:
-            received = yield client.wait_for(25).addTimeout(ECHO_DEADLINE, reactor)
-        except TimeoutError:
-            self.fail("No echo: %r, closed: %s" % (client.value(), client.closed.called))
+        received = yield client.wait_for(25)
         self.assertEqual(received, b"sent during the reconnect")
         self.assertFalse(client.closed.called)
         self.assertGreater(self.source._connector.sessions, sessions)
         client.transport.loseConnection()
-        yield client.closed
+        yield client.when_closed()
 
 
 # -- V1 peers, without -y ---------------------------------------------------------------
@@ -367,30 +371,47 @@ class SilentFirstConnectionTests(ForeignTestCase):
         ports = yield self.our_source(source_token, {"": "0"})
         probe = yield self.connect(ports[""])
         probe.transport.loseConnection()
-        yield probe.closed
+        yield probe.when_closed()
         # The probe's stream has reached the destination (a V1 destination
         # makes one application connection per StreamStart) and our source
         # is done with the probe: the applications made so far are the probe's.
-        yield wait_until(
+        yield self.until(
             lambda: (
                 table_size(self.source) == 0
                 and destination.received_of(Message.STREAM_START)
                 and destination.settled()
-            )
+            ),
+            "the probe's stream did not reach the foreign destination and end at our source",
         )
         before = len(destination.received_of(Message.STREAM_START))
-        yield wait_until(lambda: len(apps.made) == before)
+        yield self.until(
+            lambda: len(apps.made) == before,
+            f"the foreign destination did not make {before} application connection(s)",
+            state=apps.summary,
+        )
         client = yield self.connect(ports[""])
         client.transport.write(b"second client")
-        yield wait_until(lambda: any(app.received for app in apps.made))
+        yield self.until(
+            lambda: any(app.received for app in apps.made),
+            "the second client's bytes did not reach an application",
+            state=apps.summary,
+        )
         index = next(i for i, app in enumerate(apps.made) if app.received)
         self.assertGreaterEqual(index, before, "the second client's bytes went to the probe's")
-        yield wait_until(lambda: bytes(apps.made[index].received) == b"second client")
+        yield self.until(
+            lambda: bytes(apps.made[index].received) == b"second client",
+            "the second client's 13 bytes did not all reach its application",
+            state=apps.summary,
+        )
         self.assertEqual([bytes(app.received) for app in apps.made[:index]], [b""] * index)
         client.transport.loseConnection()
-        yield client.closed
+        yield client.when_closed()
         # Every application connection ends: the probe's too.
-        yield wait_until(lambda: all(app.lost for app in apps.made))
+        yield self.until(
+            lambda: all(app.lost for app in apps.made),
+            "the application connections were not all closed",
+            state=apps.summary,
+        )
 
 
 class V1PeerTests(ForeignTestCase):
@@ -447,10 +468,12 @@ class SeveralServicesV1Tests(ForeignTestCase):
     @inlineCallbacks
     def assert_ends_clearly(self, client: Any, errors: List[str]) -> Any:
         client.transport.write(b"hello")
-        try:
-            yield client.closed.addTimeout(ECHO_DEADLINE, reactor)
-        except TimeoutError:
-            self.fail("The connection hangs; errors logged: %r" % (errors,))
+        yield self.within(
+            branch(client.closed),
+            EVENT,
+            f"{client.name} was not closed",
+            lambda: f"errors logged: {errors!r}",
+        )
         about_v1 = [line for line in errors if "v1" in line.lower()]
         self.assertEqual(len(about_v1), 1, errors)
 
@@ -500,7 +523,7 @@ class FailedConnectTests(ForeignTestCase):
         port = yield peer.listen("SSH1")
         first = yield self.connect(port)
         first.transport.write(b"nobody listens")
-        yield first.closed.addTimeout(ECHO_DEADLINE, reactor)
+        yield first.when_closed()
         self.assertEqual(resets(peer), [(Message.CONNECTION_RESET, 1)])
         self.echo_apps = Apps(RecordingEcho)
         listening = yield TCP4ServerEndpoint(reactor, port_number, interface="127.0.0.1").listen(
@@ -528,14 +551,14 @@ class FailedConnectTests(ForeignTestCase):
         yield listening.stopListening()
         second = yield self.connect(port)
         second.transport.write(b"two")
-        yield second.closed.addTimeout(ECHO_DEADLINE, reactor)
+        yield second.when_closed()
         self.assertEqual(resets(peer), [(Message.CONNECTION_RESET, 2)])
         first.transport.write(b" still here")
-        received = yield first.wait_for(14).addTimeout(ECHO_DEADLINE, reactor)
+        received = yield first.wait_for(14)
         self.assertEqual(received, b"one still here")
         self.assertIsNone(peer.close_info)
         first.transport.loseConnection()
-        yield first.closed
+        yield first.when_closed()
 
 
 def resets(peer: ForeignPeer) -> List[tuple[int, int]]:
@@ -564,7 +587,7 @@ class StdioWithoutServicesTests(ForeignTestCase):
         yield process.wait_for_stdout(16)
         self.assertEqual(process.stdout, b"hello over stdio", process.stderr.decode())
         stdio.closeStdin()
-        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual((yield process.when_ended()), 0, process.stderr.decode())
 
     def test_stdio_without_service_id(self) -> Any:
         """SERVICE_IDS with no IDs (the default)."""
@@ -656,14 +679,16 @@ class ConcurrentConnectionTests(ForeignTestCase):
             client.transport.write(b"connection %d " % i * 1000)
             clients.append(client)
         for i, client in enumerate(clients):
-            received = yield client.wait_for(len(b"connection %d " % i) * 1000).addTimeout(
-                ECHO_DEADLINE, reactor
-            )
+            received = yield client.wait_for(len(b"connection %d " % i) * 1000)
             self.assertEqual(received, b"connection %d " % i * 1000)
         for client in clients:
             client.transport.loseConnection()
-            yield client.closed
-        yield wait_until(lambda: all(_lost(app) for app in self.echo_apps.made))
+            yield client.when_closed()
+        yield self.until(
+            lambda: all(_lost(app) for app in self.echo_apps.made),
+            "the echo application's connections were not all closed",
+            state=self.echo_apps.summary,
+        )
 
     @inlineCallbacks
     def test_bulk_on_several_connections_to_our_destination(self) -> Any:
@@ -673,8 +698,7 @@ class ConcurrentConnectionTests(ForeignTestCase):
         yield self.our_destination(destination_token, {"SSH1": f"127.0.0.1:{echo}"})
         peer = yield self.foreign("source", source_token)
         port = yield peer.listen("SSH1")
-        yield DeferredList(
-            [self.echo_through(port, 5 * 1024 * 1024) for _ in range(4)],
-            fireOnOneErrback=True,
-            consumeErrors=True,
-        ).addErrback(lambda failure: failure.value.subFailure)
+        # Four at once: each echo's deadline is granted four times the time of one.
+        yield all_of(
+            [self.echo_through(port, 5 * 1024 * 1024, rate=self.echo_rate / 4) for _ in range(4)]
+        )

@@ -34,8 +34,9 @@ from aws_localproxy.protocol.wire import (
     join_records,
 )
 from aws_localproxy.tunnelservice.certs import server_tls_options
+from tests.support.deadlines import scaled
 from tests.support.e2e import E2ETestCase, errors_logged, pattern
-from tests.support.helpers import private_ca, wait_until
+from tests.support.helpers import private_ca
 from tests.support.payloads import assert_same_bytes
 
 #: The service ID of the scripted tunnel's one service.
@@ -113,10 +114,11 @@ class ScriptedServiceFactory(WebSocketServerFactory):
 class FrameRuleTests(E2ETestCase):
     """A source proxy against the scripted service: each frame rule, end to end."""
 
-    timeout = 30
+    timeout = scaled(30)
 
     @inlineCallbacks
     def setUp(self) -> Any:
+        self.keep_log()
         # No local tunnel service: the scripted one stands in its place, with
         # the attributes E2ETestCase.proxy reads (host, port, capath).
         files = private_ca(self)
@@ -147,11 +149,13 @@ class FrameRuleTests(E2ETestCase):
         id, connection id).
         """
         self.source = self.proxy(Mode.SOURCE, "source-token", {SERVICE: "0"})
-        yield self.source.connected
-        port = yield self.source.listening_port(SERVICE)
+        yield self.connected(self.source)
+        port = yield self.listening(self.source, SERVICE)
         client = yield self.connect(port)
         session = self.factory.sessions[0]
-        yield wait_until(lambda: session.starts(), timeout=5)
+        yield self.until(
+            lambda: session.starts(), f"the proxy did not start {client.name}'s connection"
+        )
         start = session.starts()[-1]
         self.assertEqual(start.serviceId, SERVICE)
         return client, session, start.streamId, start.connectionId
@@ -174,7 +178,10 @@ class FrameRuleTests(E2ETestCase):
         session.write_raw(frame)
         # Either outcome ends the wait: the close, or data delivered (the old
         # fast path), which the assertions below then report.
-        yield wait_until(lambda: session.closed.called or client.size, timeout=5)
+        yield self.until(
+            lambda: session.closed.called or client.size,
+            "the proxy neither failed the WebSocket nor delivered the frame",
+        )
         self.assertEqual(
             client.size, 0, f"{client.size} of the frame's {data_length} bytes were delivered"
         )
@@ -188,7 +195,10 @@ class FrameRuleTests(E2ETestCase):
             any("Error from io_ctx::run()" in line and reason in line for line in self.errors),
             f"no error line of the proxy's for {reason!r} in {self.errors}",
         )
-        yield wait_until(lambda: len(self.factory.sessions) >= 2, timeout=5)
+        yield self.until(
+            lambda: len(self.factory.sessions) >= 2,
+            "the proxy did not upgrade again after failing the WebSocket",
+        )
         self.assertEqual(client.size, 0)
 
     @inlineCallbacks

@@ -11,18 +11,20 @@ import struct
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, Mode, PeerVersion
+from tests.support.deadlines import scaled, transfer
 from tests.support.e2e import (
     DigestServer,
     E2ETestCase,
     Echo,
     Sender,
+    all_of,
     pattern_chunk,
     with_settings,
 )
-from tests.support.helpers import sleep, wait_until
+from tests.support.helpers import sleep
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -52,7 +54,7 @@ class DataPathTests(E2ETestCase):
         b = yield self.connect(ports["HTTP2"])
         a.transport.write(b"one")
         b.transport.write(b"two")
-        got_a, got_b = yield gatherResults([a.wait_for(3), b.wait_for(5)])
+        got_a, got_b = yield all_of([a.wait_for(3), b.wait_for(5)])
         self.assertEqual((got_a, got_b), (b"one", b"2:two"))
 
     @inlineCallbacks
@@ -68,7 +70,7 @@ class DataPathTests(E2ETestCase):
             clients.append(client)
         for index, client in enumerate(clients):
             client.transport.write(b"client %05d" % index)
-        results = yield gatherResults([c.wait_for(12) for c in clients])
+        results = yield all_of([c.wait_for(12) for c in clients])
         self.assertEqual(results, [b"client %05d" % i for i in range(200)])
 
     @inlineCallbacks
@@ -85,7 +87,7 @@ class DataPathTests(E2ETestCase):
             client.transport.write(b"ok")
             yield client.wait_for(2)
         refused = yield self.connect(ports["ssh"])
-        received = yield refused.closed
+        received = yield refused.when_closed()
         self.assertEqual(received, b"")
         clients[0].transport.write(b"still")
         received = yield clients[0].wait_for(7)
@@ -105,7 +107,7 @@ class DataPathTests(E2ETestCase):
                 piece = b"%d.%d;" % (index, round_number)
                 expected[index] = expected.get(index, b"") + piece
                 client.transport.write(piece)
-        results = yield gatherResults([c.wait_for(len(expected[i])) for i, c in enumerate(clients)])
+        results = yield all_of([c.wait_for(len(expected[i])) for i, c in enumerate(clients)])
         for index, result in enumerate(results):
             self.assertEqual(
                 hashlib.sha256(result).hexdigest(), hashlib.sha256(expected[index]).hexdigest()
@@ -127,7 +129,8 @@ class DataPathTests(E2ETestCase):
             if sent % (4 * 1024 * 1024) == 0:
                 # Let the reactor drain now and then instead of buffering 50 MB here.
                 yield sleep(0)
-        digest = yield client.wait_for(32)
+        # The digest comes once the 50 MB are through: the deadline is the transfer's.
+        digest = yield client.wait_for(32, transfer(FIFTY_MB))
         self.assertEqual(digest, expected.digest())
 
     @inlineCallbacks
@@ -138,7 +141,7 @@ class DataPathTests(E2ETestCase):
         sender_port = yield self.listen(BigSender)
         ports = yield self.tunnel_pair({"bulk": sender_port})
         client = yield self.connect(ports["bulk"])
-        received = yield client.closed
+        received = yield client.when_closed(transfer(FIFTY_MB))
         expected = hashlib.sha256()
         offset = 0
         while offset < FIFTY_MB:
@@ -170,13 +173,13 @@ class BackPressureTests(E2ETestCase):
         client = yield self.connect(ports["bulk"])
         budget = 200 * 1024 * 1024
         pusher = _Pusher(client.transport, budget)
-        yield pusher.stalled(reactor)
+        yield pusher.stalled(reactor, within=transfer(64 * 1024 * 1024))
         self.assertLess(pusher.sent, 64 * 1024 * 1024)
         self.assertTrue(self.destination.inbound.websocket_paused)
         sent = pusher.stop()
         stalled[0].expected = sent
         stalled[0].transport.resumeProducing()
-        digest = yield client.wait_for(32)
+        digest = yield client.wait_for(32, transfer(sent))
         self.assertEqual(digest, pusher.digest.digest())
 
 
@@ -215,11 +218,20 @@ class _Pusher:
         return self.sent
 
     @inlineCallbacks
-    def stalled(self, clock: Any) -> Any:
-        """Fires once nothing was written for a whole second."""
+    def stalled(self, clock: Any, within: float) -> Any:
+        """
+        Fires once nothing was written for a whole second (or the budget is
+        spent); fails if the writes go on for C{within} seconds.
+        """
+        end = clock.seconds() + scaled(within)
         while (
             clock.seconds() - self.last_progress < 1.0 or not self.paused
         ) and self.sent < self.budget:
+            if clock.seconds() > end:
+                raise AssertionError(
+                    f"the client's writes were not held up within {scaled(within):g} s: "
+                    f"{self.sent:,} bytes sent, {'paused' if self.paused else 'not paused'}"
+                )
             yield sleep(0.2, clock)
 
 
@@ -266,12 +278,12 @@ class VersionTests(E2ETestCase):
             {service_id: f"127.0.0.1:{echo_port}"},
             settings=settings,
         )
-        yield destination.connected
+        yield self.connected(destination)
         source_map = {"": "0"} if not service_id else {}
         source = self.proxy(Mode.SOURCE, source_token, source_map, settings=settings)
-        connected = yield source.connected
+        connected = yield self.connected(source)
         self.assertEqual(connected.subprotocol, subprotocol)
-        port = yield source.listening_port(connected.service_ids[0])
+        port = yield self.listening(source, connected.service_ids[0])
         client = yield self.connect(port)
         client.transport.write(subprotocol.encode())
         received = yield client.wait_for(len(subprotocol))
@@ -293,7 +305,7 @@ class FailureTests(E2ETestCase):
         ports = yield self.tunnel_pair({"ssh": free_port})
         client = yield self.connect(ports["ssh"])
         client.transport.write(b"nobody listens")
-        yield client.closed
+        yield client.when_closed()
         port = yield TCP4ServerEndpoint(reactor, free_port, interface="127.0.0.1").listen(
             Factory.forProtocol(Echo)
         )
@@ -330,7 +342,10 @@ class FailureTests(E2ETestCase):
         tunnel = self.tunnel_service.registry.get(self.tunnel_id)
         frozen = tunnel.slot(SlotMode.SOURCE).peer
         frozen._protocol.transport.pauseProducing()
-        yield wait_until(lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready)
+        yield self.until(
+            lambda: self.source._connector.sessions >= 2 and self.source.tunnel.ready,
+            "the source did not reconnect after its pings went unanswered",
+        )
         self.assertEqual(self.source._connector.sessions, 2)
         self.assertIsNot(tunnel.slot(SlotMode.SOURCE).peer, frozen)
         yield self.assert_echoes(ports["ssh"], b"alive")
@@ -341,14 +356,14 @@ class FailureTests(E2ETestCase):
         ports = yield self.tunnel_pair({"ssh": echo_port})
         client = yield self.connect(ports["ssh"])
         self.tunnel_service.close_tunnel(self.tunnel_id)
-        codes = yield gatherResults([self.source.when_finished, self.destination.when_finished])
+        codes = yield all_of([self.finished(self.source), self.finished(self.destination)])
         self.assertEqual(codes, [0, 0])
-        yield client.closed
+        yield client.when_closed()
 
     @inlineCallbacks
     def test_rejected_token_exits_non_zero(self) -> Any:
         proxy = self.proxy(Mode.SOURCE, "not-a-token", {})
-        code = yield proxy.when_finished
+        code = yield self.finished(proxy)
         self.assertEqual(code, 1)
         yield self.assertFailure(proxy.connected, RuntimeError)
 
@@ -363,7 +378,7 @@ class FailureTests(E2ETestCase):
             settings=with_settings(ws_connect_retry_count=1),
             capath=None,
         )
-        code = yield proxy.when_finished
+        code = yield self.finished(proxy)
         self.assertEqual(code, 1)
         self.assertEqual(self.tunnel_service.connection_state(tunnel_id, "source"), "DISCONNECTED")
 

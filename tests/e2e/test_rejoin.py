@@ -14,17 +14,17 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
+from tests.support.deadlines import scaled
 from tests.support.e2e import (
     NO_RESETS,
     Apps,
     EchoingCollector,
     ProcessTestCase,
 )
-from tests.support.helpers import wait_until
 
 
 class SourceRestartTests(ProcessTestCase):
-    timeout = 60
+    timeout = scaled(60)
     tunnel_service_options = NO_RESETS
 
     @inlineCallbacks
@@ -41,15 +41,15 @@ class SourceRestartTests(ProcessTestCase):
         run = yield self.source_child_through_echo(apps, b"before the restart")
         first, port = run.process, run.port
         os.kill(first.transport.pid, signal.SIGTERM)
-        self.assertEqual((yield first.ended), 0, first.output.decode())
-        yield self.tunnel_service.wait_for_state(run.tunnel_id, "source", "DISCONNECTED")
+        self.assertEqual((yield first.when_ended()), 0, first.output.decode())
+        yield self.service_state(run.tunnel_id, "source", "DISCONNECTED")
         second = yield self.start_source(run.source_token, port, run.token_file)
         yield self.echo_within(port, b"after the restart")
         self.assertEqual(
             [bytes(app.received) for app in apps.made],
             [b"before the restart", b"after the restart"],
         )
-        yield wait_until(lambda: apps.made[0].lost)
+        yield apps.made[0].when_closed()
         yield self.echo_within(port, b"and the next one")
         self.assertEqual(bytes(apps.made[-1].received), b"and the next one")
         self.assertEqual(run.destination._connector.sessions, 1)  # never reconnected

@@ -21,13 +21,11 @@ import os
 import resource
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import inlineCallbacks
 
-from tests.support.e2e import Client, E2ETestCase, Echo, table_size, with_settings
-from tests.support.helpers import open_fds, wait_until
+from tests.support.deadlines import EVENT, scaled
+from tests.support.e2e import E2ETestCase, Echo, all_of, proxy_state, table_size, with_settings
+from tests.support.helpers import open_fds
 
 LONG = os.environ.get("LOCALPROXY_SOAK") == "long"
 CHURN = 10_000 if LONG else 300
@@ -44,27 +42,27 @@ def rss() -> int:
 
 
 class SoakTests(E2ETestCase):
-    timeout = 1800 if LONG else 120
+    timeout = scaled(1800 if LONG else 120)
 
     @inlineCallbacks
     def one(self, port: int, payload: bytes) -> Any:
-        client = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-            Factory.forProtocol(lambda: client)
-        )
+        """
+        A client that got the echo of C{payload} (its wait fails at once if
+        the connection closes first, or after its deadline).
+        """
+        client = yield self.connect(port)
         client.transport.write(payload)
-        echoed = client.wait_for(len(payload))
-
-        def closed(value: bytes) -> bytes:
-            # Closed before its echo: fail the test instead of hanging it.
-            if not echoed.called:
-                echoed.errback(AssertionError("closed after %d bytes" % (len(value),)))
-            return value
-
-        client.closed.addCallback(closed)
-        got = yield echoed
+        got = yield client.wait_for(len(payload))
         self.assertEqual(got, payload)
         return client
+
+    def tables_empty(self) -> Any:
+        return self.until(
+            lambda: table_size(self.source) == 0 and table_size(self.destination) == 0,
+            "the proxies' connection tables did not empty",
+            EVENT * 3,
+            lambda: f"{proxy_state(self.source)}; {proxy_state(self.destination)}",
+        )
 
     @inlineCallbacks
     def test_churn_then_simultaneous(self) -> Any:
@@ -76,17 +74,17 @@ class SoakTests(E2ETestCase):
         for i in range(20):
             client = yield self.one(port, b"warm %d" % i)
             client.transport.loseConnection()
-            yield client.closed
-        yield wait_until(lambda: table_size(self.source) == 0 and table_size(self.destination) == 0)
+            yield client.when_closed()
+        yield self.tables_empty()
         fds_before, rss_before = open_fds(), rss()
 
         for i in range(CHURN):
             client = yield self.one(port, b"churn %d" % i)
             client.transport.loseConnection()
-            yield client.closed
+            yield client.when_closed()
         clients: list = []
         for start in range(0, SIMULTANEOUS, BATCH):
-            batch = yield gatherResults(
+            batch = yield all_of(
                 [
                     self.one(port, b"held %d" % i)
                     for i in range(start, min(start + BATCH, SIMULTANEOUS))
@@ -96,13 +94,15 @@ class SoakTests(E2ETestCase):
         self.assertEqual(table_size(self.source), SIMULTANEOUS)
         for client in clients:
             client.transport.loseConnection()
-        yield gatherResults([client.closed for client in clients])
+        yield all_of([client.when_closed(EVENT * 3) for client in clients])
 
-        yield wait_until(
-            lambda: table_size(self.source) == 0 and table_size(self.destination) == 0,
-            timeout=30,
+        yield self.tables_empty()
+        yield self.until(
+            lambda: open_fds() <= fds_before,
+            "the test's sockets were not all closed",
+            EVENT * 3,
+            lambda: f"{open_fds()} file descriptors open, {fds_before} expected",
         )
-        yield wait_until(lambda: open_fds() <= fds_before, timeout=30)
         grown = rss() - rss_before
         print(
             "\nsoak: %d churned, %d simultaneous; fds %d -> %d; RSS %.1f -> %.1f MiB"

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from twisted.internet.defer import inlineCallbacks
 
+from tests.support.deadlines import START, branch, scaled, tail
 from tests.support.e2e import (
     Apps,
     Collector,
@@ -22,12 +23,12 @@ from tests.support.e2e import (
     pattern_chunk,
     spawn_stdio,
 )
-from tests.support.helpers import ChildProcess, child_environ, spawn_child, wait_until
+from tests.support.helpers import ChildProcess, child_environ, spawn_child
 from tests.support.sshd import require_openssh, ssh_argv, sshd_listening, start_sshd
 
 
 class _StdioCase(E2ETestCase):
-    timeout = 60
+    timeout = scaled(60)
 
     @inlineCallbacks
     def destination_for(self, protocol: Any, services: Sequence[str] = ("SSH1",)) -> Any:
@@ -53,7 +54,7 @@ class StdioTests(_StdioCase):
         yield process.wait_for_stdout(16)
         self.assertEqual(process.stdout, b"hello over stdio")
         self.stdio_transport.closeStdin()
-        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual((yield process.when_ended()), 0, process.stderr.decode())
         self.assertIn(b"Running AWS IoT Secure Tunneling Local Proxy", process.stderr)
         self.assertNotIn(token.encode(), process.stderr)
 
@@ -70,14 +71,14 @@ class StdioTests(_StdioCase):
         yield process.wait_for_stdout(14)
         self.assertEqual(process.stdout, b"no service ids")
         self.stdio_transport.closeStdin()
-        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual((yield process.when_ended()), 0, process.stderr.decode())
 
     @inlineCallbacks
     def test_tunnel_without_services_refuses_a_name(self) -> Any:
         """A service ID named for a tunnel without any is a fatal error that says so."""
         token = yield self.destination_for(Echo, services=())
         process = self.spawn_stdio(token, "SSH1")
-        self.assertEqual((yield process.ended), 1)
+        self.assertEqual((yield process.when_ended()), 1)
         self.assertIn(b"the tunnel has no service ids (leave SERVICE_ID out)", process.stderr)
         self.assertEqual(process.stdout, b"")
 
@@ -90,8 +91,12 @@ class StdioTests(_StdioCase):
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
         self.stdio_transport.write(data)
         self.stdio_transport.closeStdin()
-        self.assertEqual((yield process.ended), 0, process.stderr.decode())
-        yield wait_until(lambda: bool(apps.made) and apps.made[0].lost)
+        self.assertEqual((yield process.when_ended()), 0, process.stderr.decode())
+        yield self.until(
+            lambda: bool(apps.made) and apps.made[0].lost,
+            "the application's connection was not closed after the upload",
+            state=apps.summary,
+        )
         received = bytes(apps.made[0].received)
         self.assertEqual(len(received), len(data))
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(data).digest())
@@ -102,7 +107,7 @@ class StdioTests(_StdioCase):
         data = b"".join(pattern_chunk(offset, 65536) for offset in range(0, 1 << 20, 65536))
         token = yield self.destination_for(lambda: SendAndClose(data))
         process = self.spawn_stdio(token, "SSH1")
-        self.assertEqual((yield process.ended), 0, process.stderr.decode())
+        self.assertEqual((yield process.when_ended()), 0, process.stderr.decode())
         self.assertEqual(len(process.stdout), len(data))
         self.assertEqual(process.stdout, data)
 
@@ -110,7 +115,7 @@ class StdioTests(_StdioCase):
     def test_unknown_service_id_exits_one(self) -> Any:
         token = yield self.destination_for(Echo)
         process = self.spawn_stdio(token, "OTHER")
-        self.assertEqual((yield process.ended), 1)
+        self.assertEqual((yield process.when_ended()), 1)
         self.assertIn(
             b"Service id OTHER given to --stdio is not one of the tunnel's: SSH1", process.stderr
         )
@@ -120,7 +125,7 @@ class StdioTests(_StdioCase):
     def test_several_services_need_a_name(self) -> Any:
         token = yield self.destination_for(Echo, ["SSH1", "WEB"])
         process = self.spawn_stdio(token)
-        self.assertEqual((yield process.ended), 1)
+        self.assertEqual((yield process.when_ended()), 1)
         self.assertIn(b"name one with --stdio SERVICE_ID", process.stderr)
 
 
@@ -134,7 +139,7 @@ class SSHTests(_StdioCase):
     @inlineCallbacks
     def test_ssh_proxy_command(self) -> Any:
         sshd = start_sshd(self)
-        yield sshd_listening(sshd.port)
+        yield sshd_listening(sshd.port, sshd)
         token = yield self.destination_for_port(sshd.port)
         service = self.tunnel_service
         proxy_command = (
@@ -149,7 +154,12 @@ class SSHTests(_StdioCase):
             child_environ({"AWSIOT_TUNNEL_ACCESS_TOKEN": token}),
             executable=shutil.which("ssh"),
         )
-        code = yield process.ended
+        code = yield self.within(
+            branch(process.ended),
+            START,
+            "ssh through the tunnel did not exit",
+            lambda: f"{process.output_tail()}\nsshd's log ends:\n{tail(sshd.log_text())}",
+        )
         self.assertEqual(
             (code, process.stdout),
             (0, b"ok\n"),

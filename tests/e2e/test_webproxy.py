@@ -92,10 +92,10 @@ class WebProxyE2ETestCase(E2ETestCase):
             web_proxy=web_proxy,
             **extra,
         )
-        yield destination.connected
+        yield self.connected(destination)
         source = self.local_proxy(Mode.SOURCE, source_token, {}, web_proxy=web_proxy, **extra)
-        yield source.connected
-        port = yield source.listening_port("ssh")
+        yield self.connected(source)
+        port = yield self.listening(source, "ssh")
         return port
 
     @inlineCallbacks
@@ -112,7 +112,7 @@ class WebProxyE2ETestCase(E2ETestCase):
             web_proxy=web_proxy,
             settings=with_settings(ws_connect_retry_count=retry_count),
         )
-        code = yield source.when_finished
+        code = yield self.finished(source)
         return code
 
     @inlineCallbacks

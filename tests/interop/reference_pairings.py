@@ -28,6 +28,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
 
+from tests.support.deadlines import EVENT, RATE, START, scaled, transfer
 from tests.support.e2e import (
     Echo,
     ProcessTestCase,
@@ -121,10 +122,11 @@ def reference_binary() -> str:
 class ReferencePairingTests(ProcessTestCase):
     """The reference and this project's proxy on the two ends of one tunnel."""
 
-    timeout = 60
+    timeout = scaled(60)
 
     @inlineCallbacks
     def setUp(self) -> Any:
+        self.keep_log()
         # Not the in-process service of E2ETestCase: sharing the test's reactor
         # would slow the service down and pace the reference for us.
         self.reference = reference_binary()
@@ -148,7 +150,12 @@ class ReferencePairingTests(ProcessTestCase):
                 *extra,
             ],
         )
-        yield wait_until(lambda: os.path.exists(ready) or process.exited)
+        yield wait_until(
+            lambda: os.path.exists(ready) or process.exited,
+            START,
+            what="the local tunnel service did not write its ready file",
+            state=process.output_tail,
+        )
         if process.exited:
             self.fail("the local tunnel service did not start:\n" + process.output.decode())
         with open(ready) as file:
@@ -272,11 +279,12 @@ class ReferencePairingTests(ProcessTestCase):
         return (yield self.connect(port))
 
     @inlineCallbacks
-    def echo(self, port: int, size: int) -> Any:
+    def echo(self, port: int, size: int, rate: float = RATE) -> Any:
         """
-        C{size} bytes through the tunnel and back, all of them, in order; the
-        connection closes.  The client reads as the application does, with
-        pauses, so back-pressure builds up on both sides.
+        C{size} bytes through the tunnel and back, all of them, in order,
+        within L{transfer} of C{size} at C{rate}; the connection closes.  The
+        client reads as the application does, with pauses, so back-pressure
+        builds up on both sides.
         """
         data = pattern(size)
         client = yield self.connect_soon(port)
@@ -285,11 +293,11 @@ class ReferencePairingTests(ProcessTestCase):
         pauser.start(0.05, now=False)
         self.addCleanup(lambda: pauser.running and pauser.stop())
         client.transport.write(data)
-        received = yield client.wait_for(len(data))
+        received = yield client.wait_for(len(data), transfer(size, rate))
         pauser.stop()
         self.assertEqual(received, data)
         client.transport.loseConnection()
-        yield client.closed
+        yield client.when_closed()
 
     # -- bulk both ways ----------------------------------------------------
 
@@ -308,13 +316,13 @@ class ReferencePairingTests(ProcessTestCase):
     def test_reference_source_capped(self) -> Any:
         service = yield self.capped_service()
         port = yield self.pair("ref", "py", service=service)
-        yield self.echo(port, CAPPED)
+        yield self.echo(port, CAPPED, CAP / 2)
 
     @inlineCallbacks
     def test_reference_destination_capped(self) -> Any:
         service = yield self.capped_service()
         port = yield self.pair("py", "ref", service=service)
-        yield self.echo(port, CAPPED)
+        yield self.echo(port, CAPPED, CAP / 2)
 
     @inlineCallbacks
     def all_echo(self, clients: List[Tuple[Any, bytes]]) -> Any:
@@ -366,7 +374,9 @@ class ReferencePairingTests(ProcessTestCase):
         """
         yield self.echo(port, 100_000)
         yield wait_until(
-            lambda: self.source_process.output.count(b"Listening for new connection") >= 2
+            lambda: self.source_process.output.count(b"Listening for new connection") >= 2,
+            what="the reference source did not listen again after the first connection",
+            state=self.source_process.output_tail,
         )
         yield self.echo(port, 100_000)
 
@@ -390,7 +400,7 @@ class ReferencePairingTests(ProcessTestCase):
     def restart_source(self, kind: str) -> Any:
         """Stop the source and start it again with the same access and client tokens."""
         self.source_process.transport.signalProcess("TERM")
-        yield self.source_process.ended
+        yield self.source_process.when_ended(EVENT)
         self.source_process = self.start(
             kind,
             "-s",

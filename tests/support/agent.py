@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import signal
 from typing import Any, Dict, Optional
 
 from cryptography import x509
@@ -25,7 +24,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.support.helpers import ChildProcess, free_port, sleep
+from tests.support.deadlines import START, scaled, tail
+from tests.support.helpers import ChildProcess, free_port, sleep, stop_child
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 mosquitto_missing: Optional[str] = (
@@ -120,15 +120,17 @@ class Mosquitto:
     @inlineCallbacks
     def start(self) -> Any:
         """Start the broker; fires once it accepts connections."""
-        self._exited = ChildProcess()
+        self._exited = ChildProcess("mosquitto")
         self._process = reactor.spawnProcess(
             self._exited, MOSQUITTO, [MOSQUITTO, "-c", self.config_file], env=dict(os.environ)
         )
-        for _ in range(200):
+        # Within START seconds of the reactor's clock, not a count of probes
+        # (each may take its whole connect timeout on a loaded machine).
+        limit = scaled(START)
+        end = reactor.seconds() + limit  # type: ignore[attr-defined]
+        while reactor.seconds() < end:  # type: ignore[attr-defined]
             if self._exited.ended.called:
-                raise AssertionError(
-                    f"mosquitto exited: {self._exited.output.decode(errors='replace')}"
-                )
+                raise AssertionError(f"mosquitto exited: {tail(self._exited.output)}")
             try:
                 probe = yield TCP4ClientEndpoint(
                     reactor, "127.0.0.1", self.port, timeout=1
@@ -138,18 +140,17 @@ class Mosquitto:
                 continue
             probe.transport.loseConnection()
             return
-        raise AssertionError("mosquitto did not start listening")
+        raise AssertionError(
+            f"mosquitto did not listen on port {self.port} within {limit:g} s; "
+            f"its output ends:\n{tail(self._exited.output)}"
+        )
 
     @inlineCallbacks
     def stop(self) -> Any:
         """Stop the broker (SIGTERM); fires once it exited."""
         if self._exited is None or self._exited.ended.called:
             return
-        try:
-            self._process.signalProcess(signal.SIGTERM)
-        except Exception:
-            pass
-        yield self._exited.ended
+        yield stop_child(self._exited, self._process, "TERM")
 
     @inlineCallbacks
     def restart(self) -> Any:

@@ -6,29 +6,46 @@ from the protocol guides, loads none of our proxy's code.
 
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
+
+from tests.support.deadlines import EVENT, deadline
 
 
 class Conditions:
     """
     Deferreds that fire once their condition holds, checked whenever their
     owner (a child process, a test's peer) says its state changed: a test
-    waits for what it needs without sleeping or polling.
+    waits for what it needs without sleeping or polling, and fails with a
+    message saying what did not happen once the wait's deadline has passed.
     """
 
     def __init__(self) -> None:
         self._waiters: List[Tuple[Callable[[], bool], Deferred[None]]] = []
 
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """Fires once C{condition()} holds: now, or at a later L{check}."""
-        d: Deferred[None] = Deferred()
+    def when(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        within: float = EVENT,
+        state: Optional[Callable[[], str]] = None,
+    ) -> Deferred[None]:
+        """
+        Fires once C{condition()} holds: now, or at a later L{check}; fails
+        after C{within} seconds (L{tests.support.deadlines.deadline}) with
+        C{what} (what did not happen) and C{state()} (what is seen instead).
+        """
+
+        def forget(d: Deferred[None]) -> None:
+            self._waiters = [waiter for waiter in self._waiters if waiter[1] is not d]
+
+        d: Deferred[None] = Deferred(forget)
         if condition():
             d.callback(None)
         else:
             self._waiters.append((condition, d))
-        return d
+        return deadline(d, within, what, state)
 
     def check(self) -> None:
         """Fire the waiters whose condition holds now."""

@@ -13,14 +13,14 @@ import os
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -28,7 +28,15 @@ from aws_localproxy.config.proxy_config import ProxyConfig
 from aws_localproxy.config.settings import Settings
 from aws_localproxy.protocol.constants import Mode, PeerVersion
 from aws_localproxy.proxy.service import LocalProxyService
-from tests.support.helpers import ChildProcess, child_environ, free_port, spawn_child, wait_until
+from tests.support.deadlines import EVENT, START, branch, deadline, scaled, tail, transfer
+from tests.support.helpers import (
+    ChildProcess,
+    child_environ,
+    free_port,
+    run_child,
+    spawn_child,
+    wait_until,
+)
 from tests.support.payloads import unique_stream
 
 #: Fast retries, so failure paths finish in well under a second.
@@ -120,15 +128,28 @@ class Collector(Protocol):
     """
     The application behind a destination: keeps what it receives
     (C{received}); C{lost} says whether the connection ended and C{closed}
-    fires then with all it received and the (monotonic) time.  It may start
-    with reading paused (C{paused}), for a test to resume.
+    fires then with all it received and the (monotonic) time (a test waits
+    for it with L{when_closed}).  It may start with reading paused
+    (C{paused}), for a test to resume.
     """
+
+    #: Which connection, in messages (L{Apps} numbers them).
+    name = "the application's connection"
 
     def __init__(self, paused: bool = False) -> None:
         self.received = bytearray()
         self.lost = False
         self.closed: Deferred[tuple[bytes, float]] = Deferred()
         self.start_paused = paused
+
+    def when_closed(self, within: float = EVENT) -> Deferred[tuple[bytes, float]]:
+        """L{closed}, failing if the connection has not ended within C{within} seconds."""
+        return deadline(
+            branch(self.closed),
+            within,
+            f"{self.name} was not closed",
+            lambda: f"it received {len(self.received):,} bytes",
+        )
 
     def connectionMade(self) -> None:
         if self.start_paused:
@@ -162,7 +183,10 @@ class SendAndClose(Protocol):
 
 
 class Apps:
-    """A protocol factory (for L{E2ETestCase.listen}) that remembers every application it made."""
+    """
+    A protocol factory (for L{E2ETestCase.listen}) that remembers every
+    application it made, named for messages ("application connection 2").
+    """
 
     def __init__(self, make: Any) -> None:
         self.made: List[Any] = []
@@ -171,13 +195,33 @@ class Apps:
     def __call__(self) -> Any:
         app = self._make()
         self.made.append(app)
+        app.name = f"application connection {len(self.made)}"
         return app
+
+    def summary(self) -> str:
+        """How many applications were made, with what each received, for a message."""
+        return f"{len(self.made)} application connection(s) made: " + ", ".join(
+            f"{len(getattr(app, 'received', b'')):,} bytes{' (closed)' if _ended(app) else ''}"
+            for app in self.made
+        )
+
+
+def _ended(app: Any) -> bool:
+    """Whether an application's connection has ended."""
+    if getattr(app, "lost", False):
+        return True
+    return bool(app.transport is None or app.transport.disconnected)
 
 
 class Client(Protocol):
-    """Collects everything received; L{closed} fires with it when the connection ends."""
+    """
+    Collects everything received; L{closed} fires with it when the connection
+    ends.  A test waits for bytes (L{wait_for}) or the close (L{when_closed})
+    with a deadline; C{name} says which client in the messages.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "the client") -> None:
+        self.name = name
         self.received: List[bytes] = []
         self.size = 0
         self.closed: Deferred[bytes] = Deferred()
@@ -200,16 +244,62 @@ class Client(Protocol):
     def value(self) -> bytes:
         return b"".join(self.received)
 
-    def wait_for(self, count: int) -> Deferred[bytes]:
-        d: Deferred[bytes] = Deferred()
+    def wait_for(self, count: int, within: Optional[float] = None) -> Deferred[bytes]:
+        """
+        Fires with everything received once there are at least C{count}
+        bytes; fails at once if the connection closes first, or after
+        C{within} seconds (by default what C{count} bytes may take,
+        L{tests.support.deadlines.transfer}).
+        """
+
+        def forget(d: Deferred[bytes]) -> None:
+            self.waiters = [waiter for waiter in self.waiters if waiter[1] is not d]
+
+        d: Deferred[bytes] = Deferred(forget)
         if self.size >= count:
             d.callback(self.value())
+        elif self.closed.called:
+            d.errback(AssertionError(self._closed_early(count)))
         else:
             self.waiters.append((count, d))
-        return d
+        return deadline(
+            d,
+            transfer(count) if within is None else within,
+            f"{self.name} did not receive {count:,} bytes",
+            lambda: f"{self.size:,} received, the connection still open",
+        )
+
+    def when_closed(self, within: float = EVENT) -> Deferred[bytes]:
+        """
+        L{closed} (everything received), failing if the connection has not
+        closed within C{within} seconds.
+        """
+        return deadline(
+            branch(self.closed),
+            within,
+            f"{self.name} was not closed",
+            lambda: f"it received {self.size:,} bytes",
+        )
+
+    def _closed_early(self, count: int) -> str:
+        return f"{self.name} was closed after {self.size:,} of the {count:,} bytes it waited for"
 
     def connectionLost(self, reason: Any = None) -> None:
+        waiters, self.waiters = self.waiters, []
+        for count, waiter in waiters:
+            waiter.errback(AssertionError(self._closed_early(count)))
         self.closed.callback(self.value())
+
+
+def all_of(waits: Sequence[Deferred[Any]]) -> Deferred[List[Any]]:
+    """
+    Fires with the results of C{waits} (each with its own deadline) once all
+    have; fails with the first failure itself (not wrapped), the others'
+    failures consumed so that none is reported twice.
+    """
+    return gatherResults(list(waits), consumeErrors=True).addErrback(
+        lambda failure: failure.value.subFailure
+    )
 
 
 @inlineCallbacks
@@ -228,21 +318,118 @@ NO_RESETS: Dict[str, Any] = {"reset_on_reattach": False}
 
 
 class E2ETestCase(TestCase):
-    """A tunnel service per test, and helpers to start proxies and services."""
+    """
+    A tunnel service per test, and helpers to start proxies and services.
 
-    timeout = 60
+    Every wait of these helpers has a deadline (L{tests.support.deadlines}):
+    a test fails within seconds saying what did not happen, with the end of
+    the log (L{log_tail}), long before the class's C{timeout}, which stays
+    as a last resort.
+    """
+
+    timeout = scaled(60)
     #: Keyword arguments of the test's tunnel service (C{start_tunnel_service}),
     #: e.g. C{{"reset_on_reattach": False}} for a service that covers for nobody.
     tunnel_service_options: Dict[str, Any] = {}
+    #: Log events kept for the messages of failed waits (the last ones).
+    LOG_KEPT = 25
 
     @inlineCallbacks
     def setUp(self) -> Any:
         from aws_localproxy.tunnelservice.testing import start_tunnel_service
 
-        self.tunnel_service = yield start_tunnel_service(
-            reactor, self.mktemp(), **self.tunnel_service_options
+        self.keep_log()
+        self.tunnel_service = yield self.within(
+            start_tunnel_service(reactor, self.mktemp(), **self.tunnel_service_options),
+            EVENT,
+            "the local tunnel service did not start",
         )
         self.addCleanup(self.tunnel_service.stop)
+
+    # -- waiting, with deadlines -----------------------------------------------------
+
+    def keep_log(self) -> None:
+        """Keep the last log events of the test (raw: formatted only for a message)."""
+        events: deque[Dict[str, Any]] = deque(maxlen=self.LOG_KEPT)
+        self._log_events = events
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+    def log_tail(self) -> str:
+        """The test's last log lines (the proxies', the tunnel service's), for a message."""
+        events = getattr(self, "_log_events", None)
+        if not events:
+            return "nothing logged"
+        return "the log ends:\n" + tail(
+            "\n".join(formatEvent(event) or "" for event in list(events)), lines=self.LOG_KEPT
+        )
+
+    def within(
+        self,
+        d: Deferred[Any],
+        seconds: float,
+        what: str,
+        state: Optional[Any] = None,
+    ) -> Deferred[Any]:
+        """
+        L{tests.support.deadlines.deadline} for an in-process wait: the
+        message ends with C{state()}, if given, and the log's end.
+        """
+
+        def described() -> str:
+            return (state() + "; " if state is not None else "") + self.log_tail()
+
+        return deadline(d, seconds, what, described)
+
+    def until(
+        self, predicate: Any, what: str, seconds: float = EVENT, state: Optional[Any] = None
+    ) -> Deferred[Any]:
+        """
+        L{wait_until} C{predicate} holds, the message ending with C{state()},
+        if given, and the log's end.
+        """
+
+        def described() -> str:
+            return (state() + "; " if state is not None else "") + self.log_tail()
+
+        return wait_until(predicate, seconds, what=what, state=described)
+
+    def connected(self, proxy: LocalProxyService, seconds: float = EVENT) -> Deferred[Any]:
+        """C{proxy.connected} (its first session has service IDs), with a deadline."""
+        return self.within(
+            proxy.connected,
+            seconds,
+            f"{proxy_name(proxy)} did not connect (a session with service IDs)",
+            lambda: proxy_state(proxy),
+        )
+
+    def finished(self, proxy: LocalProxyService, seconds: float = EVENT) -> Deferred[int]:
+        """C{proxy.when_finished} (its exit code), with a deadline."""
+        return self.within(
+            proxy.when_finished,
+            seconds,
+            f"{proxy_name(proxy)} did not finish",
+            lambda: proxy_state(proxy),
+        )
+
+    def listening(self, proxy: LocalProxyService, service_id: str) -> Deferred[int]:
+        """The port C{proxy} (a source) listens on for C{service_id}, with a deadline."""
+        return self.within(
+            proxy.listening_port(service_id),
+            EVENT,
+            f"{proxy_name(proxy)} did not listen for service ID {service_id!r}",
+            lambda: proxy_state(proxy),
+        )
+
+    def service_state(self, tunnel_id: str, mode: Any, state: str) -> Deferred[None]:
+        """The tunnel service sees C{mode}'s slot of the tunnel in C{state}, with a deadline."""
+        service = self.tunnel_service
+        return self.within(
+            service.wait_for_state(tunnel_id, mode, state),
+            EVENT,
+            f"the tunnel service did not see the {Mode(mode).value} {state}",
+            lambda: f"it sees it {service.connection_state(tunnel_id, mode)}",
+        )
 
     def listen(self, protocol_factory: Any) -> Any:
         return listen(self, protocol_factory)
@@ -315,7 +502,7 @@ class E2ETestCase(TestCase):
             client_token=new_client_token() if client_tokens else None,
             settings=settings,
         )
-        yield self.destination.connected
+        yield self.connected(self.destination)
         self.source = self.proxy(
             Mode.SOURCE,
             source_token,
@@ -324,10 +511,10 @@ class E2ETestCase(TestCase):
             client_token=new_client_token() if client_tokens else None,
             settings=settings,
         )
-        connected = yield self.source.connected
+        connected = yield self.connected(self.source)
         ports = {}
         for service_id in connected.service_ids:
-            ports[service_id] = yield self.source.listening_port(service_id)
+            ports[service_id] = yield self.listening(self.source, service_id)
         return ports
 
     @inlineCallbacks
@@ -340,7 +527,7 @@ class E2ETestCase(TestCase):
         client = yield self.connect(port)
         client.transport.write(data)
         received = yield client.wait_for(len(data))
-        self.assertEqual(received, data)
+        self.assertEqual(received, data, f"{client.name} got other bytes back")
         return client
 
     @inlineCallbacks
@@ -351,12 +538,13 @@ class E2ETestCase(TestCase):
         new session with their service IDs.
         """
         self.tunnel_service.drop_connections(self.tunnel_id)
-        yield client.closed
-        yield wait_until(
+        yield client.when_closed()
+        yield self.until(
             lambda: all(
                 proxy._connector.sessions >= 2 and proxy.tunnel.ready
                 for proxy in (self.source, self.destination)
-            )
+            ),
+            "the proxies did not both reconnect (a second session with service IDs)",
         )
 
     @inlineCallbacks
@@ -374,17 +562,31 @@ class E2ETestCase(TestCase):
             {sid: f"127.0.0.1:{port}" for sid in services or [""]},
             client_token=new_client_token(),
         )
-        yield destination.connected
+        yield self.connected(destination)
         return tunnel_id, source_token, destination
 
     @inlineCallbacks
     def connect(self, port: int) -> Any:
-        client = Client()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-            Factory.forProtocol(lambda: client)
+        """A new L{Client} ("client 3 of port 4242" in messages) connected to C{port}."""
+        self._clients = getattr(self, "_clients", 0) + 1
+        client = Client(f"client {self._clients} of port {port}")
+        yield deadline(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+                Factory.forProtocol(lambda: client)
+            ),
+            EVENT,
+            f"{client.name} did not connect",
         )
         self.addCleanup(_close_client, client)
         return client
+
+    def connect_as(self, port: int, make: Any) -> Deferred[Any]:
+        """Connect a protocol of C{make} to 127.0.0.1:C{port}, with a deadline; fires with it."""
+        return deadline(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(make)),
+            EVENT,
+            f"a connection to port {port} was not made",
+        )
 
 
 def errors_logged(test: Any) -> List[str]:
@@ -398,6 +600,23 @@ def errors_logged(test: Any) -> List[str]:
     globalLogPublisher.addObserver(observer)
     test.addCleanup(globalLogPublisher.removeObserver, observer)
     return lines
+
+
+def proxy_name(proxy: LocalProxyService) -> str:
+    """ "the source proxy" or "the destination proxy", for messages."""
+    return f"the {proxy.config.mode.value} proxy"
+
+
+def proxy_state(proxy: LocalProxyService) -> str:
+    """What a message says of an in-process proxy: running, sessions, ready, connections."""
+    connector = proxy._connector
+    tunnel = proxy.tunnel
+    return (
+        f"{proxy_name(proxy)}: {'running' if proxy.running else 'stopped'}, "
+        f"{connector.sessions if connector is not None else 0} session(s), "
+        f"{'ready' if tunnel is not None and tunnel.ready else 'not ready'}, "
+        f"{table_size(proxy)} connection(s) in its tables"
+    )
 
 
 def table_size(proxy: LocalProxyService) -> int:
@@ -476,6 +695,10 @@ def tunneling_client(
         verify=running.ca_file if verify is None else verify,
         config=Config(
             retries={"max_attempts": 1},
+            # Bounded calls (botocore waits 60 s for each by default): the
+            # test's thread fails with a timeout naming the endpoint.
+            connect_timeout=scaled(EVENT),
+            read_timeout=scaled(EVENT),
             **({} if signed else {"signature_version": UNSIGNED}),
         ),
     )
@@ -506,9 +729,9 @@ def aws_cli_result(running: Any, *args: str, env: Optional[Mapping[str, str]] = 
     environ["AWS_CA_BUNDLE"] = running.ca_file
     environ["AWS_CONFIG_FILE"] = environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     environ.update(env or {})
-    out, err, code = yield getProcessOutputAndValue(
-        sys.executable,
+    code, out, err = yield run_child(
         [
+            sys.executable,
             "-m",
             "awscli",
             "iotsecuretunneling",
@@ -518,8 +741,9 @@ def aws_cli_result(running: Any, *args: str, env: Optional[Mapping[str, str]] = 
             "--output",
             "json",
         ],
-        env=environ,
-        reactor=reactor,
+        environ,
+        START,
+        name=f"`aws iotsecuretunneling {' '.join(args)}`",
     )
     return code, out, err
 
@@ -590,19 +814,15 @@ class ProcessTestCase(E2ETestCase):
         return SourceChild(tunnel_id, source_token, destination, port, token_file, process, client)
 
     @inlineCallbacks
-    def echo_within(self, port: int, text: bytes, seconds: float = 15) -> Any:
+    def echo_within(self, port: int, text: bytes, seconds: float = EVENT) -> Any:
         """
-        L{assert_echoes}, failing the test if the echo has not come back
-        within C{seconds} (the connection hangs) instead of waiting for the
-        test's timeout; fires with the client.
+        L{assert_echoes}, failing the test if the echo of C{text} has not
+        come back within C{seconds} (the connection hangs); fires with the client.
         """
         client = yield self.connect(port)
         client.transport.write(text)
-        try:
-            received = yield client.wait_for(len(text)).addTimeout(seconds, reactor)
-        except TimeoutError:
-            self.fail(f"no echo of {text!r} within {seconds} s: the connection hangs")
-        self.assertEqual(received, text)
+        received = yield client.wait_for(len(text), seconds)
+        self.assertEqual(received, text, f"{client.name} got other bytes back")
         return client
 
 

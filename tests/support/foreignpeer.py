@@ -58,6 +58,7 @@ from twisted.logger import Logger
 
 from aws_localproxy._proto.Message_pb2 import Message
 from tests.support.conditions import Conditions
+from tests.support.deadlines import EVENT, branch, deadline
 
 txaio.use_twisted()
 
@@ -237,8 +238,16 @@ class ForeignPeer:
 
     # -- the WebSocket -------------------------------------------------
 
+    @property
+    def name(self) -> str:
+        """Which peer, in messages: "the foreign V3 source"."""
+        return f"the foreign V{self.version} {self.mode}"
+
     def start(self) -> Deferred["ForeignPeer"]:
-        """Connect; fires once open and, for V2/V3, once SERVICE_IDS arrived."""
+        """
+        Connect; fires once open and, for V2/V3, once SERVICE_IDS arrived;
+        fails if that has not happened within L{EVENT} seconds.
+        """
         headers = {}
         if self.cookie:
             headers["cookie"] = "awsiot-tunnel-token=%s" % (self.token,)
@@ -267,7 +276,15 @@ class ForeignPeer:
         if self.service.use_tls:
             endpoint = wrapClientTLS(client_tls(self.service.ca_file), endpoint)
         endpoint.connect(factory).addErrback(self._ready.errback)
-        return self._ready
+        return deadline(
+            branch(self._ready),
+            EVENT,
+            f"{self.name} did not get its session (open{'' if self.version == 1 else ', SERVICE_IDS'})",
+            lambda: (
+                f"WebSocket {'open' if self._socket is not None else 'not open'}, "
+                f"{len(self.received)} message(s) received"
+            ),
+        )
 
     def _opened(self, socket: _Socket) -> None:
         self._socket = socket
@@ -286,11 +303,21 @@ class ForeignPeer:
                     local.transport.abortConnection()
         if self._socket is None or self.close_info is not None:
             return succeed(None)
-        if self._socket.state == WebSocketClientProtocol.STATE_OPEN:
-            self._socket.sendClose()
-        elif self._socket.transport is not None:
-            self._socket.transport.abortConnection()
-        return self.closed
+        socket = self._socket
+        if socket.state == WebSocketClientProtocol.STATE_OPEN:
+            socket.sendClose()
+        elif socket.transport is not None:
+            socket.transport.abortConnection()
+
+        def aborted(failure: Any) -> Any:
+            # No close within the deadline: drop the connection, fail the wait.
+            if socket.transport is not None:
+                socket.transport.abortConnection()
+            return failure
+
+        return deadline(
+            branch(self.closed), EVENT, f"the WebSocket of {self.name} did not close"
+        ).addErrback(aborted)
 
     def _ws_closed(self, code: Optional[int], reason: Optional[str]) -> None:
         self.close_info = (code, reason)
@@ -321,9 +348,16 @@ class ForeignPeer:
 
     # -- waiting (for tests) -------------------------------------------
 
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """Fires once C{condition()} holds (checked after each message received)."""
-        return self._conditions.when(condition)
+    def when(
+        self, condition: Callable[[], bool], what: str, within: float = EVENT
+    ) -> Deferred[None]:
+        """
+        Fires once C{condition()} holds (checked after each message
+        received); fails with C{what} (what did not happen) after C{within} s.
+        """
+        return self._conditions.when(
+            condition, what, within, lambda: f"{len(self.received)} message(s) received"
+        )
 
     def settled(self) -> bool:
         """No local connect is in progress (every connection started has a socket)."""

@@ -12,6 +12,7 @@ L{tests.support.proxies}); the test doubles are in L{tests.fakes}.
 from __future__ import annotations
 
 import fcntl
+import inspect
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from aws_localproxy.tunnelservice.certs import CertificateFiles, ensure_certific
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from tests.support.conditions import Conditions
+from tests.support.deadlines import EVENT, START, branch, deadline, scaled, tail
 
 # -- the machine ----------------------------------------------------------------------
 
@@ -99,14 +101,44 @@ def fail_if_still_running(test: SynchronousTestCase, seconds: float = 10.0) -> N
 
 
 @inlineCallbacks
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
-    """Poll C{predicate} on the reactor until it holds; the test fails if it never does."""
-    waited = 0.0
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = EVENT,
+    step: float = 0.05,
+    what: Optional[str] = None,
+    state: Optional[Callable[[], str]] = None,
+) -> Any:
+    """
+    Poll C{predicate} on the reactor until it holds; the test fails if it
+    does not within C{timeout} seconds (times L{tests.support.deadlines.FACTOR},
+    counted on the reactor's clock, not in steps, which a loaded machine
+    stretches), with C{what} (what did not happen; by default the
+    predicate's source) and C{state()} (what is seen instead).
+    """
+    from twisted.internet import reactor
+
+    limit = scaled(timeout)
+    end = reactor.seconds() + limit  # type: ignore[attr-defined]
     while not predicate():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
+        if reactor.seconds() >= end:  # type: ignore[attr-defined]
+            message = f"{what or _described(predicate)} within {limit:g} s"
+            if state is not None:
+                message += "; " + state()
+            raise AssertionError(message)
         yield sleep(step)
-        waited += step
+
+
+def _described(predicate: Callable[[], Any]) -> str:
+    """A predicate's source ("the condition lambda: app.lost did not hold"), for a message."""
+    try:
+        source = " ".join(inspect.getsource(predicate).split())
+    except (OSError, TypeError):
+        source = repr(predicate)
+    if "lambda" in source:
+        source = "lambda" + source.split("lambda", 1)[1]
+    if len(source) > 200:
+        source = source[:200] + "..."
+    return f"the condition {source} did not hold"
 
 
 #: The checkout these tests belong to (first on a child Python's path).
@@ -129,12 +161,14 @@ class ChildProcess(ProcessProtocol):
     """
     A child process of a test: what it writes (C{stdout}, C{stderr}, and
     both in order as C{output}) and L{ended}, which fires with its exit code
-    (minus the signal's number when a signal ended it).  A test can wait for
-    some output; a wait still pending when the process ends fails with what
-    it wrote.
+    (minus the signal's number when a signal ended it).  A test waits for
+    some output or for the exit with a deadline; a wait still pending when
+    the process ends, or at its deadline, fails with the end of what the
+    process wrote.  C{name} says which process in those messages.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: Optional[str] = None) -> None:
+        self._name = name
         self.stdout = b""
         self.stderr = b""
         self.output = b""
@@ -144,6 +178,15 @@ class ChildProcess(ProcessProtocol):
     @property
     def exited(self) -> bool:
         return self.ended.called
+
+    @property
+    def name(self) -> str:
+        """Which process, in messages: the name given, else its program and first arguments."""
+        return self._name or "the child process"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def outReceived(self, data: bytes) -> None:
         self.stdout += data
@@ -155,17 +198,40 @@ class ChildProcess(ProcessProtocol):
         self.output += data
         self._conditions.check()
 
-    def wait_for(self, text: str) -> Deferred[None]:
-        """Fires once C{text} appeared in its output (stdout or stderr)."""
-        return self._conditions.when(lambda: text.encode() in self.output)
+    def output_tail(self) -> str:
+        """What the process wrote last (stdout and stderr), for a message."""
+        return f"{self.name} {'exited' if self.exited else 'runs'}; its output ends:\n" + tail(
+            self.output
+        )
 
-    def wait_for_stdout(self, count: int) -> Deferred[None]:
-        """Fires once it wrote at least C{count} bytes to stdout."""
-        return self._conditions.when(lambda: len(self.stdout) >= count)
+    def wait_for(self, text: str, within: float = START) -> Deferred[None]:
+        """Fires once C{text} appeared in its output (stdout or stderr), within C{within} s."""
+        return self._conditions.when(
+            lambda: text.encode() in self.output,
+            f"{self.name} did not write {text!r}",
+            within,
+            self.output_tail,
+        )
+
+    def wait_for_stdout(self, count: int, within: float = EVENT) -> Deferred[None]:
+        """Fires once it wrote at least C{count} bytes to stdout, within C{within} s."""
+        return self._conditions.when(
+            lambda: len(self.stdout) >= count,
+            f"{self.name} did not write {count:,} bytes to stdout",
+            within,
+            lambda: f"{len(self.stdout):,} written; " + self.output_tail(),
+        )
+
+    def when_ended(self, within: float = START) -> Deferred[int]:
+        """
+        Fires with its exit code (as L{ended}) once it exited; fails with its
+        output's end if it has not within C{within} seconds.
+        """
+        return deadline(branch(self.ended), within, f"{self.name} did not exit", self.output_tail)
 
     def processEnded(self, reason: Failure) -> None:
         self._conditions.fail_all(
-            "process ended first; output:\n" + self.output.decode(errors="replace")
+            f"{self.name} ended first; its output ends:\n" + tail(self.output, lines=30)
         )
         if reason.check(ProcessDone):
             self.ended.callback(0)
@@ -174,6 +240,84 @@ class ChildProcess(ProcessProtocol):
             self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
         else:  # pragma: no cover
             self.ended.errback(reason)
+
+
+def process_name(argv: Sequence[str]) -> str:
+    """
+    A child's name in messages: its command line, paths cut to their last
+    part, without the options that point a proxy at the tunnel service
+    (``python -m aws_localproxy -s ssh=4242 --client-token-file client-token``).
+    """
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-e", "-c"):
+            skip = True
+        else:
+            words.append(os.path.basename(arg) if arg.startswith("/") else str(arg))
+    text = " ".join(words)
+    return "`" + (text if len(text) <= 120 else text[:120] + " ...") + "`"
+
+
+@inlineCallbacks
+def stop_child(
+    process: ChildProcess, transport: Any, signal: str = "TERM", within: float = EVENT
+) -> Any:
+    """
+    Send C{signal} to a child and wait for its end; if it has not ended
+    within C{within} seconds it is killed (SIGKILL) and the wait fails with
+    the end of its output.  Fires with its exit code.
+    """
+    if process.exited:
+        return (yield process.ended)
+    try:
+        transport.signalProcess(signal)
+    except ProcessExitedAlready:
+        pass
+    try:
+        code = yield process.when_ended(within)
+    except AssertionError:
+        try:
+            transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        yield process.ended
+        raise
+    return code
+
+
+@inlineCallbacks
+def run_child(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    within: float = START,
+    path: Optional[str] = None,
+    name: Optional[str] = None,
+) -> Any:
+    """
+    Run C{argv} to its end; fires with (exit code, stdout, stderr).  If it
+    has not exited within C{within} seconds it is killed and the wait fails
+    with the end of its output (C{getProcessOutputAndValue} would wait for
+    ever, and leave the process behind).
+    """
+    from twisted.internet import reactor
+
+    process = ChildProcess(name or process_name(argv))
+    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        process, argv[0], list(argv), env=dict(env), path=path
+    )
+    try:
+        code = yield process.when_ended(within)
+    except AssertionError:
+        try:
+            transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        yield process.ended
+        raise
+    return code, process.stdout, process.stderr
 
 
 def spawn_child(
@@ -191,6 +335,8 @@ def spawn_child(
     """
     from twisted.internet import reactor
 
+    if process._name is None:
+        process.name = process_name(argv)
     transport = reactor.spawnProcess(  # type: ignore[attr-defined]
         process, executable or argv[0], list(argv), env=dict(env), path=path
     )

@@ -31,7 +31,8 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tests.support.helpers import ChildProcess, free_port, sleep
+from tests.support.deadlines import START, scaled, tail
+from tests.support.helpers import ChildProcess, free_port, sleep, stop_child
 
 __all__ = [
     "ConnectProxyFactory",
@@ -349,24 +350,24 @@ class Daemon:
         return text + self._protocol.output.decode("utf-8", "replace")
 
     def stop(self) -> Deferred[None]:
-        """SIGTERM the daemon (it takes its children down) and wait until it has exited."""
-        if not self._protocol.exited:
-            try:
-                self._transport.signalProcess("TERM")
-            except error.ProcessExitedAlready:
-                pass
-        return self._protocol.ended
+        """
+        SIGTERM the daemon (it takes its children down) and wait until it has
+        exited (killed after a while, and the wait fails saying so).
+        """
+        return stop_child(self._protocol, self._transport, "TERM")
 
 
 @inlineCallbacks
 def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -> Any:
-    protocol = ChildProcess()
+    protocol = ChildProcess(name)
     transport = reactor.spawnProcess(protocol, argv[0], argv, env={"PATH": "/usr/bin:/bin"})
     daemon = Daemon(name, port, log_path, protocol, transport)
-    # Wait until it accepts connections (at most ~10 s), or fail with its output.
-    for _ in range(200):
-        if protocol.exited:
-            break
+    # Wait until it accepts connections, or fail with its output: within
+    # START seconds of the reactor's clock (not a count of probes, each of
+    # which may take its whole connect timeout on a loaded machine).
+    limit = scaled(START)
+    end = reactor.seconds() + limit
+    while not protocol.exited and reactor.seconds() < end:
         try:
             probe = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1).connect(
                 Factory.forProtocol(Protocol)
@@ -376,8 +377,12 @@ def _start(reactor: Any, name: str, argv: list[str], port: int, log_path: str) -
             continue
         probe.transport.abortConnection()
         return daemon
+    exited = protocol.exited
     yield daemon.stop()
-    raise RuntimeError(f"{name} did not start on port {port}:\n{daemon.log()}")
+    raise AssertionError(
+        f"{name} did not listen on port {port} within {limit:g} s"
+        f"{' (it exited)' if exited else ''}; its log ends:\n{tail(daemon.log())}"
+    )
 
 
 def start_tinyproxy(

@@ -13,11 +13,12 @@ import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.support.deadlines import EVENT, tail
 from tests.support.helpers import free_port, wait_until
 
 SSHD = "/usr/sbin/sshd"
@@ -74,14 +75,22 @@ def start_sshd(test: TestCase) -> Sshd:
 
 
 @inlineCallbacks
-def sshd_listening(port: int) -> Any:
-    """Fires once something accepts connections on 127.0.0.1:C{port}."""
+def sshd_listening(port: int, sshd: Optional[Sshd] = None) -> Any:
+    """
+    Fires once something accepts connections on 127.0.0.1:C{port}; fails
+    after L{EVENT} seconds with the end of C{sshd}'s log, if given.
+    """
 
     def listening() -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    yield wait_until(listening, timeout=10)
+    yield wait_until(
+        listening,
+        EVENT,
+        what=f"sshd did not listen on port {port}",
+        state=(lambda: "its log ends:\n" + tail(sshd.log_text())) if sshd is not None else None,
+    )
 
 
 def ssh_argv(proxy_command: str, key: str, command: str) -> List[str]:

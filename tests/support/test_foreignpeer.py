@@ -11,15 +11,15 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.utils import getProcessOutput
 from twisted.trial import unittest
 
 from aws_localproxy._proto.Message_pb2 import Message
 from aws_localproxy.tunnelservice.testing import start_tunnel_service
 from tests.support import tunnelclient
+from tests.support.deadlines import EVENT, deadline
 from tests.support.e2e import Apps, Collector, listen
 from tests.support.foreignpeer import ForeignPeer, RecordReader, encode
-from tests.support.helpers import PROJECT_ROOT, child_environ, wait_until
+from tests.support.helpers import PROJECT_ROOT, child_environ, run_child, wait_until
 
 
 class IndependenceTests(unittest.TestCase):
@@ -34,9 +34,10 @@ class IndependenceTests(unittest.TestCase):
             "import sys, tests.support.foreignpeer; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('aws_localproxy'))))"
         )
-        output = yield getProcessOutput(
-            sys.executable, ["-c", script], env=child_environ(), path=PROJECT_ROOT
+        code, output, errors = yield run_child(
+            [sys.executable, "-c", script], child_environ(), path=PROJECT_ROOT
         )
+        self.assertEqual(code, 0, errors.decode(errors="replace"))
         loaded = set(output.decode().split())
         self.assertIn("aws_localproxy._proto.Message_pb2", loaded)
         self.assertEqual(
@@ -61,7 +62,11 @@ class RecordTests(unittest.TestCase):
 class V1DestinationTests(unittest.TestCase):
     @inlineCallbacks
     def test_ignores_connection_ids_and_restarts_on_stream_start(self) -> Any:
-        running = yield start_tunnel_service(reactor, self.mktemp())
+        running = yield deadline(
+            start_tunnel_service(reactor, self.mktemp()),
+            EVENT,
+            "the local tunnel service did not start",
+        )
         self.addCleanup(running.stop)
         apps = Apps(Collector)
         app_port = yield listen(self, apps)
@@ -90,14 +95,22 @@ class V1DestinationTests(unittest.TestCase):
         send(Message.CONNECTION_START, 1, 2)
         send(Message.DATA, 1, 2, b"b")
         send(Message.CONNECTION_RESET, 1, 1)
-        yield wait_until(lambda: apps.made and bytes(apps.made[0].received) == b"ab")
+        yield wait_until(
+            lambda: apps.made and bytes(apps.made[0].received) == b"ab",
+            what="the V1 destination did not write both connections' bytes to one application",
+            state=apps.summary,
+        )
         self.assertEqual(len(apps.made), 1)
         self.assertFalse(apps.made[0].lost)
         send(Message.STREAM_START, 2, 1)
         send(Message.DATA, 2, 1, b"c")
         send(Message.DATA, 1, 1, b"stale")
-        yield wait_until(lambda: len(apps.made) == 2 and bytes(apps.made[1].received) == b"c")
-        yield apps.made[0].closed
+        yield wait_until(
+            lambda: len(apps.made) == 2 and bytes(apps.made[1].received) == b"c",
+            what="the V1 destination did not take the second StreamStart as a new stream",
+            state=apps.summary,
+        )
+        yield apps.made[0].when_closed()
         self.assertEqual(bytes(apps.made[0].received), b"ab")
         # The application closes: a StreamReset without service ID or connection ID.
         apps.made[1].transport.loseConnection()

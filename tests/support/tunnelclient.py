@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V3
 from aws_localproxy.protocol.wire import Message, MessageDecoder
 from aws_localproxy.tunnelservice.dataplane import cancel_close_timer
+from tests.support.deadlines import EVENT, branch, deadline
 
 txaio.use_twisted()
 
@@ -121,12 +122,28 @@ class TunnelClient(WebSocketClientProtocol):
         """Send records joined into one binary WebSocket message."""
         self.sendMessage(b"".join(records), isBinary=True)
 
-    def wait_messages(self, count: int) -> Deferred[List[Message]]:
-        """Fires with the first C{count} messages received, once they are all here."""
-        d: Deferred[List[Message]] = Deferred()
+    def wait_messages(self, count: int, within: float = EVENT) -> Deferred[List[Message]]:
+        """
+        Fires with the first C{count} messages received, once they are all
+        here; fails if they are not within C{within} seconds, or if the
+        connection closes first.
+        """
+
+        def forget(d: Deferred[List[Message]]) -> None:
+            self._waiting = [waiting for waiting in self._waiting if waiting[1] is not d]
+
+        d: Deferred[List[Message]] = Deferred(forget)
         self._waiting.append((count, d))
         self._notify()
-        return d
+        return deadline(
+            d,
+            within,
+            f"the tunnel client did not receive {count} message(s)",
+            lambda: (
+                f"{len(self.messages)} received: "
+                + ", ".join(Message.Type.Name(m.type) for m in self.messages[-10:])
+            ),
+        )
 
     def _notify(self) -> None:
         ready = [(n, d) for n, d in self._waiting if len(self.messages) >= n]
@@ -178,8 +195,16 @@ def connect(
     endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", running.port, timeout=5)
     if running.use_tls:
         endpoint = wrapClientTLS(client_tls(running.ca_file), endpoint)
-    client = yield endpoint.connect(factory)
-    yield client.handshake
+    client = yield deadline(
+        endpoint.connect(factory),
+        EVENT,
+        f"the tunnel client did not connect to port {running.port}",
+    )
+    yield deadline(
+        branch(client.handshake),
+        EVENT,
+        "the tunnel client's WebSocket handshake did not end",
+    )
     return client
 
 
