@@ -149,6 +149,7 @@ class CloseTests(E2ETestCase):
             lambda: len(apps.made) == count,
             f"the destination did not connect the application {count} times",
             EVENT * 3,
+            apps.summary,
         )
         results = yield all_of([app.when_closed() for app in apps.made])
         lines = sorted(data for data, _ in results)

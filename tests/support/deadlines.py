@@ -38,6 +38,7 @@ __all__ = [
     "START",
     "deadline",
     "scaled",
+    "shown",
     "tail",
     "transfer",
 ]
@@ -85,6 +86,11 @@ def transfer(size: int, rate: float = RATE) -> float:
     plus C{size} at C{rate} bytes per second (e.g. 20 MB in 20 s).
     """
     return EVENT + size / rate
+
+
+def shown(seconds: float) -> str:
+    """Seconds as a message shows them: "10 s", "36 s", "2.5 s"."""
+    return f"{seconds:.0f} s" if seconds >= 9.95 else f"{seconds:.1f} s"
 
 
 def tail(output: bytes | str, lines: int = 15, chars: int = 2000) -> str:
@@ -140,7 +146,7 @@ def deadline(
     message: list[str] = []
 
     def expire() -> None:
-        text = f"{what} within {limit:g} s"
+        text = f"{what} within {shown(limit)}"
         if state is not None:
             try:
                 text += "; " + state()

@@ -199,10 +199,15 @@ class Apps:
         return app
 
     def summary(self) -> str:
-        """How many applications were made, with what each received, for a message."""
-        return f"{len(self.made)} application connection(s) made: " + ", ".join(
+        """How many applications were made, and what the first ones received, for a message."""
+        closed = sum(1 for app in self.made if _ended(app))
+        shown = ", ".join(
             f"{len(getattr(app, 'received', b'')):,} bytes{' (closed)' if _ended(app) else ''}"
-            for app in self.made
+            for app in self.made[:5]
+        )
+        more = ", ..." if len(self.made) > 5 else ""
+        return f"{len(self.made)} application connection(s) made, {closed} closed" + (
+            f" ({shown}{more})" if self.made else ""
         )
 
 
@@ -349,11 +354,24 @@ class E2ETestCase(TestCase):
     # -- waiting, with deadlines -----------------------------------------------------
 
     def keep_log(self) -> None:
-        """Keep the last log events of the test (raw: formatted only for a message)."""
+        """
+        Keep the last log events of the test's proxies, tunnel service and
+        agent, and any warning or error (raw: formatted only for a message).
+        """
         events: deque[Dict[str, Any]] = deque(maxlen=self.LOG_KEPT)
         self._log_events = events
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def keep(event: Dict[str, Any]) -> None:
+            level = event.get("log_level")
+            if str(event.get("log_namespace", "")).startswith("aws_localproxy") or level in (
+                LogLevel.warn,
+                LogLevel.error,
+                LogLevel.critical,
+            ):
+                events.append(event)
+
+        globalLogPublisher.addObserver(keep)
+        self.addCleanup(globalLogPublisher.removeObserver, keep)
 
     def log_tail(self) -> str:
         """The test's last log lines (the proxies', the tunnel service's), for a message."""

@@ -37,7 +37,7 @@ from aws_localproxy.tunnelservice.certs import CertificateFiles, ensure_certific
 from aws_localproxy.tunnelservice.registry import TunnelRegistry
 from aws_localproxy.tunnelservice.relay import Relay
 from tests.support.conditions import Conditions
-from tests.support.deadlines import EVENT, START, branch, deadline, scaled, tail
+from tests.support.deadlines import EVENT, START, branch, deadline, scaled, shown, tail
 
 # -- the machine ----------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ def wait_until(
     end = reactor.seconds() + limit  # type: ignore[attr-defined]
     while not predicate():
         if reactor.seconds() >= end:  # type: ignore[attr-defined]
-            message = f"{what or _described(predicate)} within {limit:g} s"
+            message = f"{what or _described(predicate)} within {shown(limit)}"
             if state is not None:
                 message += "; " + state()
             raise AssertionError(message)
@@ -199,9 +199,10 @@ class ChildProcess(ProcessProtocol):
         self._conditions.check()
 
     def output_tail(self) -> str:
-        """What the process wrote last (stdout and stderr), for a message."""
-        return f"{self.name} {'exited' if self.exited else 'runs'}; its output ends:\n" + tail(
-            self.output
+        """Whether it still runs and what it wrote last (stdout and stderr), for a message."""
+        return (
+            f"it {'has exited' if self.exited else 'is still running'}; its output ends:\n"
+            + tail(self.output)
         )
 
     def wait_for(self, text: str, within: float = START) -> Deferred[None]:
@@ -240,6 +241,33 @@ class ChildProcess(ProcessProtocol):
             self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
         else:  # pragma: no cover
             self.ended.errback(reason)
+
+
+def kill_descendants(pid: Optional[int]) -> None:
+    """SIGKILL every descendant of process C{pid} (Linux: read from /proc), deepest first."""
+    if pid is None:
+        return
+    parents: Dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+
+    def kill(parent: int) -> None:
+        for child in parents.get(parent, []):
+            kill(child)
+            try:
+                os.kill(child, 9)
+            except OSError:
+                pass
+
+    kill(pid)
 
 
 def process_name(argv: Sequence[str]) -> str:
@@ -344,10 +372,14 @@ def spawn_child(
     def kill() -> Optional[Deferred[int]]:
         if process.ended.called:
             return None
+        # Its own children too (ssh's ProxyCommand): they hold its output
+        # pipes, and its end is only reported once those are closed.
+        kill_descendants(transport.pid)
         try:
             transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
+        transport.loseConnection()
         return process.ended
 
     test.addCleanup(kill)
