@@ -41,7 +41,7 @@ class DataPathTests(E2ETestCase):
     def test_connected_reports_session(self) -> Any:
         echo_port = yield self.listen(Echo)
         yield self.tunnel_pair({"ssh": echo_port})
-        connected = yield self.source.connected
+        connected = yield self.connected(self.source)
         self.assertEqual(connected.subprotocol, "aws.iot.securetunneling-3.0")
         self.assertEqual(connected.service_ids, ("ssh",))
 
