@@ -51,7 +51,7 @@ class ForeignTestCase(ProcessTestCase):
     timeout = scaled(60)
     tunnel_service_options: Dict[str, Any] = NO_RESETS
     #: Bytes per second an echo is granted each way (L{transfer}): 20 MB
-    #: take about 20 s at most (a few idle); a stalled echo fails then.
+    #: may take 30 s (a few idle); an echo that stops moving fails sooner.
     echo_rate: float = RATE
 
     def open(self, services: List[str]) -> tuple[str, str]:

@@ -30,6 +30,9 @@ FIFTY_MB = 50 * 1024 * 1024
 
 
 class DataPathTests(E2ETestCase):
+    # The 50 MB transfers are granted a minute each on a loaded machine.
+    timeout = scaled(120)
+
     @inlineCallbacks
     def test_single_port(self) -> Any:
         echo_port = yield self.listen(Echo)
@@ -130,7 +133,7 @@ class DataPathTests(E2ETestCase):
                 # Let the reactor drain now and then instead of buffering 50 MB here.
                 yield sleep(0)
         # The digest comes once the 50 MB are through: the deadline is the transfer's.
-        digest = yield client.wait_for(32, transfer(FIFTY_MB))
+        digest = yield client.wait_for(32, transfer(FIFTY_MB), stall=None)
         self.assertEqual(digest, expected.digest())
 
     @inlineCallbacks
@@ -153,6 +156,8 @@ class DataPathTests(E2ETestCase):
 
 
 class BackPressureTests(E2ETestCase):
+    timeout = scaled(120)
+
     @inlineCallbacks
     def test_slow_reader_bounds_the_path(self) -> Any:
         """
@@ -179,7 +184,7 @@ class BackPressureTests(E2ETestCase):
         sent = pusher.stop()
         stalled[0].expected = sent
         stalled[0].transport.resumeProducing()
-        digest = yield client.wait_for(32, transfer(sent))
+        digest = yield client.wait_for(32, transfer(sent), stall=None)
         self.assertEqual(digest, pusher.digest.digest())
 
 

@@ -6,7 +6,7 @@ from the protocol guides, loads none of our proxy's code.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 
@@ -30,10 +30,12 @@ class Conditions:
         what: str,
         within: float = EVENT,
         state: Optional[Callable[[], str]] = None,
+        progress: Optional[Callable[[], Any]] = None,
     ) -> Deferred[None]:
         """
         Fires once C{condition()} holds: now, or at a later L{check}; fails
-        after C{within} seconds (L{tests.support.deadlines.deadline}) with
+        after C{within} seconds (L{tests.support.deadlines.deadline}), or
+        once C{progress()} has not changed for L{EVENT} seconds, with
         C{what} (what did not happen) and C{state()} (what is seen instead).
         """
 
@@ -45,7 +47,7 @@ class Conditions:
             d.callback(None)
         else:
             self._waiters.append((condition, d))
-        return deadline(d, within, what, state)
+        return deadline(d, within, what, state, progress=progress)
 
     def check(self) -> None:
         """Fire the waiters whose condition holds now."""

@@ -71,8 +71,10 @@ EVENT = 10.0
 #: ready: its imports, key loading and first connection (about 1 s idle).
 START = 20.0
 #: Bytes per second a transfer is granted on top of L{EVENT}: loopback
-#: moves 30-100 MB/s through both proxies, several times less under load.
-RATE = 2_000_000
+#: moves 5-30 MB/s through both proxies and the service, and under 1 MB/s
+#: with every core busy.  A transfer that stops moving fails sooner: see
+#: C{progress} in L{deadline}.
+RATE = 1_000_000
 
 
 def scaled(seconds: float) -> float:
@@ -83,7 +85,7 @@ def scaled(seconds: float) -> float:
 def transfer(size: int, rate: float = RATE) -> float:
     """
     Seconds (before L{FACTOR}) that moving C{size} bytes may take: L{EVENT}
-    plus C{size} at C{rate} bytes per second (e.g. 20 MB in 20 s).
+    plus C{size} at C{rate} bytes per second (e.g. 20 MB in 30 s).
     """
     return EVENT + size / rate
 
@@ -125,6 +127,8 @@ def deadline(
     what: str,
     state: Optional[Callable[[], str]] = None,
     clock: Any = None,
+    progress: Optional[Callable[[], Any]] = None,
+    stall: Optional[float] = EVENT,
 ) -> "Deferred[T]":
     """
     C{d}, failed with an C{AssertionError} if it has not fired after
@@ -136,17 +140,24 @@ def deadline(
     is cancelled, so whatever it waited on stops (a connect attempt is
     abandoned, a waiter leaves its list); C{d} must therefore be the
     caller's own Deferred, not one others wait on too (the waiting helpers
-    hand out a new Deferred for each wait).  Once C{d} fires the timer is
+    hand out a new Deferred for each wait).  Once C{d} fires the timers are
     cancelled: nothing is left on the reactor.  A failure of C{d} passes
     through unchanged.
+
+    A transfer also gives C{progress} (e.g. the bytes received so far): the
+    wait then fails as soon as that has not changed for C{scaled(stall)}
+    seconds ("C{what}: nothing moved for 10 s; C{state()}"), so a stalled
+    transfer fails in seconds while a slow one, on a loaded machine, may
+    take up to C{seconds}.
     """
     if clock is None:
         from twisted.internet import reactor as clock
     limit = scaled(seconds)
+    window = scaled(stall) if stall is not None else limit
     message: list[str] = []
 
-    def expire() -> None:
-        text = f"{what} within {shown(limit)}"
+    def expire(reason: str) -> None:
+        text = what + reason
         if state is not None:
             try:
                 text += "; " + state()
@@ -155,11 +166,24 @@ def deadline(
         message.append(text)
         d.cancel()
 
-    timer = clock.callLater(limit, expire)
+    timers = [clock.callLater(limit, expire, f" within {shown(limit)}")]
+    if progress is not None and window < limit:
+        seen = [progress()]
+
+        def watch() -> None:
+            now = progress()
+            if now == seen[0]:
+                expire(f": nothing moved for {shown(window)}")
+            else:
+                seen[0] = now
+                timers[1] = clock.callLater(window, watch)
+
+        timers.append(clock.callLater(window, watch))
 
     def settle(result: Any) -> Any:
-        if timer.active():
-            timer.cancel()
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
         if message and isinstance(result, Failure):
             # Whatever the cancellation made of it (CancelledError,
             # ConnectingCancelledError, a waiter's own error): the deadline's message.

@@ -142,13 +142,21 @@ class Collector(Protocol):
         self.closed: Deferred[tuple[bytes, float]] = Deferred()
         self.start_paused = paused
 
-    def when_closed(self, within: float = EVENT) -> Deferred[tuple[bytes, float]]:
-        """L{closed}, failing if the connection has not ended within C{within} seconds."""
+    def when_closed(
+        self, within: float = EVENT, stall: Optional[float] = EVENT
+    ) -> Deferred[tuple[bytes, float]]:
+        """
+        L{closed}, failing if the connection has not ended within C{within}
+        seconds, or once nothing has arrived for C{stall} seconds (C{None}:
+        no such check, for a close that comes after a silence).
+        """
         return deadline(
             branch(self.closed),
             within,
             f"{self.name} was not closed",
             lambda: f"it received {len(self.received):,} bytes",
+            progress=lambda: len(self.received),
+            stall=stall,
         )
 
     def connectionMade(self) -> None:
@@ -249,12 +257,15 @@ class Client(Protocol):
     def value(self) -> bytes:
         return b"".join(self.received)
 
-    def wait_for(self, count: int, within: Optional[float] = None) -> Deferred[bytes]:
+    def wait_for(
+        self, count: int, within: Optional[float] = None, stall: Optional[float] = EVENT
+    ) -> Deferred[bytes]:
         """
         Fires with everything received once there are at least C{count}
-        bytes; fails at once if the connection closes first, or after
-        C{within} seconds (by default what C{count} bytes may take,
-        L{tests.support.deadlines.transfer}).
+        bytes; fails at once if the connection closes first, once nothing
+        has arrived for C{stall} seconds (C{None}: no such check, for bytes
+        that come only at the end, a digest), or after C{within} seconds (by
+        default what C{count} bytes may take, L{tests.support.deadlines.transfer}).
         """
 
         def forget(d: Deferred[bytes]) -> None:
@@ -272,18 +283,23 @@ class Client(Protocol):
             transfer(count) if within is None else within,
             f"{self.name} did not receive {count:,} bytes",
             lambda: f"{self.size:,} received, the connection still open",
+            progress=lambda: self.size,
+            stall=stall,
         )
 
-    def when_closed(self, within: float = EVENT) -> Deferred[bytes]:
+    def when_closed(self, within: float = EVENT, stall: Optional[float] = EVENT) -> Deferred[bytes]:
         """
         L{closed} (everything received), failing if the connection has not
-        closed within C{within} seconds.
+        closed within C{within} seconds, or once nothing has arrived for
+        C{stall} seconds (C{None}: no such check).
         """
         return deadline(
             branch(self.closed),
             within,
             f"{self.name} was not closed",
             lambda: f"it received {self.size:,} bytes",
+            progress=lambda: self.size,
+            stall=stall,
         )
 
     def _closed_early(self, count: int) -> str:

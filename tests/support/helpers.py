@@ -215,12 +215,16 @@ class ChildProcess(ProcessProtocol):
         )
 
     def wait_for_stdout(self, count: int, within: float = EVENT) -> Deferred[None]:
-        """Fires once it wrote at least C{count} bytes to stdout, within C{within} s."""
+        """
+        Fires once it wrote at least C{count} bytes to stdout, within
+        C{within} s (failing sooner once nothing came for L{EVENT} s).
+        """
         return self._conditions.when(
             lambda: len(self.stdout) >= count,
             f"{self.name} did not write {count:,} bytes to stdout",
             within,
             lambda: f"{len(self.stdout):,} written; " + self.output_tail(),
+            lambda: len(self.stdout),
         )
 
     def when_ended(self, within: float = START) -> Deferred[int]:

@@ -74,6 +74,43 @@ class DeadlineTests(SynchronousTestCase):
         self.assertIn("it did not happen within", str(failure.value))
         self.assertIn("ZeroDivisionError", str(failure.value))
 
+    def test_a_stalled_transfer_fails_before_its_deadline(self) -> None:
+        """With C{progress}, nothing moving for C{stall} seconds fails the wait."""
+        clock = Clock()
+        moved = [0]
+        waited = deadline(
+            Deferred(),
+            60,
+            "the echo did not come back",
+            lambda: f"{moved[0]} bytes back",
+            clock,
+            progress=lambda: moved[0],
+            stall=10,
+        )
+        for _ in range(3):  # it moves: 30 s go by
+            moved[0] += 100
+            clock.advance(scaled(10))
+        self.assertNoResult(waited)
+        clock.advance(scaled(10))  # it stopped
+        failure = self.failureResultOf(waited, AssertionError)
+        self.assertEqual(
+            str(failure.value),
+            "the echo did not come back: nothing moved for 10 s; 300 bytes back",
+        )
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_moving_transfer_gets_its_whole_deadline(self) -> None:
+        clock = Clock()
+        moved = [0]
+        d: Deferred[None] = Deferred()
+        waited = deadline(d, 60, "never", clock=clock, progress=lambda: moved[0], stall=10)
+        for _ in range(5):
+            moved[0] += 1
+            clock.advance(scaled(10))
+        d.callback(None)
+        self.successResultOf(waited)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_branch_leaves_the_shared_deferred_alone(self) -> None:
         """A deadline on a branch cancels the branch only; the shared Deferred fires later."""
         clock = Clock()
@@ -100,7 +137,7 @@ class BoundTests(SynchronousTestCase):
 
     def test_transfer_grows_with_the_size(self) -> None:
         self.assertEqual(transfer(0), deadlines.EVENT)
-        self.assertEqual(transfer(20_000_000), deadlines.EVENT + 10)
+        self.assertEqual(transfer(int(20 * deadlines.RATE)), deadlines.EVENT + 20)
         self.assertEqual(transfer(800_000, rate=400_000), deadlines.EVENT + 2)
 
     def test_tail(self) -> None:
