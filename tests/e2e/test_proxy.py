@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from aws_localproxy.protocol.constants import SUBPROTOCOL_V1, SUBPROTOCOL_V2, Mode, PeerVersion
 from tests.support.deadlines import scaled, transfer
 from tests.support.e2e import (
+    Apps,
     DigestServer,
     E2ETestCase,
     Echo,
@@ -118,7 +119,8 @@ class DataPathTests(E2ETestCase):
 
     @inlineCallbacks
     def test_50mb_upload_integrity(self) -> Any:
-        digest_port = yield self.listen(DigestServer)
+        servers = Apps(DigestServer)
+        digest_port = yield self.listen(servers)
         ports = yield self.tunnel_pair({"bulk": digest_port})
         client = yield self.connect(ports["bulk"])
         client.transport.write(struct.pack(">Q", FIFTY_MB))
@@ -133,7 +135,12 @@ class DataPathTests(E2ETestCase):
                 # Let the reactor drain now and then instead of buffering 50 MB here.
                 yield sleep(0)
         # The digest comes once the 50 MB are through: the deadline is the transfer's.
-        digest = yield client.wait_for(32, transfer(FIFTY_MB), stall=None)
+        digest = yield client.wait_for(
+            32,
+            transfer(FIFTY_MB),
+            progress=lambda: servers.made[0].received,
+            state=lambda: f"the service received {servers.made[0].received:,} of {FIFTY_MB:,}",
+        )
         self.assertEqual(digest, expected.digest())
 
     @inlineCallbacks
@@ -184,7 +191,12 @@ class BackPressureTests(E2ETestCase):
         sent = pusher.stop()
         stalled[0].expected = sent
         stalled[0].transport.resumeProducing()
-        digest = yield client.wait_for(32, transfer(sent), stall=None)
+        digest = yield client.wait_for(
+            32,
+            transfer(sent),
+            progress=lambda: stalled[0].received,
+            state=lambda: f"the service received {stalled[0].received:,} of {sent:,}",
+        )
         self.assertEqual(digest, pusher.digest.digest())
 
 

@@ -258,14 +258,21 @@ class Client(Protocol):
         return b"".join(self.received)
 
     def wait_for(
-        self, count: int, within: Optional[float] = None, stall: Optional[float] = EVENT
+        self,
+        count: int,
+        within: Optional[float] = None,
+        stall: Optional[float] = EVENT,
+        progress: Optional[Any] = None,
+        state: Optional[Any] = None,
     ) -> Deferred[bytes]:
         """
         Fires with everything received once there are at least C{count}
         bytes; fails at once if the connection closes first, once nothing
-        has arrived for C{stall} seconds (C{None}: no such check, for bytes
-        that come only at the end, a digest), or after C{within} seconds (by
-        default what C{count} bytes may take, L{tests.support.deadlines.transfer}).
+        has arrived for C{stall} seconds (C{None}: no such check), or after
+        C{within} seconds (by default what C{count} bytes may take,
+        L{tests.support.deadlines.transfer}).  Bytes that come only at the
+        end (a digest) give the C{progress} to watch instead (what the far
+        end received, say) and C{state()} to show with it.
         """
 
         def forget(d: Deferred[bytes]) -> None:
@@ -282,8 +289,11 @@ class Client(Protocol):
             d,
             transfer(count) if within is None else within,
             f"{self.name} did not receive {count:,} bytes",
-            lambda: f"{self.size:,} received, the connection still open",
-            progress=lambda: self.size,
+            lambda: (
+                f"{self.size:,} received, the connection still open"
+                + (f"; {state()}" if state is not None else "")
+            ),
+            progress=progress or (lambda: self.size),
             stall=stall,
         )
 
