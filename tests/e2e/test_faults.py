@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import ssl
+import sys
 import urllib.request
 from typing import Any, Dict, Optional
 
@@ -50,7 +51,14 @@ from tests.support.e2e import (
     with_settings,
 )
 from tests.support.faultrelay import FaultRelay
-from tests.support.helpers import ChildProcess, free_port, open_fds, wait_until
+from tests.support.helpers import (
+    ChildProcess,
+    child_environ,
+    free_port,
+    open_fds,
+    stop_child,
+    wait_until,
+)
 from tests.support.payloads import assert_same_bytes
 
 #: Pings every 500 ms, a silent service is gone after 1.5 s; retries every 200 ms.
@@ -289,28 +297,33 @@ class ServiceProcess:
         self.port = port
         self.process: Optional[ChildProcess] = None
         self.info: Dict[str, str] = {}
+        # One cleanup for every process it starts, registered now: it runs
+        # after the proxies (started later) have stopped, as a service
+        # outlives its clients.  Killed first, it would leave each proxy
+        # closing a WebSocket whose connection is already gone, and
+        # Autobahn's close-handshake timer pending on the reactor.
+        test.addCleanup(self.stop)
 
     @inlineCallbacks
     def start(self) -> Any:
         ready = os.path.join(self.workdir, "ready.json")
         if os.path.exists(ready):
             os.remove(ready)
-        self.process = spawn(
-            self.test,
-            [
-                "-m",
-                "aws_localproxy.tunnelservice.cli",
-                "--port",
-                str(self.port),
-                "--cert-dir",
-                os.path.join(self.workdir, "certs"),
-                "--state-file",
-                os.path.join(self.workdir, "state.sqlite"),
-                "--ready-file",
-                ready,
-            ],
-        )
-        process = self.process
+        argv = [
+            sys.executable,
+            "-m",
+            "aws_localproxy.tunnelservice.cli",
+            "--port",
+            str(self.port),
+            "--cert-dir",
+            os.path.join(self.workdir, "certs"),
+            "--state-file",
+            os.path.join(self.workdir, "state.sqlite"),
+            "--ready-file",
+            ready,
+        ]
+        self.process = process = ChildProcess("the tunnel service")
+        reactor.spawnProcess(process, argv[0], argv, env=child_environ(), path=self.workdir)
         yield wait_until(
             lambda: os.path.exists(ready) or process.exited,
             START,
@@ -321,6 +334,12 @@ class ServiceProcess:
             raise AssertionError("the tunnel service did not start: " + process.output_tail())
         with open(ready) as f:
             self.info = json.load(f)
+
+    def stop(self) -> Any:
+        """Kill the service if it runs; fires once it has exited."""
+        if self.process is None or self.process.exited:
+            return None
+        return stop_child(self.process, self.process.transport, "KILL")
 
     @property
     def pid(self) -> int:

@@ -377,13 +377,15 @@ def spawn_child(
         if process.ended.called:
             return None
         # Its own children too (ssh's ProxyCommand): they hold its output
-        # pipes, and its end is only reported once those are closed.
+        # pipes, and its end is only reported once those are closed.  (Not by
+        # closing our ends: its end would then be reported before the reactor
+        # has seen its sockets close, and the next cleanups would act on
+        # connections that are already gone.)
         kill_descendants(transport.pid)
         try:
             transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
-        transport.loseConnection()
         return process.ended
 
     test.addCleanup(kill)
