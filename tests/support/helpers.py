@@ -267,7 +267,7 @@ def kill_descendants(pid: Optional[int]) -> None:
         for child in parents.get(parent, []):
             kill(child)
             try:
-                os.kill(child, 9)
+                os.kill(child, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -295,17 +295,17 @@ def process_name(argv: Sequence[str]) -> str:
 
 @inlineCallbacks
 def stop_child(
-    process: ChildProcess, transport: Any, signal: str = "TERM", within: float = EVENT
+    process: ChildProcess, transport: Any, signal_name: str = "TERM", within: float = EVENT
 ) -> Any:
     """
-    Send C{signal} to a child and wait for its end; if it has not ended
+    Send C{signal_name} to a child and wait for its end; if it has not ended
     within C{within} seconds it is killed (SIGKILL) and the wait fails with
     the end of its output.  Fires with its exit code.
     """
     if process.exited:
         return (yield process.ended)
     try:
-        transport.signalProcess(signal)
+        transport.signalProcess(signal_name)
     except ProcessExitedAlready:
         pass
     try:
