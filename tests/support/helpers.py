@@ -308,8 +308,18 @@ def stop_child(
         transport.signalProcess(signal_name)
     except ProcessExitedAlready:
         pass
+    return (yield _ended_or_killed(process, transport, within))
+
+
+@inlineCallbacks
+def _ended_or_killed(process: ChildProcess, transport: Any, within: float) -> Any:
+    """
+    Fires with C{process}'s exit code once it ends; if it has not ended
+    within C{within} seconds it is killed (SIGKILL), and once it is gone the
+    wait's failure (naming the end of its output) is raised.
+    """
     try:
-        code = yield process.when_ended(within)
+        return (yield process.when_ended(within))
     except AssertionError:
         try:
             transport.signalProcess("KILL")
@@ -317,7 +327,6 @@ def stop_child(
             pass
         yield process.ended
         raise
-    return code
 
 
 @inlineCallbacks
@@ -340,15 +349,7 @@ def run_child(
     transport = reactor.spawnProcess(  # type: ignore[attr-defined]
         process, argv[0], list(argv), env=dict(env), path=path
     )
-    try:
-        code = yield process.when_ended(within)
-    except AssertionError:
-        try:
-            transport.signalProcess("KILL")
-        except ProcessExitedAlready:
-            pass
-        yield process.ended
-        raise
+    code = yield _ended_or_killed(process, transport, within)
     return code, process.stdout, process.stderr
 
 
